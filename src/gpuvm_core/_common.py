@@ -1,0 +1,74 @@
+"""Errors and argument checks shared by the compiled core and the reference.
+
+Every refused request raises :class:`GpuvmError`, an :class:`OSError` whose
+``errno`` is the kernel's errno for the same refusal, so callers can write
+``except GpuvmError as e: if e.errno == errno.EEXIST: ...`` exactly as driver
+code checks ``-EEXIST``.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import operator
+from enum import IntEnum
+
+__all__ = ["GpuvmError", "OpType", "U64_MAX", "OBJ_MAX", "check_u64", "check_obj"]
+
+U64_MAX = (1 << 64) - 1
+#: Object handles are stored as int64 in the compiled core (-1 = no object).
+OBJ_MAX = (1 << 63) - 1
+
+
+class OpType(IntEnum):
+    """Kind of a split/merge operation. Kernel: enum drm_gpuva_op_type."""
+
+    MAP = 0
+    REMAP = 1
+    UNMAP = 2
+    PREFETCH = 3
+    DRIVER = 4
+
+
+class GpuvmError(OSError):
+    """A request the kernel would refuse; ``.errno`` is the kernel's errno.
+
+    Kernel: the negative errno returned by drm_gpuvm functions (``-EINVAL``,
+    ``-EEXIST``, ...). The VM is unchanged when this is raised.
+    """
+
+    def __init__(self, err: int, message: str, index: int | None = None) -> None:
+        super().__init__(err, message)
+        #: For batch calls: the index of the refused request, else ``None``.
+        self.index = index
+
+    def __str__(self) -> str:
+        name = _errno.errorcode.get(self.errno or 0, str(self.errno))
+        where = "" if self.index is None else f" (request {self.index})"
+        return f"[{name}] {self.strerror}{where}"
+
+
+def check_u64(value: object, what: str) -> int:
+    """Return ``value`` as an int in [0, 2**64) or raise.
+
+    Non-integers raise ``TypeError`` (from :func:`operator.index`); integers
+    outside u64 raise :class:`GpuvmError` with ``EINVAL``. Nothing is ever
+    truncated.
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be an integer, not bool")
+    v = operator.index(value)  # type: ignore[call-overload]
+    if v < 0 or v > U64_MAX:
+        raise GpuvmError(_errno.EINVAL, f"{what}={v} is outside the unsigned 64-bit range")
+    return v
+
+
+def check_obj(value: object) -> int | None:
+    """Return ``value`` as an object handle (``None`` or an int in [0, 2**63))."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError("obj must be None or an integer handle, not bool")
+    v = operator.index(value)  # type: ignore[call-overload]
+    if v < 0 or v > OBJ_MAX:
+        raise GpuvmError(_errno.EINVAL, f"obj={v} is outside [0, 2**63): handles are int64")
+    return v

@@ -1,0 +1,3 @@
+from pysvm.cli import main
+
+raise SystemExit(main())
