@@ -1,0 +1,1 @@
+"""Sub-commands of the ``pysvm`` console script (one module each)."""

@@ -1,0 +1,30 @@
+"""Errors raised by the Xe model: an OSError carrying the kernel's errno.
+
+Kernel: the negative errno values returned by xe_vm_madvise_ioctl(),
+xe_svm_handle_pagefault(), drm_pagemap_*() and friends.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+__all__ = ["XeError", "errno_name"]
+
+
+def errno_name(err: int) -> str:
+    """``errno.EINVAL`` -> ``"EINVAL"`` (the names trace output uses)."""
+    return _errno.errorcode.get(err, f"E{err}")
+
+
+class XeError(OSError):
+    """A refusal with the kernel's errno and a message that says what was wrong."""
+
+    def __init__(self, err: int, message: str) -> None:
+        super().__init__(err, message)
+
+    @property
+    def name(self) -> str:
+        return errno_name(self.errno or 0)
+
+    def __str__(self) -> str:
+        return f"[{self.name}] {self.strerror}"
