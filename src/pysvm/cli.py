@@ -19,6 +19,7 @@ from . import __version__
 #: Sub-command name -> module under pysvm.commands, in --help order.
 COMMANDS: dict[str, str] = {
     "conformance": "pysvm.commands.conformance",
+    "bench": "pysvm.commands.bench",
 }
 
 

@@ -1,0 +1,370 @@
+"""The benchmark workloads W1-W4 as numpy request arrays, and their runners.
+
+The four workloads of ``bench/WORKLOADS.md`` are defined by a seeded
+splitmix64 stream, so every implementation (the kernel's C compiled in
+userspace, the compiled core, the pure-Python reference, third-party interval
+containers) replays the same requests. Here the stream is generated with
+numpy in one vectorised pass: splitmix64's state after ``k`` steps is
+``seed + k * GAMMA (mod 2**64)``, so the ``k``-th output does not depend on the
+previous outputs and uint64 arithmetic (which wraps mod 2**64) computes all of
+them at once.
+
+* populate(N): map ``[i * 128 KiB, +64 KiB)`` with object ``(i mod 64) + 1``
+  (W3: no object), ``i = 0..N-1``; not timed.
+* W1 map_random: draw r1, r2, r3 per request; map ``addr = (r1 mod 2N) * 64 KiB``,
+  ``range = (1 + r2 mod 4) * 64 KiB``, object ``(r3 mod 64) + 1``, offset 0.
+* W2 unmap_random: the same draws; even requests map (as W1), odd ones unmap.
+* W3 madvise_random: populate without objects, then madvise as W1 (no object).
+* W4 lookup: draw only r1; ``find_first(r1 mod (N * 128 KiB), 1)``.
+
+Every workload restarts the stream at seed 42. The VM spans ``[0, 2**48)`` with
+no reserved node.
+
+Kernel: the userspace timing harness around drivers/gpu/drm/drm_gpuvm.c
+described in bench/WORKLOADS.md (drm_gpuvm_sm_map_ops_create(),
+drm_gpuvm_sm_unmap_ops_create(), drm_gpuvm_madvise_ops_create(),
+drm_gpuva_find_first()).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "GAMMA",
+    "KIB64",
+    "KIB128",
+    "VM_RANGE",
+    "WORKLOADS",
+    "Requests",
+    "splitmix64",
+    "populate",
+    "workload",
+    "new_vm",
+    "run_single",
+    "run_batch",
+    "time_single",
+    "time_batch",
+]
+
+U64 = npt.NDArray[np.uint64]
+I64 = npt.NDArray[np.int64]
+
+GAMMA = 0x9E3779B97F4A7C15
+_MIX1 = 0xBF58476D1CE4E5B9
+_MIX2 = 0x94D049BB133111EB
+KIB64 = 64 << 10
+KIB128 = 128 << 10
+#: The VM of every workload: [0, 2**48), no reserved node.
+VM_RANGE = 1 << 48
+#: Workload number -> short name (as in WORKLOADS.md).
+WORKLOADS = {1: "map_random", 2: "unmap_random", 3: "madvise_random", 4: "lookup"}
+
+
+def splitmix64(count: int, seed: int = 42) -> U64:
+    """The first ``count`` outputs of splitmix64 seeded with ``seed``.
+
+    Kernel: none (the PRNG of bench/WORKLOADS.md; first outputs for seed 42
+    are 0xbdd732262feb6e95, 0x28efe333b266f103, 0x47526757130f9f52).
+    """
+    if count < 0:
+        raise ValueError(f"count must be >= 0, not {count}")
+    k = np.arange(1, count + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = k * np.uint64(GAMMA) + np.uint64(seed & ((1 << 64) - 1))
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(_MIX1)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(_MIX2)
+        out: U64 = z ^ (z >> np.uint64(31))
+    return out
+
+
+@dataclass(frozen=True)
+class Requests:
+    """One request stream as parallel numpy arrays (the batch API's inputs).
+
+    ``kind`` is ``"map"``, ``"unmap"``, ``"madvise"`` or ``"lookup"`` per request
+    (W2 mixes map and unmap); ``obj`` is -1 for "no object".
+    """
+
+    kind: npt.NDArray[np.str_]
+    addr: U64
+    range: U64
+    obj: I64
+    offset: U64
+
+    def __len__(self) -> int:
+        return len(self.addr)
+
+    def select(self, kind: str) -> Requests:
+        """The sub-stream of one kind, in order."""
+        m = self.kind == kind
+        return Requests(self.kind[m], self.addr[m], self.range[m], self.obj[m], self.offset[m])
+
+    def tuples(self) -> list[tuple[str, int, int, int | None, int]]:
+        """The requests as Python tuples ``(kind, addr, range, obj, offset)``."""
+        return [(str(k), int(a), int(r), None if o < 0 else int(o), int(f))
+                for k, a, r, o, f in zip(self.kind.tolist(), self.addr.tolist(),
+                                         self.range.tolist(), self.obj.tolist(),
+                                         self.offset.tolist(), strict=True)]
+
+
+def _check_n(n: int) -> None:
+    if n < 1:
+        raise ValueError(f"N must be >= 1, not {n}")
+
+
+def populate(n: int, null_obj: bool = False) -> Requests:
+    """The N populate map requests (not timed). Kernel: see module docstring."""
+    _check_n(n)
+    i = np.arange(n, dtype=np.uint64)
+    if null_obj:
+        obj = np.full(n, -1, dtype=np.int64)
+    else:
+        obj = (i % np.uint64(64) + np.uint64(1)).astype(np.int64)
+    return Requests(np.full(n, "map"), i * np.uint64(KIB128), np.full(n, KIB64, dtype=np.uint64),
+                    obj, np.zeros(n, dtype=np.uint64))
+
+
+def workload(w: int, n: int, m: int = 200_000) -> Requests:
+    """The ``m`` timed requests of workload ``w`` (1..4) at size ``n``.
+
+    Kernel: see module docstring.
+    """
+    _check_n(n)
+    if w not in WORKLOADS:
+        raise ValueError(f"unknown workload W{w}: choose 1, 2, 3 or 4")
+    if m < 0:
+        raise ValueError(f"M must be >= 0, not {m}")
+    zeros = np.zeros(m, dtype=np.uint64)
+    if w == 4:
+        r1 = splitmix64(m)
+        return Requests(np.full(m, "lookup"), r1 % np.uint64(n * KIB128),
+                        np.ones(m, dtype=np.uint64), np.full(m, -1, dtype=np.int64), zeros)
+    r = splitmix64(3 * m).reshape(m, 3)
+    addr = (r[:, 0] % np.uint64(2 * n)) * np.uint64(KIB64)
+    rng = (np.uint64(1) + r[:, 1] % np.uint64(4)) * np.uint64(KIB64)
+    obj = (r[:, 2] % np.uint64(64) + np.uint64(1)).astype(np.int64)
+    if w == 1:
+        kind = np.full(m, "map")
+    elif w == 2:
+        kind = np.where(np.arange(m) % 2 == 0, "map", "unmap")
+        obj[1::2] = -1
+    else:
+        kind = np.full(m, "madvise")
+        obj[:] = -1
+    return Requests(kind, addr, rng, obj, zeros)
+
+
+# ----------------------------------------------------------------------------
+# Runners: one request = build the ops list + apply it + drop it.
+
+
+def new_vm(factory: Callable[..., Any], n: int, w: int) -> Any:
+    """A fresh VM ``[0, 2**48)`` populated for workload ``w`` (W3: no objects)."""
+    vm = factory(0, VM_RANGE)
+    run_batch(vm, populate(n, null_obj=(w == 3)))  # same final state as one by one
+    return vm
+
+
+def run_single(vm: Any, reqs: Requests) -> int:
+    """Issue ``reqs`` one by one through the op-list API; return ops applied (W4: hits).
+
+    Kernel: drm_gpuvm_sm_map_ops_create() / _sm_unmap_ops_create() /
+    _madvise_ops_create() + drm_gpuva_map/remap/unmap + drm_gpuva_ops_free();
+    drm_gpuva_find_first() for lookups.
+    """
+    total = 0
+    apply = vm.apply
+    kinds = set(reqs.kind.tolist()) if len(reqs) else set()
+    if kinds == {"lookup"}:
+        ff = vm.find_first
+        for a in reqs.addr.tolist():
+            if ff(a, 1) is not None:
+                total += 1
+        return total
+    if kinds == {"map"}:
+        mk = vm.sm_map_ops_create
+        for a, r, o, f in zip(reqs.addr.tolist(), reqs.range.tolist(), reqs.obj.tolist(),
+                              reqs.offset.tolist(), strict=True):
+            ops = mk(a, r, None if o < 0 else o, f)
+            apply(ops)
+            total += len(ops)
+        return total
+    if kinds == {"madvise"}:
+        mk = vm.madvise_ops_create
+        for a, r in zip(reqs.addr.tolist(), reqs.range.tolist(), strict=True):
+            ops = mk(a, r)
+            apply(ops)
+            total += len(ops)
+        return total
+    for k, a, r, o, f in zip(reqs.kind.tolist(), reqs.addr.tolist(), reqs.range.tolist(),
+                             reqs.obj.tolist(), reqs.offset.tolist(), strict=True):
+        if k == "map":
+            ops = vm.sm_map_ops_create(a, r, None if o < 0 else o, f)
+        elif k == "unmap":
+            ops = vm.sm_unmap_ops_create(a, r)
+        elif k == "madvise":
+            ops = vm.madvise_ops_create(a, r)
+        else:
+            raise ValueError(f"run_single: cannot mix {k!r} with other request kinds")
+        apply(ops)
+        total += len(ops)
+    return total
+
+
+def _runs(kind: npt.NDArray[np.str_]) -> Iterable[tuple[str, int, int]]:
+    """Maximal runs of equal kinds: (kind, start, stop)."""
+    n = len(kind)
+    if n == 0:
+        return
+    cuts = np.flatnonzero(kind[1:] != kind[:-1]) + 1
+    starts = [0, *cuts.tolist()]
+    stops = [*cuts.tolist(), n]
+    for s, e in zip(starts, stops, strict=True):
+        yield str(kind[s]), s, e
+
+
+def run_batch(vm: Any, reqs: Requests) -> int:
+    """Issue ``reqs`` through the batch API (numpy in and out); return ops applied (W4: hits).
+
+    Runs of equal kinds go in one call each, in order. W2 alternates map and
+    unmap and the order matters, so with the contract's one-kind batch calls
+    it costs one call per request: its batch figure measures the per-call
+    overhead, not a fused loop.
+
+    Kernel: a loop of drm_gpuvm_sm_map_ops_create() (etc.) + apply per request.
+    """
+    total = 0
+    for k, s, e in _runs(reqs.kind):
+        a, r = reqs.addr[s:e], reqs.range[s:e]
+        if k == "lookup":
+            res = vm.find_first_batch(a, r)
+            total += _hits(res)
+            continue
+        if k == "map":
+            counts = vm.sm_map_batch(a, r, reqs.obj[s:e], reqs.offset[s:e])
+        elif k == "unmap":
+            counts = vm.sm_unmap_batch(a, r)
+        elif k == "madvise":
+            counts = vm.madvise_batch(a, r)
+        else:
+            raise ValueError(f"unknown request kind {k!r}")
+        total += int(np.sum(np.asarray(counts, dtype=np.int64)))
+    return total
+
+
+def _hits(res: Any) -> int:
+    if isinstance(res, np.ndarray) and res.dtype.names and "found" in res.dtype.names:
+        return int(np.count_nonzero(res["found"]))
+    return sum(1 for x in res if x is not None)  # the reference returns a list of VAs
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall time of one timed loop."""
+
+    seconds: float
+    requests: int
+    result: int  # ops applied (W1-W3) or hits (W4)
+    final_len: int
+
+    @property
+    def ns_per_request(self) -> float:
+        return self.seconds * 1e9 / max(self.requests, 1)
+
+
+def time_single(factory: Callable[..., Any], w: int, n: int, m: int) -> Timing:
+    """Populate a fresh VM (untimed), then time ``run_single`` over W``w``."""
+    vm = new_vm(factory, n, w)
+    reqs = workload(w, n, m)
+    t0 = time.perf_counter()
+    res = run_single(vm, reqs)
+    dt = time.perf_counter() - t0
+    return Timing(dt, m, res, len(vm))
+
+
+def time_batch(factory: Callable[..., Any], w: int, n: int, m: int) -> Timing:
+    """Populate a fresh VM (untimed), then time ``run_batch`` over W``w``."""
+    vm = new_vm(factory, n, w)
+    reqs = workload(w, n, m)
+    t0 = time.perf_counter()
+    res = run_batch(vm, reqs)
+    dt = time.perf_counter() - t0
+    return Timing(dt, m, res, len(vm))
+
+
+# ----------------------------------------------------------------------------
+# Memory: resident-set growth of a fresh process.
+
+#: The kernel's figures from bench/WORKLOADS.md (median ns/request), the anchor.
+KERNEL_NS: dict[int, dict[int, float]] = {
+    1_000: {1: 827, 2: 264, 3: 180, 4: 78},
+    100_000: {1: 2_871, 2: 1_349, 3: 891, 4: 624},
+    1_000_000: {1: 4_515, 2: 3_706, 3: 3_163, 4: 1_418},
+}
+#: The kernel's peak RSS per N (MiB; whole process: populate + W1..W4).
+KERNEL_PEAK_RSS_MIB: dict[int, float] = {1_000: 1.8, 100_000: 14.9, 1_000_000: 123.8}
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * _page_size()
+
+
+def _page_size() -> int:
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_per_mapping(impl: str, n: int, timeout: float = 600.0) -> float:
+    """Bytes of resident memory per mapping after populate(N), in a fresh process.
+
+    ``impl`` is ``"core"`` or ``"reference"``. The child process imports
+    everything, records its RSS, creates the VM, populates N mappings and
+    records RSS again; the difference over N includes allocator slack and the
+    page granularity (meaningless below ~10^4 mappings). Linux only.
+    """
+    import subprocess
+    import sys
+
+    if impl not in ("core", "reference"):
+        raise ValueError(f"impl must be 'core' or 'reference', not {impl!r}")
+    _check_n(n)
+    out = subprocess.run([sys.executable, "-m", "gpuvm_core.workloads", "rss", impl, str(n)],
+                         capture_output=True, text=True, timeout=timeout, check=True)
+    return float(out.stdout.split()[-1])
+
+
+def _rss_child(impl: str, n: int) -> float:
+    import gc
+
+    import gpuvm_core
+
+    factory = gpuvm_core.GpuVm if impl == "core" else gpuvm_core.RefGpuVm
+    reqs = populate(n)
+    warm = factory(0, VM_RANGE)
+    run_batch(warm, populate(4))
+    del warm
+    gc.collect()
+    before = _rss_bytes()
+    vm = factory(0, VM_RANGE)
+    run_batch(vm, reqs)
+    gc.collect()
+    after = _rss_bytes()
+    assert len(vm) == n
+    return (after - before) / n
+
+
+if __name__ == "__main__":  # python -m gpuvm_core.workloads rss core|reference N
+    import sys as _sys
+
+    if len(_sys.argv) != 4 or _sys.argv[1] != "rss":
+        raise SystemExit("usage: python -m gpuvm_core.workloads rss core|reference N")
+    print(f"{_rss_child(_sys.argv[2], int(_sys.argv[3])):.1f}")

@@ -1,0 +1,61 @@
+"""`pysvm bench` at a tiny size: the CLI, its table and its JSON cannot rot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pysvm.cli import main
+
+
+def test_bench_tiny_run_prints_table_and_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    res = subprocess.run([sys.executable, "-m", "pysvm", "bench", "--sizes", "50,1e2",
+                          "--m", "300", "--ref-m", "100", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert any("ns/request" in ln and "x vs ref" in ln for ln in lines)
+    for w in ("W1 map_random", "W2 unmap_random", "W3 madvise_random", "W4 lookup"):
+        assert sum(w in ln for ln in lines) == 6  # 2 sizes x (single, batch, reference)
+    assert "bytes per mapping" in res.stdout
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    assert len(rows) == 24
+    assert {r["path"] for r in rows} == {"single", "batch", "reference"}
+    assert all(r["ns_per_request"] > 0 for r in rows)
+    # every core row has a ratio to the reference; same final VA count on both core paths
+    by_key = {(r["n"], r["workload"], r["path"]): r for r in rows}
+    for (n, w, p), r in by_key.items():
+        if p != "reference":
+            assert r["vs_reference"] > 0
+        if p == "single":
+            assert r["final_len"] == by_key[n, w, "batch"]["final_len"]
+    assert set(data["bytes_per_mapping"]) == {"core", "reference"}
+
+
+def test_bench_markdown_subset(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--sizes", "1e3", "--workloads", "w4", "--m", "200", "--ref-m", "0",
+                 "--no-memory", "--markdown", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    table = [ln for ln in out.splitlines() if ln.startswith("|")]
+    assert len(table) == 4  # header, rule, single, batch
+    assert "| 1,000 | W4 lookup | single | 200 |" in table[2]
+    assert "| 78 |" in table[2]  # the kernel's anchor for W4 at N=1,000
+
+
+@pytest.mark.parametrize(("argv", "msg"), [
+    (["--sizes", "abc"], "must be a number"),
+    (["--sizes", "1.5"], "whole number"),
+    (["--workloads", "W9"], "unknown workload"),
+    (["--m", "0"], "--m must be"),
+])
+def test_bench_bad_input_is_one_line(argv: list[str], msg: str,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", *argv, "--no-memory", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pysvm bench: error:") and msg in err and "\n" not in err
