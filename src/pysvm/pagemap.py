@@ -1,0 +1,973 @@
+"""drm_pagemap lifetimes: refcounts, device holds, the per-tile cache, the shrinker, owner groups.
+
+Kernel: drivers/gpu/drm/drm_pagemap.c, drivers/gpu/drm/drm_pagemap_util.c and the xe_pagemap
+parts of drivers/gpu/drm/xe/xe_svm.c (newest code seen: torvalds 10dd1eaa / 939faf71).
+
+Overview
+--------
+A :class:`Pagemap` (``struct drm_pagemap``) describes one VRAM tile's device-private memory. It is
+reference counted. Every live pagemap owns a :class:`DevHold`, which holds a reference on the
+provider's drm device (:class:`DrmDevice`) and on the provider driver's module
+(:class:`DrmModule`); so the provider device and its module cannot go away while anyone holds the
+pagemap, even after the device was unbound.
+
+When the last reference is put (``drm_pagemap_release``)::
+
+    ref 1 -> 0:  detach the DevHold
+                 shrinker_add: device unplugged or no cache -> destroy now (atomic flavour)
+                               else -> append to the shrinker list, signal "queued" (INACTIVE)
+                 push the DevHold on the unhold list           (dropped by run_workers())
+
+States of a pagemap::
+
+    ACTIVE (ref > 0) --put--> INACTIVE (ref 0, cached, on shrinker list) --lookup--> ACTIVE
+         |                         |  shrinker scan / cache teardown
+         +--put, no cache/unplugged+--> DESTROYING (xe destroy work queued) --run_workers--> FREED
+                                                                  (or FREED directly, non-atomic)
+
+Cache lookup (``xe_pagemap_find_or_create``): lock, ``get_from_cache``; on NULL create a new
+pagemap and ``set_pagemap``; unlock. ``get_from_cache`` returns an active pagemap with a new ref,
+NULL for an empty slot, and for an inactive one waits for "queued", then tries to take it back off
+the shrinker list: success -> reinit (new DevHold, ref 1); the shrinker got there first -> clear
+the slot and return NULL (the caller creates a fresh pagemap).
+
+Owner groups (``drm_pagemap_acquire_owner``): peers on one :class:`OwnerList` are kept grouped by
+owner; a new peer joins the first group all of whose members it has an interconnect with, at the
+end of that group; otherwise it gets a new owner at the tail.
+
+Differences from the kernel
+---------------------------
+* No threads: deferred work (the global unhold worker, Xe's pagemap destroy work) runs only in
+  :meth:`PagemapSystem.run_workers`. A cache lookup that would have to wait for a concurrent
+  release to queue the pagemap cannot wait in a single-threaded model; it returns
+  ``XeError(EINTR)``, which is what the kernel's interruptible wait returns when a signal arrives.
+  Races are reproduced with :meth:`PagemapSystem.inject` at named points.
+* The kernel ignores ``try_module_get()`` failure and puts the module anyway; here a hold remembers
+  whether it got the module reference and puts it only then.
+* ``rmmod`` refusing with ``EBUSY`` while a device hold exists is a model rule (the kernel's
+  ``delete_module`` answers ``EWOULDBLOCK``; open files pin the module too).
+* Any get/put on a released or freed pagemap raises :class:`PagemapUseAfterFree` (a RuntimeError):
+  in the kernel that is a refcount warning or a use after free, never a quiet success.
+* ``own_ref=True`` models the pre-cache Xe design (``xe_devm_add``/``xe_devm_release``, 6.18 era):
+  the provider holds its tile pagemap from probe until unbind. With ``own_ref=False`` (newest) only
+  users (SVM VMs, VMAs, ranges, device pages) hold it and an unused pagemap goes to the shrinker.
+"""
+
+from __future__ import annotations
+
+import errno
+import weakref
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .errors import XeError
+
+__all__ = [
+    "SHRINK_EMPTY",
+    "SHRINK_STOP",
+    "DevHold",
+    "DrmDevice",
+    "DrmModule",
+    "Owner",
+    "OwnerList",
+    "Pagemap",
+    "PagemapCache",
+    "PagemapShrinker",
+    "PagemapState",
+    "PagemapSystem",
+    "PagemapUseAfterFree",
+    "Peer",
+    "Provider",
+    "Zdd",
+    "check_pagemap_invariants",
+    "pagemap_get",
+    "pagemap_get_unless_zero",
+    "pagemap_put",
+    "system_for",
+]
+
+#: Kernel: SHRINK_EMPTY (~0UL - 1), what count_objects() returns when there is nothing to free.
+SHRINK_EMPTY = (1 << 64) - 2
+#: Kernel: SHRINK_STOP (~0UL), what scan_objects() returns when it freed nothing.
+SHRINK_STOP = (1 << 64) - 1
+
+
+class PagemapUseAfterFree(RuntimeError):
+    """A get/put/populate on a pagemap (or device, module) whose last reference is gone.
+
+    Kernel: a refcount_t saturation warning or a use after free; never a silent success.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Provider driver module and drm device
+# --------------------------------------------------------------------------------------------
+
+
+class DrmModule:
+    """The provider driver's kernel module: a reference count and a loaded flag.
+
+    Kernel: struct module with try_module_get()/module_put()/delete_module().
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.refcount = 0
+        self.loaded = True
+
+    def try_get(self) -> bool:
+        """Kernel: try_module_get() - fails once the module is unloading/unloaded."""
+        if not self.loaded:
+            return False
+        self.refcount += 1
+        return True
+
+    def put(self) -> None:
+        """Kernel: module_put()."""
+        if self.refcount <= 0:
+            raise PagemapUseAfterFree(f"module {self.name}: put without a reference")
+        self.refcount -= 1
+
+    def unload(self) -> None:
+        """Unload the module; ``EBUSY`` while referenced (model rule, see the module docstring).
+
+        Kernel: delete_module() (which answers EWOULDBLOCK for a referenced module).
+        """
+        if not self.loaded:
+            raise XeError(errno.ENOENT, f"module {self.name} is not loaded")
+        if self.refcount:
+            raise XeError(errno.EBUSY, f"module {self.name} is in use: {self.refcount} reference(s)"
+                          " (a drm_pagemap device hold; run_workers drops released holds)")
+        self.loaded = False
+
+
+class DrmDevice:
+    """The provider's drm_device: refcounted, unpluggable, freed at its last put.
+
+    Kernel: struct drm_device with drm_dev_get()/drm_dev_put()/drm_dev_unplug()/drm_dev_enter().
+    The probe (driver bind) owns the initial reference and drops it at unbind.
+    """
+
+    def __init__(self, name: str, module: DrmModule) -> None:
+        self.name = name
+        self.module = module
+        self.refcount = 1
+        self.unplugged = False
+        self.freed = False
+
+    def enter(self) -> bool:
+        """Kernel: drm_dev_enter() - False once the device is unplugged."""
+        return not self.unplugged
+
+    def get(self) -> None:
+        """Kernel: drm_dev_get()."""
+        if self.freed or self.refcount <= 0:
+            raise PagemapUseAfterFree(f"drm device {self.name}: get after release")
+        self.refcount += 1
+
+    def put(self) -> None:
+        """Kernel: drm_dev_put(); the device is released (drm_dev_release) at zero."""
+        if self.freed or self.refcount <= 0:
+            raise PagemapUseAfterFree(f"drm device {self.name}: put after release")
+        self.refcount -= 1
+        if self.refcount == 0:
+            self.freed = True
+
+
+class DevHold:
+    """A pagemap's hold on its provider device and module, dropped by the unhold worker.
+
+    Kernel: struct drm_pagemap_dev_hold, drm_pagemap_dev_hold(), drm_pagemap_dev_unhold_work().
+    """
+
+    def __init__(self, device: DrmDevice, pagemap: Pagemap) -> None:
+        self.device = device
+        self.pagemap_id = pagemap.id
+        self.module_ref = device.module.try_get()
+        device.get()
+        self.released = False
+
+    def unhold(self) -> None:
+        """Drop the device and module references (run by the deferred worker)."""
+        if self.released:
+            raise PagemapUseAfterFree(f"device hold of pagemap #{self.pagemap_id} dropped twice")
+        self.released = True
+        self.device.put()
+        if self.module_ref:
+            self.device.module.put()
+
+
+# --------------------------------------------------------------------------------------------
+# Owner groups
+# --------------------------------------------------------------------------------------------
+
+
+class Owner:
+    """An interconnect group: devices whose peers share it can use each other's pages directly.
+
+    Kernel: struct drm_pagemap_owner (a kref).
+    """
+
+    _next_id = 0
+
+    def __init__(self) -> None:
+        Owner._next_id += 1
+        self.id = Owner._next_id
+        self.ref = 1
+
+    def __repr__(self) -> str:
+        return f"Owner(#{self.id}, ref={self.ref})"
+
+
+@dataclass(eq=False)
+class Peer:
+    """A participant in an owner list (an SVM VM or a pagemap), tied to one device.
+
+    Kernel: struct drm_pagemap_peer (xe_peer with kind VM or pagemap).
+    """
+
+    device: str
+    kind: str = "vm"
+    name: str = ""
+    owner: Owner | None = None
+    list: OwnerList | None = None
+
+
+class OwnerList:
+    """All peers, kept grouped by owner, in join order within a group.
+
+    Kernel: struct drm_pagemap_owner_list, drm_pagemap_acquire_owner(),
+    drm_pagemap_release_owner().
+    """
+
+    def __init__(self) -> None:
+        self.peers: list[Peer] = []
+
+    def acquire(self, peer: Peer, has_interconnect: Callable[[Peer, Peer], bool]) -> Owner:
+        """Join the first group all of whose members ``peer`` has an interconnect with.
+
+        Kernel: drm_pagemap_acquire_owner(). Walks the list group by group; the new peer goes at
+        the end of the first qualifying group (owner ref + 1), else a new owner (ref 1) is made
+        and the peer is appended at the tail. O(n) calls of ``has_interconnect``.
+        """
+        if peer.list is not None:
+            raise XeError(errno.EINVAL, f"peer {peer.name or peer.device} already joined a group")
+        chosen: Owner | None = None
+        insert_at = len(self.peers)
+        i = 0
+        while i < len(self.peers):
+            owner = self.peers[i].owner
+            j = i
+            ok = True
+            while j < len(self.peers) and self.peers[j].owner is owner:
+                if ok and not has_interconnect(peer, self.peers[j]):
+                    ok = False
+                j += 1
+            if ok:
+                chosen, insert_at = owner, j
+                break
+            i = j
+        if chosen is None:
+            chosen = Owner()
+            self.peers.append(peer)
+        else:
+            chosen.ref += 1
+            self.peers.insert(insert_at, peer)
+        peer.owner = chosen
+        peer.list = self
+        return chosen
+
+    def release(self, peer: Peer) -> None:
+        """Leave the group; the owner is freed when its last peer leaves. No-op if never joined.
+
+        Kernel: drm_pagemap_release_owner().
+        """
+        if peer.list is None:
+            return
+        if peer.list is not self:
+            raise XeError(errno.EINVAL, "peer belongs to another owner list")
+        self.peers.remove(peer)
+        assert peer.owner is not None
+        peer.owner.ref -= 1
+        peer.owner = None
+        peer.list = None
+
+    def groups(self) -> list[list[Peer]]:
+        """The peers grouped by owner, in list order."""
+        out: list[list[Peer]] = []
+        for p in self.peers:
+            if out and out[-1][0].owner is p.owner:
+                out[-1].append(p)
+            else:
+                out.append([p])
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# The pagemap
+# --------------------------------------------------------------------------------------------
+
+
+class PagemapState(Enum):
+    ACTIVE = "active"          # ref > 0
+    RELEASING = "releasing"    # ref 0, release running, not yet queued on the shrinker
+    INACTIVE = "inactive"      # ref 0, cached, on the shrinker list
+    DESTROYING = "destroying"  # destroy work queued (atomic/reclaim context)
+    FREED = "freed"
+
+
+class Pagemap:
+    """One VRAM tile's device-private memory, reference counted.
+
+    Kernel: struct drm_pagemap embedded in struct xe_pagemap; drm_pagemap_init(),
+    drm_pagemap_get(), drm_pagemap_get_unless_zero(), drm_pagemap_put(), drm_pagemap_release(),
+    drm_pagemap_reinit(), drm_pagemap_destroy(), drm_pagemap_populate_mm().
+
+    ``owner`` is the pagemap's interconnect owner (its device-private page owner).
+    """
+
+    _next_id = 0
+
+    def __init__(self, provider: Provider, tile: int = 0) -> None:
+        Pagemap._next_id += 1
+        self.id = Pagemap._next_id
+        self.provider = provider
+        self.system = provider.system
+        self.tile = tile
+        self.ref = 0
+        self.dev_hold: DevHold | None = None
+        self.cache: PagemapCache | None = None
+        self.on_shrink_list = False
+        self.state = PagemapState.ACTIVE
+        self.peer = Peer(provider.name, "pagemap", f"{provider.name}.tile{tile}")
+        self.reinit()  # drm_pagemap_init(): ref 1 + dev_hold
+        self.system.owners.acquire(self.peer, self.system.has_interconnect)
+        self.system.all_pagemaps.append(self)
+        self.system.stat("pagemaps_created")
+
+    def __repr__(self) -> str:
+        return (f"Pagemap(#{self.id} {self.provider.name}.tile{self.tile} ref={self.ref} "
+                f"{self.state.value})")
+
+    # -- refcount --------------------------------------------------------------------------
+
+    def _check_alive(self, what: str) -> None:
+        if self.state in (PagemapState.FREED, PagemapState.DESTROYING):
+            raise PagemapUseAfterFree(f"{what} on {self!r}: the pagemap was destroyed")
+        if self.ref <= 0:
+            raise PagemapUseAfterFree(f"{what} on {self!r}: its last reference was put")
+
+    @property
+    def owner(self) -> Owner | None:
+        """The interconnect owner (None once the pagemap left its group at destroy)."""
+        return self.peer.owner
+
+    def get(self) -> Pagemap:
+        """Take a reference. Kernel: drm_pagemap_get() (kref_get on a zero count is a bug)."""
+        self._check_alive("get")
+        self.ref += 1
+        return self
+
+    def get_unless_zero(self) -> Pagemap | None:
+        """A reference unless the count is already zero. Kernel: drm_pagemap_get_unless_zero()."""
+        if self.state is PagemapState.FREED:
+            raise PagemapUseAfterFree(f"get_unless_zero on {self!r}: the pagemap was freed")
+        if self.ref <= 0:
+            return None
+        self.ref += 1
+        return self
+
+    def put(self) -> None:
+        """Drop a reference; release at zero. Kernel: drm_pagemap_put() / drm_pagemap_release()."""
+        self._check_alive("put")
+        if self.ref == 1 and self.system.exited:
+            raise PagemapUseAfterFree(f"last put of {self!r} after the drm_pagemap module exited")
+        self.ref -= 1
+        if self.ref == 0:
+            self._release()
+
+    def _release(self) -> None:
+        hold = self.dev_hold
+        assert hold is not None
+        self.dev_hold = None
+        self.state = PagemapState.RELEASING
+        self.system.fire("release.before_shrinker_add", self)
+        self.system.shrinker_add(self)
+        self.system.unhold_list.append(hold)
+        self.system.stat("pagemaps_released")
+
+    def reinit(self) -> None:
+        """New device hold and ref 1 (for a cached pagemap coming back). Kernel:
+        drm_pagemap_reinit(); the allocation failure (-ENOMEM) is injectable as
+        ``pagemap.reinit``."""
+        if self.dev_hold is not None:
+            raise PagemapUseAfterFree(f"reinit of {self!r} which still has a device hold")
+        if self.system.fire("pagemap.reinit", self) == "ENOMEM":
+            raise XeError(errno.ENOMEM, f"reinit of {self!r}: device hold allocation failed")
+        self.dev_hold = DevHold(self.provider.device, self)
+        self.ref = 1
+        self.state = PagemapState.ACTIVE
+
+    # -- destroy ---------------------------------------------------------------------------
+
+    def destroy(self, atomic_or_reclaim: bool) -> None:
+        """Kernel: drm_pagemap_destroy() -> xe_pagemap_destroy(): deferred to a workqueue in
+        atomic/reclaim context, else immediate."""
+        if self.state in (PagemapState.FREED, PagemapState.DESTROYING):
+            raise PagemapUseAfterFree(f"destroy of {self!r} twice")
+        if self.ref:
+            raise PagemapUseAfterFree(f"destroy of {self!r} while referenced")
+        if atomic_or_reclaim:
+            self.state = PagemapState.DESTROYING
+            self.system.destroy_queue.append(self)
+        else:
+            self._destroy_work()
+
+    def _destroy_work(self) -> None:
+        """Kernel: xe_pagemap_destroy_work(): unmap the device pages and release the memory
+        region if the device is still present; leave the owner group; free."""
+        if self.provider.device.enter():
+            for cb in self.provider.on_region_release:
+                cb(self)
+        self.system.owners.release(self.peer)
+        self.cache = None
+        self.state = PagemapState.FREED
+        self.system.stat("pagemaps_destroyed")
+
+    # -- population ------------------------------------------------------------------------
+
+    def populate_allowed(self) -> bool:
+        """True while new device pages may be populated from this pagemap (provider bound)."""
+        return self.state is PagemapState.ACTIVE and self.ref > 0 and self.provider.device.enter()
+
+    def populate_mm(self, start: int, end: int, mm_alive: bool = True) -> None:
+        """Check a population request. Kernel: drm_pagemap_populate_mm() + xe populate_mm.
+
+        Raises
+        ------
+        PagemapUseAfterFree
+            the caller holds no reference (the pagemap was released).
+        XeError(EFAULT)
+            the address space is gone (mmget_not_zero failed).
+        XeError(ENODEV)
+            the provider device was unbound.
+        XeError(EINVAL)
+            ``start >= end``.
+        """
+        self._check_alive("populate_mm")
+        if not mm_alive:
+            raise XeError(errno.EFAULT, "populate_mm: the process address space is gone")
+        if not self.provider.device.enter():
+            raise XeError(errno.ENODEV, f"populate_mm: device {self.provider.name} was unbound")
+        if start >= end:
+            raise XeError(errno.EINVAL, f"populate_mm: empty range [{start:#x}, {end:#x})")
+
+
+def pagemap_get(p: Pagemap | None) -> Pagemap | None:
+    """NULL-safe get. Kernel: drm_pagemap_get()."""
+    return p.get() if p is not None else None
+
+
+def pagemap_get_unless_zero(p: Pagemap | None) -> Pagemap | None:
+    """NULL-safe get_unless_zero. Kernel: drm_pagemap_get_unless_zero()."""
+    return p.get_unless_zero() if p is not None else None
+
+
+def pagemap_put(p: Pagemap | None) -> None:
+    """NULL-safe put. Kernel: drm_pagemap_put()."""
+    if p is not None:
+        p.put()
+
+
+class Zdd:
+    """Zone-device data: one device allocation's hold on its pagemap, shared by its pages.
+
+    Kernel: struct drm_pagemap_zdd (drm_pagemap_zdd_alloc/get/put): holds a pagemap reference
+    from migration to device memory until the last device page is freed.
+    """
+
+    def __init__(self, pagemap: Pagemap, npages: int) -> None:
+        if npages <= 0:
+            raise XeError(errno.EINVAL, f"zdd for {npages} pages")
+        self.pagemap = pagemap.get()
+        self.pages = npages
+        self.detached = False
+
+    def page_free(self, n: int = 1) -> None:
+        """``n`` device pages were freed (migrated back, evicted, or unmapped)."""
+        if self.detached or n <= 0 or n > self.pages:
+            raise PagemapUseAfterFree(f"zdd: freeing {n} of {self.pages} pages (detached="
+                                      f"{self.detached})")
+        self.pages -= n
+        if self.pages == 0:
+            self.detached = True
+            self.pagemap.put()
+
+
+# --------------------------------------------------------------------------------------------
+# Cache and shrinker
+# --------------------------------------------------------------------------------------------
+
+
+class PagemapShrinker:
+    """One per provider device: the list of inactive (ref 0) cached pagemaps.
+
+    Kernel: struct drm_pagemap_shrinker, drm_pagemap_shrinker_count()/_scan()/_fini().
+    """
+
+    def __init__(self, device: DrmDevice) -> None:
+        self.device = device
+        self.pagemaps: list[Pagemap] = []
+
+    def count(self) -> int:
+        """Kernel: drm_pagemap_shrinker_count(): number listed, or SHRINK_EMPTY."""
+        return len(self.pagemaps) or SHRINK_EMPTY
+
+    def scan(self, nr_to_scan: int) -> int:
+        """Pop up to ``nr_to_scan`` pagemaps from the head, clear their cache slot, destroy them
+        (atomic flavour). Returns the number freed, or SHRINK_STOP if none.
+
+        Kernel: drm_pagemap_shrinker_scan(). Like the kernel's do/while, at least one entry is
+        taken if the list is not empty.
+        """
+        scanned = 0
+        while self.pagemaps:
+            p = self.pagemaps.pop(0)
+            p.on_shrink_list = False
+            scanned += 1
+            # Kernel interleaving point: the pagemap is off the list, the slot not yet cleared.
+            p.system.fire("shrinker.after_unlist", p)
+            cache = p.cache
+            assert cache is not None
+            # Cleared unconditionally, as the kernel does (see the race test).
+            cache.slot = None
+            p.provider.system.stat("shrinker_freed")
+            p.destroy(True)
+            if scanned >= nr_to_scan:
+                break
+        return scanned if scanned else SHRINK_STOP
+
+    def cancel(self, p: Pagemap) -> bool:
+        """Take ``p`` off the list; False if the shrinker already took it.
+
+        Kernel: drm_pagemap_shrinker_cancel().
+        """
+        if not p.on_shrink_list:
+            return False
+        self.pagemaps.remove(p)
+        p.on_shrink_list = False
+        return True
+
+    def fini(self) -> int:
+        """Device teardown; returns how many pagemaps were still listed (the kernel warns).
+
+        Kernel: drm_pagemap_shrinker_fini().
+        """
+        return len(self.pagemaps)
+
+
+class PagemapCache:
+    """One pagemap slot (one VRAM tile): empty, active, or inactive on the shrinker list.
+
+    Kernel: struct drm_pagemap_cache; drm_pagemap_get_from_cache(),
+    drm_pagemap_cache_set_pagemap(), drm_pagemap_get_from_cache_if_active(),
+    drm_pagemap_cache_fini().
+    """
+
+    def __init__(self, shrinker: PagemapShrinker) -> None:
+        self.shrinker = shrinker
+        self.slot: Pagemap | None = None
+        self.queued = False  # completion: the slot's inactive pagemap is on the shrinker list
+        self.locked = False
+
+    def lock_lookup(self) -> None:
+        """Kernel: drm_pagemap_cache_lock_lookup() (interruptible; not re-entrant)."""
+        if self.locked:
+            raise XeError(errno.EINTR, "pagemap cache lookup lock already held (would deadlock)")
+        self.locked = True
+
+    def unlock_lookup(self) -> None:
+        """Kernel: drm_pagemap_cache_unlock_lookup()."""
+        self.locked = False
+
+    def get_from_cache(self) -> Pagemap | None:
+        """Active -> new ref; empty -> None; inactive -> revive it, or None if the shrinker won.
+
+        Kernel: drm_pagemap_get_from_cache(). Must be called with the lookup lock held.
+
+        Raises
+        ------
+        XeError(EINTR)
+            the slot's pagemap is being released but not yet queued (the kernel would wait
+            interruptibly; a single-threaded model can only be interrupted).
+        XeError(ENOMEM)
+            reinit failed; the pagemap was destroyed.
+        """
+        if not self.locked:
+            raise RuntimeError("get_from_cache without the lookup lock")
+        p = self.slot
+        if p is None:
+            return None
+        got = p.get_unless_zero()
+        if got is not None:
+            return got
+        if not self.queued:
+            raise XeError(errno.EINTR, f"interrupted waiting for {p!r} to be queued on the "
+                          "shrinker")
+        if self.shrinker.cancel(p):
+            self.slot = None
+            try:
+                p.reinit()
+            except XeError:
+                p.destroy(False)
+                raise
+            self.set_pagemap(p)
+            p.system.stat("cache_revived")
+            return p
+        self.slot = None
+        return None
+
+    def set_pagemap(self, p: Pagemap) -> None:
+        """Kernel: drm_pagemap_cache_set_pagemap() (warns if the slot was occupied)."""
+        if not self.locked:
+            raise RuntimeError("set_pagemap without the lookup lock")
+        if self.slot is not None and self.slot is not p:
+            raise RuntimeError(f"cache slot already holds {self.slot!r}")
+        p.cache = self
+        self.slot = p
+        self.queued = False
+
+    def get_from_cache_if_active(self) -> Pagemap | None:
+        """Kernel: drm_pagemap_get_from_cache_if_active(): a ref only if ref > 0."""
+        return pagemap_get_unless_zero(self.slot)
+
+    def fini(self) -> None:
+        """Device removal: destroy an inactive, still-listed pagemap (non-atomic).
+
+        Kernel: drm_pagemap_cache_fini(). Active pagemaps are left to their last put.
+        """
+        p = self.slot
+        if p is not None and p.ref == 0 and self.shrinker.cancel(p):
+            self.slot = None
+            p.destroy(False)
+
+
+# --------------------------------------------------------------------------------------------
+# Providers and the whole subsystem
+# --------------------------------------------------------------------------------------------
+
+
+class Provider:
+    """A device providing VRAM pagemaps: its drm device, module, shrinker and per-tile caches.
+
+    Kernel: xe_device (usm.dpagemap_shrinker) + xe_tile VRAM regions (dpagemap_cache);
+    xe_pagemap_find_or_create(), xe_tile_local_pagemap(), xe_pagemap_create().
+    """
+
+    def __init__(self, system: PagemapSystem, name: str, tiles: int = 1, discrete: bool = True,
+                 own_ref: bool = False) -> None:
+        self.system = system
+        self.name = name
+        self.module = DrmModule(name)
+        self.device = DrmDevice(name, self.module)
+        self.discrete = discrete
+        self.shrinker = PagemapShrinker(self.device)
+        self.caches: list[PagemapCache] = (
+            [PagemapCache(self.shrinker) for _ in range(tiles)] if discrete else [])
+        #: Called with the pagemap when its memory region is released (device still present).
+        self.on_region_release: list[Callable[[Pagemap], None]] = []
+        self.own_refs: list[Pagemap | None] = [None] * len(self.caches)
+        self.leftover_listed = 0
+        if own_ref:
+            for t in range(len(self.caches)):
+                self.own_refs[t] = self.find_or_create(t)
+
+    @property
+    def unbound(self) -> bool:
+        return self.device.unplugged
+
+    def find_or_create(self, tile: int = 0) -> Pagemap:
+        """A referenced pagemap for ``tile``: active, revived from the cache, or new.
+
+        Kernel: xe_pagemap_find_or_create() (drm_pagemap_from_fd() gives -ENODEV for an
+        unplugged device; integrated devices have no VRAM pagemap -> -ENOENT).
+        """
+        if not self.device.enter():
+            raise XeError(errno.ENODEV, f"device {self.name} was unbound")
+        if not 0 <= tile < len(self.caches):
+            raise XeError(errno.ENOENT, f"device {self.name} has no VRAM tile {tile}")
+        cache = self.caches[tile]
+        cache.lock_lookup()
+        try:
+            p = cache.get_from_cache()
+            if p is None:
+                p = Pagemap(self, tile)
+                cache.set_pagemap(p)
+            return p
+        finally:
+            cache.unlock_lookup()
+
+    def local_pagemap(self, tile: int = 0) -> Pagemap | None:
+        """The tile's active pagemap without taking a reference (None if none is active).
+
+        Kernel: xe_tile_local_pagemap().
+        """
+        if not 0 <= tile < len(self.caches):
+            return None
+        p = self.caches[tile].get_from_cache_if_active()
+        if p is not None:
+            p.put()
+        return p
+
+    def unbind(self) -> None:
+        """Driver unbind: unplug, drop the provider's own refs, tear down caches and shrinker,
+        drop the probe's device reference. Users keep their pagemap refs (and so the device and
+        module, via the device holds). Eviction of resident pages is the caller's (E's) job and
+        must happen before this.
+
+        Kernel: xe_pci_remove() -> drm_dev_unplug() + devm actions (xe_devm_release,
+        drm_pagemap_cache_fini, drm_pagemap_shrinker_fini) + the final drm_dev_put.
+        """
+        if self.device.unplugged:
+            raise XeError(errno.ENODEV, f"device {self.name} is already unbound")
+        self.device.unplugged = True
+        for t, p in enumerate(self.own_refs):
+            if p is not None:
+                self.own_refs[t] = None
+                p.put()
+        for cache in self.caches:
+            cache.fini()
+        self.leftover_listed = self.shrinker.fini()
+        self.device.put()
+        self.system.stat("devices_unbound")
+
+    def rmmod(self) -> None:
+        """Unload the provider's module: EBUSY while a device hold pins it; unbinds first.
+
+        Kernel: delete_module() -> pci_unregister_driver() (model rule, see module docstring).
+        """
+        if self.module.refcount:
+            self.module.unload()  # raises EBUSY, state unchanged
+        if not self.device.unplugged:
+            self.unbind()
+        self.module.unload()
+
+    def pagemaps(self) -> list[Pagemap]:
+        return [p for p in self.system.all_pagemaps
+                if p.provider is self and p.state is not PagemapState.FREED]
+
+
+@dataclass
+class _Hook:
+    fn: Callable[[Pagemap], Any]
+    once: bool = True
+
+
+@dataclass
+class PagemapSystem:
+    """Everything the drm_pagemap helper module holds globally, per simulated machine.
+
+    Kernel: drm_pagemap_unhold_list + drm_pagemap_work, xe destroy_wq, the global xe owner
+    list, drm_pagemap_exit(); plus the model's device links (PCI P2P predicate).
+    """
+
+    stats: Counter[str] = field(default_factory=Counter)
+    providers: dict[str, Provider] = field(default_factory=dict)
+    owners: OwnerList = field(default_factory=OwnerList)
+    links: set[frozenset[str]] = field(default_factory=set)
+    unhold_list: list[DevHold] = field(default_factory=list)
+    destroy_queue: list[Pagemap] = field(default_factory=list)
+    all_pagemaps: list[Pagemap] = field(default_factory=list)
+    exited: bool = False
+    hooks: dict[str, _Hook] = field(default_factory=dict)
+
+    def stat(self, key: str, n: int = 1) -> None:
+        self.stats[key] += n
+
+    # -- injection -------------------------------------------------------------------------
+
+    def inject(self, point: str, fn: Callable[[Pagemap], Any], once: bool = True) -> None:
+        """Run ``fn(pagemap)`` when the code reaches ``point``: ``release.before_shrinker_add``
+        (ref is 0, not yet queued), ``shrinker.after_unlist`` (scan took it off the list, has
+        not cleared the cache slot yet), ``pagemap.reinit`` (return "ENOMEM" to fail it)."""
+        if point not in ("release.before_shrinker_add", "shrinker.after_unlist", "pagemap.reinit"):
+            raise XeError(errno.EINVAL, f"unknown pagemap injection point {point!r}")
+        self.hooks[point] = _Hook(fn, once)
+
+    def fire(self, point: str, p: Pagemap) -> Any:
+        hook = self.hooks.get(point)
+        if hook is None:
+            return None
+        if hook.once:
+            del self.hooks[point]
+        return hook.fn(p)
+
+    # -- devices ---------------------------------------------------------------------------
+
+    def add_device(self, name: str, tiles: int = 1, discrete: bool = True,
+                   own_ref: bool = False) -> Provider:
+        """Probe a device. ``EEXIST`` for a duplicate name."""
+        if self.exited:
+            raise XeError(errno.ENODEV, "the drm_pagemap module has exited")
+        if name in self.providers:
+            raise XeError(errno.EEXIST, f"device {name!r} already exists")
+        prov = Provider(self, name, tiles, discrete, own_ref)
+        self.providers[name] = prov
+        return prov
+
+    def provider(self, name: str) -> Provider:
+        try:
+            return self.providers[name]
+        except KeyError:
+            raise XeError(errno.ENOENT, f"no device named {name!r}") from None
+
+    def link(self, a: str, b: str) -> None:
+        """Declare a fast interconnect between two devices (PCI P2P distance >= 0)."""
+        self.provider(a)
+        self.provider(b)
+        if a == b:
+            raise XeError(errno.EINVAL, f"cannot link device {a!r} to itself")
+        self.links.add(frozenset((a, b)))
+
+    def has_interconnect(self, p1: Peer, p2: Peer) -> bool:
+        """Kernel: xe_has_interconnect(): same device, or a P2P path between the devices."""
+        return p1.device == p2.device or frozenset((p1.device, p2.device)) in self.links
+
+    def require_same_owner(self, vm_peer: Peer, p: Pagemap) -> None:
+        """``ENOLINK`` unless ``p``'s owner is the VM's. Kernel: xe_vm_madvise_ioctl() check."""
+        if vm_peer.owner is None or p.owner is not vm_peer.owner:
+            raise XeError(errno.ENOLINK, f"pagemap of {p.provider.name} is not in the VM's "
+                          f"interconnect group (device {vm_peer.device})")
+
+    # -- shrinker_add (called at release) ----------------------------------------------------
+
+    def shrinker_add(self, p: Pagemap) -> None:
+        """Kernel: drm_pagemap_shrinker_add(): list the pagemap on its cache's shrinker, or
+        destroy it now (atomic flavour) if the device is unplugged or there is no cache."""
+        cache = p.cache
+        if not p.provider.device.enter() or cache is None:
+            if cache is not None and cache.slot is p:
+                cache.slot = None
+            p.destroy(True)
+            return
+        cache.shrinker.pagemaps.append(p)
+        p.on_shrink_list = True
+        p.state = PagemapState.INACTIVE
+        cache.queued = True
+
+    # -- deferred work ---------------------------------------------------------------------
+
+    def run_workers(self) -> dict[str, int]:
+        """Run queued destroy work, then the unhold worker (device + module puts).
+
+        Kernel: xe destroy_wq (xe_pagemap_destroy_work), drm_pagemap_dev_unhold_work().
+        """
+        destroyed = 0
+        while self.destroy_queue:
+            self.destroy_queue.pop(0)._destroy_work()
+            destroyed += 1
+        unheld = 0
+        while self.unhold_list:
+            self.unhold_list.pop(0).unhold()
+            unheld += 1
+        self.all_pagemaps = [p for p in self.all_pagemaps if p.state is not PagemapState.FREED]
+        return {"destroyed": destroyed, "unheld": unheld}
+
+    def module_exit(self) -> list[str]:
+        """Unload the drm_pagemap helper: flush the workers and report what is still held.
+
+        Kernel: drm_pagemap_exit() (flush_work; WARN and disable the work if items remain).
+        Returns one line per pagemap that still holds a device (a leak the kernel would warn
+        about when it is released later); after exit any release raises.
+        """
+        self.run_workers()
+        leftovers = [f"{p!r} still holds device {p.provider.name}"
+                     for p in self.all_pagemaps if p.dev_hold is not None]
+        self.exited = True
+        return leftovers
+
+    # -- views -----------------------------------------------------------------------------
+
+    def alive(self) -> list[Pagemap]:
+        return [p for p in self.all_pagemaps if p.state is not PagemapState.FREED]
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The ``pagemaps`` trace event's list (TRACE.md), in creation order."""
+        out: list[dict[str, Any]] = []
+        for p in self.alive():
+            out.append({
+                "device": p.provider.name,
+                "refcount": p.ref,
+                "cached": p.state is PagemapState.INACTIVE,
+                "device_held": p.dev_hold is not None,
+            })
+        return out
+
+    def held_devices(self) -> Iterator[DevHold]:
+        for p in self.all_pagemaps:
+            if p.dev_hold is not None:
+                yield p.dev_hold
+        yield from self.unhold_list
+
+
+_SYSTEMS: weakref.WeakKeyDictionary[Any, PagemapSystem] = weakref.WeakKeyDictionary()
+
+
+def system_for(world: Any) -> PagemapSystem:
+    """The pagemap state of a simulated machine (created on first use; shares world.stats)."""
+    if isinstance(world, PagemapSystem):
+        return world
+    sys_ = _SYSTEMS.get(world)
+    if sys_ is None:
+        stats = getattr(world, "stats", None)
+        sys_ = PagemapSystem(stats=stats) if isinstance(stats, Counter) else PagemapSystem()
+        _SYSTEMS[world] = sys_
+    return sys_
+
+
+def check_pagemap_invariants(world: Any) -> None:
+    """Lifetime invariants, for fuzzers: raises AssertionError naming the first broken one.
+
+    * an ACTIVE pagemap has ref > 0 and a device hold; any other state has ref 0 and no hold;
+    * a pagemap is on its shrinker list iff it is INACTIVE, and then it is its cache's slot;
+    * a FREED/DESTROYING pagemap is in no cache slot and on no shrinker list;
+    * no drm device is freed while a hold (live or queued) references it; each device's
+      refcount = probe ref (if bound) + holds; each module's refcount = holds that took it;
+    * owner refcounts equal their member counts, and groups are contiguous.
+    """
+    s = system_for(world)
+    holds = list(s.held_devices())
+    for p in s.all_pagemaps:
+        if p.state is PagemapState.ACTIVE:
+            assert p.ref > 0 and p.dev_hold is not None, f"{p!r}: active without ref/hold"
+        else:
+            assert p.ref == 0 and p.dev_hold is None, f"{p!r}: inactive with ref/hold"
+        assert p.on_shrink_list == (p.state is PagemapState.INACTIVE), f"{p!r}: shrink list"
+        if p.on_shrink_list:
+            assert p.cache is not None and p.cache.slot is p, f"{p!r}: listed but not cached"
+            assert p in p.cache.shrinker.pagemaps, f"{p!r}: flag says listed, list disagrees"
+        if p.state in (PagemapState.FREED, PagemapState.DESTROYING):
+            for prov in s.providers.values():
+                for c in prov.caches:
+                    assert c.slot is not p, f"{p!r}: destroyed but still cached"
+    for prov in s.providers.values():
+        dev_holds = [h for h in holds if h.device is prov.device]
+        expect = len(dev_holds) + (0 if prov.device.unplugged else 1)
+        assert prov.device.refcount == expect, (
+            f"device {prov.name}: refcount {prov.device.refcount}, expected {expect}")
+        assert not (prov.device.freed and dev_holds), f"device {prov.name} freed while held"
+        mod = sum(1 for h in dev_holds if h.module_ref)
+        assert prov.module.refcount == mod, (
+            f"module {prov.name}: refcount {prov.module.refcount}, expected {mod}")
+        for sp in prov.shrinker.pagemaps:
+            assert sp.state is PagemapState.INACTIVE, f"{sp!r} listed but not inactive"
+    seen: set[int] = set()
+    for group in s.owners.groups():
+        owner = group[0].owner
+        assert owner is not None
+        assert owner.id not in seen, f"owner {owner!r} split into two groups"
+        seen.add(owner.id)
+        assert owner.ref == len(group), f"{owner!r}: ref != {len(group)} members"
