@@ -19,6 +19,8 @@ from . import __version__
 #: Sub-command name -> module under pysvm.commands, in --help order.
 COMMANDS: dict[str, str] = {
     "conformance": "pysvm.commands.conformance",
+    "simulate": "pysvm.commands.simulate",
+    "plot": "pysvm.commands.plot",
     "bench": "pysvm.commands.bench",
 }
 
