@@ -1,0 +1,96 @@
+"""Owner groups: interconnect admission (spec 6.5), ENOLINK."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from pysvm.errors import XeError
+from pysvm.pagemap import OwnerList, PagemapSystem, Peer, check_pagemap_invariants
+
+
+def _ic(pairs: set[frozenset[str]]):  # type: ignore[no-untyped-def]
+    def f(a: Peer, b: Peer) -> bool:
+        return a.device == b.device or frozenset((a.device, b.device)) in pairs
+    return f
+
+
+def test_join_requires_interconnect_with_every_member() -> None:
+    ol = OwnerList()
+    links = {frozenset(("a", "b")), frozenset(("b", "c"))}
+    pa, pb, pc = Peer("a"), Peer("b"), Peer("c")
+    oa = ol.acquire(pa, _ic(links))
+    assert ol.acquire(pb, _ic(links)) is oa and oa.ref == 2
+    oc = ol.acquire(pc, _ic(links))        # linked to b but not to a
+    assert oc is not oa and oc.ref == 1
+    assert [[p.device for p in g] for g in ol.groups()] == [["a", "b"], ["c"]]
+
+
+def test_first_qualifying_group_and_grouped_insertion() -> None:
+    ol = OwnerList()
+    links = {frozenset(("x", "y")), frozenset(("x", "z"))}
+    py, pz = Peer("y"), Peer("z")
+    oy = ol.acquire(py, _ic(links))
+    oz = ol.acquire(pz, _ic(links))
+    assert oy is not oz
+    px = Peer("x")
+    assert ol.acquire(px, _ic(links)) is oy          # first group wins
+    assert [p.device for p in ol.peers] == ["y", "x", "z"]   # inserted at the end of its group
+    py2 = Peer("y", name="second")
+    assert ol.acquire(py2, _ic(links)) is oy
+    assert [p.device for p in ol.peers] == ["y", "x", "y", "z"]
+    assert oy.ref == 3
+
+
+def test_release_drops_owner_and_is_noop_when_not_joined() -> None:
+    ol = OwnerList()
+    p1, p2 = Peer("a"), Peer("a")
+    o = ol.acquire(p1, _ic(set()))
+    ol.acquire(p2, _ic(set()))
+    ol.release(p1)
+    assert o.ref == 1 and p1.owner is None and p1.list is None
+    ol.release(p1)   # no-op
+    assert o.ref == 1
+    ol.release(p2)
+    assert o.ref == 0 and ol.peers == []
+    with pytest.raises(XeError):
+        ol.acquire(p2, _ic(set())) and ol.acquire(p2, _ic(set()))
+
+
+def test_pagemap_peers_and_enolink() -> None:
+    s = PagemapSystem()
+    s.add_device("gpu0")
+    s.add_device("gpu1")
+    s.add_device("gpu2")
+    s.link("gpu0", "gpu1")
+    vm_peer = Peer("gpu0", "vm", "vm0")
+    s.owners.acquire(vm_peer, s.has_interconnect)
+    p1 = s.provider("gpu1").find_or_create()
+    p2 = s.provider("gpu2").find_or_create()
+    assert p1.owner is vm_peer.owner
+    s.require_same_owner(vm_peer, p1)
+    with pytest.raises(XeError) as e:
+        s.require_same_owner(vm_peer, p2)
+    assert e.value.errno == errno.ENOLINK
+    check_pagemap_invariants(s)
+    # Destroy leaves the group.
+    owner = p1.owner
+    assert owner is not None and owner.ref == 2
+    p1.put()
+    s.provider("gpu1").shrinker.scan(1)
+    s.run_workers()
+    assert owner.ref == 1 and p1.owner is None
+    check_pagemap_invariants(s)
+
+
+def test_link_validation() -> None:
+    s = PagemapSystem()
+    s.add_device("gpu0")
+    with pytest.raises(XeError) as e:
+        s.link("gpu0", "gpu9")
+    assert e.value.errno == errno.ENOENT
+    with pytest.raises(XeError) as e:
+        s.link("gpu0", "gpu0")
+    assert e.value.errno == errno.EINVAL
+    assert s.links == set()
