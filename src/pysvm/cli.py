@@ -19,6 +19,7 @@ from . import __version__
 #: Sub-command name -> module under pysvm.commands, in --help order.
 COMMANDS: dict[str, str] = {
     "conformance": "pysvm.commands.conformance",
+    "replay": "pysvm.commands.replay",
     "simulate": "pysvm.commands.simulate",
     "plot": "pysvm.commands.plot",
     "bench": "pysvm.commands.bench",

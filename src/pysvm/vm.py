@@ -1,0 +1,400 @@
+"""An Xe VM: the drm_gpuvm VA tree of VMAs, bind map/unmap and the VMA splits.
+
+The tree is ``gpuvm_core.GpuVm``; this module turns its op lists into VMAs the
+way vm_bind_ioctl_ops_parse() / xe_vma_op_commit() do: REMAP pieces keep the
+attributes and the CREATE_MASK flags of the VMA they were cut from, new MAPs
+get default attributes (bind), the cut VMA's attributes (madvise) or default
+attributes with the replaced VMA's default PAT (CPU-mirror re-allocation).
+Every refusal is decided before the tree changes, so a refused request
+leaves the VM exactly as it was.
+
+Kernel: drivers/gpu/drm/xe/xe_vm.c.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from sortedcontainers import SortedDict  # type: ignore[import-untyped]
+
+from gpuvm_core import GpuVm, GpuvmError
+
+from .attr import PAGE_SIZE, BindFlag, CohMode, VmaMemAttr
+from .errors import XeError
+from .vma import CREATE_MASK, Vma, VmaFlag
+
+if TYPE_CHECKING:
+    from .bo import Bo
+    from .device import Device
+    from .profile import Profile
+    from .world import World
+
+__all__ = ["Vm", "VM_INIT_HOOKS", "DEFAULT_VA_BITS"]
+
+#: Xe VM size is 1 << xe->info.va_bits; 48 on the modelled platform.
+DEFAULT_VA_BITS = 48
+
+#: Called with every new Vm at the end of its construction (E attaches ``vm.svm`` here).
+VM_INIT_HOOKS: list[Callable[[Vm], None]] = []
+
+# One parsed op: (old VMA removed or None, new VMAs inserted).
+_Parsed = list[tuple[Vma | None, list[Vma]]]
+
+
+_NO_FLAGS = BindFlag(0)
+
+
+def _aligned(x: int) -> bool:
+    return x % PAGE_SIZE == 0
+
+
+class Vm:
+    """A GPU VM of one device. Kernel: struct xe_vm.
+
+    ``svm`` is the SVM layer's per-VM state (None until one is attached);
+    ``killed`` mirrors xe_vm_kill() (closed-or-banned: further binds and
+    madvise fail with ENOENT).
+    """
+
+    def __init__(self, world: World, name: str, device: Device, fault_mode: bool, *,
+                 va_bits: int = DEFAULT_VA_BITS) -> None:
+        self.world = world
+        self.name = name
+        self.device = device
+        self.fault_mode = fault_mode
+        self.size = 1 << va_bits
+        self.gpuvm = GpuVm(0, self.size)
+        self._vmas: SortedDict = SortedDict()   # addr -> Vma, mirrors the gpuvm tree
+        self.svm: Any = None
+        self.killed = False
+        self.last_fault_vma: Vma | None = None
+        for hook in VM_INIT_HOOKS:
+            hook(self)
+
+    # -- lookup -------------------------------------------------------------
+
+    @property
+    def profile(self) -> Profile:
+        return self.world.profile
+
+    def __iter__(self) -> Iterator[Vma]:
+        return iter(list(self._vmas.values()))
+
+    def __len__(self) -> int:
+        return len(self._vmas)
+
+    def vmas_in(self, start: int, end: int) -> list[Vma]:
+        """VMAs intersecting [start, end) in address order.
+
+        Kernel: drm_gpuvm_for_each_va_range().
+        """
+        out: list[Vma] = []
+        keys = self._vmas.keys()
+        i = max(self._vmas.bisect_right(start) - 1, 0)
+        while i < len(keys):
+            vma: Vma = self._vmas[keys[i]]
+            if vma.addr >= end:
+                break
+            if vma.end > start:
+                out.append(vma)
+            i += 1
+        return out
+
+    def find_vma_by_addr(self, addr: int) -> Vma | None:
+        """The VMA holding ``addr`` (cached last-fault VMA first).
+
+        Kernel: xe_vm_find_vma_by_addr().
+        """
+        cached = self.last_fault_vma
+        if (cached is not None and cached.addr <= addr < cached.end
+                and self._vmas.get(cached.addr) is cached):
+            return cached
+        hits = self.vmas_in(addr, addr + PAGE_SIZE)
+        return hits[0] if hits else None
+
+    def query(self, start: int, range: int) -> list[Vma]:  # noqa: A002
+        """VMAs intersecting [start, start+range). Kernel: xe_vm_query_vmas_attrs_ioctl()."""
+        if range == 0 or start + range > self.size:
+            raise XeError(errno.EINVAL, f"query range [{start:#x}, +{range:#x}) is empty or "
+                          f"outside the VM (size {self.size:#x})")
+        return self.vmas_in(start, start + range)
+
+    def _check_alive(self) -> None:
+        if self.killed:
+            raise XeError(errno.ENOENT, f"VM {self.name} is closed or banned (killed)")
+
+    def kill(self) -> None:
+        """Ban the VM; later binds, madvise and faults fail. Kernel: xe_vm_kill()."""
+        if not self.killed:
+            self.killed = True
+            self.world.stats["vms_killed"] += 1
+
+    # -- op parsing and commit ---------------------------------------------
+
+    def _svm_has_ranges(self, start: int, end: int) -> bool:
+        return self.svm is not None and start < end and bool(self.svm.has_ranges(start, end))
+
+    def _ops(self, make: Callable[[], Any]) -> Any:
+        try:
+            return make()
+        except GpuvmError as e:
+            raise XeError(e.errno or errno.EINVAL, str(e)) from None
+
+    def _remap_pieces(self, d: dict[str, Any], old: Vma) -> tuple[list[Vma], int, int]:
+        """New VMAs for a REMAP's prev/next, each inheriting old's attrs and flags."""
+        flags = VmaFlag(old.flags & CREATE_MASK)
+        pieces: list[Vma] = []
+        start, end = old.start, old.end
+        for key in ("prev", "next"):
+            m = d[key]
+            if m is None:
+                continue
+            v = Vma(self, m["addr"], m["range"], old.bo, m["offset"], flags, old.attr.copy(),
+                    userptr=old.userptr)
+            v.tile_present = old.tile_present
+            pieces.append(v)
+            if key == "prev":
+                start = m["addr"] + m["range"]
+            else:
+                end = m["addr"]
+        return pieces, start, end
+
+    def _commit(self, ops: Any, parsed: _Parsed) -> None:
+        failed = self.gpuvm.apply(ops)
+        if failed:  # cannot happen for a freshly generated list; never hide it
+            raise RuntimeError(f"gpuvm refused {failed} inserts of a fresh op list")
+        for old, news in parsed:
+            if old is not None:
+                del self._vmas[old.addr]
+                old.flags |= VmaFlag.DESTROYED
+                old.attr.release()
+                if self.last_fault_vma is old:
+                    self.last_fault_vma = None
+            for v in news:
+                self._vmas[v.addr] = v
+
+    @staticmethod
+    def _discard(parsed: _Parsed) -> None:
+        for _, news in parsed:
+            for v in news:
+                v.attr.release()
+
+    def _parse_remove(self, d: dict[str, Any], parsed: _Parsed, *, madvise: bool,
+                      allow_svm_unmap: bool) -> Vma:
+        """Parse one REMAP or UNMAP op (vm_bind_ioctl_ops_parse); return the old VMA."""
+        if d["op"] == "remap":
+            old: Vma = self._vmas[d["unmap"]["addr"]]
+            pieces, s, e = self._remap_pieces(d, old)
+            parsed.append((old, pieces))
+            if old.is_cpu_addr_mirror() and self._svm_has_ranges(s, e):
+                if madvise:
+                    self.svm.unmap_address_range(s, e)
+                else:
+                    raise XeError(errno.EBUSY, f"SVM ranges still live in [{s:#x}, {e:#x}) of "
+                                  f"CPU-mirror VMA {old.addr:#x}+{old.range:#x}")
+            return old
+        gone: Vma = self._vmas[d["addr"]]
+        parsed.append((gone, []))
+        if gone.is_cpu_addr_mirror() and self._svm_has_ranges(gone.start, gone.end):
+            if allow_svm_unmap:
+                self.svm.unmap_address_range(gone.start, gone.end)
+            else:
+                raise XeError(errno.EBUSY, f"SVM ranges still live in CPU-mirror VMA "
+                              f"{gone.addr:#x}+{gone.range:#x}")
+        return gone
+
+    # -- bind ---------------------------------------------------------------
+
+    def bind_map(self, addr: int, range: int, *, flags: BindFlag = _NO_FLAGS,  # noqa: A002
+                 pat_index: int = 0, bo: Bo | None = None, offset: int = 0,
+                 userptr: bool = False) -> list[Vma]:
+        """Map [addr, addr+range): a BO, a userptr, a NULL or a CPU-address-mirror VMA.
+
+        Validation follows vm_bind_ioctl_check_args() and
+        xe_vm_bind_ioctl_validate_bo(); the tree update follows
+        vm_bind_ioctl_ops_create()/_parse() with drm_gpuvm_sm_map_ops_create().
+        Returns the new VMA(s) created by the MAP op.
+        Kernel: xe_vm_bind_ioctl() with DRM_XE_VM_BIND_OP_MAP / MAP_USERPTR.
+        """
+        is_null = bool(flags & BindFlag.NULL)
+        is_mirror = bool(flags & BindFlag.CPU_ADDR_MIRROR)
+        what = f"bind map [{addr:#x}, +{range:#x})"
+        if flags & BindFlag.MADVISE_AUTORESET and not self.profile.autoreset_gating:
+            raise XeError(errno.EINVAL, f"{what}: the autoreset flag does not exist in kernel "
+                          f"{self.profile.name}")
+        if is_mirror and not self.fault_mode:
+            raise XeError(errno.EINVAL, f"{what}: cpu_addr_mirror needs a fault-mode VM")
+        if bo is not None and (is_null or is_mirror):
+            raise XeError(errno.EINVAL, f"{what}: a BO cannot be given with null/cpu_addr_mirror")
+        if offset and (is_null or is_mirror):
+            raise XeError(errno.EINVAL, f"{what}: offset must be 0 with null/cpu_addr_mirror")
+        if userptr and (is_null or is_mirror or bo is not None):
+            raise XeError(errno.EINVAL, f"{what}: userptr takes no BO, null or cpu_addr_mirror")
+        if flags & BindFlag.MADVISE_AUTORESET and not is_mirror:
+            raise XeError(errno.EINVAL, f"{what}: autoreset needs cpu_addr_mirror")
+        if bo is None and not is_null and not is_mirror and not userptr:
+            raise XeError(errno.EINVAL, f"{what}: a map needs a BO, null or cpu_addr_mirror")
+        if not (_aligned(addr) and _aligned(offset) and _aligned(range)) or range == 0:
+            raise XeError(errno.EINVAL, f"{what}: addr, range and offset must be 4 KiB aligned "
+                          "and range non-zero")
+        dev = self.device
+        if pat_index >= dev.n_pat_entries:
+            raise XeError(errno.EINVAL,
+                          f"{what}: pat_index {pat_index} >= {dev.n_pat_entries} entries")
+        coh = dev.pat_coh_mode(pat_index)
+        if coh == CohMode.INVALID:
+            raise XeError(errno.EINVAL, f"{what}: pat_index {pat_index} is a reserved PAT entry")
+        if userptr and coh == CohMode.NONE:
+            raise XeError(errno.EINVAL, f"{what}: userptr needs a coherent PAT index")
+        if range > self.size or addr > self.size - range:
+            raise XeError(errno.EINVAL, f"{what}: outside the VM (size {self.size:#x})")
+        self._check_alive()
+        if bo is not None:
+            if bo.device is not dev:
+                raise XeError(errno.ENOENT,
+                              f"{what}: BO {bo.name} belongs to device {bo.device.name}")
+            if range > bo.size or offset > bo.size - range:
+                raise XeError(errno.EINVAL, f"{what}: offset {offset:#x} + range exceeds BO "
+                              f"{bo.name} size {bo.size:#x}")
+        vflags = VmaFlag(0)
+        if flags & BindFlag.READONLY:
+            vflags |= VmaFlag.READ_ONLY
+        if is_null:
+            vflags |= VmaFlag.SPARSE
+        if is_mirror:
+            vflags |= VmaFlag.SYSTEM_ALLOCATOR
+        if flags & BindFlag.DUMPABLE:
+            vflags |= VmaFlag.DUMPABLE
+        if flags & BindFlag.MADVISE_AUTORESET:
+            vflags |= VmaFlag.MADV_AUTORESET
+        immediate = bool(flags & BindFlag.IMMEDIATE) or not self.fault_mode
+        ops = self._ops(lambda: self.gpuvm.sm_map_ops_create(
+            addr, range, bo.handle if bo is not None else None, offset))
+        parsed: _Parsed = []
+        created: list[Vma] = []
+        try:
+            for op in ops:
+                d = op.as_dict()
+                if d["op"] == "map":
+                    v = Vma(self, d["addr"], d["range"], bo, d["offset"], vflags,
+                            VmaMemAttr.default(pat_index), userptr=userptr)
+                    if immediate and not is_mirror and not is_null:
+                        v.tile_present = 1 << dev.tile_id
+                    parsed.append((None, [v]))
+                    created.append(v)
+                else:
+                    self._parse_remove(d, parsed, madvise=False, allow_svm_unmap=False)
+        except XeError:
+            self._discard(parsed)
+            raise
+        self._commit(ops, parsed)
+        self.world.stats["binds"] += 1
+        return created
+
+    def bind_unmap(self, addr: int, range: int) -> None:  # noqa: A002
+        """Unmap [addr, addr+range), trimming VMAs that straddle its ends.
+
+        Kernel: xe_vm_bind_ioctl() with DRM_XE_VM_BIND_OP_UNMAP
+        (drm_gpuvm_sm_unmap_ops_create + vm_bind_ioctl_ops_parse).
+        """
+        what = f"bind unmap [{addr:#x}, +{range:#x})"
+        if not (_aligned(addr) and _aligned(range)) or range == 0:
+            raise XeError(errno.EINVAL,
+                          f"{what}: addr and range must be 4 KiB aligned and range non-zero")
+        if range > self.size or addr > self.size - range:
+            raise XeError(errno.EINVAL, f"{what}: outside the VM (size {self.size:#x})")
+        self._check_alive()
+        ops = self._ops(lambda: self.gpuvm.sm_unmap_ops_create(addr, range))
+        parsed: _Parsed = []
+        try:
+            for op in ops:
+                self._parse_remove(op.as_dict(), parsed, madvise=False, allow_svm_unmap=False)
+        except XeError:
+            self._discard(parsed)
+            raise
+        self._commit(ops, parsed)
+        self.world.stats["unbinds"] += 1
+
+    # -- xe_vm_alloc_vma ----------------------------------------------------
+
+    def alloc_madvise_vma(self, start: int, range: int) -> None:  # noqa: A002
+        """Split VMAs at start and start+range; pieces keep their VMA's attrs.
+
+        BO-backed VMAs are not split. SVM ranges in a cut-out part are
+        unmapped at once (xe_svm_unmap_address_range).
+        Kernel: xe_vm_alloc_madvise_vma() -> xe_vm_alloc_vma(is_madvise=true).
+        """
+        ops = self._ops(lambda: self.gpuvm.madvise_ops_create(start, range))
+        parsed: _Parsed = []
+        cut: Vma | None = None
+        for op in ops:
+            d = op.as_dict()
+            if d["op"] == "remap":
+                cut = self._parse_remove(d, parsed, madvise=True, allow_svm_unmap=False)
+            elif d["op"] == "map":
+                if cut is None:
+                    raise RuntimeError("madvise op list: MAP without a preceding REMAP")
+                v = Vma(self, d["addr"], d["range"], None, d["offset"],
+                        VmaFlag(cut.flags & CREATE_MASK), cut.attr.copy(), userptr=cut.userptr)
+                v.tile_present = cut.tile_present
+                parsed.append((None, [v]))
+                cut = None
+            else:
+                raise RuntimeError(f"madvise op list holds a {d['op']} op")
+        if parsed:
+            self._commit(ops, parsed)
+            self.world.stats["madvise_splits"] += sum(1 for old, _ in parsed if old is not None)
+
+    def alloc_cpu_addr_mirror_vma(self, start: int, range: int) -> Vma:  # noqa: A002
+        """Replace whatever covers [start, start+range) by one default-attr CPU-mirror VMA.
+
+        Neighbours outside the range are trimmed and keep their attributes; the
+        new VMA takes CREATE_MASK flags and default_pat_index from the last
+        VMA it replaces. UNMAP of a VMA with live SVM ranges is allowed only in
+        the newest profile (ALLOW_SVM_UNMAP); a REMAP whose cut-out still holds
+        SVM ranges fails with EBUSY.
+        Kernel: xe_vm_alloc_cpu_addr_mirror_vma() -> xe_vm_alloc_vma(is_madvise=false).
+        """
+        self._check_alive()
+        ops = self._ops(lambda: self.gpuvm.sm_map_ops_create(start, range, None, 0))
+        parsed: _Parsed = []
+        last: Vma | None = None
+        new: Vma | None = None
+        try:
+            for op in ops:
+                d = op.as_dict()
+                if d["op"] == "map":
+                    if last is None:
+                        raise XeError(errno.EINVAL, f"no VMA covers [{start:#x}, +{range:#x}) to "
+                                      "re-allocate as CPU mirror")
+                    pat = last.attr.default_pat_index
+                    new = Vma(self, d["addr"], d["range"], None, 0,
+                              VmaFlag(last.flags & CREATE_MASK), VmaMemAttr.default(pat))
+                    parsed.append((None, [new]))
+                else:
+                    last = self._parse_remove(d, parsed, madvise=False,
+                                              allow_svm_unmap=self.profile.allow_svm_unmap)
+        except XeError:
+            self._discard(parsed)
+            raise
+        assert new is not None
+        self._commit(ops, parsed)
+        self.world.stats["mirror_vma_allocs"] += 1
+        return new
+
+    def find_cpu_addr_mirror_vma_range(self, start: int, end: int) -> tuple[int, int]:
+        """Widen [start, end) over default-attr CPU-mirror neighbours (for merging).
+
+        Kernel: xe_vm_find_cpu_addr_mirror_vma_range() (newest).
+        """
+        if start >= PAGE_SIZE:
+            prev = self.find_vma_by_addr(start - PAGE_SIZE)
+            if prev is not None and prev.is_cpu_addr_mirror() and prev.has_default_mem_attrs():
+                start = prev.start
+        if end < self.size:
+            nxt = self.find_vma_by_addr(end + 1)
+            if nxt is not None and nxt.is_cpu_addr_mirror() and nxt.has_default_mem_attrs():
+                end = nxt.end
+        return start, end
