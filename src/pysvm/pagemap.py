@@ -82,6 +82,8 @@ __all__ = [
     "Peer",
     "Provider",
     "Zdd",
+    "DevicePagemap",
+    "attach_device",
     "check_pagemap_invariants",
     "pagemap_get",
     "pagemap_get_unless_zero",
@@ -681,6 +683,10 @@ class Provider:
         self.on_region_release: list[Callable[[Pagemap], None]] = []
         self.own_refs: list[Pagemap | None] = [None] * len(self.caches)
         self.leftover_listed = 0
+        #: The device's own place in the owner list (its SVM VMs' peer kind), stable across
+        #: pagemap reclaim so page ownership does not change identity.
+        self.peer = Peer(name, "vm", f"{name}.device")
+        system.owners.acquire(self.peer, system.has_interconnect)
         if own_ref:
             for t in range(len(self.caches)):
                 self.own_refs[t] = self.find_or_create(t)
@@ -722,7 +728,7 @@ class Provider:
             p.put()
         return p
 
-    def unbind(self) -> None:
+    def unbind(self, evict: Callable[[], object] | None = None) -> None:
         """Driver unbind: unplug, drop the provider's own refs, tear down caches and shrinker,
         drop the probe's device reference. Users keep their pagemap refs (and so the device and
         module, via the device holds). Eviction of resident pages is the caller's (E's) job and
@@ -734,6 +740,8 @@ class Provider:
         if self.device.unplugged:
             raise XeError(errno.ENODEV, f"device {self.name} is already unbound")
         self.device.unplugged = True
+        if evict is not None:
+            evict()  # devm_memunmap_pages: resident device pages migrate to system memory
         for t, p in enumerate(self.own_refs):
             if p is not None:
                 self.own_refs[t] = None
@@ -831,6 +839,11 @@ class PagemapSystem:
         if a == b:
             raise XeError(errno.EINVAL, f"cannot link device {a!r} to itself")
         self.links.add(frozenset((a, b)))
+        # Model rule: a link is a probe-time fact in the kernel (PCI topology); traces declare
+        # it after the devices, so peers of the two devices re-join their groups now.
+        for peer in [q for q in self.owners.peers if q.device in (a, b)]:
+            self.owners.release(peer)
+            self.owners.acquire(peer, self.has_interconnect)
 
     def has_interconnect(self, p1: Peer, p2: Peer) -> bool:
         """Kernel: xe_has_interconnect(): same device, or a P2P path between the devices."""
@@ -874,6 +887,9 @@ class PagemapSystem:
             self.unhold_list.pop(0).unhold()
             unheld += 1
         self.all_pagemaps = [p for p in self.all_pagemaps if p.state is not PagemapState.FREED]
+        for prov in self.providers.values():
+            if prov.device.freed and prov.peer.list is not None:
+                self.owners.release(prov.peer)
         return {"destroyed": destroyed, "unheld": unheld}
 
     def module_exit(self) -> list[str]:
@@ -911,6 +927,78 @@ class PagemapSystem:
             if p.dev_hold is not None:
                 yield p.dev_hold
         yield from self.unhold_list
+
+
+class DevicePagemap:
+    """What ``Device.pagemap`` holds: a stable handle on the device's tile-0 pagemap.
+
+    ``get()`` takes a reference on the tile's pagemap (``find_or_create`` when nobody holds
+    one, a plain ``drm_pagemap_get`` on the held one otherwise, so copying a reference works
+    after unbind as in the kernel); ``put()`` drops one. All outstanding references are on one
+    pagemap at a time (it cannot be reclaimed while referenced). Used by E's
+    ``_pagemap_get``/``_pagemap_put`` and D's VMA attributes.
+
+    Kernel: the drm_pagemap pointer users hold (zdd->dpagemap, vma->attr.preferred_loc.dpagemap).
+    """
+
+    def __init__(self, provider: Provider, tile: int = 0) -> None:
+        self.provider = provider
+        self.tile = tile
+        self.refs: list[Pagemap] = []
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+    @property
+    def current(self) -> Pagemap | None:
+        """The pagemap the outstanding references are on, else the tile's active one."""
+        return self.refs[-1] if self.refs else self.provider.local_pagemap(self.tile)
+
+    @property
+    def refcount(self) -> int:
+        p = self.current
+        return p.ref if p is not None else 0
+
+    @property
+    def owner(self) -> Owner | None:
+        """The device's interconnect owner (stable across pagemap reclaim)."""
+        return self.provider.peer.owner
+
+    def get(self) -> DevicePagemap:
+        """Kernel: drm_pagemap_get() (or xe_pagemap_find_or_create() for the first user)."""
+        if self.refs:
+            p = self.refs[-1].get()
+        else:
+            p = self.provider.find_or_create(self.tile)
+        self.refs.append(p)
+        return self
+
+    def put(self) -> None:
+        """Kernel: drm_pagemap_put()."""
+        if not self.refs:
+            raise PagemapUseAfterFree(f"put on {self.provider.name}'s pagemap without a reference")
+        self.refs.pop().put()
+
+    def populate_allowed(self) -> bool:
+        """False once the provider was unbound (populate -> ENODEV)."""
+        return self.provider.device.enter() and self.provider.module.loaded
+
+    def __repr__(self) -> str:
+        return f"DevicePagemap({self.provider.name}, refs={len(self.refs)})"
+
+
+def attach_device(world: Any, device: Any) -> Provider:
+    """Probe ``device`` (D's Device) in the world's pagemap system and fill ``device.pagemap``
+    (None for an integrated device). Registered as a device-init hook by events_pagemap."""
+    s = system_for(world)
+    discrete = bool(getattr(device, "discrete", True)) and int(
+        getattr(device, "vram_bytes", 1) or 0) > 0
+    prof = getattr(world, "profile", None)
+    own_ref = prof is not None and not getattr(prof, "multi_device", True)
+    prov = s.add_device(str(device.name), discrete=discrete, own_ref=own_ref)
+    device.pagemap = DevicePagemap(prov) if discrete else None
+    return prov
 
 
 _SYSTEMS: weakref.WeakKeyDictionary[Any, PagemapSystem] = weakref.WeakKeyDictionary()
