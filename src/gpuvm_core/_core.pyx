@@ -1,0 +1,1590 @@
+"""Compiled core of gpuvm_core: the drm_gpuvm VA tree and split/merge walker.
+
+Kernel: drivers/gpu/drm/drm_gpuvm.c (torvalds/linux cb9f145f).
+
+Layout
+------
+The kernel keeps every VA (the kernel-reserved node included) in an augmented
+interval tree plus an address-ordered list. Here one structure plays both
+roles: a sequence of *chunks* (fixed-size struct-of-arrays leaves holding
+``addr, range, obj, offset, id``), ordered by ``addr`` with equal addresses in
+insertion order (= the kernel's list order), plus ``firsts`` (the first
+address of each chunk) for a two-level binary search. Mappings with
+``range > 0`` never overlap, so their inclusive ``last`` grows with ``addr``
+and "first VA meeting [s, l]" is a predecessor search. Zero-length VAs break
+that (``last = addr - 1`` mod 2**64, so one at 0 meets everything); their
+addresses are also kept in a tiny sorted side array ``zaddr`` that
+``c_iter_first`` consults. ``GpuVm`` owns the chunks, ``firsts``, ``zaddr``
+and the reusable op-record buffer; all are allocated with ``PyMem_Raw*``
+(visible to tracemalloc, usable without the GIL) and freed in
+``__dealloc__``.
+
+Identity: each VA carries a 32-bit id (insertion counter). ``GpuVa`` is a view
+holding its VM, ``addr``, ``id`` and a copy of the immutable fields, so it can
+never read freed or reused memory; using a view whose VA was removed (remove,
+``alive``) is detected by an ``(addr, id)`` lookup and refused with ENOENT.
+Ids wrap after 2**32 inserts.
+
+Op lists: the walker writes compact ``OpRec`` records into a reusable C
+buffer; ``Ops`` copies them and builds Python op objects only when indexed.
+``apply(Ops)`` works on the records directly and refuses a list created
+before the VM last changed (generation counter, ESTALE).
+
+Debug / sanitizer build
+-----------------------
+``GPUVM_DEBUG=1 .venv/bin/pip install -e .`` builds into
+``build/debug-*`` with ``-DGPUVM_SANITIZE=ON``: Cython ``boundscheck`` and
+``wraparound`` on, ``-O1 -g -fsanitize=address,undefined``. A Python
+process must load the ASan runtime first::
+
+    LD_PRELOAD=$(gcc -print-file-name=libasan.so) \\
+    ASAN_OPTIONS=detect_leaks=0 .venv/bin/pytest tests/gpuvm_core -x -q
+
+(``detect_leaks=0``: CPython's own allocations look like leaks at exit.)
+Re-run the plain ``pip install -e .`` afterwards for a fast build.
+
+Planted bug for the fuzz harness: ``_debug_set_fault(1)`` makes case M6
+(split in the middle) compute the next piece's offset one too high.
+"""
+
+from cpython.mem cimport PyMem_RawMalloc, PyMem_RawRealloc, PyMem_RawFree
+from libc.stdint cimport uint64_t, int64_t, uint32_t
+from libc.string cimport memmove, memcpy
+
+import errno as _errno
+
+import numpy as np
+
+from ._common import GpuvmError, OpType, check_u64, check_obj
+
+ctypedef uint64_t u64
+
+cdef extern from *:
+    """
+    #define GPUVM_CHUNK 128
+    """
+    enum: GPUVM_CHUNK
+
+cdef enum:
+    T_MAP = 0
+    T_REMAP = 1
+    T_UNMAP = 2
+    T_PREFETCH = 3
+
+cdef enum:
+    E_INVAL = 22
+    E_EXIST = 17
+    E_NOMEM = 12
+    E_NOENT = 2
+
+cdef u64 U64_MAX = 0xFFFFFFFFFFFFFFFF
+cdef int _fault = 0
+
+# ----------------------------------------------------------------------------
+# C structures
+
+
+cdef struct Chunk:
+    Py_ssize_t n                 # used slots, 1..GPUVM_CHUNK (never 0 while linked)
+    u64 addr[GPUVM_CHUNK]        # sorted; equal addrs in insertion order
+    u64 rng[GPUVM_CHUNK]         # range (0 = zero-length VA)
+    int64_t obj[GPUVM_CHUNK]     # object handle, -1 = none
+    u64 off[GPUVM_CHUNK]         # offset into obj
+    uint32_t vid[GPUVM_CHUNK]    # insertion id (identity of the VA)
+
+
+cdef struct Pos:
+    Py_ssize_t ci                # chunk index; ci == nch means "end"
+    Py_ssize_t si                # slot index, < chunks[ci].n when not end
+
+
+cdef struct VaRec:
+    u64 addr
+    u64 rng
+    int64_t obj
+    u64 off
+    uint32_t vid
+
+
+cdef struct OpRec:
+    int type                     # T_MAP / T_REMAP / T_UNMAP / T_PREFETCH
+    int keep
+    int has_prev
+    int has_next
+    VaRec va                     # MAP: the new VA; UNMAP/REMAP/PREFETCH: the existing VA
+    VaRec prev
+    VaRec next
+
+
+cdef struct OpBuf:
+    OpRec* recs
+    Py_ssize_t n
+    Py_ssize_t cap
+
+
+cdef struct FindRow:             # matches the aligned numpy dtype of find_first_batch
+    unsigned char found
+    u64 addr
+    u64 rng
+    int64_t obj
+    u64 off
+
+
+# ----------------------------------------------------------------------------
+# small helpers
+
+
+cdef inline Py_ssize_t _bisect_right(const u64* a, Py_ssize_t n, u64 key) noexcept nogil:
+    cdef Py_ssize_t lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if key < a[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+cdef inline Py_ssize_t _bisect_left(const u64* a, Py_ssize_t n, u64 key) noexcept nogil:
+    cdef Py_ssize_t lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline int _poscmp(Pos a, Pos b) noexcept nogil:
+    if a.ci != b.ci:
+        return -1 if a.ci < b.ci else 1
+    if a.si != b.si:
+        return -1 if a.si < b.si else 1
+    return 0
+
+
+cdef inline int _push(OpBuf* buf) noexcept nogil:
+    """Make room for one more record; -ENOMEM on failure."""
+    cdef Py_ssize_t cap
+    cdef OpRec* p
+    if buf.n == buf.cap:
+        cap = buf.cap * 2 if buf.cap else 16
+        p = <OpRec*>PyMem_RawRealloc(buf.recs, cap * sizeof(OpRec))
+        if p == NULL:
+            return -E_NOMEM
+        buf.recs = p
+        buf.cap = cap
+    buf.n += 1
+    return 0
+
+
+cdef inline void _setva(VaRec* v, u64 addr, u64 rng, int64_t obj, u64 off, uint32_t vid) noexcept nogil:
+    v.addr = addr
+    v.rng = rng
+    v.obj = obj
+    v.off = off
+    v.vid = vid
+
+
+cdef inline object _obj_py(int64_t o):
+    return None if o < 0 else o
+
+
+cdef inline u64 _u64(object v, str what) except? 0:
+    if type(v) is not int:
+        v = check_u64(v, what)
+    try:
+        return <u64>v
+    except OverflowError:
+        raise GpuvmError(_errno.EINVAL, f"{what}={v} is outside the unsigned 64-bit range") from None
+
+
+cdef inline int64_t _to_obj(object v) except? -2:
+    if v is None:
+        return -1
+    v = check_obj(v)
+    return <int64_t>v
+
+
+def _debug_set_fault(int n):
+    """Plant a bug for the fuzz harness. 0 = off; 1 = M6 next-piece offset off by one.
+
+    Kernel: none (test hook).
+    """
+    global _fault
+    if n not in (0, 1):
+        raise ValueError("fault must be 0 (off) or 1 (M6 next offset + 1)")
+    _fault = n
+
+
+def _debug_get_fault():
+    return _fault
+
+
+# ----------------------------------------------------------------------------
+# views and ops
+
+cdef class GpuVm
+
+
+cdef class GpuVa:
+    """A view of one mapping (fields copied; liveness checked on use).
+
+    Kernel: struct drm_gpuva.
+    """
+
+    cdef readonly GpuVm vm
+    cdef u64 _addr
+    cdef u64 _rng
+    cdef int64_t _obj
+    cdef u64 _off
+    cdef uint32_t _vid
+
+    def __init__(self):
+        raise TypeError("GpuVa objects come from a GpuVm (insert/find/iteration)")
+
+    @property
+    def addr(self):
+        return self._addr
+
+    @property
+    def range(self):
+        return self._rng
+
+    @property
+    def obj(self):
+        return None if self._obj < 0 else self._obj
+
+    @property
+    def offset(self):
+        return self._off
+
+    @property
+    def end(self):
+        return <u64>(self._addr + self._rng)
+
+    @property
+    def last(self):
+        return <u64>(self._addr + self._rng - 1)
+
+    @property
+    def reserved(self):
+        return self.vm is not None and self.vm.kid != 0 and self._vid == self.vm.kid
+
+    @property
+    def alive(self):
+        """True while this VA is still in its VM."""
+        cdef Pos p
+        return self.vm is not None and self.vm.c_locate(self._addr, self._vid, &p)
+
+    def as_tuple(self):
+        return (self._addr, self._rng, self.obj, self._off)
+
+    def __eq__(self, other):
+        if not isinstance(other, GpuVa):
+            return NotImplemented
+        cdef GpuVa o = <GpuVa>other
+        return self.vm is o.vm and self._vid == o._vid and self._addr == o._addr
+
+    def __hash__(self):
+        return hash((id(self.vm), self._addr, self._vid))
+
+    def __repr__(self):
+        return (f"GpuVa(addr={self._addr:#x}, range={self._rng:#x}, obj={self.obj}, "
+                f"offset={self._off:#x})")
+
+
+cdef GpuVa _make_va(GpuVm vm, const VaRec* r):
+    cdef GpuVa v = GpuVa.__new__(GpuVa)
+    v.vm = vm
+    v._addr = r.addr
+    v._rng = r.rng
+    v._obj = r.obj
+    v._off = r.off
+    v._vid = r.vid
+    return v
+
+
+cdef class OpMap:
+    """Create a VA with exactly these values. Kernel: struct drm_gpuva_op_map."""
+
+    cdef u64 _addr
+    cdef u64 _rng
+    cdef int64_t _obj
+    cdef u64 _off
+
+    def __init__(self, addr, range, obj=None, offset=0):  # noqa: A002
+        self._addr = _u64(addr, "addr")
+        self._rng = _u64(range, "range")
+        self._obj = _to_obj(obj)
+        self._off = _u64(offset, "offset")
+
+    type = OpType.MAP
+
+    @property
+    def addr(self):
+        return self._addr
+
+    @property
+    def range(self):
+        return self._rng
+
+    @property
+    def obj(self):
+        return None if self._obj < 0 else self._obj
+
+    @property
+    def offset(self):
+        return self._off
+
+    cdef dict _va_dict(self):
+        return {"addr": self._addr, "range": self._rng, "obj": _obj_py(self._obj),
+                "offset": self._off}
+
+    def as_dict(self):
+        return {"op": "map", "addr": self._addr, "range": self._rng, "obj": _obj_py(self._obj),
+                "offset": self._off}
+
+    def __repr__(self):
+        return f"OpMap({self.as_dict()})"
+
+
+cdef OpMap _make_map(const VaRec* r):
+    cdef OpMap m = OpMap.__new__(OpMap)
+    m._addr = r.addr
+    m._rng = r.rng
+    m._obj = r.obj
+    m._off = r.off
+    return m
+
+
+cdef class OpUnmap:
+    """Remove ``va``; ``keep`` is the kernel's merge hint. Kernel: struct drm_gpuva_op_unmap."""
+
+    cdef readonly GpuVa va
+    cdef readonly bint keep
+
+    def __init__(self, GpuVa va not None, bint keep=False):
+        self.va = va
+        self.keep = keep
+
+    type = OpType.UNMAP
+
+    @property
+    def addr(self):
+        return self.va._addr
+
+    @property
+    def range(self):
+        return self.va._rng
+
+    @property
+    def obj(self):
+        return self.va.obj
+
+    @property
+    def offset(self):
+        return self.va._off
+
+    cdef dict _fields(self):
+        return {"addr": self.va._addr, "range": self.va._rng, "obj": self.va.obj,
+                "offset": self.va._off, "keep": bool(self.keep)}
+
+    def as_dict(self):
+        d = {"op": "unmap"}
+        d.update(self._fields())
+        return d
+
+    def __repr__(self):
+        return f"OpUnmap({self.as_dict()})"
+
+
+cdef class OpRemap:
+    """Replace ``unmap.va`` by ``prev`` and/or ``next``. Kernel: struct drm_gpuva_op_remap."""
+
+    cdef readonly object prev
+    cdef readonly object next
+    cdef readonly OpUnmap unmap
+
+    def __init__(self, prev, next, OpUnmap unmap not None):  # noqa: A002
+        if prev is not None and not isinstance(prev, OpMap):
+            raise TypeError("prev must be an OpMap or None")
+        if next is not None and not isinstance(next, OpMap):
+            raise TypeError("next must be an OpMap or None")
+        self.prev = prev
+        self.next = next
+        self.unmap = unmap
+
+    type = OpType.REMAP
+
+    def as_dict(self):
+        return {
+            "op": "remap",
+            "prev": None if self.prev is None else (<OpMap>self.prev)._va_dict(),
+            "next": None if self.next is None else (<OpMap>self.next)._va_dict(),
+            "unmap": self.unmap._fields(),
+        }
+
+    def __repr__(self):
+        return f"OpRemap({self.as_dict()})"
+
+
+cdef class OpPrefetch:
+    """Prefetch ``va``. Kernel: struct drm_gpuva_op_prefetch."""
+
+    cdef readonly GpuVa va
+
+    def __init__(self, GpuVa va not None):
+        self.va = va
+
+    type = OpType.PREFETCH
+
+    @property
+    def addr(self):
+        return self.va._addr
+
+    @property
+    def range(self):
+        return self.va._rng
+
+    @property
+    def obj(self):
+        return self.va.obj
+
+    @property
+    def offset(self):
+        return self.va._off
+
+    def as_dict(self):
+        return {"op": "prefetch", "addr": self.va._addr, "range": self.va._rng,
+                "obj": self.va.obj, "offset": self.va._off}
+
+    def __repr__(self):
+        return f"OpPrefetch({self.as_dict()})"
+
+
+cdef object _make_op(GpuVm vm, const OpRec* r):
+    if r.type == T_MAP:
+        return _make_map(&r.va)
+    if r.type == T_UNMAP:
+        return OpUnmap(_make_va(vm, &r.va), r.keep)
+    if r.type == T_REMAP:
+        return OpRemap(_make_map(&r.prev) if r.has_prev else None,
+                       _make_map(&r.next) if r.has_next else None,
+                       OpUnmap(_make_va(vm, &r.va), r.keep))
+    return OpPrefetch(_make_va(vm, &r.va))
+
+
+cdef class Ops:
+    """An op list, valid only while its VM is unchanged. Kernel: struct drm_gpuva_ops.
+
+    Records are kept in C; Python op objects are built on first access.
+    """
+
+    cdef readonly GpuVm vm
+    cdef readonly u64 generation
+    cdef OpRec* recs
+    cdef Py_ssize_t n
+    cdef list _objs
+
+    def __init__(self):
+        raise TypeError("Ops lists come from GpuVm.*_ops_create()")
+
+    def __dealloc__(self):
+        PyMem_RawFree(self.recs)
+
+    def __len__(self):
+        return self.n
+
+    cdef list _all(self):
+        cdef Py_ssize_t i
+        if self._objs is None:
+            self._objs = [_make_op(self.vm, &self.recs[i]) for i in range(self.n)]
+        return self._objs
+
+    def __getitem__(self, i):
+        return self._all()[i]
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __bool__(self):
+        return self.n > 0
+
+    def as_dicts(self):
+        return [op.as_dict() for op in self._all()]
+
+    def __repr__(self):
+        return f"Ops({self._all()!r})"
+
+
+cdef Ops _make_ops(GpuVm vm, OpBuf* buf):
+    cdef Ops o = Ops.__new__(Ops)
+    o.vm = vm
+    o.generation = vm.generation
+    o.n = buf.n
+    if buf.n:
+        o.recs = <OpRec*>PyMem_RawMalloc(buf.n * sizeof(OpRec))
+        if o.recs == NULL:
+            raise MemoryError()
+        memcpy(o.recs, buf.recs, buf.n * sizeof(OpRec))
+    return o
+
+
+# ----------------------------------------------------------------------------
+# the VM
+
+
+cdef class GpuVm:
+    """A GPU VA space. Kernel: struct drm_gpuvm.
+
+    ``GpuVm(start, range, *, reserve_addr=0, reserve_range=0)``.
+    """
+
+    cdef Chunk** chunks
+    cdef u64* firsts
+    cdef Py_ssize_t nch
+    cdef Py_ssize_t capch
+    cdef u64* zaddr
+    cdef Py_ssize_t nz
+    cdef Py_ssize_t capz
+    cdef Py_ssize_t count          # VAs excluding the reserved node
+    cdef uint32_t next_id
+    cdef readonly uint32_t kid     # id of the reserved node, 0 = none
+    cdef readonly u64 generation   # bumped on every link/unlink
+    cdef readonly u64 mm_start
+    cdef readonly u64 mm_range
+    cdef readonly u64 reserve_addr
+    cdef readonly u64 reserve_range
+    cdef OpBuf buf
+
+    def __cinit__(self):
+        self.next_id = 1
+
+    def __init__(self, start, range, *, reserve_addr=0, reserve_range=0):  # noqa: A002
+        cdef u64 s = _u64(start, "start")
+        cdef u64 r = _u64(range, "range")
+        cdef u64 ka = _u64(reserve_addr, "reserve_addr")
+        cdef u64 kr = _u64(reserve_range, "reserve_range")
+        if self.generation or self.nch:
+            raise RuntimeError("GpuVm.__init__ called twice")
+        self.mm_start, self.mm_range = s, r
+        self.reserve_addr, self.reserve_range = ka, kr
+        # drm_gpuvm_init(): the reserved node is linked without range checks,
+        # and only when its end does not wrap.
+        if kr and ka + kr >= ka:
+            self.kid = self.next_id
+            if self.c_link(ka, kr, -1, 0) < 0:
+                raise MemoryError()
+            self.count -= 1
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        for i in range(self.nch):
+            PyMem_RawFree(self.chunks[i])
+        PyMem_RawFree(self.chunks)
+        PyMem_RawFree(self.firsts)
+        PyMem_RawFree(self.zaddr)
+        PyMem_RawFree(self.buf.recs)
+
+    # -- positions --------------------------------------------------------
+
+    cdef inline Pos c_upper(self, u64 key) noexcept nogil:
+        """First position whose addr > key."""
+        cdef Pos p
+        cdef Chunk* c
+        p.ci = _bisect_right(self.firsts, self.nch, key) - 1
+        if p.ci < 0:
+            p.ci = 0
+            p.si = 0
+            return p
+        c = self.chunks[p.ci]
+        p.si = _bisect_right(c.addr, c.n, key)
+        if p.si == c.n:
+            p.ci += 1
+            p.si = 0
+        return p
+
+    cdef inline Pos c_lower(self, u64 key) noexcept nogil:
+        """First position whose addr >= key."""
+        cdef Pos p
+        cdef Chunk* c
+        p.ci = _bisect_left(self.firsts, self.nch, key) - 1
+        if p.ci < 0:
+            p.ci = 0
+        p.si = 0
+        if self.nch == 0:
+            return p
+        c = self.chunks[p.ci]
+        p.si = _bisect_left(c.addr, c.n, key)
+        if p.si == c.n:
+            p.ci += 1
+            p.si = 0
+        return p
+
+    cdef inline void c_next(self, Pos* p) noexcept nogil:
+        p.si += 1
+        if p.si == self.chunks[p.ci].n:
+            p.ci += 1
+            p.si = 0
+
+    cdef inline bint c_prev(self, Pos* p) noexcept nogil:
+        if p.si > 0:
+            p.si -= 1
+            return True
+        if p.ci == 0:
+            return False
+        p.ci -= 1
+        p.si = self.chunks[p.ci].n - 1
+        return True
+
+    cdef inline void c_read(self, Pos p, VaRec* v) noexcept nogil:
+        cdef Chunk* c = self.chunks[p.ci]
+        v.addr = c.addr[p.si]
+        v.rng = c.rng[p.si]
+        v.obj = c.obj[p.si]
+        v.off = c.off[p.si]
+        v.vid = c.vid[p.si]
+
+    cdef bint c_locate(self, u64 addr, uint32_t vid, Pos* out) noexcept nogil:
+        """Find the VA (addr, vid)."""
+        cdef Pos p = self.c_lower(addr)
+        cdef Chunk* c
+        while p.ci < self.nch:
+            c = self.chunks[p.ci]
+            if c.addr[p.si] != addr:
+                return False
+            if c.vid[p.si] == vid:
+                out[0] = p
+                return True
+            self.c_next(&p)
+        return False
+
+    # -- the interval query ---------------------------------------------------
+
+    cdef bint c_iter_first(self, u64 qs, u64 ql, Pos* out) noexcept nogil:
+        """First VA in list order whose [addr, last] meets [qs, ql].
+
+        Kernel: drm_gpuva_it_iter_first().
+        """
+        cdef Pos p = self.c_upper(qs)
+        cdef Pos q = p
+        cdef Pos a, b
+        cdef bint have_a = False
+        cdef Chunk* c
+        cdef u64 baddr
+        cdef Py_ssize_t k
+        # range > 0 VAs: last is monotone, so the best one is the last VA
+        # starting at or before qs (if it reaches qs) or else the next one.
+        while self.c_prev(&q):
+            c = self.chunks[q.ci]
+            if c.rng[q.si] != 0:
+                if c.addr[q.si] + c.rng[q.si] - 1 >= qs:
+                    a = q
+                    have_a = True
+                break
+        if not have_a:
+            q = p
+            while q.ci < self.nch:
+                if self.chunks[q.ci].rng[q.si] != 0:
+                    a = q
+                    have_a = True
+                    break
+                self.c_next(&q)
+        if self.nz:
+            # zero-length VAs: last = addr - 1 (mod 2^64) >= qs iff addr == 0 or addr > qs
+            k = 0 if self.zaddr[0] == 0 else _bisect_right(self.zaddr, self.nz, qs)
+            if k < self.nz:
+                baddr = self.zaddr[k]
+                b = self.c_lower(baddr)
+                while self.chunks[b.ci].rng[b.si] != 0:
+                    self.c_next(&b)
+                if not have_a or _poscmp(b, a) < 0:
+                    a = b
+                    have_a = True
+        if have_a and self.chunks[a.ci].addr[a.si] <= ql:
+            out[0] = a
+            return True
+        return False
+
+    cdef inline bint c_range_valid(self, u64 addr, u64 rng) noexcept nogil:
+        """Kernel: drm_gpuvm_range_valid()."""
+        cdef u64 end = addr + rng
+        cdef u64 mm_end, kend
+        if end < addr:
+            return False
+        mm_end = self.mm_start + self.mm_range
+        if not (addr >= self.mm_start and end <= mm_end):
+            return False
+        kend = self.reserve_addr + self.reserve_range
+        return not (self.reserve_range and addr < kend and self.reserve_addr < end)
+
+    # -- link / unlink ----------------------------------------------------------
+
+    cdef int c_insert_chunk(self, Py_ssize_t at, Chunk* c) noexcept nogil:
+        cdef Py_ssize_t cap
+        cdef Chunk** nc
+        cdef u64* nf
+        if self.nch == self.capch:
+            cap = self.capch * 2 if self.capch else 8
+            nc = <Chunk**>PyMem_RawRealloc(self.chunks, cap * sizeof(Chunk*))
+            if nc == NULL:
+                return -E_NOMEM
+            self.chunks = nc
+            nf = <u64*>PyMem_RawRealloc(self.firsts, cap * sizeof(u64))
+            if nf == NULL:
+                return -E_NOMEM
+            self.firsts = nf
+            self.capch = cap
+        memmove(&self.chunks[at + 1], &self.chunks[at], (self.nch - at) * sizeof(Chunk*))
+        memmove(&self.firsts[at + 1], &self.firsts[at], (self.nch - at) * sizeof(u64))
+        self.chunks[at] = c
+        self.firsts[at] = c.addr[0] if c.n else 0
+        self.nch += 1
+        return 0
+
+    cdef void c_drop_chunk(self, Py_ssize_t at) noexcept nogil:
+        PyMem_RawFree(self.chunks[at])
+        memmove(&self.chunks[at], &self.chunks[at + 1], (self.nch - at - 1) * sizeof(Chunk*))
+        memmove(&self.firsts[at], &self.firsts[at + 1], (self.nch - at - 1) * sizeof(u64))
+        self.nch -= 1
+
+    cdef int c_link(self, u64 a, u64 r, int64_t o, u64 f) noexcept nogil:
+        """Link a VA after every VA with the same start. 0 or -ENOMEM."""
+        cdef Py_ssize_t ci, si, half, m
+        cdef Chunk* c
+        cdef Chunk* nc
+        cdef u64* nz
+        if r == 0 and self.nz == self.capz:
+            m = self.capz * 2 if self.capz else 4
+            nz = <u64*>PyMem_RawRealloc(self.zaddr, m * sizeof(u64))
+            if nz == NULL:
+                return -E_NOMEM
+            self.zaddr = nz
+            self.capz = m
+        if self.nch == 0:
+            c = <Chunk*>PyMem_RawMalloc(sizeof(Chunk))
+            if c == NULL:
+                return -E_NOMEM
+            c.n = 0
+            if self.c_insert_chunk(0, c) < 0:
+                PyMem_RawFree(c)
+                return -E_NOMEM
+        ci = _bisect_right(self.firsts, self.nch, a) - 1
+        if ci < 0:
+            ci = 0
+        c = self.chunks[ci]
+        si = _bisect_right(c.addr, c.n, a)
+        if c.n == GPUVM_CHUNK:
+            nc = <Chunk*>PyMem_RawMalloc(sizeof(Chunk))
+            if nc == NULL:
+                return -E_NOMEM
+            if ci == self.nch - 1 and si == GPUVM_CHUNK:
+                # appending at the very end: start a fresh chunk, keep this one full
+                nc.n = 0
+                half = GPUVM_CHUNK
+            else:
+                half = GPUVM_CHUNK // 2
+                m = GPUVM_CHUNK - half
+                memcpy(nc.addr, &c.addr[half], m * sizeof(u64))
+                memcpy(nc.rng, &c.rng[half], m * sizeof(u64))
+                memcpy(nc.obj, &c.obj[half], m * sizeof(int64_t))
+                memcpy(nc.off, &c.off[half], m * sizeof(u64))
+                memcpy(nc.vid, &c.vid[half], m * sizeof(uint32_t))
+                nc.n = m
+            if self.c_insert_chunk(ci + 1, nc) < 0:
+                PyMem_RawFree(nc)
+                return -E_NOMEM
+            c.n = half
+            if si > half or (si == half and half == GPUVM_CHUNK):
+                ci += 1
+                si -= half
+                c = nc
+        m = c.n - si
+        memmove(&c.addr[si + 1], &c.addr[si], m * sizeof(u64))
+        memmove(&c.rng[si + 1], &c.rng[si], m * sizeof(u64))
+        memmove(&c.obj[si + 1], &c.obj[si], m * sizeof(int64_t))
+        memmove(&c.off[si + 1], &c.off[si], m * sizeof(u64))
+        memmove(&c.vid[si + 1], &c.vid[si], m * sizeof(uint32_t))
+        c.addr[si] = a
+        c.rng[si] = r
+        c.obj[si] = o
+        c.off[si] = f
+        c.vid[si] = self.next_id
+        self.next_id += 1
+        if self.next_id == 0:
+            self.next_id = 1
+        c.n += 1
+        if si == 0:
+            self.firsts[ci] = a
+        if r == 0:
+            si = _bisect_right(self.zaddr, self.nz, a)
+            memmove(&self.zaddr[si + 1], &self.zaddr[si], (self.nz - si) * sizeof(u64))
+            self.zaddr[si] = a
+            self.nz += 1
+        self.count += 1
+        self.generation += 1
+        return 0
+
+    cdef void c_unlink(self, Pos p) noexcept nogil:
+        cdef Chunk* c = self.chunks[p.ci]
+        cdef Chunk* d
+        cdef Py_ssize_t si = p.si, ci = p.ci, m, k
+        cdef u64 a = c.addr[si]
+        cdef u64 r = c.rng[si]
+        if self.kid != 0 and c.vid[si] == self.kid:
+            self.kid = 0
+            self.count += 1
+        m = c.n - si - 1
+        memmove(&c.addr[si], &c.addr[si + 1], m * sizeof(u64))
+        memmove(&c.rng[si], &c.rng[si + 1], m * sizeof(u64))
+        memmove(&c.obj[si], &c.obj[si + 1], m * sizeof(int64_t))
+        memmove(&c.off[si], &c.off[si + 1], m * sizeof(u64))
+        memmove(&c.vid[si], &c.vid[si + 1], m * sizeof(uint32_t))
+        c.n -= 1
+        if c.n == 0:
+            self.c_drop_chunk(ci)
+        else:
+            if si == 0:
+                self.firsts[ci] = c.addr[0]
+            if c.n < GPUVM_CHUNK // 4:
+                # merge a small chunk into a neighbour
+                if ci + 1 < self.nch and c.n + self.chunks[ci + 1].n <= (3 * GPUVM_CHUNK) // 4:
+                    d = self.chunks[ci + 1]
+                elif ci > 0 and c.n + self.chunks[ci - 1].n <= (3 * GPUVM_CHUNK) // 4:
+                    ci -= 1
+                    d = c
+                    c = self.chunks[ci]
+                else:
+                    d = NULL
+                if d != NULL:
+                    k = c.n
+                    m = d.n
+                    memcpy(&c.addr[k], d.addr, m * sizeof(u64))
+                    memcpy(&c.rng[k], d.rng, m * sizeof(u64))
+                    memcpy(&c.obj[k], d.obj, m * sizeof(int64_t))
+                    memcpy(&c.off[k], d.off, m * sizeof(u64))
+                    memcpy(&c.vid[k], d.vid, m * sizeof(uint32_t))
+                    c.n += m
+                    self.c_drop_chunk(ci + 1)
+        if r == 0:
+            k = _bisect_left(self.zaddr, self.nz, a)
+            memmove(&self.zaddr[k], &self.zaddr[k + 1], (self.nz - k - 1) * sizeof(u64))
+            self.nz -= 1
+        self.count -= 1
+        self.generation += 1
+
+    cdef int c_insert(self, u64 a, u64 r, int64_t o, u64 f) noexcept nogil:
+        """Kernel: drm_gpuva_insert(). 0, -EINVAL, -EEXIST or -ENOMEM."""
+        cdef Pos p
+        if not self.c_range_valid(a, r):
+            return -E_INVAL
+        if self.c_iter_first(a, a + r - 1, &p):
+            return -E_EXIST
+        return self.c_link(a, r, o, f)
+
+    # -- the split/merge walker ------------------------------------------------
+
+    cdef int c_sm_map(self, u64 req_addr, u64 req_range, int64_t req_obj, u64 req_offset,
+                      bint madvise, OpBuf* buf) noexcept nogil:
+        """Kernel: __drm_gpuvm_sm_map(). Fills buf; 0, -EINVAL or -ENOMEM."""
+        cdef u64 req_end, end, ls_range
+        cdef bint final, merge, found
+        cdef Pos p
+        cdef VaRec v
+        cdef OpRec* rec
+        buf.n = 0
+        if not self.c_range_valid(req_addr, req_range):
+            return -E_INVAL
+        req_end = req_addr + req_range
+        final = not madvise
+        found = self.c_iter_first(req_addr, req_end - 1, &p)
+        while found and p.ci < self.nch:
+            self.c_read(p, &v)
+            if v.addr >= req_end:
+                break
+            self.c_next(&p)
+            end = v.addr + v.rng
+            if madvise and v.obj >= 0:
+                continue
+            merge = v.obj >= 0
+            if v.addr == req_addr:
+                merge = merge and v.obj == req_obj and v.off == req_offset
+                if end == req_end or end < req_end:
+                    if not madvise:
+                        if _push(buf) < 0:
+                            return -E_NOMEM
+                        rec = &buf.recs[buf.n - 1]
+                        rec.type = T_UNMAP
+                        rec.keep = merge
+                        rec.va = v
+                    if end == req_end:
+                        break
+                    continue
+                if _push(buf) < 0:
+                    return -E_NOMEM
+                rec = &buf.recs[buf.n - 1]
+                rec.type = T_REMAP
+                rec.keep = merge
+                rec.va = v
+                rec.has_prev = 0
+                rec.has_next = 1
+                _setva(&rec.next, req_end, v.rng - req_range, v.obj, v.off + req_range, 0)
+                if madvise:
+                    final = True
+                break
+            if v.addr < req_addr:
+                ls_range = req_addr - v.addr
+                merge = merge and v.obj == req_obj and v.off + ls_range == req_offset
+                if _push(buf) < 0:
+                    return -E_NOMEM
+                rec = &buf.recs[buf.n - 1]
+                rec.type = T_REMAP
+                rec.keep = merge
+                rec.va = v
+                rec.has_prev = 1
+                _setva(&rec.prev, v.addr, ls_range, v.obj, v.off, 0)
+                if end == req_end:
+                    rec.has_next = 0
+                    if madvise:
+                        final = True
+                    break
+                if end < req_end:
+                    rec.has_next = 0
+                    if madvise:
+                        if _push(buf) < 0:
+                            return -E_NOMEM
+                        rec = &buf.recs[buf.n - 1]
+                        rec.type = T_MAP
+                        rec.keep = 0
+                        _setva(&rec.va, req_addr, end - req_addr, -1, 0, 0)
+                    continue
+                rec.has_next = 1
+                _setva(&rec.next, req_end, end - req_end, v.obj,
+                       v.off + ls_range + req_range + <u64>_fault, 0)
+                if madvise:
+                    final = True
+                break
+            # v.addr > req_addr
+            merge = merge and v.obj == req_obj and v.off == req_offset + (v.addr - req_addr)
+            if end == req_end or end < req_end:
+                if not madvise:
+                    if _push(buf) < 0:
+                        return -E_NOMEM
+                    rec = &buf.recs[buf.n - 1]
+                    rec.type = T_UNMAP
+                    rec.keep = merge
+                    rec.va = v
+                if end == req_end:
+                    break
+                continue
+            if _push(buf) < 0:
+                return -E_NOMEM
+            rec = &buf.recs[buf.n - 1]
+            rec.type = T_REMAP
+            rec.keep = merge
+            rec.va = v
+            rec.has_prev = 0
+            rec.has_next = 1
+            _setva(&rec.next, req_end, end - req_end, v.obj, v.off + (req_end - v.addr), 0)
+            if madvise:
+                if _push(buf) < 0:
+                    return -E_NOMEM
+                rec = &buf.recs[buf.n - 1]
+                rec.type = T_MAP
+                rec.keep = 0
+                _setva(&rec.va, v.addr, req_end - v.addr, -1, 0, 0)
+                return 0
+            break
+        if final:
+            if _push(buf) < 0:
+                return -E_NOMEM
+            rec = &buf.recs[buf.n - 1]
+            rec.type = T_MAP
+            rec.keep = 0
+            _setva(&rec.va, req_addr, req_range, req_obj, req_offset, 0)
+        return 0
+
+    cdef int c_sm_unmap(self, u64 req_addr, u64 req_range, OpBuf* buf) noexcept nogil:
+        """Kernel: __drm_gpuvm_sm_unmap(). Fills buf; 0, -EINVAL or -ENOMEM."""
+        cdef u64 req_end, end
+        cdef bint found
+        cdef Pos p
+        cdef VaRec v
+        cdef OpRec* rec
+        buf.n = 0
+        if not self.c_range_valid(req_addr, req_range):
+            return -E_INVAL
+        req_end = req_addr + req_range
+        found = self.c_iter_first(req_addr, req_end - 1, &p)
+        while found and p.ci < self.nch:
+            self.c_read(p, &v)
+            if v.addr >= req_end:
+                break
+            self.c_next(&p)
+            end = v.addr + v.rng
+            if _push(buf) < 0:
+                return -E_NOMEM
+            rec = &buf.recs[buf.n - 1]
+            rec.keep = 0
+            rec.va = v
+            rec.has_prev = v.addr < req_addr
+            rec.has_next = end > req_end
+            if rec.has_prev:
+                _setva(&rec.prev, v.addr, req_addr - v.addr, v.obj, v.off, 0)
+            if rec.has_next:
+                _setva(&rec.next, req_end, end - req_end, v.obj, v.off + req_end - v.addr, 0)
+            rec.type = T_REMAP if (rec.has_prev or rec.has_next) else T_UNMAP
+        return 0
+
+    cdef int c_prefetch(self, u64 addr, u64 rng, OpBuf* buf) noexcept nogil:
+        """Kernel: drm_gpuvm_prefetch_ops_create(). No range check."""
+        cdef u64 end = addr + rng
+        cdef bint found
+        cdef Pos p
+        cdef VaRec v
+        cdef OpRec* rec
+        buf.n = 0
+        found = self.c_iter_first(addr, end - 1, &p)
+        while found and p.ci < self.nch:
+            self.c_read(p, &v)
+            if v.addr >= end:
+                break
+            self.c_next(&p)
+            if _push(buf) < 0:
+                return -E_NOMEM
+            rec = &buf.recs[buf.n - 1]
+            rec.type = T_PREFETCH
+            rec.keep = 0
+            rec.va = v
+        return 0
+
+    cdef int c_apply(self, const OpRec* recs, Py_ssize_t n, Py_ssize_t* failed) noexcept nogil:
+        """Kernel: drm_gpuva_map/_remap/_unmap. 0, -ENOENT (VA gone) or -ENOMEM."""
+        cdef Py_ssize_t i
+        cdef Pos p
+        cdef int rc
+        cdef const OpRec* r
+        for i in range(n):
+            r = &recs[i]
+            if r.type == T_MAP:
+                rc = self.c_insert(r.va.addr, r.va.rng, r.va.obj, r.va.off)
+                if rc == -E_NOMEM:
+                    return rc
+                if rc < 0:
+                    failed[0] += 1
+            elif r.type == T_REMAP or r.type == T_UNMAP:
+                if not self.c_locate(r.va.addr, r.va.vid, &p):
+                    return -E_NOENT
+                self.c_unlink(p)
+                if r.type == T_REMAP:
+                    if r.has_prev:
+                        rc = self.c_insert(r.prev.addr, r.prev.rng, r.prev.obj, r.prev.off)
+                        if rc == -E_NOMEM:
+                            return rc
+                        if rc < 0:
+                            failed[0] += 1
+                    if r.has_next:
+                        rc = self.c_insert(r.next.addr, r.next.rng, r.next.obj, r.next.off)
+                        if rc == -E_NOMEM:
+                            return rc
+                        if rc < 0:
+                            failed[0] += 1
+        return 0
+
+    # -- Python surface: validity and lookups ------------------------------------
+
+    def range_valid(self, addr, range):  # noqa: A002
+        """Kernel: drm_gpuvm_range_valid()."""
+        return self.c_range_valid(_u64(addr, "addr"), _u64(range, "range"))
+
+    cdef GpuVa _va_at(self, Pos p):
+        cdef VaRec v
+        self.c_read(p, &v)
+        return _make_va(self, &v)
+
+    cdef object _first(self, u64 qs, u64 ql):
+        cdef Pos p
+        if self.c_iter_first(qs, ql, &p):
+            return self._va_at(p)
+        return None
+
+    def find_first(self, addr, range):  # noqa: A002
+        """Kernel: drm_gpuva_find_first()."""
+        cdef u64 a = _u64(addr, "addr")
+        cdef u64 r = _u64(range, "range")
+        return self._first(a, a + r - 1)
+
+    def find(self, addr, range):  # noqa: A002
+        """Kernel: drm_gpuva_find()."""
+        cdef u64 a = _u64(addr, "addr")
+        cdef u64 r = _u64(range, "range")
+        cdef Pos p
+        cdef Chunk* c
+        if self.c_iter_first(a, a + r - 1, &p):
+            c = self.chunks[p.ci]
+            if c.addr[p.si] == a and c.rng[p.si] == r:
+                return self._va_at(p)
+        return None
+
+    def find_prev(self, start):
+        """Kernel: drm_gpuva_find_prev(). Quirk: may return a VA covering ``start``."""
+        cdef u64 s = _u64(start, "start")
+        if not self.c_range_valid(s - 1, 1):
+            return None
+        return self._first(s - 1, s)
+
+    def find_next(self, end):
+        """Kernel: drm_gpuva_find_next(). Quirk: may return a VA starting at ``end + 1``."""
+        cdef u64 e = _u64(end, "end")
+        if not self.c_range_valid(e, 1):
+            return None
+        return self._first(e, e + 1)
+
+    def interval_empty(self, addr, range):  # noqa: A002
+        """Kernel: drm_gpuvm_interval_empty()."""
+        cdef u64 a = _u64(addr, "addr")
+        cdef u64 r = _u64(range, "range")
+        cdef Pos p
+        return not self.c_iter_first(a, a + r - 1, &p)
+
+    def insert(self, addr, range, obj=None, offset=0):  # noqa: A002
+        """Kernel: drm_gpuva_insert()."""
+        cdef u64 a = _u64(addr, "addr")
+        cdef u64 r = _u64(range, "range")
+        cdef int64_t o = _to_obj(obj)
+        cdef u64 f = _u64(offset, "offset")
+        cdef int rc = self.c_insert(a, r, o, f)
+        cdef VaRec v
+        if rc == -E_INVAL:
+            raise GpuvmError(_errno.EINVAL,
+                             f"[{a:#x}, +{r:#x}) is not a valid range for this VM "
+                             "(overflow, outside the VM, or over the reserved node)")
+        if rc == -E_EXIST:
+            raise GpuvmError(_errno.EEXIST, f"[{a:#x}, +{r:#x}) overlaps an existing VA")
+        if rc < 0:
+            raise MemoryError()
+        _setva(&v, a, r, o, f, self.next_id - 1 if self.next_id != 1 else 0xFFFFFFFF)
+        return _make_va(self, &v)
+
+    def remove(self, GpuVa va not None):
+        """Kernel: drm_gpuva_remove()."""
+        cdef Pos p
+        if va.vm is self and self.kid != 0 and va._vid == self.kid:
+            raise GpuvmError(_errno.EINVAL, "the kernel-reserved node cannot be removed")
+        if va.vm is not self or not self.c_locate(va._addr, va._vid, &p):
+            raise GpuvmError(_errno.ENOENT, f"{va!r} is not in this VM")
+        self.c_unlink(p)
+
+    def __len__(self):
+        return self.count
+
+    cdef list _views(self, Pos p, u64 end, bint bounded, bint skip_reserved):
+        cdef list out = []
+        cdef VaRec v
+        while p.ci < self.nch:
+            self.c_read(p, &v)
+            if bounded and v.addr >= end:
+                break
+            self.c_next(&p)
+            if skip_reserved and self.kid != 0 and v.vid == self.kid:
+                continue
+            out.append(_make_va(self, &v))
+        return out
+
+    def __iter__(self):
+        """Address order (list order), reserved node excluded; a snapshot."""
+        cdef Pos p
+        p.ci = 0
+        p.si = 0
+        return iter(self._views(p, 0, False, True))
+
+    def va_range(self, addr, range):  # noqa: A002
+        """VAs the kernel's range iterator visits for [addr, addr+range), reserved node excluded.
+
+        Kernel: drm_gpuvm_for_each_va_range().
+        """
+        cdef u64 a = _u64(addr, "addr")
+        cdef u64 r = _u64(range, "range")
+        cdef u64 end = a + r
+        cdef Pos p
+        if not self.c_iter_first(a, end - 1, &p):
+            return []
+        return self._views(p, end, True, True)
+
+    def state(self):
+        """Every VA as (addr, range, obj, offset), list order, reserved node excluded."""
+        return [va.as_tuple() for va in self]
+
+    @property
+    def kernel_node(self):
+        """The kernel-reserved node (Kernel: drm_gpuvm.kernel_alloc_node) or None."""
+        cdef Pos p
+        if self.kid == 0:
+            return None
+        if not self.c_locate(self.reserve_addr, self.kid, &p):
+            return None
+        return self._va_at(p)
+
+    # -- op lists ------------------------------------------------------------------
+
+    cdef object _invalid(self, u64 addr, u64 rng):
+        cdef u64 mm_end = self.mm_start + self.mm_range
+        if addr + rng < addr:
+            why = "addr + range overflows u64"
+        elif self.reserve_range and not (addr < self.mm_start or addr + rng > mm_end):
+            why = "it overlaps the kernel-reserved node"
+        else:
+            why = f"it is outside the VM [{self.mm_start:#x}, +{self.mm_range:#x})"
+        return GpuvmError(_errno.EINVAL, f"request [{addr:#x}, +{rng:#x}) is invalid: {why}")
+
+    cdef Ops _finish(self, int rc, u64 addr, u64 rng):
+        if rc == -E_INVAL:
+            raise self._invalid(addr, rng)
+        if rc < 0:
+            raise MemoryError()
+        return _make_ops(self, &self.buf)
+
+    def sm_map_ops_create(self, addr, range, obj=None, offset=0):  # noqa: A002
+        """Kernel: drm_gpuvm_sm_map_ops_create()."""
+        cdef u64 a = _u64(addr, "addr")
+        cdef u64 r = _u64(range, "range")
+        cdef int64_t o = _to_obj(obj)
+        cdef u64 f = _u64(offset, "offset")
+        return self._finish(self.c_sm_map(a, r, o, f, False, &self.buf), a, r)
+
+    def madvise_ops_create(self, addr, range, obj=None, offset=0):  # noqa: A002
+        """Kernel: drm_gpuvm_madvise_ops_create()."""
+        cdef u64 a = _u64(addr, "addr")
+        cdef u64 r = _u64(range, "range")
+        cdef int64_t o = _to_obj(obj)
+        cdef u64 f = _u64(offset, "offset")
+        return self._finish(self.c_sm_map(a, r, o, f, True, &self.buf), a, r)
+
+    def sm_unmap_ops_create(self, addr, range):  # noqa: A002
+        """Kernel: drm_gpuvm_sm_unmap_ops_create()."""
+        cdef u64 a = _u64(addr, "addr")
+        cdef u64 r = _u64(range, "range")
+        return self._finish(self.c_sm_unmap(a, r, &self.buf), a, r)
+
+    def prefetch_ops_create(self, addr, range):  # noqa: A002
+        """Kernel: drm_gpuvm_prefetch_ops_create() (no range check; may list the reserved node)."""
+        cdef u64 a = _u64(addr, "addr")
+        cdef u64 r = _u64(range, "range")
+        return self._finish(self.c_prefetch(a, r, &self.buf), a, r)
+
+    def sm_map(self, steps, addr, range, obj=None, offset=0):  # noqa: A002
+        """Kernel: drm_gpuvm_sm_map(): call ``steps.sm_step_*`` for each op in order."""
+        _dispatch(steps, self.sm_map_ops_create(addr, range, obj, offset))
+
+    def sm_unmap(self, steps, addr, range):  # noqa: A002
+        """Kernel: drm_gpuvm_sm_unmap()."""
+        _dispatch(steps, self.sm_unmap_ops_create(addr, range))
+
+    # -- applying ops ------------------------------------------------------------------
+
+    def apply(self, ops):
+        """Apply ``ops`` in order; return how many inserts the tree refused.
+
+        An :class:`Ops` list is refused with ESTALE if the VM changed since it
+        was created. A plain sequence of op objects is applied one by one; an
+        unmap/remap naming a VA that is gone raises ENOENT (earlier ops stay
+        applied). Kernel: drm_gpuva_map() / drm_gpuva_remap() / drm_gpuva_unmap().
+        """
+        cdef Py_ssize_t failed = 0
+        cdef int rc
+        cdef Ops o
+        cdef OpRec rec
+        if isinstance(ops, Ops):
+            o = <Ops>ops
+            if o.vm is not self or o.generation != self.generation:
+                raise GpuvmError(_errno.ESTALE,
+                                 "op list is stale: the VM changed since it was created")
+            rc = self.c_apply(o.recs, o.n, &failed)
+        else:
+            rc = 0
+            for op in ops:
+                _op_to_rec(self, op, &rec)
+                rc = self.c_apply(&rec, 1, &failed)
+                if rc < 0:
+                    break
+        if rc == -E_NOENT:
+            raise GpuvmError(_errno.ENOENT, "an op names a VA that is no longer in this VM")
+        if rc < 0:
+            raise MemoryError()
+        return failed
+
+    # -- batch forms -------------------------------------------------------------------
+
+    def sm_map_batch(self, addr, range, obj, offset):  # noqa: A002
+        """Map many requests in order (build ops, apply) in C without the GIL.
+
+        Returns per-request op counts (int64). Kernel: drm_gpuvm_sm_map_ops_create() +
+        drm_gpuva_map/_remap/_unmap, once per request.
+        """
+        cdef u64[::1] A = _as_u64(addr, "addr")
+        cdef u64[::1] R = _as_u64(range, "range")
+        cdef int64_t[::1] O = _as_obj(obj)
+        cdef u64[::1] F = _as_u64(offset, "offset")
+        _same_len(A.shape[0], R.shape[0], O.shape[0], F.shape[0])
+        return self._batch(0, &A[0] if A.shape[0] else NULL, &R[0] if A.shape[0] else NULL,
+                           &O[0] if A.shape[0] else NULL, &F[0] if A.shape[0] else NULL,
+                           A.shape[0])
+
+    def sm_unmap_batch(self, addr, range):  # noqa: A002
+        """Unmap many requests in order. Kernel: drm_gpuvm_sm_unmap_ops_create() per request."""
+        cdef u64[::1] A = _as_u64(addr, "addr")
+        cdef u64[::1] R = _as_u64(range, "range")
+        _same_len(A.shape[0], R.shape[0])
+        return self._batch(1, &A[0] if A.shape[0] else NULL, &R[0] if A.shape[0] else NULL,
+                           NULL, NULL, A.shape[0])
+
+    def madvise_batch(self, addr, range):  # noqa: A002
+        """madvise (no object) many requests. Kernel: drm_gpuvm_madvise_ops_create() per request."""
+        cdef u64[::1] A = _as_u64(addr, "addr")
+        cdef u64[::1] R = _as_u64(range, "range")
+        _same_len(A.shape[0], R.shape[0])
+        return self._batch(2, &A[0] if A.shape[0] else NULL, &R[0] if A.shape[0] else NULL,
+                           NULL, NULL, A.shape[0])
+
+    cdef object _batch(self, int kind, const u64* A, const u64* R, const int64_t* O,
+                       const u64* F, Py_ssize_t n):
+        counts = np.zeros(n, dtype=np.int64)
+        cdef int64_t[::1] C = counts
+        cdef Py_ssize_t i = 0, failed = 0
+        cdef int rc = 0
+        with nogil:
+            while i < n:
+                if kind == 0:
+                    rc = self.c_sm_map(A[i], R[i], O[i], F[i], False, &self.buf)
+                elif kind == 1:
+                    rc = self.c_sm_unmap(A[i], R[i], &self.buf)
+                else:
+                    rc = self.c_sm_map(A[i], R[i], -1, 0, True, &self.buf)
+                if rc < 0:
+                    break
+                rc = self.c_apply(self.buf.recs, self.buf.n, &failed)
+                if rc < 0:
+                    break
+                C[i] = self.buf.n
+                i += 1
+        if rc == -E_INVAL:
+            e = self._invalid(A[i], R[i])
+            raise GpuvmError(_errno.EINVAL, e.strerror, index=i)
+        if rc < 0:
+            raise MemoryError()
+        return counts
+
+    def find_first_batch(self, addr, range):  # noqa: A002
+        """find_first for many queries, in C without the GIL.
+
+        Returns a structured array with fields found, addr, range, obj (-1 none), offset.
+        Kernel: drm_gpuva_find_first().
+        """
+        cdef u64[::1] A = _as_u64(addr, "addr")
+        cdef u64[::1] R = _as_u64(range, "range")
+        _same_len(A.shape[0], R.shape[0])
+        cdef Py_ssize_t n = A.shape[0], i
+        res = np.zeros(n, dtype=FIND_DTYPE)
+        if n == 0:
+            return res
+        cdef unsigned char[::1] raw = res.view(np.uint8)
+        cdef FindRow* rows = <FindRow*>&raw[0]
+        cdef Pos p
+        cdef Chunk* c
+        i = 0
+        with nogil:
+            while i < n:
+                if self.c_iter_first(A[i], A[i] + R[i] - 1, &p):
+                    c = self.chunks[p.ci]
+                    rows[i].found = 1
+                    rows[i].addr = c.addr[p.si]
+                    rows[i].rng = c.rng[p.si]
+                    rows[i].obj = c.obj[p.si]
+                    rows[i].off = c.off[p.si]
+                else:
+                    rows[i].obj = -1
+                i += 1
+        return res
+
+    # -- invariants -------------------------------------------------------------------------
+
+    def check(self):
+        """Full internal invariant check; raises AssertionError with a description."""
+        cdef Py_ssize_t ci, si, total = 0, zeros = 0
+        cdef Chunk* c
+        cdef bint have_prev = False, have_pos = False, seen_k = False
+        cdef u64 prev_addr = 0, prev_last = 0, last
+        ids = set()
+        zl = []
+        for ci in range(self.nch):
+            c = self.chunks[ci]
+            if not (0 < c.n <= GPUVM_CHUNK):
+                raise AssertionError(f"chunk {ci} has n={c.n}")
+            if self.firsts[ci] != c.addr[0]:
+                raise AssertionError(f"firsts[{ci}]={self.firsts[ci]:#x} != {c.addr[0]:#x}")
+            for si in range(c.n):
+                if have_prev and c.addr[si] < prev_addr:
+                    raise AssertionError(f"addr order broken at chunk {ci} slot {si}")
+                have_prev = True
+                prev_addr = c.addr[si]
+                if c.vid[si] == 0 or c.vid[si] in ids:
+                    raise AssertionError(f"bad or duplicate id {c.vid[si]}")
+                ids.add(c.vid[si])
+                if c.obj[si] < -1:
+                    raise AssertionError(f"obj {c.obj[si]} < -1")
+                if self.kid != 0 and c.vid[si] == self.kid:
+                    seen_k = True
+                else:
+                    total += 1
+                if c.rng[si] == 0:
+                    zeros += 1
+                    zl.append(c.addr[si])
+                    continue
+                if c.addr[si] + c.rng[si] < c.addr[si]:
+                    raise AssertionError(f"VA at {c.addr[si]:#x} wraps")
+                last = c.addr[si] + c.rng[si] - 1
+                if have_pos and c.addr[si] <= prev_last:
+                    raise AssertionError(f"VA at {c.addr[si]:#x} overlaps the previous one")
+                have_pos = True
+                prev_last = last
+        if total != self.count:
+            raise AssertionError(f"count {self.count} != {total} VAs found")
+        if self.kid != 0 and not seen_k:
+            raise AssertionError("reserved node missing")
+        if [self.zaddr[i] for i in range(self.nz)] != sorted(zl):
+            raise AssertionError("zero-length side array out of sync")
+        for ci in range(1, self.nch):
+            if self.firsts[ci] < self.firsts[ci - 1]:
+                raise AssertionError("firsts not sorted")
+
+    def _chunk_stats(self):
+        """(number of chunks, slots used, capacity per chunk) for memory reports."""
+        return (self.nch, sum(self.chunks[i].n for i in range(self.nch)), GPUVM_CHUNK)
+
+
+FIND_DTYPE = np.dtype([("found", np.bool_), ("addr", np.uint64), ("range", np.uint64),
+                       ("obj", np.int64), ("offset", np.uint64)], align=True)
+
+
+cdef void _op_to_rec(GpuVm vm, object op, OpRec* rec) except *:
+    cdef OpMap m
+    cdef OpUnmap u
+    cdef OpRemap rm
+    rec.keep = 0
+    rec.has_prev = 0
+    rec.has_next = 0
+    if isinstance(op, OpMap):
+        m = <OpMap>op
+        rec.type = T_MAP
+        _setva(&rec.va, m._addr, m._rng, m._obj, m._off, 0)
+    elif isinstance(op, OpUnmap):
+        u = <OpUnmap>op
+        _check_va(vm, u.va)
+        rec.type = T_UNMAP
+        _setva(&rec.va, u.va._addr, u.va._rng, u.va._obj, u.va._off, u.va._vid)
+    elif isinstance(op, OpRemap):
+        rm = <OpRemap>op
+        _check_va(vm, rm.unmap.va)
+        rec.type = T_REMAP
+        _setva(&rec.va, rm.unmap.va._addr, rm.unmap.va._rng, rm.unmap.va._obj,
+               rm.unmap.va._off, rm.unmap.va._vid)
+        if rm.prev is not None:
+            m = <OpMap>rm.prev
+            rec.has_prev = 1
+            _setva(&rec.prev, m._addr, m._rng, m._obj, m._off, 0)
+        if rm.next is not None:
+            m = <OpMap>rm.next
+            rec.has_next = 1
+            _setva(&rec.next, m._addr, m._rng, m._obj, m._off, 0)
+    elif isinstance(op, OpPrefetch):
+        rec.type = T_PREFETCH
+    else:
+        raise TypeError(f"not an op: {op!r}")
+
+
+cdef int _check_va(GpuVm vm, GpuVa va) except -1:
+    if va.vm is not vm:
+        raise GpuvmError(_errno.ENOENT, f"{va!r} belongs to another VM")
+    return 0
+
+
+def _dispatch(steps, ops):
+    for op in ops:
+        if isinstance(op, OpMap):
+            steps.sm_step_map(op)
+        elif isinstance(op, OpRemap):
+            steps.sm_step_remap(op)
+        elif isinstance(op, OpUnmap):
+            steps.sm_step_unmap(op)
+
+
+def _same_len(*ns):
+    if len(set(ns)) != 1:
+        raise GpuvmError(_errno.EINVAL, f"batch arrays differ in length: {ns}")
+
+
+def _as_u64(x, what):
+    """Convert an array-like to a contiguous uint64 array without loss, or raise EINVAL."""
+    a = np.asarray(x)
+    if a.ndim != 1:
+        a = a.reshape(-1) if a.ndim == 0 else a
+        if a.ndim != 1:
+            raise GpuvmError(_errno.EINVAL, f"{what} must be one-dimensional")
+    k = a.dtype.kind
+    if k == "u":
+        return np.ascontiguousarray(a, dtype=np.uint64)
+    if k == "i":
+        bad = np.flatnonzero(a < 0)
+        if bad.size:
+            i = int(bad[0])
+            raise GpuvmError(_errno.EINVAL, f"{what}[{i}]={int(a[i])} is negative", index=i)
+        return np.ascontiguousarray(a, dtype=np.uint64)
+    if k == "b":
+        raise TypeError(f"{what} must be integers, not bool")
+    if k == "f":
+        ok = np.isfinite(a) & (a == np.floor(a)) & (a >= 0) & (a < 18446744073709551616.0)
+        bad = np.flatnonzero(~ok)
+        if bad.size:
+            i = int(bad[0])
+            raise GpuvmError(_errno.EINVAL, f"{what}[{i}]={a[i]!r} is not a u64 integer",
+                             index=i)
+        return np.ascontiguousarray(a, dtype=np.uint64)
+    # objects (big Python ints) and anything else: element by element
+    out = np.empty(a.shape[0], dtype=np.uint64)
+    for i, v in enumerate(a.tolist()):
+        try:
+            out[i] = check_u64(v, f"{what}[{i}]")
+        except GpuvmError as e:
+            raise GpuvmError(_errno.EINVAL, e.strerror, index=i) from None
+    return out
+
+
+def _as_obj(x):
+    a = np.asarray(x)
+    if a.ndim == 0:
+        a = a.reshape(-1)
+    k = a.dtype.kind
+    if k in "iu":
+        if k == "u":
+            bad = np.flatnonzero(a > np.uint64(0x7FFFFFFFFFFFFFFF))
+        else:
+            bad = np.flatnonzero(a < -1)
+        if bad.size:
+            i = int(bad[0])
+            raise GpuvmError(_errno.EINVAL, f"obj[{i}]={int(a[i])} is not a handle or -1",
+                             index=i)
+        return np.ascontiguousarray(a, dtype=np.int64)
+    out = np.empty(a.shape[0], dtype=np.int64)
+    for i, v in enumerate(a.tolist()):
+        if v is None:
+            out[i] = -1
+            continue
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if isinstance(v, int) and not isinstance(v, bool) and -1 <= v < (1 << 63):
+            out[i] = v
+        else:
+            raise GpuvmError(_errno.EINVAL, f"obj[{i}]={v!r} is not a handle or -1", index=i)
+    return out
