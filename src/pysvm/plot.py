@@ -24,7 +24,7 @@ result (:func:`snapshot_from_result`) without touching model objects.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,20 +74,6 @@ def snapshot_from_result(res: Any) -> Snapshot:
                     devices=list(res.devices), title=title, timeline=list(res.timeline))
 
 
-def _read_events(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            text = line.strip()
-            if not text:
-                continue
-            try:
-                ev = json.loads(text)
-            except json.JSONDecodeError as e:
-                yield lineno, None, f"line {lineno} is not JSON: {e.msg}"
-                continue
-            yield lineno, ev if isinstance(ev, dict) else None, text
-
-
 def snapshot_from_trace(path: str | Path, vm: str | None = None,
                         timeline: bool = False, engine: Any = None) -> Snapshot:
     """Replay a trace through the engine and snapshot a VM at its end.
@@ -112,33 +98,39 @@ def snapshot_from_trace(path: str | Path, vm: str | None = None,
     points: list[TimelinePoint] = []
     last: dict[str, int] = {}
     i = 0
-    for _lineno, ev, _text in _read_events(path):
-        if ev is None:
-            # The engine reports a malformed line as EINVAL; keep the index in step.
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            # The engine reports a malformed line as EINVAL and goes on, as replay does.
+            out = engine.execute_line(line)
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                ev = None
+            if isinstance(ev, dict) and out.get("result") == "ok":
+                if ev.get("ev") == "vm_create" and isinstance(ev.get("vm"), str):
+                    vms.append(ev["vm"])
+                if ev.get("ev") == "device" and isinstance(ev.get("name"), str):
+                    devices.append(ev["name"])
+            if timeline:
+                counts = engine.summary()
+                pt = TimelinePoint(i=i, ev=str(out.get("ev")), result=str(out.get("result")))
+                for key in TIMELINE_COUNTERS:
+                    now = int(counts.get(key, 0))
+                    setattr(pt, key, now - last.get(key, 0))
+                    last[key] = now
+                points.append(pt)
             i += 1
-            continue
-        if ev.get("ev") == "vm_create" and isinstance(ev.get("vm"), str):
-            vms.append(ev["vm"])
-        if ev.get("ev") == "device" and isinstance(ev.get("name"), str):
-            devices.append(ev["name"])
-        out = engine.execute(ev)
-        if timeline:
-            counts = engine.summary()
-            pt = TimelinePoint(i=i, ev=str(ev.get("ev")), result=str(out.get("result")))
-            for key in TIMELINE_COUNTERS:
-                now = int(counts.get(key, 0))
-                setattr(pt, key, now - last.get(key, 0))
-                last[key] = now
-            points.append(pt)
-        i += 1
     if not vms:
         raise ValueError(f"{path}: the trace creates no VM (no vm_create event) to draw")
     name = vm or vms[0]
     if name not in vms:
         raise ValueError(f"{path}: no VM named {name!r}; the trace creates {', '.join(vms)}")
-    q = engine.execute({"ev": "query", "vm": name, "addr": 0, "range": 1 << 63})
+    q = engine.execute({"ev": "query", "vm": name})     # the whole VM
     if q.get("result") != "ok":
-        q = engine.execute({"ev": "query", "vm": name, "addr": 0, "range": 1 << 47})
+        raise ValueError(f"{path}: cannot query {name} at the end of the trace: "
+                         f"{q.get('result')} {q.get('message', '')}".rstrip())
     r = engine.execute({"ev": "ranges", "vm": name})
     return Snapshot(vm=name, vmas=list(q.get("vmas", [])), ranges=list(r.get("ranges", [])),
                     devices=devices, title=f"{Path(path).name}: {name} after {i} events",
@@ -148,12 +140,22 @@ def snapshot_from_trace(path: str | Path, vm: str | None = None,
 # -- drawing --------------------------------------------------------------------------------
 
 
+def _tick_step(span: int) -> int:
+    """A power-of-two step (memory sizes read best that way) giving 6-12 ticks."""
+    step = 4 * KiB
+    while span // step > 12:
+        step *= 2
+    return step
+
+
 def _fmt_addr(x: float, span: float) -> str:
     if span >= 8 * GiB:
         return f"{x / GiB:.0f} GiB"
-    if span >= 64 * MiB:
+    if span >= 16 * MiB:
         return f"{x / MiB:.0f} MiB"
-    return f"{x / MiB:.1f} MiB"
+    if span >= 2 * MiB:
+        return f"{x / MiB:.1f} MiB"
+    return f"{x / KiB:.0f} KiB"
 
 
 def _focus(vmas: list[dict[str, Any]], ranges: list[dict[str, Any]]) -> tuple[int, int]:
@@ -215,8 +217,9 @@ def render(snap: Snapshot, out: str | Path, timeline: bool = False, dpi: int = 1
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.legend import Legend
     from matplotlib.patches import Patch
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MultipleLocator
 
     if not snap.vmas:
         raise ValueError(f"{snap.vm} has no VMA to draw")
@@ -225,12 +228,15 @@ def render(snap: Snapshot, out: str | Path, timeline: bool = False, dpi: int = 1
     lo, hi = _focus(snap.vmas, snap.ranges)
     span = hi - lo
     with_tl = timeline and bool(snap.timeline)
-    fig = plt.figure(figsize=(13, 7.6 if with_tl else 4.6), dpi=dpi)
-    grid = fig.add_gridspec(2 if with_tl else 1, 1, height_ratios=[1.15, 1] if with_tl else [1],
-                            hspace=0.42, left=0.09, right=0.77, top=0.88, bottom=0.09)
+    ratios = [1.15, 0.42, 1.0] if with_tl else [1.15, 0.42]
+    fig = plt.figure(figsize=(13, 8.4 if with_tl else 5.0), dpi=dpi)
+    grid = fig.add_gridspec(len(ratios), 1, height_ratios=ratios, hspace=0.35, left=0.09,
+                            right=0.97, top=0.9 if with_tl else 0.86, bottom=0.07)
     ax = fig.add_subplot(grid[0])
+    lax = fig.add_subplot(grid[1])
+    lax.axis("off")
     rows = ["SVM ranges\n(residency)", "PAT index", "atomic access", "preferred\nlocation"]
-    legends: list[tuple[str, dict[str, Any]]] = [("", {}) for _ in rows]
+    legends: list[dict[str, Any]] = [{} for _ in rows]
     h = 0.72
 
     def bar(row: int, a: int, e: int, colour: str, label: str, **kw: Any) -> None:
@@ -239,8 +245,8 @@ def render(snap: Snapshot, out: str | Path, timeline: bool = False, dpi: int = 1
             return
         ax.broken_barh([(s, t - s)], (row - h / 2, h), facecolors=colour,
                        edgecolors="white", linewidth=0.6, **kw)
-        legends[row][1].setdefault(label, Patch(facecolor=colour, edgecolor="#666666",
-                                                linewidth=0.5, **kw))
+        legends[row].setdefault(label, Patch(facecolor=colour, edgecolor="#666666",
+                                             linewidth=0.5, **kw))
 
     for v in snap.vmas:
         a, e = int(v["addr"]), int(v["addr"]) + int(v["range"])
@@ -265,21 +271,21 @@ def render(snap: Snapshot, out: str | Path, timeline: bool = False, dpi: int = 1
             bar(0, a, e, colour, f"{label}, CPU-unmapped", hatch="////")
         else:
             bar(0, a, e, colour, label)
-    titles = ["SVM ranges by residency", "PAT index", "Atomic access", "Preferred location"]
-    for row in range(len(rows)):
-        handles = legends[row][1]
+    titles = ["SVM range residency", "PAT index", "Atomic access", "Preferred location"]
+    for k, row in enumerate((3, 2, 1, 0)):
+        handles = legends[row]
         if not handles:
             continue
         order = sorted(handles)
-        lg = ax.legend([handles[k] for k in order], order, title=titles[row], fontsize=8,
-                       title_fontsize=8.5, loc="center left", frameon=False,
-                       bbox_to_anchor=(1.01, (row + 0.5) / len(rows)), borderaxespad=0)
+        lg = Legend(lax, [handles[n] for n in order], order, title=titles[row], fontsize=8,
+                    title_fontsize=9, loc="upper left", frameon=False,
+                    bbox_to_anchor=(k * 0.25, 1.0), borderaxespad=0)
         lg._legend_box.align = "left"
-        ax.add_artist(lg)
+        lax.add_artist(lg)
     ax.set_yticks(range(len(rows)), rows, fontsize=9)
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.set_xlim(lo, hi)
-    ax.xaxis.set_major_locator(MaxNLocator(nbins=10, steps=[1, 2, 2.5, 4, 5, 8, 10]))
+    ax.xaxis.set_major_locator(MultipleLocator(_tick_step(span)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _p: _fmt_addr(x, span)))
     ax.set_xlabel("virtual address", fontsize=9)
     ax.grid(axis="x", color="#e6e6e6", linewidth=0.6)
@@ -292,7 +298,7 @@ def render(snap: Snapshot, out: str | Path, timeline: bool = False, dpi: int = 1
         fig.suptitle(snap.title, fontsize=9, x=0.09, ha="left", color="#555555")
 
     if with_tl:
-        tx = fig.add_subplot(grid[1])
+        tx = fig.add_subplot(grid[2])
         pts = snap.timeline
         centres, sums = _bin(pts, 160)
         width = centres[1] - centres[0] if len(centres) > 1 else 1.0
@@ -308,7 +314,8 @@ def render(snap: Snapshot, out: str | Path, timeline: bool = False, dpi: int = 1
         seen: set[str] = set()
         for p in pts:
             if p.ev in MARK_EVENTS:
-                tx.axvline(p.i, color=MARK_EVENTS[p.ev], linewidth=0.8, alpha=0.5,
+                tx.axvline(p.i, color=MARK_EVENTS[p.ev], linewidth=0.8,
+                           alpha=0.35 if p.ev == "evict" else 0.9,
                            linestyle="--" if p.ev == "evict" else "-",
                            label=None if p.ev in seen else f"{p.ev} event")
                 seen.add(p.ev)
@@ -316,9 +323,11 @@ def render(snap: Snapshot, out: str | Path, timeline: bool = False, dpi: int = 1
         tx.set_xlim(0, pts[-1].i + 1)
         tx.set_xlabel(f"event index (bins of {int(width)} events)", fontsize=9)
         tx.set_ylabel("count per bin\n(to system: below 0)", fontsize=9)
-        tx.set_title("Faults and migrations over the run", fontsize=11, loc="left")
-        tx.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        tx.set_title("Faults and migrations over the run", fontsize=11, loc="left", pad=22)
+        tx.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False,
+                  ncol=6, borderaxespad=0.2)
         tx.grid(axis="y", color="#e6e6e6", linewidth=0.6)
+        tx.set_axisbelow(True)
         for side in ("top", "right"):
             tx.spines[side].set_visible(False)
     path = Path(out)

@@ -617,7 +617,7 @@ class Simulation:
             self._expect_ok(ev, (yield ev))
 
     def _final_snapshot(self) -> _Action:
-        ev = {"ev": "query", "vm": self.vm, "addr": 0, "range": MIRROR_RANGE}
+        ev = {"ev": "query", "vm": self.vm}   # no addr/range: the whole VM
         out = yield ev
         self._expect_ok(ev, out)
         self.final_vmas = list(out.get("vmas", []))
