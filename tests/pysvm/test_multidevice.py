@@ -124,3 +124,30 @@ def test_allocation_refs_return_to_zero() -> None:
     s.run_workers()
     check_pagemap_invariants(w)
     assert s.provider("gpu0").module.refcount == 0
+
+
+def test_unbind_peer_trace_pagemap_lines() -> None:
+    """Replay traces/unbind_peer.jsonl and check the lines this layer answers for (the SVM
+    events' own results are E's to check)."""
+    import json
+    from pathlib import Path
+
+    from pysvm.trace import Engine
+
+    path = Path(__file__).parent / "traces" / "unbind_peer.jsonl"
+    eng = Engine()
+    out = list(eng.run(path.read_text().splitlines()))
+    by_i = {o["i"]: o for o in out}
+    assert by_i[3]["result"] == "ok"                                  # link
+    pm_before = by_i[11]["pagemaps"]
+    gpu1 = [p for p in pm_before if p["device"] == "gpu1"]
+    assert gpu1 and gpu1[0]["refcount"] >= 1 and gpu1[0]["device_held"]   # VMA's madvise ref
+    assert by_i[12]["result"] == "ok"                                 # unbind_device
+    assert by_i[13]["result"] == "EBUSY"                              # held by the VMA's ref
+    gpu1_after = [p for p in by_i[17]["pagemaps"] if p["device"] == "gpu1"]
+    assert gpu1_after and not gpu1_after[0]["cached"]                 # never cached once unbound
+    assert by_i[19]["result"] == "ok" and by_i[19]["holds_dropped"] >= 1
+    assert not [p for p in by_i[20]["pagemaps"] if p["device"] == "gpu1"]
+    assert by_i[21]["result"] == "ok"                                 # rmmod after the worker
+    check_pagemap_invariants(eng.world)
+    json.dumps(out)  # every line serialisable
