@@ -18,10 +18,15 @@ request goes to both the *system under test* (default :class:`GpuVm`) and the
 * the state (every VA as ``(addr, range, obj, offset)``, in order) and ``len``,
 * and the system's own ``check()`` (tree invariants), when it has one.
 
-A zero-length request is only ever the *last* step of a case, as in the
-kernel-recorded vectors: after it the tree holds a VA whose inclusive last
-address is below its start, and what the kernel's interval tree then returns
-depends on the tree's shape, which the reference does not model.
+Zero-length requests are accepted by the kernel and leave a VA whose
+inclusive last address is below its start. The kernel-recorded vectors only
+ever use them as the last step of a case, so most of our zero-length steps are
+last too; a few are placed mid-sequence. That is sound because the kernel's
+interval-tree search (include/linux/interval_tree_generic.h,
+``_subtree_search``) returns the leftmost node in tree order with
+``start <= last_q`` and ``start_q <= last`` for *any* node shapes (its
+argument only uses the in-order sort by start and the ``subtree_last``
+maximum), which is exactly what the reference computes.
 
 On a mismatch the case is shrunk (steps dropped, numbers simplified while
 the same kind of mismatch remains) and written as one line in the vector
@@ -232,8 +237,9 @@ class GpuvmTarget:
         ctx = (start, pages, unit, obj_base)
         n = rng.randint(1, self.max_steps)
         steps = [self._make_step(rng, ctx) for _ in range(n)]
-        if rng.randint(0, 9) == 0:  # zero-length: only ever the last step (see module doc)
-            steps[-1] = self._zero_step(rng, ctx)
+        if rng.randint(0, 9) == 0:  # zero-length: usually the last step (see module doc)
+            at = len(steps) - 1 if rng.randint(0, 3) else rng.randint(0, len(steps) - 1)
+            steps[at] = self._zero_step(rng, ctx)
         return {"vm": {"start": start, "range": size, "reserve_addr": reserve_addr,
                        "reserve_range": reserve_range},
                 "unit": unit, "steps": steps}
