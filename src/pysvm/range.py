@@ -288,6 +288,9 @@ class GpuSvm:
         for _ in range(64):
             seq = rng.notifier.read_begin()
             if rng.pages_valid:
+                # The kernel's fast path still records the fresh sequence number
+                # (goto set_seqno), so a later bind's read_retry compares against it.
+                rng.notifier_seq = seq
                 return
             if not self.mm.alive:
                 raise XeError(errno.EFAULT, "address space is gone")
