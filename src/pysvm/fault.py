@@ -1,0 +1,396 @@
+"""The SVM GPU page-fault handler and its retry loops.
+
+Kernel: xe_svm_handle_pagefault() / __xe_svm_handle_pagefault() and
+xe_vma_need_vram_for_atomic() (drivers/gpu/drm/xe/xe_svm.c, xe_vm.c).
+
+Fault order (one inner iteration)
+---------------------------------
+::
+
+    fault.start -> collect garbage -> find or insert range -> fault.after_find_range
+      -> [range valid? done] -> migrate to VRAM if the policy says so -> fault.after_migrate
+      -> get pages -> fault.after_get_pages -> fault.before_bind -> bind -> done
+
+Retry reasons::
+
+          +--------------------- EAGAIN from GC (VMAs changed) --------------+
+          |                                                                  v
+    [outer: need_vram_for_atomic] -> [inner iteration] --EAGAIN--> re-look-up VMA (none: EINVAL)
+                                         |  ^
+          VRAM alloc failed (tries left) |  | get_pages EOPNOTSUPP/EFAULT/EPERM (budget)
+          removed range (newest)         |  | bind EAGAIN (pages invalidated)
+                                         +--+
+
+Budgets, as in the kernel: ``migrate_try_count`` is 3 when the access must be
+in device memory (``devmem_only``: an atomic on discrete that needs VRAM),
+else 1; each migration attempt and each get-pages / bind retry doubles the
+timeslice. Get-pages failures retry without bound unless ``devmem_only``;
+bind ``EAGAIN`` retries and the outer ``EAGAIN`` loop are unbounded in the
+kernel too. Nothing here caps them silently: :attr:`pysvm.svm.Svm.
+max_fault_iterations` is an opt-in guard that raises
+:class:`FaultLivelockError` naming the fault.
+
+Injection points (``fault.start``, ``fault.after_find_range``,
+``fault.after_migrate``, ``fault.after_get_pages``, ``fault.before_bind``) run
+work queued with :meth:`pysvm.svm.Svm.inject` once, the way an asynchronous
+CPU munmap, eviction or invalidation would land at that moment.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import XeError
+from .migrate import populate_mm
+from .mm import PAGE_SIZE
+from .range import SZ_64K, GpuSvmCtx, SvmRange
+
+if TYPE_CHECKING:
+    from .svm import Svm
+    from .vma import Vma
+
+__all__ = ["need_vram_for_atomic", "handle_pagefault", "FaultStats", "FaultLivelockError",
+           "gpu_access", "ATOMIC_SVM_TIMESLICE_MS"]
+
+#: Kernel: xe->atomic_svm_timeslice_ms default (module parameter) [memory: 5 ms].
+ATOMIC_SVM_TIMESLICE_MS = 5
+
+# uapi numbers (DRM_XE_ATOMIC_*), kept local so this module does not depend on attr.py
+_ATOMIC_DEVICE = 1
+_ATOMIC_CPU = 3
+
+
+class FaultLivelockError(XeError):
+    """The caller-set livelock guard stopped a fault loop that did not converge."""
+
+    def __init__(self, addr: int, iterations: int, stats: FaultStats) -> None:
+        super().__init__(errno.ELOOP, f"livelock guard: GPU fault at {addr:#x} still not "
+                         f"serviced after {iterations} loop iterations (the kernel would keep "
+                         f"retrying); reasons: {stats.reasons[-8:]}")
+        self.stats = stats
+
+
+@dataclass
+class FaultStats:
+    """What one GPU fault cost. Kernel: the XE_GT_STATS_ID_SVM_* counters, per fault."""
+
+    addr: int
+    atomic: bool
+    outer_iterations: int = 0
+    inner_iterations: int = 0
+    migrations: int = 0
+    migration_failures: int = 0
+    get_pages_failures: int = 0
+    bind_eagain: int = 0
+    gc_eagain: int = 0
+    timeslice_ms: int = 0
+    result: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def retries(self) -> int:
+        """Loop iterations beyond the first (outer and inner)."""
+        return max(self.outer_iterations - 1, 0) + max(
+            self.inner_iterations - self.outer_iterations, 0)
+
+
+def need_vram_for_atomic(device: Any, vma: Vma, atomic: bool, newest: bool = False) -> int:
+    """1 if the access must be served from VRAM, 0 if not.
+
+    Kernel: xe_vma_need_vram_for_atomic(): not discrete or not atomic -> 0;
+    DEVICE -> 1 unless device atomics on system memory are supported;
+    GLOBAL/UNDEFINED/other -> 1; CPU -> raises XeError(EACCES). The newest
+    kernel uses the BO's atomic attribute for BO-backed VMAs.
+    """
+    if not getattr(device, "discrete", False) or not atomic:
+        return 0
+    attr = vma.attr.atomic_access
+    bo = getattr(vma, "bo", None)
+    if newest and bo is not None and hasattr(bo, "atomic"):
+        attr = int(bo.atomic)
+    if attr == _ATOMIC_DEVICE:
+        return 0 if getattr(device, "smem_atomics", False) else 1
+    if attr == _ATOMIC_CPU:
+        raise XeError(errno.EACCES, f"atomic GPU access to a VMA whose atomic policy is CPU "
+                      f"(VMA {vma.start:#x}+{vma.end - vma.start:#x})")
+    return 1
+
+
+def _resolve_target(svm: Svm, vma: Vma) -> Any:
+    """The device whose VRAM the VMA prefers, or None (system).
+
+    Kernel: xe_vma_resolve_pagemap() (6.18: -1 -> system, 0 -> local VRAM on
+    discrete, anything else -> system; newest: another device by fd).
+    """
+    fd = vma.attr.preferred_loc.devmem_fd
+    if fd == -1:
+        return None
+    dev = svm.device
+    if fd == 0:
+        return dev if getattr(dev, "discrete", False) else None
+    if svm.vm.profile.multi_device:
+        other = svm.world.device_by_fd(fd)
+        if other is not None and getattr(other, "discrete", False):
+            return other
+    return None
+
+
+def _needs_migrate(svm: Svm, r: SvmRange, target: Any) -> bool:
+    """Kernel: xe_svm_range_needs_migrate_to_vram() (4K migration supported)."""
+    if not r.migrate_devmem or target is None:
+        return False
+    if svm.vm.profile.range_removed_check:
+        # newest: "already on the target pagemap" (the scan of xe_svm_alloc_vram)
+        return not (r.in_vram() and r.dpagemap is target)
+    return not r.in_vram()
+
+
+def _alloc_vram(svm: Svm, r: SvmRange, target: Any, ctx: GpuSvmCtx) -> None:
+    """Kernel: xe_svm_alloc_vram(). Newest: one evict-and-retry on EBUSY."""
+    try:
+        populate_mm(target, svm.mm, r.start, r.end, ctx.timeslice_ms)
+    except XeError as e:
+        if e.errno != errno.EBUSY or not svm.vm.profile.range_removed_check:
+            raise
+        svm.gpusvm.range_evict(r)
+        populate_mm(target, svm.mm, r.start, r.end, ctx.timeslice_ms)
+
+
+def _guard(svm: Svm, st: FaultStats) -> None:
+    cap = svm.max_fault_iterations
+    if cap is not None and st.inner_iterations + st.outer_iterations > cap:
+        raise FaultLivelockError(st.addr, st.inner_iterations + st.outer_iterations, st)
+
+
+def _inner(svm: Svm, vma: Vma, addr: int, need_vram: bool, st: FaultStats) -> int:
+    """One call of the inner handler; returns 0 or an errno (EAGAIN: re-look-up).
+
+    Kernel: __xe_svm_handle_pagefault().
+    """
+    dev = svm.device
+    discrete = bool(getattr(dev, "discrete", False))
+    newest = svm.vm.profile.range_removed_check
+    ctx = GpuSvmCtx(read_only=vma.read_only(), devmem_possible=discrete,
+                    check_pages_threshold=SZ_64K if discrete else 0,
+                    devmem_only=need_vram and discrete,
+                    timeslice_ms=ATOMIC_SVM_TIMESLICE_MS if (need_vram and discrete) else 0)
+    migrate_try_count = 3 if ctx.devmem_only else 1
+    first = True
+    while True:
+        if not first:
+            st.reasons.append("retry")
+        first = False
+        st.inner_iterations += 1
+        st.timeslice_ms = ctx.timeslice_ms
+        _guard(svm, st)
+        svm.fire("fault.start")
+        err = svm.garbage_collector()
+        if err:
+            if err == errno.EAGAIN:
+                st.gc_eagain += 1
+                st.reasons.append("gc-eagain")
+            return err
+        svm.gpusvm.owner = _owner(svm)
+        try:
+            r = svm.gpusvm.range_find_or_insert(max(addr, vma.start), vma.start, vma.end, ctx)
+        except XeError as e:
+            st.reasons.append(f"find-or-insert:{e.name}")
+            return e.errno or errno.EINVAL
+        svm.fire("fault.after_find_range")
+        if newest and r.removed:
+            st.reasons.append("range-removed")
+            continue
+        if ctx.devmem_only and not r.migrate_devmem:
+            st.reasons.append("not-migratable")
+            return errno.EACCES
+        if r.is_valid(svm.tile, ctx.devmem_only):
+            return 0
+        target = _resolve_target(svm, vma)
+        if ctx.devmem_only:
+            target = dev
+        migrate_try_count -= 1
+        if migrate_try_count >= 0 and _needs_migrate(svm, r, target):
+            st.migrations += 1
+            try:
+                _alloc_vram(svm, r, target, ctx)
+                err = 0
+            except XeError as e:
+                err = e.errno or errno.ENOMEM
+            ctx.timeslice_ms <<= 1
+            if err:
+                st.migration_failures += 1
+                st.reasons.append(f"migrate:{errno.errorcode.get(err, err)}")
+                if migrate_try_count or not ctx.devmem_only:
+                    continue
+                return err
+            svm.fire("fault.after_migrate")
+        try:
+            svm.gpusvm.range_get_pages(r, ctx)
+            err = 0
+        except XeError as e:
+            err = e.errno or errno.EFAULT
+            if err == errno.EOPNOTSUPP:
+                svm.gpusvm.range_evict(r)
+        if err in (errno.EOPNOTSUPP, errno.EFAULT, errno.EPERM):
+            st.get_pages_failures += 1
+            st.reasons.append(f"get-pages:{errno.errorcode.get(err, err)}")
+            ctx.timeslice_ms <<= 1
+            if migrate_try_count > 0 or not ctx.devmem_only:
+                continue
+        if err:
+            return err
+        svm.fire("fault.after_get_pages")
+        svm.fire("fault.before_bind")
+        try:
+            svm.range_rebind(r)
+        except XeError as e:
+            if e.errno == errno.EAGAIN:
+                st.bind_eagain += 1
+                st.reasons.append("bind-eagain")
+                ctx.timeslice_ms <<= 1
+                continue
+            return e.errno or errno.EINVAL
+        return 0
+
+
+def _owner(svm: Svm) -> object:
+    from .vram import devm_owner
+    return devm_owner(svm.device)
+
+
+def handle_pagefault(svm: Svm, vma: Vma, addr: int, atomic: bool) -> FaultStats:
+    """Service one GPU page fault on a CPU-address-mirror VMA.
+
+    Kernel: xe_svm_handle_pagefault(): need_vram_for_atomic, the inner
+    handler, and on EAGAIN a fresh VMA lookup by address (none -> EINVAL) and
+    another round, without bound.
+
+    Returns the fault's :class:`FaultStats` (also appended to ``svm.fault_log``
+    and counted in ``world.stats``). Raises XeError with the kernel's errno
+    when the fault cannot be serviced, with ``.fault_stats`` attached.
+    """
+    st = FaultStats(addr, atomic)
+    stats = svm.world.stats
+    stats["faults"] += 1
+    newest = svm.vm.profile.range_removed_check
+    try:
+        while True:
+            st.outer_iterations += 1
+            _guard(svm, st)
+            need = need_vram_for_atomic(svm.device, vma, atomic, newest)
+            err = _inner(svm, vma, addr, bool(need), st)
+            if err == errno.EAGAIN:
+                st.reasons.append("outer-eagain")
+                found = svm.vm.find_vma_by_addr(addr)
+                if found is None:
+                    err = errno.EINVAL
+                    raise XeError(err, f"GPU fault at {addr:#x}: no VMA after re-lookup")
+                vma = found
+                continue
+            if err:
+                raise XeError(err, f"GPU fault at {addr:#x} failed: "
+                              f"{'; '.join(st.reasons[-4:]) or errno.errorcode.get(err, err)}")
+            return st
+    except XeError as e:
+        st.result = e.errno or 0
+        e.fault_stats = st  # type: ignore[attr-defined]
+        raise
+    finally:
+        stats["retries"] += st.retries
+        stats["migration_attempts"] += st.migrations
+        if st.result:
+            stats["faults_failed"] += 1
+        svm.fault_log.append(st)
+
+
+def _bo_page(vma: Vma, a: int) -> tuple[str, int]:
+    bo = vma.bo
+    name = str(getattr(bo, "name", id(bo)))
+    return name, (vma.offset + (a - vma.start)) // PAGE_SIZE
+
+
+def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[str, Any]:
+    """The device reads, writes or atomically increments ``[addr, addr+size)``.
+
+    Kernel: the GPU's view: a missing or invalidated PTE raises a page fault
+    (xe_pagefault -> xe_svm_handle_pagefault for CPU-mirror VMAs); an atomic to
+    a range outside VRAM on a discrete device that needs VRAM for atomics
+    faults too (the PTE lacks the atomic bit). No VMA -> EINVAL; a write to a
+    read-only VMA -> EPERM (xe_pagefault's access check).
+    """
+    if op not in ("read", "write", "atomic"):
+        raise XeError(errno.EINVAL, f"gpu_access op {op!r}: choose read, write or atomic")
+    if size <= 0 or addr % PAGE_SIZE or size % PAGE_SIZE:
+        raise XeError(errno.EINVAL, f"gpu_access [{addr:#x}, +{size:#x}) must be 4 KiB "
+                      "aligned and non-empty")
+    vm = svm.vm
+    if vm.killed:
+        raise XeError(errno.ENOENT, f"VM {vm.name} is killed")
+    faults = retries = 0
+    data: list[int] = []
+    atomic = op == "atomic"
+    discrete = bool(getattr(svm.device, "discrete", False))
+    try:
+        for a in range(addr, addr + size, PAGE_SIZE):
+            vma = vm.find_vma_by_addr(a)
+            if vma is None:
+                raise XeError(errno.EINVAL, f"GPU access at {a:#x}: no VMA")
+            if op != "read" and vma.read_only():
+                raise XeError(errno.EPERM, f"GPU {op} at {a:#x}: VMA is read-only")
+            if not vma.is_cpu_addr_mirror():
+                if vma.is_null() or vma.bo is None:
+                    cur = 0
+                    if op == "read":
+                        data.append(0)
+                    continue
+                key = _bo_page(vma, a)
+                cur = svm.bo_data.get(key, 0)
+                if op == "read":
+                    data.append(cur)
+                elif op == "write":
+                    svm.bo_data[key] = value
+                else:
+                    svm.bo_data[key] = cur + 1
+                continue
+            spins = 0
+            while True:
+                r = svm.gpusvm.range_find(a)
+                ok = r is not None and r.is_valid(svm.tile, False)
+                if ok and atomic and discrete and r is not None and not r.in_vram():
+                    try:
+                        ok = need_vram_for_atomic(svm.device, vma, True,
+                                                  vm.profile.range_removed_check) == 0
+                    except XeError:
+                        ok = False
+                if ok:
+                    break
+                if spins >= 3:
+                    raise RuntimeError(f"model bug: fault at {a:#x} reported success "
+                                       f"{spins} times but the mapping is still invalid")
+                spins += 1
+                faults += 1
+                vm.last_fault_vma = vma
+                st = handle_pagefault(svm, vma, a, atomic)
+                retries += st.retries
+                vma = vm.find_vma_by_addr(a) or vma
+            assert r is not None and r.pages is not None
+            page = r.pages[(a - r.start) // PAGE_SIZE]
+            if op == "read":
+                data.append(page.value)
+            elif op == "write":
+                page.value = value
+            else:
+                page.value += 1
+    except XeError as e:
+        st2 = getattr(e, "fault_stats", None)
+        if st2 is not None:
+            retries += st2.retries
+        e.faults = faults  # type: ignore[attr-defined]
+        e.retries = retries  # type: ignore[attr-defined]
+        raise
+    out: dict[str, Any] = {"faults": faults, "retries": retries}
+    if op == "read":
+        out["data"] = data
+    return out
