@@ -29,7 +29,7 @@ drm_gpuva_find_first()).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,16 +218,15 @@ def run_single(vm: Any, reqs: Requests) -> int:
     return total
 
 
-def _runs(kind: npt.NDArray[np.str_]) -> Iterable[tuple[str, int, int]]:
-    """Maximal runs of equal kinds: (kind, start, stop)."""
+def _runs(kind: npt.NDArray[np.str_]) -> list[tuple[str, int, int]]:
+    """Maximal runs of equal kinds: (kind, start, stop), computed in one numpy pass."""
     n = len(kind)
     if n == 0:
-        return
-    cuts = np.flatnonzero(kind[1:] != kind[:-1]) + 1
-    starts = [0, *cuts.tolist()]
-    stops = [*cuts.tolist(), n]
-    for s, e in zip(starts, stops, strict=True):
-        yield str(kind[s]), s, e
+        return []
+    cuts = (np.flatnonzero(kind[1:] != kind[:-1]) + 1).tolist()
+    starts, stops = [0, *cuts], [*cuts, n]
+    names = kind[starts].tolist()
+    return list(zip(names, starts, stops, strict=True))
 
 
 def run_batch(vm: Any, reqs: Requests) -> int:
@@ -241,21 +240,21 @@ def run_batch(vm: Any, reqs: Requests) -> int:
     Kernel: a loop of drm_gpuvm_sm_map_ops_create() (etc.) + apply per request.
     """
     total = 0
+    counts: list[Any] = []
+    addr, rng, obj, off = reqs.addr, reqs.range, reqs.obj, reqs.offset
     for k, s, e in _runs(reqs.kind):
-        a, r = reqs.addr[s:e], reqs.range[s:e]
-        if k == "lookup":
-            res = vm.find_first_batch(a, r)
-            total += _hits(res)
-            continue
         if k == "map":
-            counts = vm.sm_map_batch(a, r, reqs.obj[s:e], reqs.offset[s:e])
+            counts.append(vm.sm_map_batch(addr[s:e], rng[s:e], obj[s:e], off[s:e]))
         elif k == "unmap":
-            counts = vm.sm_unmap_batch(a, r)
+            counts.append(vm.sm_unmap_batch(addr[s:e], rng[s:e]))
         elif k == "madvise":
-            counts = vm.madvise_batch(a, r)
+            counts.append(vm.madvise_batch(addr[s:e], rng[s:e]))
+        elif k == "lookup":
+            total += _hits(vm.find_first_batch(addr[s:e], rng[s:e]))
         else:
             raise ValueError(f"unknown request kind {k!r}")
-        total += int(np.sum(np.asarray(counts, dtype=np.int64)))
+    if counts:
+        total += int(np.concatenate([np.asarray(c, dtype=np.int64) for c in counts]).sum())
     return total
 
 

@@ -280,7 +280,7 @@ def render(snap: Snapshot, out: str | Path, timeline: bool = False, dpi: int = 1
         lg = Legend(lax, [handles[n] for n in order], order, title=titles[row], fontsize=8,
                     title_fontsize=9, loc="upper left", frameon=False,
                     bbox_to_anchor=(k * 0.25, 1.0), borderaxespad=0)
-        lg._legend_box.align = "left"
+        lg.set_alignment("left")
         lax.add_artist(lg)
     ax.set_yticks(range(len(rows)), rows, fontsize=9)
     ax.set_ylim(-0.6, len(rows) - 0.4)

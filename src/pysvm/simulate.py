@@ -296,6 +296,8 @@ class Simulation:
         self._last_counts: dict[str, int] = {}
         self._unbound: set[str] = set()
         self._skip_noted: set[str] = set()
+        self.final_vmas: list[dict[str, Any]] = []
+        self.final_ranges: list[dict[str, Any]] = []
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -632,8 +634,6 @@ class Simulation:
     def run(self) -> SimResult:
         """Run the workload to the end and return its result (never raises on a mismatch)."""
         cfg = self.cfg
-        self.final_vmas: list[dict[str, Any]] = []
-        self.final_ranges: list[dict[str, Any]] = []
         t0 = time.perf_counter()
         self._run_action(self._setup())
         actions: list[tuple[Callable[[], _Action], int]] = [

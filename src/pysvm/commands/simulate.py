@@ -80,7 +80,7 @@ def run_simulation(cfg: Any, record: str | None, quiet: bool) -> Any:
                 raise CliError(f"cannot write {record}: {e.strerror}") from None
         progress = None
         if not quiet and sys.stderr.isatty():
-            from tqdm import tqdm
+            from tqdm import tqdm  # type: ignore[import-untyped]
 
             bar = stack.enter_context(tqdm(total=cfg.steps, unit="step", file=sys.stderr,
                                            leave=False, desc="simulate"))
