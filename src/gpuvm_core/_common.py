@@ -56,7 +56,7 @@ def check_u64(value: object, what: str) -> int:
     """
     if isinstance(value, bool):
         raise TypeError(f"{what} must be an integer, not bool")
-    v = operator.index(value)  # type: ignore[call-overload]
+    v = operator.index(value)  # type: ignore[arg-type]
     if v < 0 or v > U64_MAX:
         raise GpuvmError(_errno.EINVAL, f"{what}={v} is outside the unsigned 64-bit range")
     return v
@@ -68,7 +68,7 @@ def check_obj(value: object) -> int | None:
         return None
     if isinstance(value, bool):
         raise TypeError("obj must be None or an integer handle, not bool")
-    v = operator.index(value)  # type: ignore[call-overload]
+    v = operator.index(value)  # type: ignore[arg-type]
     if v < 0 or v > OBJ_MAX:
         raise GpuvmError(_errno.EINVAL, f"obj={v} is outside [0, 2**63): handles are int64")
     return v

@@ -70,7 +70,7 @@ def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int]) -> int:
         return 0
     # One notifier call per contiguous run, before the page table changes.
     run_start = prev = addrs[0]
-    for a in addrs[1:] + [None]:      # type: ignore[list-item]
+    for a in [*addrs[1:], None]:
         if a is None or a != prev + PAGE_SIZE:
             mm.invalidate(run_start, prev + PAGE_SIZE, NotifyEvent.MIGRATE, alloc.owner)
             if a is not None:

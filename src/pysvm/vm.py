@@ -17,7 +17,7 @@ import errno
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from sortedcontainers import SortedDict  # type: ignore[import-untyped]
+from sortedcontainers import SortedDict
 
 from gpuvm_core import GpuVm, GpuvmError
 
