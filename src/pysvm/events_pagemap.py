@@ -1,11 +1,15 @@
-"""Trace handlers for devices' pagemap lifetimes: link, unbind_device, rmmod, run_workers, pagemaps.
+"""Trace handlers for devices' pagemap lifetimes: link, unbind_device, rmmod, run_workers,
+pagemaps, and the project's extension ``teardown``.
 
 Kernel: the events stand for PCI topology (P2P links), driver unbind (xe_pci_remove), module
 unload (delete_module), the deferred work queues (drm_pagemap_work, xe destroy_wq, the SVM
-garbage-collector work), and a debugfs-like listing of drm_pagemaps. See TRACE.md.
+garbage-collector work), a debugfs-like listing of drm_pagemaps, and process exit followed by
+unloading every driver (``teardown``). See TRACE.md and docs/pagemap.md.
 
 Importing this module registers :func:`pysvm.pagemap.attach_device` as a device-init hook, so
-every ``device`` event gets a pagemap provider and ``device.pagemap``.
+every ``device`` event gets a pagemap provider and ``device.pagemap``, and
+:func:`pysvm.pagemap.svm_get_pagemaps` as a VM-init hook (newest profile: a fault-mode VM
+holds its device's pagemaps, as xe_svm_init() does).
 """
 
 from __future__ import annotations
@@ -15,20 +19,32 @@ from typing import Any
 
 from .device import DEVICE_INIT_HOOKS, Device
 from .errors import XeError
-from .pagemap import attach_device, system_for
+from .pagemap import attach_device, svm_get_pagemaps, system_for, teardown_world
 from .trace import Engine, handler, req_str
+from .vm import VM_INIT_HOOKS, Vm
 from .world import World
 
-__all__ = ["ev_link", "ev_unbind_device", "ev_rmmod", "ev_run_workers", "ev_pagemaps"]
+__all__ = ["ev_link", "ev_unbind_device", "ev_rmmod", "ev_run_workers", "ev_pagemaps",
+           "ev_teardown"]
 
 
 def _device_init_hook(world: Any, device: Device) -> None:
     attach_device(world, device)
 
 
-if not any(getattr(h, "__qualname__", "") == "_device_init_hook"
-           and getattr(h, "__module__", "") == __name__ for h in DEVICE_INIT_HOOKS):
+def _vm_init_hook(vm: Vm) -> None:
+    svm_get_pagemaps(vm)
+
+
+def _registered(hooks: list[Any], name: str) -> bool:
+    return any(getattr(h, "__qualname__", "") == name
+               and getattr(h, "__module__", "") == __name__ for h in hooks)
+
+
+if not _registered(DEVICE_INIT_HOOKS, "_device_init_hook"):
     DEVICE_INIT_HOOKS.append(_device_init_hook)
+if not _registered(VM_INIT_HOOKS, "_vm_init_hook"):
+    VM_INIT_HOOKS.append(_vm_init_hook)
 
 
 def _pagemaps_alive(world: World) -> dict[str, int]:
@@ -55,7 +71,7 @@ def _device(engine: Engine, ev: dict[str, Any], key: str = "device") -> Device:
 def _evict(dev: Device) -> int:
     try:
         from .migrate import evict_device
-    except ModuleNotFoundError as e:  # E's migration not present: nothing can be resident
+    except ModuleNotFoundError as e:  # no migration layer: nothing can be resident
         if e.name != "pysvm.migrate":
             raise
         return 0
@@ -116,3 +132,12 @@ def ev_pagemaps(engine: Engine, ev: dict[str, Any]) -> dict[str, Any]:
     """The live drm_pagemaps: device, refcount, cached (inactive on the shrinker), device_held."""
     _ensure_summary(engine.world)
     return {"pagemaps": system_for(engine.world).snapshot()}
+
+
+@handler("teardown")
+def ev_teardown(engine: Engine, ev: dict[str, Any]) -> dict[str, Any]:
+    """Project extension: close every VM, evict, run the work, unload every driver module and
+    the drm_pagemap module (:func:`pysvm.pagemap.teardown_world`). Result adds ``leftovers``
+    (what was still referenced; empty when everything was released). Ends the simulation."""
+    _ensure_summary(engine.world)
+    return {"leftovers": teardown_world(engine.world)}

@@ -159,6 +159,8 @@ class DrmDevice:
         self.refcount = 1
         self.unplugged = False
         self.freed = False
+        #: Run once at the final put (the driver's drmm release actions).
+        self.on_release: list[Callable[[], None]] = []
 
     def enter(self) -> bool:
         """Kernel: drm_dev_enter() - False once the device is unplugged."""
@@ -177,6 +179,8 @@ class DrmDevice:
         self.refcount -= 1
         if self.refcount == 0:
             self.freed = True
+            for cb in self.on_release:
+                cb()
 
 
 class DevHold:
@@ -235,7 +239,14 @@ class Peer:
     kind: str = "vm"
     name: str = ""
     owner: Owner | None = None
+    #: The list joined; like the kernel's peer->list it is kept after leaving, so a second
+    #: release can be told apart from "never joined".
     list: OwnerList | None = None
+
+    @property
+    def joined(self) -> bool:
+        """True while the peer is a member of an owner group."""
+        return self.owner is not None
 
 
 class OwnerList:
@@ -255,7 +266,7 @@ class OwnerList:
         the end of the first qualifying group (owner ref + 1), else a new owner (ref 1) is made
         and the peer is appended at the tail. O(n) calls of ``has_interconnect``.
         """
-        if peer.list is not None:
+        if peer.joined:
             raise XeError(errno.EINVAL, f"peer {peer.name or peer.device} already joined a group")
         chosen: Owner | None = None
         insert_at = len(self.peers)
@@ -285,17 +296,22 @@ class OwnerList:
     def release(self, peer: Peer) -> None:
         """Leave the group; the owner is freed when its last peer leaves. No-op if never joined.
 
-        Kernel: drm_pagemap_release_owner().
+        Kernel: drm_pagemap_release_owner(). It returns early only when ``peer->list`` is NULL
+        (never joined) and does not clear ``peer->list``, so a second release would unlink the
+        peer and drop the owner reference twice; here that raises
+        :class:`PagemapUseAfterFree` and changes nothing.
         """
         if peer.list is None:
             return
         if peer.list is not self:
             raise XeError(errno.EINVAL, "peer belongs to another owner list")
+        owner = peer.owner
+        if owner is None:
+            raise PagemapUseAfterFree(f"peer {peer.name or peer.device} released twice (the "
+                                      "kernel would unlink it and put its owner twice)")
         self.peers.remove(peer)
-        assert peer.owner is not None
-        peer.owner.ref -= 1
+        owner.ref -= 1
         peer.owner = None
-        peer.list = None
 
     def groups(self) -> list[list[Peer]]:
         """The peers grouped by owner, in list order."""
@@ -523,9 +539,16 @@ class PagemapShrinker:
     def __init__(self, device: DrmDevice) -> None:
         self.device = device
         self.pagemaps: list[Pagemap] = []
+        self.alive = True
+
+    def _check_alive(self, what: str) -> None:
+        if not self.alive:
+            raise PagemapUseAfterFree(f"{what} on the pagemap shrinker of {self.device.name}, "
+                                      "which was freed at unbind")
 
     def count(self) -> int:
         """Kernel: drm_pagemap_shrinker_count(): number listed, or SHRINK_EMPTY."""
+        self._check_alive("count")
         return len(self.pagemaps) or SHRINK_EMPTY
 
     def scan(self, nr_to_scan: int) -> int:
@@ -535,6 +558,7 @@ class PagemapShrinker:
         Kernel: drm_pagemap_shrinker_scan(). Like the kernel's do/while, at least one entry is
         taken if the list is not empty.
         """
+        self._check_alive("scan")
         scanned = 0
         while self.pagemaps:
             p = self.pagemaps.pop(0)
@@ -557,6 +581,7 @@ class PagemapShrinker:
 
         Kernel: drm_pagemap_shrinker_cancel().
         """
+        self._check_alive("cancel")
         if not p.on_shrink_list:
             return False
         self.pagemaps.remove(p)
@@ -566,8 +591,13 @@ class PagemapShrinker:
     def fini(self) -> int:
         """Device teardown; returns how many pagemaps were still listed (the kernel warns).
 
-        Kernel: drm_pagemap_shrinker_fini().
+        Kernel: drm_pagemap_shrinker_fini(): WARN if the count is not zero, then free the
+        shrinker. Nothing destroys a pagemap still listed here (only a cache slot's inactive
+        pagemap is destroyed by the cache teardown), so such a pagemap is leaked: it stays
+        INACTIVE on this dead list and :func:`check_pagemap_invariants` reports it.
         """
+        self._check_alive("fini")
+        self.alive = False
         return len(self.pagemaps)
 
 
@@ -584,9 +614,12 @@ class PagemapCache:
         self.slot: Pagemap | None = None
         self.queued = False  # completion: the slot's inactive pagemap is on the shrinker list
         self.locked = False
+        self.alive = True    # False once fini() ran (the kernel frees the cache there)
 
     def lock_lookup(self) -> None:
         """Kernel: drm_pagemap_cache_lock_lookup() (interruptible; not re-entrant)."""
+        if not self.alive:
+            raise PagemapUseAfterFree("lookup in a pagemap cache that was freed at unbind")
         if self.locked:
             raise XeError(errno.EINTR, "pagemap cache lookup lock already held (would deadlock)")
         self.locked = True
@@ -649,12 +682,18 @@ class PagemapCache:
     def fini(self) -> None:
         """Device removal: destroy an inactive, still-listed pagemap (non-atomic).
 
-        Kernel: drm_pagemap_cache_fini(). Active pagemaps are left to their last put.
+        Kernel: drm_pagemap_cache_fini(), a devm action. Only a pagemap it can take off the
+        shrinker list (so an inactive one) is destroyed; an active one keeps its (now
+        dangling) cache pointer and is destroyed directly at its last put, because
+        drm_pagemap_shrinker_add() sees the unplugged device first. Then the cache is freed.
         """
+        if not self.alive:
+            raise PagemapUseAfterFree("pagemap cache torn down twice")
         p = self.slot
-        if p is not None and p.ref == 0 and self.shrinker.cancel(p):
+        if p is not None and self.shrinker.cancel(p):
             self.slot = None
             p.destroy(False)
+        self.alive = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -687,6 +726,8 @@ class Provider:
         #: pagemap reclaim so page ownership does not change identity.
         self.peer = Peer(name, "vm", f"{name}.device")
         system.owners.acquire(self.peer, system.has_interconnect)
+        self.own_ref = own_ref
+        self.device.on_release.append(self._device_released)
         if own_ref:
             for t in range(len(self.caches)):
                 self.own_refs[t] = self.find_or_create(t)
@@ -694,6 +735,25 @@ class Provider:
     @property
     def unbound(self) -> bool:
         return self.device.unplugged
+
+    @property
+    def users_hold(self) -> bool:
+        """True in the newest profile: SVM VMs and range pages hold pagemap references
+        (xe_svm_get_pagemaps, drm_gpusvm_get_pages); False in the 6.18 profile, where the
+        provider itself holds its pagemap from probe to unbind."""
+        return not self.own_ref
+
+    def _device_released(self) -> None:
+        """The drm device's final put. Kernel: the xe_device_destroy() drmm action destroys
+        xe->destroy_wq, which first runs any queued xe_pagemap_destroy_work, so no pagemap of
+        this device outlives it in the destroy queue. The device's own owner-list peer (the
+        model's stand-in for its SVM VMs) leaves its group here."""
+        s = self.system
+        mine = [p for p in s.destroy_queue if p.provider is self]
+        s.destroy_queue = [p for p in s.destroy_queue if p.provider is not self]
+        for p in mine:
+            p._destroy_work()
+        s.owners.release(self.peer)
 
     def find_or_create(self, tile: int = 0) -> Pagemap:
         """A referenced pagemap for ``tile``: active, revived from the cache, or new.
@@ -731,8 +791,8 @@ class Provider:
     def unbind(self, evict: Callable[[], object] | None = None) -> None:
         """Driver unbind: unplug, drop the provider's own refs, tear down caches and shrinker,
         drop the probe's device reference. Users keep their pagemap refs (and so the device and
-        module, via the device holds). Eviction of resident pages is the caller's (E's) job and
-        must happen before this.
+        module, via the device holds). ``evict`` (moving resident device pages to system
+        memory, pysvm.migrate) runs right after the unplug, before the devm teardown.
 
         Kernel: xe_pci_remove() -> drm_dev_unplug() + devm actions (xe_devm_release,
         drm_pagemap_cache_fini, drm_pagemap_shrinker_fini) + the final drm_dev_put.
@@ -887,21 +947,24 @@ class PagemapSystem:
             self.unhold_list.pop(0).unhold()
             unheld += 1
         self.all_pagemaps = [p for p in self.all_pagemaps if p.state is not PagemapState.FREED]
-        for prov in self.providers.values():
-            if prov.device.freed and prov.peer.list is not None:
-                self.owners.release(prov.peer)
         return {"destroyed": destroyed, "unheld": unheld}
 
     def module_exit(self) -> list[str]:
         """Unload the drm_pagemap helper: flush the workers and report what is still held.
 
         Kernel: drm_pagemap_exit() (flush_work; WARN and disable the work if items remain).
-        Returns one line per pagemap that still holds a device (a leak the kernel would warn
-        about when it is released later); after exit any release raises.
+        Returns one line per pagemap that still holds a device (its release would queue work
+        on a disabled worker) or that was leaked on a torn-down shrinker; after exit any
+        last put raises.
         """
         self.run_workers()
-        leftovers = [f"{p!r} still holds device {p.provider.name}"
-                     for p in self.all_pagemaps if p.dev_hold is not None]
+        leftovers: list[str] = []
+        for p in self.all_pagemaps:
+            if p.dev_hold is not None:
+                leftovers.append(f"{p!r} still holds device {p.provider.name} and its module")
+            elif p.state is not PagemapState.FREED and not p.provider.shrinker.alive:
+                leftovers.append(f"{p!r} leaked: still listed on the freed shrinker of "
+                                 f"{p.provider.name}")
         self.exited = True
         return leftovers
 
@@ -935,10 +998,13 @@ class DevicePagemap:
     ``get()`` takes a reference on the tile's pagemap (``find_or_create`` when nobody holds
     one, a plain ``drm_pagemap_get`` on the held one otherwise, so copying a reference works
     after unbind as in the kernel); ``put()`` drops one. All outstanding references are on one
-    pagemap at a time (it cannot be reclaimed while referenced). Used by E's
-    ``_pagemap_get``/``_pagemap_put`` and D's VMA attributes.
+    pagemap at a time (it cannot be reclaimed while referenced). The holders:
+    ``pysvm.migrate._pagemap_get``/``_pagemap_put`` (one per device allocation, the zdd),
+    the VMA attributes of ``pysvm.attr``/``pysvm.madvise`` (preferred_loc.dpagemap),
+    :func:`svm_get_pagemaps` (SVM VMs) and :func:`range_pagemap_get` (range pages).
 
-    Kernel: the drm_pagemap pointer users hold (zdd->dpagemap, vma->attr.preferred_loc.dpagemap).
+    Kernel: the drm_pagemap pointer users hold (zdd->dpagemap, vma->attr.preferred_loc.dpagemap,
+    vm->svm.pagemaps[], range->pages.dpagemap).
     """
 
     def __init__(self, provider: Provider, tile: int = 0) -> None:
@@ -989,8 +1055,9 @@ class DevicePagemap:
 
 
 def attach_device(world: Any, device: Any) -> Provider:
-    """Probe ``device`` (D's Device) in the world's pagemap system and fill ``device.pagemap``
-    (None for an integrated device). Registered as a device-init hook by events_pagemap."""
+    """Probe ``device`` (a :class:`pysvm.device.Device`) in the world's pagemap system and
+    fill ``device.pagemap`` (None for an integrated device). Registered as a device-init hook
+    by :mod:`pysvm.events_pagemap`."""
     s = system_for(world)
     discrete = bool(getattr(device, "discrete", True)) and int(
         getattr(device, "vram_bytes", 1) or 0) > 0
@@ -1016,46 +1083,253 @@ def system_for(world: Any) -> PagemapSystem:
     return sys_
 
 
-def check_pagemap_invariants(world: Any) -> None:
-    """Lifetime invariants, for fuzzers: raises AssertionError naming the first broken one.
+# --------------------------------------------------------------------------------------------
+# Users' references that live in other layers (SVM VMs, range pages)
+# --------------------------------------------------------------------------------------------
 
-    * an ACTIVE pagemap has ref > 0 and a device hold; any other state has ref 0 and no hold;
-    * a pagemap is on its shrinker list iff it is INACTIVE, and then it is its cache's slot;
-    * a FREED/DESTROYING pagemap is in no cache slot and on no shrinker list;
-    * no drm device is freed while a hold (live or queued) references it; each device's
-      refcount = probe ref (if bound) + holds; each module's refcount = holds that took it;
-    * owner refcounts equal their member counts, and groups are contiguous.
+_VM_HOLDS: weakref.WeakKeyDictionary[Any, list[DevicePagemap]] = weakref.WeakKeyDictionary()
+
+
+def svm_get_pagemaps(vm: Any) -> None:
+    """An SVM VM takes a reference on every VRAM pagemap of its own device.
+
+    Kernel: xe_svm_get_pagemaps() from xe_svm_init(), fault-mode VMs only, newest code (in the
+    6.18 profile the device itself holds its pagemap). The pagemap is found or created (so an
+    idle cached one is revived); ``ENODEV`` for an unbound device. Registered as a VM-init hook
+    by :mod:`pysvm.events_pagemap`. ``EEXIST`` if the VM already holds them.
+    """
+    if not getattr(vm, "fault_mode", False):
+        return
+    dp = getattr(getattr(vm, "device", None), "pagemap", None)
+    if not isinstance(dp, DevicePagemap) or not dp.provider.users_hold:
+        return
+    if vm in _VM_HOLDS:
+        raise XeError(errno.EEXIST, f"VM {getattr(vm, 'name', '?')} already holds its pagemaps")
+    dp.get()
+    _VM_HOLDS[vm] = [dp]
+
+
+def svm_put_pagemaps(vm: Any) -> None:
+    """Drop the references of :func:`svm_get_pagemaps`; a no-op for a VM holding none.
+
+    Kernel: xe_svm_put_pagemaps() from xe_svm_close() (it clears each pointer after the put,
+    so a second call does nothing).
+    """
+    for dp in _VM_HOLDS.pop(vm, []):
+        dp.put()
+
+
+def vm_pagemap_holds(vm: Any) -> list[DevicePagemap]:
+    """The pagemaps ``vm`` holds through :func:`svm_get_pagemaps` (a copy)."""
+    return list(_VM_HOLDS.get(vm, []))
+
+
+def _range_dp(device: Any) -> DevicePagemap | None:
+    dp = getattr(device, "pagemap", None)
+    if isinstance(dp, DevicePagemap) and dp.provider.users_hold:
+        return dp
+    return None
+
+
+def range_pagemap_get(device: Any) -> None:
+    """A range's pages were found in ``device``'s VRAM: take a pagemap reference.
+
+    Kernel: drm_gpusvm_get_pages() (newest: drm_pagemap_get() on the pages' pagemap, then
+    drm_pagemap_put() of the previous range->pages.dpagemap). NULL-safe; a no-op in the 6.18
+    profile, where the range pointer was not reference counted.
+    """
+    dp = _range_dp(device) if device is not None else None
+    if dp is not None:
+        dp.get()
+
+
+def range_pagemap_put(device: Any) -> None:
+    """Drop :func:`range_pagemap_get`'s reference. Kernel: __drm_gpusvm_unmap_pages()."""
+    dp = _range_dp(device) if device is not None else None
+    if dp is not None:
+        dp.put()
+
+
+# --------------------------------------------------------------------------------------------
+# Lifetime invariants and teardown
+# --------------------------------------------------------------------------------------------
+
+
+def _expected_holders(world: Any, s: PagemapSystem) -> dict[str, int]:
+    """Per device, the pagemap references its users hold now, counted from the world.
+
+    One per live VRAM allocation of the device (zdd), per VMA whose preferred_loc names the
+    device's pagemap, per VM hold (:func:`svm_get_pagemaps`), per SVM range whose pages are in
+    the device's VRAM (newest profile). O(allocations + VMAs + ranges).
+    """
+    devices = getattr(world, "devices", {})
+    counts = {name: 0 for name in s.providers}
+    by_dp: dict[int, str] = {}
+    for name, dev in devices.items():
+        dp = getattr(dev, "pagemap", None)
+        if isinstance(dp, DevicePagemap):
+            by_dp[id(dp)] = name
+            vram = getattr(dev, "vram", None)
+            allocs = getattr(vram, "allocations", None)
+            if allocs is not None and name in counts:
+                counts[name] += len(allocs)
+    for vm in getattr(world, "vms", {}).values():
+        for dp in _VM_HOLDS.get(vm, []):
+            counts[dp.provider.name] += 1
+        svm = getattr(vm, "svm", None)
+        if svm is not None and getattr(svm, "closed", False):
+            assert vm not in _VM_HOLDS, (
+                f"VM {vm.name}: SVM closed but it still holds its pagemaps (xe_svm_close "
+                "puts them: call pysvm.pagemap.svm_put_pagemaps)")
+        for vma in vm:
+            pm = vma.attr.preferred_loc.pagemap
+            if pm is not None:
+                assert id(pm) in by_dp, f"{vma!r} holds a pagemap of no known device: {pm!r}"
+                counts[by_dp[id(pm)]] += 1
+        if svm is not None:
+            for r in svm.gpusvm.ranges():
+                d = r.dpagemap
+                if d is not None and _range_dp(d) is not None:
+                    counts[d.name] += 1
+    return counts
+
+
+def check_pagemap_invariants(world: Any) -> None:
+    """Lifetime invariants, for tests and fuzzers: raises AssertionError naming the first
+    broken one. Cost: linear in pagemaps + holds, plus (given a World) allocations, VMAs and
+    SVM ranges; no copying of page data.
+
+    Structure
+      * an ACTIVE pagemap has ref > 0 and a device hold; any other state has ref 0, no hold;
+      * a pagemap is on a shrinker list iff it is INACTIVE, and then it is its cache's slot;
+      * a DESTROYING/FREED pagemap is in no live cache slot;
+    Nothing released while referenced
+      * a pagemap that is not FREED has its drm device alive (not freed) and its module loaded
+        (this also catches a pagemap leaked on a shrinker torn down at unbind);
+      * every device hold (live or queued for the unhold worker) is on a live device;
+      * each device's refcount = probe reference (while bound) + device holds; each module's
+        refcount = the holds that took a module reference; an unloaded module has none;
+    Every reference accounted for
+      * all of a device handle's references are on one pagemap, and the sum of the device's
+        pagemap refcounts = the handle's references + the provider's own references;
+      * given a World: the handle's references = the holders found in the world (VRAM
+        allocations, VMAs' preferred_loc, SVM VMs, SVM ranges), and a closed SVM holds none;
+    Owner groups
+      * owner refcounts equal their member counts, groups are contiguous, and every member
+        has joined.
     """
     s = system_for(world)
     holds = list(s.held_devices())
+    live_caches = {id(c) for prov in s.providers.values() for c in prov.caches if c.alive}
+    refsum: dict[str, int] = {name: 0 for name in s.providers}
     for p in s.all_pagemaps:
+        prov = p.provider
         if p.state is PagemapState.ACTIVE:
             assert p.ref > 0 and p.dev_hold is not None, f"{p!r}: active without ref/hold"
         else:
             assert p.ref == 0 and p.dev_hold is None, f"{p!r}: inactive with ref/hold"
         assert p.on_shrink_list == (p.state is PagemapState.INACTIVE), f"{p!r}: shrink list"
         if p.on_shrink_list:
+            assert p in prov.shrinker.pagemaps, f"{p!r}: flag says listed, list disagrees"
             assert p.cache is not None and p.cache.slot is p, f"{p!r}: listed but not cached"
-            assert p in p.cache.shrinker.pagemaps, f"{p!r}: flag says listed, list disagrees"
         if p.state in (PagemapState.FREED, PagemapState.DESTROYING):
-            for prov in s.providers.values():
-                for c in prov.caches:
-                    assert c.slot is not p, f"{p!r}: destroyed but still cached"
+            assert p.cache is None or id(p.cache) not in live_caches or p.cache.slot is not p, \
+                f"{p!r}: destroyed but still cached"
+        if p.state is not PagemapState.FREED:
+            assert not prov.device.freed, (
+                f"{p!r} outlives its drm device {prov.name} (leaked or released too early)")
+            assert prov.module.loaded, f"{p!r} outlives the module of {prov.name}"
+        refsum[prov.name] += p.ref
     for prov in s.providers.values():
         dev_holds = [h for h in holds if h.device is prov.device]
+        assert not (prov.device.freed and dev_holds), f"device {prov.name} freed while held"
         expect = len(dev_holds) + (0 if prov.device.unplugged else 1)
         assert prov.device.refcount == expect, (
-            f"device {prov.name}: refcount {prov.device.refcount}, expected {expect}")
-        assert not (prov.device.freed and dev_holds), f"device {prov.name} freed while held"
+            f"device {prov.name}: refcount {prov.device.refcount}, expected {expect} "
+            f"({len(dev_holds)} hold(s), {'unbound' if prov.device.unplugged else 'bound'})")
         mod = sum(1 for h in dev_holds if h.module_ref)
         assert prov.module.refcount == mod, (
             f"module {prov.name}: refcount {prov.module.refcount}, expected {mod}")
+        assert prov.module.loaded or mod == 0, f"module {prov.name} unloaded while held"
         for sp in prov.shrinker.pagemaps:
             assert sp.state is PagemapState.INACTIVE, f"{sp!r} listed but not inactive"
+    devices = getattr(world, "devices", None)
+    expected = _expected_holders(world, s) if isinstance(devices, dict) else None
+    for name, prov in s.providers.items():
+        dev = devices.get(name) if isinstance(devices, dict) else None
+        dp = getattr(dev, "pagemap", None)
+        handle_refs = dp.refs if isinstance(dp, DevicePagemap) else []
+        assert all(q is handle_refs[0] for q in handle_refs), (
+            f"device {name}: handle references spread over several pagemaps")
+        own = sum(1 for q in prov.own_refs if q is not None)
+        if isinstance(dp, DevicePagemap):
+            assert refsum[name] == len(handle_refs) + own, (
+                f"device {name}: pagemap refcounts sum to {refsum[name]}, but "
+                f"{len(handle_refs)} handle reference(s) + {own} own")
+        if expected is not None:
+            assert len(handle_refs) == expected[name], (
+                f"device {name}: {len(handle_refs)} pagemap reference(s) taken, but the world "
+                f"shows {expected[name]} holder(s) (allocations, VMAs, SVM VMs, ranges)")
     seen: set[int] = set()
     for group in s.owners.groups():
         owner = group[0].owner
-        assert owner is not None
+        assert owner is not None, f"peer {group[0].name} listed without an owner"
         assert owner.id not in seen, f"owner {owner!r} split into two groups"
         seen.add(owner.id)
         assert owner.ref == len(group), f"{owner!r}: ref != {len(group)} members"
+
+
+def teardown_world(world: Any) -> list[str]:
+    """Tear a whole simulated machine down and report what is left (``[]`` when clean).
+
+    In kernel order: every VM is closed (xe_svm_close: SVM ranges unmapped and removed, the
+    VM's pagemap references dropped; then its VMAs are destroyed, dropping preferred_loc
+    references), device memory is evicted to system memory (the zdd references go), the
+    deferred work runs, every provider module is unloaded (unbinding its device), the work
+    runs again and the drm_pagemap module exits. Afterwards every pagemap is freed, every
+    device freed, every module refcount zero, and the owner list empty, unless something
+    leaked, which the returned lines say.
+    """
+    s = system_for(world)
+    problems: list[str] = []
+    vms = getattr(world, "vms", {})
+    for vm in list(vms.values()):
+        svm = getattr(vm, "svm", None)
+        if svm is not None and not getattr(svm, "closed", False):
+            svm.close()
+        svm_put_pagemaps(vm)
+        for vma in vm:
+            vma.attr.release()
+        if hasattr(vm, "kill"):
+            vm.kill()
+    vms.clear()
+    from .migrate import evict_device
+    for dev in getattr(world, "devices", {}).values():
+        evict_device(dev)
+    if hasattr(world, "run_workers"):
+        world.run_workers()
+    s.run_workers()
+    for name, prov in s.providers.items():
+        if not prov.module.loaded:
+            continue
+        try:
+            prov.rmmod()
+        except XeError as e:
+            problems.append(f"rmmod {name}: {e}")
+        dev = getattr(world, "devices", {}).get(name)
+        if dev is not None and prov.unbound:
+            dev.unbound = True
+    if hasattr(world, "run_workers"):
+        world.run_workers()
+    problems += s.module_exit()
+    for p in s.all_pagemaps:
+        if p.state is not PagemapState.FREED:
+            problems.append(f"{p!r} not freed")
+    for prov in s.providers.values():
+        if not prov.device.freed:
+            problems.append(f"drm device {prov.name}: refcount {prov.device.refcount}, not freed")
+        if prov.module.refcount:
+            problems.append(f"module {prov.name}: refcount {prov.module.refcount}")
+    if s.owners.peers:
+        problems.append(f"owner list not empty: {[q.name for q in s.owners.peers]}")
+    return problems

@@ -38,6 +38,7 @@ from sortedcontainers import SortedDict
 from .errors import XeError
 from .mm import Mm, NotifierRange, Page
 from .notifier import SvmNotifier
+from .pagemap import range_pagemap_get, range_pagemap_put
 
 __all__ = [
     "SZ_4K", "SZ_64K", "SZ_2M", "CHUNK_SIZES", "SvmRange", "GpuSvm", "GpuSvmCtx",
@@ -316,7 +317,10 @@ class GpuSvm:
             rng.pages = pages
             rng.has_dma_mapping = True
             rng.has_devmem_pages = alloc is not None
+            old = rng.dpagemap
             rng.dpagemap = alloc.device if alloc is not None else None
+            range_pagemap_get(rng.dpagemap)   # newest: the pages hold their pagemap
+            range_pagemap_put(old)
             rng.notifier_seq = seq
             return
         raise XeError(errno.EBUSY, "get_pages: CPU mappings kept changing")  # pragma: no cover
@@ -326,7 +330,8 @@ class GpuSvm:
         rng.pages = None
         rng.has_dma_mapping = False
         rng.has_devmem_pages = False
-        rng.dpagemap = None
+        old, rng.dpagemap = rng.dpagemap, None
+        range_pagemap_put(old)
 
     def range_set_unmapped(self, rng: SvmRange, nrange: NotifierRange) -> None:
         """Kernel: drm_gpusvm_range_set_unmapped()."""

@@ -7,7 +7,13 @@ import errno
 import pytest
 
 from pysvm.errors import XeError
-from pysvm.pagemap import OwnerList, PagemapSystem, Peer, check_pagemap_invariants
+from pysvm.pagemap import (
+    OwnerList,
+    PagemapSystem,
+    PagemapUseAfterFree,
+    Peer,
+    check_pagemap_invariants,
+)
 
 
 def _ic(pairs: set[frozenset[str]]):  # type: ignore[no-untyped-def]
@@ -49,13 +55,24 @@ def test_release_drops_owner_and_is_noop_when_not_joined() -> None:
     o = ol.acquire(p1, _ic(set()))
     ol.acquire(p2, _ic(set()))
     ol.release(p1)
-    assert o.ref == 1 and p1.owner is None and p1.list is None
-    ol.release(p1)   # no-op
-    assert o.ref == 1
+    assert o.ref == 1 and p1.owner is None and not p1.joined
+    assert p1.list is ol               # kept, as the kernel keeps peer->list
+    never = Peer("a")
+    ol.release(never)                  # never joined: no-op
+    assert o.ref == 1 and ol.peers == [p2]
+    # A second release would unlink and put the owner twice in the kernel: clear error,
+    # nothing changes.
+    with pytest.raises(PagemapUseAfterFree, match="released twice"):
+        ol.release(p1)
+    assert o.ref == 1 and ol.peers == [p2]
     ol.release(p2)
     assert o.ref == 0 and ol.peers == []
-    with pytest.raises(XeError):
-        ol.acquire(p2, _ic(set())) and ol.acquire(p2, _ic(set()))
+    # Re-joining after leaving is allowed (a fresh owner here); joining twice is refused.
+    o2 = ol.acquire(p1, _ic(set()))
+    assert o2 is not o and o2.ref == 1
+    with pytest.raises(XeError) as e:
+        ol.acquire(p1, _ic(set()))
+    assert e.value.errno == errno.EINVAL and o2.ref == 1 and ol.peers == [p1]
 
 
 def test_pagemap_peers_and_enolink() -> None:
