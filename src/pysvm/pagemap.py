@@ -187,12 +187,15 @@ class DevHold:
     """A pagemap's hold on its provider device and module, dropped by the unhold worker.
 
     Kernel: struct drm_pagemap_dev_hold, drm_pagemap_dev_hold(), drm_pagemap_dev_unhold_work().
+    ``take_module=False`` is for the 6.18 profile's provider-owned pagemap: that kernel had no
+    device hold at all, and a module reference held by the module's own device would make
+    unloading it impossible; the model keeps only the device reference there.
     """
 
-    def __init__(self, device: DrmDevice, pagemap: Pagemap) -> None:
+    def __init__(self, device: DrmDevice, pagemap: Pagemap, take_module: bool = True) -> None:
         self.device = device
         self.pagemap_id = pagemap.id
-        self.module_ref = device.module.try_get()
+        self.module_ref = device.module.try_get() if take_module else False
         device.get()
         self.released = False
 
@@ -425,7 +428,7 @@ class Pagemap:
             raise PagemapUseAfterFree(f"reinit of {self!r} which still has a device hold")
         if self.system.fire("pagemap.reinit", self) == "ENOMEM":
             raise XeError(errno.ENOMEM, f"reinit of {self!r}: device hold allocation failed")
-        self.dev_hold = DevHold(self.provider.device, self)
+        self.dev_hold = DevHold(self.provider.device, self, take_module=self.provider.users_hold)
         self.ref = 1
         self.state = PagemapState.ACTIVE
 
@@ -1224,6 +1227,10 @@ def check_pagemap_invariants(world: Any) -> None:
     refsum: dict[str, int] = {name: 0 for name in s.providers}
     for p in s.all_pagemaps:
         prov = p.provider
+        if p.state is not PagemapState.FREED:
+            assert not prov.device.freed, (
+                f"{p!r} outlives its drm device {prov.name} (leaked or released too early)")
+            assert prov.module.loaded, f"{p!r} outlives the module of {prov.name}"
         if p.state is PagemapState.ACTIVE:
             assert p.ref > 0 and p.dev_hold is not None, f"{p!r}: active without ref/hold"
         else:
@@ -1235,10 +1242,6 @@ def check_pagemap_invariants(world: Any) -> None:
         if p.state in (PagemapState.FREED, PagemapState.DESTROYING):
             assert p.cache is None or id(p.cache) not in live_caches or p.cache.slot is not p, \
                 f"{p!r}: destroyed but still cached"
-        if p.state is not PagemapState.FREED:
-            assert not prov.device.freed, (
-                f"{p!r} outlives its drm device {prov.name} (leaked or released too early)")
-            assert prov.module.loaded, f"{p!r} outlives the module of {prov.name}"
         refsum[prov.name] += p.ref
     for prov in s.providers.values():
         dev_holds = [h for h in holds if h.device is prov.device]

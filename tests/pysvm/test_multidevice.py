@@ -1,153 +1,301 @@
-"""Two devices, device 0 using device 1's VRAM, device 1 unbound (the reviewers' scenario).
+"""Two devices, device 0 executing out of device 1's memory, device 1 unbound (the reviewers'
+scenario), driven through the trace engine with the lifetime invariants checked after every
+event; the same scenario as the golden trace traces/unbind_peer.jsonl (compared exactly);
+owner groups and ENOLINK end to end; teardown of whole multi-device simulations.
 
-Driven at the pagemap + migration level (pysvm.mm / pysvm.migrate from E, D's Device) because
-the SVM fault path's trace events are not registered yet; tests/pysvm/traces/unbind_peer.jsonl
-is the same scenario as a trace.
+To regenerate the golden output after an intended change:
+``python -m pysvm replay tests/pysvm/traces/unbind_peer.jsonl
+> tests/pysvm/traces/unbind_peer.expected.jsonl`` (then re-read the semantic checks below).
 """
 
 from __future__ import annotations
 
 import errno
+import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pysvm.device import Device
+from pysvm.cli import main
 from pysvm.errors import XeError
-from pysvm.migrate import evict_device, populate_mm
-from pysvm.mm import Mm
+from pysvm.migrate import populate_mm
 from pysvm.pagemap import (
     DevicePagemap,
+    Pagemap,
     PagemapState,
     PagemapUseAfterFree,
-    attach_device,
     check_pagemap_invariants,
+    svm_put_pagemaps,
     system_for,
+    teardown_world,
+    vm_pagemap_holds,
 )
-from pysvm.world import World
+from pysvm.simulate import SimConfig, Simulation
+from pysvm.trace import Engine
 
-MIB = 1 << 20
-PAGE = 4096
-
-
-def _world() -> tuple[World, Device, Device, Mm]:
-    w = World("newest")
-    devs = []
-    for i in range(2):
-        d = Device(f"gpu{i}", 64 * MIB, True, False, fd=w.next_fd())
-        w.devices[d.name] = d
-        attach_device(w, d)
-        devs.append(d)
-    system_for(w).link("gpu0", "gpu1")
-    mm = Mm()
-    w.mm = mm
-    return w, devs[0], devs[1], mm
+TRACES = Path(__file__).parent / "traces"
+BASE, SIZE = 0x100000, 0x40000          # 256 KiB = four 64 KiB SVM ranges, 64 pages
+NPAGES = SIZE // 4096
 
 
-def _pm(d: Device) -> DevicePagemap:
-    assert isinstance(d.pagemap, DevicePagemap)
-    return d.pagemap
+def _state(p: Pagemap) -> PagemapState:
+    """The state, read through a call so that mypy does not narrow it across asserts."""
+    return p.state
 
 
-def test_peer_memory_survives_unbind_with_data_and_refs() -> None:
-    w, gpu0, gpu1, mm = _world()
+class CheckedEngine(Engine):
+    """The trace engine with the pagemap lifetime invariants checked after every event."""
+
+    checks = 0
+
+    def execute(self, ev: Any) -> dict[str, Any]:
+        out = super().execute(ev)
+        check_pagemap_invariants(self.world)
+        self.checks += 1
+        return out
+
+
+def _do(eng: Engine, result: str = "ok", **ev: Any) -> dict[str, Any]:
+    out = eng.execute(ev)
+    assert out["result"] == result, out
+    return out
+
+
+def _setup(link: bool = True) -> CheckedEngine:
+    eng = CheckedEngine()
+    _do(eng, ev="config", profile="newest")
+    for name in ("gpu0", "gpu1"):
+        _do(eng, ev="device", name=name, vram_mib=64, discrete=True)
+    if link:
+        _do(eng, ev="link", a="gpu0", b="gpu1")
+    _do(eng, ev="vm_create", vm="vm0", device="gpu0", fault_mode=True)
+    _do(eng, ev="bind", vm="vm0", op="map", addr=0, range=1 << 40, flags=["cpu_addr_mirror"],
+        pat_index=0)
+    _do(eng, ev="mmap", addr=BASE, size=SIZE)
+    _do(eng, ev="cpu_write", addr=BASE, size=SIZE, value=5)
+    return eng
+
+
+def _dp(eng: Engine, name: str) -> DevicePagemap:
+    dp = eng.world.devices[name].pagemap
+    assert isinstance(dp, DevicePagemap)
+    return dp
+
+
+def _locations(eng: Engine) -> list[str]:
+    return [r["location"] for r in _do(eng, ev="ranges", vm="vm0")["ranges"]]
+
+
+def _peer_advise(eng: Engine, result: str = "ok") -> dict[str, Any]:
+    return _do(eng, result, ev="madvise", vm="vm0", addr=BASE, range=SIZE, type="preferred_loc",
+               devmem_fd="gpu1", migration_policy=0)
+
+
+def test_reviewers_scenario_unbind_peer_while_executing() -> None:
+    eng = _setup()
+    w = eng.world
+    vm = w.vms["vm0"]
+    gpu0, gpu1 = w.devices["gpu0"], w.devices["gpu1"]
     s = system_for(w)
-    base, size = 0x100000, 16 * PAGE
-    mm.mmap(base, size)
-    mm.cpu_write(base, size, 7)
-    # gpu0's VM holds gpu1's pagemap (a madvise preferred_loc = gpu1 VMA reference).
-    _pm(gpu1).get()
-    populate_mm(gpu1, mm, base, base + size)           # device pages on gpu1
-    pm1 = _pm(gpu1).current
-    assert pm1 is not None and pm1.ref == 2            # VMA ref + allocation (zdd) ref
-    assert _pm(gpu0).owner is _pm(gpu1).owner          # linked: one owner group
-    mm.cpu_write(base, PAGE, 8)                        # CPU fault migrates back and writes
-    assert pm1.ref == 1                                # the allocation's ref went with it
-    populate_mm(gpu1, mm, base, base + size)           # device 0 runs out of gpu1's VRAM again
-    assert _pm(gpu1).current is pm1 and pm1.ref == 2
-    check_pagemap_invariants(w)
-
-    # Unbind gpu1: evict, unplug, devm teardown; the VMA still references the pagemap.
-    gpu1.unbound = True
-    evicted: list[int] = []
-    s.provider("gpu1").unbind(evict=lambda: evicted.append(evict_device(gpu1)))
-    assert evicted == [16]
-    assert mm.cpu_read(base, 2 * PAGE) == [8, 7]       # nothing lost
-    assert pm1.ref == 1 and pm1.state is PagemapState.ACTIVE
     prov1 = s.provider("gpu1")
+    # The SVM VM holds its own device's pagemap (xe_svm_get_pagemaps).
+    assert vm_pagemap_holds(vm) == [_dp(eng, "gpu0")] and _dp(eng, "gpu0").refcount == 1
+
+    # Device 0 executes out of device 1's memory.
+    _peer_advise(eng)
+    assert _do(eng, ev="gpu_access", vm="vm0", addr=BASE, size=SIZE, op="write",
+               value=9)["faults"] == 4
+    assert _locations(eng) == ["gpu1"] * 4
+    pm1 = _dp(eng, "gpu1").current
+    assert isinstance(pm1, Pagemap)
+    # VMA preferred_loc + 4 allocations (zdd) + 4 ranges' pages.
+    assert pm1.ref == 9 and _state(pm1) is PagemapState.ACTIVE
+    out = _do(eng, ev="gpu_access", vm="vm0", addr=BASE, size=SIZE, op="read")
+    assert out["data"] == [9] * NPAGES and out["faults"] == 0
+
+    # Unbind device 1 while device 0 is using its memory.
+    assert _do(eng, ev="unbind_device", device="gpu1")["evicted_pages"] == NPAGES
+    assert pm1.ref == 1 and _state(pm1) is PagemapState.ACTIVE      # only the VMA's reference
+    assert prov1.device.unplugged and not prov1.device.freed      # kept by the device hold
+    assert prov1.device.refcount == 1 and prov1.module.refcount == 1 and prov1.module.loaded
+    assert _do(eng, "EBUSY", ev="rmmod", device="gpu1")
+    assert prov1.module.loaded and not prov1.device.freed
+    # New populations on the dead pagemap fail with ENODEV ...
+    with pytest.raises(XeError) as e:
+        populate_mm(gpu1, w.mm, BASE, BASE + SIZE)
+    assert e.value.errno == errno.ENODEV
+    with pytest.raises(XeError) as e:
+        pm1.populate_mm(BASE, BASE + SIZE)
+    assert e.value.errno == errno.ENODEV
+    # ... and device 0's faults fall back to system memory and complete with correct results.
+    out = _do(eng, ev="gpu_access", vm="vm0", addr=BASE, size=SIZE, op="write", value=11)
+    assert out["faults"] == 4 and out["retries"] == 4
+    for st in list(vm.svm.fault_log)[-4:]:
+        assert "migrate:ENODEV" in st.reasons, st.reasons
+    assert _locations(eng) == ["system"] * 4
+    assert _do(eng, ev="cpu_read", addr=BASE, size=SIZE)["data"] == [11] * NPAGES
+    assert pm1.ref == 1 and not prov1.device.freed                # nothing freed while held
+    # A new advice naming the dead device fails and changes nothing.
+    _peer_advise(eng, "ENODEV")
+    attrs = _do(eng, ev="query", vm="vm0", addr=BASE, range=SIZE)["vmas"][0]["attrs"]
+    assert attrs["devmem_fd"] == "gpu1" and pm1.ref == 1
+
+    # The VMA lets go: destroyed directly (device gone), device and module held until the
+    # deferred worker runs.
+    _do(eng, ev="madvise", vm="vm0", addr=BASE, range=SIZE, type="preferred_loc", devmem_fd=-1,
+        migration_policy=0)
+    assert pm1.ref == 0 and _state(pm1) is PagemapState.DESTROYING
     assert not prov1.device.freed and prov1.module.refcount == 1
-    with pytest.raises(XeError) as e:
-        populate_mm(gpu1, mm, base, base + size)      # migration to the dead pagemap
-    assert e.value.errno == errno.ENODEV
-    with pytest.raises(XeError) as e:
-        pm1.populate_mm(base, base + size)
-    assert e.value.errno == errno.ENODEV
-    # Fallback: gpu0's own VRAM still works, data intact.
-    populate_mm(gpu0, mm, base, base + size)
-    assert mm.cpu_read(base, 3 * PAGE) == [8, 7, 7]
-    with pytest.raises(XeError) as e:
-        prov1.rmmod()
-    assert e.value.errno == errno.EBUSY
-    check_pagemap_invariants(w)
+    _do(eng, "EBUSY", ev="rmmod", device="gpu1")
+    out = _do(eng, ev="run_workers")
+    assert out["pagemaps_destroyed"] == 1 and out["holds_dropped"] == 1
+    assert _state(pm1) is PagemapState.FREED and prov1.device.freed
+    assert prov1.module.refcount == 0
+    _do(eng, ev="rmmod", device="gpu1")
+    assert not prov1.module.loaded
+    _do(eng, "ENOENT", ev="rmmod", device="gpu1")
 
-    # The VMA drops its reference: destroyed directly (device gone), hold dropped by worker.
-    _pm(gpu1).put()
-    assert pm1.state is PagemapState.DESTROYING
-    assert not prov1.device.freed
-    with pytest.raises(XeError):
-        prov1.rmmod()
-    s.run_workers()
-    assert prov1.device.freed and prov1.module.refcount == 0
-    prov1.rmmod()
-    with pytest.raises(PagemapUseAfterFree):
-        _pm(gpu1).put()
-    # gpu0 unaffected.
-    evict_device(gpu0)
-    assert mm.cpu_read(base, 2 * PAGE) == [8, 7]
-    s.run_workers()
-    check_pagemap_invariants(w)
-    assert [p.provider.name for p in s.alive()] == ["gpu0"]   # inactive, cached
-    assert s.snapshot() == [{"device": "gpu0", "refcount": 0, "cached": True,
-                             "device_held": False}]
+    # Use after release: a clear error, never a silent success.
+    for op in (pm1.get, pm1.get_unless_zero, pm1.put, _dp(eng, "gpu1").put):
+        with pytest.raises(PagemapUseAfterFree):
+            op()
+
+    # Device 0 keeps running, in its own VRAM now (atomics need device memory).
+    out = _do(eng, ev="gpu_access", vm="vm0", addr=BASE, size=SIZE, op="atomic")
+    assert _locations(eng) == ["gpu0"] * 4
+    assert _do(eng, ev="cpu_read", addr=BASE, size=SIZE)["data"] == [12] * NPAGES
+    assert gpu0.pagemap is not None and not s.provider("gpu0").unbound
+
+    assert _do(eng, ev="teardown")["leftovers"] == []
+    assert s.alive() == [] and s.owners.peers == [] and not s.unhold_list
+    for prov in s.providers.values():
+        assert prov.device.freed and prov.module.refcount == 0 and not prov.module.loaded
+    assert eng.checks > 20
 
 
-def test_allocation_refs_return_to_zero() -> None:
-    w, gpu0, _, mm = _world()
-    mm.mmap(0, 8 * PAGE)
-    populate_mm(gpu0, mm, 0, 4 * PAGE)
-    populate_mm(gpu0, mm, 4 * PAGE, 8 * PAGE)
-    pm = _pm(gpu0).current
-    assert pm is not None and pm.ref == 2
-    evict_device(gpu0)
-    assert pm.ref == 0 and pm.state is PagemapState.INACTIVE
-    s = system_for(w)
-    assert len(s.unhold_list) == 1
-    s.run_workers()
-    check_pagemap_invariants(w)
-    assert s.provider("gpu0").module.refcount == 0
+def test_unbind_peer_trace_replays_to_the_golden_output(capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    trace = TRACES / "unbind_peer.jsonl"
+    expected_text = trace.with_suffix(".expected.jsonl").read_text()
+    assert main(["replay", str(trace)]) == 0
+    got_text = capsys.readouterr().out
+    assert got_text == expected_text, "output differs from unbind_peer.expected.jsonl"
+
+    # The golden file itself says what the scenario is about (so regenerating it cannot
+    # silently bless a wrong behaviour).
+    events = [json.loads(x) for x in trace.read_text().splitlines()]
+    out = [json.loads(x) for x in expected_text.splitlines()]
+    assert len(out) == len(events) + 1 and "summary" in out[-1]
+    by = {o["i"]: o for o in out[:-1]}
+
+    def first(ev: str, **match: Any) -> int:
+        return next(i for i, e in enumerate(events)
+                    if e["ev"] == ev and all(e.get(k) == v for k, v in match.items()))
+
+    unbind = first("unbind_device")
+    teardown = first("teardown")
+    before = [i for i, e in enumerate(events) if e["ev"] == "ranges" and i < unbind]
+    assert {r["location"] for r in by[before[0]]["ranges"]} == {"gpu1"}
+    pm_before = {p["device"]: p for p in by[unbind - 2]["pagemaps"]}
+    assert pm_before["gpu1"]["refcount"] == 9 and pm_before["gpu0"]["refcount"] == 1
+    assert by[unbind]["result"] == "ok" and by[unbind]["evicted_pages"] == 64
+    pm_after = {p["device"]: p for p in by[unbind + 1]["pagemaps"]}
+    assert pm_after["gpu1"] == {"device": "gpu1", "refcount": 1, "cached": False,
+                                "device_held": True}
+    assert by[unbind + 2]["result"] == "EBUSY"
+    fallback = by[unbind + 3]
+    assert fallback["result"] == "ok" and fallback["retries"] == 4
+    assert {r["location"] for r in by[unbind + 4]["ranges"]} == {"system"}
+    assert by[unbind + 5]["data"] == [11] * 64
+    assert by[unbind + 6]["result"] == "ENODEV"
+    rmmods = [by[i]["result"] for i, e in enumerate(events) if e["ev"] == "rmmod"]
+    assert rmmods == ["EBUSY", "EBUSY", "ok"]
+    workers = by[first("run_workers")]
+    assert workers["pagemaps_destroyed"] == 1 and workers["holds_dropped"] == 1
+    assert by[teardown]["leftovers"] == [] and by[teardown + 1]["pagemaps"] == []
+    assert out[-1]["summary"]["pagemaps_alive"] == 0
 
 
-def test_unbind_peer_trace_pagemap_lines() -> None:
-    """Replay traces/unbind_peer.jsonl and check the lines this layer answers for (the SVM
-    events' own results are E's to check)."""
-    import json
-    from pathlib import Path
+def test_owner_groups_end_to_end_enolink_without_link() -> None:
+    eng = _setup(link=False)
+    s = system_for(eng.world)
+    assert s.provider("gpu0").peer.owner is not s.provider("gpu1").peer.owner
+    out = _peer_advise(eng, "ENOLINK")
+    assert "interconnect" in out["message"]
+    attrs = _do(eng, ev="query", vm="vm0", addr=BASE, range=SIZE)["vmas"][0]["attrs"]
+    assert attrs["devmem_fd"] == 0                   # nothing changed
+    assert _dp(eng, "gpu1").refs == []
+    # Linked: one group, the advice is accepted and device 0 runs out of device 1's VRAM.
+    _do(eng, ev="link", a="gpu0", b="gpu1")
+    assert s.provider("gpu0").peer.owner is s.provider("gpu1").peer.owner
+    _peer_advise(eng)
+    _do(eng, ev="gpu_access", vm="vm0", addr=BASE, size=SIZE, op="write", value=3)
+    assert _locations(eng) == ["gpu1"] * 4
+    assert _do(eng, ev="teardown")["leftovers"] == []
 
-    from pysvm.trace import Engine
 
-    path = Path(__file__).parent / "traces" / "unbind_peer.jsonl"
-    eng = Engine()
-    out = list(eng.run(path.read_text().splitlines()))
-    by_i = {o["i"]: o for o in out}
-    assert by_i[3]["result"] == "ok"                                  # link
-    pm_before = by_i[11]["pagemaps"]
-    gpu1 = [p for p in pm_before if p["device"] == "gpu1"]
-    assert gpu1 and gpu1[0]["refcount"] >= 1 and gpu1[0]["device_held"]   # VMA's madvise ref
-    assert by_i[12]["result"] == "ok"                                 # unbind_device
-    assert by_i[13]["result"] == "EBUSY"                              # held by the VMA's ref
-    gpu1_after = [p for p in by_i[17]["pagemaps"] if p["device"] == "gpu1"]
-    assert gpu1_after and not gpu1_after[0]["cached"]                 # never cached once unbound
-    assert by_i[19]["result"] == "ok" and by_i[19]["holds_dropped"] >= 1
-    assert not [p for p in by_i[20]["pagemaps"] if p["device"] == "gpu1"]
-    assert by_i[21]["result"] == "ok"                                 # rmmod after the worker
+def test_vm_on_an_unbound_device_is_enodev() -> None:
+    eng = _setup()
+    _do(eng, ev="unbind_device", device="gpu1")
+    _do(eng, "ENODEV", ev="vm_create", vm="vm1", device="gpu1", fault_mode=True)
+    assert "vm1" not in eng.world.vms
+    assert _do(eng, ev="teardown")["leftovers"] == []
+
+
+def test_invariants_catch_unaccounted_and_leaked_references() -> None:
+    eng = _setup()
+    _peer_advise(eng)
+    _do(eng, ev="gpu_access", vm="vm0", addr=BASE, size=SIZE, op="write", value=1)
+    dp1 = _dp(eng, "gpu1")
+    dp1.get()                                            # a reference nobody accounts for
+    with pytest.raises(AssertionError, match="holder"):
+        check_pagemap_invariants(eng.world)
+    dp1.put()
     check_pagemap_invariants(eng.world)
-    json.dumps(out)  # every line serialisable
+    vm = eng.world.vms["vm0"]
+    vm.svm.close()                                       # without xe_svm_close's put
+    with pytest.raises(AssertionError, match="SVM closed but it still holds"):
+        check_pagemap_invariants(eng.world)
+    svm_put_pagemaps(vm)
+    svm_put_pagemaps(vm)                                 # idempotent, as in the kernel
+    check_pagemap_invariants(eng.world)
+    assert teardown_world(eng.world) == []
+
+
+def test_teardown_reports_what_is_still_referenced() -> None:
+    eng = _setup()
+    _peer_advise(eng)
+    _do(eng, ev="gpu_access", vm="vm0", addr=BASE, size=SIZE, op="write", value=1)
+    stray = _dp(eng, "gpu1").get()                       # never put
+    left = teardown_world(eng.world)
+    assert any("rmmod gpu1" in x and "EBUSY" in x for x in left), left
+    assert any("still holds device gpu1" in x for x in left), left
+    assert not any("gpu0" in x for x in left), left
+    assert stray.refs and stray.refs[0].ref == 1
+
+
+@pytest.mark.parametrize(("profile", "preferred_loc"),
+                         [("newest", "peer"), ("newest", "mixed"), ("6.18", "mixed")])
+def test_simulation_with_unbind_tears_down_to_zero(profile: str, preferred_loc: str) -> None:
+    eng = CheckedEngine()
+    cfg = SimConfig(steps=250, seed=7, profile=profile, devices=2, unbind=True,
+                    preferred_loc=preferred_loc)
+    res = Simulation(cfg, engine=eng).run()
+    w = eng.world
+    s = system_for(w)
+    assert w.stats["devices_unbound"] == 1 and eng.checks > 250
+    assert res.ok, res.mismatches[:5]                    # no data lost across the unbind
+    assert s.alive(), "the simulation should leave live pagemaps for teardown to release"
+    assert teardown_world(w) == []
+    check_pagemap_invariants(w)
+    assert s.alive() == [] and not s.unhold_list and not s.destroy_queue
+    assert s.owners.peers == []
+    for p in s.all_pagemaps:
+        assert p.ref == 0 and p.dev_hold is None
+    for prov in s.providers.values():
+        assert prov.device.freed and prov.device.refcount == 0
+        assert prov.module.refcount == 0 and not prov.module.loaded
+    for dev in w.devices.values():
+        assert dev.pagemap is None or dev.pagemap.refs == []
+        assert dev.vram is None or not dev.vram.allocations

@@ -13,8 +13,14 @@ from pysvm.pagemap import (
     Pagemap,
     PagemapState,
     PagemapSystem,
+    PagemapUseAfterFree,
     check_pagemap_invariants,
 )
+
+
+def _state(p: Pagemap) -> PagemapState:
+    """The state, read through a call so that mypy does not narrow it across asserts."""
+    return p.state
 
 
 def _sys(tiles: int = 1) -> PagemapSystem:
@@ -40,7 +46,7 @@ def test_inactive_is_revived_with_new_hold() -> None:
     p.put()
     assert prov.shrinker.count() == 1 and prov.local_pagemap() is None
     q = prov.find_or_create()
-    assert q is p and p.ref == 1 and p.state is PagemapState.ACTIVE
+    assert q is p and p.ref == 1 and _state(p) is PagemapState.ACTIVE
     assert p.dev_hold is not None and p.dev_hold is not first_hold
     assert prov.shrinker.count() == SHRINK_EMPTY
     assert s.stats["cache_revived"] == 1 and s.stats["pagemaps_created"] == 1
@@ -62,7 +68,7 @@ def test_shrinker_count_scan() -> None:
         p.put()
     assert prov.shrinker.count() == 3
     assert prov.shrinker.scan(2) == 2
-    assert [p.state for p in ps] == [PagemapState.DESTROYING, PagemapState.DESTROYING,
+    assert [_state(p) for p in ps] == [PagemapState.DESTROYING, PagemapState.DESTROYING,
                                      PagemapState.INACTIVE]
     assert prov.caches[0].slot is None and prov.caches[2].slot is ps[2]
     check_pagemap_invariants(s)
@@ -98,8 +104,8 @@ def test_shrinker_wins_race_lookup_returns_none_then_creates() -> None:
     s.inject("shrinker.after_unlist", racing_lookup)
     assert prov.shrinker.scan(1) == 1
     new = got[0]
-    assert new is not old and new.ref == 1 and new.state is PagemapState.ACTIVE
-    assert old.state is PagemapState.DESTROYING
+    assert new is not old and new.ref == 1 and _state(new) is PagemapState.ACTIVE
+    assert _state(old) is PagemapState.DESTROYING
     # Kernel behaviour reproduced: the slot was cleared after the new pagemap was set.
     assert prov.caches[0].slot is None
     assert prov.local_pagemap() is None
@@ -109,6 +115,48 @@ def test_shrinker_wins_race_lookup_returns_none_then_creates() -> None:
         check_pagemap_invariants(s)
     assert prov.shrinker.scan(1) == 1
     s.run_workers()
+    check_pagemap_invariants(s)
+
+
+def test_race_orphan_is_leaked_at_unbind() -> None:
+    """After the race above, the orphan is on the shrinker list but in no cache slot. At
+    unbind the cache teardown only looks at its slot, the shrinker teardown only warns, so the
+    orphan is never destroyed (drm_pagemap_cache_fini / drm_pagemap_shrinker_fini at
+    939faf71): a leak that the invariants and module exit report."""
+    s = _sys()
+    prov = s.provider("gpu0")
+    old = prov.find_or_create()
+    old.put()
+    got: list[Pagemap] = []
+
+    def racing_lookup(p: Pagemap) -> None:
+        got.append(prov.find_or_create())
+
+    s.inject("shrinker.after_unlist", racing_lookup)
+    prov.shrinker.scan(1)
+    orphan = got[0]
+    orphan.put()                      # listed, not cached
+    s.run_workers()
+    prov.unbind()
+    assert prov.leftover_listed == 1 and not prov.shrinker.alive
+    assert _state(orphan) is PagemapState.INACTIVE and orphan.on_shrink_list
+    assert prov.device.freed          # no hold pins it: the leaked pagemap outlives it
+    with pytest.raises(AssertionError, match="outlives its drm device"):
+        check_pagemap_invariants(s)
+    with pytest.raises(PagemapUseAfterFree):
+        prov.shrinker.scan(1)         # the kernel freed the shrinker at unbind
+    left = s.module_exit()
+    assert len(left) == 1 and "leaked" in left[0] and f"#{orphan.id}" in left[0]
+
+
+def test_shrinker_and_cache_unusable_after_unbind() -> None:
+    s = _sys()
+    prov = s.provider("gpu0")
+    prov.unbind()
+    for op in (prov.shrinker.count, lambda: prov.shrinker.scan(1), prov.shrinker.fini,
+               prov.caches[0].lock_lookup, prov.caches[0].fini):
+        with pytest.raises(PagemapUseAfterFree):
+            op()
     check_pagemap_invariants(s)
 
 
@@ -126,7 +174,7 @@ def test_lookup_while_release_not_yet_queued_is_eintr() -> None:
     s.inject("release.before_shrinker_add", lookup)
     p.put()
     assert seen == [errno.EINTR]
-    assert p.state is PagemapState.INACTIVE and not prov.caches[0].locked
+    assert _state(p) is PagemapState.INACTIVE and not prov.caches[0].locked
     assert prov.find_or_create() is p
 
 
@@ -139,7 +187,7 @@ def test_reinit_failure_destroys() -> None:
     with pytest.raises(XeError) as e:
         prov.find_or_create()
     assert e.value.errno == errno.ENOMEM
-    assert p.state is PagemapState.FREED and prov.caches[0].slot is None
+    assert _state(p) is PagemapState.FREED and prov.caches[0].slot is None
     s.run_workers()
     check_pagemap_invariants(s)
     assert prov.find_or_create() is not p
@@ -152,12 +200,12 @@ def test_cache_fini_destroys_only_inactive() -> None:
     inactive = prov.find_or_create(1)
     inactive.put()
     prov.unbind()
-    assert inactive.state is PagemapState.FREED    # non-atomic destroy at teardown
-    assert active.state is PagemapState.ACTIVE and active.ref == 1
+    assert _state(inactive) is PagemapState.FREED    # non-atomic destroy at teardown
+    assert _state(active) is PagemapState.ACTIVE and active.ref == 1
     assert prov.leftover_listed == 0
     check_pagemap_invariants(s)
     active.put()
-    assert active.state is PagemapState.DESTROYING  # device gone: no caching
+    assert _state(active) is PagemapState.DESTROYING  # device gone: no caching
     s.run_workers()
     assert prov.device.freed
     check_pagemap_invariants(s)

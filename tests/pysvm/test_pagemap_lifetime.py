@@ -8,6 +8,7 @@ import pytest
 
 from pysvm.errors import XeError
 from pysvm.pagemap import (
+    Pagemap,
     PagemapState,
     PagemapSystem,
     PagemapUseAfterFree,
@@ -17,6 +18,11 @@ from pysvm.pagemap import (
     pagemap_get_unless_zero,
     pagemap_put,
 )
+
+
+def _state(p: Pagemap) -> PagemapState:
+    """The state, read through a call so that mypy does not narrow it across asserts."""
+    return p.state
 
 
 @pytest.fixture
@@ -41,7 +47,7 @@ def test_refcount_returns_to_zero_and_hold_deferred(sys_: PagemapSystem) -> None
     assert p.get() is p and p.ref == 2
     p.put()
     p.put()
-    assert p.ref == 0 and p.state is PagemapState.INACTIVE
+    assert p.ref == 0 and _state(p) is PagemapState.INACTIVE
     # The hold is detached but the device/module refs drop only when the worker runs.
     assert p.dev_hold is None and len(sys_.unhold_list) == 1
     assert prov.module.refcount == 1 and prov.device.refcount == 2
@@ -112,18 +118,18 @@ def test_unbind_keeps_device_and_module_while_held() -> None:
         prov.find_or_create()
     assert e.value.errno == errno.ENODEV
     user.put()
-    assert user.ref == 1 and user.state is PagemapState.ACTIVE
+    assert user.ref == 1 and _state(user) is PagemapState.ACTIVE
     page_hold.page_free(3)
     assert not prov.device.freed and user.ref == 1
     page_hold.page_free(1)
     # Last ref on an unplugged device: destroyed directly (queued: atomic flavour).
-    assert user.state is PagemapState.DESTROYING and page_hold.detached
+    assert _state(user) is PagemapState.DESTROYING and page_hold.detached
     assert not prov.device.freed and prov.module.refcount == 1
     with pytest.raises(XeError):
         prov.rmmod()
     check_pagemap_invariants(s)
     s.run_workers()
-    assert user.state is PagemapState.FREED
+    assert _state(user) is PagemapState.FREED
     assert prov.device.freed and prov.module.refcount == 0
     prov.rmmod()
     assert not prov.module.loaded
@@ -160,7 +166,7 @@ def test_rmmod_unbinds_idle_device() -> None:
     s.run_workers()
     prov.rmmod()
     assert prov.unbound and not prov.module.loaded and prov.device.freed
-    assert p.state is PagemapState.FREED   # the cached inactive pagemap died with the cache
+    assert _state(p) is PagemapState.FREED   # the cached inactive pagemap died with the cache
     check_pagemap_invariants(s)
 
 
@@ -200,7 +206,7 @@ def test_own_ref_profile_drops_provider_ref_at_unbind() -> None:
     assert p is not None and p.ref == 1
     user = p.get()
     prov.unbind()
-    assert user.ref == 1 and user.state is PagemapState.ACTIVE
+    assert user.ref == 1 and _state(user) is PagemapState.ACTIVE
     user.put()
     s.run_workers()
     assert prov.device.freed and s.alive() == []
@@ -228,3 +234,86 @@ def test_unbind_twice_and_unknown_device() -> None:
     with pytest.raises(XeError) as e:
         s.add_device("gpu0")
     assert e.value.errno == errno.EEXIST
+
+
+def test_get_unless_zero_states(sys_: PagemapSystem) -> None:
+    prov = sys_.provider("gpu0")
+    p = prov.find_or_create()
+    assert p.get_unless_zero() is p and p.ref == 2          # active: a new reference
+    p.put()
+    p.put()
+    assert _state(p) is PagemapState.INACTIVE
+    assert p.get_unless_zero() is None and p.ref == 0       # zero: refused, nothing changes
+    assert prov.caches[0].get_from_cache_if_active() is None
+    prov.shrinker.scan(1)
+    assert _state(p) is PagemapState.DESTROYING
+    assert p.get_unless_zero() is None
+    sys_.run_workers()
+    assert _state(p) is PagemapState.FREED
+    with pytest.raises(PagemapUseAfterFree):
+        p.get_unless_zero()                                 # freed memory: an error
+    check_pagemap_invariants(sys_)
+
+
+def test_device_release_drains_queued_destroy(sys_: PagemapSystem) -> None:
+    """A shrinker-queued destroy still pending when the device goes away runs at the device's
+    final put (xe_device_destroy destroys xe->destroy_wq, which drains it), so no pagemap
+    outlives its device, whatever order the deferred work runs in."""
+    prov = sys_.provider("gpu0")
+    p = prov.find_or_create()
+    p.put()
+    sys_.run_workers()                  # the hold is dropped: nothing pins the module
+    assert prov.shrinker.scan(1) == 1
+    assert _state(p) is PagemapState.DESTROYING and sys_.destroy_queue == [p]
+    prov.rmmod()                        # unbind: the probe's put frees the device
+    assert prov.device.freed and not prov.module.loaded
+    assert _state(p) is PagemapState.FREED and sys_.destroy_queue == []
+    assert sys_.owners.peers == []
+    check_pagemap_invariants(sys_)
+
+
+def test_own_ref_profile_provider_ref_does_not_pin_the_module() -> None:
+    """6.18 profile: the device holds its pagemap from probe to unbind; that hold keeps the
+    drm device but no module reference, so the module can be unloaded (which unbinds)."""
+    s = PagemapSystem()
+    prov = s.add_device("gpu0", own_ref=True)
+    p = prov.local_pagemap()
+    assert p is not None and p.ref == 1 and prov.module.refcount == 0
+    assert prov.device.refcount == 2
+    check_pagemap_invariants(s)
+    prov.rmmod()
+    assert _state(p) is PagemapState.DESTROYING   # last ref dropped at unbind, device gone
+    s.run_workers()
+    assert _state(p) is PagemapState.FREED and prov.device.freed
+    check_pagemap_invariants(s)
+
+
+def test_module_exit_reports_live_holds_only() -> None:
+    s = PagemapSystem()
+    a, b = s.add_device("a"), s.add_device("b")
+    pa = a.find_or_create()
+    pb = b.find_or_create()
+    pb.put()                        # inactive, cached: no hold after the flush
+    left = s.module_exit()
+    assert left == [f"{pa!r} still holds device a and its module"]
+    assert not s.unhold_list and s.exited
+
+
+def test_invariants_detect_broken_refcounts(sys_: PagemapSystem) -> None:
+    prov = sys_.provider("gpu0")
+    p = prov.find_or_create()
+    check_pagemap_invariants(sys_)
+    prov.device.refcount += 1           # a device reference nobody holds
+    with pytest.raises(AssertionError, match="device gpu0: refcount"):
+        check_pagemap_invariants(sys_)
+    prov.device.refcount -= 1
+    prov.module.refcount += 1
+    with pytest.raises(AssertionError, match="module gpu0"):
+        check_pagemap_invariants(sys_)
+    prov.module.refcount -= 1
+    assert p.owner is not None
+    p.owner.ref += 1
+    with pytest.raises(AssertionError, match="members"):
+        check_pagemap_invariants(sys_)
+    p.owner.ref -= 1
+    check_pagemap_invariants(sys_)
