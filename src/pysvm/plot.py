@@ -24,7 +24,6 @@ result (:func:`snapshot_from_result`) without touching model objects.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ MiB = 1024 * KiB
 GiB = 1024 * MiB
 
 SYSTEM_COLOUR = "#a9a9a9"
+FAULT_COLOUR = "#4a4a4a"
 #: Device colours in device order (gpu0 first); the VM's own device is blue.
 DEVICE_COLOURS = ("#2f6fb0", "#e8832a", "#3a9d5d", "#9b59b6")
 ATOMIC_COLOURS = {0: ("undefined", "#dcdcdc"), 1: ("device", "#3a9d5d"),
@@ -68,10 +68,18 @@ def snapshot_from_result(res: Any) -> Snapshot:
     Kernel: none.
     """
     c = res.config
-    title = (f"pysvm simulate --seed {c.seed} --profile {c.profile} --devices {c.devices} "
-             f"--steps {c.steps}")
+    title = c.command_line() if hasattr(c, "command_line") else "pysvm simulate"
     return Snapshot(vm="vm0", vmas=list(res.vmas), ranges=list(res.ranges),
                     devices=list(res.devices), title=title, timeline=list(res.timeline))
+
+
+#: Events after which a VM may no longer answer a query: the map is taken just before them.
+VM_ENDING_EVENTS = ("teardown", "vm_kill")
+
+
+def _query_vm(engine: Any, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    return (engine.execute({"ev": "query", "vm": name}),     # no addr/range: the whole VM
+            engine.execute({"ev": "ranges", "vm": name}))
 
 
 def snapshot_from_trace(path: str | Path, vm: str | None = None,
@@ -86,6 +94,9 @@ def snapshot_from_trace(path: str | Path, vm: str | None = None,
     vm : which VM to draw; default the first one the trace creates.
     timeline : also collect per-event fault/migration counts.
 
+    If the trace ends its VMs (a ``teardown`` or ``vm_kill`` event), the map
+    shows the VM as it was just before the first such event.
+
     Raises
     ------
     ValueError : the trace creates no VM, or names none called `vm`.
@@ -97,21 +108,29 @@ def snapshot_from_trace(path: str | Path, vm: str | None = None,
     devices: list[str] = []
     points: list[TimelinePoint] = []
     last: dict[str, int] = {}
+    before_end: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    ended_at = ""
     i = 0
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             if not line.strip():
                 continue
-            # The engine reports a malformed line as EINVAL and goes on, as replay does.
-            out = engine.execute_line(line)
             try:
                 ev = json.loads(line)
             except json.JSONDecodeError:
                 ev = None
+            name = ev.get("ev") if isinstance(ev, dict) else None
+            if name in VM_ENDING_EVENTS and not before_end and vms:
+                # Snapshot queries change no state (the engine's event count aside, which
+                # only the summary line shows, and the timeline uses deltas of other counters).
+                before_end = {v: _query_vm(engine, v) for v in vms}
+                ended_at = f"before event {i} ({name})"
+            # The engine reports a malformed line as EINVAL and goes on, as replay does.
+            out = engine.execute_line(line)
             if isinstance(ev, dict) and out.get("result") == "ok":
-                if ev.get("ev") == "vm_create" and isinstance(ev.get("vm"), str):
+                if name == "vm_create" and isinstance(ev.get("vm"), str):
                     vms.append(ev["vm"])
-                if ev.get("ev") == "device" and isinstance(ev.get("name"), str):
+                if name == "device" and isinstance(ev.get("name"), str):
                     devices.append(ev["name"])
             if timeline:
                 counts = engine.summary()
@@ -127,13 +146,16 @@ def snapshot_from_trace(path: str | Path, vm: str | None = None,
     name = vm or vms[0]
     if name not in vms:
         raise ValueError(f"{path}: no VM named {name!r}; the trace creates {', '.join(vms)}")
-    q = engine.execute({"ev": "query", "vm": name})     # the whole VM
+    q, r = _query_vm(engine, name)
+    when = f"after {i} events"
+    if q.get("result") != "ok" and name in before_end:
+        q, r = before_end[name]
+        when = ended_at
     if q.get("result") != "ok":
         raise ValueError(f"{path}: cannot query {name} at the end of the trace: "
                          f"{q.get('result')} {q.get('message', '')}".rstrip())
-    r = engine.execute({"ev": "ranges", "vm": name})
     return Snapshot(vm=name, vmas=list(q.get("vmas", [])), ranges=list(r.get("ranges", [])),
-                    devices=devices, title=f"{Path(path).name}: {name} after {i} events",
+                    devices=devices, title=f"{Path(path).name}: {name} {when}",
                     timeline=points)
 
 
@@ -148,14 +170,19 @@ def _tick_step(span: int) -> int:
     return step
 
 
-def _fmt_addr(x: float, span: float) -> str:
-    if span >= 8 * GiB:
-        return f"{x / GiB:.0f} GiB"
-    if span >= 16 * MiB:
-        return f"{x / MiB:.0f} MiB"
-    if span >= 2 * MiB:
-        return f"{x / MiB:.1f} MiB"
-    return f"{x / KiB:.0f} KiB"
+def _fmt_addr(x: float, step: int) -> str:
+    """An address tick in the largest unit that shows every tick of ``step`` exactly.
+
+    >>> _fmt_addr(1.25 * MiB, 256 * KiB), _fmt_addr(3 * GiB, GiB), _fmt_addr(12 * KiB, 4 * KiB)
+    ('1.25 MiB', '3 GiB', '12 KiB')
+    """
+    for unit, name in ((GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB")):
+        if step >= unit // 4 or unit == KiB:
+            digits = 0
+            while digits < 2 and round(step / unit, digits) != step / unit:
+                digits += 1
+            return f"{x / unit:.{digits}f} {name}"
+    raise AssertionError("unreachable")
 
 
 def _focus(vmas: list[dict[str, Any]], ranges: list[dict[str, Any]]) -> tuple[int, int]:
@@ -206,11 +233,50 @@ def _bin(points: list[TimelinePoint], nbins: int) -> tuple[list[float], dict[str
     return centres, sums
 
 
+@dataclass
+class _Seg:
+    """One bar of the address map: [start, end) in a row, with its legend label."""
+
+    start: int
+    end: int
+    label: str
+    colour: str
+    hatch: str | None = None
+
+
+def _layout(segs: list[_Seg], lo: int, hi: int, px: float) -> tuple[bool, list[_Seg]]:
+    """Clip to the window and decide how to draw a row ``px`` pixels wide.
+
+    Returns (separated, segments). A row with room for every bar (4 px each on
+    average) draws each VMA or range with a white gap so their boundaries show.
+    A denser row (thousands of small ranges) would be all gap: there, bars of
+    one label that touch are merged into one, drawn without gaps, and every
+    bar is at least one pixel wide so a 4 KiB range still shows.
+    """
+    clipped = [_Seg(max(g.start, lo), min(g.end, hi), g.label, g.colour, g.hatch)
+               for g in segs if min(g.end, hi) > max(g.start, lo)]
+    clipped.sort(key=lambda g: g.start)
+    if len(clipped) * 4 <= px:
+        return True, clipped
+    merged: list[_Seg] = []
+    for g in clipped:
+        last = merged[-1] if merged else None
+        if last is not None and last.label == g.label and last.end >= g.start:
+            last.end = max(last.end, g.end)
+        else:
+            merged.append(g)
+    one_px = (hi - lo) / px
+    for g in merged:
+        g.end = max(g.end, int(g.start + one_px))
+    return False, merged
+
+
 def render(snap: Snapshot, out: str | Path, timeline: bool = False, dpi: int = 110) -> Path:
-    """Draw the address map (and the timeline panel) to a PNG file.
+    """Draw the address map (and the timeline panels) to a PNG file.
 
     Kernel: none.
 
+    The figure is 13 x 5 inches (13 x 9 with the timeline) at ``dpi``.
     Returns the path written. Raises ValueError when the snapshot has no VMA.
     """
     import matplotlib
@@ -219,7 +285,7 @@ def render(snap: Snapshot, out: str | Path, timeline: bool = False, dpi: int = 1
     import matplotlib.pyplot as plt
     from matplotlib.legend import Legend
     from matplotlib.patches import Patch
-    from matplotlib.ticker import FuncFormatter, MultipleLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, MultipleLocator
 
     if not snap.vmas:
         raise ValueError(f"{snap.vm} has no VMA to draw")
@@ -228,38 +294,30 @@ def render(snap: Snapshot, out: str | Path, timeline: bool = False, dpi: int = 1
     lo, hi = _focus(snap.vmas, snap.ranges)
     span = hi - lo
     with_tl = timeline and bool(snap.timeline)
-    ratios = [1.15, 0.42, 1.0] if with_tl else [1.15, 0.42]
-    fig = plt.figure(figsize=(13, 8.4 if with_tl else 5.0), dpi=dpi)
-    grid = fig.add_gridspec(len(ratios), 1, height_ratios=ratios, hspace=0.35, left=0.09,
-                            right=0.97, top=0.9 if with_tl else 0.86, bottom=0.07)
+    ratios = [1.15, 0.42, 0.55, 0.75] if with_tl else [1.15, 0.42]
+    left, right = 0.09, 0.97
+    fig = plt.figure(figsize=(13, 9.0 if with_tl else 5.0), dpi=dpi)
+    grid = fig.add_gridspec(len(ratios), 1, height_ratios=ratios, hspace=0.45, left=left,
+                            right=right, top=0.91 if with_tl else 0.86,
+                            bottom=0.06 if with_tl else 0.07)
     ax = fig.add_subplot(grid[0])
     lax = fig.add_subplot(grid[1])
     lax.axis("off")
     rows = ["SVM ranges\n(residency)", "PAT index", "atomic access", "preferred\nlocation"]
-    legends: list[dict[str, Any]] = [{} for _ in rows]
-    h = 0.72
-
-    def bar(row: int, a: int, e: int, colour: str, label: str, **kw: Any) -> None:
-        s, t = max(a, lo), min(e, hi)
-        if t <= s:
-            return
-        ax.broken_barh([(s, t - s)], (row - h / 2, h), facecolors=colour,
-                       edgecolors="white", linewidth=0.6, **kw)
-        legends[row].setdefault(label, Patch(facecolor=colour, edgecolor="#666666",
-                                             linewidth=0.5, **kw))
+    segs: list[list[_Seg]] = [[] for _ in rows]
 
     for v in snap.vmas:
         a, e = int(v["addr"]), int(v["addr"]) + int(v["range"])
         attrs = v.get("attrs", {})
         label, colour = _preferred(devices, attrs, home)
-        bar(3, a, e, colour, label)
+        segs[3].append(_Seg(a, e, label, colour))
         name, colour = ATOMIC_COLOURS.get(int(attrs.get("atomic", 0)),
                                           (str(attrs.get("atomic")), "#555555"))
-        bar(2, a, e, colour, name)
+        segs[2].append(_Seg(a, e, name, colour))
         pat = int(attrs.get("pat_index", 0))
         dflt = int(attrs.get("default_pat_index", 0))
-        bar(1, a, e, PAT_COLOURS[pat % len(PAT_COLOURS)],
-            f"{pat} (default)" if pat == dflt else f"{pat}")
+        segs[1].append(_Seg(a, e, f"{pat} (default)" if pat == dflt else f"{pat}",
+                            PAT_COLOURS[pat % len(PAT_COLOURS)]))
     n_vram = 0
     for r in snap.ranges:
         a, e = int(r["addr"]), int(r["addr"]) + int(r["range"])
@@ -268,9 +326,26 @@ def render(snap: Snapshot, out: str | Path, timeline: bool = False, dpi: int = 1
         label = "system memory" if loc == "system" else f"{loc} VRAM"
         colour = _device_colour(devices, loc)
         if r.get("unmapped"):
-            bar(0, a, e, colour, f"{label}, CPU-unmapped", hatch="////")
+            segs[0].append(_Seg(a, e, f"{label}, CPU-unmapped", colour, "////"))
         else:
-            bar(0, a, e, colour, label)
+            segs[0].append(_Seg(a, e, label, colour))
+
+    axis_px = 13 * dpi * (right - left)
+    h = 0.72
+    legends: list[dict[str, Patch]] = [{} for _ in rows]
+    for row, row_segs in enumerate(segs):
+        separated, drawn = _layout(row_segs, lo, hi, axis_px)
+        groups: dict[str, list[_Seg]] = {}
+        for g in drawn:
+            groups.setdefault(g.label, []).append(g)
+        for label, gs in groups.items():
+            first = gs[0]
+            ax.broken_barh([(g.start, g.end - g.start) for g in gs], (row - h / 2, h),
+                           facecolors=first.colour, edgecolors="white",
+                           linewidth=0.6 if separated else 0.0, hatch=first.hatch,
+                           antialiased=separated)
+            legends[row][label] = Patch(facecolor=first.colour, edgecolor="#666666",
+                                        linewidth=0.5, hatch=first.hatch)
     titles = ["SVM range residency", "PAT index", "Atomic access", "Preferred location"]
     for k, row in enumerate((3, 2, 1, 0)):
         handles = legends[row]
@@ -282,11 +357,12 @@ def render(snap: Snapshot, out: str | Path, timeline: bool = False, dpi: int = 1
                     bbox_to_anchor=(k * 0.25, 1.0), borderaxespad=0)
         lg.set_alignment("left")
         lax.add_artist(lg)
+    step = _tick_step(span)
     ax.set_yticks(range(len(rows)), rows, fontsize=9)
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.set_xlim(lo, hi)
-    ax.xaxis.set_major_locator(MultipleLocator(_tick_step(span)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _p: _fmt_addr(x, span)))
+    ax.xaxis.set_major_locator(MultipleLocator(step))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _p: _fmt_addr(x, step)))
     ax.set_xlabel("virtual address", fontsize=9)
     ax.grid(axis="x", color="#e6e6e6", linewidth=0.6)
     ax.set_axisbelow(True)
@@ -295,57 +371,53 @@ def render(snap: Snapshot, out: str | Path, timeline: bool = False, dpi: int = 1
     ax.set_title(f"{snap.vm}: {len(snap.vmas)} VMAs, {len(snap.ranges)} SVM ranges "
                  f"({n_vram} in VRAM)", fontsize=11, loc="left")
     if snap.title:
-        fig.suptitle(snap.title, fontsize=9, x=0.09, ha="left", color="#555555")
+        fig.suptitle(snap.title, fontsize=9, x=left, ha="left", color="#555555")
 
     if with_tl:
-        tx = fig.add_subplot(grid[2])
+        fx = fig.add_subplot(grid[2])
+        mx = fig.add_subplot(grid[3], sharex=fx)
         pts = snap.timeline
         centres, sums = _bin(pts, 160)
         width = centres[1] - centres[0] if len(centres) > 1 else 1.0
-        tx.bar(centres, sums["migrations_to_vram"], width=width, color=DEVICE_COLOURS[0],
-               label="migrations to VRAM")
-        tx.bar(centres, [-x for x in sums["migrations_to_system"]], width=width,
-               color=SYSTEM_COLOUR, label="migrations to system")
-        tx.step(centres, sums["faults"], where="mid", color="#222222", linewidth=1.0,
-                label="GPU faults")
+        fx.bar(centres, sums["faults"], width=width, color=FAULT_COLOUR, label="GPU faults")
         if any(sums["retries"]):
-            tx.step(centres, sums["retries"], where="mid", color="#d1495b", linewidth=1.0,
-                    label="fault retries")
-        seen: set[str] = set()
-        for p in pts:
-            if p.ev in MARK_EVENTS:
-                tx.axvline(p.i, color=MARK_EVENTS[p.ev], linewidth=0.8,
-                           alpha=0.35 if p.ev == "evict" else 0.9,
-                           linestyle="--" if p.ev == "evict" else "-",
-                           label=None if p.ev in seen else f"{p.ev} event")
-                seen.add(p.ev)
-        tx.axhline(0, color="#444444", linewidth=0.6)
-        tx.set_xlim(0, pts[-1].i + 1)
-        tx.set_xlabel(f"event index (bins of {int(width)} events)", fontsize=9)
-        tx.set_ylabel("count per bin\n(to system: below 0)", fontsize=9)
-        tx.set_title("Faults and migrations over the run", fontsize=11, loc="left", pad=22)
-        tx.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False,
-                  ncol=6, borderaxespad=0.2)
-        tx.grid(axis="y", color="#e6e6e6", linewidth=0.6)
-        tx.set_axisbelow(True)
-        for side in ("top", "right"):
-            tx.spines[side].set_visible(False)
+            fx.bar(centres, sums["retries"], width=width * 0.5, color="#d1495b",
+                   label="fault retries")
+        mx.bar(centres, sums["migrations_to_vram"], width=width, color=DEVICE_COLOURS[0],
+               label="to VRAM")
+        mx.bar(centres, [-x for x in sums["migrations_to_system"]], width=width,
+               color=SYSTEM_COLOUR, label="to system memory")
+        mx.axhline(0, color="#444444", linewidth=0.6)
+        for tx in (fx, mx):
+            seen: set[str] = set()
+            for p in pts:
+                if p.ev in MARK_EVENTS:
+                    # Device events are labelled once, in the faults panel's legend.
+                    tx.axvline(p.i, color=MARK_EVENTS[p.ev], linewidth=0.9,
+                               alpha=0.6 if p.ev == "evict" else 0.9,
+                               linestyle="--" if p.ev == "evict" else "-",
+                               label=None if p.ev in seen or tx is mx else f"{p.ev} event",
+                               zorder=0)
+                    seen.add(p.ev)
+            tx.grid(axis="y", color="#e6e6e6", linewidth=0.6)
+            tx.set_axisbelow(True)
+            tx.yaxis.set_major_locator(MaxNLocator(4, integer=True))
+            tx.yaxis.set_major_formatter(FuncFormatter(lambda y, _p: f"{abs(y):,.0f}"))
+            tx.tick_params(labelsize=8)
+            for side in ("top", "right"):
+                tx.spines[side].set_visible(False)
+            tx.legend(fontsize=8, loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False,
+                      ncol=4, borderaxespad=0.2)
+        fx.set_xlim(0, pts[-1].i + 1)
+        fx.tick_params(labelbottom=False)
+        fx.set_ylabel("faults\nper bin", fontsize=9)
+        mx.set_ylabel("migrations\nper bin", fontsize=9)
+        mx.set_xlabel("event index" + (f" (each bar sums {int(width)} events)" if width > 1
+                                       else " (one bar per event)"), fontsize=9)
+        fx.set_title("GPU faults over the run", fontsize=11, loc="left")
+        mx.set_title("Migrations: to VRAM above the line, to system memory below", fontsize=11,
+                     loc="left")
     path = Path(out)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
-
-
-def timeline_from_outputs(events: Iterable[tuple[dict[str, Any], dict[str, Any]]]
-                          ) -> list[TimelinePoint]:
-    """Timeline from (event, output) pairs using only per-event output fields.
-
-    Kernel: none. Migrations are not in per-event outputs, so only faults and
-    retries are filled in; prefer the engine-summary deltas when available.
-    """
-    pts = []
-    for i, (ev, out) in enumerate(events):
-        pts.append(TimelinePoint(i=i, ev=str(ev.get("ev")), result=str(out.get("result")),
-                                 faults=int(out.get("faults", 0) or 0),
-                                 retries=int(out.get("retries", 0) or 0)))
-    return pts

@@ -52,6 +52,7 @@ from typing import IO, Any
 
 __all__ = [
     "ATOMICS",
+    "MIGRATION_POLICIES",
     "PREFERRED_LOCS",
     "SimConfig",
     "SimResult",
@@ -75,9 +76,14 @@ MIRROR_RANGE = 1 << 47
 
 #: --preferred-loc choices -> what madvise preferred_loc asks for.
 PREFERRED_LOCS = ("device", "system", "peer", "mixed")
+#: --migration-policy choices -> DRM_XE_MIGRATE_* values (uapi numbers, spec 3.3).
+MIGRATION_POLICIES: dict[str, int] = {"all": 0, "system-only": 1}
 #: --atomics choices -> DRM_XE_ATOMIC_* values (uapi numbers, spec 3.3).
 ATOMICS: dict[str, int] = {"undefined": 0, "device": 1, "global": 2, "cpu": 3}
 ATOMIC_NAMES = {v: k for k, v in ATOMICS.items()}
+
+#: Upper bound of --steps (about an hour of simulation).
+MAX_STEPS = 10_000_000
 
 #: PAT indices the simulated application advises (small indices exist on
 #: every Xe platform's table; the default at bind time is 0).
@@ -101,6 +107,7 @@ class SimConfig:
     vram_mib: int = 16
     heap_mib: int = 64
     preferred_loc: str = "mixed"
+    migration_policy: str = "all"
     atomics: str = "mixed"
     unbind: bool = False
     #: Collect per-event counters for a timeline plot (costs a summary per event).
@@ -108,8 +115,8 @@ class SimConfig:
 
     def validate(self) -> None:
         """Raise ValueError with one clear sentence for an impossible configuration."""
-        if self.steps < 1:
-            raise ValueError(f"--steps must be at least 1, got {self.steps}")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ValueError(f"--steps must be in [1, {MAX_STEPS}], got {self.steps}")
         if self.devices not in (1, 2):
             raise ValueError(f"--devices must be 1 or 2, got {self.devices}")
         if not 1 <= self.vram_mib <= 1 << 20:
@@ -121,6 +128,9 @@ class SimConfig:
         if self.preferred_loc not in PREFERRED_LOCS:
             raise ValueError(f"unknown --preferred-loc {self.preferred_loc!r}; "
                              f"choose one of {', '.join(PREFERRED_LOCS)}")
+        if self.migration_policy not in MIGRATION_POLICIES:
+            raise ValueError(f"unknown --migration-policy {self.migration_policy!r}; "
+                             f"choose one of {', '.join(MIGRATION_POLICIES)}")
         if self.atomics not in (*ATOMICS, "mixed"):
             raise ValueError(f"unknown --atomics {self.atomics!r}; "
                              f"choose one of {', '.join((*ATOMICS, 'mixed'))}")
@@ -129,6 +139,22 @@ class SimConfig:
         if self.unbind and self.devices < 2:
             raise ValueError("--unbind needs --devices 2 (the peer device is unbound, "
                              "the VM's own device keeps running)")
+
+    def command_line(self) -> str:
+        """The ``pysvm simulate`` options that reproduce this configuration."""
+        dflt = SimConfig()
+        flags = {"steps": "--steps", "seed": "--seed", "profile": "--profile",
+                 "devices": "--devices", "vram_mib": "--vram-mib", "heap_mib": "--size",
+                 "preferred_loc": "--preferred-loc", "migration_policy": "--migration-policy",
+                 "atomics": "--atomics"}
+        parts = ["pysvm simulate"]
+        for key, flag in flags.items():
+            val = getattr(self, key)
+            if val != getattr(dflt, key) or key == "seed":
+                parts.append(f"{flag} {val}")
+        if self.unbind:
+            parts.append("--unbind")
+        return " ".join(parts)
 
 
 @dataclass
@@ -478,6 +504,11 @@ class Simulation:
         if op == "atomic" and err == "EACCES":
             # need_vram_for_atomic(): atomic=cpu on a discrete device refuses GPU atomics.
             self.stats["gpu_atomics_refused"] += 1
+        elif op == "atomic" and err in ("EBUSY", "ENOMEM"):
+            # A GPU atomic needs the whole range in VRAM (devmem_only); the fault handler
+            # gives up after its migration retries, as xe_svm_handle_pagefault() does when
+            # VRAM is short or some pages are device pages it cannot collect.
+            self.stats["gpu_atomic_faults_failed"] += 1
         else:
             self._expect_ok(ev, out)
         if op != "read":
@@ -488,8 +519,10 @@ class Simulation:
     def _preferred_loc(self) -> tuple[Any, str]:
         mode = self.cfg.preferred_loc
         if mode == "mixed":
-            choices = ["device", "system"] + (["peer"] if len(self.devices) == 2 else [])
-            mode = self.rng.choice(choices)
+            # 6.18 has no multi-device preferred_loc: a mixed workload does not ask for it
+            # there (--preferred-loc peer still does, and counts the refusals).
+            peer = len(self.devices) == 2 and self.cfg.profile != "6.18"
+            mode = self.rng.choice(["device", "system"] + (["peer"] if peer else []))
         if mode == "device":
             return 0, "device"
         if mode == "system":
@@ -513,7 +546,7 @@ class Simulation:
         if kind == "preferred_loc":
             fd, label = self._preferred_loc()
             ev["devmem_fd"] = fd
-            ev["migration_policy"] = 0
+            ev["migration_policy"] = MIGRATION_POLICIES[self.cfg.migration_policy]
             self.stats[f"madvise_preferred_{label}"] += 1
         elif kind == "atomic":
             mode = self.cfg.atomics
@@ -717,6 +750,23 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
+#: Workload counters of refusals the kernel gives for this workload -> why, in a few words.
+REFUSAL_REASONS = {
+    "gpu_atomics_refused": "GPU atomic refused (EACCES): atomic=cpu advice or range not "
+                           "migratable",
+    "gpu_atomic_faults_failed": "GPU atomic fault could not get its range into VRAM "
+                                "(EBUSY/ENOMEM)",
+    "madvise_peer_refused_6.18": "madvise of peer VRAM refused (EINVAL): 6.18 has local or "
+                                 "system only",
+    "madvise_enodev_after_unbind": "madvise of the unbound device's VRAM refused (ENODEV)",
+}
+
+
+def _unbound_device(res: SimResult) -> str:
+    """The name of the device ``--unbind`` unbinds (the last one)."""
+    return res.devices[-1] if res.devices else "?"
+
+
 def format_summary(res: SimResult) -> str:
     """The human-readable end-of-run summary.
 
@@ -724,28 +774,38 @@ def format_summary(res: SimResult) -> str:
     """
     s, e, c = res.sim, res.engine_summary, res.config
     g = e.get
+    devs = f"{c.devices} discrete device{'s' if c.devices > 1 else ''}"
     lines = [
-        f"pysvm simulate: seed {c.seed}, profile {c.profile}, {c.devices} device(s) x "
-        f"{c.vram_mib} MiB VRAM, heap {c.heap_mib} MiB, {c.steps} steps",
+        f"pysvm simulate: seed {c.seed}, profile {c.profile}, {devs} x {c.vram_mib} MiB VRAM, "
+        f"heap {c.heap_mib} MiB, {c.steps} steps",
+        f"  policies      preferred_loc {c.preferred_loc}, migration_policy "
+        f"{c.migration_policy}, atomics {c.atomics}" + (", unbind gpu1 half-way" if c.unbind
+                                                        else ""),
         f"  events        {s['events']} in {s['wall_s']:.2f} s ({s['events_per_s']} events/s)",
-        f"  GPU faults    {g('faults', 0)} (retries {g('retries', 0)})",
+        f"  GPU faults    {g('faults', 0)} (retries {g('retries', 0)}, "
+        f"failed {g('faults_failed', 0)})",
         f"  migrations    to VRAM {g('migrations_to_vram', 0)} "
         f"({_fmt_bytes(int(g('bytes_to_vram', 0)))}), to system {g('migrations_to_system', 0)} "
         f"({_fmt_bytes(int(g('bytes_to_system', 0)))})",
         f"  GC            {g('gc_runs', 0)} runs, {g('vmas_reset', 0)} VMA attribute resets",
         f"  alive         {s['vmas_alive']} VMAs, {s['ranges_alive']} SVM ranges "
-        f"({s['ranges_in_vram']} in VRAM)",
+        f"({s['ranges_in_vram']} in VRAM)"
+        + (f", {e['pagemaps_alive']} pagemaps" if "pagemaps_alive" in e else ""),
     ]
-    if "pagemaps_alive" in e:
-        lines.append(f"  pagemaps      {e['pagemaps_alive']} alive")
     w = s["workload"]
     lines.append(
         f"  workload      {w.get('allocations', 0)} allocations, {w.get('gpu_kernels', 0)} GPU "
         f"kernels, {w.get('partial_munmaps', 0)} partial munmaps, {w.get('remaps', 0)} re-mmaps, "
         f"{w.get('frees', 0)} frees")
+    if w.get("devices_unbound"):
+        lines.append(f"  unbind        {_unbound_device(res)} unbound at step {c.steps // 2} "
+                     "(its VRAM evicted to system memory)")
     if s["results_not_ok"]:
         lines.append("  refused       " + ", ".join(f"{k} x{v}"
                                                    for k, v in s["results_not_ok"].items()))
+        for key, why in REFUSAL_REASONS.items():
+            if w.get(key):
+                lines.append(f"                {w[key]:>5} x {why}")
     for note in s["notes"]:
         lines.append(f"  note          {note}")
     if s["unexpected_count"]:
@@ -760,4 +820,3 @@ def format_summary(res: SimResult) -> str:
                      "value written; first:")
         lines.extend(f"    {m}" for m in res.mismatches[:10])
     return "\n".join(lines)
-

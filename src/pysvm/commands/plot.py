@@ -37,20 +37,25 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _check_output(path: str) -> None:
+def check_output(path: str) -> None:
+    """Refuse an output the PNG cannot be written to, before any work is done."""
+    import os
+
     from pysvm.cli import CliError
 
     if not path.lower().endswith(".png"):
         raise CliError(f"output {path!r} must end in .png")
-
-
-def _matplotlib() -> None:
-    from pysvm.cli import CliError
-
+    if os.path.isdir(path):
+        raise CliError(f"output {path!r} is a directory; give a file name ending in .png")
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        raise CliError(f"cannot write {path}: no directory {parent!r}")
+    if not os.access(parent, os.W_OK):
+        raise CliError(f"cannot write {path}: directory {parent!r} is not writable")
     try:
         import matplotlib  # noqa: F401
     except ModuleNotFoundError:
-        raise CliError("matplotlib is not installed; pip install 'pysvm[plot]'") from None
+        raise CliError("plotting needs matplotlib: pip install 'pysvm[plot]'") from None
 
 
 def draw_result(res: Any, out: str, timeline: bool) -> None:
@@ -58,8 +63,7 @@ def draw_result(res: Any, out: str, timeline: bool) -> None:
     from pysvm.cli import CliError
     from pysvm.plot import render, snapshot_from_result
 
-    _check_output(out)
-    _matplotlib()
+    check_output(out)
     try:
         render(snapshot_from_result(res), out, timeline=timeline)
     except OSError as e:
@@ -70,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from pysvm.cli import CliError
     from pysvm.plot import render, snapshot_from_trace
 
-    _check_output(args.output)
-    _matplotlib()
+    check_output(args.output)
     if args.simulate:
         if args.trace:
             raise CliError("give either a trace file or --simulate, not both")

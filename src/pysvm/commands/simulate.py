@@ -18,15 +18,16 @@ the simulator's own copy of the data. Exit status 1 if any read differs.
 
 example:
   pysvm simulate                                   # default run, a few seconds
-  pysvm simulate --seed 7 --profile newest --unbind --record run.jsonl
-  pysvm replay run.jsonl | tail -1                 # same summary, from the trace
-  pysvm simulate --steps 500 --json --quiet --plot map.png
+  pysvm simulate --profile newest --preferred-loc peer --unbind
+  pysvm simulate --seed 7 --record run.jsonl --json > sim.json
+  pysvm replay run.jsonl | tail -1                 # the same summary, from the trace
+  pysvm simulate --steps 500 --quiet --plot map.png --timeline
 """
 
 
 def add_sim_arguments(p: argparse.ArgumentParser) -> None:
     """The workload options, shared with ``pysvm plot --simulate``."""
-    from pysvm.simulate import ATOMICS, PREFERRED_LOCS, SimConfig
+    from pysvm.simulate import ATOMICS, MIGRATION_POLICIES, PREFERRED_LOCS, SimConfig
 
     d = SimConfig()
     g = p.add_argument_group("workload")
@@ -44,6 +45,10 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preferred-loc", choices=PREFERRED_LOCS, default=d.preferred_loc,
                    help="what madvise preferred_loc asks for: the faulting device's VRAM, "
                    f"system memory, the peer device's VRAM, or a mix (default {d.preferred_loc})")
+    g.add_argument("--migration-policy", choices=list(MIGRATION_POLICIES),
+                   default=d.migration_policy,
+                   help="madvise migration_policy: migrate all pages, or only those in system "
+                   f"memory (default {d.migration_policy})")
     g.add_argument("--atomics", choices=[*ATOMICS, "mixed"], default=d.atomics,
                    help=f"madvise atomic value the application uses (default {d.atomics})")
     g.add_argument("--unbind", action="store_true",
@@ -57,7 +62,8 @@ def config_from_args(args: argparse.Namespace, timeline: bool = False) -> Any:
 
     cfg = SimConfig(steps=args.steps, seed=args.seed, profile=args.profile,
                     devices=args.devices, vram_mib=args.vram_mib, heap_mib=args.heap_mib,
-                    preferred_loc=args.preferred_loc, atomics=args.atomics,
+                    preferred_loc=args.preferred_loc, migration_policy=args.migration_policy,
+                    atomics=args.atomics,
                     unbind=args.unbind, timeline=timeline)
     try:
         cfg.validate()
@@ -113,12 +119,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.timeline and not args.plot:
         raise CliError("--timeline needs --plot PNG")
+    if args.plot:
+        from pysvm.commands.plot import check_output
+
+        check_output(args.plot)
     cfg = config_from_args(args, timeline=bool(args.plot and args.timeline))
     res = run_simulation(cfg, args.record, args.quiet)
     if args.json:
         print(json.dumps(res.as_json(), indent=2, sort_keys=True))
     else:
         print(format_summary(res))
+        if args.record:
+            print(f"  recorded      {res.sim['events']} events to {args.record}; "
+                  f"'pysvm replay {args.record} | tail -1' ends with the same counters")
     if args.plot:
         from pysvm.commands.plot import draw_result
 
