@@ -62,7 +62,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO, TypeVar
+from typing import Any, Protocol, TextIO, TypeVar, cast
 
 from ._common import GpuvmError
 
@@ -806,14 +806,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import GpuVm, RefGpuVm
 
         core = sys.modules.get("gpuvm_core._core")
-        if GpuVm is RefGpuVm or core is None or not hasattr(core, "_debug_set_fault"):
+        if GpuVm is cast(Any, RefGpuVm) or core is None or not hasattr(core, "_debug_set_fault"):
             parser.error("--debug-fault needs the compiled core's _debug_set_fault hook")
         if args.impl != "core":
             parser.error("--debug-fault only applies to --impl core")
     from . import GpuVm, RefGpuVm
 
     impl_note = ("core = reference alias: the compiled core is not built"
-                 if args.impl == "core" and GpuVm is RefGpuVm else args.impl)
+                 if args.impl == "core" and GpuVm is cast(Any, RefGpuVm) else args.impl)
     print(f"gpuvm fuzz: seed {seed} (from {args.seed!r}), {args.seconds:g} s, "
           f"{args.jobs} job(s), system: {impl_note}", flush=True)
     out_dir = args.corpus if args.corpus is not None else Path("fuzz-failures")

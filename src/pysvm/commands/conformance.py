@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from gpuvm_core import GpuVm, RefGpuVm
-from gpuvm_core.conformance import bundled_vectors, iter_cases, run_file
+from gpuvm_core.conformance import VmFactory, bundled_vectors, iter_cases, run_file
 
 HELP = """\
 Replay a vector file recorded from the kernel's drm_gpuvm code (JSON Lines,
@@ -34,12 +34,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     path = args.file or bundled_vectors()
-    cases = list(iter_cases(path))
+    # Read the whole file before judging any case, so that a file-level fault
+    # (truncated gzip, not text) is reported as such rather than as a bad case.
+    records = list(read_records(path))
+    cases = [checked(path, lineno, case) for lineno, case in records]
     if not cases:
         print(f"pysvm conformance: error: {path} holds no cases", file=sys.stderr)
         return 2
-    impls = {"core": [("core", GpuVm)], "reference": [("reference", RefGpuVm)],
-             "both": [("core", GpuVm), ("reference", RefGpuVm)]}[args.impl]
+    choices: dict[str, list[tuple[str, VmFactory]]] = {
+        "core": [("core", GpuVm)], "reference": [("reference", RefGpuVm)],
+        "both": [("core", GpuVm), ("reference", RefGpuVm)]}
+    impls = choices[args.impl]
     total_failed = total_passed = 0
     for name, factory in impls:
         rep = run_file(cases, factory)
