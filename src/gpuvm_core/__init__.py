@@ -9,6 +9,9 @@ Kernel: drivers/gpu/drm/drm_gpuvm.c.
 from ._common import GpuvmError, OpType
 from ._core import (
     FIND_DTYPE,
+    REQ_MADVISE,
+    REQ_MAP,
+    REQ_UNMAP,
     GpuVa,
     GpuVm,
     OpMap,
@@ -21,6 +24,9 @@ from ._reference import RefGpuVa, RefGpuVm
 
 __all__ = [
     "FIND_DTYPE",
+    "REQ_MADVISE",
+    "REQ_MAP",
+    "REQ_UNMAP",
     "GpuVa",
     "GpuVm",
     "GpuvmError",
