@@ -44,7 +44,7 @@ ATOMIC_COLOURS = {0: ("undefined", "#dcdcdc"), 1: ("device", "#3a9d5d"),
                   2: ("global", "#8e5bb8"), 3: ("cpu", "#d1495b")}
 PAT_COLOURS = ("#dcdcdc", "#f2c14e", "#5fa8d3", "#f78154", "#4d9078", "#b56576",
                "#6d597a", "#355070")
-MARK_EVENTS = {"evict": "#7f7f7f", "unbind_device": "#d1495b", "rmmod": "#000000"}
+MARK_EVENTS = {"evict": "#7f7f7f", "unbind_device": "#7b2cbf", "rmmod": "#000000"}
 
 
 @dataclass
@@ -249,14 +249,18 @@ def _layout(segs: list[_Seg], lo: int, hi: int, px: float) -> tuple[bool, list[_
 
     Returns (separated, segments). A row with room for every bar (4 px each on
     average) draws each VMA or range with a white gap so their boundaries show.
-    A denser row (thousands of small ranges) would be all gap: there, bars of
-    one label that touch are merged into one, drawn without gaps, and every
-    bar is at least one pixel wide so a 4 KiB range still shows.
+    (Bars under 4 px get no gap, which would hide them.) A denser row
+    (thousands of small ranges) would be all gap: there, bars of one label
+    that touch are merged into one and drawn without gaps. Every bar is at
+    least one pixel wide, so a 4 KiB range still shows.
     """
     clipped = [_Seg(max(g.start, lo), min(g.end, hi), g.label, g.colour, g.hatch)
                for g in segs if min(g.end, hi) > max(g.start, lo)]
     clipped.sort(key=lambda g: g.start)
+    one_px = (hi - lo) / px
     if len(clipped) * 4 <= px:
+        for g in clipped:
+            g.end = max(g.end, int(g.start + one_px))
         return True, clipped
     merged: list[_Seg] = []
     for g in clipped:
@@ -265,7 +269,6 @@ def _layout(segs: list[_Seg], lo: int, hi: int, px: float) -> tuple[bool, list[_
             last.end = max(last.end, g.end)
         else:
             merged.append(g)
-    one_px = (hi - lo) / px
     for g in merged:
         g.end = max(g.end, int(g.start + one_px))
     return False, merged
@@ -340,10 +343,12 @@ def render(snap: Snapshot, out: str | Path, timeline: bool = False, dpi: int = 1
             groups.setdefault(g.label, []).append(g)
         for label, gs in groups.items():
             first = gs[0]
+            gap_px = 4 * span / axis_px
             ax.broken_barh([(g.start, g.end - g.start) for g in gs], (row - h / 2, h),
                            facecolors=first.colour, edgecolors="white",
-                           linewidth=0.6 if separated else 0.0, hatch=first.hatch,
-                           antialiased=separated)
+                           linewidths=[0.6 if separated and g.end - g.start >= gap_px else 0.0
+                                       for g in gs],
+                           hatch=first.hatch, antialiased=separated)
             legends[row][label] = Patch(facecolor=first.colour, edgecolor="#666666",
                                         linewidth=0.5, hatch=first.hatch)
     titles = ["SVM range residency", "PAT index", "Atomic access", "Preferred location"]
