@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from gpuvm_core import GpuVm, RefGpuVm
-from gpuvm_core.conformance import VmFactory, bundled_vectors, iter_cases, run_file
+from gpuvm_core.conformance import VmFactory, bundled_vectors, checked, read_records, run_file
 
 HELP = """\
 Replay a vector file recorded from the kernel's drm_gpuvm code (JSON Lines,
