@@ -50,9 +50,10 @@ class GpuvmError(OSError):
 def check_u64(value: object, what: str) -> int:
     """Return ``value`` as an int in [0, 2**64) or raise.
 
-    Non-integers raise ``TypeError`` (from :func:`operator.index`); integers
-    outside u64 raise :class:`GpuvmError` with ``EINVAL``. Nothing is ever
-    truncated.
+    Non-integers (``bool`` included) raise ``TypeError``; integers outside u64
+    raise :class:`GpuvmError` with ``EINVAL``. Nothing is ever truncated.
+    Kernel counterpart: none -- every drm_gpuvm argument is a ``u64`` by type,
+    so this is where Python's unbounded ints are held to that type.
     """
     if isinstance(value, bool):
         raise TypeError(f"{what} must be an integer, not bool")
@@ -63,7 +64,12 @@ def check_u64(value: object, what: str) -> int:
 
 
 def check_obj(value: object) -> int | None:
-    """Return ``value`` as an object handle (``None`` or an int in [0, 2**63))."""
+    """Return ``value`` as an object handle (``None`` or an int in [0, 2**63)) or raise.
+
+    Kernel counterpart: the ``struct drm_gem_object *`` of a VA or request
+    (``None`` is a NULL object). Handles are compared by value, as the kernel
+    compares pointers; the compiled core stores them as int64, hence the bound.
+    """
     if value is None:
         return None
     if isinstance(value, bool):

@@ -4,9 +4,27 @@ This is the oracle for the differential tests and the fuzz harness, and the
 "hand-written sortedcontainers range map" baseline in the benchmarks. It has
 the same public API as :class:`gpuvm_core.GpuVm` (see ``CONTRACT.md``), and
 follows the kernel's code shape line for line rather than aiming for speed.
+docs/gpuvm.md explains the model with diagrams; in short:
 
-Model
------
+* A VM is the span ``[start, start+range)`` holding non-overlapping VAs
+  ``(addr, range, obj, offset)`` plus an optional kernel-reserved node that
+  blocks requests and is never listed.
+* ``sm_map_ops_create`` (drm_gpuvm_sm_map_ops_create) returns the ops that
+  make room for a new VA and map it: an ``unmap`` per VA inside the request, a
+  ``remap`` (keep the part below and/or above) for a VA sticking out, then the
+  ``map`` of the request, last. ``keep`` says the old VA's object and offset
+  continue into the request. ``sm_unmap_ops_create``
+  (drm_gpuvm_sm_unmap_ops_create) is the same without the map.
+  ``madvise_ops_create`` (drm_gpuvm_madvise_ops_create) only splits
+  object-less VAs at the request's edges (remap + map pairs, never unmap).
+  ``apply`` (drm_gpuva_map / _remap / _unmap) performs them.
+* Kernel quirks are kept: ``range == 0`` is a valid request (it splits a VA
+  strictly containing ``addr``), all arithmetic wraps at 2**64 (a zero-length
+  VA at 0 meets every query), ``find_prev`` / ``find_next`` may return the VA
+  at ``start`` / at ``end + 1``.
+
+Data layout
+-----------
 Every VA is a :class:`RefGpuVa` with an insertion sequence number ``seq``.
 The kernel keeps VAs in an interval tree ordered by start address (equal
 starts: the later insert goes right) and an address-ordered list. We keep:
@@ -65,17 +83,21 @@ class RefGpuVa:
 
     @property
     def end(self) -> int:
+        """Exclusive end, wrapped to u64. Kernel: ``va.addr + va.range``."""
         return (self.addr + self.range) & MASK
 
     @property
     def last(self) -> int:
+        """Inclusive last address used by the interval tree. Kernel: GPUVA_LAST()."""
         return (self.addr + self.range - 1) & MASK
 
     def as_tuple(self) -> tuple[int, int, int | None, int]:
+        """``(addr, range, obj, offset)``: va.va.addr/range, va.gem.obj/offset."""
         return (self.addr, self.range, self.obj, self.offset)
 
     def __repr__(self) -> str:
-        return f"GpuVa(addr={self.addr:#x}, range={self.range:#x}, obj={self.obj}, offset={self.offset:#x})"
+        return (f"GpuVa(addr={self.addr:#x}, range={self.range:#x}, obj={self.obj}, "
+                f"offset={self.offset:#x})")
 
 
 # ----------------------------------------------------------------------------
@@ -96,6 +118,7 @@ class RefOpMap:
         self.addr, self.range, self.obj, self.offset = addr, range, obj, offset
 
     def as_dict(self) -> dict[str, Any]:
+        """The vector-format record of a DRM_GPUVA_OP_MAP op."""
         return {"op": "map", **_va_dict(self.addr, self.range, self.obj, self.offset)}
 
     def __repr__(self) -> str:
@@ -120,6 +143,7 @@ class RefOpUnmap:
         return {**_va_dict(*self.va.as_tuple()), "keep": self.keep}
 
     def as_dict(self) -> dict[str, Any]:
+        """The vector-format record of a DRM_GPUVA_OP_UNMAP op."""
         return {"op": "unmap", **self._fields()}
 
     def __repr__(self) -> str:
@@ -136,6 +160,8 @@ class RefOpRemap:
         self.prev, self.next, self.unmap = prev, next, unmap
 
     def as_dict(self) -> dict[str, Any]:
+        """The vector-format record of a DRM_GPUVA_OP_REMAP op."""
+
         def piece(m: RefOpMap | None) -> dict[str, Any] | None:
             return None if m is None else _va_dict(m.addr, m.range, m.obj, m.offset)
 
@@ -165,6 +191,7 @@ class RefOpPrefetch:
     offset = property(lambda self: self.va.offset)
 
     def as_dict(self) -> dict[str, Any]:
+        """The record of a DRM_GPUVA_OP_PREFETCH op (same fields as a map)."""
         return {"op": "prefetch", **_va_dict(*self.va.as_tuple())}
 
 
@@ -180,15 +207,25 @@ class RefOps(list[RefOp]):
         self.generation = vm._generation
 
     def as_dicts(self) -> list[dict[str, Any]]:
+        """Every op's :meth:`as_dict`, in list order (drm_gpuva_for_each_op)."""
         return [op.as_dict() for op in self]
 
 
 class SmSteps(Protocol):
-    """Callback object for :meth:`RefGpuVm.sm_map` / ``sm_unmap``."""
+    """Callback object for :meth:`RefGpuVm.sm_map` / ``sm_unmap``.
 
-    def sm_step_map(self, op: RefOpMap) -> object: ...
-    def sm_step_remap(self, op: RefOpRemap) -> object: ...
-    def sm_step_unmap(self, op: RefOpUnmap) -> object: ...
+    Kernel: the sm_step_map / sm_step_remap / sm_step_unmap members of
+    struct drm_gpuvm_ops. Return values are ignored; to abort, raise.
+    """
+
+    def sm_step_map(self, op: RefOpMap) -> object:
+        """Kernel: drm_gpuvm_ops.sm_step_map."""
+
+    def sm_step_remap(self, op: RefOpRemap) -> object:
+        """Kernel: drm_gpuvm_ops.sm_step_remap."""
+
+    def sm_step_unmap(self, op: RefOpUnmap) -> object:
+        """Kernel: drm_gpuvm_ops.sm_step_unmap."""
 
 
 # ----------------------------------------------------------------------------
@@ -290,7 +327,8 @@ class RefGpuVm:
                 "(overflow, outside the VM, or over the reserved node)",
             )
         if self._iter_first(va.addr, va.last) is not None:
-            raise GpuvmError(errno.EEXIST, f"[{va.addr:#x}, +{va.range:#x}) overlaps an existing VA")
+            raise GpuvmError(errno.EEXIST,
+                             f"[{va.addr:#x}, +{va.range:#x}) overlaps an existing VA")
         self._link(va)
 
     def insert(self, addr: int, range: int, obj: int | None = None, offset: int = 0) -> RefGpuVa:  # noqa: A002
@@ -349,17 +387,20 @@ class RefGpuVm:
             i += 1
 
     def __iter__(self) -> Iterator[RefGpuVa]:
+        """Kernel: drm_gpuvm_for_each_va() (address order), reserved node skipped."""
         return (va for va in list(self._all) if not va.reserved)
 
     def __len__(self) -> int:
+        """Number of VAs, reserved node excluded (the VAs holding a drm_gpuvm ref)."""
         return self._count
 
     def va_range(self, addr: int, range: int) -> list[RefGpuVa]:  # noqa: A002
-        """VAs the kernel's range iterator visits for [addr, addr+range), reserved node excluded."""
+        """Kernel: drm_gpuvm_for_each_va_range(addr, addr+range), reserved node excluded."""
         addr, range = check_u64(addr, "addr"), check_u64(range, "range")
         return [va for va in self._va_range(addr, (addr + range) & MASK) if not va.reserved]
 
     def state(self) -> list[tuple[int, int, int | None, int]]:
+        """Every VA as a tuple, in iteration order: the vectors' ``state``."""
         return [va.as_tuple() for va in self]
 
     # -- split / merge ------------------------------------------------------
@@ -371,8 +412,10 @@ class RefGpuVm:
         if not self._range_valid(req_addr, req_range):
             raise GpuvmError(errno.EINVAL, _invalid_msg(self, req_addr, req_range))
         req_end = req_addr + req_range
-        final: RefOpMap | None = None if madvise else RefOpMap(req_addr, req_range, req_obj, req_offset)
-        armed = RefOpMap(req_addr, req_range, req_obj, req_offset)
+        req = RefOpMap(req_addr, req_range, req_obj, req_offset)
+        # map: the request is always the last op; madvise: only once a boundary
+        # split "arms" it (op_map starts NULL in the kernel)
+        final: RefOpMap | None = None if madvise else req
         for va in list(self._va_range(req_addr, req_end)):
             obj, offset, addr, range_ = va.obj, va.offset, va.addr, va.range
             end = (addr + range_) & MASK
@@ -389,10 +432,11 @@ class RefGpuVm:
                     if not madvise:
                         ops.append(RefOpUnmap(va, merge))
                     continue
-                nxt = RefOpMap(req_end, (range_ - req_range) & MASK, obj, (offset + req_range) & MASK)
+                nxt = RefOpMap(req_end, (range_ - req_range) & MASK, obj,
+                               (offset + req_range) & MASK)
                 ops.append(RefOpRemap(None, nxt, RefOpUnmap(va, merge)))
                 if madvise:
-                    final = armed
+                    final = req
                 break
             if addr < req_addr:
                 ls_range = req_addr - addr
@@ -401,7 +445,7 @@ class RefGpuVm:
                 if end == req_end:
                     ops.append(RefOpRemap(prev, None, RefOpUnmap(va, merge)))
                     if madvise:
-                        final = armed
+                        final = req
                     break
                 if end < req_end:
                     ops.append(RefOpRemap(prev, None, RefOpUnmap(va, merge)))
@@ -412,7 +456,7 @@ class RefGpuVm:
                                (offset + ls_range + req_range) & MASK)
                 ops.append(RefOpRemap(prev, nxt, RefOpUnmap(va, merge)))
                 if madvise:
-                    final = armed
+                    final = req
                 break
             # addr > req_addr
             merge = merge and obj == req_obj and offset == (req_offset + (addr - req_addr)) & MASK
@@ -455,7 +499,8 @@ class RefGpuVm:
         ops = RefOps(self)
         for va in list(self._va_range(req_addr, req_end)):
             end = (va.addr + va.range) & MASK
-            prev = RefOpMap(va.addr, req_addr - va.addr, va.obj, va.offset) if va.addr < req_addr else None
+            prev = (RefOpMap(va.addr, req_addr - va.addr, va.obj, va.offset)
+                    if va.addr < req_addr else None)
             nxt = (RefOpMap(req_end, end - req_end, va.obj, (va.offset + req_end - va.addr) & MASK)
                    if end > req_end else None)
             if prev is not None or nxt is not None:
@@ -474,11 +519,17 @@ class RefGpuVm:
 
     def sm_map(self, steps: SmSteps, addr: int, range: int, obj: int | None = None,  # noqa: A002
                offset: int = 0) -> None:
-        """Kernel: drm_gpuvm_sm_map(): call ``steps.sm_step_*`` for each op in order."""
+        """Kernel: drm_gpuvm_sm_map(): call ``steps.sm_step_*`` for each op in order.
+
+        Like the kernel, a ``steps`` object lacking any of the three callbacks
+        is refused with EINVAL before anything else happens.
+        """
+        _require_steps(steps, ("sm_step_map", "sm_step_remap", "sm_step_unmap"))
         _dispatch(steps, self.sm_map_ops_create(addr, range, obj, offset))
 
     def sm_unmap(self, steps: SmSteps, addr: int, range: int) -> None:  # noqa: A002
-        """Kernel: drm_gpuvm_sm_unmap()."""
+        """Kernel: drm_gpuvm_sm_unmap() (needs sm_step_remap and sm_step_unmap only)."""
+        _require_steps(steps, ("sm_step_remap", "sm_step_unmap"))
         _dispatch(steps, self.sm_unmap_ops_create(addr, range))
 
     # -- applying ops ---------------------------------------------------------
@@ -487,9 +538,29 @@ class RefGpuVm:
         """Apply ``ops`` in order; return how many inserts the tree refused.
 
         Kernel: drm_gpuva_map() / drm_gpuva_remap() / drm_gpuva_unmap().
+
+        A list from the op generators is refused with ESTALE once the VM has
+        changed. A plain sequence of op objects is checked before anything is
+        applied: an unmap/remap naming a VA that is not in this VM (removed,
+        another VM's, or named twice) is refused with ENOENT, one naming the
+        kernel-reserved node with EINVAL (drm_gpuva_remove refuses that node),
+        and the VM is left unchanged.
         """
         if isinstance(ops, RefOps) and (ops.vm is not self or ops.generation != self._generation):
             raise GpuvmError(errno.ESTALE, "op list is stale: the VM changed since it was created")
+        named: set[int] = set()
+        for op in ops:
+            if isinstance(op, RefOpRemap | RefOpUnmap):
+                va = op.unmap.va if isinstance(op, RefOpRemap) else op.va
+                if va.reserved and va.vm is self:
+                    raise GpuvmError(errno.EINVAL, "an op names the kernel-reserved node, "
+                                                   "which cannot be removed")
+                if va.vm is not self or id(va) in named:
+                    raise GpuvmError(errno.ENOENT,
+                                     f"an op names {va!r}, which is not (or no longer) in this VM")
+                named.add(id(va))
+            elif not isinstance(op, RefOpMap | RefOpPrefetch):
+                raise TypeError(f"not an op of this VM type: {op!r}")
         failed = 0
 
         def put(m: RefOpMap) -> None:
@@ -515,6 +586,11 @@ class RefGpuVm:
     # -- batch forms (loops here; the compiled core runs them in C) ---------------
 
     def sm_map_batch(self, addr: Any, range: Any, obj: Any, offset: Any) -> list[int]:  # noqa: A002
+        """For each request: drm_gpuvm_sm_map_ops_create, then apply; op counts.
+
+        ``obj < 0`` means no object. A refused request raises with ``.index``;
+        the requests before it stay applied.
+        """
         out = []
         for i, (a, r, o, f) in enumerate(zip(addr, range, obj, offset, strict=True)):
             out.append(_batch_step(i, lambda a=a, r=r, o=o, f=f: self.sm_map_ops_create(
@@ -522,14 +598,17 @@ class RefGpuVm:
         return out
 
     def sm_unmap_batch(self, addr: Any, range: Any) -> list[int]:  # noqa: A002
+        """For each request: drm_gpuvm_sm_unmap_ops_create, then apply; op counts."""
         return [_batch_step(i, lambda a=a, r=r: self.sm_unmap_ops_create(int(a), int(r)), self)
                 for i, (a, r) in enumerate(zip(addr, range, strict=True))]
 
     def madvise_batch(self, addr: Any, range: Any) -> list[int]:  # noqa: A002
+        """For each request: drm_gpuvm_madvise_ops_create (no object), then apply."""
         return [_batch_step(i, lambda a=a, r=r: self.madvise_ops_create(int(a), int(r)), self)
                 for i, (a, r) in enumerate(zip(addr, range, strict=True))]
 
     def find_first_batch(self, addr: Any, range: Any) -> list[RefGpuVa | None]:  # noqa: A002
+        """drm_gpuva_find_first for each query (a list here, a numpy array in the core)."""
         return [self.find_first(int(a), int(r)) for a, r in zip(addr, range, strict=True)]
 
 
@@ -540,6 +619,12 @@ def _batch_step(i: int, make: Any, vm: RefGpuVm) -> int:
         raise GpuvmError(e.errno or errno.EINVAL, e.strerror or "", index=i) from None
     vm.apply(ops)
     return len(ops)
+
+
+def _require_steps(steps: object, names: tuple[str, ...]) -> None:
+    missing = [n for n in names if not callable(getattr(steps, n, None))]
+    if missing:
+        raise GpuvmError(errno.EINVAL, f"the steps object has no {', '.join(missing)}")
 
 
 def _dispatch(steps: SmSteps, ops: RefOps) -> None:
