@@ -1,6 +1,9 @@
 """Xe uapi constants and per-VMA memory attributes.
 
-Numbers are the kernel's (include/uapi/drm/xe_drm.h); the attribute record
+Every number here was checked against the kernel's uapi header
+(include/uapi/drm/xe_drm.h; the newest copy read is intel-gpu/igt-gpu-tools
+436864374b include/drm-uapi/xe_drm.h, the merged bind flags also in
+gregkh/linux 3394ade2 and intel-lab-lkp/linux 01254d40). The attribute record
 mirrors ``struct xe_vma_mem_attr`` (drivers/gpu/drm/xe/xe_vm_types.h).
 
 Kernel: include/uapi/drm/xe_drm.h, struct xe_vma_mem_attr.
@@ -17,24 +20,58 @@ __all__ = [
     "PreferredLocFd",
     "MigrationPolicy",
     "AtomicAccess",
+    "PurgeableState",
     "BindFlag",
     "BindOp",
+    "XeIoctl",
     "CohMode",
     "PreferredLoc",
     "VmaMemAttr",
     "PAGE_SIZE",
+    "CONSULT_MEM_ADVISE_PREF_LOC",
 ]
 
 #: XE_PAGE_SIZE / SZ_4K: the alignment unit of bind and madvise.
 PAGE_SIZE = 4096
 
+#: ``drm_xe_vm_bind_op.prefetch_mem_region_instance`` value meaning "prefetch to
+#: the madvised preferred location". Kernel: DRM_XE_CONSULT_MEM_ADVISE_PREF_LOC (-1).
+CONSULT_MEM_ADVISE_PREF_LOC = -1
+
+
+class XeIoctl(IntEnum):
+    """Xe ioctl command numbers (offsets from DRM_COMMAND_BASE).
+
+    Kernel: DRM_XE_* in xe_drm.h (DRM_IOCTL_XE_MADVISE is DRM_XE_MADVISE,
+    DRM_IOCTL_XE_VM_QUERY_MEM_RANGE_ATTRS is DRM_XE_VM_QUERY_MEM_RANGE_ATTRS).
+    """
+
+    DEVICE_QUERY = 0x00
+    GEM_CREATE = 0x01
+    GEM_MMAP_OFFSET = 0x02
+    VM_CREATE = 0x03
+    VM_DESTROY = 0x04
+    VM_BIND = 0x05
+    EXEC_QUEUE_CREATE = 0x06
+    EXEC_QUEUE_DESTROY = 0x07
+    EXEC_QUEUE_GET_PROPERTY = 0x08
+    EXEC = 0x09
+    WAIT_USER_FENCE = 0x0A
+    OBSERVATION = 0x0B
+    MADVISE = 0x0C
+    VM_QUERY_MEM_RANGE_ATTRS = 0x0D
+
 
 class MemRangeAttr(IntEnum):
-    """``drm_xe_madvise.type``. Kernel: DRM_XE_MEM_RANGE_ATTR_*."""
+    """``drm_xe_madvise.type``. Kernel: DRM_XE_MEM_RANGE_ATTR_* and
+    DRM_XE_VMA_ATTR_PURGEABLE_STATE (3, newest uapi only; the model checks its
+    arguments but does not model purging, see docs/model.md).
+    """
 
     PREFERRED_LOC = 0
     ATOMIC = 1
     PAT = 2
+    PURGEABLE_STATE = 3
 
 
 class PreferredLocFd(IntEnum):
@@ -60,20 +97,33 @@ class AtomicAccess(IntEnum):
     CPU = 3
 
 
+class PurgeableState(IntEnum):
+    """``purge_state_val.val`` (newest uapi).
+
+    Kernel: DRM_XE_VMA_PURGEABLE_STATE_WILLNEED / _DONTNEED.
+    """
+
+    WILLNEED = 0
+    DONTNEED = 1
+
+
 class BindFlag(IntFlag):
     """``drm_xe_vm_bind_op.flags``. Kernel: DRM_XE_VM_BIND_FLAG_*.
 
-    MADVISE_AUTORESET exists only in the newest uapi; its number was not
-    found in the sources read (see docs/model.md), so the model uses the next
-    free bit.
+    CHECK_PXP took bit 4 when PXP was merged, so CPU_ADDR_MIRROR is bit 5 in
+    every released header (patch mails before that rebase show 1 << 4).
+    MADVISE_AUTORESET (bit 6) and DECOMPRESS (bit 7) exist only in the newest
+    uapi. The model accepts neither CHECK_PXP nor DECOMPRESS in a bind.
     """
 
     READONLY = 1 << 0
     IMMEDIATE = 1 << 1
     NULL = 1 << 2
     DUMPABLE = 1 << 3
-    CPU_ADDR_MIRROR = 1 << 4
-    MADVISE_AUTORESET = 1 << 5
+    CHECK_PXP = 1 << 4
+    CPU_ADDR_MIRROR = 1 << 5
+    MADVISE_AUTORESET = 1 << 6
+    DECOMPRESS = 1 << 7
 
 
 class BindOp(IntEnum):

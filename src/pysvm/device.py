@@ -29,7 +29,8 @@ DEFAULT_PAT_COH: tuple[int, ...] = tuple(
 class Device:
     """One GPU. Kernel: struct xe_device with a single struct xe_tile.
 
-    ``vram`` (E) and ``pagemap`` (F) are filled by the SVM and pagemap layers;
+    ``vram`` and ``pagemap`` are filled by the SVM layer (pysvm.vram) and the
+    pagemap layer (pysvm.pagemap);
     ``pagemap`` stays None for an integrated device. ``fd`` is the number the
     model gives this device's open file (used as a madvise ``devmem_fd``).
     """
@@ -61,5 +62,6 @@ class Device:
         return int(CohMode.INVALID)
 
 
-#: Called as hook(world, device) after a device is created (E/F attach vram/pagemap).
+#: Called as hook(world, device) after a device is created (the SVM and pagemap
+#: layers attach ``vram`` and ``pagemap``).
 DEVICE_INIT_HOOKS: list[Callable[[Any, Device], None]] = []

@@ -11,8 +11,19 @@ import errno as _errno
 __all__ = ["XeError", "errno_name"]
 
 
+#: Numbers with two names where Python's table picks the one the kernel does
+#: not use: the kernel returns EOPNOTSUPP (95; ENOTSUP is its libc alias) and
+#: EDEADLK (35; EDEADLOCK is the alias).
+_KERNEL_NAMES = {_errno.EOPNOTSUPP: "EOPNOTSUPP", _errno.EDEADLK: "EDEADLK"}
+
+
 def errno_name(err: int) -> str:
-    """``errno.EINVAL`` -> ``"EINVAL"`` (the names trace output uses)."""
+    """``errno.EINVAL`` -> ``"EINVAL"``: the kernel's name, as trace output uses it.
+
+    An unknown number gives ``"E<number>"``.
+    """
+    if err in _KERNEL_NAMES:
+        return _KERNEL_NAMES[err]
     return _errno.errorcode.get(err, f"E{err}")
 
 
@@ -24,6 +35,7 @@ class XeError(OSError):
 
     @property
     def name(self) -> str:
+        """The errno's kernel name, e.g. ``"EINVAL"``."""
         return errno_name(self.errno or 0)
 
     def __str__(self) -> str:

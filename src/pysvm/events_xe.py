@@ -46,7 +46,7 @@ BIND_FLAGS: dict[str, BindFlag] = {
 }
 
 MADVISE_TYPES = {"preferred_loc": MemRangeAttr.PREFERRED_LOC, "atomic": MemRangeAttr.ATOMIC,
-                 "pat": MemRangeAttr.PAT}
+                 "pat": MemRangeAttr.PAT, "purgeable_state": MemRangeAttr.PURGEABLE_STATE}
 
 
 def get_vm(engine: Engine, ev: dict[str, Any]) -> Vm:
@@ -59,6 +59,7 @@ def get_vm(engine: Engine, ev: dict[str, Any]) -> Vm:
 
 
 def get_device(engine: Engine, ev: dict[str, Any], key: str = "device") -> Device:
+    """The device named by ev[key]; ENOENT if there is none."""
     name = req_str(ev, key)
     dev = engine.world.devices.get(name)
     if dev is None:
@@ -68,6 +69,7 @@ def get_device(engine: Engine, ev: dict[str, Any], key: str = "device") -> Devic
 
 @handler("config")
 def ev_config(engine: Engine, ev: dict[str, Any]) -> dict[str, Any]:
+    """Choose the kernel profile (before the first device). Kernel: none."""
     w = engine.world
     name = choice(ev, "profile", PROFILES, default="6.18")
     if name != w.profile.name and (w.devices or w.vms):
@@ -78,6 +80,10 @@ def ev_config(engine: Engine, ev: dict[str, Any]) -> dict[str, Any]:
 
 @handler("device")
 def ev_device(engine: Engine, ev: dict[str, Any]) -> dict[str, Any]:
+    """A device with one VRAM tile; result adds its file's ``fd``.
+
+    Kernel: the xe PCI probe plus an open() of the device file.
+    """
     w = engine.world
     name = req_str(ev, "name")
     discrete = opt_bool(ev, "discrete", True)
@@ -98,6 +104,7 @@ def ev_device(engine: Engine, ev: dict[str, Any]) -> dict[str, Any]:
 
 @handler("vm_create")
 def ev_vm_create(engine: Engine, ev: dict[str, Any]) -> None:
+    """Kernel: xe_vm_create_ioctl() (FAULT_MODE flag = ``fault_mode``)."""
     w = engine.world
     name = req_str(ev, "vm")
     dev = get_device(engine, ev)
@@ -111,6 +118,7 @@ def ev_vm_create(engine: Engine, ev: dict[str, Any]) -> None:
 
 @handler("bo_create")
 def ev_bo_create(engine: Engine, ev: dict[str, Any]) -> None:
+    """Kernel: xe_gem_create_ioctl() (placement = the region mask)."""
     w = engine.world
     name = req_str(ev, "bo")
     dev = get_device(engine, ev)
@@ -135,6 +143,7 @@ def ev_bo_create(engine: Engine, ev: dict[str, Any]) -> None:
 
 @handler("bind")
 def ev_bind(engine: Engine, ev: dict[str, Any]) -> dict[str, Any] | None:
+    """Kernel: xe_vm_bind_ioctl() with one bind op (map, map_userptr or unmap)."""
     vm = get_vm(engine, ev)
     op = choice(ev, "op", ("map", "unmap", "map_userptr"))
     addr = req_u64(ev, "addr")
@@ -149,12 +158,12 @@ def ev_bind(engine: Engine, ev: dict[str, Any]) -> dict[str, Any] | None:
         flags |= BIND_FLAGS[f]
     pat_index = opt_int(ev, "pat_index", 0, 0, 0xFFFF)
     offset = opt_u64(ev, "offset", 0)
-    bo = None
     bo_name = opt_str(ev, "bo")
+    # an unknown name stays a string: the kernel looks the handle up only
+    # after the argument, VM-state and VM-range checks (ENOENT there)
+    bo: Bo | str | None = bo_name
     if bo_name is not None:
-        bo = engine.world.bos.get(bo_name)
-        if bo is None:
-            raise XeError(errno.ENOENT, f"bind: no BO named {bo_name!r}")
+        bo = engine.world.bos.get(bo_name, bo_name)
     vm.bind_map(addr, rng, flags=flags, pat_index=pat_index, bo=bo, offset=offset,
                 userptr=op == "map_userptr")
     return None
@@ -176,6 +185,7 @@ def _devmem_fd(engine: Engine, ev: dict[str, Any]) -> tuple[int, int]:
 
 @handler("madvise")
 def ev_madvise(engine: Engine, ev: dict[str, Any]) -> dict[str, Any]:
+    """Kernel: xe_vm_madvise_ioctl(); result adds ``invalidated``."""
     vm = get_vm(engine, ev)
     addr = req_u64(ev, "addr")
     rng = req_u64(ev, "range")
@@ -234,6 +244,10 @@ def vma_dict(engine: Engine, v: Vma) -> dict[str, Any]:
 
 @handler("query")
 def ev_query(engine: Engine, ev: dict[str, Any]) -> dict[str, Any]:
+    """The memory-range attribute query; ``range`` defaults to the rest of the VM.
+
+    Kernel: xe_vm_query_vmas_attrs_ioctl() (which has no range checks).
+    """
     vm = get_vm(engine, ev)
     addr = opt_u64(ev, "addr", 0)
     rng = opt_u64(ev, "range", vm.size - addr if addr < vm.size else 0)
@@ -242,5 +256,6 @@ def ev_query(engine: Engine, ev: dict[str, Any]) -> dict[str, Any]:
 
 @handler("vm_kill")
 def ev_vm_kill(engine: Engine, ev: dict[str, Any]) -> None:
+    """Kernel: xe_vm_kill() (the VM is banned: bind and madvise give ENOENT)."""
     get_vm(engine, ev).kill()
     return None

@@ -1,7 +1,8 @@
 """The Xe madvise ioctl: argument checks, VMA split, per-type effects, invalidation.
 
-Kernel: drivers/gpu/drm/xe/xe_vm_madvise.c (torvalds 002f817d for "6.18",
-bvanassche 84bd6185 for "newest").
+Kernel: drivers/gpu/drm/xe/xe_vm_madvise.c (torvalds 002f817d and 33fe111a
+for "6.18", bvanassche 84bd6185 for "newest"); the split itself is
+xe_vm_alloc_madvise_vma() in xe_vm.c (see :mod:`pysvm.vm`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,15 @@ import errno
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .attr import PAGE_SIZE, AtomicAccess, CohMode, MemRangeAttr, MigrationPolicy, PreferredLocFd
+from .attr import (
+    PAGE_SIZE,
+    AtomicAccess,
+    CohMode,
+    MemRangeAttr,
+    MigrationPolicy,
+    PreferredLocFd,
+    PurgeableState,
+)
 from .errors import XeError
 
 if TYPE_CHECKING:
@@ -20,17 +29,19 @@ if TYPE_CHECKING:
 
 __all__ = ["MadviseArgs", "madvise", "check_args"]
 
-_S32_MIN = -(1 << 31)
-
 
 @dataclass
 class MadviseArgs:
     """The ioctl argument. Kernel: struct drm_xe_madvise (the union flattened).
 
     ``devmem_fd`` is the signed view of preferred_mem_loc.devmem_fd;
-    ``pad`` is the union member's pad (preferred_mem_loc.pad is the newest
-    uapi's ``region_instance``); ``union_reserved`` the member's reserved u64
-    (the three union members share its offset); ``reserved`` = reserved[2].
+    ``region_instance`` is preferred_mem_loc's u16 after migration_policy
+    (``pad`` in the 6.18 uapi, ``region_instance`` in the newest); ``pad`` is
+    the u32 pad of atomic / pat_index / purge_state_val; ``union_reserved`` the
+    member's trailing u64 (reserved, or purge_state_val.retained_ptr: all
+    members share its offset, which is why 6.18 can check ``atomic.reserved``
+    for a preferred_loc request); ``reserved`` = reserved[2]; ``val`` is
+    atomic.val / pat_index.val / purge_state_val.val.
     """
 
     start: int
@@ -48,9 +59,14 @@ class MadviseArgs:
 def check_args(vm: Vm, a: MadviseArgs) -> None:
     """Raise EINVAL for the first insane argument, in the kernel's order.
 
-    Kernel: madvise_args_are_sane().
+    Order: start aligned, range aligned, range >= 4 KiB, the per-type checks
+    (preferred_loc: fd >= -1, [newest] region_instance only with fd > 0,
+    policy <= 1, [6.18] pad, reserved; atomic: val <= CPU, pad, reserved;
+    pat: index in the table, entry not reserved, coherency mode known, pad,
+    reserved; [newest] purgeable: val WILLNEED/DONTNEED, pad), unknown type,
+    then reserved[0..1]. Nothing is changed. Kernel: madvise_args_are_sane().
     """
-    newest = vm.profile.multi_device
+    prof = vm.profile
 
     def bad(msg: str) -> XeError:
         return XeError(errno.EINVAL, f"madvise: {msg}")
@@ -64,11 +80,11 @@ def check_args(vm: Vm, a: MadviseArgs) -> None:
     if a.type == MemRangeAttr.PREFERRED_LOC:
         if a.devmem_fd < PreferredLocFd.DEFAULT_SYSTEM:
             raise bad(f"devmem_fd {a.devmem_fd} < -1")
-        if newest and a.devmem_fd <= 0 and a.region_instance:
+        if prof.multi_device and a.devmem_fd <= 0 and a.region_instance:
             raise bad("region_instance must be 0 unless devmem_fd names a device")
         if a.migration_policy > MigrationPolicy.ONLY_SYSTEM_PAGES:
             raise bad(f"migration_policy {a.migration_policy} > 1")
-        if not newest and a.region_instance:
+        if not prof.multi_device and a.region_instance:
             raise bad("preferred_mem_loc.pad must be 0")
         if a.union_reserved:
             raise bad("preferred_mem_loc.reserved must be 0")
@@ -82,16 +98,23 @@ def check_args(vm: Vm, a: MadviseArgs) -> None:
     elif a.type == MemRangeAttr.PAT:
         dev = vm.device
         if a.val >= dev.n_pat_entries:
+            # newest: an explicit check; 6.18 reads past the PAT table here
+            # (WARN_ON only) -- the model refuses instead (docs/model.md).
             raise bad(f"pat_index {a.val} >= {dev.n_pat_entries} entries")
         coh = dev.pat_coh_mode(a.val)
         if coh == CohMode.INVALID:
             raise bad(f"pat_index {a.val} is a reserved PAT entry")
         if coh > CohMode.AT_LEAST_1WAY:
-            raise bad(f"pat_index {a.val} has an unknown coherency mode")
+            raise bad(f"pat_index {a.val} has an unknown coherency mode {coh}")
         if a.pad:
             raise bad("pat_index.pad must be 0")
         if a.union_reserved:
             raise bad("pat_index.reserved must be 0")
+    elif a.type == MemRangeAttr.PURGEABLE_STATE and prof.purgeable_type:
+        if a.val not in (PurgeableState.WILLNEED, PurgeableState.DONTNEED):
+            raise bad(f"purgeable state {a.val} is neither WILLNEED (0) nor DONTNEED (1)")
+        if a.pad:
+            raise bad("purge_state_val.pad must be 0")
     else:
         raise bad(f"unknown attribute type {a.type}")
     if a.reserved[0] or a.reserved[1]:
@@ -215,16 +238,41 @@ def _invalidate(vm: Vm, start: int, end: int) -> list[list[int]]:
     return out
 
 
+def _check_pat_igpu(vm: Vm, vmas: list[Vma], pat_index: int) -> None:
+    """Newest: an integrated device refuses a COH_NONE PAT over CPU-cached memory.
+
+    CPU-mirror and userptr VMAs are always CPU-cached, so they are refused;
+    the kernel also refuses BOs with WB (or unknown) CPU caching, which the
+    model cannot check (BOs carry no cpu_caching) -- BO VMAs pass.
+    Kernel: check_pat_args_are_sane().
+    """
+    dev = vm.device
+    if dev.discrete or dev.pat_coh_mode(pat_index) != CohMode.NONE:
+        return
+    for v in vmas:
+        if v.bo is None and (v.is_cpu_addr_mirror() or v.is_userptr()):
+            raise XeError(errno.EINVAL, f"madvise: non-coherent pat_index {pat_index} over "
+                          f"CPU-cached VMA {v.addr:#x}+{v.range:#x} on integrated device "
+                          f"{dev.name}")
+
+
 def madvise(vm: Vm, a: MadviseArgs) -> list[list[int]]:
     """Apply one memory-range attribute to [start, start+range) of ``vm``.
 
-    Order: argument checks (EINVAL), GC flush, closed/banned VM (ENOENT),
-    newest devmem_fd resolution (ENOENT/ENODEV/ENOLINK), VMA split, collection,
-    BO atomic checks (EINVAL; the split is kept, as in the kernel), per-type
-    effect, invalidation. Returns the invalidated [addr, range] list.
+    Order: argument checks (EINVAL, nothing changed), GC flush, closed/banned
+    VM (ENOENT), newest devmem_fd resolution (ENOENT/ENODEV/ENOLINK), VMA
+    split, collection (none: return), newest iGPU PAT check and BO atomic
+    checks (EINVAL; the split is kept, as in the kernel), per-type effect,
+    invalidation. Returns the invalidated [addr, range] list.
+
+    The newest purgeable type passes the argument checks and is then refused
+    with EOPNOTSUPP before anything changes: BO purging is not modelled.
     Kernel: xe_vm_madvise_ioctl().
     """
     check_args(vm, a)
+    if a.type == MemRangeAttr.PURGEABLE_STATE:
+        raise XeError(errno.EOPNOTSUPP, "madvise: purgeable state is not modelled "
+                      "(no BO purging in this model)")
     if vm.svm is not None:
         vm.svm.garbage_collector_flush()
     if vm.killed:
@@ -235,11 +283,14 @@ def madvise(vm: Vm, a: MadviseArgs) -> list[list[int]]:
     vm.alloc_madvise_vma(a.start, a.range)
     end = a.start + a.range
     vmas = vm.vmas_in(a.start, end)
-    vm.world.stats["madvise_calls"] += 1
+    if vmas:
+        if a.type == MemRangeAttr.PAT and vm.profile.igpu_coh_none_check:
+            _check_pat_igpu(vm, vmas, a.val)
+        if a.type == MemRangeAttr.ATOMIC and any(v.bo is not None for v in vmas):
+            _check_bo_atomic(vm, vmas, a.val)
+    vm.world.stats["madvise_calls"] += 1     # calls that succeeded
     if not vmas:
         return []
-    if a.type == MemRangeAttr.ATOMIC and any(v.bo is not None for v in vmas):
-        _check_bo_atomic(vm, vmas, a.val)
     if a.type == MemRangeAttr.PREFERRED_LOC:
         _preferred_loc(vm, vmas, a, pm)
     elif a.type == MemRangeAttr.ATOMIC:

@@ -21,7 +21,8 @@ from .errors import XeError, errno_name
 from .world import World
 
 __all__ = ["Engine", "handler", "HANDLERS", "HANDLER_MODULES", "req_int", "opt_int",
-           "req_str", "opt_str", "opt_bool", "opt_list", "req_u64", "opt_u64", "U64_MAX"]
+           "req_str", "opt_str", "opt_bool", "opt_list", "req_u64", "opt_u64", "choice",
+           "U64_MAX"]
 
 U64_MAX = (1 << 64) - 1
 
@@ -75,11 +76,13 @@ def _as_int(key: str, v: Any, lo: int | None, hi: int | None) -> int:
 
 
 def req_int(ev: dict[str, Any], key: str, lo: int | None = None, hi: int | None = None) -> int:
+    """ev[key] as an integer in [lo, hi]; EINVAL if missing, not an integer or out of range."""
     return _as_int(key, _get(ev, key), lo, hi)
 
 
 def opt_int(ev: dict[str, Any], key: str, default: int, lo: int | None = None,
             hi: int | None = None) -> int:
+    """Like :func:`req_int`, ``default`` when the field is absent."""
     return _as_int(key, ev[key], lo, hi) if key in ev else default
 
 
@@ -89,10 +92,12 @@ def req_u64(ev: dict[str, Any], key: str) -> int:
 
 
 def opt_u64(ev: dict[str, Any], key: str, default: int) -> int:
+    """An optional unsigned 64-bit integer field."""
     return opt_int(ev, key, default, 0, U64_MAX)
 
 
 def req_str(ev: dict[str, Any], key: str) -> str:
+    """ev[key] as a string; EINVAL if missing or not a string."""
     v = _get(ev, key)
     if not isinstance(v, str):
         raise XeError(errno.EINVAL, f'field "{key}" must be a string, not {json.dumps(v)}')
@@ -100,10 +105,12 @@ def req_str(ev: dict[str, Any], key: str) -> str:
 
 
 def opt_str(ev: dict[str, Any], key: str, default: str | None = None) -> str | None:
+    """Like :func:`req_str`, ``default`` when the field is absent."""
     return req_str(ev, key) if key in ev else default
 
 
 def opt_bool(ev: dict[str, Any], key: str, default: bool) -> bool:
+    """ev[key] as true/false (``default`` when absent); EINVAL for any other value."""
     if key not in ev:
         return default
     v = ev[key]
@@ -113,6 +120,7 @@ def opt_bool(ev: dict[str, Any], key: str, default: bool) -> bool:
 
 
 def opt_list(ev: dict[str, Any], key: str) -> list[Any]:
+    """ev[key] as a list ([] when absent); EINVAL if it is not a list."""
     if key not in ev:
         return []
     v = ev[key]
@@ -122,6 +130,7 @@ def opt_list(ev: dict[str, Any], key: str) -> list[Any]:
 
 
 def choice(ev: dict[str, Any], key: str, choices: Iterable[str], default: str | None = None) -> str:
+    """ev[key] as one of ``choices`` (``default`` when absent, if given); EINVAL otherwise."""
     opts = list(choices)
     v = req_str(ev, key) if (key in ev or default is None) else default
     if v not in opts:
@@ -142,8 +151,14 @@ class Engine:
         self.index = 0
 
     def execute(self, ev: Any) -> dict[str, Any]:
+        """Run one decoded event; return ``{"ev", "result", ...}`` (no ``"i"``).
+
+        Anything that is not an object with a string ``ev`` naming a handler,
+        and every :class:`XeError` a handler raises, becomes an errno result
+        with a ``"message"``; ``"ev"`` is null unless the event named a string.
+        """
         name = ev.get("ev") if isinstance(ev, dict) else None
-        out: dict[str, Any] = {"ev": name, "result": "ok"}
+        out: dict[str, Any] = {"ev": name if isinstance(name, str) else None, "result": "ok"}
         stats = self.world.stats
         stats["events"] += 1
         try:
@@ -163,18 +178,37 @@ class Engine:
             stats["errors"] += 1
         return out
 
-    def execute_line(self, line: str) -> dict[str, Any]:
+    def execute_line(self, line: str | bytes) -> dict[str, Any]:
+        """Decode one input line and execute it.
+
+        A line that is not UTF-8, not JSON (or nested too deeply to decode)
+        counts as an event with ``"ev": null`` and result ``EINVAL``.
+        """
         try:
-            ev = json.loads(line)
+            text = line.decode("utf-8") if isinstance(line, bytes) else line
+            ev = json.loads(text)
+        except UnicodeDecodeError as e:
+            return self._bad_line(f"not valid UTF-8 at byte {e.start}")
         except json.JSONDecodeError as e:
-            self.world.stats["events"] += 1
-            self.world.stats["errors"] += 1
-            return {"ev": None, "result": "EINVAL", "message": f"not valid JSON: {e.msg} "
-                    f"(column {e.colno})"}
+            return self._bad_line(f"not valid JSON: {e.msg} (column {e.colno})")
+        except RecursionError:
+            return self._bad_line("not valid JSON: nested too deeply")
+        except ValueError as e:
+            return self._bad_line(f"not valid JSON: {e}")
         return self.execute(ev)
 
-    def run(self, lines: Iterable[str], *, strict: bool = False) -> Iterator[dict[str, Any]]:
-        """Yield ``{"i", "ev", "result", ...}`` per non-blank line; stop early if strict."""
+    def _bad_line(self, message: str) -> dict[str, Any]:
+        self.world.stats["events"] += 1
+        self.world.stats["errors"] += 1
+        return {"ev": None, "result": "EINVAL", "message": message}
+
+    def run(self, lines: Iterable[str | bytes], *,
+            strict: bool = False) -> Iterator[dict[str, Any]]:
+        """Yield ``{"i", "ev", "result", ...}`` per non-blank line; stop early if strict.
+
+        ``i`` counts events from 0; blank (whitespace-only) lines are skipped
+        and not counted. With ``strict`` the first non-ok line is the last.
+        """
         for line in lines:
             if not line.strip():
                 continue
@@ -185,4 +219,5 @@ class Engine:
                 return
 
     def summary(self) -> dict[str, int]:
+        """The counters of the final ``{"summary": ...}`` line."""
         return self.world.summary()

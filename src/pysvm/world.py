@@ -29,8 +29,9 @@ SUMMARY_KEYS = ("events", "errors", "faults", "retries", "migrations_to_vram",
 class World:
     """Devices, VMs and BOs by name, the process address space and deferred work.
 
-    ``mm`` is E's process address space (set by E's code); ``links`` holds the
-    device pairs joined by a fast interconnect (F's ``link`` event);
+    ``mm`` is the process address space (set by the SVM layer, pysvm.mm);
+    ``links`` holds the device pairs joined by a fast interconnect (the
+    pagemap layer's ``link`` event);
     ``deferred`` is the queue of work the kernel would run later, run only by
     :meth:`run_workers`. ``stats`` is shared by all layers for the summary.
     ``summary_hooks`` let other layers add computed counters (e.g. pagemaps
@@ -51,21 +52,26 @@ class World:
         self._handles = itertools.count(1)
 
     def set_profile(self, name: str) -> None:
+        """Switch the kernel profile (see :mod:`pysvm.profile`)."""
         self.profile = get_profile(name)
 
     def next_fd(self) -> int:
+        """The next device file number (3, 4, ...: 0-2 are stdio)."""
         return next(self._fds)
 
     def next_handle(self) -> int:
+        """The next GEM handle (the gpuvm object id of a BO)."""
         return next(self._handles)
 
     def device_by_fd(self, fd: int) -> Device | None:
+        """The device whose file has number ``fd`` (None if no device has it)."""
         for dev in self.devices.values():
             if dev.fd == fd:
                 return dev
         return None
 
     def linked(self, a: str, b: str) -> bool:
+        """Whether devices ``a`` and ``b`` are the same or joined by a ``link``."""
         return a == b or frozenset((a, b)) in self.links
 
     def queue_work(self, name: str, fn: Callable[[], object]) -> None:
@@ -82,6 +88,7 @@ class World:
         return n
 
     def summary(self) -> dict[str, int]:
+        """:data:`SUMMARY_KEYS` (0 if untouched), then every other counter and hook value."""
         out: dict[str, int] = {k: 0 for k in SUMMARY_KEYS}
         out.update(self.stats)
         for hook in self.summary_hooks:

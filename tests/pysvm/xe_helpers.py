@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pysvm.attr import BindFlag
+from pysvm.attr import BindFlag, VmaMemAttr
 from pysvm.bo import Bo
-from pysvm.device import Device
+from pysvm.device import DEFAULT_PAT_COH, Device
 from pysvm.vm import Vm
+from pysvm.vma import Vma
 from pysvm.world import World
 
 K = 4096
@@ -37,10 +38,25 @@ class FakeSvm:
         self.ranges = [(s, e) for s, e in self.ranges if not (s < end and start < e)]
 
 
+class FakePagemap:
+    """A refcounted stand-in for a drm_pagemap (get/put only)."""
+
+    def __init__(self) -> None:
+        self.refs = 1
+
+    def get(self) -> None:
+        self.refs += 1
+
+    def put(self) -> None:
+        assert self.refs > 0, "pagemap reference dropped twice"
+        self.refs -= 1
+
+
 def make_vm(profile: str = "6.18", *, fault_mode: bool = True, smem_atomics: bool = False,
-            discrete: bool = True) -> Vm:
+            discrete: bool = True, pat_coh: tuple[int, ...] = DEFAULT_PAT_COH) -> Vm:
     w = World(profile)
-    dev = Device("gpu0", 256 * M if discrete else 0, discrete, smem_atomics, fd=w.next_fd())
+    dev = Device("gpu0", 256 * M if discrete else 0, discrete, smem_atomics, fd=w.next_fd(),
+                 pat_coh=pat_coh)
     w.devices["gpu0"] = dev
     vm = Vm(w, "vm0", dev, fault_mode)
     w.vms["vm0"] = vm
@@ -60,3 +76,23 @@ def layout(vm: Vm) -> list[tuple[int, int]]:
 def tree_matches(vm: Vm) -> bool:
     """The Vma index and the gpuvm tree hold the same intervals."""
     return [(va.addr, va.range) for va in vm.gpuvm] == layout(vm)
+
+
+def attr_key(a: VmaMemAttr) -> tuple[int, int, int, int, int, int]:
+    """Every field of xe_vma_mem_attr as plain values (pagemap by identity)."""
+    return (a.preferred_loc.devmem_fd, a.preferred_loc.migration_policy,
+            id(a.preferred_loc.pagemap) if a.preferred_loc.pagemap is not None else 0,
+            a.atomic_access, a.default_pat_index, a.pat_index)
+
+
+def vma_key(v: Vma) -> tuple[Any, ...]:
+    return (v.addr, v.range, int(v.flags), v.bo.name if v.bo else None, v.offset, v.userptr,
+            attr_key(v.attr), v.tile_present, v.tile_invalidated)
+
+
+def snapshot(vm: Vm) -> tuple[Any, ...]:
+    """Everything a refused request must leave untouched, as plain values."""
+    return (tuple(vma_key(v) for v in vm),
+            tuple((va.addr, va.range, va.obj, va.offset) for va in vm.gpuvm),
+            tuple((b.name, b.atomic_access, b.cpu_unmaps) for b in vm.world.bos.values()),
+            vm.killed, tuple(sorted(vm.world.stats.items())))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..trace import Engine
 
@@ -17,12 +17,13 @@ an errno result with a "message" and replay continues; exit status 0 when the
 trace was read to the end.
 
 example:
-  pysvm replay tests/pysvm/traces/madvise_split.jsonl
+  pysvm replay tests/pysvm/traces/xe_madvise_split.jsonl
   pysvm replay trace.jsonl --strict     # stop at the first non-ok result (exit 1)
 """
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register the ``replay`` sub-command."""
     p: argparse.ArgumentParser = sub.add_parser(
         "replay", help="replay a JSON Lines trace through the Xe model",
         description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,8 +33,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Replay ``args.file``; 0 when read to the end, 1 when --strict stopped early.
+
+    Lines are read as bytes so that a line that is not UTF-8 becomes one
+    ``EINVAL`` result instead of ending the replay.
+    """
     engine = Engine()
-    stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    stream: BinaryIO = (sys.stdin.buffer if args.file == "-"
+                        else open(args.file, "rb"))  # noqa: SIM115
     stopped = False
     try:
         for out in engine.run(stream, strict=args.strict):
@@ -41,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
             if args.strict and out["result"] != "ok":
                 stopped = True
     finally:
-        if stream is not sys.stdin:
+        if stream is not sys.stdin.buffer:
             stream.close()
     print(json.dumps({"summary": engine.summary()}))
     sys.stdout.flush()
