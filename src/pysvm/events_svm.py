@@ -1,7 +1,9 @@
 """Trace handlers of the SVM layer (TRACE.md): CPU memory, GPU access, GC, eviction.
 
 Events: ``mmap``, ``munmap``, ``cpu_write``, ``cpu_read``, ``gpu_access``,
-``prefetch``, ``ranges``, ``gc``, ``evict``, ``inject``.
+``prefetch``, ``ranges``, ``gc``, ``evict``, ``inject``, and the project's
+additions ``invalidate`` (a non-unmap MMU notifier event) and ``fault_guard``
+(the opt-in livelock guard); see docs/svm.md.
 
 Injection points for ``inject`` (pysvm.svm.INJECTION_POINTS):
 ``fault.start`` (before the GC of each inner iteration), ``fault.after_find_range``,
@@ -21,8 +23,9 @@ from typing import Any
 
 from .errors import XeError, errno_name
 from .migrate import evict_device
+from .mm import PAGE_SIZE, NotifyEvent
 from .svm import INJECTION_POINTS, Svm, get_mm, world_vram
-from .trace import Engine, choice, handler, opt_int, req_str, req_u64
+from .trace import Engine, choice, handler, opt_int, req_int, req_str, req_u64
 
 __all__: list[str] = []
 
@@ -38,6 +41,10 @@ def _svm(engine: Engine, ev: dict[str, Any]) -> Svm:
     if svm is None:
         raise XeError(errno.EINVAL, f"VM {name!r} is not in fault mode (no SVM)")
     return svm
+
+
+def _svms(engine: Engine) -> list[Svm]:
+    return [vm.svm for vm in engine.world.vms.values() if vm.svm is not None]
 
 
 def _span(ev: dict[str, Any], key: str = "size") -> tuple[int, int]:
@@ -83,7 +90,7 @@ def ev_gpu_access(engine: Engine, ev: dict[str, Any]) -> dict[str, Any]:
     addr, size = _span(ev)
     op = choice(ev, "op", ("read", "write", "atomic"))
     value = opt_int(ev, "value", 0, -_MAX_VALUE - 1, _MAX_VALUE)
-    before = len(svm.injection_log)
+    before = {id(s): len(s.injection_log) for s in _svms(engine)}
     try:
         out = svm.gpu_access(addr, size, op, value)
     except XeError as e:
@@ -92,10 +99,13 @@ def ev_gpu_access(engine: Engine, ev: dict[str, Any]) -> dict[str, Any]:
         engine.world.stats["errors"] += 1
         out = {"result": errno_name(e.errno or errno.EINVAL), "message": e.strerror,
                "faults": getattr(e, "faults", 0), "retries": getattr(e, "retries", 0)}
-    fired = svm.injection_log[before:]
+        if getattr(e, "fault_addr", None) is not None:
+            out["fault_addr"] = e.fault_addr  # type: ignore[attr-defined]
+    fired = [f for s in _svms(engine) for f in s.injection_log[before.get(id(s), 0):]]
     if fired:
-        out["injected"] = [{"at": p, **(r if isinstance(r, dict) else {"result": str(r)})}
-                           for p, r in fired]
+        out["injected"] = [{"at": p, "fault_addr": fa,
+                            **(r if isinstance(r, dict) else {"result": str(r)})}
+                           for p, r, fa in fired]
     return out
 
 
@@ -134,6 +144,47 @@ def ev_evict(engine: Engine, ev: dict[str, Any]) -> dict[str, Any]:
     world_vram(engine.world, dev)
     get_mm(engine.world)
     return {"pages": evict_device(dev)}
+
+
+#: ``invalidate`` event names -> MMU notifier events (UNMAP is what munmap sends).
+_NOTIFY_EVENTS = {"clear": NotifyEvent.CLEAR, "protection_vma": NotifyEvent.PROTECTION_VMA,
+                  "protection_page": NotifyEvent.PROTECTION_PAGE,
+                  "soft_dirty": NotifyEvent.SOFT_DIRTY, "migrate": NotifyEvent.MIGRATE,
+                  "exclusive": NotifyEvent.EXCLUSIVE}
+
+
+@handler("invalidate")
+def ev_invalidate(engine: Engine, ev: dict[str, Any]) -> None:
+    """An MMU notifier invalidation that is not an unmap (the CPU mapping stays).
+
+    Kernel: mmu_notifier_invalidate_range_start() with e.g. MMU_NOTIFY_CLEAR
+    (page reclaim, madvise(MADV_DONTNEED) zapping, KSM) or
+    MMU_NOTIFY_PROTECTION_VMA (mprotect): xe_svm_invalidate() zaps the GPU
+    mappings and unmaps the DMA pages, but queues nothing for the garbage
+    collector, so the next GPU access faults and rebinds the same range.
+    ``event`` defaults to ``"clear"``. Page contents are unchanged.
+    """
+    addr, size = _span(ev)
+    kind = choice(ev, "event", tuple(_NOTIFY_EVENTS), default="clear")
+    if addr % PAGE_SIZE or size % PAGE_SIZE or size == 0 or addr + size > 1 << 64:
+        raise XeError(errno.EINVAL, f"invalidate [{addr:#x}, +{size:#x}) must be 4 KiB "
+                      "aligned and non-empty")
+    get_mm(engine.world).invalidate(addr, addr + size, _NOTIFY_EVENTS[kind])
+    return None
+
+
+@handler("fault_guard")
+def ev_fault_guard(engine: Engine, ev: dict[str, Any]) -> dict[str, Any]:
+    """Set (or with 0, clear) the VM's livelock guard: ``max_iterations`` fault-loop rounds.
+
+    A fault still not serviced after that many outer + inner iterations fails with
+    ``ELOOP`` and a message listing why it kept retrying. Without a guard the fault
+    loop is unbounded, as in the kernel (nothing caps retries silently).
+    """
+    svm = _svm(engine, ev)
+    n = req_int(ev, "max_iterations", 0, 1 << 31)
+    svm.max_fault_iterations = n or None
+    return {"max_iterations": n}
 
 
 @handler("inject")

@@ -52,7 +52,16 @@ if TYPE_CHECKING:
     from .vma import Vma
 
 __all__ = ["need_vram_for_atomic", "handle_pagefault", "FaultStats", "FaultLivelockError",
-           "gpu_access", "ATOMIC_SVM_TIMESLICE_MS"]
+           "gpu_access", "ATOMIC_SVM_TIMESLICE_MS", "GPU_REFAULTS"]
+
+#: How often :func:`gpu_access` lets the GPU fault again on one page after the fault
+#: handler reported success. Kernel (newest, 508444b9): a devmem-only (atomic) fault
+#: whose migration fails with tries left goes to get_pages, whose fast path accepts the
+#: range's valid system pages, so the handler rebinds them and returns 0; the atomic
+#: still lacks VRAM and faults again, each time with a fresh try budget. When the
+#: migration can never succeed (VRAM smaller than the range) that is an endless
+#: GPU-level loop, reported here as ETIME (the job timing out) after this many rounds.
+GPU_REFAULTS = 3
 
 #: Kernel: xe->atomic_svm_timeslice_ms default (module parameter) [memory: 5 ms].
 ATOMIC_SVM_TIMESLICE_MS = 5
@@ -137,25 +146,67 @@ def _resolve_target(svm: Svm, vma: Vma) -> Any:
     return None
 
 
+def _has_pagemap(r: SvmRange, target: Any) -> bool:
+    """The range's pages are device pages of ``target``'s VRAM.
+
+    Kernel: xe_svm_range_has_pagemap() (newest: range->pages.dpagemap == dpagemap).
+    """
+    return r.in_vram() and r.dpagemap is target
+
+
+def _range_valid(svm: Svm, r: SvmRange, devmem_only: bool, target: Any) -> bool:
+    """Kernel: xe_svm_range_is_valid(): bound on this tile and not invalidated, and when
+    ``devmem_only`` in device memory (6.18: any VRAM, xe_svm_range_in_vram(); newest: the
+    target pagemap, xe_svm_range_has_pagemap())."""
+    if not r.is_valid(svm.tile, False):
+        return False
+    if not devmem_only:
+        return True
+    if svm.vm.profile.range_removed_check:
+        return _has_pagemap(r, target)
+    return r.in_vram()
+
+
 def _needs_migrate(svm: Svm, r: SvmRange, target: Any) -> bool:
-    """Kernel: xe_svm_range_needs_migrate_to_vram() (4K migration supported)."""
+    """Kernel: xe_svm_range_needs_migrate_to_vram() (4K migration supported).
+
+    6.18: not if the range is in VRAM already (xe_svm_range_in_vram); newest: not if its
+    pages are in the target pagemap already (xe_svm_range_has_pagemap).
+    """
     if not r.migrate_devmem or target is None:
         return False
     if svm.vm.profile.range_removed_check:
-        # newest: "already on the target pagemap" (the scan of xe_svm_alloc_vram)
-        return not (r.in_vram() and r.dpagemap is target)
+        return not _has_pagemap(r, target)
     return not r.in_vram()
 
 
 def _alloc_vram(svm: Svm, r: SvmRange, target: Any, ctx: GpuSvmCtx) -> None:
-    """Kernel: xe_svm_alloc_vram(). Newest: one evict-and-retry on EBUSY."""
+    """Kernel: xe_svm_alloc_vram().
+
+    6.18: drm_pagemap_populate_mm() on the local VRAM, nothing else. Newest: first a scan
+    (drm_gpusvm_scan_mm) - every page already in the target pagemap -> 0 without
+    allocating; then populate, and on EBUSY exactly one retry after evicting the range to
+    system memory.
+    """
+    newest = svm.vm.profile.range_removed_check
+    if newest and _all_pages_in(svm, r, target):
+        return
     try:
-        populate_mm(target, svm.mm, r.start, r.end, ctx.timeslice_ms)
+        populate_mm(target, svm.mm, r.start, r.end, ctx.timeslice_ms, newest=newest)
     except XeError as e:
-        if e.errno != errno.EBUSY or not svm.vm.profile.range_removed_check:
+        if e.errno != errno.EBUSY or not newest:
             raise
         svm.gpusvm.range_evict(r)
-        populate_mm(target, svm.mm, r.start, r.end, ctx.timeslice_ms)
+        populate_mm(target, svm.mm, r.start, r.end, ctx.timeslice_ms, newest=newest)
+
+
+def _all_pages_in(svm: Svm, r: SvmRange, target: Any) -> bool:
+    """Kernel: drm_gpusvm_scan_mm() == DRM_GPUSVM_SCAN_EQUAL (every page in the pagemap)."""
+    for a in range(r.start, r.end, PAGE_SIZE):
+        p = svm.mm.page_at(a)
+        if p is None or p.alloc is None or p.alloc.device is not target:
+            return False
+    return True
 
 
 def _guard(svm: Svm, st: FaultStats) -> None:
@@ -167,7 +218,13 @@ def _guard(svm: Svm, st: FaultStats) -> None:
 def _inner(svm: Svm, vma: Vma, addr: int, need_vram: bool, st: FaultStats) -> int:
     """One call of the inner handler; returns 0 or an errno (EAGAIN: re-look-up).
 
-    Kernel: __xe_svm_handle_pagefault().
+    Kernel: __xe_svm_handle_pagefault(). Profile differences (6.18 torvalds 0131514f,
+    newest kernel-patches/bpf 508444b9): newest resolves the target pagemap before the
+    range lookup and uses it as the page owner filter (system target: no owner, so
+    get_pages brings device pages back to system memory), checks the "removed" flag under
+    the range lock, compares validity and migration need against the target pagemap, and
+    on a failed migration of a devmem-only fault with tries left goes straight to
+    get_pages (which fixes mixed placements up) instead of retrying.
     """
     dev = svm.device
     discrete = bool(getattr(dev, "discrete", False))
@@ -192,7 +249,12 @@ def _inner(svm: Svm, vma: Vma, addr: int, need_vram: bool, st: FaultStats) -> in
                 st.gc_eagain += 1
                 st.reasons.append("gc-eagain")
             return err
-        svm.gpusvm.owner = _owner(svm)
+        target = dev if ctx.devmem_only else _resolve_target(svm, vma)
+        if newest:
+            # xe_svm_private_page_owner(vm, !dpagemap)
+            svm.gpusvm.owner = _owner(svm) if target is not None else None
+        else:
+            svm.gpusvm.owner = _owner(svm)
         try:
             r = svm.gpusvm.range_find_or_insert(max(addr, vma.start), vma.start, vma.end, ctx)
         except XeError as e:
@@ -205,11 +267,8 @@ def _inner(svm: Svm, vma: Vma, addr: int, need_vram: bool, st: FaultStats) -> in
         if ctx.devmem_only and not r.migrate_devmem:
             st.reasons.append("not-migratable")
             return errno.EACCES
-        if r.is_valid(svm.tile, ctx.devmem_only):
+        if _range_valid(svm, r, ctx.devmem_only, target):
             return 0
-        target = _resolve_target(svm, vma)
-        if ctx.devmem_only:
-            target = dev
         migrate_try_count -= 1
         if migrate_try_count >= 0 and _needs_migrate(svm, r, target):
             st.migrations += 1
@@ -222,10 +281,13 @@ def _inner(svm: Svm, vma: Vma, addr: int, need_vram: bool, st: FaultStats) -> in
             if err:
                 st.migration_failures += 1
                 st.reasons.append(f"migrate:{errno.errorcode.get(err, err)}")
-                if migrate_try_count or not ctx.devmem_only:
+                if not (migrate_try_count or not ctx.devmem_only):
+                    return err
+                if not (newest and ctx.devmem_only):
                     continue
-                return err
-            svm.fire("fault.after_migrate")
+                # newest, devmem_only, tries left: get_pages fixes mixed placements up
+            else:
+                svm.fire("fault.after_migrate")
         try:
             svm.gpusvm.range_get_pages(r, ctx)
             err = 0
@@ -275,6 +337,8 @@ def handle_pagefault(svm: Svm, vma: Vma, addr: int, atomic: bool) -> FaultStats:
     stats = svm.world.stats
     stats["faults"] += 1
     newest = svm.vm.profile.range_removed_check
+    outer_fault = svm.current_fault
+    svm.current_fault = addr
     try:
         while True:
             st.outer_iterations += 1
@@ -298,6 +362,7 @@ def handle_pagefault(svm: Svm, vma: Vma, addr: int, atomic: bool) -> FaultStats:
         e.fault_stats = st  # type: ignore[attr-defined]
         raise
     finally:
+        svm.current_fault = outer_fault
         stats["retries"] += st.retries
         stats["migration_attempts"] += st.migrations
         if st.result:
@@ -332,6 +397,7 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
     data: list[int] = []
     atomic = op == "atomic"
     discrete = bool(getattr(svm.device, "discrete", False))
+    a = addr
     try:
         for a in range(addr, addr + size, PAGE_SIZE):
             vma = vm.find_vma_by_addr(a)
@@ -355,10 +421,12 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
                     svm.bo_data[key] = cur + 1
                 continue
             spins = 0
+            last_reasons: list[str] = []
             while True:
                 r = svm.gpusvm.range_find(a)
                 ok = r is not None and r.is_valid(svm.tile, False)
-                if ok and atomic and discrete and r is not None and not r.in_vram():
+                if (ok and atomic and discrete and r is not None
+                        and not _range_valid(svm, r, True, svm.device)):
                     try:
                         ok = need_vram_for_atomic(svm.device, vma, True,
                                                   vm.profile.range_removed_check) == 0
@@ -366,13 +434,21 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
                         ok = False
                 if ok:
                     break
-                if spins >= 3:
+                if spins >= GPU_REFAULTS:
+                    if atomic and r is not None and r.is_valid(svm.tile, False):
+                        # The kernel's answer, not a model bug: see GPU_REFAULTS.
+                        raise XeError(errno.ETIME, f"GPU atomic at {a:#x} faulted {spins} "
+                                      "times: the fault handler binds the range but cannot "
+                                      f"move it to {svm.device.name}'s VRAM "
+                                      f"({'; '.join(last_reasons[-3:])}), so the atomic "
+                                      "faults again; the GPU job would time out")
                     raise RuntimeError(f"model bug: fault at {a:#x} reported success "
                                        f"{spins} times but the mapping is still invalid")
                 spins += 1
                 faults += 1
                 vm.last_fault_vma = vma
                 st = handle_pagefault(svm, vma, a, atomic)
+                last_reasons = st.reasons
                 retries += st.retries
                 vma = vm.find_vma_by_addr(a) or vma
             assert r is not None and r.pages is not None
@@ -387,6 +463,7 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
         st2 = getattr(e, "fault_stats", None)
         if st2 is not None:
             retries += st2.retries
+        e.fault_addr = a  # type: ignore[attr-defined]
         e.faults = faults  # type: ignore[attr-defined]
         e.retries = retries  # type: ignore[attr-defined]
         raise

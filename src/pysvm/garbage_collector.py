@@ -100,6 +100,8 @@ def garbage_collector(svm: Svm) -> int:
         start, end = rng.start, rng.end
         svm.range_collect(rng)
         err = set_default_attr(svm, start, end)
+        for hook in svm.gc_hooks:
+            hook(svm, start, end, err)
         if err == errno.EAGAIN:
             ret = errno.EAGAIN
         elif err:

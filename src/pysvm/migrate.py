@@ -167,14 +167,22 @@ def evict_device(device: Any) -> int:
 
 
 def migrate_to_devmem(alloc: VramAllocation, mm: Mm, start: int, end: int,
-                      timeslice_ms: int) -> None:
+                      timeslice_ms: int, *, newest: bool = False) -> None:
     """Migrate ``[start, end)`` into the allocation ``alloc``.
 
-    Kernel: drm_pagemap_migrate_to_devmem() as of 6.18 (MIGRATE_VMA_SELECT_SYSTEM):
-    missing CPU VMA -> ENOENT; span outside it -> EINVAL; not anonymous ->
-    EBUSY; a page that cannot be collected (already a device page) -> EBUSY.
-    Unpopulated pages are migrated as zero pages. The caller's allocation is
-    consumed on error (released here).
+    Kernel: drm_pagemap_migrate_to_devmem(). Missing CPU VMA -> ENOENT; span outside it ->
+    EINVAL; not anonymous -> EBUSY. migrate_vma_setup() collects system and not yet
+    populated pages only (MIGRATE_VMA_SELECT_SYSTEM; the newest code adds
+    SELECT_DEVICE_COHERENT but, per its FIXME, not SELECT_DEVICE_PRIVATE, so device pages
+    are never collected, not even this pagemap's own). The migration is all or nothing:
+
+    * 6.18: no page collected -> EFAULT, some but not all -> EBUSY. So a span whose pages
+      are all device pages already fails with EFAULT.
+    * newest: no page or only some collected -> EBUSY ("raced or unknown device pages");
+      the caller (xe_svm_alloc_vram) then evicts the range and tries once more.
+
+    Unpopulated pages are migrated as zero pages. The caller's allocation is consumed on
+    error (released here).
     """
     try:
         vma = mm.find_vma(start)
@@ -184,11 +192,20 @@ def migrate_to_devmem(alloc: VramAllocation, mm: Mm, start: int, end: int,
             raise XeError(errno.EINVAL, f"migrate: [{start:#x}, {end:#x}) crosses the CPU VMA")
         if not vma.anonymous:
             raise XeError(errno.EBUSY, "migrate: CPU VMA is not anonymous")
+        npages = (end - start) // PAGE_SIZE
+        collected = 0
         for a in range(start, end, PAGE_SIZE):
             p = mm.page_at(a)
-            if p is not None and p.alloc is not None:
-                raise XeError(errno.EBUSY, f"migrate: page {a:#x} is already device memory "
-                              "and cannot be collected")
+            if p is None or p.alloc is None:
+                collected += 1
+        if collected == 0:
+            raise XeError(errno.EBUSY if newest else errno.EFAULT,
+                          f"migrate: no page of [{start:#x}, {end:#x}) can be collected "
+                          "(all are device pages)")
+        if collected != npages:
+            raise XeError(errno.EBUSY, f"migrate: only {collected} of {npages} pages of "
+                          f"[{start:#x}, {end:#x}) can be collected (the others are device "
+                          "pages)")
         mm.invalidate(start, end, NotifyEvent.MIGRATE, alloc.owner)
         for a in range(start, end, PAGE_SIZE):
             old = mm.page_at(a)
@@ -204,12 +221,14 @@ def migrate_to_devmem(alloc: VramAllocation, mm: Mm, start: int, end: int,
     st["bytes_to_vram"] += (end - start)
 
 
-def populate_mm(device: Any, mm: Mm, start: int, end: int, timeslice_ms: int = 0) -> None:
+def populate_mm(device: Any, mm: Mm, start: int, end: int, timeslice_ms: int = 0, *,
+                newest: bool = False) -> None:
     """Allocate VRAM on ``device`` for ``[start, end)`` and migrate into it.
 
     Kernel: drm_pagemap_populate_mm() -> xe_drm_pagemap_populate_mm():
     unplugged provider -> ENODEV; dead mm -> EFAULT; VRAM allocation failure
-    (after eviction under pressure) -> ENOMEM; then migrate_to_devmem's errors.
+    (after eviction under pressure) -> ENOMEM; then migrate_to_devmem's errors
+    (``newest`` selects which kernel's page collection rules apply).
     """
     _check_populate_allowed(device)
     if not mm.alive:
@@ -221,7 +240,7 @@ def populate_mm(device: Any, mm: Mm, start: int, end: int, timeslice_ms: int = 0
         raise XeError(errno.EINVAL, f"populate: bad span [{start:#x}, {end:#x})")
     alloc = vram.alloc(mm, start, end - start)
     _pagemap_get(device)
-    migrate_to_devmem(alloc, mm, start, end, timeslice_ms)
+    migrate_to_devmem(alloc, mm, start, end, timeslice_ms, newest=newest)
 
 
 def page_index(addr: int) -> int:

@@ -284,6 +284,10 @@ class Mm:
         """Install ``page`` at ``addr`` (used by migration)."""
         self._pt[addr >> PAGE_SHIFT] = page
 
+    def populated_pages(self) -> Iterator[tuple[int, Page]]:
+        """Every populated page as ``(address, page)``, in no particular order."""
+        return iter([(pfn << PAGE_SHIFT, p) for pfn, p in self._pt.items()])
+
     def populated(self, addr: int) -> bool:
         return (addr >> PAGE_SHIFT) in self._pt
 

@@ -78,7 +78,13 @@ class Svm:
                              owner=devm_owner(vm.device))
         self.gc_list: list[SvmRange] = []
         self._gc_work_queued = False
-        self.injection_log: list[tuple[str, Any]] = []
+        #: (point, result, fault address) of every injected event that fired.
+        self.injection_log: list[tuple[str, Any, int | None]] = []
+        #: Address of the GPU fault being serviced (None outside the fault handler).
+        self.current_fault: int | None = None
+        #: Called as hook(svm, start, end, err) after each set_default_attr of the GC
+        #: (tests and the fuzzer check the attribute reset there).
+        self.gc_hooks: list[Callable[[Svm, int, int, int], None]] = []
         #: Optional livelock guard: max fault-loop iterations per fault (None: unbounded,
         #: as in the kernel). Exceeding it raises pysvm.fault.FaultLivelockError.
         self.max_fault_iterations: int | None = None
@@ -121,7 +127,7 @@ class Svm:
                 res = fn()
             except XeError as e:
                 res = e
-            self.injection_log.append((point, res))
+            self.injection_log.append((point, res, self.current_fault))
 
     # ------------------------------------------------------- notifier
     def _invalidate(self, notifier: SvmNotifier, nrange: NotifierRange) -> None:
@@ -247,8 +253,7 @@ class Svm:
         bind). ``region`` is ``"vram"`` (this device's VRAM) or ``"system"``.
         Every VMA touched must be a CPU-mirror VMA (else EINVAL).
         """
-        from .fault import _owner
-        from .migrate import populate_mm
+        from .fault import _alloc_vram, _needs_migrate, _owner
         from .range import GpuSvmCtx
         if region not in ("vram", "system"):
             raise XeError(errno.EINVAL, f"prefetch region {region!r}: choose vram or system")
@@ -274,8 +279,8 @@ class Svm:
             stop = min(end, v.end)
             while a < stop:
                 r = self.gpusvm.range_find_or_insert(a, v.start, v.end, ctx)
-                if region == "vram" and r.migrate_devmem and not r.in_vram():
-                    populate_mm(self.device, self.mm, r.start, r.end, 0)
+                if region == "vram" and _needs_migrate(self, r, self.device):
+                    _alloc_vram(self, r, self.device, ctx)
                 elif region == "system" and r.in_vram():
                     self.gpusvm.range_evict(r)
                 try:
@@ -324,10 +329,12 @@ class Svm:
             assert r.start >= prev_end, f"overlapping ranges at {r.start:#x}"
             prev_end = r.end
             assert r.notifier.start <= r.start and r.end <= r.notifier.end, r
-            vma = self.vm.find_vma_by_addr(r.start)
-            assert vma is not None and vma.is_cpu_addr_mirror(), \
-                f"range {r} not inside a CPU-mirror VMA ({vma})"
-            assert vma.start <= r.start and r.end <= vma.end, f"range {r} crosses VMA {vma}"
+            if not self.vm.killed:      # a killed VM answers no VMA lookups
+                vma = self.vm.find_vma_by_addr(r.start)
+                assert vma is not None and vma.is_cpu_addr_mirror(), \
+                    f"range {r} not inside a CPU-mirror VMA ({vma})"
+                assert vma.start <= r.start and r.end <= vma.end, \
+                    f"range {r} crosses VMA {vma}"
             if r.tile_present & ~r.tile_invalidated & bit:
                 assert r.pages is not None, f"bound range {r} has no pages"
                 for i, a in enumerate(range(r.start, r.end, PAGE_SIZE)):
