@@ -573,6 +573,8 @@ class SvmTarget:
     #: End each case with the pagemap layer's ``teardown`` event (close every VM, unload
     #: every driver) and require it to report no leftovers.
     teardown_event: bool = False
+    #: Event names never generated (e.g. while a known failure elsewhere is being fixed).
+    exclude: tuple[str, ...] = ()
     name: str = "svm"
 
     def make_case(self, rng: Chooser) -> Case:
@@ -601,7 +603,11 @@ class SvmTarget:
         ev.append({"ev": "mmap", "addr": HEAP, "size": HEAP_SIZE})
         ctx = _Ctx(profile, two, vms)
         for _ in range(rng.randint(4, self.max_steps)):
-            ev.append(_step(rng, ctx))
+            step = _step(rng, ctx)
+            if step["ev"] in self.exclude or (
+                    step["ev"] == "inject" and step["event"]["ev"] in self.exclude):
+                continue
+            ev.append(step)
         ev.append({"ev": "munmap", "addr": HEAP, "size": HEAP_SIZE})
         for vm, _dev in specs:
             ev.append({"ev": "gc", "vm": vm})
@@ -713,6 +719,7 @@ class SvmTargetFactory:
 
     max_steps: int = 60
     profile: str | None = None
+    exclude: tuple[str, ...] = ()
 
     def __call__(self) -> SvmTarget:
-        return SvmTarget(max_steps=self.max_steps, profile=self.profile)
+        return SvmTarget(max_steps=self.max_steps, profile=self.profile, exclude=self.exclude)
