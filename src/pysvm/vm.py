@@ -78,9 +78,11 @@ class Vm:
 
     @property
     def profile(self) -> Profile:
+        """The kernel profile of the world this VM lives in."""
         return self.world.profile
 
     def __iter__(self) -> Iterator[Vma]:
+        """The VMAs in address order (a snapshot). Kernel: drm_gpuvm_for_each_va()."""
         return iter(list(self._vmas.values()))
 
     def __len__(self) -> int:

@@ -53,7 +53,14 @@ FLAG_NAMES: tuple[tuple[VmaFlag, str], ...] = (
 
 
 class Vma:
-    """One VMA of a VM. Kernel: struct xe_vma."""
+    """One VMA of a VM. Kernel: struct xe_vma.
+
+    ``addr``/``range`` are gpuva.va; ``bo``/``offset`` gpuva.gem (for a
+    userptr VMA ``offset`` is the CPU address, as the kernel keeps it in
+    gem.offset); ``flags`` gpuva.flags (:class:`VmaFlag`); ``attr`` the
+    xe_vma_mem_attr; ``skip_invalidation``, ``tile_present`` and
+    ``tile_invalidated`` the fields of the same names.
+    """
 
     __slots__ = ("vm", "addr", "range", "bo", "offset", "flags", "attr", "userptr",
                  "skip_invalidation", "tile_present", "tile_invalidated")
@@ -116,6 +123,7 @@ class Vma:
         self.attr = VmaMemAttr.default(pat)
 
     def flag_names(self) -> list[str]:
+        """The trace names of this VMA's flags, in :data:`FLAG_NAMES` order."""
         return [name for bit, name in FLAG_NAMES if self.flags & bit]
 
     def __repr__(self) -> str:
