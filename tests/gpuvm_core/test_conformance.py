@@ -43,7 +43,8 @@ def test_all_public_vectors_pass(impl: Any, cases: list[dict[str, Any]]) -> None
 
 
 def test_compiled_is_not_the_reference() -> None:
-    assert GpuVm is not RefGpuVm
+    core: Any = GpuVm
+    assert core is not RefGpuVm
     assert type(GpuVm(0, 1 << 20)).__module__ == "gpuvm_core._core"
 
 
@@ -165,8 +166,9 @@ def test_each_kind_of_wrong_vector_fails(impl: Any, kind: str, cases: list[dict[
 
 def test_prefetch_steps_replay(cases: list[dict[str, Any]]) -> None:
     # gpuvm_core.fuzz writes prefetch steps; they are checked but not applied
-    case = {"id": "fuzz-prefetch-1", "vm": {"start": 0, "range": 1 << 20, "reserve_addr": 0,
-                                            "reserve_range": 0},
+    vm = {"start": 0, "range": 1 << 20, "reserve_addr": 0, "reserve_range": 0}
+    case: dict[str, Any] = {
+            "id": "fuzz-prefetch-1", "vm": vm,
             "steps": [{"call": "map", "addr": 0x1000, "range": 0x1000, "obj": 3, "offset": 0,
                        "result": "ok", "ops": [{"op": "map", "addr": 0x1000, "range": 0x1000,
                                                 "obj": 3, "offset": 0}],
@@ -176,9 +178,10 @@ def test_prefetch_steps_replay(cases: list[dict[str, Any]]) -> None:
                                                 "range": 0x1000, "obj": 3, "offset": 0}],
                        "state": [[0x1000, 0x1000, 3, 0]]}]}
     assert check_case(case) is None
-    for impl in (GpuVm, RefGpuVm):
+    impls: list[Any] = [GpuVm, RefGpuVm]
+    for impl in impls:
         assert run_case(case, impl).ok
-        wrong = copy.deepcopy(case)
+        wrong: Any = copy.deepcopy(case)
         wrong["steps"][1]["ops"] = []
         assert not run_case(wrong, impl).ok
 

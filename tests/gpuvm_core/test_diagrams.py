@@ -420,7 +420,7 @@ def test_madvise_skips_object_backed_va(impl: Any, name: str, num: int,
     # An old VA with a GEM object is skipped entirely: no op, not split, even
     # when it straddles a request boundary (Xe keeps BO VMAs whole).
     first, pages, rel = old
-    layout = [(pg(first), pages * P, A_OBJ, N + rel * P)]
+    layout: Layout = [(pg(first), pages * P, A_OBJ, N + rel * P)]
     vm = build(impl, layout)
     assert run(vm, "madvise", pg(req[0]), req[1] * P, Q_OBJ, Q_OFF) == []
     assert vm.state() == layout

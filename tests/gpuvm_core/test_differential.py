@@ -104,7 +104,8 @@ def test_zero_length_at_zero_intersects_everything() -> None:
     for v in (vm, ref):
         assert _do(v, "map", 0, 0, 1, 0)[0] == "ok"
     assert vm.state() == ref.state() == [(0, 0, 1, 0)]
-    assert vm.find_first(0x5000, 1).as_tuple() == (0, 0, 1, 0)
+    found = vm.find_first(0x5000, 1)
+    assert found is not None and found.as_tuple() == (0, 0, 1, 0)
     assert _do(vm, "map", 0x1000, 0x1000, 2, 0) == _do(ref, "map", 0x1000, 0x1000, 2, 0)
     assert vm.state() == ref.state()
     vm.check()
@@ -112,7 +113,8 @@ def test_zero_length_at_zero_intersects_everything() -> None:
 
 def test_zero_length_tie_order_is_insertion_order() -> None:
     vm, ref = GpuVm(0, 1 << 20), RefGpuVm(0, 1 << 20)
-    for v in (vm, ref):
+    both: list[Any] = [vm, ref]
+    for v in both:
         v.apply(v.sm_map_ops_create(0x1000, 0x3000, 7, 0))
         v.apply(v.sm_map_ops_create(0x2000, 0, 8, 0))   # leaves a zero-length VA at 0x2000
         v.apply(v.sm_map_ops_create(0x2000, 0, 9, 0))

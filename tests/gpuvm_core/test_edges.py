@@ -600,7 +600,7 @@ def test_plain_op_list_naming_a_dead_va_changes_nothing(impl: Any) -> None:
                 [op_map(0x40000, 0x1000, None, 0), op_unmap(va, False)],
                 [op_remap(op_map(0x2000, 0x1000, 1, 0x10), None, op_unmap(live, False)),
                  op_unmap(live, False)]):                       # the same VA twice
-        _refused(vm, lambda ops=ops: vm.apply(ops), errno.ENOENT)
+        _refused(vm, lambda ops=ops: vm.apply(ops), errno.ENOENT)  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("impl", [pytest.param(GpuVm, id="core", marks=_CORE_REMOVES_RESERVED),
@@ -613,5 +613,5 @@ def test_plain_op_list_cannot_remove_the_reserved_node(impl: Any) -> None:
     node = vm.kernel_node
     for ops in ([op_unmap(node, False)],
                 [op_remap(op_map(0x80000, 0x800, None, 0), None, op_unmap(node, False))]):
-        _refused(vm, lambda ops=ops: vm.apply(ops), errno.EINVAL)
+        _refused(vm, lambda ops=ops: vm.apply(ops), errno.EINVAL)  # type: ignore[misc]
         assert t(vm.find_first(0x80000, 1)) == (0x80000, 0x1000, None, 0)

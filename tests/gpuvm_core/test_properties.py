@@ -69,7 +69,7 @@ def make(impl: Any, base: int, layout: list[VA], reserve: tuple[int, int]) -> An
 
 def draw_request(data: st.DataObject, base: int, layout: list[VA]) -> tuple[int, int, int | None,
                                                                             int]:
-    if layout and data.draw(st.booleans()):
+    if len(layout) > 0 and data.draw(st.booleans()):
         # near an existing VA, often strictly inside it (the split-in-three shape)
         va_a, va_r, _, _ = data.draw(st.sampled_from(layout))
         start = min(max(va_a - base + data.draw(st.integers(-2, va_r + 1)), 0), SIZE - 1)
@@ -80,7 +80,7 @@ def draw_request(data: st.DataObject, base: int, layout: list[VA]) -> tuple[int,
     q = data.draw(objs)
     # Often continue an existing VA's offset at the request address, so that
     # keep=true cases (same object, lined-up offsets) are common.
-    if layout and data.draw(st.booleans()):
+    if len(layout) > 0 and data.draw(st.booleans()):
         va_a, _, va_o, va_f = data.draw(st.sampled_from(layout))
         f = (va_f + a - va_a) % U64
         if data.draw(st.booleans()):
