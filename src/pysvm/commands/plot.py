@@ -9,9 +9,11 @@ HELP = """\
 Draw a VM's address space at the end of a trace (replayed through the trace
 engine) or of a built-in simulation: VMAs as bars coloured by their madvise
 attributes (preferred location, atomic access, PAT index) and SVM ranges
-coloured by residency (system memory or a device's VRAM). With --timeline, a
-second panel shows GPU faults and migrations per event. Needs matplotlib
-(pip install 'pysvm[plot]').
+coloured by residency (system memory or a device's VRAM). With --timeline,
+two more panels show GPU faults (and retries) and migrations to VRAM and back
+over the run, with evictions and unbinds marked. A trace that tears its VMs
+down is drawn as it was just before. Needs matplotlib (pip install
+'pysvm[plot]').
 
 example:
   pysvm plot run.jsonl -o run.png --timeline

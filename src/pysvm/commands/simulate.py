@@ -16,6 +16,11 @@ kernels (faults, migrations), reads and writes from the CPU, unmaps parts of
 its heap and re-maps them, under VRAM pressure. Every read is checked against
 the simulator's own copy of the data. Exit status 1 if any read differs.
 
+At the end it prints a summary: GPU faults and retries, migrations and bytes
+moved each way, garbage-collector runs and VMA attribute resets, VMAs and SVM
+ranges alive, wall time and events per second, refusals with their reason,
+and the data check. A progress bar shows while it runs on a terminal.
+
 example:
   pysvm simulate                                   # default run, a few seconds
   pysvm simulate --profile newest --preferred-loc peer --unbind
@@ -44,7 +49,8 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"VRAM per device in MiB; small means eviction (default {d.vram_mib})")
     g.add_argument("--preferred-loc", choices=PREFERRED_LOCS, default=d.preferred_loc,
                    help="what madvise preferred_loc asks for: the faulting device's VRAM, "
-                   f"system memory, the peer device's VRAM, or a mix (default {d.preferred_loc})")
+                   "system memory, the peer device's VRAM, or a mix of them (the peer only "
+                   f"with --profile newest) (default {d.preferred_loc})")
     g.add_argument("--migration-policy", choices=list(MIGRATION_POLICIES),
                    default=d.migration_policy,
                    help="madvise migration_policy: migrate all pages, or only those in system "
