@@ -1714,6 +1714,9 @@ def _same_len(*ns):
 def _as_u64(x, what):
     """Convert an array-like to a contiguous uint64 array without loss, or raise EINVAL."""
     a = np.asarray(x)
+    if a.dtype.kind == "f" and not isinstance(x, np.ndarray):
+        # a list mixing Python ints beyond int64 makes numpy pick float64: keep them exact
+        a = np.asarray(x, dtype=object)
     if a.ndim != 1:
         a = a.reshape(-1) if a.ndim == 0 else a
         if a.ndim != 1:
@@ -1740,6 +1743,11 @@ def _as_u64(x, what):
     # objects (big Python ints) and anything else: element by element
     out = np.empty(a.shape[0], dtype=np.uint64)
     for i, v in enumerate(a.tolist()):
+        if isinstance(v, float):
+            if not (v.is_integer() and 0 <= v < 18446744073709551616.0):
+                raise GpuvmError(_errno.EINVAL, f"{what}[{i}]={v!r} is not a u64 integer",
+                                 index=i)
+            v = int(v)
         try:
             out[i] = check_u64(v, f"{what}[{i}]")
         except GpuvmError as e:
@@ -1757,6 +1765,8 @@ def _as_kind(x):
         a = a.reshape(-1)
     if a.ndim != 1:
         raise GpuvmError(_errno.EINVAL, "kind must be one-dimensional")
+    if a.shape[0] == 0:
+        return np.zeros(0, dtype=np.uint8)
     if a.dtype.kind in "US":
         if a.dtype.kind == "S":
             a = a.astype(str)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,10 @@ KIB128 = 128 << 10
 VM_RANGE = 1 << 48
 #: Workload number -> short name (as in WORKLOADS.md).
 WORKLOADS = {1: "map_random", 2: "unmap_random", 3: "madvise_random", 4: "lookup"}
+#: Request kind -> code of ``GpuVm.requests_batch`` (gpuvm_core.REQ_MAP, ...).
+KIND_CODES = {"map": 0, "unmap": 1, "madvise": 2}
+#: Code of a lookup in ``Requests.codes`` (not a requests_batch kind).
+LOOKUP_CODE = 255
 
 
 def splitmix64(count: int, seed: int = 42) -> U64:
@@ -101,10 +106,19 @@ class Requests:
     def __len__(self) -> int:
         return len(self.addr)
 
+    @cached_property
+    def codes(self) -> npt.NDArray[np.uint8]:
+        """``kind`` as the uint8 codes of ``GpuVm.requests_batch`` (lookup = LOOKUP_CODE)."""
+        out = np.full(len(self.kind), LOOKUP_CODE, dtype=np.uint8)
+        for name, code in KIND_CODES.items():
+            out[self.kind == name] = code
+        return out
+
     def select(self, kind: str) -> Requests:
         """The sub-stream of one kind, in order."""
         m = self.kind == kind
-        return Requests(self.kind[m], self.addr[m], self.range[m], self.obj[m], self.offset[m])
+        return _ready(Requests(self.kind[m], self.addr[m], self.range[m], self.obj[m],
+                               self.offset[m]))
 
     def tuples(self) -> list[tuple[str, int, int, int | None, int]]:
         """The requests as Python tuples ``(kind, addr, range, obj, offset)``."""
@@ -127,8 +141,14 @@ def populate(n: int, null_obj: bool = False) -> Requests:
         obj = np.full(n, -1, dtype=np.int64)
     else:
         obj = (i % np.uint64(64) + np.uint64(1)).astype(np.int64)
-    return Requests(np.full(n, "map"), i * np.uint64(KIB128), np.full(n, KIB64, dtype=np.uint64),
-                    obj, np.zeros(n, dtype=np.uint64))
+    return _ready(Requests(np.full(n, "map"), i * np.uint64(KIB128),
+                           np.full(n, KIB64, dtype=np.uint64), obj, np.zeros(n, dtype=np.uint64)))
+
+
+def _ready(reqs: Requests) -> Requests:
+    """Compute the kind codes now, so no timed loop pays for them."""
+    reqs.codes  # noqa: B018 (cached_property)
+    return reqs
 
 
 def workload(w: int, n: int, m: int = 200_000) -> Requests:
@@ -144,8 +164,8 @@ def workload(w: int, n: int, m: int = 200_000) -> Requests:
     zeros = np.zeros(m, dtype=np.uint64)
     if w == 4:
         r1 = splitmix64(m)
-        return Requests(np.full(m, "lookup"), r1 % np.uint64(n * KIB128),
-                        np.ones(m, dtype=np.uint64), np.full(m, -1, dtype=np.int64), zeros)
+        return _ready(Requests(np.full(m, "lookup"), r1 % np.uint64(n * KIB128),
+                               np.ones(m, dtype=np.uint64), np.full(m, -1, dtype=np.int64), zeros))
     r = splitmix64(3 * m).reshape(m, 3)
     addr = (r[:, 0] % np.uint64(2 * n)) * np.uint64(KIB64)
     rng = (np.uint64(1) + r[:, 1] % np.uint64(4)) * np.uint64(KIB64)
@@ -158,7 +178,7 @@ def workload(w: int, n: int, m: int = 200_000) -> Requests:
     else:
         kind = np.full(m, "madvise")
         obj[:] = -1
-    return Requests(kind, addr, rng, obj, zeros)
+    return _ready(Requests(kind, addr, rng, obj, zeros))
 
 
 # ----------------------------------------------------------------------------
@@ -232,30 +252,44 @@ def _runs(kind: npt.NDArray[np.str_]) -> list[tuple[str, int, int]]:
 def run_batch(vm: Any, reqs: Requests) -> int:
     """Issue ``reqs`` through the batch API (numpy in and out); return ops applied (W4: hits).
 
-    Runs of equal kinds go in one call each, in order. W2 alternates map and
-    unmap and the order matters, so with the contract's one-kind batch calls
-    it costs one call per request: its batch figure measures the per-call
-    overhead, not a fused loop.
+    One kind only: the contract's call for it (``sm_map_batch``,
+    ``sm_unmap_batch``, ``madvise_batch``, ``find_first_batch``). Mixed
+    map/unmap/madvise (W2): one ``requests_batch`` call when the VM has it (the
+    compiled core), else one call per run of equal kinds, in order (the
+    reference and the peers). Per-request counts are summed and dropped at once.
 
     Kernel: a loop of drm_gpuvm_sm_map_ops_create() (etc.) + apply per request.
     """
-    total = 0
-    counts: list[Any] = []
+    if len(reqs) == 0:
+        return 0
+    codes = reqs.codes
     addr, rng, obj, off = reqs.addr, reqs.range, reqs.obj, reqs.offset
-    for k, s, e in _runs(reqs.kind):
+    if not (codes == codes[0]).all():
+        mixed = getattr(vm, "requests_batch", None)
+        if mixed is not None and not (codes == LOOKUP_CODE).any():
+            return int(np.asarray(mixed(codes, addr, rng, obj, off)).sum())
+        runs = _runs(reqs.kind)
+    else:
+        runs = [(str(reqs.kind[0]), 0, len(reqs))]
+    total = 0
+    for k, s, e in runs:
         if k == "map":
-            counts.append(vm.sm_map_batch(addr[s:e], rng[s:e], obj[s:e], off[s:e]))
+            total += _total(vm.sm_map_batch(addr[s:e], rng[s:e], obj[s:e], off[s:e]))
         elif k == "unmap":
-            counts.append(vm.sm_unmap_batch(addr[s:e], rng[s:e]))
+            total += _total(vm.sm_unmap_batch(addr[s:e], rng[s:e]))
         elif k == "madvise":
-            counts.append(vm.madvise_batch(addr[s:e], rng[s:e]))
+            total += _total(vm.madvise_batch(addr[s:e], rng[s:e]))
         elif k == "lookup":
             total += _hits(vm.find_first_batch(addr[s:e], rng[s:e]))
         else:
             raise ValueError(f"unknown request kind {k!r}")
-    if counts:
-        total += int(np.concatenate([np.asarray(c, dtype=np.int64) for c in counts]).sum())
     return total
+
+
+def _total(counts: Any) -> int:
+    if isinstance(counts, np.ndarray):
+        return int(counts.sum())
+    return int(sum(counts))
 
 
 def _hits(res: Any) -> int:
@@ -322,48 +356,113 @@ def _page_size() -> int:
     return os.sysconf("SC_PAGE_SIZE")
 
 
-def rss_per_mapping(impl: str, n: int, timeout: float = 600.0) -> float:
-    """Bytes of resident memory per mapping after populate(N), in a fresh process.
+def _settle() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc malloc_trim),
+    so an RSS reading counts live memory only, not pages that freed temporaries
+    left resident (which later allocations would reuse and hide)."""
+    import ctypes
+    import ctypes.util
+    import gc
 
-    ``impl`` is ``"core"`` or ``"reference"``. The child process imports
-    everything, records its RSS, creates the VM, populates N mappings and
-    records RSS again; the difference over N includes allocator slack and the
-    page granularity (meaningless below ~10^4 mappings). Linux only.
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: RSS figures are upper-bound noisy
+        pass
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """Memory per mapping of one implementation at size N, measured in a fresh process.
+
+    ``rss_*``: growth of the process's resident set from just before the VM is
+    created, divided by the VAs held at that point: everything the structure
+    costs, allocator headers, slack and page granularity included
+    (meaningless below ~10^4 mappings). ``nbytes_*``: the structure's own
+    exact count (``GpuVm.nbytes``; None for implementations without one).
+    ``*_populate``: after populate(N); ``*_w1``: after populate(N) + W1's
+    200,000 random maps, whose splits lower the chunks' fill factor.
     """
+
+    impl: str
+    n: int
+    vas_populate: int
+    rss_populate: float
+    nbytes_populate: float | None
+    vas_w1: int
+    rss_w1: float
+    nbytes_w1: float | None
+
+
+#: Requests per batch call when feeding the memory measurement: the per-request
+#: count arrays the batch calls return stay small (32 KiB) and are dropped at
+#: once, so the RSS delta measures the structure, not the harness.
+_FEED = 4096
+
+
+def _feed(vm: Any, reqs: Requests) -> None:
+    for s in range(0, len(reqs), _FEED):
+        e = min(s + _FEED, len(reqs))
+        run_batch(vm, Requests(reqs.kind[s:e], reqs.addr[s:e], reqs.range[s:e], reqs.obj[s:e],
+                               reqs.offset[s:e]))
+
+
+def memory_per_mapping(impl: str, n: int, m: int = 200_000,
+                       timeout: float = 900.0) -> MemoryReport:
+    """Measure :class:`MemoryReport` for ``impl`` ("core" or "reference") in a child process.
+
+    The child builds every request array first, records its RSS, creates the
+    VM, feeds populate(N) and then W1 through the batch API in slices of
+    4,096 requests, and records RSS (and ``vm.nbytes``) after each. Linux only.
+    """
+    import json
     import subprocess
     import sys
 
     if impl not in ("core", "reference"):
         raise ValueError(f"impl must be 'core' or 'reference', not {impl!r}")
     _check_n(n)
-    out = subprocess.run([sys.executable, "-m", "gpuvm_core.workloads", "rss", impl, str(n)],
-                         capture_output=True, text=True, timeout=timeout, check=True)
-    return float(out.stdout.split()[-1])
+    out = subprocess.run([sys.executable, "-m", "gpuvm_core.workloads", "memory", impl, str(n),
+                          str(m)], capture_output=True, text=True, timeout=timeout, check=True)
+    return MemoryReport(**json.loads(out.stdout.splitlines()[-1]))
 
 
-def _rss_child(impl: str, n: int) -> float:
-    import gc
+def rss_per_mapping(impl: str, n: int, timeout: float = 900.0) -> float:
+    """Resident bytes per mapping after populate(N) (see :func:`memory_per_mapping`)."""
+    return memory_per_mapping(impl, n, m=0, timeout=timeout).rss_populate
 
+
+def _memory_child(impl: str, n: int, m: int) -> MemoryReport:
     import gpuvm_core
 
     factory = gpuvm_core.GpuVm if impl == "core" else gpuvm_core.RefGpuVm
-    reqs = populate(n)
+    pop, w1 = populate(n), workload(1, n, m)
     warm = factory(0, VM_RANGE)
-    run_batch(warm, populate(4))
+    _feed(warm, populate(4))
     del warm
-    gc.collect()
+    _settle()
     before = _rss_bytes()
     vm = factory(0, VM_RANGE)
-    run_batch(vm, reqs)
-    gc.collect()
-    after = _rss_bytes()
-    assert len(vm) == n
-    return (after - before) / n
+    _feed(vm, pop)
+    _settle()
+    rss_pop, vas_pop = _rss_bytes() - before, len(vm)
+    nb_pop = getattr(vm, "nbytes", None)
+    _feed(vm, w1)
+    _settle()
+    rss_w1, vas_w1 = _rss_bytes() - before, len(vm)
+    nb_w1 = getattr(vm, "nbytes", None)
+    return MemoryReport(impl, n, vas_pop, rss_pop / vas_pop,
+                        None if nb_pop is None else nb_pop / vas_pop,
+                        vas_w1, rss_w1 / vas_w1, None if nb_w1 is None else nb_w1 / vas_w1)
 
 
-if __name__ == "__main__":  # python -m gpuvm_core.workloads rss core|reference N
+if __name__ == "__main__":  # python -m gpuvm_core.workloads memory core|reference N [M]
+    import json as _json
     import sys as _sys
+    from dataclasses import asdict as _asdict
 
-    if len(_sys.argv) != 4 or _sys.argv[1] != "rss":
-        raise SystemExit("usage: python -m gpuvm_core.workloads rss core|reference N")
-    print(f"{_rss_child(_sys.argv[2], int(_sys.argv[3])):.1f}")
+    if len(_sys.argv) not in (4, 5) or _sys.argv[1] != "memory":
+        raise SystemExit("usage: python -m gpuvm_core.workloads memory core|reference N [M]")
+    _m = int(_sys.argv[4]) if len(_sys.argv) == 5 else 200_000
+    print(_json.dumps(_asdict(_memory_child(_sys.argv[2], int(_sys.argv[3]), _m))))
