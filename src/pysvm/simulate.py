@@ -82,6 +82,9 @@ MIGRATION_POLICIES: dict[str, int] = {"all": 0, "system-only": 1}
 ATOMICS: dict[str, int] = {"undefined": 0, "device": 1, "global": 2, "cpu": 3}
 ATOMIC_NAMES = {v: k for k, v in ATOMICS.items()}
 
+#: Results of a GPU atomic whose range could not be moved to VRAM (see _gpu_kernel).
+ATOMIC_FAULT_FAILURES = ("EBUSY", "ENOMEM", "EFAULT", "ETIME")
+
 #: Upper bound of --steps (about an hour of simulation).
 MAX_STEPS = 10_000_000
 
@@ -504,10 +507,12 @@ class Simulation:
         if op == "atomic" and err == "EACCES":
             # need_vram_for_atomic(): atomic=cpu on a discrete device refuses GPU atomics.
             self.stats["gpu_atomics_refused"] += 1
-        elif op == "atomic" and err in ("EBUSY", "ENOMEM"):
-            # A GPU atomic needs the whole range in VRAM (devmem_only); the fault handler
-            # gives up after its migration retries, as xe_svm_handle_pagefault() does when
-            # VRAM is short or some pages are device pages it cannot collect.
+        elif op == "atomic" and err in ATOMIC_FAULT_FAILURES:
+            # A GPU atomic needs its whole range in VRAM (devmem_only). When the migration
+            # cannot happen (VRAM short, pages it cannot collect) the fault handler gives up
+            # after its retries (EBUSY/ENOMEM; 6.18: EFAULT when no page could be collected),
+            # or, newest, binds system pages and the atomic faults again until the job
+            # times out (ETIME). The kernel's answers: counted, not hidden, not unexpected.
             self.stats["gpu_atomic_faults_failed"] += 1
         else:
             self._expect_ok(ev, out)
@@ -754,8 +759,8 @@ def _fmt_bytes(n: int) -> str:
 REFUSAL_REASONS = {
     "gpu_atomics_refused": "GPU atomic refused (EACCES): atomic=cpu advice or range not "
                            "migratable",
-    "gpu_atomic_faults_failed": "GPU atomic fault could not get its range into VRAM "
-                                "(EBUSY/ENOMEM)",
+    "gpu_atomic_faults_failed": "GPU atomic could not get its range into VRAM "
+                                "(EBUSY, ENOMEM, EFAULT or ETIME)",
     "madvise_peer_refused_6.18": "madvise of peer VRAM refused (EINVAL): 6.18 has local or "
                                  "system only",
     "madvise_enodev_after_unbind": "madvise of the unbound device's VRAM refused (ENODEV)",

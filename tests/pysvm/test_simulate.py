@@ -204,7 +204,7 @@ def test_refused_gpu_atomic_is_counted_and_data_reestablished() -> None:
         pytest.fail("no cpu_write followed a refused GPU atomic")
 
 
-@pytest.mark.parametrize("err", ["EBUSY", "ENOMEM"])
+@pytest.mark.parametrize("err", ["EBUSY", "ENOMEM", "EFAULT", "ETIME"])
 def test_failed_gpu_atomic_fault_is_counted_not_unexpected(err: str) -> None:
     res, _ = run_fake(SimConfig(steps=500, seed=12), atomic_errno=err)
     assert res.sim["workload"]["gpu_atomic_faults_failed"] > 0
@@ -215,7 +215,7 @@ def test_failed_gpu_atomic_fault_is_counted_not_unexpected(err: str) -> None:
 
 
 def test_other_gpu_failures_stay_unexpected() -> None:
-    res, _ = run_fake(SimConfig(steps=300, seed=12), atomic_errno="EFAULT")
+    res, _ = run_fake(SimConfig(steps=300, seed=12), atomic_errno="EINVAL")
     assert res.sim["unexpected_count"] > 0
     assert "UNEXPECTED" in format_summary(res)
 
