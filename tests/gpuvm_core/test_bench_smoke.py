@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,15 +16,18 @@ from pysvm.cli import main
 def test_bench_tiny_run_prints_table_and_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     res = subprocess.run([sys.executable, "-m", "pysvm", "bench", "--sizes", "50,1e2",
-                          "--m", "300", "--ref-m", "100", "--json", str(out)],
+                          "--m", "300", "--ref-m", "100", "--clock", "cpu", "--json", str(out)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert any("ns/request" in ln and "x vs ref" in ln for ln in lines)
     for w in ("W1 map_random", "W2 unmap_random", "W3 madvise_random", "W4 lookup"):
-        assert sum(w in ln for ln in lines) == 6  # 2 sizes x (single, batch, reference)
-    assert "bytes per mapping" in res.stdout
+        table = [ln for ln in lines if re.match(r"\s*[\d,]+\s+W\d ", ln)]
+        assert sum(w in ln for ln in table) == 6  # 2 sizes x (single, batch, reference)
+        assert sum(ln.strip().startswith(w + ":") for ln in lines) == 1  # its growth line
+    assert "Bytes per mapping" in res.stdout and "Growth of ns/request" in res.stdout
     data = json.loads(out.read_text())
+    assert data["clock"] == "cpu"
     rows = data["rows"]
     assert len(rows) == 24
     assert {r["path"] for r in rows} == {"single", "batch", "reference"}
@@ -35,7 +39,13 @@ def test_bench_tiny_run_prints_table_and_json(tmp_path: Path) -> None:
             assert r["vs_reference"] > 0
         if p == "single":
             assert r["final_len"] == by_key[n, w, "batch"]["final_len"]
-    assert set(data["bytes_per_mapping"]) == {"core", "reference"}
+    mem = data["bytes_per_mapping"]
+    assert set(mem) == {"core", "reference"} and set(mem["core"]) == {"50", "100"}
+    core = mem["core"]["100"]
+    assert core["vas_populate"] == 100 and core["vas_w1"] > 0
+    # the structure's own count: 36 B per slot (addr, range, obj, offset, id) plus index arrays
+    assert 36 <= core["nbytes_populate"] < 100 and core["nbytes_w1"] >= 36
+    assert mem["reference"]["100"]["nbytes_populate"] is None
 
 
 def test_bench_markdown_subset(capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,10 +17,18 @@ import json
 import platform
 import sys
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import gpuvm_core
-from gpuvm_core.workloads import KERNEL_NS, WORKLOADS, rss_per_mapping, time_batch, time_single
+from gpuvm_core.workloads import (
+    CLOCKS,
+    KERNEL_NS,
+    WORKLOADS,
+    MemoryReport,
+    memory_per_mapping,
+    time_batch,
+    time_single,
+)
 
 from ..cli import CliError
 
@@ -30,11 +38,15 @@ madvise_random, lookup) on a freshly populated VM of N mappings, through the
 compiled core's single-request and batch paths and the pure-Python reference.
 Populate is not timed. Each request = build the ops list + apply it + drop it.
 The reference runs --ref-m requests (it is ~100x slower); the table says so.
+Memory: bytes per mapping after populate(N) and after W1 (its splits lower the
+fill factor), as the resident-set growth of a fresh process and, for the core,
+its exact structural count (GpuVm.nbytes).
 
 example:
   pysvm bench                                   # N = 1e3 and 1e5, all workloads
   pysvm bench --sizes 1e3 --workloads W1,W4 --m 20000 --json out.json
   pysvm bench --sizes 1e3,1e5,1e6 --markdown    # the table of docs/benchmarks.md
+  pysvm bench --clock cpu                       # thread CPU time (shared machine)
 """
 
 PATHS = ("single", "batch", "reference")
@@ -66,6 +78,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="timed requests per workload for the core (default 200000)")
     p.add_argument("--ref-m", type=str, default="2000",
                    help="timed requests for the pure-Python reference (default 2000; 0 = skip)")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall: elapsed time (default); cpu: this thread's CPU time, steadier "
+                        "on a shared machine")
     p.add_argument("--no-memory", action="store_true",
                    help="skip the bytes-per-mapping measurement (a child process per N)")
     p.add_argument("--json", metavar="FILE", help="also write the rows and machine info as JSON")
@@ -114,7 +129,7 @@ def machine_info() -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "numpy": numpy.__version__,
         "platform": platform.platform(),
-        "compiled_core": gpuvm_core.GpuVm is not gpuvm_core.RefGpuVm,
+        "compiled_core": gpuvm_core.GpuVm is not cast(Any, gpuvm_core.RefGpuVm),
         "core_module": getattr(gpuvm_core.GpuVm, "__module__", "?"),
     }
     try:
@@ -132,11 +147,14 @@ def machine_info() -> dict[str, Any]:
     import sysconfig
 
     info["cc"] = sysconfig.get_config_var("CC")
+    import os
+
+    info["load"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return info
 
 
 def measure(sizes: list[int], workloads: list[int], m: int, ref_m: int, *,
-            progress: bool = True) -> list[Row]:
+            progress: bool = True, clock: str = "wall") -> list[Row]:
     """Run every (N, workload, path) loop and return the rows."""
     from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
 
@@ -152,12 +170,12 @@ def measure(sizes: list[int], workloads: list[int], m: int, ref_m: int, *,
     for n, w, path in order:
         bar.set_postfix_str(f"N={n:g} W{w} {path}")
         if path == "reference":
-            t = time_single(ref, w, n, ref_m)
+            t = time_single(ref, w, n, ref_m, clock)
             ref_ns[n, w] = t.ns_per_request
         elif path == "single":
-            t = time_single(core, w, n, m)
+            t = time_single(core, w, n, m, clock)
         else:
-            t = time_batch(core, w, n, m)
+            t = time_batch(core, w, n, m, clock)
         ns = t.ns_per_request
         vs = ref_ns.get((n, w))
         rows.append(Row(n, f"W{w} {WORKLOADS[w]}", path, t.requests, ns,
@@ -177,7 +195,7 @@ def _fmt_rate(r: float) -> str:
     return f"{r / 1e6:.2f} M/s" if r >= 1e6 else f"{r / 1e3:,.1f} k/s"
 
 
-def format_table(rows: list[Row], memory: dict[str, dict[int, float]], markdown: bool) -> str:
+def format_table(rows: list[Row], markdown: bool) -> str:
     head = ["N", "workload", "path", "M", "ns/request", "requests/s", "x vs ref",
             "kernel ns", "x of kernel", "VAs at end"]
     body = []
@@ -188,6 +206,10 @@ def format_table(rows: list[Row], memory: dict[str, dict[int, float]], markdown:
                      "-" if r.kernel_ns is None else f"{r.kernel_ns:,.0f}",
                      "-" if r.kernel_ns is None else f"{r.ns_per_request / r.kernel_ns:,.2f}x",
                      f"{r.final_len:,}"])
+    return _table(head, body, markdown)
+
+
+def _table(head: list[str], body: list[list[str]], markdown: bool) -> str:
     lines = []
     if markdown:
         lines.append("| " + " | ".join(head) + " |")
@@ -198,14 +220,39 @@ def format_table(rows: list[Row], memory: dict[str, dict[int, float]], markdown:
                   for i, h in enumerate(head)]
         lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
         lines += ["  ".join(c.rjust(w) for c, w in zip(b, widths, strict=True)) for b in body]
-    if memory:
-        lines.append("")
-        lines.append("Resident bytes per mapping after populate(N) "
-                     "(RSS growth of a fresh process / N):")
-        for impl, per_n in memory.items():
-            vals = ", ".join(f"N={n:,}: {b:,.0f} B" for n, b in per_n.items())
-            lines.append(f"  {impl}: {vals}")
     return "\n".join(lines)
+
+
+def format_memory(memory: list[MemoryReport], markdown: bool) -> str:
+    """Bytes per mapping: RSS growth of a fresh process and the structure's own count."""
+    head = ["impl", "N", "VAs after populate", "RSS B/VA", "nbytes B/VA", "VAs after W1",
+            "RSS B/VA", "nbytes B/VA"]
+
+    def b(x: float | None) -> str:
+        return "-" if x is None else f"{x:,.1f}"
+
+    body = [[r.impl, f"{r.n:,}", f"{r.vas_populate:,}", b(r.rss_populate),
+             b(r.nbytes_populate), f"{r.vas_w1:,}", b(r.rss_w1), b(r.nbytes_w1)]
+            for r in memory]
+    return _table(head, body, markdown)
+
+
+def growth_lines(rows: list[Row]) -> list[str]:
+    """Per-request cost at the largest N over the smallest, per workload and path."""
+    sizes = sorted({r.n for r in rows})
+    if len(sizes) < 2:
+        return []
+    lo, hi = sizes[0], sizes[-1]
+    by = {(r.n, r.workload, r.path): r.ns_per_request for r in rows}
+    out = []
+    for w in sorted({r.workload for r in rows}):
+        parts = [f"{p} {by[hi, w, p] / by[lo, w, p]:.1f}x" for p in PATHS
+                 if (lo, w, p) in by and (hi, w, p) in by]
+        k = int(w.split()[0][1:])
+        if lo in KERNEL_NS and hi in KERNEL_NS:
+            parts.append(f"kernel {KERNEL_NS[hi][k] / KERNEL_NS[lo][k]:.1f}x")
+        out.append(f"  {w}: " + ", ".join(parts))
+    return [f"Growth of ns/request from N={lo:,} to N={hi:,}:", *out]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -214,22 +261,35 @@ def run(args: argparse.Namespace) -> int:
     m = _count(args.m, "--m")
     ref_m = _count(args.ref_m, "--ref-m", minimum=0)
     info = machine_info()
-    rows = measure(sizes, workloads, m, ref_m, progress=not args.no_progress)
-    memory: dict[str, dict[int, float]] = {}
+    rows = measure(sizes, workloads, m, ref_m, progress=not args.no_progress, clock=args.clock)
+    memory: list[MemoryReport] = []
     if not args.no_memory:
         for impl in ("core", "reference") if ref_m else ("core",):
-            memory[impl] = {n: rss_per_mapping(impl, n) for n in sizes}
+            for n in sizes:
+                memory.append(memory_per_mapping(impl, n, m=min(m, 200_000) if impl == "core"
+                                                 else min(ref_m, 200_000)))
     core = "compiled core" if info["compiled_core"] else \
         "NOTE: gpuvm_core.GpuVm is still the pure-Python reference (core not built)"
     print(f"# {core}; Python {info['python']}, numpy {info['numpy']}, Cython {info['cython']}, "
-          f"{info['cpu']}")
+          f"{info['cpu']}; load average {info['load']}")
     print(f"# core paths: M={m:,} requests; reference: M={ref_m:,} requests (single path); "
-          "kernel = C drm_gpuvm, gcc -O2, M=200,000 (bench/WORKLOADS.md)")
-    print(format_table(rows, memory, args.markdown))
+          f"clock: {args.clock}; kernel = C drm_gpuvm, gcc -O2, M=200,000 (bench/WORKLOADS.md)")
+    print(format_table(rows, args.markdown))
+    growth = growth_lines(rows)
+    if growth:
+        print()
+        print("\n".join(growth))
+    if memory:
+        print()
+        print("Bytes per mapping (RSS: resident-set growth of a fresh process / VAs; "
+              "nbytes: the core's own exact count):")
+        print(format_memory(memory, args.markdown))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"machine": info, "m": m, "ref_m": ref_m,
+            json.dump({"machine": info, "m": m, "ref_m": ref_m, "clock": args.clock,
                        "rows": [asdict(r) for r in rows],
-                       "bytes_per_mapping": {k: {str(n): b for n, b in v.items()}
-                                             for k, v in memory.items()}}, fh, indent=1)
+                       "bytes_per_mapping": {impl: {str(r.n): asdict(r) for r in memory
+                                                    if r.impl == impl}
+                                             for impl in sorted({r.impl for r in memory})}},
+                      fh, indent=1)
     return 0
