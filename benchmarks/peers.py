@@ -33,8 +33,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-import portion as P
-from intervaltree import Interval, IntervalTree
+import portion as P  # type: ignore[import-untyped]
+from intervaltree import Interval, IntervalTree  # type: ignore[import-untyped]
 
 __all__ = ["IntervalTreeVm", "PortionVm", "PEERS"]
 
@@ -59,6 +59,15 @@ class _Deferred:
 
 
 class _PeerBase:
+    def __init__(self, start: int, range: int) -> None:  # noqa: A002
+        pass
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[PeerVa]:
+        raise NotImplementedError
+
     def sm_map_ops_create(self, addr: int, range: int, obj: int | None = None,  # noqa: A002
                           offset: int = 0) -> _Deferred:
         return _Deferred("map", addr, addr + range, obj, offset)
@@ -98,7 +107,7 @@ class _PeerBase:
         return [self.find_first(a, r) for a, r in zip(addr.tolist(), range.tolist(), strict=True)]
 
     def state(self) -> list[tuple[int, int, int | None, int]]:
-        return [tuple(va) for va in self]  # type: ignore[attr-defined, misc]
+        return [(va.addr, va.range, va.obj, va.offset) for va in self]
 
 
 class IntervalTreeVm(_PeerBase):
@@ -212,12 +221,10 @@ def new_peer(name: str, n: int, w: int) -> _PeerBase:
 
 
 def _rss_child(name: str, n: int) -> float:
-    import gc
-
-    from gpuvm_core.workloads import _rss_bytes, populate
+    from gpuvm_core.workloads import _rss_bytes, _settle, populate
 
     pop = populate(n)
-    gc.collect()
+    _settle()
     before = _rss_bytes()
     vm = PEERS[name][0](0, 1 << 48)
     if isinstance(vm, IntervalTreeVm):
@@ -226,7 +233,7 @@ def _rss_child(name: str, n: int) -> float:
         from gpuvm_core.workloads import run_batch
 
         run_batch(vm, pop)
-    gc.collect()
+    _settle()
     after = _rss_bytes()
     assert len(vm) == n
     return (after - before) / n

@@ -32,8 +32,6 @@ IMPLS = ["core-single", "core-batch", "reference", "intervaltree", "portion"]
 def test_workload(run_loop: Any, settings: dict[str, int], impl: str, w: int, n: int) -> None:
     if impl == "portion" and (w == 3 or n > 1000):
         pytest.skip("portion: no madvise semantics (W3); O(n) per assignment (N > 1e3)")
-    if impl.startswith("core") and gpuvm_core.GpuVm is gpuvm_core.RefGpuVm:
-        pytest.skip("compiled core not built: GpuVm is the reference")
     slow = impl not in ("core-single", "core-batch")
     m = settings["slow_m"] if slow else settings["m"]
     reqs = workload(w, n, m)
