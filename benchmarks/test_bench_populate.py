@@ -42,7 +42,8 @@ def test_populate(benchmark: Any, impl: str, n: int) -> None:
 
     benchmark.pedantic(target, setup=setup, rounds=1 if n >= 100_000 else 3, iterations=1)
     assert len(vms[-1]) == n
-    benchmark.extra_info["ns_per_request"] = benchmark.stats.stats.median * 1e9 / n
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        benchmark.extra_info["ns_per_request"] = benchmark.stats.stats.median * 1e9 / n
     if impl == "core-batch":
         return  # same structure as core-single; measured once
     if impl == "intervaltree":
