@@ -279,3 +279,20 @@ def test_closed_pipe_is_quiet(tmp_path: Path) -> None:
     assert json.loads(first)["i"] == 0
     assert err == ""
 
+
+
+# -- the README's set-up commands ----------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_has_exactly_the_two_setup_commands() -> None:
+    text = (ROOT / "README.md").read_text()
+    setup = text.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    commands = [ln.strip() for ln in setup.splitlines() if ln.startswith("    ")]
+    assert len(commands) == 2, commands
+    assert commands[0] == ("python3 -m venv .venv && .venv/bin/pip install . && "
+                           ".venv/bin/pysvm simulate")
+    ci = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines()
+          if ln.startswith("python3 -m venv")]
+    assert ci == [commands[1]]                       # byte-identical to what CI runs
