@@ -9,13 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import matplotlib.image as mpimg  # the test extra installs matplotlib: no skip
+import numpy as np
 import pytest
 
-pytest.importorskip("matplotlib")
-import matplotlib.image as mpimg  # noqa: E402
-import numpy as np  # noqa: E402
-
-from pysvm.plot import (  # noqa: E402
+from pysvm.plot import (
     ATOMIC_COLOURS,
     DEVICE_COLOURS,
     FAULT_COLOUR,
@@ -25,7 +23,7 @@ from pysvm.plot import (  # noqa: E402
     render,
     snapshot_from_trace,
 )
-from pysvm.simulate import TimelinePoint  # noqa: E402
+from pysvm.simulate import TimelinePoint
 
 KiB = 1 << 10
 MiB = 1 << 20

@@ -284,23 +284,11 @@ def test_bad_config_is_refused(kw: dict[str, Any], msg: str) -> None:
 
 # -- against the real trace engine ---------------------------------------------------------
 
-def _engine_ready() -> bool:
-    try:
-        import pysvm.trace  # noqa: F401
-    except ModuleNotFoundError:
-        return False
-    return True
-
-
-real = pytest.mark.skipif(not _engine_ready(), reason="pysvm.trace not landed yet")
-
-
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pysvm", *args], capture_output=True,
                           text=True, timeout=300)
 
 
-@real
 def test_real_engine_run_verifies_data() -> None:
     res = simulate(SimConfig(steps=400, seed=3))
     assert res.ok, res.mismatches[:3]
@@ -332,7 +320,6 @@ def replay_lines(trace: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in rep.stdout.splitlines()]
 
 
-@real
 @pytest.mark.parametrize("cfg", [
     SimConfig(steps=300, seed=4),
     SimConfig(steps=300, seed=5, profile="newest", preferred_loc="peer", unbind=True,
@@ -356,7 +343,6 @@ def test_replay_of_the_recording_reproduces_every_output(tmp_path: Path, cfg: Si
     assert lines[-2]["ev"] == "ranges" and lines[-2]["ranges"] == res.ranges
 
 
-@real
 def test_record_then_replay_gives_identical_summary(tmp_path: Path) -> None:
     trace = tmp_path / "run.jsonl"
     sim = run_cli("simulate", "--steps", "300", "--seed", "4", "--json", "--quiet",
@@ -376,7 +362,6 @@ def test_record_then_replay_gives_identical_summary(tmp_path: Path) -> None:
     assert replay_lines(trace)[-1]["summary"] != data["summary"]
 
 
-@real
 def test_human_summary_names_every_counter(tmp_path: Path) -> None:
     trace = tmp_path / "run.jsonl"
     res = run_cli("simulate", "--steps", "400", "--seed", "2", "--devices", "2", "--unbind",
