@@ -1292,11 +1292,17 @@ cdef class GpuVm:
         return self._finish(self.c_prefetch(a, r, &self.buf), a, r)
 
     def sm_map(self, steps, addr, range, obj=None, offset=0):  # noqa: A002
-        """Kernel: drm_gpuvm_sm_map(): call ``steps.sm_step_*`` for each op in order."""
+        """Kernel: drm_gpuvm_sm_map(): call ``steps.sm_step_*`` for each op in order.
+
+        Like the kernel, a ``steps`` object lacking any of sm_step_map,
+        sm_step_remap, sm_step_unmap is refused with EINVAL before anything happens.
+        """
+        _require_steps(steps, ("sm_step_map", "sm_step_remap", "sm_step_unmap"))
         _dispatch(steps, self.sm_map_ops_create(addr, range, obj, offset))
 
     def sm_unmap(self, steps, addr, range):  # noqa: A002
-        """Kernel: drm_gpuvm_sm_unmap()."""
+        """Kernel: drm_gpuvm_sm_unmap() (needs sm_step_remap and sm_step_unmap only)."""
+        _require_steps(steps, ("sm_step_remap", "sm_step_unmap"))
         _dispatch(steps, self.sm_unmap_ops_create(addr, range))
 
     # -- applying ops ------------------------------------------------------------------
@@ -1305,14 +1311,18 @@ cdef class GpuVm:
         """Apply ``ops`` in order; return how many inserts the tree refused.
 
         An :class:`Ops` list is refused with ESTALE if the VM changed since it
-        was created. A plain sequence of op objects is applied one by one; an
-        unmap/remap naming a VA that is gone raises ENOENT (earlier ops stay
-        applied). Kernel: drm_gpuva_map() / drm_gpuva_remap() / drm_gpuva_unmap().
+        was created. A plain sequence of op objects is checked before anything
+        is applied: an unmap/remap naming a VA that is not in this VM (removed,
+        another VM's, or named twice) is refused with ENOENT, one naming the
+        kernel-reserved node with EINVAL (drm_gpuva_remove refuses that node),
+        and the VM is left unchanged.
+        Kernel: drm_gpuva_map() / drm_gpuva_remap() / drm_gpuva_unmap().
         """
-        cdef Py_ssize_t failed = 0
+        cdef Py_ssize_t failed = 0, i, n
         cdef int rc
         cdef Ops o
-        cdef OpRec rec
+        cdef OpRec* recs
+        cdef Pos p
         if isinstance(ops, Ops):
             o = <Ops>ops
             if o.vm is not self or o.generation != self.generation:
@@ -1320,12 +1330,28 @@ cdef class GpuVm:
                                  "op list is stale: the VM changed since it was created")
             rc = self.c_apply(o.recs, o.n, &failed)
         else:
-            rc = 0
-            for op in ops:
-                _op_to_rec(self, op, &rec)
-                rc = self.c_apply(&rec, 1, &failed)
-                if rc < 0:
-                    break
+            seq = list(ops)
+            n = len(seq)
+            recs = <OpRec*>PyMem_RawMalloc((n if n else 1) * sizeof(OpRec))
+            if recs == NULL:
+                raise MemoryError()
+            try:
+                named = set()
+                for i in range(n):
+                    _op_to_rec(self, seq[i], &recs[i])
+                    if recs[i].type != T_REMAP and recs[i].type != T_UNMAP:
+                        continue
+                    if self.kid != 0 and recs[i].va.vid == self.kid:
+                        raise GpuvmError(_errno.EINVAL, "an op names the kernel-reserved node, "
+                                                        "which cannot be removed")
+                    key = (recs[i].va.addr, recs[i].va.vid)
+                    if key in named or not self.c_locate(recs[i].va.addr, recs[i].va.vid, &p):
+                        raise GpuvmError(_errno.ENOENT, f"op {i} ({seq[i]!r}) names a VA that "
+                                                        "is not (or no longer) in this VM")
+                    named.add(key)
+                rc = self.c_apply(recs, n, &failed)
+            finally:
+                PyMem_RawFree(recs)
         if rc == -E_NOENT:
             raise GpuvmError(_errno.ENOENT, "an op names a VA that is no longer in this VM")
         if rc < 0:
@@ -1694,6 +1720,12 @@ cdef int _check_va(GpuVm vm, GpuVa va) except -1:
     if va.vm is not vm:
         raise GpuvmError(_errno.ENOENT, f"{va!r} belongs to another VM")
     return 0
+
+
+def _require_steps(steps, names):
+    missing = [n for n in names if not callable(getattr(steps, n, None))]
+    if missing:
+        raise GpuvmError(_errno.EINVAL, f"the steps object has no {', '.join(missing)}")
 
 
 def _dispatch(steps, ops):
