@@ -548,12 +548,8 @@ def test_stale_and_foreign_ops_and_dead_vas_refused(impl: Any) -> None:
     _refused(vm, lambda: vm.remove(va), errno.ENOENT)
 
 
-@pytest.mark.parametrize("impl", [
-    pytest.param(GpuVm, id="core", marks=pytest.mark.xfail(
-        raises=AttributeError, strict=True,
-        reason="compiled core: sm_map/sm_unmap do not check the callbacks up front "
-               "(reported to the lead; _core.pyx is not ours to edit)")),
-    pytest.param(RefGpuVm, id="reference")])
+@pytest.mark.parametrize("impl", [pytest.param(GpuVm, id="core"),
+                                  pytest.param(RefGpuVm, id="reference")])
 def test_callbacks_missing_refused_before_anything(impl: Any) -> None:
     # drm_gpuvm_sm_map() returns -EINVAL when the driver's ops lack any of
     # sm_step_map / sm_step_remap / sm_step_unmap (sm_unmap: remap / unmap),
@@ -580,15 +576,7 @@ def _op_types(impl: Any) -> tuple[Any, Any, Any]:
     return RefOpMap, RefOpRemap, RefOpUnmap
 
 
-_CORE_APPLIES_PARTIALLY = pytest.mark.xfail(
-    strict=True, reason="compiled core: apply() of a plain op list applies the ops before the "
-                        "bad one (reported to the lead; _core.pyx is not ours to edit)")
-_CORE_REMOVES_RESERVED = pytest.mark.xfail(
-    strict=True, reason="compiled core: apply([OpUnmap(kernel_node)]) removes the reserved node, "
-                        "which drm_gpuva_remove refuses (reported to the lead)")
-
-
-@pytest.mark.parametrize("impl", [pytest.param(GpuVm, id="core", marks=_CORE_APPLIES_PARTIALLY),
+@pytest.mark.parametrize("impl", [pytest.param(GpuVm, id="core"),
                                   pytest.param(RefGpuVm, id="reference")])
 def test_plain_op_list_naming_a_dead_va_changes_nothing(impl: Any) -> None:
     op_map, op_remap, op_unmap = _op_types(impl)
@@ -603,7 +591,7 @@ def test_plain_op_list_naming_a_dead_va_changes_nothing(impl: Any) -> None:
         _refused(vm, lambda ops=ops: vm.apply(ops), errno.ENOENT)  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("impl", [pytest.param(GpuVm, id="core", marks=_CORE_REMOVES_RESERVED),
+@pytest.mark.parametrize("impl", [pytest.param(GpuVm, id="core"),
                                   pytest.param(RefGpuVm, id="reference")])
 def test_plain_op_list_cannot_remove_the_reserved_node(impl: Any) -> None:
     # drm_gpuva_unmap -> drm_gpuva_remove WARNs and keeps the kernel node;
