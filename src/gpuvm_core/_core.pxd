@@ -141,6 +141,7 @@ cdef class GpuVm:
     cdef readonly u64 reserve_addr
     cdef readonly u64 reserve_range
     cdef OpBuf buf
+    cdef int busy                  # a batch call runs without the GIL (other threads: EBUSY)
 
     # positions
     cdef Pos c_upper_raw(self, u64 key) noexcept nogil
@@ -174,6 +175,7 @@ cdef class GpuVm:
                           FindRow* rows) noexcept nogil
     cdef Py_ssize_t c_nbytes(self) noexcept nogil
     # Python-level helpers
+    cdef int _idle(self) except -1
     cdef GpuVa _va_at(self, Pos p)
     cdef object _first(self, u64 qs, u64 ql)
     cdef list _views(self, Pos p, u64 end, bint bounded, bint skip_reserved)

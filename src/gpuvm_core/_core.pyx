@@ -242,7 +242,10 @@ cdef class GpuVa:
     def alive(self):
         """True while this VA is still in its VM."""
         cdef Pos p
-        return self.vm is not None and self.vm.c_locate(self._addr, self._vid, &p)
+        if self.vm is None:
+            return False
+        self.vm._idle()
+        return self.vm.c_locate(self._addr, self._vid, &p)
 
     def as_tuple(self):
         return (self._addr, self._rng, self.obj, self._off)
@@ -517,6 +520,13 @@ cdef class GpuVm:
         PyMem_RawFree(self.firsts)
         PyMem_RawFree(self.zaddr)
         PyMem_RawFree(self.buf.recs)
+
+    cdef int _idle(self) except -1:
+        """Refuse use while a batch call of another thread runs on this VM without the GIL."""
+        if self.busy:
+            raise GpuvmError(_errno.EBUSY, "the VM is in use by a batch call running in "
+                                           "another thread")
+        return 0
 
     # -- positions --------------------------------------------------------
 
@@ -1129,12 +1139,14 @@ cdef class GpuVm:
 
     def find_first(self, addr, range):  # noqa: A002
         """Kernel: drm_gpuva_find_first()."""
+        self._idle()
         cdef u64 a = _u64(addr, "addr")
         cdef u64 r = _u64(range, "range")
         return self._first(a, a + r - 1)
 
     def find(self, addr, range):  # noqa: A002
         """Kernel: drm_gpuva_find()."""
+        self._idle()
         cdef u64 a = _u64(addr, "addr")
         cdef u64 r = _u64(range, "range")
         cdef Pos p
@@ -1147,6 +1159,7 @@ cdef class GpuVm:
 
     def find_prev(self, start):
         """Kernel: drm_gpuva_find_prev(). Quirk: may return a VA covering ``start``."""
+        self._idle()
         cdef u64 s = _u64(start, "start")
         if not self.c_range_valid(s - 1, 1):
             return None
@@ -1154,6 +1167,7 @@ cdef class GpuVm:
 
     def find_next(self, end):
         """Kernel: drm_gpuva_find_next(). Quirk: may return a VA starting at ``end + 1``."""
+        self._idle()
         cdef u64 e = _u64(end, "end")
         if not self.c_range_valid(e, 1):
             return None
@@ -1161,6 +1175,7 @@ cdef class GpuVm:
 
     def interval_empty(self, addr, range):  # noqa: A002
         """Kernel: drm_gpuvm_interval_empty()."""
+        self._idle()
         cdef u64 a = _u64(addr, "addr")
         cdef u64 r = _u64(range, "range")
         cdef Pos p
@@ -1168,6 +1183,7 @@ cdef class GpuVm:
 
     def insert(self, addr, range, obj=None, offset=0):  # noqa: A002
         """Kernel: drm_gpuva_insert()."""
+        self._idle()
         cdef u64 a = _u64(addr, "addr")
         cdef u64 r = _u64(range, "range")
         cdef int64_t o = _to_obj(obj)
@@ -1187,6 +1203,7 @@ cdef class GpuVm:
 
     def remove(self, GpuVa va not None):
         """Kernel: drm_gpuva_remove()."""
+        self._idle()
         cdef Pos p
         if va.vm is self and self.kid != 0 and va._vid == self.kid:
             raise GpuvmError(_errno.EINVAL, "the kernel-reserved node cannot be removed")
@@ -1212,6 +1229,7 @@ cdef class GpuVm:
 
     def __iter__(self):
         """Address order (list order), reserved node excluded; a snapshot."""
+        self._idle()
         cdef Pos p
         p.ci = 0
         p.si = 0
@@ -1222,6 +1240,7 @@ cdef class GpuVm:
 
         Kernel: drm_gpuvm_for_each_va_range().
         """
+        self._idle()
         cdef u64 a = _u64(addr, "addr")
         cdef u64 r = _u64(range, "range")
         cdef u64 end = a + r
@@ -1237,6 +1256,7 @@ cdef class GpuVm:
     @property
     def kernel_node(self):
         """The kernel-reserved node (Kernel: drm_gpuvm.kernel_alloc_node) or None."""
+        self._idle()
         cdef Pos p
         if self.kid == 0:
             return None
@@ -1265,6 +1285,7 @@ cdef class GpuVm:
 
     def sm_map_ops_create(self, addr, range, obj=None, offset=0):  # noqa: A002
         """Kernel: drm_gpuvm_sm_map_ops_create()."""
+        self._idle()
         cdef u64 a = _u64(addr, "addr")
         cdef u64 r = _u64(range, "range")
         cdef int64_t o = _to_obj(obj)
@@ -1273,6 +1294,7 @@ cdef class GpuVm:
 
     def madvise_ops_create(self, addr, range, obj=None, offset=0):  # noqa: A002
         """Kernel: drm_gpuvm_madvise_ops_create()."""
+        self._idle()
         cdef u64 a = _u64(addr, "addr")
         cdef u64 r = _u64(range, "range")
         cdef int64_t o = _to_obj(obj)
@@ -1281,12 +1303,14 @@ cdef class GpuVm:
 
     def sm_unmap_ops_create(self, addr, range):  # noqa: A002
         """Kernel: drm_gpuvm_sm_unmap_ops_create()."""
+        self._idle()
         cdef u64 a = _u64(addr, "addr")
         cdef u64 r = _u64(range, "range")
         return self._finish(self.c_sm_unmap(a, r, &self.buf), a, r)
 
     def prefetch_ops_create(self, addr, range):  # noqa: A002
         """Kernel: drm_gpuvm_prefetch_ops_create() (no range check; may list the reserved node)."""
+        self._idle()
         cdef u64 a = _u64(addr, "addr")
         cdef u64 r = _u64(range, "range")
         return self._finish(self.c_prefetch(a, r, &self.buf), a, r)
@@ -1318,6 +1342,7 @@ cdef class GpuVm:
         and the VM is left unchanged.
         Kernel: drm_gpuva_map() / drm_gpuva_remap() / drm_gpuva_unmap().
         """
+        self._idle()
         cdef Py_ssize_t failed = 0, i, n
         cdef int rc
         cdef Ops o
@@ -1430,6 +1455,8 @@ cdef class GpuVm:
         cdef int64_t[::1] C = counts
         cdef Py_ssize_t i = 0, failed = 0
         cdef int rc = 0, k = kind
+        self._idle()
+        self.busy = 1
         with nogil:
             while i < n:
                 if i + 1 < n:
@@ -1454,6 +1481,7 @@ cdef class GpuVm:
                     break
                 C[i] = self.buf.n
                 i += 1
+        self.busy = 0
         if rc == -E_INVAL:
             e = self._invalid(A[i], R[i])
             raise GpuvmError(_errno.EINVAL, e.strerror, index=i)
@@ -1589,8 +1617,11 @@ cdef class GpuVm:
             return res
         cdef unsigned char[::1] raw = res.view(np.uint8)
         cdef FindRow* rows = <FindRow*>&raw[0]
+        self._idle()
+        self.busy = 1
         with nogil:
             self.c_find_many(&A[0], &R[0], n, rows)
+        self.busy = 0
         return res
 
     # -- memory ---------------------------------------------------------------------------
@@ -1603,15 +1634,18 @@ cdef class GpuVm:
     def nbytes(self):
         """Bytes of C memory this VM owns: chunks, index arrays, zero-length side
         array and the op-record buffer (allocator headers not included)."""
+        self._idle()
         return self.c_nbytes()
 
     def __sizeof__(self):
+        self._idle()
         return object.__sizeof__(self) + self.c_nbytes()
 
     def memory_stats(self):
         """Layout figures for memory reports: a dict with ``chunks``, ``slots_used``,
         ``slots_per_chunk``, ``fill`` (used / capacity), ``nbytes`` and
         ``bytes_per_va`` (nbytes per VA, reserved node included)."""
+        self._idle()
         cdef Py_ssize_t used = 0, i
         for i in range(self.nch):
             used += self.chunks[i].n
@@ -1624,6 +1658,7 @@ cdef class GpuVm:
 
     def check(self):
         """Full internal invariant check; raises AssertionError with a description."""
+        self._idle()
         cdef Py_ssize_t ci, si, total = 0, zeros = 0
         cdef Chunk* c
         cdef bint have_prev = False, have_pos = False, seen_k = False
@@ -1673,6 +1708,7 @@ cdef class GpuVm:
 
     def _chunk_stats(self):
         """(number of chunks, slots used, capacity per chunk) for memory reports."""
+        self._idle()
         return (self.nch, sum(self.chunks[i].n for i in range(self.nch)), GPUVM_CHUNK)
 
 

@@ -409,3 +409,40 @@ def test_nbytes_accounts_for_the_structure() -> None:
     st = vm.memory_stats()
     assert st["slots_used"] == 2 * n and 0.5 <= st["fill"] <= 1.0
     vm.check()
+
+
+def test_other_threads_get_ebusy_while_a_batch_runs_without_the_gil() -> None:
+    # The batch loops release the GIL; another thread touching the same VM
+    # meanwhile must get EBUSY (never a crash or a half-updated answer).
+    import threading
+
+    from gpuvm_core.workloads import new_vm, workload
+
+    vm = new_vm(GpuVm, 20_000, 1)
+    reqs = workload(1, 20_000, 400_000)
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            vm.sm_map_batch(reqs.addr, reqs.range, reqs.obj, reqs.offset)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+        finally:
+            done.set()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    busy = answered = 0
+    while not done.is_set():
+        try:
+            vm.find_first(0, 1)
+            answered += 1
+        except GpuvmError as e:
+            assert e.errno == errno.EBUSY
+            busy += 1
+    t.join()
+    assert not errors
+    assert busy + answered > 0
+    vm.check()
+    assert vm.find_first(0, 1) is not None  # idle again afterwards
