@@ -38,6 +38,18 @@ The runner (:func:`run`) knows nothing about GPUVM: it drives any
 :class:`Target` (``make_case(rng)`` / ``run_case(case)``), so an SVM-level
 target can reuse seeds, sharding, progress and the summary line.
 
+Regression corpus: ``tests/fuzz/corpus/*.jsonl`` holds vector lines of the
+same format (hand-picked edge cases and every failure found once); the test
+suite replays each of them on both implementations. ``--corpus DIR`` replays
+``DIR`` before fuzzing and writes a new failure into it.
+
+Other entry points over the same generator: the hypothesis property and
+``RuleBasedStateMachine`` in ``tests/fuzz`` (profiles via
+``HYPOTHESIS_PROFILE``), and the atheris target
+``tests/fuzz/atheris_target.py`` (the property's ``fuzz_one_input``).
+``.ci/run`` fuzzes for 60 s with a seed derived from the commit. Commands,
+the sanitizer build and how to add a target: ``docs/fuzzing.md``.
+
 Reproducibility: case ``i`` of seed ``K`` is generated from
 ``random.Random(f"{K}:{i}")``; worker ``j`` of ``J`` runs cases ``j, j+J, ...``.
 A run is time-bounded, so a longer run covers a superset of a shorter one's
@@ -762,12 +774,36 @@ def replay_corpus(corpus: Path, system: VmFactory) -> tuple[int, list[str]]:
 
     n, bad = 0, []
     for path in sorted(corpus.glob("*.jsonl")):
-        for case in iter_cases(path):
+        try:
+            cases = list(iter_cases(path))
+        except ValueError as e:  # a malformed corpus file is a failure, named
+            bad.append(str(e))
+            continue
+        for case in cases:
             n += 1
-            res = run_case(case, system)
+            try:
+                res = run_case(case, system)
+            except Exception as e:  # noqa: BLE001 - a crash fails that case, not the run
+                bad.append(f"{path}: {case.get('id', '?')}: crash: {_short_tb(e)}")
+                continue
             if not res.ok:
                 bad.append(f"{path}: {res.case_id} step {res.step}: {res.message}")
     return n, bad
+
+
+def _run_one(target: Any, seed: int, index: int, out_dir: Path, shrink_seconds: float
+             ) -> Summary:
+    """Case ``index`` of ``seed`` alone (``--case``): the same case the runner would make."""
+    t0 = time.monotonic()
+    case = target.make_case(_case_rng(seed, index))
+    summary = Summary(seed=seed, cases=1, steps=target.case_steps(case))
+    f = target.run_case(case)
+    if f is not None:
+        summary.found.append(_handle_failure(target, case, f, seed, index, str(out_dir),
+                                             shrink_seconds))
+    summary.failures = len(summary.found)
+    summary.elapsed = time.monotonic() - t0
+    return summary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -782,11 +818,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="int, 0x-hex, or a commit id (hashed); same seed = same cases")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (seed-sharded)")
     p.add_argument("--corpus", type=Path, default=None,
-                   help="regression corpus dir: replayed first; new failures are written there "
-                        "(default: written to ./fuzz-failures/)")
+                   help="regression corpus dir (e.g. tests/fuzz/corpus): every *.jsonl in it is "
+                        "replayed first, and a new failure is written there")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where a failure is written (default: the --corpus dir, else "
+                        "./fuzz-failures/)")
     p.add_argument("--impl", choices=["core", "reference"], default="core",
                    help="system under test (default core; 'reference' checks the harness)")
     p.add_argument("--max-cases", type=int, default=None, help="stop after N cases")
+    p.add_argument("--case", type=int, default=None, metavar="I",
+                   help="run only case I of the seed (as printed by a failure: 'FAIL seed K "
+                        "case I'); reproduces it at once, whatever --seconds/--jobs")
     p.add_argument("--shrink-seconds", type=float, default=30.0,
                    help="time budget for shrinking a failure (default 30)")
     p.add_argument("--debug-fault", type=int, default=0,
@@ -801,6 +843,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.jobs < 1:
         parser.error("--seconds must be > 0 and --jobs >= 1")
+    if args.case is not None and args.case < 0:
+        parser.error("--case must be >= 0")
     seed = parse_seed(args.seed)
     if args.debug_fault:
         from . import GpuVm, RefGpuVm
@@ -814,10 +858,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     impl_note = ("core = reference alias: the compiled core is not built"
                  if args.impl == "core" and GpuVm is cast(Any, RefGpuVm) else args.impl)
-    print(f"gpuvm fuzz: seed {seed} (from {args.seed!r}), {args.seconds:g} s, "
-          f"{args.jobs} job(s), system: {impl_note}", flush=True)
-    out_dir = args.corpus if args.corpus is not None else Path("fuzz-failures")
+    budget = (f"case {args.case} only" if args.case is not None
+              else f"{args.seconds:g} s, {args.jobs} job(s)")
+    print(f"gpuvm fuzz: seed {seed} (from {args.seed!r}), {budget}, system: {impl_note}",
+          flush=True)
+    out_dir = args.out or args.corpus or Path("fuzz-failures")
     try:
+        if args.debug_fault:  # before the corpus replay too (workers set it again)
+            _set_fault(args.debug_fault)
         if args.corpus is not None and args.corpus.is_dir():
             n, bad = replay_corpus(args.corpus, _core_factory(args.impl))
             print(f"corpus: {n} cases replayed from {args.corpus}, {len(bad)} failed", flush=True)
@@ -825,19 +873,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  FAIL {b}")
             if bad:
                 return 1
-        summary = run(_GpuvmTargetFactory(args.impl, args.debug_fault), seconds=args.seconds,
-                      seed=seed, jobs=args.jobs, out_dir=out_dir,
-                      shrink_seconds=args.shrink_seconds, max_cases=args.max_cases,
-                      progress=None if args.quiet else sys.stderr)
+        factory = _GpuvmTargetFactory(args.impl, args.debug_fault)
+        if args.case is not None:
+            summary = _run_one(factory(), seed, args.case, out_dir, args.shrink_seconds)
+        else:
+            summary = run(factory, seconds=args.seconds, seed=seed, jobs=args.jobs,
+                          out_dir=out_dir, shrink_seconds=args.shrink_seconds,
+                          max_cases=args.max_cases, progress=None if args.quiet else sys.stderr)
     finally:
         if args.debug_fault:
             _set_fault(0)
     for f in summary.found:
         print(f"FAIL seed {f['seed']} case {f['case']}: {f['failure']}")
         print(f"  shrunk to {f['shrunk_steps']} step(s): {f['shrunk']}")
+        print(f"  rerun:   python -m gpuvm_core.fuzz --seed {f['seed']} --case {f['case']}"
+              + (f" --impl {args.impl}" if args.impl != "core" else "")
+              + (f" --debug-fault {args.debug_fault}" if args.debug_fault else ""))
         if "path" in f:
             print(f"  written: {f['path']}")
-            print(f"  replay:  pysvm conformance {f['path']}")
+            print(f"  replay:  pysvm conformance {f['path']} --impl both")
+            print(f"  vector:  {Path(f['path']).read_text(encoding='utf-8').strip()}")
     print(summary.line(), flush=True)
     return 1 if summary.failures else 0
 
