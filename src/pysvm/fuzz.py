@@ -81,6 +81,8 @@ INJECTION_POINTS = ("fault.start", "fault.after_find_range", "fault.after_migrat
                     "fault.after_get_pages", "fault.before_bind")
 
 Case = dict[str, Any]
+#: Fault-loop iterations the checker allows a VM whose trace set no fault_guard.
+SAFETY_GUARD = 10_000
 
 #: errnos a failing GPU access may report, by situation (see SvmChecker._check_gpu_errno).
 _UNMAPPED_OK = frozenset({"ENOENT", "EFAULT"})      # CPU memory gone at the fault address
@@ -321,6 +323,9 @@ class SvmChecker:
             if svm is not None and id(svm) not in self._hooked:
                 self._hooked.add(id(svm))
                 svm.gc_hooks.append(self._gc_hook)
+            if svm is not None and svm.max_fault_iterations is None:
+                # Never loop forever inside the checker (a trace may lack fault_guard).
+                svm.max_fault_iterations = SAFETY_GUARD
 
     def _gc_hook(self, svm: Any, start: int, end: int, err: int) -> None:
         """After each set_default_attr: the span's VMA has default attributes."""
@@ -649,6 +654,9 @@ class SvmTarget:
             while size >= 1:
                 j = 0
                 while j < len(best):
+                    if any(e.get("ev") == "fault_guard" for e in best[j:j + size]):
+                        j += size           # keep the guard: replay must not loop forever
+                        continue
                     if attempt(best[:j] + best[j + size:]):
                         changed = True
                     else:

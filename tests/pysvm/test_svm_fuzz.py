@@ -1,0 +1,145 @@
+"""``pysvm fuzz``: the SVM target runs clean, finds planted bugs, writes replayable traces.
+
+Each planted bug is a realistic mistake in the SVM layer; the fuzzer must find it
+within a small, fixed number of cases (seeded, so the test is deterministic), shrink
+it, and write a trace that ``pysvm replay`` replays and ``pysvm fuzz --replay``
+reports as the same kind of failure.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpuvm_core.fuzz import run
+from pysvm import garbage_collector, migrate
+from pysvm.cli import main
+from pysvm.fuzz import SvmTarget, SvmTargetFactory, check_events, load_trace
+from pysvm.mm import Mm, Page
+from pysvm.range import GpuSvm, GpuSvmCtx, SvmRange
+
+#: Until the pagemap layer's rmmod ordering is fixed (see the xfail below), the clean
+#: run leaves rmmod out; every other event and check is in.
+KNOWN_ELSEWHERE = ("rmmod",)
+
+
+def test_clean_run_every_check_passes() -> None:
+    summary = run(SvmTargetFactory(max_steps=40, exclude=KNOWN_ELSEWHERE), seconds=600,
+                  seed=20260, max_cases=40, out_dir=None, progress=None)
+    assert summary.failures == 0, summary.found
+    assert summary.cases == 40 and summary.steps > 40 * 10
+
+
+@pytest.mark.xfail(strict=True, reason="pagemap layer: after rmmod of an unbound device in "
+                   "the 6.18 profile a released pagemap waits in the destroy queue while its "
+                   "module is already unloaded (check_pagemap_invariants: 'outlives the "
+                   "module'); remove this marker and KNOWN_ELSEWHERE once fixed")
+def test_rmmod_keeps_the_pagemap_invariants() -> None:
+    events: list[dict[str, Any]] = [{"ev": "device", "name": "gpu1", "vram_mib": 1},
+              {"ev": "rmmod", "device": "gpu1"}]
+    assert check_events(events) is None
+
+
+def _first_failure(target: SvmTarget, seed: str, limit: int) -> tuple[Any, Any]:
+    for i in range(limit):
+        case = target.make_case(random.Random(f"{seed}:{i}"))
+        f = target.run_case(case)
+        if f is not None:
+            return case, f
+    raise AssertionError(f"planted bug not found in {limit} cases")
+
+
+def _planted(monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+    if which == "gc-skips-set_default_attr":
+        monkeypatch.setattr(garbage_collector, "set_default_attr",
+                            lambda svm, start, end: 0)
+    elif which == "get_pages-drops-a-page":
+        orig = GpuSvm.range_get_pages
+
+        def get_pages(self: GpuSvm, rng: SvmRange, ctx: GpuSvmCtx) -> None:
+            orig(self, rng, ctx)
+            if rng.pages is not None and len(rng.pages) > 1:
+                rng.pages[-1] = Page(rng.pages[-1].value)   # a copy, not the CPU's page
+        monkeypatch.setattr(GpuSvm, "range_get_pages", get_pages)
+    elif which == "fast-path-keeps-old-seqno":
+        orig = GpuSvm.range_get_pages
+
+        def stale(self: GpuSvm, rng: SvmRange, ctx: GpuSvmCtx) -> None:
+            if rng.pages_valid:
+                return          # the livelock fixed in 836040d
+            orig(self, rng, ctx)
+        monkeypatch.setattr(GpuSvm, "range_get_pages", stale)
+    elif which == "eviction-loses-a-value":
+        orig_move: Callable[..., int] = migrate._move_to_system
+
+        def move(mm: Mm, alloc: Any, addrs: list[int]) -> int:
+            n = orig_move(mm, alloc, addrs)
+            if addrs:
+                page = mm.page_at(min(addrs))
+                if page is not None:
+                    page.value = 0
+            return n
+        monkeypatch.setattr(migrate, "_move_to_system", move)
+
+
+@pytest.mark.parametrize(("bug", "kind"), [
+    ("gc-skips-set_default_attr", "attrs"),
+    ("get_pages-drops-a-page", "invariant"),
+    ("fast-path-keeps-old-seqno", "livelock"),
+    ("eviction-loses-a-value", "data"),
+])
+def test_planted_bug_is_found_and_replayable(bug: str, kind: str, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    _planted(monkeypatch, bug)
+    target = SvmTarget(max_steps=40, exclude=KNOWN_ELSEWHERE)
+    case, failure = _first_failure(target, "planted", 60)
+    assert failure.kind == kind, failure
+    small, small_f = target.shrink(case, failure, deadline=float("inf"))
+    assert small_f.kind == kind and len(small["events"]) <= len(case["events"])
+    path = target.save(small, small_f, tmp_path, "planted")
+    assert path.read_text().count("\n") == len(small["events"])
+    assert str(small_f) in path.with_suffix(".txt").read_text()
+    # The written trace reproduces the failure with the checks on...
+    again = check_events(load_trace(path))
+    assert again is not None and again.kind == kind
+    assert main(["fuzz", "--replay", str(path)]) == 1
+    assert f"FAIL at event {again.step}: {kind}" in capsys.readouterr().out
+    # ...and replays as an ordinary trace.
+    assert main(["replay", str(path)]) == 0
+    # Without the planted bug the same trace passes every check.
+    monkeypatch.undo()
+    assert check_events(load_trace(path)) is None
+
+
+def test_runner_reports_seed_and_writes_the_case(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    _planted(monkeypatch, "gc-skips-set_default_attr")
+    summary = run(SvmTargetFactory(max_steps=40, profile="6.18", exclude=KNOWN_ELSEWHERE),
+                  seconds=600, seed=7, max_cases=60, out_dir=tmp_path, shrink_seconds=20,
+                  progress=None)
+    assert summary.failures == 1
+    found = summary.found[0]
+    assert found["seed"] == 7 and "attrs" in found["failure"]
+    assert Path(found["path"]).exists() and found["path"].startswith(str(tmp_path))
+
+
+def test_cli_fuzz_summary_line_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fuzz", "--seconds", "30", "--seed", "5", "--max-cases", "3", "-q",
+                 "--exclude-event", "rmmod"]) == 0
+    out = capsys.readouterr().out
+    assert "svm: 3 cases" in out and "0 failures (seed 5" in out
+    assert main(["fuzz", "--seconds", "0"]) == 2
+    assert "--seconds must be > 0" in capsys.readouterr().err
+
+
+def test_cases_are_deterministic_per_seed() -> None:
+    t = SvmTarget()
+    a = t.make_case(random.Random("9:4"))
+    b = t.make_case(random.Random("9:4"))
+    assert a == b
+    assert t.case_steps(a) == len(a["events"]) > 10
