@@ -13,7 +13,7 @@ page; values are never lost or duplicated.
 Pagemap references: one clear place. An allocation takes a reference on its
 device's pagemap when it is created (:func:`_pagemap_get`) and drops it when
 its last device page is gone (:func:`_pagemap_put`, called by
-:meth:`pysvm.vram.Vram.free`). Engineer F's pagemap module plugs in through
+:meth:`pysvm.vram.Vram.free`). The pagemap layer (pysvm.pagemap) plugs in through
 ``device.pagemap`` (``get()``/``put()``/``populate_allowed()``).
 """
 

@@ -355,7 +355,7 @@ def attach_svm(vm: Vm) -> None:
 def _register() -> None:
     try:
         from .vm import VM_INIT_HOOKS
-    except ImportError:       # pragma: no cover - D's module not there yet
+    except ImportError:       # pragma: no cover - pysvm.vm not importable
         return
     if attach_svm not in VM_INIT_HOOKS:
         VM_INIT_HOOKS.append(attach_svm)
