@@ -142,6 +142,7 @@ cdef class GpuVm:
     cdef readonly u64 reserve_range
     cdef OpBuf buf
     cdef int busy                  # a batch call runs without the GIL (other threads: EBUSY)
+    cdef int in_batch              # a batch loop (it prefetches itself) is running
 
     # positions
     cdef Pos c_upper_raw(self, u64 key) noexcept nogil

@@ -534,15 +534,24 @@ cdef class GpuVm:
         """Where a VA starting at ``key`` is linked: after every VA with addr <= key.
 
         Not normalised: ``si`` may equal the chunk's ``n`` (append to that chunk).
+        Outside batch loops (which prefetch the next request's whole chunk
+        themselves), the chunk's key and range lines are prefetched first, so
+        the in-chunk search and the range check wait for one memory latency
+        instead of a chain of four or five.
         """
         cdef Pos p
         cdef Chunk* c
+        cdef Py_ssize_t k
         p.ci = _bisect_right(self.firsts, self.nch, key) - 1
         if p.ci < 0:
             p.ci = 0
             p.si = 0
             return p
         c = self.chunks[p.ci]
+        if not self.in_batch:
+            for k in range(0, GPUVM_CHUNK, 8):
+                gpuvm_prefetch(&c.addr[k])
+                gpuvm_prefetch(&c.rng[k])
         p.si = _bisect_right(c.addr, c.n, key)
         return p
 
@@ -1457,6 +1466,7 @@ cdef class GpuVm:
         cdef int rc = 0, k = kind
         self._idle()
         self.busy = 1
+        self.in_batch = 1
         with nogil:
             while i < n:
                 if i + 1 < n:
@@ -1482,6 +1492,7 @@ cdef class GpuVm:
                 C[i] = self.buf.n
                 i += 1
         self.busy = 0
+        self.in_batch = 0
         if rc == -E_INVAL:
             e = self._invalid(A[i], R[i])
             raise GpuvmError(_errno.EINVAL, e.strerror, index=i)
