@@ -323,9 +323,10 @@ class SvmChecker:
             if svm is not None and id(svm) not in self._hooked:
                 self._hooked.add(id(svm))
                 svm.gc_hooks.append(self._gc_hook)
-            if svm is not None and svm.max_fault_iterations is None:
-                # Never loop forever inside the checker (a trace may lack fault_guard).
-                svm.max_fault_iterations = SAFETY_GUARD
+                if svm.max_fault_iterations is None:
+                    # Do not loop forever inside the checker when a trace sets no guard;
+                    # a later fault_guard event (0 = none) overrides this.
+                    svm.max_fault_iterations = SAFETY_GUARD
 
     def _gc_hook(self, svm: Any, start: int, end: int, err: int) -> None:
         """After each set_default_attr: the span's VMA has default attributes."""

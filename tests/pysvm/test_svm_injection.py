@@ -256,6 +256,7 @@ def test_livelock_guard_stops_a_runaway_with_a_clear_error(profile: str) -> None
 @pytest.mark.parametrize("profile", ["6.18", "newest"])
 def test_no_silent_cap_without_the_guard(profile: str) -> None:
     s = Sim(profile, guard=None)
+    s.ok({"ev": "fault_guard", "vm": "vm0", "max_iterations": 0})    # no guard at all
     assert s.svm.max_fault_iterations is None
     s.mmap(BUF, SZ_64K)
     _runaway(s, 300)
@@ -268,6 +269,8 @@ def test_no_silent_cap_without_the_guard(profile: str) -> None:
 
 def test_guard_event_sets_and_clears_the_guard() -> None:
     s = Sim("6.18", guard=None)
+    s.ok({"ev": "fault_guard", "vm": "vm0", "max_iterations": 0})
+    assert s.svm.max_fault_iterations is None
     assert s.ok({"ev": "fault_guard", "vm": "vm0", "max_iterations": 7})["max_iterations"] == 7
     assert s.svm.max_fault_iterations == 7
     s.ok({"ev": "fault_guard", "vm": "vm0", "max_iterations": 0})
