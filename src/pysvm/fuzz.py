@@ -17,7 +17,8 @@ mirrors, the livelock guard, a 4 MiB heap), then a random interleaving of
 * ``unbind_device`` / ``rmmod`` of the second device, ``run_workers``,
 
 and a teardown (munmap everything, collect, unbind the mirrors, run the
-workers). :class:`SvmChecker` replays it through :class:`pysvm.trace.Engine`
+workers, then the pagemap layer's ``teardown`` event: close every VM, unload
+every driver, which must leave nothing referenced). :class:`SvmChecker` replays it through :class:`pysvm.trace.Engine`
 and, after every event, checks
 
 * data: a shadow copy of every page (one int each) against what the CPU page
@@ -39,8 +40,9 @@ and, after every event, checks
   succeed; ``ELOOP`` from the livelock guard is always a failure); no VM is
   ever killed (except by the newest kernel's neighbour-widening quirk, which
   the model reproduces; see docs/svm.md);
-* after the teardown: no range, no notifier, no VRAM in use, every pagemap
-  refcount zero and no device hold left after the workers ran.
+* after the teardown: no range, no notifier, no VRAM in use once everything
+  is unmapped and the workers ran; after ``teardown`` no leftovers at all
+  (every pagemap freed, every device and module released).
 
 On a failure the case is shrunk (events dropped while the same kind of failure
 remains) and written as a trace file; ``pysvm replay FILE`` replays it and
@@ -578,7 +580,7 @@ class SvmTarget:
     profile: str | None = None
     #: End each case with the pagemap layer's ``teardown`` event (close every VM, unload
     #: every driver) and require it to report no leftovers.
-    teardown_event: bool = False
+    teardown_event: bool = True
     #: Event names never generated (e.g. while a known failure elsewhere is being fixed).
     exclude: tuple[str, ...] = ()
     name: str = "svm"
