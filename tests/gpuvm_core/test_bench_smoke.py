@@ -50,7 +50,7 @@ def test_bench_tiny_run_prints_table_and_json(tmp_path: Path) -> None:
 
 def test_bench_markdown_subset(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--sizes", "1e3", "--workloads", "w4", "--m", "200", "--ref-m", "0",
-                 "--no-memory", "--markdown", "--no-progress"]) == 0
+                 "--repeat", "2", "--no-memory", "--markdown", "--no-progress"]) == 0
     out = capsys.readouterr().out
     table = [ln for ln in out.splitlines() if ln.startswith("|")]
     assert len(table) == 4  # header, rule, single, batch
@@ -63,6 +63,7 @@ def test_bench_markdown_subset(capsys: pytest.CaptureFixture[str]) -> None:
     (["--sizes", "1.5"], "whole number"),
     (["--workloads", "W9"], "unknown workload"),
     (["--m", "0"], "--m must be"),
+    (["--repeat", "0"], "--repeat must be"),
 ])
 def test_bench_bad_input_is_one_line(argv: list[str], msg: str,
                                      capsys: pytest.CaptureFixture[str]) -> None:
