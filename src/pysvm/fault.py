@@ -370,6 +370,23 @@ def handle_pagefault(svm: Svm, vma: Vma, addr: int, atomic: bool) -> FaultStats:
         svm.fault_log.append(st)
 
 
+def _remember_fault_vma(svm: Svm, vma: Vma) -> None:
+    """After a successful fault the VM caches the VMA the fault *started* with.
+
+    Kernel: xe_pagefault.c stores ``vm->usm.last_fault_vma = vma`` with the VMA it looked
+    up before calling xe_svm_handle_pagefault(). When the garbage collector inside the
+    fault replaced that VMA (set_default_attr's split or re-allocation; xe_vm_remove_vma()
+    had cleared the cache then), the pointer stored is the destroyed VMA's: a dangling
+    pointer that the next xe_vm_find_vma_by_addr() dereferences (vma_matches()). The model
+    stores it too and counts it (``last_fault_vma_dangling``); its lookup ignores a cached
+    VMA that is no longer in the tree, so nothing here reads freed memory.
+    """
+    vm = svm.vm
+    vm.last_fault_vma = vma
+    if not vm.killed and vm.find_vma_by_addr(vma.start) is not vma:
+        svm.world.stats["last_fault_vma_dangling"] += 1
+
+
 def _bo_page(vma: Vma, a: int) -> tuple[str, int]:
     bo = vma.bo
     name = str(getattr(bo, "name", id(bo)))
@@ -446,8 +463,8 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
                                        f"{spins} times but the mapping is still invalid")
                 spins += 1
                 faults += 1
-                vm.last_fault_vma = vma
                 st = handle_pagefault(svm, vma, a, atomic)
+                _remember_fault_vma(svm, vma)
                 last_reasons = st.reasons
                 retries += st.retries
                 vma = vm.find_vma_by_addr(a) or vma
