@@ -248,6 +248,8 @@ def _inner(svm: Svm, vma: Vma, addr: int, need_vram: bool, st: FaultStats) -> in
             if err == errno.EAGAIN:
                 st.gc_eagain += 1
                 st.reasons.append("gc-eagain")
+            else:
+                st.reasons.append(f"gc:{errno.errorcode.get(err, err)}")
             return err
         target = dev if ctx.devmem_only else _resolve_target(svm, vma)
         if newest:

@@ -177,6 +177,19 @@ def test_newest_widening_quirk_kills_the_vm_when_the_tail_has_a_range() -> None:
     assert s.mm.cpu_read(BUF + 0xF000, K) == [1]  # nothing the GPU wrote is lost
 
 
+def test_newest_widening_quirk_inside_a_fault() -> None:
+    """Found by the 30-minute `pysvm fuzz` run (seed 2026, case 8836, shrunk to 9 events;
+    tests/pysvm/traces/svm_newest_gc_widen_in_fault.jsonl): the same widening, reached by
+    the collector a later fault runs first, fails that fault with EBUSY and kills the VM."""
+    s = _quirk(live_tail=True)
+    s.munmap(BUF + 0xE000, K)
+    s.checker.quirk_killed.add("vm0")   # what the fuzzer's GC hook records for this quirk
+    out = s.ev({"ev": "gpu_access", "vm": "vm0", "addr": BUF + SZ_2M - K, "size": K,
+                "op": "write", "value": 3})
+    assert out["result"] == "EBUSY" and "gc:EBUSY" in out["message"]
+    assert s.vm.killed and s.last_fault().reasons == ["gc:EBUSY"]
+
+
 def test_newest_widening_quirk_trace_replays_exactly() -> None:
     path = TRACES / "svm_newest_gc_widen.jsonl"
     expected = [json.loads(line) for line in
