@@ -18,8 +18,8 @@ mirrors, the livelock guard, a 4 MiB heap), then a random interleaving of
 
 and a teardown (munmap everything, collect, unbind the mirrors, run the
 workers, then the pagemap layer's ``teardown`` event: close every VM, unload
-every driver, which must leave nothing referenced). :class:`SvmChecker` replays it through :class:`pysvm.trace.Engine`
-and, after every event, checks
+every driver, which must leave nothing referenced). :class:`SvmChecker`
+replays it through :class:`pysvm.trace.Engine` and, after every event, checks
 
 * data: a shadow copy of every page (one int each) against what the CPU page
   table holds, every ``cpu_read`` / GPU ``read`` against the shadow, and no
