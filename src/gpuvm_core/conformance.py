@@ -42,13 +42,21 @@ _U64_MAX = (1 << 64) - 1
 
 
 def bundled_vectors() -> Path:
-    """The public vector set shipped with the package's tests (gzipped)."""
+    """The public vector set (gzipped) shipped with the package.
+
+    An installed wheel carries it as ``gpuvm_core/data/gpuvm-public.jsonl.gz``
+    (CMakeLists.txt installs it from ``tests/data/``); a source checkout or an
+    editable install reads ``tests/data/`` directly.
+    """
     here = Path(__file__).resolve()
-    for base in (here.parents[2], Path.cwd()):
-        p = base / "tests" / "data" / "gpuvm-public.jsonl.gz"
+    name = "gpuvm-public.jsonl.gz"
+    candidates = [here.parent / "data" / name]
+    candidates += [base / "tests" / "data" / name for base in (here.parents[2], Path.cwd())]
+    for p in candidates:
         if p.exists():
             return p
-    raise FileNotFoundError("bundled vectors tests/data/gpuvm-public.jsonl.gz not found")
+    raise FileNotFoundError(f"bundled vectors {name} not found (looked in "
+                            f"{', '.join(str(c.parent) for c in candidates)})")
 
 
 def read_records(path: str | Path) -> Iterator[tuple[int, Any]]:
