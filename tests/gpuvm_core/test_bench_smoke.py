@@ -70,3 +70,20 @@ def test_bench_bad_input_is_one_line(argv: list[str], msg: str,
     assert main(["bench", *argv, "--no-memory", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("pysvm bench: error:") and msg in err and "\n" not in err
+
+
+def test_bench_bad_json_path_refused_before_measuring(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A directory as --json is refused up front, not after minutes of benchmarking."""
+    from pysvm.commands import bench
+
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("measured before checking --json")
+
+    monkeypatch.setattr(bench, "measure", boom)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "adir").mkdir()
+    assert main(["bench", "--sizes", "1e6", "--no-progress", "--json", "adir"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["pysvm bench: error: is a directory, not a file: adir"]

@@ -273,6 +273,11 @@ def run(args: argparse.Namespace) -> int:
     ref_m = _count(args.ref_m, "--ref-m", minimum=0)
     info = machine_info()
     repeat = _count(args.repeat, "--repeat")
+    if args.json:
+        # Check the output path first (append mode: an existing file is not truncated
+        # yet), so a bad path does not cost a whole benchmark run.
+        with open(args.json, "a"):
+            pass
     rows = measure(sizes, workloads, m, ref_m, progress=not args.no_progress, clock=args.clock,
                    repeat=repeat)
     memory: list[MemoryReport] = []
