@@ -130,13 +130,15 @@ def _resolve_pagemap(vm: Vm, a: MadviseArgs) -> tuple[Device | None, Any]:
     dev = world.device_by_fd(a.devmem_fd)
     if dev is None:
         raise XeError(errno.ENOENT, f"madvise: devmem_fd {a.devmem_fd} is not an xe device file")
+    # Kernel order (xe_drm_pagemap_from_fd): the file is checked, then the device must
+    # still be present (drm_dev_enter: ENODEV), then the region (xe_devmem_open: ENOENT).
+    if dev.unbound:
+        raise XeError(errno.ENODEV, f"madvise: device {dev.name} is unbound")
     if a.region_instance == 0 or a.region_instance - 1 != dev.tile_id:
         raise XeError(errno.ENOENT, f"madvise: device {dev.name} has no VRAM region_instance "
                       f"{a.region_instance} (VRAM tiles are 1-based)")
     if not dev.discrete or dev.vram_bytes == 0:
         raise XeError(errno.ENOENT, f"madvise: device {dev.name} has no VRAM")
-    if dev.unbound:
-        raise XeError(errno.ENODEV, f"madvise: device {dev.name} is unbound")
     pm = dev.pagemap
     if pm is not None and hasattr(pm, "populate_allowed") and not pm.populate_allowed():
         raise XeError(errno.ENODEV, f"madvise: device {dev.name}'s pagemap is going away")
@@ -146,6 +148,12 @@ def _resolve_pagemap(vm: Vm, a: MadviseArgs) -> tuple[Device | None, Any]:
     same = (mine is theirs) if (mine is not None and theirs is not None) else world.linked(
         own.name, dev.name)
     if not same:
+        # The kernel decides this only after xe_devmem_open() found or created the
+        # target pagemap, and then drops that reference: a refused call can leave an
+        # idle pagemap in the target's cache. Do the same get/put pair.
+        if pm is not None and hasattr(pm, "get"):
+            pm.get()
+            pm.put()
         raise XeError(errno.ENOLINK, f"madvise: {dev.name}'s VRAM is not in {own.name}'s "
                       "pagemap owner group (no interconnect)")
     return dev, pm

@@ -197,6 +197,10 @@ def test_newest_devmem_fd_resolution_errors() -> None:
     gpu1.unbound = True
     assert refuse(vm, MadviseArgs(0, K, P, devmem_fd=gpu1.fd,
                                   region_instance=1)).errno == errno.ENODEV
+    # xe_drm_pagemap_from_fd() checks the device (drm_dev_enter) before the region
+    # (xe_devmem_open), so an unbound device answers ENODEV even for a bad region.
+    assert refuse(vm, MadviseArgs(0, K, P, devmem_fd=gpu1.fd,
+                                  region_instance=2)).errno == errno.ENODEV
     gpu1.unbound = False
     assert madvise(vm, MadviseArgs(0, K, P, devmem_fd=gpu1.fd, region_instance=1)) == [[0, K]]
     v = vm.find_vma_by_addr(0)

@@ -226,6 +226,10 @@ def test_owner_groups_end_to_end_enolink_without_link() -> None:
     attrs = _do(eng, ev="query", vm="vm0", addr=BASE, range=SIZE)["vmas"][0]["attrs"]
     assert attrs["devmem_fd"] == 0                   # nothing changed
     assert _dp(eng, "gpu1").refs == []
+    # The kernel opens (finds or creates) gpu1's pagemap before it compares owners and
+    # puts it again on ENOLINK, so the refused call leaves it idle in gpu1's cache.
+    pms = {p["device"]: p for p in _do(eng, ev="pagemaps")["pagemaps"]}
+    assert pms["gpu1"]["refcount"] == 0 and pms["gpu1"]["cached"] is True
     # Linked: one group, the advice is accepted and device 0 runs out of device 1's VRAM.
     _do(eng, ev="link", a="gpu0", b="gpu1")
     assert s.provider("gpu0").peer.owner is s.provider("gpu1").peer.owner
