@@ -112,8 +112,8 @@ def ev_rmmod(engine: Engine, ev: dict[str, Any]) -> dict[str, Any]:
                       "pagemap device hold(s) (run_workers drops released holds)")
     out: dict[str, Any] = {}
     if not prov.unbound:
-        out.update(ev_unbind_device(engine, ev) or {})
-    prov.module.unload()
+        out.update(ev_unbind_device(engine, ev) or {})   # with the eviction of its pages
+    prov.rmmod()
     return out
 
 

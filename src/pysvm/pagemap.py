@@ -751,12 +751,16 @@ class Provider:
         xe->destroy_wq, which first runs any queued xe_pagemap_destroy_work, so no pagemap of
         this device outlives it in the destroy queue. The device's own owner-list peer (the
         model's stand-in for its SVM VMs) leaves its group here."""
+        self._drain_destroy_queue()
+        self.system.owners.release(self.peer)
+
+    def _drain_destroy_queue(self) -> None:
+        """Run this provider's queued xe_pagemap_destroy_work items now."""
         s = self.system
         mine = [p for p in s.destroy_queue if p.provider is self]
         s.destroy_queue = [p for p in s.destroy_queue if p.provider is not self]
         for p in mine:
             p._destroy_work()
-        s.owners.release(self.peer)
 
     def find_or_create(self, tile: int = 0) -> Pagemap:
         """A referenced pagemap for ``tile``: active, revived from the cache, or new.
@@ -824,6 +828,12 @@ class Provider:
             self.module.unload()  # raises EBUSY, state unchanged
         if not self.device.unplugged:
             self.unbind()
+        # The module's code runs the destroy work, so no queued destroy of its pagemaps may
+        # outlive it. In the newest profile a device hold pins the module until that work
+        # ran (EBUSY above); in the 6.18 profile the provider's own pagemap takes no module
+        # reference (the 6.18 kernel had no device hold: the pagemap lived and died with the
+        # device), so the unload itself finishes the destroy work its unbind queued.
+        self._drain_destroy_queue()
         self.module.unload()
 
     def pagemaps(self) -> list[Pagemap]:

@@ -22,23 +22,16 @@ from pysvm.fuzz import SvmTarget, SvmTargetFactory, check_events, load_trace
 from pysvm.mm import Mm, Page
 from pysvm.range import GpuSvm, GpuSvmCtx, SvmRange
 
-#: Until the pagemap layer's rmmod ordering is fixed (see the xfail below), the clean
-#: run leaves rmmod out; every other event and check is in.
-KNOWN_ELSEWHERE = ("rmmod",)
-
 
 def test_clean_run_every_check_passes() -> None:
-    summary = run(SvmTargetFactory(max_steps=40, exclude=KNOWN_ELSEWHERE), seconds=600,
+    summary = run(SvmTargetFactory(max_steps=40), seconds=600,
                   seed=20260, max_cases=40, out_dir=None, progress=None)
     assert summary.failures == 0, summary.found
     assert summary.cases == 40 and summary.steps > 40 * 10
 
 
-@pytest.mark.xfail(strict=True, reason="pagemap layer: after rmmod of an unbound device in "
-                   "the 6.18 profile a released pagemap waits in the destroy queue while its "
-                   "module is already unloaded (check_pagemap_invariants: 'outlives the "
-                   "module'); remove this marker and KNOWN_ELSEWHERE once fixed")
 def test_rmmod_keeps_the_pagemap_invariants() -> None:
+    """rmmod unbinds first; the destroy work that queues must not outlive the module."""
     events: list[dict[str, Any]] = [{"ev": "device", "name": "gpu1", "vram_mib": 1},
               {"ev": "rmmod", "device": "gpu1"}]
     assert check_events(events) is None
@@ -96,7 +89,7 @@ def test_planted_bug_is_found_and_replayable(bug: str, kind: str, tmp_path: Path
                                              monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     _planted(monkeypatch, bug)
-    target = SvmTarget(max_steps=40, exclude=KNOWN_ELSEWHERE)
+    target = SvmTarget(max_steps=40)
     case, failure = _first_failure(target, "planted", 60)
     assert failure.kind == kind, failure
     small, small_f = target.shrink(case, failure, deadline=float("inf"))
@@ -119,7 +112,7 @@ def test_planted_bug_is_found_and_replayable(bug: str, kind: str, tmp_path: Path
 def test_runner_reports_seed_and_writes_the_case(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     _planted(monkeypatch, "gc-skips-set_default_attr")
-    summary = run(SvmTargetFactory(max_steps=40, profile="6.18", exclude=KNOWN_ELSEWHERE),
+    summary = run(SvmTargetFactory(max_steps=40, profile="6.18"),
                   seconds=600, seed=7, max_cases=60, out_dir=tmp_path, shrink_seconds=20,
                   progress=None)
     assert summary.failures == 1
