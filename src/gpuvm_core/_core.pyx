@@ -46,16 +46,17 @@ before the VM last changed (generation counter, ESTALE).
 
 Debug / sanitizer build
 -----------------------
-``GPUVM_DEBUG=1 .venv/bin/pip install -e .`` builds into
-``build/debug-*`` with ``-DGPUVM_SANITIZE=ON``: Cython ``boundscheck`` and
-``wraparound`` on, ``-O1 -g -fsanitize=address,undefined``. A Python
-process must load the ASan runtime first::
+``GPUVM_DEBUG=1 pip install -e .`` builds into ``build/debug-*`` with
+``-DGPUVM_SANITIZE=ON``: Cython ``boundscheck`` and ``wraparound`` on,
+``-O1 -g -fsanitize=address,undefined``. Install it into a venv of its own
+(the process must preload the ASan runtime, so it does not mix with a normal
+one); docs/fuzzing.md has the exact commands::
 
-    LD_PRELOAD=$(gcc -print-file-name=libasan.so) \\
-    ASAN_OPTIONS=detect_leaks=0 .venv/bin/pytest tests/gpuvm_core -x -q
+    python3 -m venv .venv-asan && GPUVM_DEBUG=1 .venv-asan/bin/pip install -e '.[test]'
+    LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \\
+        .venv-asan/bin/pytest tests/gpuvm_core tests/fuzz -q
 
 (``detect_leaks=0``: CPython's own allocations look like leaks at exit.)
-Re-run the plain ``pip install -e .`` afterwards for a fast build.
 
 Planted bug for the fuzz harness: ``_debug_set_fault(1)`` makes case M6
 (split in the middle) compute the next piece's offset one too high.
