@@ -16,7 +16,11 @@ request goes to both the *system under test* (default :class:`GpuVm`) and the
 * the op list, op by op (``as_dict()``),
 * the number of inserts the tree refused while applying the ops,
 * the state (every VA as ``(addr, range, obj, offset)``, in order) and ``len``,
-* and the system's own ``check()`` (tree invariants), when it has one.
+* and the system's own ``check()`` (tree invariants), when it has one;
+
+then the whole case runs again through the system's ``requests_batch`` (the
+batch path) on a fresh VM: per-request op counts, refusals with their index,
+and the final state must match the model too (failure kind ``batch``).
 
 Zero-length requests are accepted by the kernel and leave a VA whose
 inclusive last address is below its start. The kernel-recorded vectors only
@@ -206,6 +210,8 @@ class GpuvmTarget:
     model: VmFactory | None = None
     max_steps: int = 30
     name: str = "gpuvm"
+    #: Also replay every case through ``requests_batch`` (when the system has it).
+    batch: bool = True
 
     def __post_init__(self) -> None:
         if self.system is None or self.model is None:
@@ -339,6 +345,107 @@ class GpuvmTarget:
             f = self._step(i, step, ref, sut, checker)
             if f is not None:
                 return f
+        if self.batch and hasattr(sut, "requests_batch"):
+            return self._batch_case(case)
+        return None
+
+    def _batch_case(self, case: Case) -> Failure | None:
+        """The same steps through ``requests_batch`` on a fresh system VM.
+
+        The batch path (C loop, GIL released, no op objects) must give the
+        per-request op counts, the refusals (errno and ``.index``) and the
+        state of the request-by-request model. After a refusal the batch is
+        re-issued from the next request, as a caller would. Prefetch steps are
+        left out (they change nothing and have no batch form).
+        """
+        import numpy as np
+
+        from . import REQ_MADVISE, REQ_MAP, REQ_UNMAP
+
+        assert self.system is not None and self.model is not None
+        kinds = {"map": REQ_MAP, "unmap": REQ_UNMAP, "madvise": REQ_MADVISE}
+        steps = [(i, st) for i, st in enumerate(case["steps"]) if st["call"] in kinds]
+        kw = _vm_kwargs(case)
+        ref = self.model(kw.pop("start"), kw.pop("range"), **kw)
+        want: list[tuple[str, int]] = []
+        for _, st in steps:
+            try:
+                ops = _issue(ref, st)
+            except GpuvmError as e:
+                want.append((_errname(e), 0))
+                continue
+            want.append(("ok", len(ops)))
+            ref.apply(ops)
+        kw = _vm_kwargs(case)
+        sut = self.system(kw.pop("start"), kw.pop("range"), **kw)
+
+        def representable(st: dict[str, Any]) -> bool:
+            return (all(0 <= st[k] <= MASK for k in ("addr", "range", "offset"))
+                    and (st["obj"] is None or 0 <= st["obj"] < 1 << 63))
+
+        pos = 0
+        try:
+            while pos < len(steps):
+                i0, st0 = steps[pos]
+                if not representable(st0):
+                    # Malformed input (a value outside u64): the batch refuses the whole
+                    # call with the element's index and changes nothing.
+                    before = _state(sut)
+                    try:
+                        sut.requests_batch([kinds[st0["call"]]], [st0["addr"]], [st0["range"]],
+                                           [-1 if st0["obj"] is None else st0["obj"]],
+                                           [st0["offset"]])
+                        return Failure(i0, "batch", "requests_batch accepted a value outside "
+                                       "u64")
+                    except GpuvmError as e:
+                        if e.errno != errno.EINVAL or e.index != 0 or _state(sut) != before:
+                            return Failure(i0, "batch", f"requests_batch on a value outside "
+                                           f"u64: {e} (index {e.index}), state changed: "
+                                           f"{_state(sut) != before}")
+                    if want[pos][0] != "EINVAL":
+                        return Failure(i0, "batch", f"reference gave {want[pos][0]} for a "
+                                       "value outside u64")
+                    pos += 1
+                    continue
+                end = pos
+                while end < len(steps) and representable(steps[end][1]):
+                    end += 1
+                rest = [st for _, st in steps[pos:end]]
+                cols = (np.array([kinds[st["call"]] for st in rest], dtype=np.uint8),
+                        np.array([st["addr"] for st in rest], dtype=np.uint64),
+                        np.array([st["range"] for st in rest], dtype=np.uint64),
+                        np.array([-1 if st["obj"] is None else st["obj"] for st in rest],
+                                 dtype=np.int64),
+                        np.array([st["offset"] for st in rest], dtype=np.uint64))
+                try:
+                    counts = sut.requests_batch(*cols).tolist()
+                    stop, res = len(rest), None
+                except GpuvmError as e:
+                    if e.index is None or not 0 <= e.index < len(rest):
+                        return Failure(steps[pos][0], "batch",
+                                       f"requests_batch refused with index {e.index}: {e}")
+                    stop, res, counts = e.index, _errname(e), None
+                for k in range(stop):
+                    got = want[pos + k][1] if counts is None else counts[k]
+                    if want[pos + k] != ("ok", got):
+                        return Failure(steps[pos + k][0], "batch",
+                                       f"requests_batch request {pos + k}: ok with {got} ops, "
+                                       f"reference {want[pos + k]}")
+                if res is not None and want[pos + stop][0] != res:
+                    return Failure(steps[pos + stop][0], "batch",
+                                   f"requests_batch refused request {pos + stop} with {res}, "
+                                   f"reference {want[pos + stop][0]}")
+                pos += stop + (res is not None)
+            got_st, want_st = _state(sut), _state(ref)
+            if got_st != want_st:
+                return Failure(steps[-1][0], "batch", f"state after requests_batch differs:\n"
+                               f"  system:    {got_st}\n  reference: {want_st}")
+            checker = getattr(sut, "check", None)
+            if checker is not None:
+                checker()
+        except Exception as e:  # noqa: BLE001 - AssertionError from check() or a crash
+            return Failure(steps[min(pos, len(steps) - 1)][0] if steps else -1, "batch",
+                           _short_tb(e))
         return None
 
     def _step(self, i: int, step: dict[str, Any], ref: Any, sut: Any,

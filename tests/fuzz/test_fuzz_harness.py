@@ -238,8 +238,58 @@ class _WrongLen(RefGpuVm):
         return max(0, super().__len__() - (1 if super().__len__() > 3 else 0))
 
 
+class _LoopBatch(RefGpuVm):
+    """A correct ``requests_batch`` for the reference: one request at a time."""
+
+    def requests_batch(self, kind: Any, addr: Any, range: Any, obj: Any,  # noqa: A002
+                       offset: Any) -> Any:
+        import numpy as np
+        rows = list(zip(*(np.asarray(c).tolist() for c in (kind, addr, range, obj, offset)),
+                        strict=True))
+        for i, (_, *vals) in enumerate(rows):
+            for v in vals[:2] + vals[3:]:
+                if not 0 <= v < 1 << 64:
+                    raise GpuvmError(errno.EINVAL, f"value {v} outside u64", index=i)
+        counts = []
+        for i, (k, a, r, o, f) in enumerate(rows):
+            try:
+                if k == gpuvm_core.REQ_UNMAP:
+                    ops = self.sm_unmap_ops_create(a, r)
+                elif k == gpuvm_core.REQ_MAP:
+                    ops = self.sm_map_ops_create(a, r, None if o < 0 else o, f)
+                else:
+                    ops = self.madvise_ops_create(a, r, None if o < 0 else o, f)
+            except GpuvmError as e:
+                raise GpuvmError(e.errno or 0, e.strerror or "", index=i) from None
+            counts.append(len(ops))
+            self.apply(ops)
+        return np.array(counts, dtype=np.int64)
+
+
+class _BatchSkipsUnmaps(_LoopBatch):
+    """A batch path that silently drops every unmap request."""
+
+    def requests_batch(self, kind: Any, addr: Any, range: Any, obj: Any,  # noqa: A002
+                       offset: Any) -> Any:
+        import numpy as np
+        k = np.asarray(kind)
+        keep = k != gpuvm_core.REQ_UNMAP
+        if keep.all():
+            return super().requests_batch(kind, addr, range, obj, offset)
+        out = np.zeros(len(k), dtype=np.int64)
+        out[keep] = super().requests_batch(*(np.asarray(c)[keep]
+                                             for c in (kind, addr, range, obj, offset)))
+        return out
+
+
+def test_batch_path_of_a_correct_system_is_clean(tmp_path: Path) -> None:
+    s = _quiet_run(lambda: GpuvmTarget(system=_LoopBatch), seconds=2, seed=3, out_dir=tmp_path)
+    assert s.failures == 0 and s.cases > 20
+
+
 @pytest.mark.parametrize(("cls", "kind"), [(_WrongErrno, "result"), (_CrashOnApply, "crash"),
-                                           (_BrokenCheck, "check"), (_WrongLen, "len")])
+                                           (_BrokenCheck, "check"), (_WrongLen, "len"),
+                                           (_BatchSkipsUnmaps, "batch")])
 def test_each_kind_of_mismatch_is_caught(cls: Any, kind: str, tmp_path: Path) -> None:
     s = _quiet_run(lambda: GpuvmTarget(system=cls), seconds=30, seed=4, out_dir=tmp_path,
                    shrink_seconds=5)
