@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .vm import Vm
     from .world import World
 
-__all__ = ["Svm", "attach_svm", "get_mm", "world_vram", "INJECTION_POINTS",
+__all__ = ["Svm", "attach_svm", "attach_vram_stats", "get_mm", "world_vram", "INJECTION_POINTS",
            "NOTIFIER_SIZE"]
 
 #: Kernel: xe_modparam.svm_notifier_size (MiB) default 512.
@@ -236,12 +236,18 @@ class Svm:
                     self.gc_list.remove(r)
 
     def close(self) -> None:
-        """Tear the SVM state down. Kernel: xe_svm_close() + xe_svm_fini()."""
+        """Tear the SVM state down. Kernel: xe_svm_close() + xe_svm_fini().
+
+        xe_svm_close() also drops the VM's references on its device's pagemaps
+        (xe_svm_put_pagemaps; a no-op when the VM holds none).
+        """
+        from .pagemap import svm_put_pagemaps
         self.closed = True
         for r in list(self.gpusvm.ranges()):
             self.range_unbind(r)
         self.gpusvm.fini()
         self.gc_list.clear()
+        svm_put_pagemaps(self.vm)
 
     # -------------------------------------------------------- prefetch
     def prefetch(self, start: int, end: int, region: str) -> int:
@@ -352,13 +358,25 @@ def attach_svm(vm: Vm) -> None:
         vm.svm = Svm(vm)
 
 
+def attach_vram_stats(world: World, device: Any) -> None:
+    """Send every device's VRAM migration counters to the world's summary.
+
+    Not only the VMs' own devices: pages migrated into a peer's VRAM (newest
+    profile, preferred location on another device) count as migrations too.
+    """
+    world_vram(world, device)
+
+
 def _register() -> None:
     try:
+        from .device import DEVICE_INIT_HOOKS
         from .vm import VM_INIT_HOOKS
     except ImportError:       # pragma: no cover - pysvm.vm not importable
         return
     if attach_svm not in VM_INIT_HOOKS:
         VM_INIT_HOOKS.append(attach_svm)
+    if attach_vram_stats not in DEVICE_INIT_HOOKS:
+        DEVICE_INIT_HOOKS.append(attach_vram_stats)
 
 
 _register()

@@ -30,6 +30,7 @@ from pysvm.pagemap import (
     system_for,
     teardown_world,
     vm_pagemap_holds,
+    vm_pagemap_holds,
 )
 from pysvm.simulate import SimConfig, Simulation
 from pysvm.trace import Engine
@@ -258,10 +259,16 @@ def test_invariants_catch_unaccounted_and_leaked_references() -> None:
     dp1.put()
     check_pagemap_invariants(eng.world)
     vm = eng.world.vms["vm0"]
-    vm.svm.close()                                       # without xe_svm_close's put
+    held = vm_pagemap_holds(vm)
+    refs = [dp.refcount for dp in held]
+    assert held
+    vm.svm.closed = True                                 # a close without xe_svm_close's put
     with pytest.raises(AssertionError, match="SVM closed but it still holds"):
         check_pagemap_invariants(eng.world)
-    svm_put_pagemaps(vm)
+    vm.svm.closed = False
+    vm.svm.close()                                       # the real close puts them
+    assert vm_pagemap_holds(vm) == [] and [dp.refcount for dp in held] == [r - 1 for r in refs]
+    check_pagemap_invariants(eng.world)
     svm_put_pagemaps(vm)                                 # idempotent, as in the kernel
     check_pagemap_invariants(eng.world)
     assert teardown_world(eng.world) == []
