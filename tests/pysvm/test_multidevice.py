@@ -30,7 +30,6 @@ from pysvm.pagemap import (
     system_for,
     teardown_world,
     vm_pagemap_holds,
-    vm_pagemap_holds,
 )
 from pysvm.simulate import SimConfig, Simulation
 from pysvm.trace import Engine
