@@ -70,6 +70,7 @@ import argparse
 import errno
 import hashlib
 import json
+import math
 import multiprocessing as mp
 import random
 import sys
@@ -913,6 +914,35 @@ def _run_one(target: Any, seed: int, index: int, out_dir: Path, shrink_seconds: 
     return summary
 
 
+def seconds_arg(text: str) -> float:
+    """argparse type: a finite number of seconds > 0 (``nan``/``inf``/``0`` refused)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, not {text!r}")
+    return v
+
+
+def shrink_seconds_arg(text: str) -> float:
+    """argparse type: a finite number of seconds >= 0 (0 = do not shrink)."""
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    return seconds_arg(text)
+
+
+def count_arg(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {v}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m gpuvm_core.fuzz",
@@ -920,10 +950,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "pure-Python reference. Exit 0: no mismatch; 1: a mismatch (shrunk and "
                     "written as a vector line); 2: bad arguments.",
         epilog="example: python -m gpuvm_core.fuzz --seconds 60 --seed 1234 --jobs 2")
-    p.add_argument("--seconds", type=float, default=10.0, help="time budget (default 10)")
+    p.add_argument("--seconds", type=seconds_arg, default=10.0,
+                   help="time budget (default 10)")
     p.add_argument("--seed", default="0",
                    help="int, 0x-hex, or a commit id (hashed); same seed = same cases")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes (seed-sharded)")
+    p.add_argument("--jobs", type=count_arg, default=1, help="worker processes (seed-sharded)")
     p.add_argument("--corpus", type=Path, default=None,
                    help="regression corpus dir (e.g. tests/fuzz/corpus): every *.jsonl in it is "
                         "replayed first, and a new failure is written there")
@@ -932,11 +963,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "./fuzz-failures/)")
     p.add_argument("--impl", choices=["core", "reference"], default="core",
                    help="system under test (default core; 'reference' checks the harness)")
-    p.add_argument("--max-cases", type=int, default=None, help="stop after N cases")
+    p.add_argument("--max-cases", type=count_arg, default=None, help="stop after N cases")
     p.add_argument("--case", type=int, default=None, metavar="I",
                    help="run only case I of the seed (as printed by a failure: 'FAIL seed K "
                         "case I'); reproduces it at once, whatever --seconds/--jobs")
-    p.add_argument("--shrink-seconds", type=float, default=30.0,
+    p.add_argument("--shrink-seconds", type=shrink_seconds_arg, default=30.0,
                    help="time budget for shrinking a failure (default 30)")
     p.add_argument("--debug-fault", type=int, default=0,
                    help="plant the core's debug fault N (needs gpuvm_core._core._debug_set_fault)")
@@ -948,8 +979,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.seconds <= 0 or args.jobs < 1:
-        parser.error("--seconds must be > 0 and --jobs >= 1")
     if args.case is not None and args.case < 0:
         parser.error("--case must be >= 0")
     seed = parse_seed(args.seed)

@@ -319,13 +319,14 @@ def test_cli_replays_corpus_dir(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["--seconds", "0.5", "--seed", "1", "--corpus", str(tmp_path), "-q"]) == 1
 
 
-def test_cli_bad_arguments() -> None:
+@pytest.mark.parametrize("argv", [["--seconds", "0"], ["--seconds", "nan"], ["--seconds", "inf"],
+                                  ["--jobs", "0"], ["--max-cases", "-1"],
+                                  ["--shrink-seconds", "nan"]])
+def test_cli_bad_arguments(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
-        main(["--seconds", "0"])
+        main(argv)
     assert e.value.code == 2
-    with pytest.raises(SystemExit) as e:
-        main(["--jobs", "0"])
-    assert e.value.code == 2
+    assert f"argument {argv[0]}:" in capsys.readouterr().err
 
 
 def test_parse_seed() -> None:

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gpuvm_core.fuzz import count_arg, seconds_arg, shrink_seconds_arg
+
 HELP = """\
 Fuzz the SVM model: random interleavings of mmap/munmap/re-mmap, CPU and GPU
 reads, writes and atomics, madvise (all three types), prefetch, eviction,
@@ -29,23 +31,23 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         "fuzz", help="fuzz the SVM fault/GC/migration model (and the gpuvm core)",
         description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=10.0, help="time budget (default 10)")
+    p.add_argument("--seconds", type=seconds_arg, default=10.0, help="time budget (default 10)")
     p.add_argument("--seed", default="0",
                    help="int, 0x-hex, or any text (hashed); the same seed gives the same cases")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes (seed-sharded)")
+    p.add_argument("--jobs", type=count_arg, default=1, help="worker processes (seed-sharded)")
     p.add_argument("--target", choices=["svm", "gpuvm", "all"], default="svm",
                    help="what to fuzz (default svm)")
     p.add_argument("--profile", choices=["6.18", "newest"], default=None,
                    help="only this kernel profile (default: both, chosen per case)")
-    p.add_argument("--max-steps", type=int, default=60,
+    p.add_argument("--max-steps", type=count_arg, default=60,
                    help="random events per SVM case, at most (default 60)")
     p.add_argument("--exclude-event", action="append", default=[], metavar="EV",
                    help="never generate this event (repeatable), e.g. while a known "
                         "failure in another layer is being fixed")
-    p.add_argument("--max-cases", type=int, default=None, help="stop after N cases")
+    p.add_argument("--max-cases", type=count_arg, default=None, help="stop after N cases")
     p.add_argument("--out", type=Path, default=Path("fuzz-failures"),
                    help="where a failing case is written (default ./fuzz-failures)")
-    p.add_argument("--shrink-seconds", type=float, default=30.0,
+    p.add_argument("--shrink-seconds", type=shrink_seconds_arg, default=30.0,
                    help="time budget for shrinking a failure (default 30)")
     p.add_argument("--replay", type=Path, default=None, metavar="FILE",
                    help="check one trace file with every SVM check instead of fuzzing")
@@ -68,17 +70,10 @@ def _replay(path: Path) -> int:
 def run(args: argparse.Namespace) -> int:
     from gpuvm_core.fuzz import _GpuvmTargetFactory, parse_seed
     from gpuvm_core.fuzz import run as fuzz_run
-    from pysvm.cli import CliError
     from pysvm.fuzz import SvmTargetFactory
 
     if args.replay is not None:
         return _replay(args.replay)
-    if args.seconds <= 0:
-        raise CliError(f"--seconds must be > 0, got {args.seconds:g}")
-    if args.jobs < 1:
-        raise CliError(f"--jobs must be at least 1, got {args.jobs}")
-    if args.max_steps < 1:
-        raise CliError(f"--max-steps must be at least 1, got {args.max_steps}")
     seed = parse_seed(args.seed)
     targets: list[tuple[str, Any]] = []
     if args.target in ("svm", "all"):
