@@ -52,15 +52,8 @@ def set_default_attr(svm: Svm, start: int, end: int) -> int:
         if vma.start == start and vma.end == end:
             vma.reset_attrs()
             stats["vmas_reset"] += 1
-        else:
-            try:
-                vm.alloc_cpu_addr_mirror_vma(start, end - start)
-            except XeError as e:
-                stats["gc_split_failures"] += 1
-                vm.kill()
-                return e.errno or errno.EINVAL
-            stats["vmas_reset"] += 1
-        return errno.EAGAIN
+            return errno.EAGAIN
+        return _alloc_default_vma(svm, start, end)
     # newest
     if not (vma.flags & _autoreset_flag()):
         return 0
@@ -73,13 +66,23 @@ def set_default_attr(svm: Svm, start: int, end: int) -> int:
     start, end = vm.find_cpu_addr_mirror_vma_range(start, end)
     if start == vma.start and end == vma.end and had_default:
         return 0
+    return _alloc_default_vma(svm, start, end)
+
+
+def _alloc_default_vma(svm: Svm, start: int, end: int) -> int:
+    """One default CPU-mirror VMA for exactly ``[start, end)``; EAGAIN, or the errno.
+
+    Kernel: xe_vm_alloc_cpu_addr_mirror_vma() from set_default_attr; when it
+    fails the kernel warns and kills the VM.
+    """
+    vm = svm.vm
     try:
         vm.alloc_cpu_addr_mirror_vma(start, end - start)
     except XeError as e:
-        stats["gc_split_failures"] += 1
+        svm.world.stats["gc_split_failures"] += 1
         vm.kill()
         return e.errno or errno.EINVAL
-    stats["vmas_reset"] += 1
+    svm.world.stats["vmas_reset"] += 1
     return errno.EAGAIN
 
 
