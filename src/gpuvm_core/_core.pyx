@@ -164,6 +164,19 @@ cdef inline void _setva(VaRec* v, u64 addr, u64 rng, int64_t obj, u64 off, uint3
     v.vid = vid
 
 
+cdef inline void _move_slots(Chunk* dst, Py_ssize_t di, Chunk* src, Py_ssize_t si,
+                             Py_ssize_t n) noexcept nogil:
+    """Move slots [si, si+n) of ``src`` to [di, di+n) of ``dst``, every field array.
+
+    Overlap-safe (memmove), so it also shifts slots inside one chunk.
+    """
+    memmove(&dst.addr[di], &src.addr[si], n * sizeof(u64))
+    memmove(&dst.rng[di], &src.rng[si], n * sizeof(u64))
+    memmove(&dst.obj[di], &src.obj[si], n * sizeof(int64_t))
+    memmove(&dst.off[di], &src.off[si], n * sizeof(u64))
+    memmove(&dst.vid[di], &src.vid[si], n * sizeof(uint32_t))
+
+
 cdef inline object _obj_py(int64_t o):
     return None if o < 0 else o
 
@@ -716,16 +729,8 @@ cdef class GpuVm:
         cdef Chunk* c = self.chunks[ci]
         cdef Chunk* d = self.chunks[ci + 1]
         cdef Py_ssize_t s = c.n - k
-        memmove(&d.addr[k], d.addr, d.n * sizeof(u64))
-        memmove(&d.rng[k], d.rng, d.n * sizeof(u64))
-        memmove(&d.obj[k], d.obj, d.n * sizeof(int64_t))
-        memmove(&d.off[k], d.off, d.n * sizeof(u64))
-        memmove(&d.vid[k], d.vid, d.n * sizeof(uint32_t))
-        memcpy(d.addr, &c.addr[s], k * sizeof(u64))
-        memcpy(d.rng, &c.rng[s], k * sizeof(u64))
-        memcpy(d.obj, &c.obj[s], k * sizeof(int64_t))
-        memcpy(d.off, &c.off[s], k * sizeof(u64))
-        memcpy(d.vid, &c.vid[s], k * sizeof(uint32_t))
+        _move_slots(d, k, d, 0, d.n)
+        _move_slots(d, 0, c, s, k)
         d.n += k
         c.n = s
         self.firsts[ci + 1] = d.addr[0]
@@ -735,16 +740,8 @@ cdef class GpuVm:
         cdef Chunk* c = self.chunks[ci]
         cdef Chunk* d = self.chunks[ci - 1]
         cdef Py_ssize_t m = c.n - k
-        memcpy(&d.addr[d.n], c.addr, k * sizeof(u64))
-        memcpy(&d.rng[d.n], c.rng, k * sizeof(u64))
-        memcpy(&d.obj[d.n], c.obj, k * sizeof(int64_t))
-        memcpy(&d.off[d.n], c.off, k * sizeof(u64))
-        memcpy(&d.vid[d.n], c.vid, k * sizeof(uint32_t))
-        memmove(c.addr, &c.addr[k], m * sizeof(u64))
-        memmove(c.rng, &c.rng[k], m * sizeof(u64))
-        memmove(c.obj, &c.obj[k], m * sizeof(int64_t))
-        memmove(c.off, &c.off[k], m * sizeof(u64))
-        memmove(c.vid, &c.vid[k], m * sizeof(uint32_t))
+        _move_slots(d, d.n, c, 0, k)
+        _move_slots(c, 0, c, k, m)
         d.n += k
         c.n = m
         self.firsts[ci] = c.addr[0]
@@ -818,11 +815,7 @@ cdef class GpuVm:
                     return -E_NOMEM
                 half = GPUVM_CHUNK // 2
                 m = GPUVM_CHUNK - half
-                memcpy(nc.addr, &c.addr[half], m * sizeof(u64))
-                memcpy(nc.rng, &c.rng[half], m * sizeof(u64))
-                memcpy(nc.obj, &c.obj[half], m * sizeof(int64_t))
-                memcpy(nc.off, &c.off[half], m * sizeof(u64))
-                memcpy(nc.vid, &c.vid[half], m * sizeof(uint32_t))
+                _move_slots(nc, 0, c, half, m)
                 nc.n = m
                 if self.c_insert_chunk(ci + 1, nc) < 0:
                     PyMem_RawFree(nc)
@@ -833,11 +826,7 @@ cdef class GpuVm:
                     si -= half
                     c = nc
         m = c.n - si
-        memmove(&c.addr[si + 1], &c.addr[si], m * sizeof(u64))
-        memmove(&c.rng[si + 1], &c.rng[si], m * sizeof(u64))
-        memmove(&c.obj[si + 1], &c.obj[si], m * sizeof(int64_t))
-        memmove(&c.off[si + 1], &c.off[si], m * sizeof(u64))
-        memmove(&c.vid[si + 1], &c.vid[si], m * sizeof(uint32_t))
+        _move_slots(c, si + 1, c, si, m)
         c.addr[si] = a
         c.rng[si] = r
         c.obj[si] = o
@@ -868,11 +857,7 @@ cdef class GpuVm:
             self.kid = 0
             self.count += 1
         m = c.n - si - 1
-        memmove(&c.addr[si], &c.addr[si + 1], m * sizeof(u64))
-        memmove(&c.rng[si], &c.rng[si + 1], m * sizeof(u64))
-        memmove(&c.obj[si], &c.obj[si + 1], m * sizeof(int64_t))
-        memmove(&c.off[si], &c.off[si + 1], m * sizeof(u64))
-        memmove(&c.vid[si], &c.vid[si + 1], m * sizeof(uint32_t))
+        _move_slots(c, si, c, si + 1, m)
         c.n -= 1
         if c.n == 0:
             self.c_drop_chunk(ci)
@@ -892,11 +877,7 @@ cdef class GpuVm:
                 if d != NULL:
                     k = c.n
                     m = d.n
-                    memcpy(&c.addr[k], d.addr, m * sizeof(u64))
-                    memcpy(&c.rng[k], d.rng, m * sizeof(u64))
-                    memcpy(&c.obj[k], d.obj, m * sizeof(int64_t))
-                    memcpy(&c.off[k], d.off, m * sizeof(u64))
-                    memcpy(&c.vid[k], d.vid, m * sizeof(uint32_t))
+                    _move_slots(c, k, d, 0, m)
                     c.n += m
                     self.c_drop_chunk(ci + 1)
         if r == 0:
