@@ -115,9 +115,9 @@ class KernelOps(list[KernelOp]):
         return [op.as_dict() for op in self]
 
     def _release(self) -> None:
-        if self.handle is not None:
-            self.vm._lib.oracle_ops_free(self.vm._vm, self.handle)
-            self.handle = None
+        h, self.handle = self.handle, None
+        if h is not None:
+            self.vm._free_ops(h)
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # interpreter shutdown: nothing to free into
@@ -204,14 +204,24 @@ class KernelGpuVm:
         self._lib = oracle.lib
         self._vm: int | None = None
         self._generation = 0
+        #: op lists handed out and not yet applied or freed: the C VM must outlive
+        #: them (the garbage collector may finalize a VM before its op lists).
+        self._live: set[int] = set()
         handle = self._lib.oracle_vm_create(*vals)
         if not handle:
             raise MemoryError("oracle_vm_create: out of memory")
         self._vm = handle
 
+    def _free_ops(self, handle: int) -> None:
+        if handle in self._live:
+            self._live.discard(handle)
+            self._lib.oracle_ops_free(self._vm, handle)
+
     def __del__(self) -> None:
         if self._vm is not None:
             with contextlib.suppress(Exception):  # interpreter shutdown
+                for h in list(self._live):
+                    self._free_ops(h)
                 self._lib.oracle_vm_destroy(self._vm)
             self._vm = None
 
@@ -228,6 +238,7 @@ class KernelGpuVm:
         if ret:
             raise GpuvmError(-ret, f"drm_gpuvm refused {kind} [{a:#x}, +{r:#x})")
         h = int(handle.value or 0)
+        self._live.add(h)
         n = int(self._lib.oracle_ops_read(h, None, 0))
         buf = np.zeros(max(n, 1) * _OP_WORDS, dtype=np.uint64)
         self._lib.oracle_ops_read(h, buf.ctypes.data_as(_U64P), n)
@@ -276,8 +287,9 @@ class KernelGpuVm:
         h, ops.handle = ops.handle, None
         ret = int(self._lib.oracle_ops_apply(self._vm, h))
         if ret == -errno.ENOMEM:
-            self._lib.oracle_ops_free(self._vm, h)
+            self._free_ops(h)
             raise MemoryError("apply: out of memory")
+        self._live.discard(h)  # oracle_ops_apply freed it
         self._generation += 1
         return ret
 
