@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import random
@@ -76,10 +77,8 @@ def _random_vm(factory: object, rng: random.Random) -> object:
     for _ in range(40):
         a, r = rng.randrange(64) * P, rng.randint(1, 6) * P
         obj = rng.choice([None, 1, 2])
-        try:
+        with contextlib.suppress(GpuvmError):
             vm.apply(vm.sm_map_ops_create(a, min(r, 64 * P - a), obj, a))  # type: ignore[attr-defined]
-        except GpuvmError:
-            pass
     return vm
 
 
@@ -162,3 +161,27 @@ def test_kernel_warnings_are_counted(oracle: KernelOracle) -> None:
     assert oracle.take_warnings() >= 1
     assert os.environ["GPUVM_ORACLE_CACHE"]
     assert np.uint64(top) > 0
+
+
+def test_bench_times_the_kernel_side_by_side(kernel_tree: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from pysvm.cli import main
+
+    out = tmp_path / "b.json"
+    assert main(["bench", "--sizes", "200", "--workloads", "W1,W4", "--m", "500", "--ref-m",
+                 "0", "--no-memory", "--no-progress", "--kernel-tree", str(kernel_tree),
+                 "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "x vs kernel" in text and "timed in C in this run" in text
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["path"] for r in rows} == {"kernel", "single", "batch"}
+    by = {(r["workload"], r["path"]): r for r in rows}
+    for w in ("W1 map_random", "W4 lookup"):
+        k = by[w, "kernel"]
+        assert k["ns_per_request"] > 0 and k["kernel_ns"] == k["ns_per_request"]
+        for p in ("single", "batch"):
+            assert by[w, p]["kernel_ns"] == k["ns_per_request"]  # measured in this run
+            assert by[w, p]["final_len"] == k["final_len"] and by[w, p]["ops_or_hits"] == \
+                k["ops_or_hits"]
