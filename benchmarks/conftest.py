@@ -8,8 +8,8 @@ Command-line options (all optional)::
     --bench-slow-m 2000     timed requests for the reference and the peers
     --bench-rounds 3        rounds per benchmark (each on a fresh populated VM)
     --bench-kernel-tree DIR a kernel tree whose own drm_gpuvm.c is timed too
-                            (default: $GPUVM_KERNEL_TREE, else ../shared/kernel/pinned
-                            next to the repository when present)
+                            (default: $GPUVM_KERNEL_TREE, else the pinned minimal
+                            kernel tree next to the repository when present)
 
 The ``kernel`` benchmarks time the kernel tree's drm_gpuvm.c compiled in
 userspace (gpuvm_core.kernel), the M-request loop in C, in the same session as
@@ -46,7 +46,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--bench-rounds", type=int, default=3, help="rounds per benchmark")
     g.addoption("--bench-kernel-tree", default=None,
                 help="kernel tree whose drm_gpuvm.c is timed side by side (default: "
-                     "$GPUVM_KERNEL_TREE, else ../shared/kernel/pinned when present)")
+                     "$GPUVM_KERNEL_TREE, else the pinned tree next to the repository)")
 
 
 def kernel_tree(config: pytest.Config) -> str | None:
@@ -67,8 +67,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=kernel)
         items[:] = [it for it in items if it not in kernel]
         _KERNEL_NOTE.append(f"kernel column absent: {len(kernel)} kernel benchmarks deselected "
-                            "(no --bench-kernel-tree, GPUVM_KERNEL_TREE or ../shared/kernel/"
-                            "pinned)")
+                            "(no --bench-kernel-tree, no GPUVM_KERNEL_TREE, no pinned tree "
+                            "next to the repository)")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
