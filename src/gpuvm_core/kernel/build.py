@@ -127,6 +127,9 @@ def build_key(root: Path, cc: str) -> str:
 def build_oracle(tree: str | Path, *, force: bool = False) -> OracleBuild:
     """Build (or find in the cache) the oracle library for kernel tree ``tree``."""
     root = check_tree(tree)
+    if not DRIVER.is_file() or not SHIM_DIR.is_dir():
+        raise KernelTreeError(f"the oracle's own sources are missing ({DRIVER}, {SHIM_DIR}): "
+                              "install gpuvm_core from a source checkout (pip install -e .)")
     cc = find_compiler()
     key = build_key(root, cc)
     final = cache_root() / key[:24]
