@@ -78,7 +78,7 @@ def _random_vm(factory: object, rng: random.Random) -> object:
         a, r = rng.randrange(64) * P, rng.randint(1, 6) * P
         obj = rng.choice([None, 1, 2])
         with contextlib.suppress(GpuvmError):
-            vm.apply(vm.sm_map_ops_create(a, min(r, 64 * P - a), obj, a))  # type: ignore[attr-defined]
+            vm.apply(vm.sm_map_ops_create(a, min(r, 64 * P - a), obj, a))
     return vm
 
 
