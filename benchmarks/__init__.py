@@ -1,4 +1,4 @@
-"""Benchmarks of gpuvm_core on the kernel's workloads W1-W4 (bench/WORKLOADS.md).
+"""Benchmarks of gpuvm_core on the kernel's workloads W1-W4 (gpuvm_core.workloads).
 
 Not collected by a bare ``pytest`` (testpaths = tests). Run::
 

@@ -7,6 +7,14 @@ Command-line options (all optional)::
     --bench-m 200000        timed requests per loop for the compiled core
     --bench-slow-m 2000     timed requests for the reference and the peers
     --bench-rounds 3        rounds per benchmark (each on a fresh populated VM)
+    --bench-kernel-tree DIR a kernel tree whose own drm_gpuvm.c is timed too
+                            (default: $GPUVM_KERNEL_TREE, else the pinned minimal
+                            kernel tree next to the repository when present)
+
+The ``kernel`` benchmarks time the kernel tree's drm_gpuvm.c compiled in
+userspace (gpuvm_core.kernel), the M-request loop in C, in the same session as
+the core. Without a tree they are deselected and the summary says so: the
+kernel column is then absent, never filled from elsewhere.
 
 Every round runs on a freshly created and populated VM; populate is done in
 pytest-benchmark's ``setup`` hook, so it is never timed. The figure is the
@@ -19,9 +27,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+_DEFAULT_TREE = Path(__file__).resolve().parents[1].parent / "shared" / "kernel" / "pinned"
+_KERNEL_NOTE: list[str] = []
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -32,6 +44,46 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--bench-slow-m", type=int, default=2_000,
                 help="timed requests, reference and peers")
     g.addoption("--bench-rounds", type=int, default=3, help="rounds per benchmark")
+    g.addoption("--bench-kernel-tree", default=None,
+                help="kernel tree whose drm_gpuvm.c is timed side by side (default: "
+                     "$GPUVM_KERNEL_TREE, else the pinned tree next to the repository)")
+
+
+def kernel_tree(config: pytest.Config) -> str | None:
+    """The kernel tree to time, or None (then the kernel benchmarks are deselected)."""
+    opt = config.getoption("--bench-kernel-tree") or os.environ.get("GPUVM_KERNEL_TREE")
+    if opt:
+        return str(opt)
+    return str(_DEFAULT_TREE) if _DEFAULT_TREE.is_dir() else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if kernel_tree(config) is not None:
+        return
+    kernel = [it for it in items
+              if getattr(it, "callspec", None) is not None
+              and it.callspec.params.get("impl") == "kernel"]  # type: ignore[attr-defined]
+    if kernel:
+        config.hook.pytest_deselected(items=kernel)
+        items[:] = [it for it in items if it not in kernel]
+        _KERNEL_NOTE.append(f"kernel column absent: {len(kernel)} kernel benchmarks deselected "
+                            "(no --bench-kernel-tree, no GPUVM_KERNEL_TREE, no pinned tree "
+                            "next to the repository)")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _KERNEL_NOTE:
+        terminalreporter.write_line(line, yellow=True)
+
+
+@pytest.fixture(scope="session")
+def kernel_oracle(request: pytest.FixtureRequest) -> Any:
+    """The compiled kernel oracle of the chosen tree (built once, cached)."""
+    from gpuvm_core.kernel import load_oracle
+
+    tree = kernel_tree(request.config)
+    assert tree is not None  # deselected otherwise
+    return load_oracle(tree)
 
 
 def bench_sizes(config: pytest.Config) -> list[int]:

@@ -20,13 +20,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import gpuvm_core
 from benchmarks.peers import PEERS, new_peer
 from gpuvm_core.workloads import (
     CLOCKS,
-    KERNEL_NS,
-    KERNEL_PEAK_RSS_MIB,
     VM_RANGE,
     WORKLOADS,
     MemoryReport,
@@ -40,6 +39,7 @@ from pysvm.commands.bench import (
     Row,
     format_memory,
     format_table,
+    kernel_note,
     machine_info,
     measure,
     parse_sizes,
@@ -67,9 +67,15 @@ def peer_rows(sizes: list[int], m: int, clock: str) -> list[tuple[str, int, int,
     return out
 
 
-def populate_ns(n: int, clock: str) -> dict[str, float]:
+def populate_ns(n: int, clock: str, kernel: Any = None) -> dict[str, float]:
     now = CLOCKS[clock]
     res = {}
+    if kernel is not None:
+        reqs = populate(n)
+        kvm = kernel(0, VM_RANGE)
+        secs, _, _ = kvm.run_requests(reqs.codes, reqs.addr, reqs.range, reqs.obj, reqs.offset,
+                                      clock)
+        res["kernel"] = secs * 1e9 / n
     for name, factory, loop in (("core single", gpuvm_core.GpuVm, run_single),
                                 ("core batch", gpuvm_core.GpuVm, run_batch),
                                 ("reference", gpuvm_core.RefGpuVm, run_single)):
@@ -93,14 +99,11 @@ def growth(rows: list[Row]) -> list[str]:
              "| --- | --- | --- | --- | --- |"]
     by = {(r.n, r.workload, r.path): r.ns_per_request for r in rows}
     for w in sorted({r.workload for r in rows}):
-        for p in ("single", "batch", "reference"):
+        for p in ("single", "batch", "reference", "kernel"):
             if (lo, w, p) in by and (hi, w, p) in by:
                 a, b = by[lo, w, p], by[hi, w, p]
-                lines.append(f"| {w} | {p} | {a:,.0f} | {b:,.0f} | {b / a:.1f}x |")
-        k = int(w[1])
-        if lo in KERNEL_NS and hi in KERNEL_NS:
-            a, b = KERNEL_NS[lo][k], KERNEL_NS[hi][k]
-            lines.append(f"| {w} | kernel (C) | {a:,.0f} | {b:,.0f} | {b / a:.1f}x |")
+                name = "kernel (C, this run)" if p == "kernel" else p
+                lines.append(f"| {w} | {name} | {a:,.0f} | {b:,.0f} | {b / a:.1f}x |")
     return lines
 
 
@@ -156,8 +159,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="wall (default) or cpu (this thread's CPU time; shared machines)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs per cell, the fastest counts (default 3)")
+    ap.add_argument("--kernel-tree", metavar="DIR", default=None,
+                    help="time DIR's own drm_gpuvm.c (compiled in userspace) in the same run; "
+                         "without it the kernel columns are absent")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
+    kernel = None
+    if args.kernel_tree is not None:
+        from gpuvm_core.kernel import load_oracle
+
+        kernel = load_oracle(args.kernel_tree)
     sizes = parse_sizes(args.sizes)
     info = machine_info()
     if not info["compiled_core"]:
@@ -169,15 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     # The reference's populate alone costs ~10-30 us/map: skip it above 1e5.
     small = [n for n in sizes if n <= 100_000]
     rows = measure(small, [1, 2, 3, 4], args.m, args.ref_m, clock=args.clock,
-                   repeat=args.repeat) if small else []
+                   repeat=args.repeat, kernel=kernel) if small else []
     rows += measure([n for n in sizes if n > 100_000], [1, 2, 3, 4], args.m, 0,
-                    clock=args.clock, repeat=args.repeat)
-    rows.sort(key=lambda r: (r.n, r.workload, ("reference", "single", "batch").index(r.path)))
+                    clock=args.clock, repeat=args.repeat, kernel=kernel)
+    order = ("reference", "kernel", "single", "batch")
+    rows.sort(key=lambda r: (r.n, r.workload, order.index(r.path)))
     big = max(small) if small else max(sizes)
     memory = [memory_per_mapping("core", n, m=args.m) for n in sizes]
     memory.append(memory_per_mapping("reference", big, m=args.ref_m))
     peers = peer_rows(small, args.peer_m, args.clock)
-    pop = {n: populate_ns(n, args.clock) for n in sizes}
+    pop = {n: populate_ns(n, args.clock, kernel) for n in sizes}
     elapsed = time.perf_counter() - t_start
     load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -194,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
            f"(N <= 1e5 only); peers: M = {args.peer_m:,}.", "",
            "### Targets (issue 3)", "", *targets(rows, memory), "",
            "### W1-W4: compiled core vs reference vs the kernel", "",
+           kernel_note(kernel).lstrip("# ").replace(str(kernel.build.tree) + "/", "")
+           if kernel is not None else kernel_note(None).lstrip("# "), "",
            format_table(rows, markdown=True), "",
            "### Cost growth", "", *growth(rows), "",
            "### Peers (single path, ns/request)", "",
@@ -211,15 +225,14 @@ def main(argv: list[str] | None = None) -> int:
             "held; nbytes: the core's own exact count (GpuVm.nbytes).", "",
             format_memory(memory, markdown=True), "",
             "### Populate (append-only maps in address order, ns/map)", "",
-            "| N | core single | core batch | reference | kernel | kernel peak RSS (whole run) |",
-            "| --- | --- | --- | --- | --- | --- |"]
+            "| N | core single | core batch | reference | kernel (this run) |",
+            "| --- | --- | --- | --- | --- |"]
     for n in sizes:
-        kn = "86" if n == 1000 else "270" if n in (100_000, 1_000_000) else "-"
-        rss = KERNEL_PEAK_RSS_MIB.get(n)
         ref = pop[n]["reference"]
+        kn = pop[n].get("kernel")
         out.append(f"| {n:,} | {pop[n]['core single']:,.0f} | {pop[n]['core batch']:,.0f} | "
-                   f"{'-' if math.isnan(ref) else f'{ref:,.0f}'} | {kn} | "
-                   f"{'-' if rss is None else f'{rss} MiB'} |")
+                   f"{'-' if math.isnan(ref) else f'{ref:,.0f}'} | "
+                   f"{'absent (no --kernel-tree)' if kn is None else f'{kn:,.0f}'} |")
     out += ["", END]
     text = "\n".join(out)
     print(text)

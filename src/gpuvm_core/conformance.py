@@ -1,8 +1,10 @@
 """Replay kernel-recorded split/merge vectors against an implementation.
 
-The vector format is described in ``shared/vectors/README.md``: JSON Lines,
-one case per line, each a VM and a list of steps with the kernel's result,
-op list and resulting state. :func:`iter_cases` reads and checks a file
+The vector format: JSON Lines, one case per line, each a VM and a list of
+steps with the kernel's result, op list and resulting state (the bundled set
+was recorded from the kernel's drm_gpuvm.c; :mod:`gpuvm_core.recorder`
+records the same format from any kernel tree, see docs/kernel-oracle.md).
+:func:`iter_cases` reads and checks a file
 (a malformed file is bad input: :class:`ValueError` naming the line and what
 is wrong; :func:`read_records` and :func:`checked` are its two halves);
 :func:`run_case` replays one case and returns the first mismatch (or a

@@ -1,6 +1,6 @@
 """The benchmark workloads W1-W4 as numpy request arrays, and their runners.
 
-The four workloads of ``bench/WORKLOADS.md`` are defined by a seeded
+The four workloads (see docs/benchmarks.md) are defined by a seeded
 splitmix64 stream, so every implementation (the kernel's C compiled in
 userspace, the compiled core, the pure-Python reference, third-party interval
 containers) replays the same requests. Here the stream is generated with
@@ -20,8 +20,9 @@ them at once.
 Every workload restarts the stream at seed 42. The VM spans ``[0, 2**48)`` with
 no reserved node.
 
-Kernel: the userspace timing harness around drivers/gpu/drm/drm_gpuvm.c
-described in bench/WORKLOADS.md (drm_gpuvm_sm_map_ops_create(),
+Kernel: the same streams are timed on the kernel's own drivers/gpu/drm/drm_gpuvm.c
+compiled in userspace by :mod:`gpuvm_core.kernel` (:func:`time_kernel`;
+drm_gpuvm_sm_map_ops_create(),
 drm_gpuvm_sm_unmap_ops_create(), drm_gpuvm_madvise_ops_create(),
 drm_gpuva_find_first()).
 """
@@ -52,6 +53,7 @@ __all__ = [
     "run_batch",
     "time_single",
     "time_batch",
+    "time_kernel",
     "CLOCKS",
     "MemoryReport",
     "memory_per_mapping",
@@ -67,7 +69,7 @@ KIB64 = 64 << 10
 KIB128 = 128 << 10
 #: The VM of every workload: [0, 2**48), no reserved node.
 VM_RANGE = 1 << 48
-#: Workload number -> short name (as in WORKLOADS.md).
+#: Workload number -> short name.
 WORKLOADS = {1: "map_random", 2: "unmap_random", 3: "madvise_random", 4: "lookup"}
 #: Request kind -> code of ``GpuVm.requests_batch`` (gpuvm_core.REQ_MAP, ...).
 KIND_CODES = {"map": 0, "unmap": 1, "madvise": 2}
@@ -78,7 +80,7 @@ LOOKUP_CODE = 255
 def splitmix64(count: int, seed: int = 42) -> U64:
     """The first ``count`` outputs of splitmix64 seeded with ``seed``.
 
-    Kernel: none (the PRNG of bench/WORKLOADS.md; first outputs for seed 42
+    Kernel: none (the workloads' PRNG; first outputs for seed 42
     are 0xbdd732262feb6e95, 0x28efe333b266f103, 0x47526757130f9f52).
     """
     if count < 0:
@@ -191,7 +193,11 @@ def workload(w: int, n: int, m: int = 200_000) -> Requests:
 def new_vm(factory: Callable[..., Any], n: int, w: int) -> Any:
     """A fresh VM ``[0, 2**48)`` populated for workload ``w`` (W3: no objects)."""
     vm = factory(0, VM_RANGE)
-    run_batch(vm, populate(n, null_obj=(w == 3)))  # same final state as one by one
+    pop = populate(n, null_obj=(w == 3))
+    if hasattr(vm, "run_requests"):  # the kernel oracle: its own C loop
+        vm.run_requests(pop.codes, pop.addr, pop.range, pop.obj, pop.offset)
+    else:
+        run_batch(vm, pop)  # same final state as one by one
     return vm
 
 
@@ -345,18 +351,24 @@ def time_batch(factory: Callable[..., Any], w: int, n: int, m: int,
     return _timed(run_batch, factory, w, n, m, clock)
 
 
+def time_kernel(oracle: Callable[..., Any], w: int, n: int, m: int,
+                clock: str = "wall") -> Timing:
+    """Populate a fresh kernel-oracle VM (untimed), then time W``w`` in the oracle's C loop.
+
+    ``oracle`` is a :class:`gpuvm_core.kernel.KernelOracle`. The loop and its
+    clock run in C (``oracle_run``: ops_create + drm_gpuva_map/remap/unmap +
+    drm_gpuva_ops_free per request, drm_gpuva_find_first() for W4), so the
+    figure is the kernel code's alone, with no Python call inside.
+    """
+    vm = new_vm(oracle, n, w)
+    reqs = workload(w, n, m)
+    seconds, result, _ = vm.run_requests(reqs.codes, reqs.addr, reqs.range, reqs.obj,
+                                         reqs.offset, clock)
+    return Timing(seconds, m, result, len(vm))
+
+
 # ----------------------------------------------------------------------------
 # Memory: resident-set growth of a fresh process.
-
-#: The kernel's figures from bench/WORKLOADS.md (median ns/request), the anchor.
-KERNEL_NS: dict[int, dict[int, float]] = {
-    1_000: {1: 827, 2: 264, 3: 180, 4: 78},
-    100_000: {1: 2_871, 2: 1_349, 3: 891, 4: 624},
-    1_000_000: {1: 4_515, 2: 3_706, 3: 3_163, 4: 1_418},
-}
-#: The kernel's peak RSS per N (MiB; whole process: populate + W1..W4).
-KERNEL_PEAK_RSS_MIB: dict[int, float] = {1_000: 1.8, 100_000: 14.9, 1_000_000: 123.8}
-
 
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as fh:
