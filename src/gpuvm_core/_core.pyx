@@ -2116,9 +2116,13 @@ def _vector(x, what):
         a = np.asarray(x)
     except OverflowError:
         a = np.asarray(x, dtype=object)
-    if a.dtype.kind == "f" and not isinstance(x, np.ndarray):
-        # a list mixing Python ints beyond int64 makes numpy pick float64: keep
-        # them exact (real floats in it are refused element by element)
+    if not isinstance(x, np.ndarray) and (
+            a.dtype.kind == "f"
+            or (a.dtype.kind in "iu" and (type(x) is list or type(x) is tuple)
+                and any(isinstance(v, (bool, np.bool_)) for v in x))):
+        # a list mixing Python ints beyond int64 makes numpy pick float64, and
+        # one holding True/False makes it int: keep every element as it is (the
+        # callers refuse floats and bools element by element)
         a = np.asarray(x, dtype=object)
     if a.ndim == 0:
         a = a.reshape(-1)
