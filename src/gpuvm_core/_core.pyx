@@ -88,7 +88,7 @@ import errno as _errno
 
 import numpy as np
 
-from ._common import GpuvmError, OpType, check_u64, check_obj
+from ._common import GpuvmError, OpType, SmSteps, check_u64, check_obj
 
 cdef extern from *:
     """
@@ -1966,6 +1966,9 @@ cdef class GpuVm:
         st = self.memory_stats()
         return (st["chunks"], st["slots_used"], GPUVM_CHUNK)
 
+    def __reduce__(self):
+        raise TypeError("a GpuVm cannot be pickled yet: pickle vm.state() instead")
+
     def _debug_set_next_id(self, n):
         """Test hook: continue VA ids from ``n`` (1 <= n < 2**32), e.g. near the wrap.
 
@@ -2032,6 +2035,9 @@ cdef class GpuVmIterator:
     def __reduce__(self):
         raise TypeError("a GpuVm iterator cannot be pickled")
 
+
+#: Any op object (a type alias for annotations and isinstance checks).
+Op = OpMap | OpRemap | OpUnmap | OpPrefetch
 
 FIND_DTYPE = np.dtype([("found", np.bool_), ("addr", np.uint64), ("range", np.uint64),
                        ("obj", np.int64), ("offset", np.uint64)], align=True)
