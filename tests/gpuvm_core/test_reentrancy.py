@@ -73,15 +73,14 @@ def _arm(n: int, action: Callable[[], object]) -> None:
 
 
 def _mutator(vm: GpuVm, counter: list[int]) -> Callable[[], object]:
-    """Insert a fresh VA above everything, or remove the last one."""
+    """Alternately empty the VM's low part (chunks are freed) and refill it."""
     def act() -> None:
         counter[0] += 1
         if counter[0] % 2:
-            vm.insert((1 << 30) + counter[0] * PAGE, PAGE, None, 0)
+            vm.sm_unmap_batch([0], [1 << 30])
         else:
-            vas = vm.va_range(1 << 30, 1 << 30)
-            if vas:
-                vm.remove(vas[-1])
+            n = 3 + counter[0] % 5  # fewer than a walk has passed: stale positions
+            vm.sm_map_batch([i * 2 * PAGE for i in range(n)], [PAGE] * n, [1] * n, [0] * n)
     return act
 
 

@@ -122,11 +122,13 @@ def test_gc_pause_lets_another_thread_in(vm: GpuVm) -> None:
             _tolerate(counts, vm.state)
 
     def mutator(stop: threading.Event) -> None:
-        i = 0
+        # empty the VM (its chunks are freed), refill a few VAs, refill all
         while not stop.is_set():
-            i += 1
-            _tolerate(other, lambda i=i: vm.insert((1 << 36) + i * PAGE, PAGE))
-            _tolerate(other, lambda i=i: vm.sm_unmap_batch([(1 << 36) + (i - 1) * PAGE], [PAGE]))
+            _tolerate(other, lambda: vm.sm_unmap_batch([0], [1 << 40]))
+            _tolerate(other, lambda: vm.sm_map_batch([0, 2 * PAGE], [PAGE] * 2, [1] * 2, [0] * 2))
+            _tolerate(other, lambda: vm.sm_map_batch(
+                np.arange(2000, dtype=np.uint64) * 2 * PAGE, np.full(2000, PAGE, np.uint64),
+                np.ones(2000, np.int64), np.zeros(2000, np.uint64)))
 
     old = gc.get_threshold()
     gc.set_threshold(50, 1, 1)
@@ -149,17 +151,19 @@ def test_generator_releasing_the_gil_cannot_race_a_batch(vm: GpuVm) -> None:
     counts: dict[str, int] = {}
     batches: dict[str, int] = {}
     rng = np.random.default_rng(2)
+    OPS = 128  # two new chunks per apply: both threads grow the chunk index
 
     def gen(base: int) -> Iterator[OpMap]:
-        for i in range(8):
-            time.sleep(0)  # the GIL goes to the batch thread
+        for i in range(OPS):
+            if i % 8 == 0:
+                time.sleep(0)  # the GIL goes to the batch thread
             yield OpMap(base + i * PAGE, PAGE, 5, 0)
 
     def applier(stop: threading.Event) -> None:
         k = 0
         while not stop.is_set():
             k += 1
-            base = (1 << 37) + k * 16 * PAGE
+            base = (1 << 37) + k * 2 * OPS * PAGE
             _tolerate(counts, lambda base=base: vm.apply(gen(base)))
 
     def batcher(stop: threading.Event) -> None:
@@ -172,9 +176,9 @@ def test_generator_releasing_the_gil_cannot_race_a_batch(vm: GpuVm) -> None:
     assert not _run_threads(applier, batcher)
     assert counts.get("ok", 0) > 0 and batches.get("ok", 0) > 0
     vm.check()
-    # every apply that returned applied all 8 maps of its generator
+    # every apply that returned applied all the maps of its generator
     hi = [s for s in vm.state() if s[0] >= 1 << 37]
-    assert len(hi) == 8 * counts["ok"]
+    assert len(hi) == OPS * counts["ok"]
 
 
 def test_batch_in_one_thread_everything_else_ebusy(vm: GpuVm) -> None:
