@@ -598,19 +598,6 @@ cdef class Ops:
         return self
 
 
-cdef Ops _make_ops(GpuVm vm, OpBuf* buf):
-    cdef Ops o = Ops.__new__(Ops)
-    o.vm = vm
-    o.generation = vm.generation
-    o.n = buf.n
-    if buf.n:
-        o.recs = <OpRec*>PyMem_RawMalloc(buf.n * sizeof(OpRec))
-        if o.recs == NULL:
-            raise MemoryError()
-        memcpy(o.recs, buf.recs, buf.n * sizeof(OpRec))
-    return o
-
-
 # ----------------------------------------------------------------------------
 # the VM
 
@@ -1305,13 +1292,15 @@ cdef class GpuVm:
 
     cdef object _first(self, u64 qs, u64 ql):
         cdef Pos p
+        cdef VaRec v
+        cdef bint found
         self._enter()
-        try:
-            if self.c_iter_first(qs, ql, &p):
-                return self._va_at(p)
-            return None
-        finally:
-            self.busy = 0
+        found = self.c_iter_first(qs, ql, &p)
+        if found:
+            self.c_read(p, &v)
+        self.busy = 0
+        # the view is made from the copied record, after the guard is dropped
+        return _make_va(self, &v) if found else None
 
     def find_first(self, addr, range):  # noqa: A002
         """Kernel: drm_gpuva_find_first()."""
@@ -1324,16 +1313,15 @@ cdef class GpuVm:
         cdef u64 a = _u64(addr, "addr")
         cdef u64 r = _u64(range, "range")
         cdef Pos p
-        cdef Chunk* c
+        cdef VaRec v
+        cdef bint found
         self._enter()
-        try:
-            if self.c_iter_first(a, a + r - 1, &p):
-                c = self.chunks[p.ci]
-                if c.addr[p.si] == a and c.rng[p.si] == r:
-                    return self._va_at(p)
-            return None
-        finally:
-            self.busy = 0
+        found = self.c_iter_first(a, a + r - 1, &p)
+        if found:
+            self.c_read(p, &v)
+            found = v.addr == a and v.rng == r
+        self.busy = 0
+        return _make_va(self, &v) if found else None
 
     def find_prev(self, start):
         """Kernel: drm_gpuva_find_prev(). Quirk: may return a VA covering ``start``."""
@@ -1474,13 +1462,14 @@ cdef class GpuVm:
         cdef Pos p
         if self.kid == 0:
             return None
+        cdef VaRec v
+        cdef bint found
         self._enter()
-        try:
-            if not self.c_locate(self.reserve_addr, self.kid, &p):
-                return None
-            return self._va_at(p)
-        finally:
-            self.busy = 0
+        found = self.c_locate(self.reserve_addr, self.kid, &p)
+        if found:
+            self.c_read(p, &v)
+        self.busy = 0
+        return _make_va(self, &v) if found else None
 
     # -- op lists ------------------------------------------------------------------
 
@@ -1494,30 +1483,47 @@ cdef class GpuVm:
             why = f"it is outside the VM [{self.mm_start:#x}, +{self.mm_range:#x})"
         return GpuvmError(_errno.EINVAL, f"request [{addr:#x}, +{rng:#x}) is invalid: {why}")
 
-    cdef Ops _finish(self, int rc, u64 addr, u64 rng):
+    cdef Ops _ops(self, int what, u64 a, u64 r, int64_t o, u64 f):
+        """Run the walker and copy its records out (C only) under the guard; the
+        Ops object is made after the guard is dropped, from records it owns."""
+        cdef int rc
+        cdef Py_ssize_t n
+        cdef OpRec* recs = NULL
+        cdef u64 gen
+        cdef Ops ops
+        self._enter()
+        if what == OPS_MAP:
+            rc = self.c_sm_map(a, r, o, f, False, &self.buf)
+        elif what == OPS_MADVISE:
+            rc = self.c_sm_map(a, r, o, f, True, &self.buf)
+        elif what == OPS_UNMAP:
+            rc = self.c_sm_unmap(a, r, &self.buf)
+        else:
+            rc = self.c_prefetch(a, r, &self.buf)
+        n = self.buf.n
+        gen = self.generation
+        if rc == 0 and n:
+            recs = <OpRec*>PyMem_RawMalloc(n * sizeof(OpRec))
+            if recs == NULL:
+                rc = -E_NOMEM
+            else:
+                memcpy(recs, self.buf.recs, n * sizeof(OpRec))
+        self._trim()
+        self.busy = 0
         if rc == -E_INVAL:
-            raise self._invalid(addr, rng)
+            raise self._invalid(a, r)
         if rc < 0:
             raise MemoryError()
-        return _make_ops(self, &self.buf)
-
-    cdef Ops _ops(self, int what, u64 a, u64 r, int64_t o, u64 f):
-        """Run the walker and copy its records into a new Ops, all under the guard."""
-        cdef int rc
-        self._enter()
         try:
-            if what == OPS_MAP:
-                rc = self.c_sm_map(a, r, o, f, False, &self.buf)
-            elif what == OPS_MADVISE:
-                rc = self.c_sm_map(a, r, o, f, True, &self.buf)
-            elif what == OPS_UNMAP:
-                rc = self.c_sm_unmap(a, r, &self.buf)
-            else:
-                rc = self.c_prefetch(a, r, &self.buf)
-            return self._finish(rc, a, r)
-        finally:
-            self._trim()
-            self.busy = 0
+            ops = Ops.__new__(Ops)
+        except BaseException:
+            PyMem_RawFree(recs)
+            raise
+        ops.vm = self
+        ops.generation = gen
+        ops.recs = recs
+        ops.n = n if recs != NULL else 0
+        return ops
 
     def sm_map_ops_create(self, addr, range, obj=None, offset=0):  # noqa: A002
         """Kernel: drm_gpuvm_sm_map_ops_create()."""
