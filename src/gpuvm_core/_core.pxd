@@ -182,6 +182,7 @@ cdef class GpuVm:
     cdef void c_find_many(self, const u64* A, const u64* R, Py_ssize_t n,
                           FindRow* rows) noexcept nogil
     cdef Py_ssize_t c_nbytes(self) noexcept nogil
+    cdef bint c_cover(self, u64 x, VaRec* v) noexcept nogil
     # Python-level helpers
     cdef int _enter(self) except -1
     cdef void _trim(self) noexcept

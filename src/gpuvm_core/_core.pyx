@@ -85,6 +85,7 @@ from libc.stdlib cimport qsort
 from libc.string cimport memmove, memcpy
 
 import errno as _errno
+import operator
 
 import numpy as np
 
@@ -1972,8 +1973,155 @@ cdef class GpuVm:
         st = self.memory_stats()
         return (st["chunks"], st["slots_used"], GPUVM_CHUNK)
 
+    # -- whole-VM conveniences: pickling, copying, lookups by address, numpy --------
+
     def __reduce__(self):
-        raise TypeError("a GpuVm cannot be pickled yet: pickle vm.state() instead")
+        """Pickle as the VM's bounds and its VAs in one structured array (to_numpy()).
+
+        The copy has the same VAs in the same list order; VA ids (and so GpuVa
+        views, which refuse pickling) are not carried over.
+        """
+        return (_vm_restore, (self.mm_start, self.mm_range, self.reserve_addr,
+                              self.reserve_range, self.to_numpy()))
+
+    def __copy__(self):
+        """An independent VM with the same VAs *and ids* (a C copy of the chunks)."""
+        cdef GpuVm new = GpuVm.__new__(GpuVm)
+        cdef Py_ssize_t i
+        cdef Chunk* c
+        self._enter()
+        try:
+            new.mm_start, new.mm_range = self.mm_start, self.mm_range
+            new.reserve_addr, new.reserve_range = self.reserve_addr, self.reserve_range
+            new.kid = self.kid
+            new.count = self.count
+            new.next_id = self.next_id
+            new.generation = 0
+            if self.nch:
+                new.chunks = <Chunk**>PyMem_RawMalloc(self.capch * sizeof(Chunk*))
+                new.firsts = <u64*>PyMem_RawMalloc(self.capch * sizeof(u64))
+                if new.chunks == NULL or new.firsts == NULL:
+                    raise MemoryError()
+                new.capch = self.capch
+                for i in range(self.nch):
+                    c = <Chunk*>PyMem_RawMalloc(sizeof(Chunk))
+                    if c == NULL:
+                        raise MemoryError()
+                    memcpy(c, self.chunks[i], sizeof(Chunk))
+                    new.chunks[i] = c
+                    new.nch = i + 1
+                memcpy(new.firsts, self.firsts, self.nch * sizeof(u64))
+            if self.capz:
+                new.zaddr = <u64*>PyMem_RawMalloc(self.capz * sizeof(u64))
+                if new.zaddr == NULL:
+                    raise MemoryError()
+                new.capz = self.capz
+                new.nz = self.nz
+                memcpy(new.zaddr, self.zaddr, self.nz * sizeof(u64))
+            if self.nlive:
+                new.live_ids = <uint32_t*>PyMem_RawMalloc(self.nlive * sizeof(uint32_t))
+                if new.live_ids == NULL:
+                    raise MemoryError()
+                memcpy(new.live_ids, self.live_ids, self.nlive * sizeof(uint32_t))
+                new.nlive = self.nlive
+                new.live_pos = self.live_pos
+        finally:
+            self.busy = 0
+        return new
+
+    def __deepcopy__(self, memo):
+        """As copy.copy (a VM holds only numbers); views deep-copied along map onto it."""
+        new = self.__copy__()
+        memo[id(self)] = new
+        return new
+
+    def __repr__(self):
+        cdef str k = ""
+        if self.reserve_range:
+            k = f", reserve_addr={self.reserve_addr:#x}, reserve_range={self.reserve_range:#x}"
+        return f"GpuVm(start={self.mm_start:#x}, range={self.mm_range:#x}{k}) with {self.count} VAs"
+
+    cdef bint c_cover(self, u64 x, VaRec* v) noexcept nogil:
+        """The VA with range > 0 covering ``x`` (reserved node excluded) into ``v``."""
+        cdef Pos p = self.c_upper(x)
+        # range > 0 VAs do not overlap: the candidate is the last one starting <= x
+        while self.c_prev(&p):
+            self.c_read(p, v)
+            if v.rng == 0:
+                continue
+            return (x - v.addr < v.rng) and not (self.kid != 0 and v.vid == self.kid)
+        return False
+
+    def __contains__(self, addr):
+        """``addr in vm``: some VA (range > 0, not the reserved node) covers ``addr``.
+
+        Integers outside u64 are simply not in the VM; non-integers: TypeError.
+        """
+        cdef VaRec v
+        cdef bint found
+        if isinstance(addr, bool):
+            raise TypeError("addr must be an integer, not bool")
+        a = operator.index(addr)
+        if a < 0 or a > 0xFFFFFFFFFFFFFFFF:
+            return False
+        self._enter()
+        found = self.c_cover(<u64>a, &v)
+        self.busy = 0
+        return found
+
+    def __getitem__(self, addr):
+        """``vm[addr]``: the VA covering ``addr`` (as ``in``), else KeyError."""
+        cdef VaRec v
+        cdef bint found = False
+        if isinstance(addr, bool):
+            raise TypeError("addr must be an integer, not bool")
+        a = operator.index(addr)
+        if 0 <= a <= 0xFFFFFFFFFFFFFFFF:
+            self._enter()
+            found = self.c_cover(<u64>a, &v)
+            self.busy = 0
+        if not found:
+            raise KeyError(addr)
+        return _make_va(self, &v)
+
+    def to_numpy(self):
+        """Every VA (list order, reserved node excluded) as a VA_DTYPE structured array."""
+        cdef Py_ssize_t n = self.count, k = 0, ci, si
+        cdef Chunk* c
+        out = np.empty(n, dtype=VA_DTYPE)
+        cdef u64[::1] A = np.empty(n, np.uint64)
+        cdef u64[::1] R = np.empty(n, np.uint64)
+        cdef int64_t[::1] O = np.empty(n, np.int64)
+        cdef u64[::1] F = np.empty(n, np.uint64)
+        self._enter()
+        for ci in range(self.nch):
+            c = self.chunks[ci]
+            for si in range(c.n):
+                if self.kid != 0 and c.vid[si] == self.kid:
+                    continue
+                A[k] = c.addr[si]
+                R[k] = c.rng[si]
+                O[k] = c.obj[si]
+                F[k] = c.off[si]
+                k += 1
+        self.busy = 0
+        out["addr"] = A
+        out["range"] = R
+        out["obj"] = O
+        out["offset"] = F
+        return out
+
+    @classmethod
+    def from_numpy(cls, vas, start, range, *, reserve_addr=0, reserve_range=0):  # noqa: A002
+        """A new VM holding the VAs of ``vas`` (fields addr, range, obj (-1 none), offset).
+
+        Rows are taken in address order (a stable sort: equal addresses keep
+        their order, which is the list order of zero-length VAs). Each row must
+        be a valid range of the VM (EINVAL, ``.index`` = the row) and VAs of
+        range > 0 must not overlap (EEXIST); the rows are linked as they are,
+        so any state a VM can reach (to_numpy()) comes back exactly.
+        """
+        return _from_numpy(vas, start, range, reserve_addr, reserve_range)
 
     def _debug_set_next_id(self, n):
         """Test hook: continue VA ids from ``n`` (1 <= n < 2**32), e.g. near the wrap.
@@ -2044,6 +2192,64 @@ cdef class GpuVmIterator:
 
 #: Any op object (a type alias for annotations and isinstance checks).
 Op = OpMap | OpRemap | OpUnmap | OpPrefetch
+
+#: Row type of GpuVm.to_numpy() / from_numpy(): one VA.
+VA_DTYPE = np.dtype([("addr", np.uint64), ("range", np.uint64), ("obj", np.int64),
+                     ("offset", np.uint64)])
+
+
+cdef GpuVm _from_numpy(object vas, object start, object size, object reserve_addr,
+                       object reserve_range):
+    """GpuVm.from_numpy (a function of its own: the method's ``range`` argument
+    would shadow the builtin its loops use)."""
+    cdef const u64[::1] A0
+    cdef const u64[::1] R0
+    cdef const int64_t[::1] O0
+    cdef const u64[::1] F0
+    cdef const int64_t[::1] idx
+    cdef GpuVm vm
+    cdef Py_ssize_t n, j, i
+    cdef u64 prev_end = 0, a, r
+    cdef bint have = False
+    names = getattr(getattr(vas, "dtype", None), "names", None) or ()
+    missing = [f for f in ("addr", "range", "obj", "offset") if f not in names]
+    if missing:
+        raise TypeError(f"vas must be a structured array with fields addr, range, obj, "
+                        f"offset (missing: {', '.join(missing)})")
+    A0 = _as_u64(vas["addr"], "addr")
+    R0 = _as_u64(vas["range"], "range")
+    O0 = _as_obj(vas["obj"])
+    F0 = _as_u64(vas["offset"], "offset")
+    order = np.argsort(np.asarray(A0), kind="stable")
+    idx = order.astype(np.int64)
+    vm = GpuVm(start, size, reserve_addr=reserve_addr, reserve_range=reserve_range)
+    n = A0.shape[0]
+    for j in range(n):
+        i = idx[j]
+        a = A0[i]
+        r = R0[i]
+        if not vm.c_range_valid(a, r):
+            raise GpuvmError(_errno.EINVAL, f"vas[{i}] [{a:#x}, +{r:#x}) is not a valid "
+                             "range of this VM", index=i)
+        if r == 0:
+            continue
+        if have and a < prev_end:
+            raise GpuvmError(_errno.EEXIST, f"vas[{i}] [{a:#x}, +{r:#x}) overlaps "
+                             "another VA", index=i)
+        have = True
+        prev_end = a + r
+    for j in range(n):
+        i = idx[j]
+        if vm.c_link(A0[i], R0[i], O0[i], F0[i]) < 0:
+            raise MemoryError()
+    return vm
+
+
+def _vm_restore(start, range, reserve_addr, reserve_range, vas):  # noqa: A002
+    """Unpickle a GpuVm (see GpuVm.__reduce__)."""
+    return GpuVm.from_numpy(vas, start, range, reserve_addr=reserve_addr,
+                            reserve_range=reserve_range)
+
 
 FIND_DTYPE = np.dtype([("found", np.bool_), ("addr", np.uint64), ("range", np.uint64),
                        ("obj", np.int64), ("offset", np.uint64)], align=True)
