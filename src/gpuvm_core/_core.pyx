@@ -881,9 +881,13 @@ cdef class GpuVm:
         cdef Chunk* c
         cdef Chunk* nc
         cdef u64* nz
-        self.last_id = self.c_new_id()
-        if self.last_id == 0:
-            return -E_NOMEM
+        if self.nlive == 0 and self.next_id != 0:     # no wrap yet: the counter itself
+            self.last_id = self.next_id
+            self.next_id += 1
+        else:
+            self.last_id = self.c_new_id()
+            if self.last_id == 0:
+                return -E_NOMEM
         if r == 0 and self.nz == self.capz:
             m = self.capz * 2 if self.capz else 4
             nz = <u64*>PyMem_RawRealloc(self.zaddr, m * sizeof(u64))
