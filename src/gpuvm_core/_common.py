@@ -11,8 +11,12 @@ from __future__ import annotations
 import errno as _errno
 import operator
 from enum import IntEnum
+from typing import TYPE_CHECKING, Protocol
 
-__all__ = ["GpuvmError", "OpType", "U64_MAX", "OBJ_MAX", "check_u64", "check_obj"]
+if TYPE_CHECKING:
+    from ._core import OpMap, OpRemap, OpUnmap
+
+__all__ = ["GpuvmError", "OpType", "SmSteps", "U64_MAX", "OBJ_MAX", "check_u64", "check_obj"]
 
 U64_MAX = (1 << 64) - 1
 #: Object handles are stored as int64 in the compiled core (-1 = no object).
@@ -27,6 +31,14 @@ class OpType(IntEnum):
     UNMAP = 2
     PREFETCH = 3
     DRIVER = 4
+
+
+class SmSteps(Protocol):
+    """The callbacks of GpuVm.sm_map / sm_unmap (Kernel: struct drm_gpuvm_ops sm_step_*)."""
+
+    def sm_step_map(self, op: OpMap, /) -> object: ...
+    def sm_step_remap(self, op: OpRemap, /) -> object: ...
+    def sm_step_unmap(self, op: OpUnmap, /) -> object: ...
 
 
 class GpuvmError(OSError):

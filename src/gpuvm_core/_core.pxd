@@ -140,9 +140,14 @@ cdef class GpuVm:
     cdef readonly u64 mm_range
     cdef readonly u64 reserve_addr
     cdef readonly u64 reserve_range
-    cdef OpBuf buf
-    cdef int busy                  # a batch call runs without the GIL (other threads: EBUSY)
+    cdef OpBuf buf                 # the walker's scratch; read only under the guard
+    cdef int busy                  # the guard: a call is running on this VM (others: EBUSY)
     cdef int in_batch              # a batch loop (it prefetches itself) is running
+    # checked id reuse after the 32-bit counter wrapped (or _debug_set_next_id):
+    cdef uint32_t* live_ids        # sorted ids linked when the counter restarted
+    cdef Py_ssize_t nlive
+    cdef Py_ssize_t live_pos       # first live_ids[i] >= next_id
+    cdef uint32_t last_id          # the id c_link_at gave last
 
     # positions
     cdef Pos c_upper_raw(self, u64 key) noexcept nogil
@@ -165,6 +170,8 @@ cdef class GpuVm:
     cdef int c_link(self, u64 a, u64 r, int64_t o, u64 f) noexcept nogil
     cdef void c_unlink(self, Pos p) noexcept nogil
     cdef int c_insert(self, u64 a, u64 r, int64_t o, u64 f) noexcept nogil
+    cdef uint32_t c_new_id(self) noexcept nogil
+    cdef int c_restart_ids(self) noexcept nogil
     # the walker and apply
     cdef int c_sm_map(self, u64 req_addr, u64 req_range, int64_t req_obj, u64 req_offset,
                       bint madvise, OpBuf* buf) noexcept nogil
@@ -175,12 +182,15 @@ cdef class GpuVm:
     cdef void c_find_many(self, const u64* A, const u64* R, Py_ssize_t n,
                           FindRow* rows) noexcept nogil
     cdef Py_ssize_t c_nbytes(self) noexcept nogil
+    cdef bint c_cover(self, u64 x, VaRec* v) noexcept nogil
     # Python-level helpers
-    cdef int _idle(self) except -1
+    cdef int _enter(self) except -1
+    cdef void _trim(self) noexcept
+    cdef object _check(self)
     cdef GpuVa _va_at(self, Pos p)
     cdef object _first(self, u64 qs, u64 ql)
     cdef list _views(self, Pos p, u64 end, bint bounded, bint skip_reserved)
     cdef object _invalid(self, u64 addr, u64 rng)
-    cdef Ops _finish(self, int rc, u64 addr, u64 rng)
+    cdef Ops _ops(self, int what, u64 a, u64 r, int64_t o, u64 f)
     cdef object _batch(self, const unsigned char* K, int kind, const u64* A, const u64* R,
                        const int64_t* O, const u64* F, Py_ssize_t n)

@@ -37,12 +37,27 @@ Identity: each VA carries a 32-bit id (insertion counter). ``GpuVa`` is a view
 holding its VM, ``addr``, ``id`` and a copy of the immutable fields, so it can
 never read freed or reused memory; using a view whose VA was removed (remove,
 ``alive``) is detected by an ``(addr, id)`` lookup and refused with ENOENT.
-Ids wrap after 2**32 inserts.
+When the counter wraps (after 2**32 inserts) ids are reused, checked: the ids
+linked at that moment are collected (sorted) and skipped, so a new VA never
+takes the id of a linked VA or of the reserved node (``c_new_id``). 32 bits
+keep a slot at 36 bytes; ``_debug_set_next_id`` starts the counter near the
+limit so the wrap is testable in milliseconds.
 
-Op lists: the walker writes compact ``OpRec`` records into a reusable C
-buffer; ``Ops`` copies them and builds Python op objects only when indexed.
+Op lists: the walker writes compact ``OpRec`` records into the VM's scratch
+buffer; ``Ops`` copies them out before the call returns (so no list ever sees
+another call's records) and builds Python op objects only when indexed.
 ``apply(Ops)`` works on the records directly and refuses a list created
-before the VM last changed (generation counter, ESTALE).
+before the VM last changed (generation counter, ESTALE). The scratch buffer
+shrinks back to ``SCRATCH_KEEP`` records after a call that grew it past that.
+
+One caller at a time (docs/threads.md): every method that reads or changes
+the tree takes the VM's guard (``busy``) for the whole call, after its
+arguments are converted (which may run Python code) and before it reads the
+tree. A call arriving while the guard is held - from another thread while a
+batch runs without the GIL, or re-entrantly from a finalizer, a gc callback
+or a generator run in the middle of a call - is refused with EBUSY and
+changes nothing. Iterators hold a position, not the guard, and raise
+RuntimeError on their next step if the VM changed (as dict iteration does).
 
 Debug / sanitizer build
 -----------------------
@@ -58,20 +73,23 @@ one); docs/fuzzing.md has the exact commands::
 
 (``detect_leaks=0``: CPython's own allocations look like leaks at exit.)
 
-Planted bug for the fuzz harness: ``_debug_set_fault(1)`` makes case M6
-(split in the middle) compute the next piece's offset one too high.
+Planted bug for the fuzz harness (debug build only: the release build
+compiles it out of the walker): ``_debug_set_fault(1)`` makes case M6 (split
+in the middle) compute the next piece's offset one too high.
 """
 
 cimport cython
 from cpython.mem cimport PyMem_RawMalloc, PyMem_RawRealloc, PyMem_RawFree
 from libc.stdint cimport uint64_t, int64_t, uint32_t
+from libc.stdlib cimport qsort
 from libc.string cimport memmove, memcpy
 
 import errno as _errno
+import operator
 
 import numpy as np
 
-from ._common import GpuvmError, OpType, check_u64, check_obj
+from ._common import GpuvmError, OpType, SmSteps, check_u64, check_obj
 
 cdef extern from *:
     """
@@ -83,11 +101,27 @@ cdef extern from *:
     """
     void gpuvm_prefetch(const void* p) noexcept nogil
 
+cdef extern from *:
+    """
+    /* 1 in the debug/sanitizer build (CMake GPUVM_SANITIZE): the planted-bug hook. */
+    #ifndef GPUVM_DEBUG_FAULTS
+    #define GPUVM_DEBUG_FAULTS 0
+    #endif
+    """
+    const int GPUVM_DEBUG_FAULTS
+
 cdef enum:
     E_INVAL = 22
     E_EXIST = 17
     E_NOMEM = 12
     E_NOENT = 2
+
+cdef enum:
+    SCRATCH_KEEP = 256           # op records the scratch buffer keeps between calls
+    OPS_MAP = 0                  # GpuVm._ops(what, ...)
+    OPS_MADVISE = 1
+    OPS_UNMAP = 2
+    OPS_PREFETCH = 3
 
 cdef enum:
     FIND_GROUP = 16              # queries per software-pipelined group in c_find_many
@@ -101,6 +135,12 @@ REQ_UNMAP = K_UNMAP
 REQ_MADVISE = K_MADVISE
 #: Slots per leaf chunk of the sorted structure (a build-time constant).
 CHUNK_SLOTS = GPUVM_CHUNK
+#: True in the debug/sanitizer build (GPUVM_DEBUG=1): bounds checks, ASan, planted bugs.
+DEBUG_BUILD = bool(GPUVM_DEBUG_FAULTS)
+
+_BUSY_MSG = ("the VM is in use by another call (another thread, or a finalizer, gc callback "
+             "or generator run in the middle of a call): one caller at a time, see "
+             "docs/threads.md")
 
 
 # ----------------------------------------------------------------------------
@@ -131,6 +171,11 @@ cdef inline Py_ssize_t _bisect_left(const u64* a, Py_ssize_t n, u64 key) noexcep
         base = base + half if base[half] < key else base
         n -= half
     return (base - a) + (base[0] < key)
+
+
+cdef int _cmp_u32(const void* a, const void* b) noexcept nogil:
+    cdef uint32_t x = (<const uint32_t*>a)[0], y = (<const uint32_t*>b)[0]
+    return (x > y) - (x < y)
 
 
 cdef inline int _poscmp(Pos a, Pos b) noexcept nogil:
@@ -197,18 +242,26 @@ cdef inline int64_t _to_obj(object v) except? -2:
     return <int64_t>v
 
 
-def _debug_set_fault(int n):
+def _debug_set_fault(n):
     """Plant a bug for the fuzz harness. 0 = off; 1 = M6 next-piece offset off by one.
 
-    Kernel: none (test hook).
+    Only the debug build (``GPUVM_DEBUG=1 pip install -e .``) has the planted
+    bugs; in a release build 0 is accepted (nothing to turn off) and any other
+    value raises RuntimeError. Kernel: none (test hook).
     """
     global _fault
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError("fault must be an int")
     if n not in (0, 1):
         raise ValueError("fault must be 0 (off) or 1 (M6 next offset + 1)")
+    if n and not GPUVM_DEBUG_FAULTS:
+        raise RuntimeError("the planted bugs exist only in the debug build of the core: "
+                           "rebuild with GPUVM_DEBUG=1 pip install -e . (docs/fuzzing.md)")
     _fault = n
 
 
 def _debug_get_fault():
+    """The planted bug in effect (always 0 in a release build)."""
     return _fault
 
 
@@ -256,10 +309,14 @@ cdef class GpuVa:
     def alive(self):
         """True while this VA is still in its VM."""
         cdef Pos p
-        if self.vm is None:
+        cdef GpuVm vm = self.vm
+        cdef bint found
+        if vm is None:
             return False
-        self.vm._idle()
-        return self.vm.c_locate(self._addr, self._vid, &p)
+        vm._enter()
+        found = vm.c_locate(self._addr, self._vid, &p)
+        vm.busy = 0
+        return found
 
     def as_tuple(self):
         return (self._addr, self._rng, self.obj, self._off)
@@ -276,6 +333,32 @@ cdef class GpuVa:
     def __repr__(self):
         return (f"GpuVa(addr={self._addr:#x}, range={self._rng:#x}, obj={self.obj}, "
                 f"offset={self._off:#x})")
+
+    # A view names one VA of one live VM: copying it gives the same view (it is
+    # immutable); deepcopy maps it onto the VM's copy when that VM is copied in
+    # the same deepcopy, else it stays a view of the original VM.
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        vm = memo.get(id(self.vm)) if self.vm is not None else None
+        if vm is None:
+            return self
+        cdef VaRec r
+        _setva(&r, self._addr, self._rng, self._obj, self._off, self._vid)
+        return _make_va(<GpuVm?>vm, &r)
+
+    def __reduce__(self):
+        raise TypeError("a GpuVa is a view of a VA in a live GpuVm and cannot be pickled; "
+                        "pickle va.as_tuple() (or the GpuVm) instead")
+
+
+cdef inline GpuVa _va_of(object holder, GpuVa va):
+    """``va`` of an op object, or TypeError if the object was made without __init__."""
+    if va is None:
+        raise TypeError(f"{type(holder).__name__} object has no va: it was made "
+                        "without __init__")
+    return va
 
 
 cdef GpuVa _make_va(GpuVm vm, const VaRec* r):
@@ -327,6 +410,9 @@ cdef class OpMap:
     def __repr__(self):
         return f"OpMap({self.as_dict()})"
 
+    def __reduce__(self):
+        return (OpMap, (self._addr, self._rng, _obj_py(self._obj), self._off))
+
 
 cdef OpMap _make_map(const VaRec* r):
     cdef OpMap m = OpMap.__new__(OpMap)
@@ -348,23 +434,24 @@ cdef class OpUnmap:
 
     @property
     def addr(self):
-        return self.va._addr
+        return _va_of(self, self.va)._addr
 
     @property
     def range(self):
-        return self.va._rng
+        return _va_of(self, self.va)._rng
 
     @property
     def obj(self):
-        return self.va.obj
+        return _va_of(self, self.va).obj
 
     @property
     def offset(self):
-        return self.va._off
+        return _va_of(self, self.va)._off
 
     cdef dict _fields(self):
-        return {"addr": self.va._addr, "range": self.va._rng, "obj": self.va.obj,
-                "offset": self.va._off, "keep": bool(self.keep)}
+        cdef GpuVa va = _va_of(self, self.va)
+        return {"addr": va._addr, "range": va._rng, "obj": va.obj,
+                "offset": va._off, "keep": bool(self.keep)}
 
     def as_dict(self):
         d = {"op": "unmap"}
@@ -372,7 +459,12 @@ cdef class OpUnmap:
         return d
 
     def __repr__(self):
+        if self.va is None:
+            return "OpUnmap(<no va>)"
         return f"OpUnmap({self.as_dict()})"
+
+    def __reduce__(self):
+        return (OpUnmap, (_va_of(self, self.va), bool(self.keep)))
 
 
 cdef class OpRemap:
@@ -390,6 +482,8 @@ cdef class OpRemap:
     type = OpType.REMAP
 
     def as_dict(self):
+        if self.unmap is None:
+            raise TypeError("OpRemap object has no unmap: it was made without __init__")
         return {
             "op": "remap",
             "prev": None if self.prev is None else (<OpMap>self.prev)._va_dict(),
@@ -398,7 +492,14 @@ cdef class OpRemap:
         }
 
     def __repr__(self):
+        if self.unmap is None or self.unmap.va is None:
+            return "OpRemap(<no unmap>)"
         return f"OpRemap({self.as_dict()})"
+
+    def __reduce__(self):
+        if self.unmap is None:
+            raise TypeError("OpRemap object has no unmap: it was made without __init__")
+        return (OpRemap, (self.prev, self.next, self.unmap))
 
 
 cdef class OpPrefetch:
@@ -411,26 +512,32 @@ cdef class OpPrefetch:
 
     @property
     def addr(self):
-        return self.va._addr
+        return _va_of(self, self.va)._addr
 
     @property
     def range(self):
-        return self.va._rng
+        return _va_of(self, self.va)._rng
 
     @property
     def obj(self):
-        return self.va.obj
+        return _va_of(self, self.va).obj
 
     @property
     def offset(self):
-        return self.va._off
+        return _va_of(self, self.va)._off
 
     def as_dict(self):
-        return {"op": "prefetch", "addr": self.va._addr, "range": self.va._rng,
-                "obj": self.va.obj, "offset": self.va._off}
+        cdef GpuVa va = _va_of(self, self.va)
+        return {"op": "prefetch", "addr": va._addr, "range": va._rng,
+                "obj": va.obj, "offset": va._off}
 
     def __repr__(self):
+        if self.va is None:
+            return "OpPrefetch(<no va>)"
         return f"OpPrefetch({self.as_dict()})"
+
+    def __reduce__(self):
+        return (OpPrefetch, (_va_of(self, self.va),))
 
 
 cdef object _make_op(GpuVm vm, const OpRec* r):
@@ -481,18 +588,15 @@ cdef class Ops:
     def __repr__(self):
         return f"Ops({self._all()!r})"
 
+    def __reduce__(self):
+        raise TypeError("an Ops list belongs to the live GpuVm it was made for and cannot be "
+                        "pickled; pickle ops.as_dicts() instead")
 
-cdef Ops _make_ops(GpuVm vm, OpBuf* buf):
-    cdef Ops o = Ops.__new__(Ops)
-    o.vm = vm
-    o.generation = vm.generation
-    o.n = buf.n
-    if buf.n:
-        o.recs = <OpRec*>PyMem_RawMalloc(buf.n * sizeof(OpRec))
-        if o.recs == NULL:
-            raise MemoryError()
-        memcpy(o.recs, buf.recs, buf.n * sizeof(OpRec))
-    return o
+    def __copy__(self):
+        return self       # immutable
+
+    def __deepcopy__(self, memo):
+        return self
 
 
 # ----------------------------------------------------------------------------
@@ -514,16 +618,16 @@ cdef class GpuVm:
         cdef u64 r = _u64(range, "range")
         cdef u64 ka = _u64(reserve_addr, "reserve_addr")
         cdef u64 kr = _u64(reserve_range, "reserve_range")
-        if self.generation or self.nch:
+        if self.generation or self.nch or self.busy:
             raise RuntimeError("GpuVm.__init__ called twice")
         self.mm_start, self.mm_range = s, r
         self.reserve_addr, self.reserve_range = ka, kr
         # drm_gpuvm_init(): the reserved node is linked without range checks,
         # and only when its end does not wrap.
         if kr and ka + kr >= ka:
-            self.kid = self.next_id
             if self.c_link(ka, kr, -1, 0) < 0:
                 raise MemoryError()
+            self.kid = self.last_id
             self.count -= 1
 
     def __dealloc__(self):
@@ -534,13 +638,29 @@ cdef class GpuVm:
         PyMem_RawFree(self.firsts)
         PyMem_RawFree(self.zaddr)
         PyMem_RawFree(self.buf.recs)
+        PyMem_RawFree(self.live_ids)
 
-    cdef int _idle(self) except -1:
-        """Refuse use while a batch call of another thread runs on this VM without the GIL."""
+    cdef int _enter(self) except -1:
+        """Take the guard (one caller at a time) or raise EBUSY; the caller clears ``busy``.
+
+        Test-and-set under the GIL, with no Python code in between, so two
+        threads cannot both get it. Callers convert their arguments first.
+        """
         if self.busy:
-            raise GpuvmError(_errno.EBUSY, "the VM is in use by a batch call running in "
-                                           "another thread")
+            raise GpuvmError(_errno.EBUSY, _BUSY_MSG)
+        self.busy = 1
         return 0
+
+    cdef void _trim(self) noexcept:
+        """Give back scratch memory a large request grew (keeps SCRATCH_KEEP records)."""
+        cdef OpRec* p
+        if self.buf.cap > SCRATCH_KEEP:
+            p = <OpRec*>PyMem_RawRealloc(self.buf.recs, SCRATCH_KEEP * sizeof(OpRec))
+            if p != NULL:
+                self.buf.recs = p
+                self.buf.cap = SCRATCH_KEEP
+                if self.buf.n > SCRATCH_KEEP:
+                    self.buf.n = 0
 
     # -- positions --------------------------------------------------------
 
@@ -761,6 +881,13 @@ cdef class GpuVm:
         cdef Chunk* c
         cdef Chunk* nc
         cdef u64* nz
+        if self.nlive == 0 and self.next_id != 0:     # no wrap yet: the counter itself
+            self.last_id = self.next_id
+            self.next_id += 1
+        else:
+            self.last_id = self.c_new_id()
+            if self.last_id == 0:
+                return -E_NOMEM
         if r == 0 and self.nz == self.capz:
             m = self.capz * 2 if self.capz else 4
             nz = <u64*>PyMem_RawRealloc(self.zaddr, m * sizeof(u64))
@@ -831,10 +958,7 @@ cdef class GpuVm:
         c.rng[si] = r
         c.obj[si] = o
         c.off[si] = f
-        c.vid[si] = self.next_id
-        self.next_id += 1
-        if self.next_id == 0:
-            self.next_id = 1
+        c.vid[si] = self.last_id
         c.n += 1
         if si == 0:
             self.firsts[ci] = a
@@ -845,6 +969,50 @@ cdef class GpuVm:
             self.nz += 1
         self.count += 1
         self.generation += 1
+        return 0
+
+    cdef uint32_t c_new_id(self) noexcept nogil:
+        """A fresh VA id, never one a linked VA (or the reserved node) holds; 0 = -ENOMEM.
+
+        Ids count up from 1. When the 32-bit counter wraps, the ids linked at
+        that moment are collected (c_restart_ids) and skipped from then on;
+        ids given since are above the counter, so they cannot be met again
+        before the next wrap. Before any wrap ``nlive`` is 0: one branch.
+        """
+        cdef uint32_t vid
+        while True:
+            if self.next_id == 0 and self.c_restart_ids() < 0:
+                return 0
+            if self.nlive:
+                while self.live_pos < self.nlive and self.live_ids[self.live_pos] < self.next_id:
+                    self.live_pos += 1
+                if self.live_pos < self.nlive and self.live_ids[self.live_pos] == self.next_id:
+                    self.next_id += 1
+                    continue
+            vid = self.next_id
+            self.next_id += 1
+            return vid
+
+    cdef int c_restart_ids(self) noexcept nogil:
+        """Restart the id counter at 1, skipping every id linked now. 0 or -ENOMEM."""
+        cdef Py_ssize_t n = 0, ci, si
+        cdef uint32_t* ids
+        for ci in range(self.nch):
+            n += self.chunks[ci].n
+        ids = <uint32_t*>PyMem_RawMalloc((n if n else 1) * sizeof(uint32_t))
+        if ids == NULL:
+            return -E_NOMEM
+        n = 0
+        for ci in range(self.nch):
+            for si in range(self.chunks[ci].n):
+                ids[n] = self.chunks[ci].vid[si]
+                n += 1
+        qsort(ids, n, sizeof(uint32_t), _cmp_u32)
+        PyMem_RawFree(self.live_ids)
+        self.live_ids = ids
+        self.nlive = n
+        self.live_pos = 0
+        self.next_id = 1
         return 0
 
     cdef void c_unlink(self, Pos p) noexcept nogil:
@@ -980,7 +1148,8 @@ cdef class GpuVm:
                     continue
                 rec.has_next = 1
                 _setva(&rec.next, req_end, end - req_end, v.obj,
-                       v.off + ls_range + req_range + <u64>_fault, 0)
+                       v.off + ls_range + req_range
+                       + (<u64>_fault if GPUVM_DEBUG_FAULTS else 0), 0)
                 if madvise:
                     final = True
                 break
@@ -1112,9 +1281,13 @@ cdef class GpuVm:
         return 0
 
     # -- Python surface: validity and lookups ------------------------------------
+    #
+    # Every method below that reads or changes the tree converts its arguments
+    # first, then takes the guard (_enter) and clears it (busy = 0) on every
+    # way out; see "One caller at a time" in the module docstring.
 
     def range_valid(self, addr, range):  # noqa: A002
-        """Kernel: drm_gpuvm_range_valid()."""
+        """Kernel: drm_gpuvm_range_valid(). (Reads only the VM's fixed bounds: no guard.)"""
         return self.c_range_valid(_u64(addr, "addr"), _u64(range, "range"))
 
     cdef GpuVa _va_at(self, Pos p):
@@ -1124,33 +1297,39 @@ cdef class GpuVm:
 
     cdef object _first(self, u64 qs, u64 ql):
         cdef Pos p
-        if self.c_iter_first(qs, ql, &p):
-            return self._va_at(p)
-        return None
+        cdef VaRec v
+        cdef bint found
+        self._enter()
+        found = self.c_iter_first(qs, ql, &p)
+        if found:
+            self.c_read(p, &v)
+        self.busy = 0
+        # the view is made from the copied record, after the guard is dropped
+        return _make_va(self, &v) if found else None
 
     def find_first(self, addr, range):  # noqa: A002
         """Kernel: drm_gpuva_find_first()."""
-        self._idle()
         cdef u64 a = _u64(addr, "addr")
         cdef u64 r = _u64(range, "range")
         return self._first(a, a + r - 1)
 
     def find(self, addr, range):  # noqa: A002
         """Kernel: drm_gpuva_find()."""
-        self._idle()
         cdef u64 a = _u64(addr, "addr")
         cdef u64 r = _u64(range, "range")
         cdef Pos p
-        cdef Chunk* c
-        if self.c_iter_first(a, a + r - 1, &p):
-            c = self.chunks[p.ci]
-            if c.addr[p.si] == a and c.rng[p.si] == r:
-                return self._va_at(p)
-        return None
+        cdef VaRec v
+        cdef bint found
+        self._enter()
+        found = self.c_iter_first(a, a + r - 1, &p)
+        if found:
+            self.c_read(p, &v)
+            found = v.addr == a and v.rng == r
+        self.busy = 0
+        return _make_va(self, &v) if found else None
 
     def find_prev(self, start):
         """Kernel: drm_gpuva_find_prev(). Quirk: may return a VA covering ``start``."""
-        self._idle()
         cdef u64 s = _u64(start, "start")
         if not self.c_range_valid(s - 1, 1):
             return None
@@ -1158,7 +1337,6 @@ cdef class GpuVm:
 
     def find_next(self, end):
         """Kernel: drm_gpuva_find_next(). Quirk: may return a VA starting at ``end + 1``."""
-        self._idle()
         cdef u64 e = _u64(end, "end")
         if not self.c_range_valid(e, 1):
             return None
@@ -1166,21 +1344,27 @@ cdef class GpuVm:
 
     def interval_empty(self, addr, range):  # noqa: A002
         """Kernel: drm_gpuvm_interval_empty()."""
-        self._idle()
         cdef u64 a = _u64(addr, "addr")
         cdef u64 r = _u64(range, "range")
         cdef Pos p
-        return not self.c_iter_first(a, a + r - 1, &p)
+        cdef bint found
+        self._enter()
+        found = self.c_iter_first(a, a + r - 1, &p)
+        self.busy = 0
+        return not found
 
     def insert(self, addr, range, obj=None, offset=0):  # noqa: A002
         """Kernel: drm_gpuva_insert()."""
-        self._idle()
         cdef u64 a = _u64(addr, "addr")
         cdef u64 r = _u64(range, "range")
         cdef int64_t o = _to_obj(obj)
         cdef u64 f = _u64(offset, "offset")
-        cdef int rc = self.c_insert(a, r, o, f)
+        cdef int rc
         cdef VaRec v
+        self._enter()
+        rc = self.c_insert(a, r, o, f)
+        _setva(&v, a, r, o, f, self.last_id)
+        self.busy = 0
         if rc == -E_INVAL:
             raise GpuvmError(_errno.EINVAL,
                              f"[{a:#x}, +{r:#x}) is not a valid range for this VM "
@@ -1189,23 +1373,30 @@ cdef class GpuVm:
             raise GpuvmError(_errno.EEXIST, f"[{a:#x}, +{r:#x}) overlaps an existing VA")
         if rc < 0:
             raise MemoryError()
-        _setva(&v, a, r, o, f, self.next_id - 1 if self.next_id != 1 else 0xFFFFFFFF)
         return _make_va(self, &v)
 
     def remove(self, GpuVa va not None):
         """Kernel: drm_gpuva_remove()."""
-        self._idle()
         cdef Pos p
+        cdef bint found
         if va.vm is self and self.kid != 0 and va._vid == self.kid:
             raise GpuvmError(_errno.EINVAL, "the kernel-reserved node cannot be removed")
-        if va.vm is not self or not self.c_locate(va._addr, va._vid, &p):
+        if va.vm is not self:
             raise GpuvmError(_errno.ENOENT, f"{va!r} is not in this VM")
-        self.c_unlink(p)
+        self._enter()
+        found = self.c_locate(va._addr, va._vid, &p)
+        if found:
+            self.c_unlink(p)
+        self.busy = 0
+        if not found:
+            raise GpuvmError(_errno.ENOENT, f"{va!r} is not in this VM")
 
     def __len__(self):
+        """VAs in the VM, reserved node excluded. (One integer read: no guard, never EBUSY.)"""
         return self.count
 
     cdef list _views(self, Pos p, u64 end, bint bounded, bint skip_reserved):
+        """Views from ``p`` on; the caller holds the guard."""
         cdef list out = []
         cdef VaRec v
         while p.ci < self.nch:
@@ -1219,41 +1410,71 @@ cdef class GpuVm:
         return out
 
     def __iter__(self):
-        """Address order (list order), reserved node excluded; a snapshot."""
-        self._idle()
-        cdef Pos p
-        p.ci = 0
-        p.si = 0
-        return iter(self._views(p, 0, False, True))
+        """Address order (list order), reserved node excluded.
+
+        Lazy, like dict iteration: a step after the VM changed raises
+        RuntimeError. ``list(vm)`` or ``state()`` for a snapshot.
+        """
+        cdef GpuVmIterator it = GpuVmIterator.__new__(GpuVmIterator)
+        it.vm = self
+        it.generation = self.generation
+        it.p.ci = 0
+        it.p.si = 0
+        return it
 
     def va_range(self, addr, range):  # noqa: A002
         """VAs the kernel's range iterator visits for [addr, addr+range), reserved node excluded.
 
-        Kernel: drm_gpuvm_for_each_va_range().
+        A list made in one guarded call. Kernel: drm_gpuvm_for_each_va_range().
         """
-        self._idle()
         cdef u64 a = _u64(addr, "addr")
         cdef u64 r = _u64(range, "range")
         cdef u64 end = a + r
         cdef Pos p
-        if not self.c_iter_first(a, end - 1, &p):
-            return []
-        return self._views(p, end, True, True)
+        self._enter()
+        try:
+            if not self.c_iter_first(a, end - 1, &p):
+                return []
+            return self._views(p, end, True, True)
+        finally:
+            self.busy = 0
 
     def state(self):
-        """Every VA as (addr, range, obj, offset), list order, reserved node excluded."""
-        return [va.as_tuple() for va in self]
+        """Every VA as (addr, range, obj, offset), list order, reserved node excluded.
+
+        A snapshot made in one guarded call.
+        """
+        cdef list out = []
+        cdef Pos p
+        cdef VaRec v
+        p.ci = 0
+        p.si = 0
+        self._enter()
+        try:
+            while p.ci < self.nch:
+                self.c_read(p, &v)
+                self.c_next(&p)
+                if self.kid != 0 and v.vid == self.kid:
+                    continue
+                out.append((v.addr, v.rng, _obj_py(v.obj), v.off))
+            return out
+        finally:
+            self.busy = 0
 
     @property
     def kernel_node(self):
         """The kernel-reserved node (Kernel: drm_gpuvm.kernel_alloc_node) or None."""
-        self._idle()
         cdef Pos p
         if self.kid == 0:
             return None
-        if not self.c_locate(self.reserve_addr, self.kid, &p):
-            return None
-        return self._va_at(p)
+        cdef VaRec v
+        cdef bint found
+        self._enter()
+        found = self.c_locate(self.reserve_addr, self.kid, &p)
+        if found:
+            self.c_read(p, &v)
+        self.busy = 0
+        return _make_va(self, &v) if found else None
 
     # -- op lists ------------------------------------------------------------------
 
@@ -1267,50 +1488,83 @@ cdef class GpuVm:
             why = f"it is outside the VM [{self.mm_start:#x}, +{self.mm_range:#x})"
         return GpuvmError(_errno.EINVAL, f"request [{addr:#x}, +{rng:#x}) is invalid: {why}")
 
-    cdef Ops _finish(self, int rc, u64 addr, u64 rng):
+    cdef Ops _ops(self, int what, u64 a, u64 r, int64_t o, u64 f):
+        """Run the walker and copy its records out (C only) under the guard; the
+        Ops object is made after the guard is dropped, from records it owns."""
+        cdef int rc
+        cdef Py_ssize_t n
+        cdef OpRec* recs = NULL
+        cdef u64 gen
+        cdef Ops ops
+        self._enter()
+        if what == OPS_MAP:
+            rc = self.c_sm_map(a, r, o, f, False, &self.buf)
+        elif what == OPS_MADVISE:
+            rc = self.c_sm_map(a, r, o, f, True, &self.buf)
+        elif what == OPS_UNMAP:
+            rc = self.c_sm_unmap(a, r, &self.buf)
+        else:
+            rc = self.c_prefetch(a, r, &self.buf)
+        n = self.buf.n
+        gen = self.generation
+        if rc == 0 and n:
+            recs = <OpRec*>PyMem_RawMalloc(n * sizeof(OpRec))
+            if recs == NULL:
+                rc = -E_NOMEM
+            else:
+                memcpy(recs, self.buf.recs, n * sizeof(OpRec))
+        self._trim()
+        self.busy = 0
         if rc == -E_INVAL:
-            raise self._invalid(addr, rng)
+            raise self._invalid(a, r)
         if rc < 0:
             raise MemoryError()
-        return _make_ops(self, &self.buf)
+        try:
+            ops = Ops.__new__(Ops)
+        except BaseException:
+            PyMem_RawFree(recs)
+            raise
+        ops.vm = self
+        ops.generation = gen
+        ops.recs = recs
+        ops.n = n if recs != NULL else 0
+        return ops
 
     def sm_map_ops_create(self, addr, range, obj=None, offset=0):  # noqa: A002
         """Kernel: drm_gpuvm_sm_map_ops_create()."""
-        self._idle()
         cdef u64 a = _u64(addr, "addr")
         cdef u64 r = _u64(range, "range")
         cdef int64_t o = _to_obj(obj)
         cdef u64 f = _u64(offset, "offset")
-        return self._finish(self.c_sm_map(a, r, o, f, False, &self.buf), a, r)
+        return self._ops(OPS_MAP, a, r, o, f)
 
     def madvise_ops_create(self, addr, range, obj=None, offset=0):  # noqa: A002
         """Kernel: drm_gpuvm_madvise_ops_create()."""
-        self._idle()
         cdef u64 a = _u64(addr, "addr")
         cdef u64 r = _u64(range, "range")
         cdef int64_t o = _to_obj(obj)
         cdef u64 f = _u64(offset, "offset")
-        return self._finish(self.c_sm_map(a, r, o, f, True, &self.buf), a, r)
+        return self._ops(OPS_MADVISE, a, r, o, f)
 
     def sm_unmap_ops_create(self, addr, range):  # noqa: A002
         """Kernel: drm_gpuvm_sm_unmap_ops_create()."""
-        self._idle()
         cdef u64 a = _u64(addr, "addr")
         cdef u64 r = _u64(range, "range")
-        return self._finish(self.c_sm_unmap(a, r, &self.buf), a, r)
+        return self._ops(OPS_UNMAP, a, r, -1, 0)
 
     def prefetch_ops_create(self, addr, range):  # noqa: A002
         """Kernel: drm_gpuvm_prefetch_ops_create() (no range check; may list the reserved node)."""
-        self._idle()
         cdef u64 a = _u64(addr, "addr")
         cdef u64 r = _u64(range, "range")
-        return self._finish(self.c_prefetch(a, r, &self.buf), a, r)
+        return self._ops(OPS_PREFETCH, a, r, -1, 0)
 
     def sm_map(self, steps, addr, range, obj=None, offset=0):  # noqa: A002
         """Kernel: drm_gpuvm_sm_map(): call ``steps.sm_step_*`` for each op in order.
 
         Like the kernel, a ``steps`` object lacking any of sm_step_map,
         sm_step_remap, sm_step_unmap is refused with EINVAL before anything happens.
+        The callbacks run after the op list is made, outside the guard, so
+        they may use the VM (typically ``vm.apply([op])``).
         """
         _require_steps(steps, ("sm_step_map", "sm_step_remap", "sm_step_unmap"))
         _dispatch(steps, self.sm_map_ops_create(addr, range, obj, offset))
@@ -1326,46 +1580,57 @@ cdef class GpuVm:
         """Apply ``ops`` in order; return how many inserts the tree refused.
 
         An :class:`Ops` list is refused with ESTALE if the VM changed since it
-        was created. A plain sequence of op objects is checked before anything
-        is applied: an unmap/remap naming a VA that is not in this VM (removed,
-        another VM's, or named twice) is refused with ENOENT, one naming the
-        kernel-reserved node with EINVAL (drm_gpuva_remove refuses that node),
-        and the VM is left unchanged.
+        was created. A plain sequence (any iterable) of op objects is turned
+        into a list first, then checked before anything is applied: an
+        unmap/remap naming a VA that is not in this VM (removed, another VM's,
+        or named twice) is refused with ENOENT, one naming the kernel-reserved
+        node with EINVAL (drm_gpuva_remove refuses that node), and the VM is
+        left unchanged. Check and apply run in one guarded call, so nothing
+        can change the VM in between: the ops are applied all or none (short
+        of running out of memory midway, MemoryError).
         Kernel: drm_gpuva_map() / drm_gpuva_remap() / drm_gpuva_unmap().
         """
-        self._idle()
         cdef Py_ssize_t failed = 0, i, n
         cdef int rc
         cdef Ops o
-        cdef OpRec* recs
+        cdef OpRec* recs = NULL
         cdef Pos p
         if isinstance(ops, Ops):
             o = <Ops>ops
+            self._enter()
             if o.vm is not self or o.generation != self.generation:
+                self.busy = 0
                 raise GpuvmError(_errno.ESTALE,
                                  "op list is stale: the VM changed since it was created")
             rc = self.c_apply(o.recs, o.n, &failed)
+            self.busy = 0
         else:
-            seq = list(ops)
+            seq = list(ops)             # may run Python code (a generator): before the guard
             n = len(seq)
             recs = <OpRec*>PyMem_RawMalloc((n if n else 1) * sizeof(OpRec))
             if recs == NULL:
                 raise MemoryError()
             try:
-                named = set()
                 for i in range(n):
                     _op_to_rec(self, seq[i], &recs[i])
-                    if recs[i].type != T_REMAP and recs[i].type != T_UNMAP:
-                        continue
-                    if self.kid != 0 and recs[i].va.vid == self.kid:
-                        raise GpuvmError(_errno.EINVAL, "an op names the kernel-reserved node, "
-                                                        "which cannot be removed")
-                    key = (recs[i].va.addr, recs[i].va.vid)
-                    if key in named or not self.c_locate(recs[i].va.addr, recs[i].va.vid, &p):
-                        raise GpuvmError(_errno.ENOENT, f"op {i} ({seq[i]!r}) names a VA that "
-                                                        "is not (or no longer) in this VM")
-                    named.add(key)
-                rc = self.c_apply(recs, n, &failed)
+                named = set()
+                self._enter()
+                try:
+                    for i in range(n):
+                        if recs[i].type != T_REMAP and recs[i].type != T_UNMAP:
+                            continue
+                        if self.kid != 0 and recs[i].va.vid == self.kid:
+                            raise GpuvmError(_errno.EINVAL, "an op names the kernel-reserved "
+                                                            "node, which cannot be removed")
+                        key = (recs[i].va.addr, recs[i].va.vid)
+                        if key in named or not self.c_locate(recs[i].va.addr, recs[i].va.vid,
+                                                             &p):
+                            raise GpuvmError(_errno.ENOENT, f"op {i} ({seq[i]!r}) names a VA "
+                                             "that is not (or no longer) in this VM")
+                        named.add(key)
+                    rc = self.c_apply(recs, n, &failed)
+                finally:
+                    self.busy = 0
             finally:
                 PyMem_RawFree(recs)
         if rc == -E_NOENT:
@@ -1381,13 +1646,14 @@ cdef class GpuVm:
 
         Returns per-request op counts (int64). A refused request raises
         GpuvmError with ``.index``; the requests before it stay applied.
+        Arrays: any 1-D integer array-like (read-only arrays too); see _as_u64.
         Kernel: drm_gpuvm_sm_map_ops_create() + drm_gpuva_map/_remap/_unmap,
         once per request.
         """
-        cdef u64[::1] A = _as_u64(addr, "addr")
-        cdef u64[::1] R = _as_u64(range, "range")
-        cdef int64_t[::1] O = _as_obj(obj)
-        cdef u64[::1] F = _as_u64(offset, "offset")
+        cdef const u64[::1] A = _as_u64(addr, "addr")
+        cdef const u64[::1] R = _as_u64(range, "range")
+        cdef const int64_t[::1] O = _as_obj(obj)
+        cdef const u64[::1] F = _as_u64(offset, "offset")
         cdef Py_ssize_t n = A.shape[0]
         _same_len(n, R.shape[0], O.shape[0], F.shape[0])
         if n == 0:
@@ -1396,8 +1662,8 @@ cdef class GpuVm:
 
     def sm_unmap_batch(self, addr, range):  # noqa: A002
         """Unmap many requests in order. Kernel: drm_gpuvm_sm_unmap_ops_create() per request."""
-        cdef u64[::1] A = _as_u64(addr, "addr")
-        cdef u64[::1] R = _as_u64(range, "range")
+        cdef const u64[::1] A = _as_u64(addr, "addr")
+        cdef const u64[::1] R = _as_u64(range, "range")
         cdef Py_ssize_t n = A.shape[0]
         _same_len(n, R.shape[0])
         if n == 0:
@@ -1406,8 +1672,8 @@ cdef class GpuVm:
 
     def madvise_batch(self, addr, range):  # noqa: A002
         """madvise (no object) many requests. Kernel: drm_gpuvm_madvise_ops_create() per request."""
-        cdef u64[::1] A = _as_u64(addr, "addr")
-        cdef u64[::1] R = _as_u64(range, "range")
+        cdef const u64[::1] A = _as_u64(addr, "addr")
+        cdef const u64[::1] R = _as_u64(range, "range")
         cdef Py_ssize_t n = A.shape[0]
         _same_len(n, R.shape[0])
         if n == 0:
@@ -1429,11 +1695,11 @@ cdef class GpuVm:
         Kernel: drm_gpuvm_sm_map_ops_create() / drm_gpuvm_sm_unmap_ops_create() /
         drm_gpuvm_madvise_ops_create() + drm_gpuva_map/_remap/_unmap per request.
         """
-        cdef unsigned char[::1] K = _as_kind(kind)
-        cdef u64[::1] A = _as_u64(addr, "addr")
-        cdef u64[::1] R = _as_u64(range, "range")
-        cdef int64_t[::1] O = _as_obj(obj)
-        cdef u64[::1] F = _as_u64(offset, "offset")
+        cdef const unsigned char[::1] K = _as_kind(kind)
+        cdef const u64[::1] A = _as_u64(addr, "addr")
+        cdef const u64[::1] R = _as_u64(range, "range")
+        cdef const int64_t[::1] O = _as_obj(obj)
+        cdef const u64[::1] F = _as_u64(offset, "offset")
         cdef Py_ssize_t n = A.shape[0]
         _same_len(K.shape[0], n, R.shape[0], O.shape[0], F.shape[0])
         if n == 0:
@@ -1446,8 +1712,7 @@ cdef class GpuVm:
         cdef int64_t[::1] C = counts
         cdef Py_ssize_t i = 0, failed = 0
         cdef int rc = 0, k = kind
-        self._idle()
-        self.busy = 1
+        self._enter()
         self.in_batch = 1
         with nogil:
             while i < n:
@@ -1473,8 +1738,9 @@ cdef class GpuVm:
                     break
                 C[i] = self.buf.n
                 i += 1
-        self.busy = 0
         self.in_batch = 0
+        self._trim()
+        self.busy = 0
         if rc == -E_INVAL:
             e = self._invalid(A[i], R[i])
             raise GpuvmError(_errno.EINVAL, e.strerror, index=i)
@@ -1601,8 +1867,8 @@ cdef class GpuVm:
         Returns a structured array (FIND_DTYPE) with fields found, addr, range,
         obj (-1 none), offset. Kernel: drm_gpuva_find_first().
         """
-        cdef u64[::1] A = _as_u64(addr, "addr")
-        cdef u64[::1] R = _as_u64(range, "range")
+        cdef const u64[::1] A = _as_u64(addr, "addr")
+        cdef const u64[::1] R = _as_u64(range, "range")
         _same_len(A.shape[0], R.shape[0])
         cdef Py_ssize_t n = A.shape[0]
         res = np.zeros(n, dtype=FIND_DTYPE)
@@ -1610,8 +1876,7 @@ cdef class GpuVm:
             return res
         cdef unsigned char[::1] raw = res.view(np.uint8)
         cdef FindRow* rows = <FindRow*>&raw[0]
-        self._idle()
-        self.busy = 1
+        self._enter()
         with nogil:
             self.c_find_many(&A[0], &R[0], n, rows)
         self.busy = 0
@@ -1627,22 +1892,24 @@ cdef class GpuVm:
     def nbytes(self):
         """Bytes of C memory this VM owns: chunks, index arrays, zero-length side
         array and the op-record buffer (allocator headers not included)."""
-        self._idle()
-        return self.c_nbytes()
+        self._enter()
+        cdef Py_ssize_t nb = self.c_nbytes()
+        self.busy = 0
+        return nb
 
     def __sizeof__(self):
-        self._idle()
-        return object.__sizeof__(self) + self.c_nbytes()
+        return object.__sizeof__(self) + self.nbytes
 
     def memory_stats(self):
         """Layout figures for memory reports: a dict with ``chunks``, ``slots_used``,
         ``slots_per_chunk``, ``fill`` (used / capacity), ``nbytes`` and
         ``bytes_per_va`` (nbytes per VA, reserved node included)."""
-        self._idle()
-        cdef Py_ssize_t used = 0, i
+        cdef Py_ssize_t used = 0, i, nb
+        self._enter()
         for i in range(self.nch):
             used += self.chunks[i].n
         nb = self.c_nbytes()
+        self.busy = 0
         return {"chunks": self.nch, "slots_used": used, "slots_per_chunk": GPUVM_CHUNK,
                 "fill": <double>used / (self.nch * GPUVM_CHUNK) if self.nch else 0.0,
                 "nbytes": nb, "bytes_per_va": <double>nb / used if used else 0.0}
@@ -1651,7 +1918,13 @@ cdef class GpuVm:
 
     def check(self):
         """Full internal invariant check; raises AssertionError with a description."""
-        self._idle()
+        self._enter()
+        try:
+            self._check()
+        finally:
+            self.busy = 0
+
+    cdef object _check(self):
         cdef Py_ssize_t ci, si, total = 0, zeros = 0
         cdef Chunk* c
         cdef bint have_prev = False, have_pos = False, seen_k = False
@@ -1701,8 +1974,285 @@ cdef class GpuVm:
 
     def _chunk_stats(self):
         """(number of chunks, slots used, capacity per chunk) for memory reports."""
-        self._idle()
-        return (self.nch, sum(self.chunks[i].n for i in range(self.nch)), GPUVM_CHUNK)
+        st = self.memory_stats()
+        return (st["chunks"], st["slots_used"], GPUVM_CHUNK)
+
+    # -- whole-VM conveniences: pickling, copying, lookups by address, numpy --------
+
+    def __reduce__(self):
+        """Pickle as the VM's bounds and its VAs in one structured array (to_numpy()).
+
+        The copy has the same VAs in the same list order; VA ids (and so GpuVa
+        views, which refuse pickling) are not carried over.
+        """
+        return (_vm_restore, (self.mm_start, self.mm_range, self.reserve_addr,
+                              self.reserve_range, self.to_numpy()))
+
+    def __copy__(self):
+        """An independent VM with the same VAs *and ids* (a C copy of the chunks)."""
+        cdef GpuVm new = GpuVm.__new__(GpuVm)
+        cdef Py_ssize_t i
+        cdef Chunk* c
+        self._enter()
+        try:
+            new.mm_start, new.mm_range = self.mm_start, self.mm_range
+            new.reserve_addr, new.reserve_range = self.reserve_addr, self.reserve_range
+            new.kid = self.kid
+            new.count = self.count
+            new.next_id = self.next_id
+            new.generation = 0
+            if self.nch:
+                new.chunks = <Chunk**>PyMem_RawMalloc(self.capch * sizeof(Chunk*))
+                new.firsts = <u64*>PyMem_RawMalloc(self.capch * sizeof(u64))
+                if new.chunks == NULL or new.firsts == NULL:
+                    raise MemoryError()
+                new.capch = self.capch
+                for i in range(self.nch):
+                    c = <Chunk*>PyMem_RawMalloc(sizeof(Chunk))
+                    if c == NULL:
+                        raise MemoryError()
+                    memcpy(c, self.chunks[i], sizeof(Chunk))
+                    new.chunks[i] = c
+                    new.nch = i + 1
+                memcpy(new.firsts, self.firsts, self.nch * sizeof(u64))
+            if self.capz:
+                new.zaddr = <u64*>PyMem_RawMalloc(self.capz * sizeof(u64))
+                if new.zaddr == NULL:
+                    raise MemoryError()
+                new.capz = self.capz
+                new.nz = self.nz
+                memcpy(new.zaddr, self.zaddr, self.nz * sizeof(u64))
+            if self.nlive:
+                new.live_ids = <uint32_t*>PyMem_RawMalloc(self.nlive * sizeof(uint32_t))
+                if new.live_ids == NULL:
+                    raise MemoryError()
+                memcpy(new.live_ids, self.live_ids, self.nlive * sizeof(uint32_t))
+                new.nlive = self.nlive
+                new.live_pos = self.live_pos
+        finally:
+            self.busy = 0
+        return new
+
+    def __deepcopy__(self, memo):
+        """As copy.copy (a VM holds only numbers); views deep-copied along map onto it."""
+        new = self.__copy__()
+        memo[id(self)] = new
+        return new
+
+    def __repr__(self):
+        cdef str k = ""
+        if self.reserve_range:
+            k = f", reserve_addr={self.reserve_addr:#x}, reserve_range={self.reserve_range:#x}"
+        return f"GpuVm(start={self.mm_start:#x}, range={self.mm_range:#x}{k}) with {self.count} VAs"
+
+    cdef bint c_cover(self, u64 x, VaRec* v) noexcept nogil:
+        """The VA with range > 0 covering ``x`` (reserved node excluded) into ``v``."""
+        cdef Pos p = self.c_upper(x)
+        # range > 0 VAs do not overlap: the candidate is the last one starting <= x
+        while self.c_prev(&p):
+            self.c_read(p, v)
+            if v.rng == 0:
+                continue
+            return (x - v.addr < v.rng) and not (self.kid != 0 and v.vid == self.kid)
+        return False
+
+    def __contains__(self, addr):
+        """``addr in vm``: some VA (range > 0, not the reserved node) covers ``addr``.
+
+        Integers outside u64 are simply not in the VM; non-integers: TypeError.
+        """
+        cdef VaRec v
+        cdef bint found
+        if isinstance(addr, bool):
+            raise TypeError("addr must be an integer, not bool")
+        a = operator.index(addr)
+        if a < 0 or a > 0xFFFFFFFFFFFFFFFF:
+            return False
+        self._enter()
+        found = self.c_cover(<u64>a, &v)
+        self.busy = 0
+        return found
+
+    def __getitem__(self, addr):
+        """``vm[addr]``: the VA covering ``addr`` (as ``in``), else KeyError."""
+        cdef VaRec v
+        cdef bint found = False
+        if isinstance(addr, bool):
+            raise TypeError("addr must be an integer, not bool")
+        a = operator.index(addr)
+        if 0 <= a <= 0xFFFFFFFFFFFFFFFF:
+            self._enter()
+            found = self.c_cover(<u64>a, &v)
+            self.busy = 0
+        if not found:
+            raise KeyError(addr)
+        return _make_va(self, &v)
+
+    def to_numpy(self):
+        """Every VA (list order, reserved node excluded) as a VA_DTYPE structured array."""
+        cdef Py_ssize_t n = self.count, k = 0, ci, si
+        cdef Chunk* c
+        out = np.empty(n, dtype=VA_DTYPE)
+        cdef u64[::1] A = np.empty(n, np.uint64)
+        cdef u64[::1] R = np.empty(n, np.uint64)
+        cdef int64_t[::1] O = np.empty(n, np.int64)
+        cdef u64[::1] F = np.empty(n, np.uint64)
+        self._enter()
+        for ci in range(self.nch):
+            c = self.chunks[ci]
+            for si in range(c.n):
+                if self.kid != 0 and c.vid[si] == self.kid:
+                    continue
+                A[k] = c.addr[si]
+                R[k] = c.rng[si]
+                O[k] = c.obj[si]
+                F[k] = c.off[si]
+                k += 1
+        self.busy = 0
+        out["addr"] = A
+        out["range"] = R
+        out["obj"] = O
+        out["offset"] = F
+        return out
+
+    @classmethod
+    def from_numpy(cls, vas, start, range, *, reserve_addr=0, reserve_range=0):  # noqa: A002
+        """A new VM holding the VAs of ``vas`` (fields addr, range, obj (-1 none), offset).
+
+        Rows are taken in address order (a stable sort: equal addresses keep
+        their order, which is the list order of zero-length VAs). Each row must
+        be a valid range of the VM (EINVAL, ``.index`` = the row) and VAs of
+        range > 0 must not overlap (EEXIST); the rows are linked as they are,
+        so any state a VM can reach (to_numpy()) comes back exactly.
+        """
+        return _from_numpy(vas, start, range, reserve_addr, reserve_range)
+
+    def _debug_set_next_id(self, n):
+        """Test hook: continue VA ids from ``n`` (1 <= n < 2**32), e.g. near the wrap.
+
+        Ids linked now are collected and skipped, exactly as after a wrap, so
+        no id is ever given twice. Kernel: none (the kernel has pointers).
+        """
+        cdef u64 v = _u64(n, "n")
+        if not 1 <= v <= 0xFFFFFFFF:
+            raise ValueError("n must be in [1, 2**32)")
+        self._enter()
+        try:
+            if self.c_restart_ids() < 0:
+                raise MemoryError()
+            self.next_id = <uint32_t>v
+        finally:
+            self.busy = 0
+
+    @property
+    def _next_id(self):
+        """The id the next linked VA gets unless it is in use (test introspection)."""
+        return self.next_id
+
+
+cdef class GpuVmIterator:
+    """Iterator over a GpuVm's VAs in list order (reserved node excluded).
+
+    Holds a position and the VM's generation, not the guard: each step takes
+    the guard for itself and raises RuntimeError if the VM changed since the
+    iterator was made, as dict iteration does.
+    """
+
+    cdef GpuVm vm
+    cdef u64 generation
+    cdef Pos p
+
+    def __init__(self):
+        raise TypeError("GpuVmIterator objects come from iter(GpuVm)")
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef GpuVm vm = self.vm
+        cdef VaRec v
+        if vm is None:
+            raise StopIteration
+        vm._enter()
+        try:
+            if vm.generation != self.generation:
+                self.vm = None
+                raise RuntimeError("GpuVm changed during iteration")
+            while True:
+                if self.p.ci >= vm.nch:
+                    self.vm = None
+                    raise StopIteration
+                vm.c_read(self.p, &v)
+                vm.c_next(&self.p)
+                if vm.kid == 0 or v.vid != vm.kid:
+                    break
+        finally:
+            vm.busy = 0
+        return _make_va(vm, &v)
+
+    def __reduce__(self):
+        raise TypeError("a GpuVm iterator cannot be pickled")
+
+
+#: Any op object (a type alias for annotations and isinstance checks).
+Op = OpMap | OpRemap | OpUnmap | OpPrefetch
+
+#: Row type of GpuVm.to_numpy() / from_numpy(): one VA.
+VA_DTYPE = np.dtype([("addr", np.uint64), ("range", np.uint64), ("obj", np.int64),
+                     ("offset", np.uint64)])
+
+
+cdef GpuVm _from_numpy(object vas, object start, object size, object reserve_addr,
+                       object reserve_range):
+    """GpuVm.from_numpy (a function of its own: the method's ``range`` argument
+    would shadow the builtin its loops use)."""
+    cdef const u64[::1] A0
+    cdef const u64[::1] R0
+    cdef const int64_t[::1] O0
+    cdef const u64[::1] F0
+    cdef const int64_t[::1] idx
+    cdef GpuVm vm
+    cdef Py_ssize_t n, j, i
+    cdef u64 prev_end = 0, a, r
+    cdef bint have = False
+    names = getattr(getattr(vas, "dtype", None), "names", None) or ()
+    missing = [f for f in ("addr", "range", "obj", "offset") if f not in names]
+    if missing:
+        raise TypeError(f"vas must be a structured array with fields addr, range, obj, "
+                        f"offset (missing: {', '.join(missing)})")
+    A0 = _as_u64(vas["addr"], "addr")
+    R0 = _as_u64(vas["range"], "range")
+    O0 = _as_obj(vas["obj"])
+    F0 = _as_u64(vas["offset"], "offset")
+    order = np.argsort(np.asarray(A0), kind="stable")
+    idx = order.astype(np.int64)
+    vm = GpuVm(start, size, reserve_addr=reserve_addr, reserve_range=reserve_range)
+    n = A0.shape[0]
+    for j in range(n):
+        i = idx[j]
+        a = A0[i]
+        r = R0[i]
+        if not vm.c_range_valid(a, r):
+            raise GpuvmError(_errno.EINVAL, f"vas[{i}] [{a:#x}, +{r:#x}) is not a valid "
+                             "range of this VM", index=i)
+        if r == 0:
+            continue
+        if have and a < prev_end:
+            raise GpuvmError(_errno.EEXIST, f"vas[{i}] [{a:#x}, +{r:#x}) overlaps "
+                             "another VA", index=i)
+        have = True
+        prev_end = a + r
+    for j in range(n):
+        i = idx[j]
+        if vm.c_link(A0[i], R0[i], O0[i], F0[i]) < 0:
+            raise MemoryError()
+    return vm
+
+
+def _vm_restore(start, range, reserve_addr, reserve_range, vas):  # noqa: A002
+    """Unpickle a GpuVm (see GpuVm.__reduce__)."""
+    return GpuVm.from_numpy(vas, start, range, reserve_addr=reserve_addr,
+                            reserve_range=reserve_range)
 
 
 FIND_DTYPE = np.dtype([("found", np.bool_), ("addr", np.uint64), ("range", np.uint64),
@@ -1722,12 +2272,14 @@ cdef void _op_to_rec(GpuVm vm, object op, OpRec* rec) except *:
         _setva(&rec.va, m._addr, m._rng, m._obj, m._off, 0)
     elif isinstance(op, OpUnmap):
         u = <OpUnmap>op
-        _check_va(vm, u.va)
+        _check_va(vm, _va_of(u, u.va))
         rec.type = T_UNMAP
         _setva(&rec.va, u.va._addr, u.va._rng, u.va._obj, u.va._off, u.va._vid)
     elif isinstance(op, OpRemap):
         rm = <OpRemap>op
-        _check_va(vm, rm.unmap.va)
+        if rm.unmap is None:
+            raise TypeError("OpRemap object has no unmap: it was made without __init__")
+        _check_va(vm, _va_of(rm.unmap, rm.unmap.va))
         rec.type = T_REMAP
         _setva(&rec.va, rm.unmap.va._addr, rm.unmap.va._rng, rm.unmap.va._obj,
                rm.unmap.va._off, rm.unmap.va._vid)
@@ -1772,16 +2324,56 @@ def _same_len(*ns):
         raise GpuvmError(_errno.EINVAL, f"batch arrays differ in length: {ns}")
 
 
-def _as_u64(x, what):
-    """Convert an array-like to a contiguous uint64 array without loss, or raise EINVAL."""
-    a = np.asarray(x)
-    if a.dtype.kind == "f" and not isinstance(x, np.ndarray):
-        # a list mixing Python ints beyond int64 makes numpy pick float64: keep them exact
+def _vector(x, what):
+    """``x`` as a 1-D numpy array, or TypeError/ValueError naming ``what``.
+
+    A scalar is a vector of one. Masked arrays are refused (np.asarray would
+    drop the mask and use the hidden values). Python ints beyond int64 in a
+    list make an object array, handled element by element by the callers.
+    """
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{what} must be a plain integer array, not a masked array "
+                        "(its mask would be ignored)")
+    try:
+        a = np.asarray(x)
+    except OverflowError:
         a = np.asarray(x, dtype=object)
+    if not isinstance(x, np.ndarray) and (
+            a.dtype.kind == "f"
+            or (a.dtype.kind in "iu" and (type(x) is list or type(x) is tuple)
+                and any(isinstance(v, (bool, np.bool_)) for v in x))):
+        # a list mixing Python ints beyond int64 makes numpy pick float64, and
+        # one holding True/False makes it int: keep every element as it is (the
+        # callers refuse floats and bools element by element)
+        a = np.asarray(x, dtype=object)
+    if a.ndim == 0:
+        a = a.reshape(-1)
     if a.ndim != 1:
-        a = a.reshape(-1) if a.ndim == 0 else a
-        if a.ndim != 1:
-            raise GpuvmError(_errno.EINVAL, f"{what} must be one-dimensional")
+        raise ValueError(f"{what} must be one-dimensional, not shape {a.shape}")
+    if a.shape[0] == 0 and not isinstance(x, np.ndarray):
+        return np.zeros(0, dtype=np.int64)     # [] is float64 to numpy: an empty vector here
+    if a.dtype.kind == "O" and any(type(v) is list or type(v) is tuple for v in a.tolist()):
+        raise ValueError(f"{what} must be one-dimensional (it holds sequences)")
+    return a
+
+
+def _int_elem(v, what, i):
+    """One element of an object array: an int (not bool), else TypeError."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{what}[{i}]={v!r} is not an integer")
+    return int(v)
+
+
+def _as_u64(x, what):
+    """A contiguous uint64 array equal to ``x`` element by element, or raise.
+
+    Accepted: 1-D arrays (read-only ones too: the batch calls only read them)
+    and sequences of integers. Refused: other dtypes (bool, float, complex,
+    datetime, strings, ...) and non-integer elements with TypeError, other
+    shapes with ValueError, values outside u64 with GpuvmError EINVAL and the
+    index; never a silent conversion.
+    """
+    a = _vector(x, what)
     k = a.dtype.kind
     if k == "u":
         return np.ascontiguousarray(a, dtype=np.uint64)
@@ -1791,28 +2383,15 @@ def _as_u64(x, what):
             i = int(bad[0])
             raise GpuvmError(_errno.EINVAL, f"{what}[{i}]={int(a[i])} is negative", index=i)
         return np.ascontiguousarray(a, dtype=np.uint64)
-    if k == "b":
-        raise TypeError(f"{what} must be integers, not bool")
-    if k == "f":
-        ok = np.isfinite(a) & (a == np.floor(a)) & (a >= 0) & (a < 18446744073709551616.0)
-        bad = np.flatnonzero(~ok)
-        if bad.size:
-            i = int(bad[0])
-            raise GpuvmError(_errno.EINVAL, f"{what}[{i}]={a[i]!r} is not a u64 integer",
-                             index=i)
-        return np.ascontiguousarray(a, dtype=np.uint64)
-    # objects (big Python ints) and anything else: element by element
+    if k != "O":
+        raise TypeError(f"{what} must be an integer array, not {a.dtype}")
     out = np.empty(a.shape[0], dtype=np.uint64)
     for i, v in enumerate(a.tolist()):
-        if isinstance(v, float):
-            if not (v.is_integer() and 0 <= v < 18446744073709551616.0):
-                raise GpuvmError(_errno.EINVAL, f"{what}[{i}]={v!r} is not a u64 integer",
-                                 index=i)
-            v = int(v)
-        try:
-            out[i] = check_u64(v, f"{what}[{i}]")
-        except GpuvmError as e:
-            raise GpuvmError(_errno.EINVAL, e.strerror, index=i) from None
+        v = _int_elem(v, what, i)
+        if v < 0 or v > 0xFFFFFFFFFFFFFFFF:
+            raise GpuvmError(_errno.EINVAL, f"{what}[{i}]={v} is outside the unsigned 64-bit "
+                             "range", index=i)
+        out[i] = v
     return out
 
 
@@ -1820,31 +2399,34 @@ _KIND_NAMES = {"map": K_MAP, "unmap": K_UNMAP, "madvise": K_MADVISE}
 
 
 def _as_kind(x):
-    """Request kinds as a contiguous uint8 array (codes or names), or raise EINVAL."""
-    a = np.asarray(x)
-    if a.ndim == 0:
-        a = a.reshape(-1)
-    if a.ndim != 1:
-        raise GpuvmError(_errno.EINVAL, "kind must be one-dimensional")
+    """Request kinds as a contiguous uint8 array (codes or names), or raise.
+
+    Names may be str or bytes arrays (compared as they are: bytes that are not
+    ASCII simply match no name). Other dtypes: TypeError; bad values: EINVAL.
+    """
+    a = _vector(x, "kind")
     if a.shape[0] == 0:
         return np.zeros(0, dtype=np.uint8)
-    if a.dtype.kind in "US":
-        if a.dtype.kind == "S":
-            a = a.astype(str)
+    k = a.dtype.kind
+    if k in "US":
         out = np.full(a.shape[0], 255, dtype=np.uint8)
         for name, code in _KIND_NAMES.items():
-            out[a == name] = code
+            out[a == (name if k == "U" else name.encode())] = code
         bad = np.flatnonzero(out == 255)
         if bad.size:
             i = int(bad[0])
-            raise GpuvmError(_errno.EINVAL, f"kind[{i}]={str(a[i])!r} is not map, unmap or "
+            raise GpuvmError(_errno.EINVAL, f"kind[{i}]={a[i].item()!r} is not map, unmap or "
                              "madvise", index=i)
         return out
-    if a.dtype.kind not in "iu":
-        raise GpuvmError(_errno.EINVAL,
-                         f"kind must be integer codes (REQ_MAP/REQ_UNMAP/REQ_MADVISE) or "
-                         f"names, not {a.dtype}")
-    bad = np.flatnonzero((a < 0) | (a > K_MADVISE))
+    if k == "O":
+        a = np.array([_int_elem(v, "kind", i) for i, v in enumerate(a.tolist())], dtype=object)
+        k = "i"
+        bad = np.flatnonzero((a < 0) | (a > K_MADVISE))
+    elif k in "iu":
+        bad = np.flatnonzero((a < 0) | (a > K_MADVISE))
+    else:
+        raise TypeError(f"kind must be integer codes (REQ_MAP/REQ_UNMAP/REQ_MADVISE) or "
+                        f"names, not {a.dtype}")
     if bad.size:
         i = int(bad[0])
         raise GpuvmError(_errno.EINVAL, f"kind[{i}]={int(a[i])} is not REQ_MAP (0), "
@@ -1853,9 +2435,8 @@ def _as_kind(x):
 
 
 def _as_obj(x):
-    a = np.asarray(x)
-    if a.ndim == 0:
-        a = a.reshape(-1)
+    """Object handles as a contiguous int64 array (-1 or None = no object), or raise."""
+    a = _vector(x, "obj")
     k = a.dtype.kind
     if k in "iu":
         if k == "u":
@@ -1867,15 +2448,15 @@ def _as_obj(x):
             raise GpuvmError(_errno.EINVAL, f"obj[{i}]={int(a[i])} is not a handle or -1",
                              index=i)
         return np.ascontiguousarray(a, dtype=np.int64)
+    if k != "O":
+        raise TypeError(f"obj must be an integer array (-1 = no object), not {a.dtype}")
     out = np.empty(a.shape[0], dtype=np.int64)
     for i, v in enumerate(a.tolist()):
         if v is None:
             out[i] = -1
             continue
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)
-        if isinstance(v, int) and not isinstance(v, bool) and -1 <= v < (1 << 63):
-            out[i] = v
-        else:
-            raise GpuvmError(_errno.EINVAL, f"obj[{i}]={v!r} is not a handle or -1", index=i)
+        v = _int_elem(v, "obj", i)
+        if not -1 <= v < (1 << 63):
+            raise GpuvmError(_errno.EINVAL, f"obj[{i}]={v} is not a handle or -1", index=i)
+        out[i] = v
     return out

@@ -173,6 +173,7 @@ def test_planted_bug_found_with_jobs(tmp_path: Path) -> None:
     _assert_reproduces(Path(s.found[0]["path"]), OffByOneVm)
 
 
+@pytest.mark.debug_build
 def test_real_core_with_debug_fault(tmp_path: Path) -> None:
     core = getattr(gpuvm_core, "_core", None)
     # the compiled core must carry the planted-fault hook this harness is tested with
@@ -336,6 +337,7 @@ def test_parse_seed() -> None:
     assert parse_seed("not-hex!") == parse_seed("not-hex!") >= 0
 
 
+@pytest.mark.debug_build
 def test_cli_case_reruns_one_case_and_prints_the_vector(tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]
                                                         ) -> None:
@@ -362,6 +364,7 @@ def test_cli_case_reruns_one_case_and_prints_the_vector(tmp_path: Path,
     assert main(["--seed", "5", "--case", str(index), "--out", out, "-q"]) == 0
 
 
+@pytest.mark.debug_build
 def test_cli_corpus_gets_new_failures_and_replays_them(tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]
                                                        ) -> None:

@@ -69,13 +69,16 @@ def test_bad_arrays_refused_before_anything_applies() -> None:
     assert ei.value.index == 1
     with pytest.raises(GpuvmError):
         vm.sm_map_batch([0], [PAGE], [-2], [0])
-    with pytest.raises(GpuvmError):
+    with pytest.raises(TypeError, match="offset"):   # floats: refused, as scalar floats are
         vm.sm_map_batch([0], [PAGE], [1], [0.5])
     with pytest.raises(GpuvmError):
         vm.sm_unmap_batch([0, 0], [PAGE])
     assert vm.state() == []
-    # lossless conversions are accepted: lists of Python ints, floats that are integers
-    assert vm.sm_map_batch([0], [float(PAGE)], [None], [(1 << 64) - 1]).tolist() == [1]
+    with pytest.raises(TypeError, match="range"):
+        vm.sm_map_batch([0], [float(PAGE)], [None], [0])
+    assert vm.state() == []
+    # lists of Python ints (beyond int64 too) and None handles are accepted
+    assert vm.sm_map_batch([0], [PAGE], [None], [(1 << 64) - 1]).tolist() == [1]
     assert vm.state() == [(0, PAGE, None, (1 << 64) - 1)]
 
 
@@ -330,7 +333,7 @@ def test_requests_batch_kinds_are_checked_before_anything() -> None:
         with pytest.raises(GpuvmError) as ei:
             vm.requests_batch(bad, z, one, np.ones(3, np.int64), z)
         assert ei.value.errno == errno.EINVAL and ei.value.index == idx
-    with pytest.raises(GpuvmError):
+    with pytest.raises(TypeError, match="kind"):
         vm.requests_batch([0, 0.5, 0], z, one, np.ones(3, np.int64), z)
     with pytest.raises(GpuvmError):
         vm.requests_batch([0, 0], z, one, np.ones(3, np.int64), z)  # lengths differ

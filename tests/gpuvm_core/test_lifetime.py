@@ -110,6 +110,7 @@ def test_plain_op_list_and_callbacks() -> None:
     vm.check()
 
 
+@pytest.mark.debug_build
 def test_planted_fault_changes_m6_only() -> None:
     def run() -> list[tuple[int, int, int | None, int]]:
         vm = GpuVm(0, 1 << 20)
