@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pysvm.cli import COMMANDS, first_example, main
+from pysvm.cli.main import COMMANDS, first_example, main
 
 DATA = Path(__file__).parent / "data" / "gpuvm-public.jsonl.gz"
 
