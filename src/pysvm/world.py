@@ -158,9 +158,11 @@ class World:
     """
 
     def __init__(self, profile: str | Profile = "6.18") -> None:
-        self._profile: Profile = (profile if isinstance(profile, Profile)
-                                  else get_profile(profile))
-        self._stats: Counter[str] = Counter()
+        #: The modelled kernel version (:mod:`pysvm.xe.profile`); set by ``config``.
+        self.profile: Profile = (profile if isinstance(profile, Profile)
+                                 else get_profile(profile))
+        #: Every counter of the run (the summary adds the computed ones).
+        self.stats: Counter[str] = Counter()
         #: Devices, VMs and BOs by the names the events gave them.
         self.devices: dict[str, Device] = {}
         self.vms: dict[str, Vm] = {}
@@ -168,32 +170,18 @@ class World:
         #: The simulated process's address space (every fault-mode VM mirrors it).
         self.mm = Mm()
         #: The drm_pagemap subsystem: providers, pagemaps, owner groups, work lists.
-        self.pagemaps_system = PagemapSystem(stats=self._stats)
+        self.pagemaps_system = PagemapSystem(stats=self.stats)
         #: Device pairs joined by a fast interconnect (the ``link`` event).
         self.links: set[frozenset[str]] = set()
         #: The queue of work the kernel would run later; only :meth:`run_workers` runs it.
         self.deferred: list[tuple[str, Callable[[], object]]] = []
-        self._injections: dict[str, list[Callable[[], object]]] = {
+        #: Injection point -> work the next fault handler to get there fires once.
+        self.injections: dict[str, list[Callable[[], object]]] = {
             p: [] for p in INJECTION_POINTS}
         self._fds = itertools.count(3)       # 0-2 are stdio in a real process
         self._handles = itertools.count(1)
 
-    # -- the XeHost Protocol (what the driver objects need from the machine) -------------
-
-    @property
-    def profile(self) -> Profile:
-        """The modelled kernel version (:mod:`pysvm.xe.profile`); set by ``config``."""
-        return self._profile
-
-    @property
-    def stats(self) -> Counter[str]:
-        """Every counter of the run (the summary adds the computed ones)."""
-        return self._stats
-
-    @property
-    def injections(self) -> dict[str, list[Callable[[], object]]]:
-        """Injection point -> work the next fault handler to get there fires once."""
-        return self._injections
+    # -- the rest of the XeHost Protocol (profile, stats, injections are attributes) ---
 
     def device_by_fd(self, fd: int) -> Device | None:
         """The device whose file has number ``fd`` (None if no device has it)."""
@@ -221,10 +209,10 @@ class World:
         out: Result = {"ev": name if isinstance(name, str) else None, "result": "ok"}
         try:
             if not isinstance(ev, dict):
-                self._stats["events"] += 1
+                self.stats["events"] += 1
                 raise XeError(errno.EINVAL, "an event must be a JSON object")
             if not isinstance(name, str):
-                self._stats["events"] += 1
+                self.stats["events"] += 1
                 raise XeError(errno.EINVAL, 'missing or non-string field "ev"')
             out.update(self.apply(name, ev))
         except XeError as e:
@@ -232,27 +220,27 @@ class World:
             out["message"] = e.strerror
             out.update(e.details)
             if not isinstance(ev, dict) or not isinstance(name, str):
-                self._stats["errors"] += 1
+                self.stats["errors"] += 1
         return out
 
     def apply(self, name: str, fields: Mapping[str, Any]) -> Result:
         """Run event ``name`` with ``fields`` (a trace line's, ``"ev"`` ignored); return the
         result fields or raise :class:`XeError`. Counts the event (and a refusal) in the
         summary, as replay does."""
-        self._stats["events"] += 1
+        self.stats["events"] += 1
         try:
             handler = _HANDLERS.get(name)
             if handler is None:
                 raise XeError(errno.EINVAL, f"unknown event {name!r}")
             return handler(self, fields)
         except XeError:
-            self._stats["errors"] += 1
+            self.stats["errors"] += 1
             raise
 
     def note_bad_line(self) -> None:
         """Count an input line that could not be decoded (an event refused with EINVAL)."""
-        self._stats["events"] += 1
-        self._stats["errors"] += 1
+        self.stats["events"] += 1
+        self.stats["errors"] += 1
 
     # -- summary -------------------------------------------------------------------------
 
@@ -260,7 +248,7 @@ class World:
         """:data:`SUMMARY_KEYS` (0 if untouched), then every other counter. The computed
         counters (``pagemaps_alive``) are always present and current."""
         out: dict[str, int] = {k: 0 for k in SUMMARY_KEYS}
-        out.update(self._stats)
+        out.update(self.stats)
         out["pagemaps_alive"] = len(self.pagemaps_system.alive())
         return out
 
@@ -316,10 +304,10 @@ class World:
 
     def _ev_config(self, ev: Mapping[str, Any]) -> Result:
         name = _choice(ev, "profile", tuple(PROFILES), default="6.18")
-        if name != self._profile.name and (self.devices or self.vms):
+        if name != self.profile.name and (self.devices or self.vms):
             raise XeError(errno.EBUSY, "config: the profile can only change before the first "
                           "device")
-        self._profile = get_profile(name)
+        self.profile = get_profile(name)
         return {"profile": name}
 
     def device(self, *, name: str, discrete: bool = True, vram_mib: int | None = None,
@@ -348,8 +336,8 @@ class World:
             raise XeError(errno.ENODEV, "the drm_pagemap module has exited")
         dev = Device(name, vram_mib * MIB, discrete, smem_atomics, fd=self.next_fd())
         if dev.vram is not None:
-            dev.vram.stats = self._stats          # migration counters go to the summary
-        attach_device(self.pagemaps_system, dev, own_ref=not self._profile.multi_device)
+            dev.vram.stats = self.stats          # migration counters go to the summary
+        attach_device(self.pagemaps_system, dev, own_ref=not self.profile.multi_device)
         self.devices[name] = dev
         return {"fd": dev.fd}
 

@@ -10,8 +10,8 @@ from typing import Any, BinaryIO
 from pysvm.trace.engine import Engine
 
 HELP = """\
-Replay a trace (JSON Lines, one event per line; see TRACE.md and
-docs/trace-format.md) through the Xe model. Prints one JSON line per event
+Replay a trace (JSON Lines, one event per line; see docs/trace-format.md)
+through the Xe model. Prints one JSON line per event
 {"i", "ev", "result", ...} and a final {"summary": {...}} line. Bad events give
 an errno result with a "message" and replay continues; exit status 0 when the
 trace was read to the end.

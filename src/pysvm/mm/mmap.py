@@ -286,6 +286,27 @@ class Mm:
         """Install ``page`` at ``addr`` (used by migration)."""
         self._pt[addr >> PAGE_SHIFT] = page
 
+    def pages(self, start: int, end: int) -> list[Page | None]:
+        """The pages mapped over ``[start, end)``, one per 4 KiB (None: not populated)."""
+        pt = self._pt
+        return [pt.get(pfn) for pfn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT)]
+
+    def migrate_vma_pages(self, start: int, end: int, alloc: DevmemOwner) -> list[Page]:
+        """Replace every page of ``[start, end)`` by a new device page of ``alloc`` holding
+        the same value (an unpopulated page migrates as a zero page); return the new pages.
+
+        Kernel: migrate_vma_pages() + migrate_vma_finalize() (mm/migrate_device.c), after
+        the driver copied the data. The caller invalidated the span first
+        (migrate_vma_setup() does, with MMU_NOTIFY_MIGRATE).
+        """
+        pt = self._pt
+        out: list[Page] = []
+        for pfn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+            old = pt.get(pfn)
+            new = pt[pfn] = Page(old.value if old is not None else 0, alloc)
+            out.append(new)
+        return out
+
     def populated_pages(self) -> Iterator[tuple[int, Page]]:
         """Every populated page as ``(address, page)``, in no particular order."""
         return iter([(pfn << PAGE_SHIFT, p) for pfn, p in self._pt.items()])
@@ -381,10 +402,16 @@ class Mm:
                 raise XeError(errno.EPERM, f"hmm_range_fault: {a:#x} is read-only")
             a = vma.end
         pages: list[Page] = []
+        owners: dict[int, object] = {}      # per allocation, looked up once per call
         for a in range(start, end, PAGE_SIZE):
             page = self._populate(a)
-            if page.alloc is not None and page.alloc.owner is not owner:
-                page.alloc.migrate_to_ram(self, a)
-                page = self._populate(a)
+            alloc = page.alloc
+            if alloc is not None:
+                key = id(alloc)
+                if key not in owners:
+                    owners[key] = alloc.owner
+                if owners[key] is not owner:
+                    alloc.migrate_to_ram(self, a)
+                    page = self._populate(a)
             pages.append(page)
         return pages

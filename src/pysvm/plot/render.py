@@ -90,7 +90,7 @@ def snapshot_from_trace(path: str | Path, vm: str | None = None,
 
     Parameters
     ----------
-    path : the trace (JSON Lines, TRACE.md).
+    path : the trace (JSON Lines, docs/trace-format.md).
     vm : which VM to draw; default the first one the trace creates.
     timeline : also collect per-event fault/migration counts.
 

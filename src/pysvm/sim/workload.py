@@ -11,9 +11,9 @@ and runs out of VRAM (eviction).
 
 Overview
 --------
-The simulation *generates* events of the trace format (TRACE.md) and feeds
-them one by one to :class:`pysvm.trace.engine.Engine`. It never reaches into the
-engine's objects: everything it learns comes back in the per-event output
+The simulation *generates* events of the trace format (docs/trace-format.md)
+and feeds them one by one to :meth:`pysvm.World.execute`. It never reaches into
+the model's objects: everything it learns comes back in the per-event output
 dicts, exactly as ``pysvm replay`` would print them. Hence
 
 * ``--record FILE`` writes the events it executed, in order, and
@@ -37,7 +37,7 @@ marked unknown and rewritten from the CPU straight away, never guessed.
 Determinism
 -----------
 One ``random.Random(seed)`` drives every choice; the engine is deterministic
-(TRACE.md: no timers, no threads), so a seed names a run.
+(the model has no timers and no threads), so a seed names a run.
 """
 
 from __future__ import annotations
@@ -79,9 +79,9 @@ MIRROR_RANGE = 1 << 47
 
 #: --preferred-loc choices -> what madvise preferred_loc asks for.
 PREFERRED_LOCS = ("device", "system", "peer", "mixed")
-#: --migration-policy choices -> DRM_XE_MIGRATE_* values (uapi numbers, spec 3.3).
+#: --migration-policy choices -> DRM_XE_MIGRATE_* values (uapi numbers, include/uapi/drm/xe_drm.h).
 MIGRATION_POLICIES: dict[str, int] = {"all": 0, "system-only": 1}
-#: --atomics choices -> DRM_XE_ATOMIC_* values (uapi numbers, spec 3.3).
+#: --atomics choices -> DRM_XE_ATOMIC_* values (uapi numbers, include/uapi/drm/xe_drm.h).
 ATOMICS: dict[str, int] = {"undefined": 0, "device": 1, "global": 2, "cpu": 3}
 ATOMIC_NAMES = {v: k for k, v in ATOMICS.items()}
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from pysvm.drm.pagemap import Zdd
 from pysvm.errors import XeError
-from pysvm.mm.mmap import PAGE_SHIFT, PAGE_SIZE, Mm, NotifyEvent, Page
+from pysvm.mm.mmap import PAGE_SHIFT, PAGE_SIZE, Mm, NotifyEvent
 from pysvm.xe.vram import VramAllocation, evict_to_ram
 
 if TYPE_CHECKING:
@@ -84,11 +84,7 @@ def migrate_to_devmem(alloc: VramAllocation, mm: Mm, start: int, end: int,
         if not vma.anonymous:
             raise XeError(errno.EBUSY, "migrate: CPU VMA is not anonymous")
         npages = (end - start) // PAGE_SIZE
-        collected = 0
-        for a in range(start, end, PAGE_SIZE):
-            p = mm.page_at(a)
-            if p is None or p.alloc is None:
-                collected += 1
+        collected = sum(1 for p in mm.pages(start, end) if p is None or p.alloc is None)
         if collected == 0:
             raise XeError(errno.EBUSY if newest else errno.EFAULT,
                           f"migrate: no page of [{start:#x}, {end:#x}) can be collected "
@@ -98,11 +94,9 @@ def migrate_to_devmem(alloc: VramAllocation, mm: Mm, start: int, end: int,
                           f"[{start:#x}, {end:#x}) can be collected (the others are device "
                           "pages)")
         mm.invalidate(start, end, NotifyEvent.MIGRATE, alloc.owner)
-        for a in range(start, end, PAGE_SIZE):
-            old = mm.page_at(a)
-            page = Page(old.value if old is not None else 0, alloc)
+        for a, page in zip(range(start, end, PAGE_SIZE), mm.migrate_vma_pages(start, end, alloc),
+                           strict=True):
             alloc.pages[a] = page
-            mm.set_page(a, page)
     except XeError:
         alloc.release()
         raise

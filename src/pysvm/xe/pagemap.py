@@ -325,7 +325,7 @@ class PagemapSystem:
         return [p for p in self.all_pagemaps if p.state is not PagemapState.FREED]
 
     def snapshot(self) -> list[dict[str, Any]]:
-        """The ``pagemaps`` trace event's list (TRACE.md), in creation order."""
+        """The ``pagemaps`` event's list (docs/trace-format.md), in creation order."""
         out: list[dict[str, Any]] = []
         for p in self.alive():
             out.append({

@@ -3,8 +3,8 @@
 ``"6.18"`` is the Xe madvise series as merged for 6.18 (the default);
 ``"newest"`` is the newest code seen (multi-device pagemaps, AUTORESET,
 neighbour absorption). One code path consults these decisions; there are not
-two copies of the driver. See spec/KERNEL-SPEC.md sections 3-4 and
-docs/model.md for the kernel sources behind each decision.
+two copies of the driver. See docs/model.md for the kernel sources behind each
+decision.
 
 Kernel: no single counterpart; each field names the code that differs.
 """
