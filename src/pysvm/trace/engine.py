@@ -1,7 +1,7 @@
 """The trace replay engine and its event-handler registry.
 
-A trace is JSON Lines, one event per line (see TRACE.md and
-docs/trace-format.md). Each layer registers handlers with
+A trace is JSON Lines, one event per line (docs/trace-format.md; the
+event and field definitions are :mod:`pysvm.trace.schema`). Each layer registers handlers with
 ``@handler("event_name")``; a handler takes ``(engine, ev)`` and returns the
 extra output fields, or raises :class:`pysvm.errors.XeError` for an errno
 result. Handlers must decide every refusal before changing state.
@@ -17,8 +17,8 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .errors import XeError, errno_name
-from .world import World
+from ..errors import XeError, errno_name
+from ..world import World
 
 __all__ = ["Engine", "handler", "HANDLERS", "HANDLER_MODULES", "req_int", "opt_int",
            "req_str", "opt_str", "opt_bool", "opt_list", "req_u64", "opt_u64", "choice",
