@@ -377,9 +377,180 @@ def render_json_schema() -> str:
     return json.dumps(S.json_schema(), indent=2) + "\n"
 
 
+# -- docs/trace-format.md: the event reference is generated from the Structs ----------
+
+BEGIN = ("<!-- BEGIN GENERATED from src/pysvm/trace/schema.py and results.py by "
+         "`python tests/trace/test_schema.py`; edit those, not this block -->")
+END = "<!-- END GENERATED -->"
+
+
+def _md(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _int_str(lo: int | None, hi: int | None) -> str:
+    names = {(0, S.U64_MAX): "u64", (0, 0xFFFF): "u16", (0, 0xFFFFFFFF): "u32",
+             (S.S64_MIN, S.S64_MAX): "s64"}
+    if (lo, hi) in names:
+        return names[(lo, hi)]
+    if lo is not None and hi is not None:
+        return f"integer {lo}..{hi}"
+    if lo is not None:
+        return f"integer >= {lo}"
+    return "integer"
+
+
+def _type_str(t: Any, choices: list[str] | None = None) -> str:
+    mi = msgspec.inspect
+    if isinstance(t, mi.Metadata):
+        if isinstance(t.type, mi.IntType):
+            return _int_str(t.type.ge, t.type.le if t.type.le is not None else
+                            (t.extra_json_schema or {}).get("maximum"))
+        return _type_str(t.type, choices)
+    if isinstance(t, mi.IntType):
+        return _int_str(t.ge, t.le)
+    if isinstance(t, mi.StrType):
+        return "string"
+    if isinstance(t, mi.BoolType):
+        return "bool"
+    if isinstance(t, mi.NoneType):
+        return "null"
+    if isinstance(t, mi.LiteralType):
+        vals = choices if choices else [str(v) for v in t.values]
+        return " | ".join(f'"{v}"' for v in vals)
+    if isinstance(t, mi.ListType):
+        return f"list of {_type_str(t.item_type, choices)}"
+    if isinstance(t, mi.TupleType):
+        return "[" + ", ".join(_type_str(x) for x in t.item_types) + "]"
+    if isinstance(t, mi.UnionType):
+        parts = list(t.types)
+        if parts and all(isinstance(x, mi.StructType) and issubclass(x.cls, S.Event)
+                          for x in parts):
+            return "event object (any event)"
+        return " or ".join(_type_str(x, choices) for x in parts)
+    if isinstance(t, mi.StructType):
+        return f"object ({t.cls.__name__})"
+    raise AssertionError(f"no doc rendering for {t!r}")
+
+
+def _description(t: Any) -> str:
+    mi = msgspec.inspect
+    if isinstance(t, mi.Metadata):
+        return str((t.extra_json_schema or {}).get("description", ""))
+    return ""
+
+
+def _default(f: Any) -> str:
+    if f.required:
+        return "required"
+    if f.default_factory is not msgspec.NODEFAULT:
+        return f"`{json.dumps(f.default_factory())}`"
+    if f.default is msgspec.NODEFAULT:
+        return "see meaning"
+    d = list(f.default) if isinstance(f.default, tuple) else f.default
+    return f"`{json.dumps(d)}`"
+
+
+def _nested_structs(t: Any, out: list[type[msgspec.Struct]]) -> None:
+    mi = msgspec.inspect
+    if isinstance(t, mi.Metadata):
+        _nested_structs(t.type, out)
+    elif isinstance(t, mi.ListType):
+        _nested_structs(t.item_type, out)
+    elif isinstance(t, mi.StructType) and t.cls not in out:
+        out.append(t.cls)
+        for f in t.fields:
+            _nested_structs(f.type, out)
+
+
+def _struct_table(cls: type[msgspec.Struct], event: str | None, result: bool) -> list[str]:
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    fields = list(info.fields)
+    if not fields:
+        return ["No fields."]
+    head = "| field | type | present | meaning |" if result else \
+        "| field | type | default | meaning |"
+    rows = [head, "|---|---|---|---|"]
+    for f in fields:
+        choices = S._choices(event, f.name) if event is not None and not result else None
+        third = ("always" if f.required else "sometimes") if result else _default(f)
+        rows.append(f"| `{f.name}` | {_md(_type_str(f.type, choices))} | {third} | "
+                    f"{_md(_description(f.type))} |")
+    return rows
+
+
+def render_reference() -> str:
+    """The generated part of docs/trace-format.md: every event, field, result, error."""
+    out = [BEGIN, "", "## Events", "",
+           "| event | what it does |", "|---|---|"]
+    for name, cls in S.EVENTS.items():
+        doc = (cls.__doc__ or "").strip().split("\n\n")[0]
+        out.append(f"| [`{name}`](#{name}) | {_md(doc)} |")
+    for name, cls in S.EVENTS.items():
+        doc = (cls.__doc__ or "").strip().split("\n\n")
+        out += ["", f"### {name}", "", _md(doc[0]), ""]
+        out += [f"Kernel: {_md(cls.kernel)}", ""]
+        if len(doc) > 1:
+            out += [_md(" ".join(doc[1:])), ""]
+        fields = [f for f in msgspec.inspect.type_info(cls).fields]  # type: ignore[attr-defined]
+        out += ["Fields (besides `\"ev\": \"" + name + "\"`):", ""]
+        out += _struct_table(cls, name, result=False) if fields else ["None."]
+        res = cls.result
+        if not res.__struct_fields__:
+            out += ["", 'Result fields: none (the output line is `{"i", "ev", "result"}`, '
+                    'plus `"message"` when refused).']
+        else:
+            out += ["", f"Result fields: {_md(res.__doc__ or '')}", ""]
+            out += _struct_table(res, None, result=True)
+        nested: list[type[msgspec.Struct]] = []
+        for f in msgspec.inspect.type_info(res).fields:  # type: ignore[attr-defined]
+            _nested_structs(f.type, nested)
+        for sub in nested:
+            out += ["", f"{sub.__name__}: {_md(sub.__doc__ or '')}", ""]
+            out += _struct_table(sub, None, result=True)
+        out += ["", "Errors:", ""]
+        out += [f"* `{e}`: {_md(when)}" for e, when in cls.errors]
+    out += ["", END]
+    return "\n".join(out) + "\n"
+
+
+def test_shipped_doc_has_the_generated_reference() -> None:
+    text = DOC.read_text()
+    assert BEGIN in text and END in text, "run: python tests/trace/test_schema.py"
+    block = text[text.index(BEGIN):text.index(END) + len(END)] + "\n"
+    assert block == render_reference(), "docs/trace-format.md is stale: " \
+        "run python tests/trace/test_schema.py"
+    for name, cls in S.EVENTS.items():
+        assert f"\n### {name}\n" in text
+        for f in cls.__struct_fields__:
+            assert f"| `{f}` |" in block
+        for f in cls.result.__struct_fields__:
+            assert f"| `{f}` |" in block
+
+
+def test_doc_stands_alone() -> None:
+    text = DOC.read_text()
+    for word in ("TRACE.md", "CONTRACT.md", "KERNEL-SPEC.md", "WORKLOADS.md", "../shared"):
+        assert word not in text
+    for key in SUMMARY_KEYS:
+        assert f"`{key}`" in text
+
+
+def write_doc() -> None:
+    text = DOC.read_text()
+    if BEGIN in text:
+        text = text[:text.index(BEGIN)] + render_reference() + \
+            text[text.index(END) + len(END) + 1:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + render_reference()
+    DOC.write_text(text)
+
+
 def main() -> None:
     SCHEMA_FILE.write_text(render_json_schema())
-    print(f"wrote {SCHEMA_FILE}")
+    write_doc()
+    print(f"wrote {SCHEMA_FILE} and {DOC}")
 
 
 if __name__ == "__main__":

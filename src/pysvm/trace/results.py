@@ -110,14 +110,15 @@ class CpuReadResult(Result):
 
 class Injected(msgspec.Struct, kw_only=True):
     """An injected event that fired during a gpu_access: the point, the faulting address,
-    then that event's own output line without ``i`` (its ``ev``, ``result``, ``message`` and
+    then that event's own output line without `i` (its `ev`, `result`, `message` and
     result fields)."""
 
     at: Annotated[str, Meta(description="the injection point")]
     fault_addr: Addr
-    ev: str | None | UnsetType = UNSET
-    result: str
-    message: str | UnsetType = UNSET
+    ev: Annotated[str | None, Meta(description=(
+        "the injected event's name"))] | UnsetType = UNSET
+    result: Annotated[str, Meta(description='"ok" or its errno name')]
+    message: Annotated[str, Meta(description="when not ok: what was wrong")] | UnsetType = UNSET
 
 
 class GpuAccessResult(Result):

@@ -99,12 +99,16 @@ _EINVAL_FIELDS = ("EINVAL", "an unknown field, a missing required field, a wrong
 
 
 class ConfigEvent(Event, tag="config"):
-    """Choose the kernel profile the model follows."""
+    """Choose the kernel profile the model follows.
+
+    Allowed only before the first device or VM, unless it names the profile already in
+    force. A trace without config runs the 6.18 profile.
+    """
 
     kernel: ClassVar[str] = (
-        "None: a model setting. 6.18 follows Linux v6.18; newest follows the newest Xe "
-        "driver (madvise autoreset, neighbour absorption on CPU-mirror binds, multi-device "
-        "pagemaps, purgeable-state madvise).")
+        "No kernel counterpart: a model setting. 6.18 follows Linux v6.18; newest follows the "
+        "newest Xe driver (madvise autoreset, neighbour absorption on CPU-mirror binds, "
+        "multi-device pagemaps, purgeable-state madvise).")
     errors = (_EINVAL_FIELDS,
               ("EBUSY", "the profile changes after the first device or VM was created"))
     result = R.ConfigResult
@@ -112,11 +116,15 @@ class ConfigEvent(Event, tag="config"):
 
 
 class DeviceEvent(Event, tag="device"):
-    """Create a device (one GPU with one VRAM tile) and open its DRM file."""
+    """Create a device (one GPU with one VRAM tile) and open its DRM file.
+
+    The result's fd is the number this device's file has; a madvise may give it as an
+    integer devmem_fd instead of the device name.
+    """
 
     kernel: ClassVar[str] = (
-        "The driver probe (drivers/gpu/drm/xe/xe_pci.c: xe_pci_probe()) followed by an "
-        "open() of the device file (drivers/gpu/drm/xe/xe_device.c: xe_file_open()).")
+        "The driver probe (drivers/gpu/drm/xe/xe_pci.c: xe_pci_probe()) followed by an open() "
+        "of the device file (drivers/gpu/drm/xe/xe_device.c: xe_file_open()).")
     errors = (_EINVAL_FIELDS,
               ("EEXIST", "a device with this name exists"),
               ("EINVAL", "discrete with vram_mib 0, or integrated with vram_mib > 0"))
@@ -134,8 +142,8 @@ class VmCreateEvent(Event, tag="vm_create"):
     """Create a VM on a device."""
 
     kernel: ClassVar[str] = (
-        "DRM_IOCTL_XE_VM_CREATE: drivers/gpu/drm/xe/xe_vm.c: xe_vm_create_ioctl() "
-        "(struct drm_xe_vm_create; fault_mode is DRM_XE_VM_CREATE_FLAG_FAULT_MODE).")
+        "DRM_IOCTL_XE_VM_CREATE: drivers/gpu/drm/xe/xe_vm.c: xe_vm_create_ioctl() (struct "
+        "drm_xe_vm_create; fault_mode is DRM_XE_VM_CREATE_FLAG_FAULT_MODE).")
     errors = (_EINVAL_FIELDS,
               ("ENOENT", "no device has this name"),
               ("EEXIST", "a VM with this name exists"))
@@ -151,8 +159,8 @@ class BoCreateEvent(Event, tag="bo_create"):
     """Create a buffer object (GEM object)."""
 
     kernel: ClassVar[str] = (
-        "DRM_IOCTL_XE_GEM_CREATE: drivers/gpu/drm/xe/xe_bo.c: xe_gem_create_ioctl() "
-        "(struct drm_xe_gem_create; placement is its region mask).")
+        "DRM_IOCTL_XE_GEM_CREATE: drivers/gpu/drm/xe/xe_bo.c: xe_gem_create_ioctl() (struct "
+        "drm_xe_gem_create; placement is its region mask).")
     errors = (_EINVAL_FIELDS,
               ("ENOENT", "no device has this name"),
               ("EEXIST", "a BO with this name exists"),
@@ -168,14 +176,25 @@ class BoCreateEvent(Event, tag="bo_create"):
 
 
 class BindEvent(Event, tag="bind"):
-    """One VM bind operation: map a BO, userptr, NULL or CPU-address-mirror range, or unmap."""
+    """One VM bind operation: map a BO, userptr, NULL or CPU-address-mirror range, or unmap.
+
+    op map with bo maps the BO at offset; without bo it needs the null flag (a sparse
+    mapping) or cpu_addr_mirror (SVM: the GPU sees the process address space and faults
+    pages in on demand). op map_userptr maps the CPU memory at offset and needs a
+    coherent PAT index. The autoreset flag exists only in the newest profile (EINVAL in
+    6.18) and needs cpu_addr_mirror on op map. In the newest profile a cpu_addr_mirror map
+    first widens over neighbouring CPU-mirror VMAs with default attributes, which merge
+    into the new VMA, and may replace whole mirror VMAs that still have SVM ranges.
+    Refusals come in the kernel's order: argument checks, unknown VM, killed VM, range
+    outside the VM, unknown BO, range or offset outside the BO, live SVM ranges.
+    """
 
     kernel: ClassVar[str] = (
         "DRM_IOCTL_XE_VM_BIND with one struct drm_xe_vm_bind_op: drivers/gpu/drm/xe/xe_vm.c: "
         "xe_vm_bind_ioctl() (argument checks in vm_bind_ioctl_check_args()).")
     errors = (_EINVAL_FIELDS,
-              ("EINVAL", "no VM has this name (xe_vm_lookup() fails)"),
-              ("EINVAL", "argument checks: alignment, zero range, flags that do not go with "
+              ("EINVAL", "no VM has this name (xe_vm_lookup() fails), or argument checks: "
+                         "alignment, zero range, flags that do not go with "
                          "op (autoreset needs cpu_addr_mirror on map and the newest profile; "
                          "cpu_addr_mirror needs a fault-mode VM; a BO with null or "
                          "cpu_addr_mirror)"),
@@ -201,7 +220,18 @@ class BindEvent(Event, tag="bind"):
 
 
 class MadviseEvent(Event, tag="madvise"):
-    """Set one memory-range attribute over a range of a VM."""
+    """Set one memory-range attribute over a range of a VM.
+
+    type selects the member of the kernel's union: preferred_loc reads devmem_fd,
+    migration_policy and region_instance; atomic and pat read val; purgeable_state reads
+    val (newest: 0 or 1; a valid request gives EOPNOTSUPP since BO purging is not
+    modelled; 6.18: an unknown type). pad, union_reserved and reserved are the raw uAPI
+    fields a validation test may set non-zero. In 6.18 region_instance is the pad u16 of
+    preferred_mem_loc (must be 0). CPU-mirror VMAs are split at the range's ends first;
+    a BO atomic-placement failure or (newest, integrated device) a non-coherent PAT over
+    CPU-mirror or userptr memory is reported after the split, as in the kernel, and the
+    split stays.
+    """
 
     kernel: ClassVar[str] = (
         "DRM_IOCTL_XE_MADVISE: drivers/gpu/drm/xe/xe_vm_madvise.c: xe_vm_madvise_ioctl() "
@@ -249,12 +279,18 @@ class MadviseEvent(Event, tag="madvise"):
 
 
 class QueryEvent(Event, tag="query"):
-    """The memory-range attributes of the VMAs in a range."""
+    """The memory-range attributes of the VMAs in a range.
+
+    Like the kernel's query there is no alignment or VM-size check and a killed VM can
+    still be queried; a zero range reports the VMA containing addr (if any). Each VMA's
+    flags and default_pat_index are model additions (the kernel reports start, end,
+    devmem_fd, migration_policy, atomic and pat_index).
+    """
 
     kernel: ClassVar[str] = (
         "DRM_IOCTL_XE_VM_QUERY_MEM_RANGE_ATTRS: drivers/gpu/drm/xe/xe_vm.c: "
-        "xe_vm_query_vmas_attrs_ioctl() (no alignment or VM-size checks; a killed VM can "
-        "be queried).")
+        "xe_vm_query_vmas_attrs_ioctl() (no alignment or VM-size checks; a killed VM can be "
+        "queried).")
     errors = (_EINVAL_FIELDS, ("EINVAL", "no VM has this name"))
     result = R.QueryResult
     vm: VmName
@@ -335,7 +371,7 @@ class GpuAccessEvent(Event, tag="gpu_access"):
               ("ETIME", "an atomic that keeps faulting because the range cannot move to "
                         "VRAM (the GPU job would time out)"),
               ("ELOOP", "the fault_guard limit was reached"),
-              ("any", "the fault handler's own errno (ENOENT, EBUSY, ENOMEM, ...), with "
+              ("other", "the fault handler's own errno (ENOENT, EBUSY, ENOMEM, ...), with "
                       "faults, retries and fault_addr"))
     result = R.GpuAccessResult
     vm: VmName
@@ -355,7 +391,7 @@ class PrefetchEvent(Event, tag="prefetch"):
               ("ENOENT", "no VM has this name"),
               ("EINVAL", "the VM is not in fault mode; bad alignment; the range is not "
                          "CPU-mirror memory"),
-              ("any", "the errno of range creation, migration or binding"))
+              ("other", "the errno of range creation, migration or binding"))
     result = R.PrefetchResult
     vm: VmName
     addr: Annotated[U64, Meta(description="GPU virtual address, bytes (4 KiB aligned)")]
@@ -367,7 +403,7 @@ class RangesEvent(Event, tag="ranges"):
     """List the VM's SVM ranges."""
 
     kernel: ClassVar[str] = (
-        "None (an inspection): the struct drm_gpusvm_range tree of "
+        "No ioctl (an inspection of the model): the struct drm_gpusvm_range tree of "
         "drivers/gpu/drm/drm_gpusvm.c.")
     errors = (_EINVAL_FIELDS, ("ENOENT", "no VM has this name"),
               ("EINVAL", "the VM is not in fault mode"))
@@ -379,11 +415,11 @@ class GcEvent(Event, tag="gc"):
     """Run the VM's SVM garbage collector now."""
 
     kernel: ClassVar[str] = (
-        "drivers/gpu/drm/xe/xe_svm.c: xe_svm_garbage_collector() (normally run from the "
-        "fault handler or its work item).")
+        "drivers/gpu/drm/xe/xe_svm.c: xe_svm_garbage_collector() (normally run from the fault "
+        "handler or its work item).")
     errors = (_EINVAL_FIELDS, ("ENOENT", "no VM has this name"),
               ("EINVAL", "the VM is not in fault mode"),
-              ("any", "the collector failed (not -EAGAIN)"))
+              ("other", "the collector failed (not -EAGAIN)"))
     result = R.GcResult
     vm: VmName
 
@@ -418,8 +454,8 @@ class FaultGuardEvent(Event, tag="fault_guard"):
     """Bound the fault loop of a VM (a model guard against livelock)."""
 
     kernel: ClassVar[str] = (
-        "None: the kernel's fault loop is unbounded. With a guard a fault still not "
-        "serviced after max_iterations rounds fails with ELOOP and says why it kept "
+        "No kernel counterpart: the kernel's fault loop is unbounded. With a guard a fault "
+        "still not serviced after max_iterations rounds fails with ELOOP and says why it kept "
         "retrying.")
     errors = (_EINVAL_FIELDS, ("ENOENT", "no VM has this name"),
               ("EINVAL", "the VM is not in fault mode"))
@@ -433,9 +469,9 @@ class InjectEvent(Event, tag="inject"):
     """Queue an event to run once, the next time any VM's fault handler reaches a point."""
 
     kernel: ClassVar[str] = (
-        "None: stands for a concurrent CPU munmap, eviction or invalidation racing "
-        "drivers/gpu/drm/xe/xe_svm.c: xe_svm_handle_pagefault() at one of its steps. The "
-        "injected event's output appears in the gpu_access result under injected.")
+        "No kernel counterpart: stands for a concurrent CPU munmap, eviction or invalidation "
+        "racing drivers/gpu/drm/xe/xe_svm.c: xe_svm_handle_pagefault() at one of its steps. "
+        "The injected event's output appears in the gpu_access result under injected.")
     errors = (("EINVAL", "an unknown field, a missing required field, a wrong type or an "
                          "integer out of range, in the inject event or in its event"),
               ("EINVAL", "event is an inject, gpu_access or prefetch (the fault handler "
@@ -450,9 +486,10 @@ class LinkEvent(Event, tag="link"):
     """Join two devices by a fast interconnect (peer-to-peer VRAM access)."""
 
     kernel: ClassVar[str] = (
-        "PCI peer-to-peer reachability between two devices, which puts their pagemaps in "
-        "one owner group (drivers/gpu/drm/drm_pagemap_util.c: "
-        "drm_pagemap_acquire_owner()).")
+        "PCI peer-to-peer reachability between two devices. In the newest driver "
+        "xe_has_interconnect() (drivers/gpu/drm/xe/xe_svm.c) decides it and linked devices "
+        "share one pagemap owner group (drivers/gpu/drm/drm_pagemap_util.c: "
+        "drm_pagemap_acquire_owner()); 6.18 has one owner per device.")
     errors = (_EINVAL_FIELDS, ("ENOENT", "a or b names no device"))
     result = R.LinkResult
     a: DeviceName
@@ -475,8 +512,8 @@ class RmmodEvent(Event, tag="rmmod"):
     """Unload the driver module of a device (unbinding it first if still bound)."""
 
     kernel: ClassVar[str] = (
-        "delete_module() (kernel/module/main.c), refused while a pagemap device hold pins "
-        "the module.")
+        "delete_module() (kernel/module/main.c), refused while a pagemap device hold pins the "
+        "module.")
     errors = (_EINVAL_FIELDS, ("ENOENT", "no device has this name; its module is not loaded"),
               ("EBUSY", "pagemap device holds pin the module (run_workers drops released "
                         "holds)"))
@@ -499,7 +536,7 @@ class PagemapsEvent(Event, tag="pagemaps"):
     """List the live drm_pagemaps."""
 
     kernel: ClassVar[str] = (
-        "None (an inspection): the struct drm_pagemap objects of "
+        "No ioctl (an inspection of the model): the struct drm_pagemap objects of "
         "drivers/gpu/drm/drm_pagemap.c and their cache (drm_pagemap_util.c).")
     errors = (_EINVAL_FIELDS,)
     result = R.PagemapsResult
