@@ -9,7 +9,9 @@ generated part of docs/trace-format.md).
 from __future__ import annotations
 
 import errno
+import importlib.resources
 import json
+import random
 import sys
 from pathlib import Path
 from typing import Any
@@ -228,6 +230,40 @@ def test_the_checks_the_model_keeps_are_not_in_the_schema() -> None:
         S.decode(line)
 
 
+def test_mutated_golden_lines_give_the_same_answer_in_every_form() -> None:
+    """Golden events with fields replaced, dropped or added: decode(str), decode(bytes)
+    and decode_object(dict) agree (same Struct or same message), and nothing but a
+    TraceDecodeError is ever raised."""
+    rng = random.Random(11)
+    objs = [json.loads(line) for _, _, line, want in GOLDEN if want["result"] == "ok"]
+    values: list[object] = [None, True, 0, -1, 1.5, 1 << 64, 1 << 63, -(1 << 63) - 1, "x",
+                            [], [1], [0, 0], [0, 0, 0], {}, {"ev": "munmap"},
+                            {"ev": "gc", "vm": "v"}, "map", "vram", 4096]
+    refused = 0
+    for _ in range(3000):
+        o = dict(rng.choice(objs))
+        for _ in range(rng.randint(1, 3)):
+            r, keys = rng.random(), list(o)
+            if r < 0.45 and keys:
+                o[rng.choice(keys)] = rng.choice(values)
+            elif r < 0.65 and keys:
+                o.pop(rng.choice(keys))
+            else:
+                o[rng.choice(["vaule", "addr", "size", "flags", "event", "reserved"])] = \
+                    rng.choice(values)
+        line = json.dumps(o)
+        answers = []
+        for form in (line, line.encode(), o):
+            try:
+                ev = S.decode_object(form) if isinstance(form, dict) else S.decode(form)
+                answers.append(("ok", ev))
+            except S.TraceDecodeError as e:
+                answers.append(("EINVAL", e.strerror, e.ev))
+        assert answers[0] == answers[1] == answers[2], line
+        refused += answers[0][0] == "EINVAL"
+    assert 1500 < refused < 3000
+
+
 # -- convert / as_kwargs / round trip -------------------------------------------------
 
 
@@ -371,6 +407,8 @@ def test_shipped_json_schema_is_the_generated_one() -> None:
     assert json.loads(SCHEMA_FILE.read_text()) == json.loads(render_json_schema()), \
         "run: python tests/trace/test_schema.py"
     assert SCHEMA_FILE.read_text() == render_json_schema()
+    shipped = importlib.resources.files("pysvm.trace").joinpath("trace.schema.json")
+    assert json.loads(shipped.read_text()) == json.loads(render_json_schema())
 
 
 def render_json_schema() -> str:

@@ -668,12 +668,18 @@ def _u64_fields(cls: type[msgspec.Struct]) -> tuple[tuple[str, bool], ...]:
 
 _U64: dict[type[Event], tuple[tuple[str, bool], ...]] = {c: _u64_fields(c) for c in EVENTS.values()}
 
-#: The fields :func:`as_kwargs` rewrites: those that may be UNSET or hold an event.
-_FIXUP: dict[type[Event], tuple[str, ...]] = {
-    c: tuple(f for f, d in zip(c.__struct_fields__, (
-        *(msgspec.NODEFAULT,) * (len(c.__struct_fields__) - len(c.__struct_defaults__)),
-        *c.__struct_defaults__), strict=True)
-        if d is UNSET or (c is InjectEvent and f == "event")) for c in EVENTS.values()}
+def _fixup_fields(cls: type[Event]) -> tuple[str, ...]:
+    """The fields :func:`as_kwargs` rewrites: optional without a default (UNSET when
+    absent) and inject's nested event."""
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return tuple(f.name for f in info.fields
+                 if (not f.required and f.default is msgspec.NODEFAULT
+                     and f.default_factory is msgspec.NODEFAULT)
+                 or (cls is InjectEvent and f.name == "event"))
+
+
+_FIXUP: dict[type[Event], tuple[str, ...]] = {c: _fixup_fields(c) for c in EVENTS.values()}
 
 
 def _check_u64(ev: Event, prefix: str, outer: str | None = None) -> None:
