@@ -34,6 +34,7 @@ from typing import Any
 from pysvm.errors import XeError, errno_name
 from pysvm.hw.gpu import gpu_access
 from pysvm.mm.mmap import PAGE_SIZE, Mm, NotifyEvent
+from pysvm.trace.schema import Event, TraceDecodeError, as_kwargs, convert, decode_object
 from pysvm.xe.attr import BindFlag, MemRangeAttr
 from pysvm.xe.bo import PLACEMENTS, Bo
 from pysvm.xe.device import Device
@@ -129,9 +130,9 @@ def _list(ev: Mapping[str, Any], key: str) -> list[Any]:
     if key not in ev:
         return []
     v = ev[key]
-    if not isinstance(v, list):
+    if not isinstance(v, list | tuple):
         raise XeError(errno.EINVAL, f'field "{key}" must be a list, not {json.dumps(v)}')
-    return v
+    return list(v)
 
 
 def _choice(ev: Mapping[str, Any], key: str, choices: tuple[str, ...],
@@ -201,38 +202,46 @@ class World:
     # -- running events --------------------------------------------------------------------
 
     def execute(self, ev: object) -> Result:
-        """Run one event given as a mapping (a decoded trace line); return the output line
+        """Run one event given as a mapping (a parsed trace line); return the output line
         without ``"i"``: ``{"ev", "result", ...}``. A refusal is an errno result with a
         ``"message"``, never an exception; ``"ev"`` is null unless the event named a string.
         """
-        name = ev.get("ev") if isinstance(ev, dict) else None
-        out: Result = {"ev": name if isinstance(name, str) else None, "result": "ok"}
         try:
-            if not isinstance(ev, dict):
-                self.stats["events"] += 1
-                raise XeError(errno.EINVAL, "an event must be a JSON object")
-            if not isinstance(name, str):
-                self.stats["events"] += 1
-                raise XeError(errno.EINVAL, 'missing or non-string field "ev"')
-            out.update(self.apply(name, ev))
+            event = decode_object(ev)
+        except TraceDecodeError as e:
+            self.note_bad_line()
+            return {"ev": e.ev, "result": "EINVAL", "message": e.strerror}
+        return self.run_event(event)
+
+    def run_event(self, event: Event) -> Result:
+        """Run one decoded event (:mod:`pysvm.trace.schema`); return its output line."""
+        name = _tag(event)
+        out: Result = {"ev": name, "result": "ok"}
+        try:
+            out.update(self._dispatch(name, event))
         except XeError as e:
             out["result"] = errno_name(e.errno or errno.EINVAL)
             out["message"] = e.strerror
             out.update(e.details)
-            if not isinstance(ev, dict) or not isinstance(name, str):
-                self.stats["errors"] += 1
         return out
 
     def apply(self, name: str, fields: Mapping[str, Any]) -> Result:
-        """Run event ``name`` with ``fields`` (a trace line's, ``"ev"`` ignored); return the
-        result fields or raise :class:`XeError`. Counts the event (and a refusal) in the
-        summary, as replay does."""
+        """Run event ``name`` with ``fields`` (keyword arguments: a trace line's fields
+        without ``"ev"``); return the result fields or raise :class:`XeError`. The fields
+        are validated by the same schema as a trace line (EINVAL naming the field). Counts
+        the event (and a refusal) in the summary, as replay does."""
+        try:
+            event = convert(name, fields)
+        except TraceDecodeError:
+            self.note_bad_line()
+            raise
+        return self._dispatch(name, event)
+
+    def _dispatch(self, name: str, event: Event) -> Result:
         self.stats["events"] += 1
         try:
-            handler = _HANDLERS.get(name)
-            if handler is None:
-                raise XeError(errno.EINVAL, f"unknown event {name!r}")
-            return handler(self, fields)
+            kwargs = {k: v for k, v in as_kwargs(event).items() if v is not None}
+            return _HANDLERS[name](self, kwargs)
         except XeError:
             self.stats["errors"] += 1
             raise
@@ -776,6 +785,12 @@ class World:
     def _ev_teardown(self, ev: Mapping[str, Any]) -> Result:
         return {"leftovers": teardown(self.pagemaps_system, self.devices, self.vms,
                                       self.run_deferred)}
+
+
+def _tag(event: Event) -> str:
+    tag = event.__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
 
 
 def _reserved_u64(v: object) -> int:

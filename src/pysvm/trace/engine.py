@@ -1,18 +1,21 @@
 """The trace replay engine: a thin adapter from JSON Lines to :class:`pysvm.World`.
 
 A trace is JSON Lines, one event per line (docs/trace-format.md). The engine decodes a
-line, runs it with :meth:`pysvm.World.execute` (the same handlers the ``World`` methods
-use) and returns the output line; replay prints it with its index ``i``.
+line with :func:`pysvm.trace.schema.decode` (unknown fields, wrong types and missing
+fields are refused there with EINVAL naming the field), runs the event with
+:meth:`pysvm.World.run_event` (the handlers the ``World`` methods use) and returns the
+output line; replay prints it with its index ``i``.
 
-Kernel: none (the ioctl dispatch table, xe_ioctls[], plays this role).
+Kernel: none (the ioctl dispatch table, xe_ioctls[] in drivers/gpu/drm/xe/xe_device.c,
+plays this role).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from pysvm.trace.schema import TraceDecodeError, decode
 from pysvm.world import World
 
 __all__ = ["Engine"]
@@ -41,25 +44,16 @@ class Engine:
     def execute_line(self, line: str | bytes) -> dict[str, Any]:
         """Decode one input line and execute it.
 
-        A line that is not UTF-8, not JSON (or nested too deeply to decode)
-        counts as an event with ``"ev": null`` and result ``EINVAL``.
+        A line that is not an event (not UTF-8, not JSON, not an object, an unknown event,
+        an unknown field, a wrong type) counts as an event refused with ``EINVAL``; its
+        ``"ev"`` is the event name if the line named one, else null.
         """
         try:
-            text = line.decode("utf-8") if isinstance(line, bytes) else line
-            ev = json.loads(text)
-        except UnicodeDecodeError as e:
-            return self._bad_line(f"not valid UTF-8 at byte {e.start}")
-        except json.JSONDecodeError as e:
-            return self._bad_line(f"not valid JSON: {e.msg} (column {e.colno})")
-        except RecursionError:
-            return self._bad_line("not valid JSON: nested too deeply")
-        except ValueError as e:
-            return self._bad_line(f"not valid JSON: {e}")
-        return self.execute(ev)
-
-    def _bad_line(self, message: str) -> dict[str, Any]:
-        self.world.note_bad_line()
-        return {"ev": None, "result": "EINVAL", "message": message}
+            ev = decode(line)
+        except TraceDecodeError as e:
+            self.world.note_bad_line()
+            return {"ev": e.ev, "result": "EINVAL", "message": e.strerror}
+        return self.world.run_event(ev)
 
     def run(self, lines: Iterable[str | bytes], *,
             strict: bool = False) -> Iterator[dict[str, Any]]:
