@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-from pysvm.plot.render import render, snapshot_from_result
+from pysvm.plot.render import Snapshot, render
 from pysvm.sim.workload import SimResult
 
-__all__ = ["CliError", "check_output", "draw_result"]
+__all__ = ["CliError", "check_output", "draw_result", "snapshot_from_result"]
 
 
 class CliError(Exception):
@@ -29,6 +29,13 @@ def check_output(path: str) -> None:
         import matplotlib  # noqa: F401, PLC0415 - optional dependency, checked late
     except ModuleNotFoundError:
         raise CliError("plotting needs matplotlib: pip install 'pysvm[plot]'") from None
+
+
+def snapshot_from_result(res: SimResult) -> Snapshot:
+    """The picture of a simulation's VM at its end, with the run's timeline."""
+    return Snapshot(vm="vm0", vmas=list(res.vmas), ranges=list(res.ranges),
+                    devices=list(res.devices), title=res.config.command_line(),
+                    timeline=list(res.timeline))
 
 
 def draw_result(res: SimResult, out: str, timeline: bool) -> None:

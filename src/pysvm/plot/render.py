@@ -18,7 +18,7 @@ evictions and unbinds marked.
 
 Inputs are plain dicts as the trace engine prints them, so a picture can be
 drawn from any trace (:func:`snapshot_from_trace`) or from a simulation
-result (:func:`snapshot_from_result`) without touching model objects.
+result (built by the command line from a simulation) without touching model objects.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from pysvm.timeline import TIMELINE_COUNTERS, TimelinePoint
+from pysvm.trace.engine import Engine
 
-__all__ = ["Snapshot", "render", "snapshot_from_result", "snapshot_from_trace"]
+__all__ = ["Snapshot", "render", "snapshot_from_trace"]
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -62,28 +63,17 @@ class Snapshot:
     timeline: list[TimelinePoint] = field(default_factory=list)
 
 
-def snapshot_from_result(res: Any) -> Snapshot:
-    """Snapshot of a :class:`pysvm.sim.workload.SimResult`.
-
-    Kernel: none.
-    """
-    c = res.config
-    title = c.command_line() if hasattr(c, "command_line") else "pysvm simulate"
-    return Snapshot(vm="vm0", vmas=list(res.vmas), ranges=list(res.ranges),
-                    devices=list(res.devices), title=title, timeline=list(res.timeline))
-
-
 #: Events after which a VM may no longer answer a query: the map is taken just before them.
 VM_ENDING_EVENTS = ("teardown", "vm_kill")
 
 
-def _query_vm(engine: Any, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _query_vm(engine: Engine, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return (engine.execute({"ev": "query", "vm": name}),     # no addr/range: the whole VM
             engine.execute({"ev": "ranges", "vm": name}))
 
 
 def snapshot_from_trace(path: str | Path, vm: str | None = None,
-                        timeline: bool = False, engine: Any = None) -> Snapshot:
+                        timeline: bool = False, engine: Engine | None = None) -> Snapshot:
     """Replay a trace through the engine and snapshot a VM at its end.
 
     Kernel: none.
@@ -102,7 +92,6 @@ def snapshot_from_trace(path: str | Path, vm: str | None = None,
     ValueError : the trace creates no VM, or names none called `vm`.
     """
     if engine is None:
-        from pysvm.trace.engine import Engine
         engine = Engine()
     vms: list[str] = []
     devices: list[str] = []
