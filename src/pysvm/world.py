@@ -12,7 +12,10 @@ Protocols they declare (:class:`pysvm.xe.host.XeHost`, implemented here;
 
 Every trace event is a public method of the same name taking the event's fields as
 keyword arguments and returning the result fields as a dict (what ``pysvm replay``
-prints for it, without ``i``, ``ev`` and ``result``). A refusal raises
+prints for it, without ``i``, ``ev`` and ``result``). The arguments are validated by
+the same schema as a trace line (:mod:`pysvm.trace.schema`): an unknown or misspelt
+keyword is refused with EINVAL naming it, as an unknown field is; a missing required
+one is Python's TypeError. A refusal raises
 :class:`pysvm.XeError` (errno in ``.errno``, message in ``.strerror``) and leaves the
 model unchanged (a failed ``gpu_access`` keeps the faults it serviced before the one
 that failed, as the hardware would; they are in ``XeError.details``).
@@ -305,11 +308,12 @@ class World:
     # validated (both go through the _ev_* handler below it).
     # ====================================================================================
 
-    def config(self, *, profile: str = "6.18") -> Result:
+    def config(self, *, profile: str = "6.18",
+               **unknown: object) -> Result:
         """Choose the kernel profile (``"6.18"`` or ``"newest"``) before the first device.
 
         Kernel: none (which kernel the model behaves as)."""
-        return self.apply("config", {"profile": profile})
+        return self.apply("config", {"profile": profile, **unknown})
 
     def _ev_config(self, ev: Mapping[str, Any]) -> Result:
         name = _choice(ev, "profile", tuple(PROFILES), default="6.18")
@@ -320,14 +324,15 @@ class World:
         return {"profile": name}
 
     def device(self, *, name: str, discrete: bool = True, vram_mib: int | None = None,
-               smem_atomics: bool = False) -> Result:
+               smem_atomics: bool = False,
+               **unknown: object) -> Result:
         """A device with one VRAM tile (``vram_mib`` defaults to 256 on discrete, 0
         otherwise); the result is its file's ``fd``.
 
         Kernel: the xe PCI probe (xe_pci_probe, xe_vram_probe, the tile's pagemap set-up)
         plus an open() of the device file."""
         return self.apply("device", _fields(name=name, discrete=discrete, vram_mib=vram_mib,
-                                            smem_atomics=smem_atomics))
+                                            smem_atomics=smem_atomics, **unknown))
 
     def _ev_device(self, ev: Mapping[str, Any]) -> Result:
         name = _str(ev, "name")
@@ -351,14 +356,15 @@ class World:
         return {"fd": dev.fd}
 
     def vm_create(self, *, vm: str, device: str, fault_mode: bool = False,
-                  va_bits: int = DEFAULT_VA_BITS) -> Result:
+                  va_bits: int = DEFAULT_VA_BITS,
+                  **unknown: object) -> Result:
         """A GPU VM on ``device``; a fault-mode VM gets its SVM state (and, newest profile,
         references on its device's pagemaps).
 
         Kernel: xe_vm_create_ioctl() (DRM_XE_VM_CREATE_FLAG_FAULT_MODE) -> xe_svm_init()
         -> xe_svm_get_pagemaps()."""
         return self.apply("vm_create", _fields(vm=vm, device=device, fault_mode=fault_mode,
-                                               va_bits=va_bits))
+                                               va_bits=va_bits, **unknown))
 
     def _ev_vm_create(self, ev: Mapping[str, Any]) -> Result:
         name = _str(ev, "vm")
@@ -375,11 +381,12 @@ class World:
         return {}
 
     def bo_create(self, *, bo: str, device: str, size: int,
-                  placement: list[str] | None = None) -> Result:
+                  placement: list[str] | None = None,
+                  **unknown: object) -> Result:
         """A buffer object of ``size`` bytes; ``placement`` lists ``"system"`` and/or
         ``"vram"`` (default ``["system"]``). Kernel: xe_gem_create_ioctl()."""
         return self.apply("bo_create", _fields(bo=bo, device=device, size=size,
-                                               placement=placement))
+                                               placement=placement, **unknown))
 
     def _ev_bo_create(self, ev: Mapping[str, Any]) -> Result:
         name = _str(ev, "bo")
@@ -404,12 +411,13 @@ class World:
 
     def bind(self, *, vm: str, op: str, addr: int, range: int,  # noqa: A002
              flags: list[str] | None = None, pat_index: int = 0, bo: str | None = None,
-             offset: int = 0) -> Result:
+             offset: int = 0,
+             **unknown: object) -> Result:
         """One bind operation: ``op`` is ``"map"``, ``"map_userptr"`` or ``"unmap"``;
         ``flags`` from ``read_only``, ``immediate``, ``null``, ``dumpable``,
         ``cpu_addr_mirror``, ``autoreset``. Kernel: xe_vm_bind_ioctl()."""
         return self.apply("bind", _fields(vm=vm, op=op, addr=addr, range=range, flags=flags,
-                                          pat_index=pat_index, bo=bo, offset=offset))
+                                          pat_index=pat_index, bo=bo, offset=offset, **unknown))
 
     def _ev_bind(self, ev: Mapping[str, Any]) -> Result:
         vm = self._vm(_str(ev, "vm"))
@@ -440,7 +448,8 @@ class World:
     def madvise(self, *, vm: str, addr: int, range: int, type: str | int,  # noqa: A002
                 devmem_fd: int | str | None = None, region_instance: int | None = None,
                 migration_policy: int = 0, val: int = 0, pad: int = 0,
-                union_reserved: int = 0, reserved: list[int] | None = None) -> Result:
+                union_reserved: int = 0, reserved: list[int] | None = None,
+                **unknown: object) -> Result:
         """Set a memory-range attribute: ``type`` is ``"preferred_loc"``, ``"atomic"``,
         ``"pat"``, ``"purgeable_state"`` or the uapi number; ``devmem_fd`` may name a
         device (then ``region_instance`` defaults to 1). The result lists the
@@ -448,7 +457,7 @@ class World:
         return self.apply("madvise", _fields(
             vm=vm, addr=addr, range=range, type=type, devmem_fd=devmem_fd,
             region_instance=region_instance, migration_policy=migration_policy, val=val,
-            pad=pad, union_reserved=union_reserved, reserved=reserved))
+            pad=pad, union_reserved=union_reserved, reserved=reserved, **unknown))
 
     def _devmem_fd(self, ev: Mapping[str, Any]) -> tuple[int, int]:
         v = ev.get("devmem_fd", 0)
@@ -488,10 +497,11 @@ class World:
             reserved=(_reserved_u64(reserved[0]), _reserved_u64(reserved[1])))
         return {"invalidated": madvise(vm, args)}
 
-    def query(self, *, vm: str, addr: int = 0, range: int | None = None) -> Result:  # noqa: A002
+    def query(self, *, vm: str, addr: int = 0, range: int | None = None,
+              **unknown: object) -> Result:  # noqa: A002
         """The VMAs over ``[addr, addr + range)`` (default: to the end of the VM) with their
         attributes. Kernel: xe_vm_query_vmas_attrs_ioctl() (which has no range checks)."""
-        return self.apply("query", _fields(vm=vm, addr=addr, range=range))
+        return self.apply("query", _fields(vm=vm, addr=addr, range=range, **unknown))
 
     def _ev_query(self, ev: Mapping[str, Any]) -> Result:
         vm = self._vm(_str(ev, "vm"))
@@ -517,9 +527,10 @@ class World:
             out["userptr"] = v.offset
         return out
 
-    def vm_kill(self, *, vm: str) -> Result:
+    def vm_kill(self, *, vm: str,
+                **unknown: object) -> Result:
         """Ban the VM (bind and madvise then give ENOENT). Kernel: xe_vm_kill()."""
-        return self.apply("vm_kill", {"vm": vm})
+        return self.apply("vm_kill", {"vm": vm, **unknown})
 
     def _ev_vm_kill(self, ev: Mapping[str, Any]) -> Result:
         self._vm(_str(ev, "vm")).kill()
@@ -527,26 +538,29 @@ class World:
 
     # -- the process's CPU side -----------------------------------------------------------
 
-    def mmap(self, *, addr: int, size: int) -> Result:
+    def mmap(self, *, addr: int, size: int,
+             **unknown: object) -> Result:
         """Map anonymous memory at ``addr``. Kernel: mmap(MAP_FIXED|MAP_ANONYMOUS)."""
-        return self.apply("mmap", {"addr": addr, "size": size})
+        return self.apply("mmap", {"addr": addr, "size": size, **unknown})
 
     def _ev_mmap(self, ev: Mapping[str, Any]) -> Result:
         self.mm.mmap(_u64(ev, "addr"), _u64(ev, "size"))
         return {}
 
-    def munmap(self, *, addr: int, size: int) -> Result:
+    def munmap(self, *, addr: int, size: int,
+               **unknown: object) -> Result:
         """Unmap memory. Kernel: munmap() -> MMU_NOTIFY_UNMAP -> xe_svm_invalidate()."""
-        return self.apply("munmap", {"addr": addr, "size": size})
+        return self.apply("munmap", {"addr": addr, "size": size, **unknown})
 
     def _ev_munmap(self, ev: Mapping[str, Any]) -> Result:
         self.mm.munmap(_u64(ev, "addr"), _u64(ev, "size"))
         return {}
 
-    def cpu_write(self, *, addr: int, size: int, value: int = 0) -> Result:
+    def cpu_write(self, *, addr: int, size: int, value: int = 0,
+                  **unknown: object) -> Result:
         """A CPU store of ``value`` to every page (device pages fault back to RAM first:
         drm_pagemap_migrate_to_ram())."""
-        return self.apply("cpu_write", {"addr": addr, "size": size, "value": value})
+        return self.apply("cpu_write", {"addr": addr, "size": size, "value": value, **unknown})
 
     def _ev_cpu_write(self, ev: Mapping[str, Any]) -> Result:
         addr, size = _u64(ev, "addr"), _u64(ev, "size")
@@ -554,14 +568,16 @@ class World:
         self.mm.cpu_write(addr, size, value)
         return {}
 
-    def cpu_read(self, *, addr: int, size: int) -> Result:
+    def cpu_read(self, *, addr: int, size: int,
+                 **unknown: object) -> Result:
         """A CPU load of every page; the result's ``data`` has one value per page."""
-        return self.apply("cpu_read", {"addr": addr, "size": size})
+        return self.apply("cpu_read", {"addr": addr, "size": size, **unknown})
 
     def _ev_cpu_read(self, ev: Mapping[str, Any]) -> Result:
         return {"data": self.mm.cpu_read(_u64(ev, "addr"), _u64(ev, "size"))}
 
-    def invalidate(self, *, addr: int, size: int, event: str = "clear") -> Result:
+    def invalidate(self, *, addr: int, size: int, event: str = "clear",
+                   **unknown: object) -> Result:
         """An MMU notifier invalidation that is not an unmap (the CPU mapping stays).
 
         Kernel: mmu_notifier_invalidate_range_start() with e.g. MMU_NOTIFY_CLEAR
@@ -570,7 +586,7 @@ class World:
         mappings and unmaps the DMA pages, but queues nothing for the garbage
         collector, so the next GPU access faults and rebinds the same range.
         Page contents are unchanged."""
-        return self.apply("invalidate", {"addr": addr, "size": size, "event": event})
+        return self.apply("invalidate", {"addr": addr, "size": size, "event": event, **unknown})
 
     def _ev_invalidate(self, ev: Mapping[str, Any]) -> Result:
         addr, size = _u64(ev, "addr"), _u64(ev, "size")
@@ -584,7 +600,8 @@ class World:
     # -- the GPU side ---------------------------------------------------------------------
 
     def gpu_access(self, *, vm: str, addr: int, size: int, op: str,
-                   value: int = 0) -> Result:
+                   value: int = 0,
+                   **unknown: object) -> Result:
         """The device reads, writes or atomically increments every page; faults are
         serviced by the SVM fault handler. The result has ``faults``, ``retries``, ``data``
         (reads) and ``injected`` (outputs of injected events that fired). A failed fault
@@ -592,7 +609,7 @@ class World:
 
         Kernel: the GPU's page fault -> xe_pagefault -> xe_svm_handle_pagefault()."""
         return self.apply("gpu_access", {"vm": vm, "addr": addr, "size": size, "op": op,
-                                         "value": value})
+                                         "value": value, **unknown})
 
     def _ev_gpu_access(self, ev: Mapping[str, Any]) -> Result:
         svm = self._svm(_str(ev, "vm"))
@@ -619,13 +636,14 @@ class World:
         return [{"at": p, "fault_addr": fa, **(r if isinstance(r, dict) else {"result": str(r)})}
                 for p, r, fa in fired]
 
-    def prefetch(self, *, vm: str, addr: int, range: int, region: str) -> Result:  # noqa: A002
+    def prefetch(self, *, vm: str, addr: int, range: int, region: str,
+                 **unknown: object) -> Result:  # noqa: A002
         """Create, place (``region`` ``"vram"`` or ``"system"``) and bind the SVM ranges of
         ``[addr, addr + range)``; the result counts ``ranges_bound``.
 
         Kernel: DRM_XE_VM_BIND_OP_PREFETCH on CPU-mirror VMAs."""
         return self.apply("prefetch", {"vm": vm, "addr": addr, "range": range,
-                                       "region": region})
+                                       "region": region, **unknown})
 
     def _ev_prefetch(self, ev: Mapping[str, Any]) -> Result:
         svm = self._svm(_str(ev, "vm"))
@@ -633,18 +651,20 @@ class World:
         region = _choice(ev, "region", ("vram", "system"))
         return {"ranges_bound": svm.prefetch(addr, addr + rng, region)}
 
-    def ranges(self, *, vm: str) -> Result:
+    def ranges(self, *, vm: str,
+               **unknown: object) -> Result:
         """The VM's SVM ranges: ``addr``, ``range``, ``location``, ``unmapped``."""
-        return self.apply("ranges", {"vm": vm})
+        return self.apply("ranges", {"vm": vm, **unknown})
 
     def _ev_ranges(self, ev: Mapping[str, Any]) -> Result:
         return {"ranges": self._svm(_str(ev, "vm")).ranges_info()}
 
-    def gc(self, *, vm: str) -> Result:
+    def gc(self, *, vm: str,
+           **unknown: object) -> Result:
         """Run the VM's SVM garbage collector now; ``eagain`` if VMAs changed.
 
         Kernel: xe_svm_garbage_collector()."""
-        return self.apply("gc", {"vm": vm})
+        return self.apply("gc", {"vm": vm, **unknown})
 
     def _ev_gc(self, ev: Mapping[str, Any]) -> Result:
         err = self._svm(_str(ev, "vm")).garbage_collector()
@@ -652,20 +672,22 @@ class World:
             raise XeError(err, f"garbage collector failed ({errno_name(err)})")
         return {"eagain": err == errno.EAGAIN}
 
-    def evict(self, *, device: str) -> Result:
+    def evict(self, *, device: str,
+              **unknown: object) -> Result:
         """Move every page out of the device's VRAM; the result counts ``pages``.
 
         Kernel: TTM eviction -> xe_svm_bo_evict() -> drm_pagemap_evict_to_ram()."""
-        return self.apply("evict", {"device": device})
+        return self.apply("evict", {"device": device, **unknown})
 
     def _ev_evict(self, ev: Mapping[str, Any]) -> Result:
         return {"pages": evict_device(self._device(_str(ev, "device")))}
 
-    def fault_guard(self, *, vm: str, max_iterations: int) -> Result:
+    def fault_guard(self, *, vm: str, max_iterations: int,
+                    **unknown: object) -> Result:
         """Set (or with 0, clear) the VM's livelock guard: a fault still not serviced after
         ``max_iterations`` loop rounds fails with ELOOP naming why it kept retrying. Without
         a guard the fault loop is unbounded, as in the kernel."""
-        return self.apply("fault_guard", {"vm": vm, "max_iterations": max_iterations})
+        return self.apply("fault_guard", {"vm": vm, "max_iterations": max_iterations, **unknown})
 
     def _ev_fault_guard(self, ev: Mapping[str, Any]) -> Result:
         svm = self._svm(_str(ev, "vm"))
@@ -673,12 +695,13 @@ class World:
         svm.max_fault_iterations = n or None
         return {"max_iterations": n}
 
-    def inject(self, *, at: str, event: Mapping[str, Any]) -> Result:
+    def inject(self, *, at: str, event: Mapping[str, Any],
+               **unknown: object) -> Result:
         """Queue ``event`` (a trace event as a dict, with ``"ev"``) to run once, the next
         time any VM's fault handler reaches point ``at`` (``fault.start``,
         ``fault.after_find_range``, ``fault.after_migrate``, ``fault.after_get_pages``,
         ``fault.before_bind``), as an asynchronous munmap, eviction or invalidation would."""
-        return self.apply("inject", {"at": at, "event": event})
+        return self.apply("inject", {"at": at, "event": event, **unknown})
 
     def _ev_inject(self, ev: Mapping[str, Any]) -> Result:
         at = _choice(ev, "at", INJECTION_POINTS)
@@ -698,11 +721,12 @@ class World:
 
     # -- devices' pagemap lifetimes -------------------------------------------------------
 
-    def link(self, *, a: str, b: str) -> Result:
+    def link(self, *, a: str, b: str,
+             **unknown: object) -> Result:
         """Join two devices by a fast interconnect (their pagemaps then share an owner).
 
         Kernel: PCI P2P reachability (xe_has_interconnect)."""
-        return self.apply("link", {"a": a, "b": b})
+        return self.apply("link", {"a": a, "b": b, **unknown})
 
     def _ev_link(self, ev: Mapping[str, Any]) -> Result:
         a, b = self._device(_str(ev, "a")), self._device(_str(ev, "b"))
@@ -710,10 +734,11 @@ class World:
         self.links.add(frozenset((a.name, b.name)))
         return {}
 
-    def unbind_device(self, *, device: str) -> Result:
+    def unbind_device(self, *, device: str,
+                      **unknown: object) -> Result:
         """Unbind the driver from the device; its device pages migrate to RAM
         (``evicted_pages``). Kernel: xe_pci_remove()."""
-        return self.apply("unbind_device", {"device": device})
+        return self.apply("unbind_device", {"device": device, **unknown})
 
     def _ev_unbind_device(self, ev: Mapping[str, Any]) -> Result:
         return self._unbind(self._device(_str(ev, "device")))
@@ -727,10 +752,11 @@ class World:
         prov.unbind(evict=lambda: moved.append(evict_device(dev)))
         return {"evicted_pages": sum(moved)}
 
-    def rmmod(self, *, device: str) -> Result:
+    def rmmod(self, *, device: str,
+              **unknown: object) -> Result:
         """Unload the device's driver module (unbinding it first); EBUSY while a pagemap
         device hold pins the module. Kernel: delete_module()."""
-        return self.apply("rmmod", {"device": device})
+        return self.apply("rmmod", {"device": device, **unknown})
 
     def _ev_rmmod(self, ev: Mapping[str, Any]) -> Result:
         dev = self._device(_str(ev, "device"))
@@ -747,10 +773,10 @@ class World:
         prov.rmmod()
         return out
 
-    def run_workers(self) -> Result:
+    def run_workers(self, **unknown: object) -> Result:
         """Run the queued work: GC work, xe pagemap destroy work, drm_pagemap unhold.
         The result counts ``work_items``, ``pagemaps_destroyed`` and ``holds_dropped``."""
-        return self.apply("run_workers", {})
+        return self.apply("run_workers", dict(unknown))
 
     def _ev_run_workers(self, ev: Mapping[str, Any]) -> Result:
         other = self.run_deferred()
@@ -768,19 +794,19 @@ class World:
             n += 1
         return n
 
-    def pagemaps(self) -> Result:
+    def pagemaps(self, **unknown: object) -> Result:
         """The live drm_pagemaps: ``device``, ``refcount``, ``cached`` (inactive on the
         shrinker), ``device_held``."""
-        return self.apply("pagemaps", {})
+        return self.apply("pagemaps", dict(unknown))
 
     def _ev_pagemaps(self, ev: Mapping[str, Any]) -> Result:
         return {"pagemaps": self.pagemaps_system.snapshot()}
 
-    def teardown(self) -> Result:
+    def teardown(self, **unknown: object) -> Result:
         """Process exit, then unload every driver module and the drm_pagemap module; the
         result's ``leftovers`` lists whatever was still referenced (empty when clean).
         Ends the simulation."""
-        return self.apply("teardown", {})
+        return self.apply("teardown", dict(unknown))
 
     def _ev_teardown(self, ev: Mapping[str, Any]) -> Result:
         return {"leftovers": teardown(self.pagemaps_system, self.devices, self.vms,

@@ -232,7 +232,12 @@ class Mm:
         for vma in self._overlapping(addr, end):
             s, e = max(vma.start, addr), min(vma.end, end)
             self.invalidate(s, e, NotifyEvent.UNMAP)
-            for pfn in range(s >> PAGE_SHIFT, e >> PAGE_SHIFT):
+            lo, hi = s >> PAGE_SHIFT, e >> PAGE_SHIFT
+            # Walk whichever is smaller: the span or the populated pages (a 2^63-byte
+            # mapping has 2^51 page slots but only the pages ever touched).
+            pfns = (range(lo, hi) if hi - lo <= len(self._pt)
+                    else sorted(p for p in self._pt if lo <= p < hi))
+            for pfn in pfns:
                 page = self._pt.pop(pfn, None)
                 if page is not None and page.alloc is not None:
                     page.alloc.page_freed(page)

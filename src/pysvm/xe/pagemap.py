@@ -12,7 +12,7 @@ import errno
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pysvm.drm.pagemap import (
     DevHold,
@@ -181,7 +181,7 @@ class Provider:
 
 @dataclass
 class _Hook:
-    fn: Callable[[Pagemap], Any]
+    fn: Callable[[Pagemap], object]
     once: bool = True
 
 
@@ -208,7 +208,7 @@ class PagemapSystem:
 
     # -- injection -------------------------------------------------------------------------
 
-    def inject(self, point: str, fn: Callable[[Pagemap], Any], once: bool = True) -> None:
+    def inject(self, point: str, fn: Callable[[Pagemap], object], once: bool = True) -> None:
         """Run ``fn(pagemap)`` when the code reaches ``point``: ``release.before_shrinker_add``
         (ref is 0, not yet queued), ``shrinker.after_unlist`` (scan took it off the list, has
         not cleared the cache slot yet), ``pagemap.reinit`` (return "ENOMEM" to fail it)."""
@@ -216,7 +216,7 @@ class PagemapSystem:
             raise XeError(errno.EINVAL, f"unknown pagemap injection point {point!r}")
         self.hooks[point] = _Hook(fn, once)
 
-    def fire(self, point: str, p: Pagemap) -> Any:
+    def fire(self, point: str, p: Pagemap) -> object:
         hook = self.hooks.get(point)
         if hook is None:
             return None
@@ -324,9 +324,9 @@ class PagemapSystem:
     def alive(self) -> list[Pagemap]:
         return [p for p in self.all_pagemaps if p.state is not PagemapState.FREED]
 
-    def snapshot(self) -> list[dict[str, Any]]:
+    def snapshot(self) -> list[dict[str, object]]:
         """The ``pagemaps`` event's list (docs/trace-format.md), in creation order."""
-        out: list[dict[str, Any]] = []
+        out: list[dict[str, object]] = []
         for p in self.alive():
             out.append({
                 "device": p.provider.name,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sortedcontainers import SortedDict
 
-from gpuvm_core import GpuVm, GpuvmError
+from gpuvm_core import GpuVm, GpuvmError, Ops
 from pysvm.errors import XeError
 from pysvm.xe.attr import PAGE_SIZE, BindFlag, CohMode, VmaMemAttr
 from pysvm.xe.vma import CREATE_MASK, Vma, VmaFlag
@@ -152,7 +152,7 @@ class Vm:
     def _svm_has_ranges(self, start: int, end: int) -> bool:
         return self.svm is not None and start < end and bool(self.svm.has_ranges(start, end))
 
-    def _ops(self, make: Callable[[], Any]) -> Any:
+    def _ops(self, make: Callable[[], Ops]) -> Ops:
         try:
             return make()
         except GpuvmError as e:
@@ -177,7 +177,7 @@ class Vm:
                 end = m["addr"]
         return pieces, start, end
 
-    def _commit(self, ops: Any, parsed: _Parsed) -> None:
+    def _commit(self, ops: Ops, parsed: _Parsed) -> None:
         failed = self.gpuvm.apply(ops)
         if failed:  # cannot happen for a freshly generated list; never hide it
             raise RuntimeError(f"gpuvm refused {failed} inserts of a fresh op list")
