@@ -36,7 +36,8 @@ from typing import Any
 
 from pysvm.errors import XeError, errno_name
 from pysvm.hw.gpu import gpu_access
-from pysvm.mm.mmap import PAGE_SIZE, Mm, NotifyEvent
+from pysvm.mm.mmap import PAGE_SIZE, Mm
+from pysvm.mm.mmu_notifier import NotifyEvent
 from pysvm.trace.schema import Event, TraceDecodeError, as_kwargs, convert, decode_object
 from pysvm.xe.attr import BindFlag, MemRangeAttr
 from pysvm.xe.bo import PLACEMENTS, Bo

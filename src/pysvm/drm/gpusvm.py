@@ -37,7 +37,8 @@ from sortedcontainers import SortedDict
 
 from pysvm.drm.gpusvm_notifier import SvmNotifier
 from pysvm.errors import XeError
-from pysvm.mm.mmap import DevmemOwner, Mm, NotifierRange, Page
+from pysvm.mm.mmap import DevmemOwner, Mm, Page
+from pysvm.mm.mmu_notifier import NotifierRange
 
 __all__ = [
     "SZ_4K", "SZ_64K", "SZ_2M", "CHUNK_SIZES", "SvmRange", "GpuSvm", "GpuSvmCtx",

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from sortedcontainers import SortedDict
 
-from pysvm.mm.mmap import IntervalNotifier, Mm, NotifierRange
+from pysvm.mm.mmap import Mm
+from pysvm.mm.mmu_notifier import IntervalNotifier, NotifierRange
 
 if TYPE_CHECKING:
     from pysvm.drm.gpusvm import SvmRange

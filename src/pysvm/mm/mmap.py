@@ -1,7 +1,8 @@
-"""The process address space: anonymous CPU memory, page table, MMU notifiers.
+"""The process address space: anonymous CPU memory and its page table.
 
-Kernel: struct mm_struct with its VMAs (mmap/munmap), the page table, and the
-MMU interval notifiers of mm/mmu_notifier.c; hmm_range_fault() of mm/hmm.c.
+Kernel: struct mm_struct with its VMAs (mmap/munmap), the page table, the calls
+into the MMU interval notifiers (:mod:`pysvm.mm.mmu_notifier`), hmm_range_fault()
+of mm/hmm.c and migrate_vma_pages() of mm/migrate_device.c.
 
 Model
 -----
@@ -28,52 +29,20 @@ exercised), no zero-page sharing, no fork/COW.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from enum import IntEnum
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 from sortedcontainers import SortedDict
 
 from pysvm.errors import XeError
+from pysvm.mm.mmu_notifier import Callback, IntervalNotifier, NotifierRange, NotifyEvent
 
-__all__ = [
-    "PAGE_SHIFT", "PAGE_SIZE", "CpuVma", "IntervalNotifier", "Mm", "NotifierRange",
-    "NotifyEvent", "Page", "DevmemOwner",
-]
+__all__ = ["PAGE_SHIFT", "PAGE_SIZE", "CpuVma", "Mm", "Page", "DevmemOwner"]
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 U64_MAX = (1 << 64) - 1
-
-
-class NotifyEvent(IntEnum):
-    """Why the CPU page tables change.
-
-    Kernel: enum mmu_notifier_event (include/linux/mmu_notifier.h), same order.
-    """
-
-    UNMAP = 0
-    CLEAR = 1
-    PROTECTION_VMA = 2
-    PROTECTION_PAGE = 3
-    SOFT_DIRTY = 4
-    RELEASE = 5
-    MIGRATE = 6
-    EXCLUSIVE = 7
-
-
-@dataclass(frozen=True)
-class NotifierRange:
-    """One invalidation: ``[start, end)`` and its reason.
-
-    Kernel: struct mmu_notifier_range.
-    """
-
-    start: int
-    end: int
-    event: NotifyEvent
-    owner: object = None
 
 
 class DevmemOwner(Protocol):
@@ -121,32 +90,6 @@ class CpuVma:
     end: int
     read_only: bool = False
     anonymous: bool = True
-
-
-Callback = Callable[["IntervalNotifier", NotifierRange, int], None]
-
-
-@dataclass(eq=False)
-class IntervalNotifier:
-    """An MMU interval notifier over ``[start, end)``.
-
-    Kernel: struct mmu_interval_notifier; ``invalidate_seq`` plays the role of
-    the sequence used by mmu_interval_read_begin()/mmu_interval_read_retry().
-    """
-
-    start: int
-    end: int
-    callback: Callback
-    invalidate_seq: int = 0
-    removed: bool = field(default=False)
-
-    def read_begin(self) -> int:
-        """Kernel: mmu_interval_read_begin()."""
-        return self.invalidate_seq
-
-    def read_retry(self, seq: int) -> bool:
-        """Kernel: mmu_interval_read_retry()."""
-        return self.invalidate_seq != seq
 
 
 def _check_span(addr: int, size: int, what: str) -> None:

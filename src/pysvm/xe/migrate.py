@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 from pysvm.drm.pagemap import Zdd
 from pysvm.errors import XeError
-from pysvm.mm.mmap import PAGE_SHIFT, PAGE_SIZE, Mm, NotifyEvent
+from pysvm.mm.mmap import PAGE_SHIFT, PAGE_SIZE, Mm
+from pysvm.mm.mmu_notifier import NotifyEvent
 from pysvm.xe.vram import VramAllocation, evict_to_ram
 
 if TYPE_CHECKING:

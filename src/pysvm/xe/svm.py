@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 from pysvm.drm.gpusvm import DevmemPagemap, GpuSvm, GpuSvmCtx, SvmRange
 from pysvm.drm.gpusvm_notifier import SvmNotifier
 from pysvm.errors import XeError
-from pysvm.mm.mmap import PAGE_SIZE, DevmemOwner, Mm, NotifierRange, NotifyEvent
+from pysvm.mm.mmap import PAGE_SIZE, DevmemOwner, Mm
+from pysvm.mm.mmu_notifier import NotifierRange, NotifyEvent
 from pysvm.xe.device import Device
 from pysvm.xe.garbage_collector import garbage_collector
 from pysvm.xe.host import INJECTION_POINTS

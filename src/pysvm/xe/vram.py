@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 
 from pysvm.drm.pagemap import Zdd
 from pysvm.errors import XeError
-from pysvm.mm.mmap import PAGE_SIZE, Mm, NotifyEvent, Page
+from pysvm.mm.mmap import PAGE_SIZE, Mm, Page
+from pysvm.mm.mmu_notifier import NotifyEvent
 
 if TYPE_CHECKING:
     from pysvm.xe.device import Device
