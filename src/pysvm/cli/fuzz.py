@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gpuvm_core.fuzz import count_arg, seconds_arg, shrink_seconds_arg
+from gpuvm_core.fuzz import (
+    _GpuvmTargetFactory,
+    count_arg,
+    parse_seed,
+    seconds_arg,
+    shrink_seconds_arg,
+)
+from gpuvm_core.fuzz import run as fuzz_run
+from pysvm.fuzz.target import SvmTargetFactory, check_events, load_trace
 
 HELP = """\
 Fuzz the SVM model: random interleavings of mmap/munmap/re-mmap, CPU and GPU
@@ -56,8 +64,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _replay(path: Path) -> int:
-    from pysvm.fuzz.target import check_events, load_trace
-
     events = load_trace(path)
     f = check_events(events)
     if f is None:
@@ -68,10 +74,6 @@ def _replay(path: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuvm_core.fuzz import _GpuvmTargetFactory, parse_seed
-    from gpuvm_core.fuzz import run as fuzz_run
-    from pysvm.fuzz.target import SvmTargetFactory
-
     if args.replay is not None:
         return _replay(args.replay)
     seed = parse_seed(args.seed)
