@@ -29,24 +29,26 @@ from __future__ import annotations
 
 import errno
 import itertools
-import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+from msgspec import UnsetType
 
 from pysvm.errors import XeError, errno_name
 from pysvm.hw.gpu import gpu_access
 from pysvm.mm.mmap import PAGE_SIZE, Mm
 from pysvm.mm.mmu_notifier import NotifyEvent
-from pysvm.trace.schema import Event, TraceDecodeError, as_kwargs, convert, decode_object
+from pysvm.trace import schema as S
+from pysvm.trace.schema import Event, TraceDecodeError, convert, decode_object
 from pysvm.xe.attr import BindFlag, MemRangeAttr
-from pysvm.xe.bo import PLACEMENTS, Bo
+from pysvm.xe.bo import Bo
 from pysvm.xe.device import Device
 from pysvm.xe.host import INJECTION_POINTS
 from pysvm.xe.lifetime import check_pagemap_invariants, teardown
 from pysvm.xe.migrate import evict_device
 from pysvm.xe.pagemap import PagemapSystem, attach_device, svm_get_pagemaps
-from pysvm.xe.profile import PROFILES, Profile, get_profile
+from pysvm.xe.profile import Profile, get_profile
 from pysvm.xe.svm import Svm
 from pysvm.xe.vm import DEFAULT_VA_BITS, Vm
 from pysvm.xe.vm_madvise import MadviseArgs, madvise
@@ -82,69 +84,6 @@ NOTIFY_EVENTS = {"clear": NotifyEvent.CLEAR, "protection_vma": NotifyEvent.PROTE
                  "protection_page": NotifyEvent.PROTECTION_PAGE,
                  "soft_dirty": NotifyEvent.SOFT_DIRTY, "migrate": NotifyEvent.MIGRATE,
                  "exclusive": NotifyEvent.EXCLUSIVE}
-
-
-# -- field checks: what a trace line's fields must be (missing or ill-typed -> EINVAL) --------
-
-
-def _get(ev: Mapping[str, Any], key: str) -> Any:
-    if key not in ev:
-        raise XeError(errno.EINVAL, f'missing field "{key}"')
-    return ev[key]
-
-
-def _as_int(key: str, v: Any, lo: int | None, hi: int | None) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise XeError(errno.EINVAL, f'field "{key}" must be an integer, not {json.dumps(v)}')
-    if lo is not None and v < lo:
-        raise XeError(errno.EINVAL, f'field "{key}" = {v} is below {lo}')
-    if hi is not None and v > hi:
-        raise XeError(errno.EINVAL, f'field "{key}" = {v} is above {hi}')
-    return v
-
-
-def _int(ev: Mapping[str, Any], key: str, lo: int | None = None, hi: int | None = None,
-         default: int | None = None) -> int:
-    if key not in ev and default is not None:
-        return default
-    return _as_int(key, _get(ev, key), lo, hi)
-
-
-def _u64(ev: Mapping[str, Any], key: str, default: int | None = None) -> int:
-    return _int(ev, key, 0, U64_MAX, default)
-
-
-def _str(ev: Mapping[str, Any], key: str) -> str:
-    v = _get(ev, key)
-    if not isinstance(v, str):
-        raise XeError(errno.EINVAL, f'field "{key}" must be a string, not {json.dumps(v)}')
-    return v
-
-
-def _bool(ev: Mapping[str, Any], key: str, default: bool) -> bool:
-    if key not in ev:
-        return default
-    v = ev[key]
-    if not isinstance(v, bool):
-        raise XeError(errno.EINVAL, f'field "{key}" must be true or false, not {json.dumps(v)}')
-    return v
-
-
-def _list(ev: Mapping[str, Any], key: str) -> list[Any]:
-    if key not in ev:
-        return []
-    v = ev[key]
-    if not isinstance(v, list | tuple):
-        raise XeError(errno.EINVAL, f'field "{key}" must be a list, not {json.dumps(v)}')
-    return list(v)
-
-
-def _choice(ev: Mapping[str, Any], key: str, choices: tuple[str, ...],
-            default: str | None = None) -> str:
-    v = _str(ev, key) if (key in ev or default is None) else default
-    if v not in choices:
-        raise XeError(errno.EINVAL, f'field "{key}" = {v!r}: expected one of {list(choices)}')
-    return v
 
 
 def _fields(**kw: object) -> dict[str, object]:
@@ -222,7 +161,7 @@ class World:
         name = _tag(event)
         out: Result = {"ev": name, "result": "ok"}
         try:
-            out.update(self._dispatch(name, event))
+            out.update(self._dispatch(event))
         except XeError as e:
             out["result"] = errno_name(e.errno or errno.EINVAL)
             out["message"] = e.strerror
@@ -239,13 +178,12 @@ class World:
         except TraceDecodeError:
             self.note_bad_line()
             raise
-        return self._dispatch(name, event)
+        return self._dispatch(event)
 
-    def _dispatch(self, name: str, event: Event) -> Result:
+    def _dispatch(self, event: Event) -> Result:
         self.stats["events"] += 1
         try:
-            kwargs = {k: v for k, v in as_kwargs(event).items() if v is not None}
-            return _HANDLERS[name](self, kwargs)
+            return _HANDLERS[type(event)](self, event)
         except XeError:
             self.stats["errors"] += 1
             raise
@@ -316,14 +254,13 @@ class World:
         Kernel: none (which kernel the model behaves as)."""
         return self.apply("config", {"profile": profile, **unknown})
 
-    def _ev_config(self, ev: Mapping[str, Any]) -> Result:
-        name = _choice(ev, "profile", tuple(PROFILES), default="6.18")
+    def _ev_config(self, ev: S.ConfigEvent) -> Result:
+        name = ev.profile
         if name != self.profile.name and (self.devices or self.vms):
             raise XeError(errno.EBUSY, "config: the profile can only change before the first "
                           "device")
         self.profile = get_profile(name)
         return {"profile": name}
-
     def device(self, *, name: str, discrete: bool = True, vram_mib: int | None = None,
                smem_atomics: bool = False,
                **unknown: object) -> Result:
@@ -335,11 +272,9 @@ class World:
         return self.apply("device", _fields(name=name, discrete=discrete, vram_mib=vram_mib,
                                             smem_atomics=smem_atomics, **unknown))
 
-    def _ev_device(self, ev: Mapping[str, Any]) -> Result:
-        name = _str(ev, "name")
-        discrete = _bool(ev, "discrete", True)
-        vram_mib = _int(ev, "vram_mib", 0, U64_MAX // MIB, 256 if discrete else 0)
-        smem_atomics = _bool(ev, "smem_atomics", False)
+    def _ev_device(self, ev: S.DeviceEvent) -> Result:
+        name, discrete = ev.name, ev.discrete
+        vram_mib = _given(ev.vram_mib, 256 if discrete else 0)
         if name in self.devices:
             raise XeError(errno.EEXIST, f"device {name!r} already exists")
         if discrete and vram_mib == 0:
@@ -349,13 +284,12 @@ class World:
                           "(vram_mib must be 0)")
         if self.pagemaps_system.exited:
             raise XeError(errno.ENODEV, "the drm_pagemap module has exited")
-        dev = Device(name, vram_mib * MIB, discrete, smem_atomics, fd=self.next_fd())
+        dev = Device(name, vram_mib * MIB, discrete, ev.smem_atomics, fd=self.next_fd())
         if dev.vram is not None:
             dev.vram.stats = self.stats          # migration counters go to the summary
         attach_device(self.pagemaps_system, dev, own_ref=not self.profile.multi_device)
         self.devices[name] = dev
         return {"fd": dev.fd}
-
     def vm_create(self, *, vm: str, device: str, fault_mode: bool = False,
                   va_bits: int = DEFAULT_VA_BITS,
                   **unknown: object) -> Result:
@@ -367,20 +301,16 @@ class World:
         return self.apply("vm_create", _fields(vm=vm, device=device, fault_mode=fault_mode,
                                                va_bits=va_bits, **unknown))
 
-    def _ev_vm_create(self, ev: Mapping[str, Any]) -> Result:
-        name = _str(ev, "vm")
-        dev = self._device(_str(ev, "device"))
-        fault_mode = _bool(ev, "fault_mode", False)
-        va_bits = _int(ev, "va_bits", 32, 57, DEFAULT_VA_BITS)
-        if name in self.vms:
-            raise XeError(errno.EEXIST, f"VM {name!r} already exists")
-        vm = Vm(self, name, dev, fault_mode, va_bits=va_bits)
-        if fault_mode:
+    def _ev_vm_create(self, ev: S.VmCreateEvent) -> Result:
+        dev = self._device(ev.device)
+        if ev.vm in self.vms:
+            raise XeError(errno.EEXIST, f"VM {ev.vm!r} already exists")
+        vm = Vm(self, ev.vm, dev, ev.fault_mode, va_bits=ev.va_bits)
+        if ev.fault_mode:
             vm.svm = Svm(vm, self.mm)
             svm_get_pagemaps(vm.svm.pagemaps, dev)
-        self.vms[name] = vm
+        self.vms[ev.vm] = vm
         return {}
-
     def bo_create(self, *, bo: str, device: str, size: int,
                   placement: list[str] | None = None,
                   **unknown: object) -> Result:
@@ -389,27 +319,21 @@ class World:
         return self.apply("bo_create", _fields(bo=bo, device=device, size=size,
                                                placement=placement, **unknown))
 
-    def _ev_bo_create(self, ev: Mapping[str, Any]) -> Result:
-        name = _str(ev, "bo")
-        dev = self._device(_str(ev, "device"))
-        size = _u64(ev, "size")
-        placement = _list(ev, "placement") or ["system"]
-        if name in self.bos:
-            raise XeError(errno.EEXIST, f"BO {name!r} already exists")
+    def _ev_bo_create(self, ev: S.BoCreateEvent) -> Result:
+        dev = self._device(ev.device)
+        size = ev.size
+        placement = list(ev.placement) or ["system"]
+        if ev.bo in self.bos:
+            raise XeError(errno.EEXIST, f"BO {ev.bo!r} already exists")
         if size == 0 or size % 4096:
             raise XeError(errno.EINVAL,
                           f"bo_create: size {size:#x} must be a non-zero multiple of 4 KiB")
-        for p in placement:
-            if p not in PLACEMENTS:
-                raise XeError(errno.EINVAL,
-                              f"bo_create: unknown placement {p!r}; use {list(PLACEMENTS)}")
         if len(set(placement)) != len(placement):
             raise XeError(errno.EINVAL, "bo_create: a placement is listed twice")
         if "vram" in placement and not dev.discrete:
             raise XeError(errno.EINVAL, f"bo_create: device {dev.name} has no VRAM")
-        self.bos[name] = Bo(name, self.next_handle(), dev, size, tuple(placement))
+        self.bos[ev.bo] = Bo(ev.bo, self.next_handle(), dev, size, tuple(placement))
         return {}
-
     def bind(self, *, vm: str, op: str, addr: int, range: int,  # noqa: A002
              flags: list[str] | None = None, pat_index: int = 0, bo: str | None = None,
              offset: int = 0,
@@ -420,32 +344,22 @@ class World:
         return self.apply("bind", _fields(vm=vm, op=op, addr=addr, range=range, flags=flags,
                                           pat_index=pat_index, bo=bo, offset=offset, **unknown))
 
-    def _ev_bind(self, ev: Mapping[str, Any]) -> Result:
-        vm = self._vm(_str(ev, "vm"))
-        op = _choice(ev, "op", ("map", "unmap", "map_userptr"))
-        addr = _u64(ev, "addr")
-        rng = _u64(ev, "range")
-        if op == "unmap":
-            vm.bind_unmap(addr, rng)
+    def _ev_bind(self, ev: S.BindEvent) -> Result:
+        vm = self._vm(ev.vm)
+        if ev.op == "unmap":
+            vm.bind_unmap(ev.addr, ev.range)
             return {}
         flags = BindFlag(0)
-        for f in _list(ev, "flags"):
-            if not isinstance(f, str) or f not in BIND_FLAGS:
-                raise XeError(errno.EINVAL,
-                              f"bind: unknown flag {f!r}; use {sorted(BIND_FLAGS)}")
+        for f in ev.flags:
             flags |= BIND_FLAGS[f]
-        pat_index = _int(ev, "pat_index", 0, 0xFFFF, 0)
-        offset = _u64(ev, "offset", 0)
-        bo_name = _str(ev, "bo") if "bo" in ev else None
         # an unknown name stays a string: the kernel looks the handle up only
         # after the argument, VM-state and VM-range checks (ENOENT there)
-        bo: Bo | str | None = bo_name
-        if bo_name is not None:
-            bo = self.bos.get(bo_name, bo_name)
-        vm.bind_map(addr, rng, flags=flags, pat_index=pat_index, bo=bo, offset=offset,
-                    userptr=op == "map_userptr")
+        bo: Bo | str | None = None
+        if not isinstance(ev.bo, UnsetType):
+            bo = self.bos.get(ev.bo, ev.bo)
+        vm.bind_map(ev.addr, ev.range, flags=flags, pat_index=ev.pat_index, bo=bo,
+                    offset=ev.offset, userptr=ev.op == "map_userptr")
         return {}
-
     def madvise(self, *, vm: str, addr: int, range: int, type: str | int,  # noqa: A002
                 devmem_fd: int | str | None = None, region_instance: int | None = None,
                 migration_policy: int = 0, val: int = 0, pad: int = 0,
@@ -460,42 +374,25 @@ class World:
             region_instance=region_instance, migration_policy=migration_policy, val=val,
             pad=pad, union_reserved=union_reserved, reserved=reserved, **unknown))
 
-    def _devmem_fd(self, ev: Mapping[str, Any]) -> tuple[int, int]:
-        v = ev.get("devmem_fd", 0)
+    def _devmem_fd(self, ev: S.MadviseEvent) -> tuple[int, int]:
+        v = ev.devmem_fd
         if isinstance(v, str):
             dev = self.devices.get(v)
             if dev is None:
                 raise XeError(errno.ENOENT, f"madvise: devmem_fd names no device {v!r}")
-            return dev.fd, _int(ev, "region_instance", 0, 0xFFFF, 1)
-        fd = _int(ev, "devmem_fd", -(1 << 31), (1 << 32) - 1, 0)
-        if fd >= 1 << 31:
-            fd -= 1 << 32     # the kernel reads the u32 as s32
-        return fd, _int(ev, "region_instance", 0, 0xFFFF, 0)
+            return dev.fd, _given(ev.region_instance, 1)
+        fd = v - (1 << 32) if v >= 1 << 31 else v     # the kernel reads the u32 as s32
+        return fd, _given(ev.region_instance, 0)
 
-    def _ev_madvise(self, ev: Mapping[str, Any]) -> Result:
-        vm = self._vm(_str(ev, "vm"))
-        addr = _u64(ev, "addr")
-        rng = _u64(ev, "range")
-        t = ev.get("type")
-        if isinstance(t, str):
-            if t not in MADVISE_TYPES:
-                raise XeError(errno.EINVAL,
-                              f"madvise: unknown type {t!r}; use {sorted(MADVISE_TYPES)}")
-            typ = int(MADVISE_TYPES[t])
-        else:
-            typ = _int(ev, "type", 0, (1 << 32) - 1)
+    def _ev_madvise(self, ev: S.MadviseEvent) -> Result:
+        vm = self._vm(ev.vm)
+        typ = int(MADVISE_TYPES[ev.type]) if isinstance(ev.type, str) else ev.type
         fd, region = self._devmem_fd(ev) if typ == MemRangeAttr.PREFERRED_LOC else (0, 0)
-        reserved = _list(ev, "reserved") or [0, 0]
-        if len(reserved) != 2:
-            raise XeError(errno.EINVAL, 'madvise: "reserved" must hold two integers')
         args = MadviseArgs(
-            start=addr, range=rng, type=typ, devmem_fd=fd,
-            migration_policy=_int(ev, "migration_policy", 0, 0xFFFF, 0),
-            region_instance=region,
-            val=_int(ev, "val", 0, (1 << 32) - 1, 0),
-            pad=_int(ev, "pad", 0, (1 << 32) - 1, 0),
-            union_reserved=_u64(ev, "union_reserved", 0),
-            reserved=(_reserved_u64(reserved[0]), _reserved_u64(reserved[1])))
+            start=ev.addr, range=ev.range, type=typ, devmem_fd=fd,
+            migration_policy=ev.migration_policy, region_instance=region, val=ev.val,
+            pad=ev.pad, union_reserved=ev.union_reserved,
+            reserved=(ev.reserved[0], ev.reserved[1]))
         return {"invalidated": madvise(vm, args)}
 
     def query(self, *, vm: str, addr: int = 0, range: int | None = None,
@@ -504,12 +401,11 @@ class World:
         attributes. Kernel: xe_vm_query_vmas_attrs_ioctl() (which has no range checks)."""
         return self.apply("query", _fields(vm=vm, addr=addr, range=range, **unknown))
 
-    def _ev_query(self, ev: Mapping[str, Any]) -> Result:
-        vm = self._vm(_str(ev, "vm"))
-        addr = _u64(ev, "addr", 0)
-        rng = _u64(ev, "range", vm.size - addr if addr < vm.size else 0)
+    def _ev_query(self, ev: S.QueryEvent) -> Result:
+        vm = self._vm(ev.vm)
+        addr = ev.addr
+        rng = _given(ev.range, vm.size - addr if addr < vm.size else 0)
         return {"vmas": [self.vma_dict(v) for v in vm.query(addr, rng)]}
-
     def vma_dict(self, v: Vma) -> Result:
         """A VMA as the ``query`` event reports it."""
         a = v.attr
@@ -533,10 +429,9 @@ class World:
         """Ban the VM (bind and madvise then give ENOENT). Kernel: xe_vm_kill()."""
         return self.apply("vm_kill", {"vm": vm, **unknown})
 
-    def _ev_vm_kill(self, ev: Mapping[str, Any]) -> Result:
-        self._vm(_str(ev, "vm")).kill()
+    def _ev_vm_kill(self, ev: S.VmKillEvent) -> Result:
+        self._vm(ev.vm).kill()
         return {}
-
     # -- the process's CPU side -----------------------------------------------------------
 
     def mmap(self, *, addr: int, size: int,
@@ -544,39 +439,33 @@ class World:
         """Map anonymous memory at ``addr``. Kernel: mmap(MAP_FIXED|MAP_ANONYMOUS)."""
         return self.apply("mmap", {"addr": addr, "size": size, **unknown})
 
-    def _ev_mmap(self, ev: Mapping[str, Any]) -> Result:
-        self.mm.mmap(_u64(ev, "addr"), _u64(ev, "size"))
+    def _ev_mmap(self, ev: S.MmapEvent) -> Result:
+        self.mm.mmap(ev.addr, ev.size)
         return {}
-
     def munmap(self, *, addr: int, size: int,
                **unknown: object) -> Result:
         """Unmap memory. Kernel: munmap() -> MMU_NOTIFY_UNMAP -> xe_svm_invalidate()."""
         return self.apply("munmap", {"addr": addr, "size": size, **unknown})
 
-    def _ev_munmap(self, ev: Mapping[str, Any]) -> Result:
-        self.mm.munmap(_u64(ev, "addr"), _u64(ev, "size"))
+    def _ev_munmap(self, ev: S.MunmapEvent) -> Result:
+        self.mm.munmap(ev.addr, ev.size)
         return {}
-
     def cpu_write(self, *, addr: int, size: int, value: int = 0,
                   **unknown: object) -> Result:
         """A CPU store of ``value`` to every page (device pages fault back to RAM first:
         drm_pagemap_migrate_to_ram())."""
         return self.apply("cpu_write", {"addr": addr, "size": size, "value": value, **unknown})
 
-    def _ev_cpu_write(self, ev: Mapping[str, Any]) -> Result:
-        addr, size = _u64(ev, "addr"), _u64(ev, "size")
-        value = _int(ev, "value", -_MAX_VALUE - 1, _MAX_VALUE, 0)
-        self.mm.cpu_write(addr, size, value)
+    def _ev_cpu_write(self, ev: S.CpuWriteEvent) -> Result:
+        self.mm.cpu_write(ev.addr, ev.size, ev.value)
         return {}
-
     def cpu_read(self, *, addr: int, size: int,
                  **unknown: object) -> Result:
         """A CPU load of every page; the result's ``data`` has one value per page."""
         return self.apply("cpu_read", {"addr": addr, "size": size, **unknown})
 
-    def _ev_cpu_read(self, ev: Mapping[str, Any]) -> Result:
-        return {"data": self.mm.cpu_read(_u64(ev, "addr"), _u64(ev, "size"))}
-
+    def _ev_cpu_read(self, ev: S.CpuReadEvent) -> Result:
+        return {"data": self.mm.cpu_read(ev.addr, ev.size)}
     def invalidate(self, *, addr: int, size: int, event: str = "clear",
                    **unknown: object) -> Result:
         """An MMU notifier invalidation that is not an unmap (the CPU mapping stays).
@@ -589,15 +478,13 @@ class World:
         Page contents are unchanged."""
         return self.apply("invalidate", {"addr": addr, "size": size, "event": event, **unknown})
 
-    def _ev_invalidate(self, ev: Mapping[str, Any]) -> Result:
-        addr, size = _u64(ev, "addr"), _u64(ev, "size")
-        kind = _choice(ev, "event", tuple(NOTIFY_EVENTS), default="clear")
+    def _ev_invalidate(self, ev: S.InvalidateEvent) -> Result:
+        addr, size = ev.addr, ev.size
         if addr % PAGE_SIZE or size % PAGE_SIZE or size == 0 or addr + size > 1 << 64:
             raise XeError(errno.EINVAL, f"invalidate [{addr:#x}, +{size:#x}) must be 4 KiB "
                           "aligned and non-empty")
-        self.mm.invalidate(addr, addr + size, NOTIFY_EVENTS[kind])
+        self.mm.invalidate(addr, addr + size, NOTIFY_EVENTS[ev.event])
         return {}
-
     # -- the GPU side ---------------------------------------------------------------------
 
     def gpu_access(self, *, vm: str, addr: int, size: int, op: str,
@@ -612,14 +499,11 @@ class World:
         return self.apply("gpu_access", {"vm": vm, "addr": addr, "size": size, "op": op,
                                          "value": value, **unknown})
 
-    def _ev_gpu_access(self, ev: Mapping[str, Any]) -> Result:
-        svm = self._svm(_str(ev, "vm"))
-        addr, size = _u64(ev, "addr"), _u64(ev, "size")
-        op = _choice(ev, "op", ("read", "write", "atomic"))
-        value = _int(ev, "value", -_MAX_VALUE - 1, _MAX_VALUE, 0)
+    def _ev_gpu_access(self, ev: S.GpuAccessEvent) -> Result:
+        svm = self._svm(ev.vm)
         before = {id(s): len(s.injection_log) for s in self.svms()}
         try:
-            out: Result = dict(gpu_access(svm, addr, size, op, value))
+            out: Result = dict(gpu_access(svm, ev.addr, ev.size, ev.op, ev.value))
         except XeError as e:
             e.details.setdefault("faults", 0)
             e.details.setdefault("retries", 0)
@@ -631,7 +515,6 @@ class World:
         if fired:
             out["injected"] = fired
         return out
-
     def _fired(self, before: dict[int, int]) -> list[Result]:
         fired = [f for s in self.svms() for f in s.injection_log[before.get(id(s), 0):]]
         return [{"at": p, "fault_addr": fa, **(r if isinstance(r, dict) else {"result": str(r)})}
@@ -646,20 +529,16 @@ class World:
         return self.apply("prefetch", {"vm": vm, "addr": addr, "range": range,
                                        "region": region, **unknown})
 
-    def _ev_prefetch(self, ev: Mapping[str, Any]) -> Result:
-        svm = self._svm(_str(ev, "vm"))
-        addr, rng = _u64(ev, "addr"), _u64(ev, "range")
-        region = _choice(ev, "region", ("vram", "system"))
-        return {"ranges_bound": svm.prefetch(addr, addr + rng, region)}
-
+    def _ev_prefetch(self, ev: S.PrefetchEvent) -> Result:
+        svm = self._svm(ev.vm)
+        return {"ranges_bound": svm.prefetch(ev.addr, ev.addr + ev.range, ev.region)}
     def ranges(self, *, vm: str,
                **unknown: object) -> Result:
         """The VM's SVM ranges: ``addr``, ``range``, ``location``, ``unmapped``."""
         return self.apply("ranges", {"vm": vm, **unknown})
 
-    def _ev_ranges(self, ev: Mapping[str, Any]) -> Result:
-        return {"ranges": self._svm(_str(ev, "vm")).ranges_info()}
-
+    def _ev_ranges(self, ev: S.RangesEvent) -> Result:
+        return {"ranges": self._svm(ev.vm).ranges_info()}
     def gc(self, *, vm: str,
            **unknown: object) -> Result:
         """Run the VM's SVM garbage collector now; ``eagain`` if VMAs changed.
@@ -667,12 +546,11 @@ class World:
         Kernel: xe_svm_garbage_collector()."""
         return self.apply("gc", {"vm": vm, **unknown})
 
-    def _ev_gc(self, ev: Mapping[str, Any]) -> Result:
-        err = self._svm(_str(ev, "vm")).garbage_collector()
+    def _ev_gc(self, ev: S.GcEvent) -> Result:
+        err = self._svm(ev.vm).garbage_collector()
         if err and err != errno.EAGAIN:
             raise XeError(err, f"garbage collector failed ({errno_name(err)})")
         return {"eagain": err == errno.EAGAIN}
-
     def evict(self, *, device: str,
               **unknown: object) -> Result:
         """Move every page out of the device's VRAM; the result counts ``pages``.
@@ -680,9 +558,8 @@ class World:
         Kernel: TTM eviction -> xe_svm_bo_evict() -> drm_pagemap_evict_to_ram()."""
         return self.apply("evict", {"device": device, **unknown})
 
-    def _ev_evict(self, ev: Mapping[str, Any]) -> Result:
-        return {"pages": evict_device(self._device(_str(ev, "device")))}
-
+    def _ev_evict(self, ev: S.EvictEvent) -> Result:
+        return {"pages": evict_device(self._device(ev.device))}
     def fault_guard(self, *, vm: str, max_iterations: int,
                     **unknown: object) -> Result:
         """Set (or with 0, clear) the VM's livelock guard: a fault still not serviced after
@@ -690,12 +567,10 @@ class World:
         a guard the fault loop is unbounded, as in the kernel."""
         return self.apply("fault_guard", {"vm": vm, "max_iterations": max_iterations, **unknown})
 
-    def _ev_fault_guard(self, ev: Mapping[str, Any]) -> Result:
-        svm = self._svm(_str(ev, "vm"))
-        n = _int(ev, "max_iterations", 0, 1 << 31)
-        svm.max_fault_iterations = n or None
-        return {"max_iterations": n}
-
+    def _ev_fault_guard(self, ev: S.FaultGuardEvent) -> Result:
+        svm = self._svm(ev.vm)
+        svm.max_fault_iterations = ev.max_iterations or None
+        return {"max_iterations": ev.max_iterations}
     def inject(self, *, at: str, event: Mapping[str, Any],
                **unknown: object) -> Result:
         """Queue ``event`` (a trace event as a dict, with ``"ev"``) to run once, the next
@@ -704,22 +579,17 @@ class World:
         ``fault.before_bind``), as an asynchronous munmap, eviction or invalidation would."""
         return self.apply("inject", {"at": at, "event": event, **unknown})
 
-    def _ev_inject(self, ev: Mapping[str, Any]) -> Result:
-        at = _choice(ev, "at", INJECTION_POINTS)
-        inner = ev.get("event")
-        if not isinstance(inner, dict) or not isinstance(inner.get("ev"), str):
-            raise XeError(errno.EINVAL,
-                          'inject: field "event" must be an event object with "ev"')
-        if inner["ev"] in ("inject", "gpu_access", "prefetch"):
-            raise XeError(errno.EINVAL, f"inject: a {inner['ev']!r} event cannot be injected "
+    def _ev_inject(self, ev: S.InjectEvent) -> Result:
+        inner = ev.event
+        name = _tag(inner)
+        if name in ("inject", "gpu_access", "prefetch"):
+            raise XeError(errno.EINVAL, f"inject: a {name!r} event cannot be injected "
                           "(the fault handler holds the VM lock)")
         svm = next(self.svms(), None)
         if svm is None:
             raise XeError(errno.EINVAL, "inject: no fault-mode VM exists yet")
-        queued = dict(inner)
-        svm.inject(at, lambda: self.execute(queued))
+        svm.inject(ev.at, lambda: self.run_event(inner))
         return {}
-
     # -- devices' pagemap lifetimes -------------------------------------------------------
 
     def link(self, *, a: str, b: str,
@@ -729,21 +599,19 @@ class World:
         Kernel: PCI P2P reachability (xe_has_interconnect)."""
         return self.apply("link", {"a": a, "b": b, **unknown})
 
-    def _ev_link(self, ev: Mapping[str, Any]) -> Result:
-        a, b = self._device(_str(ev, "a")), self._device(_str(ev, "b"))
+    def _ev_link(self, ev: S.LinkEvent) -> Result:
+        a, b = self._device(ev.a), self._device(ev.b)
         self.pagemaps_system.link(a.name, b.name)
         self.links.add(frozenset((a.name, b.name)))
         return {}
-
     def unbind_device(self, *, device: str,
                       **unknown: object) -> Result:
         """Unbind the driver from the device; its device pages migrate to RAM
         (``evicted_pages``). Kernel: xe_pci_remove()."""
         return self.apply("unbind_device", {"device": device, **unknown})
 
-    def _ev_unbind_device(self, ev: Mapping[str, Any]) -> Result:
-        return self._unbind(self._device(_str(ev, "device")))
-
+    def _ev_unbind_device(self, ev: S.UnbindDeviceEvent) -> Result:
+        return self._unbind(self._device(ev.device))
     def _unbind(self, dev: Device) -> Result:
         prov = self.pagemaps_system.provider(dev.name)
         if prov.unbound:
@@ -759,8 +627,8 @@ class World:
         device hold pins the module. Kernel: delete_module()."""
         return self.apply("rmmod", {"device": device, **unknown})
 
-    def _ev_rmmod(self, ev: Mapping[str, Any]) -> Result:
-        dev = self._device(_str(ev, "device"))
+    def _ev_rmmod(self, ev: S.RmmodEvent) -> Result:
+        dev = self._device(ev.device)
         prov = self.pagemaps_system.provider(dev.name)
         if not prov.module.loaded:
             raise XeError(errno.ENOENT, f"module of {dev.name} is not loaded")
@@ -779,7 +647,7 @@ class World:
         The result counts ``work_items``, ``pagemaps_destroyed`` and ``holds_dropped``."""
         return self.apply("run_workers", dict(unknown))
 
-    def _ev_run_workers(self, ev: Mapping[str, Any]) -> Result:
+    def _ev_run_workers(self, ev: S.RunWorkersEvent) -> Result:
         other = self.run_deferred()
         res = self.pagemaps_system.run_workers()
         return {"work_items": other, "pagemaps_destroyed": res["destroyed"],
@@ -800,7 +668,7 @@ class World:
         shrinker), ``device_held``."""
         return self.apply("pagemaps", dict(unknown))
 
-    def _ev_pagemaps(self, ev: Mapping[str, Any]) -> Result:
+    def _ev_pagemaps(self, ev: S.PagemapsEvent) -> Result:
         return {"pagemaps": self.pagemaps_system.snapshot()}
 
     def teardown(self, **unknown: object) -> Result:
@@ -809,9 +677,14 @@ class World:
         Ends the simulation."""
         return self.apply("teardown", dict(unknown))
 
-    def _ev_teardown(self, ev: Mapping[str, Any]) -> Result:
+    def _ev_teardown(self, ev: S.TeardownEvent) -> Result:
         return {"leftovers": teardown(self.pagemaps_system, self.devices, self.vms,
                                       self.run_deferred)}
+
+
+def _given(value: int | UnsetType, default: int) -> int:
+    """An optional field's value, ``default`` when the event left it out."""
+    return default if isinstance(value, UnsetType) else value
 
 
 def _tag(event: Event) -> str:
@@ -820,28 +693,25 @@ def _tag(event: Event) -> str:
     return tag
 
 
-def _reserved_u64(v: object) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= U64_MAX:
-        raise XeError(errno.EINVAL, 'madvise: "reserved" must hold two u64 integers')
-    return v
+_Handler = Callable[[World, Any], Result]     # each takes its own event Struct
 
-
-_Handler = Callable[[World, Mapping[str, Any]], Result]
-
-#: Event name -> handler, in the order the trace format lists them.
-_HANDLERS: dict[str, _Handler] = {
-    "config": World._ev_config, "device": World._ev_device, "vm_create": World._ev_vm_create,
-    "bo_create": World._ev_bo_create, "bind": World._ev_bind, "madvise": World._ev_madvise,
-    "query": World._ev_query, "vm_kill": World._ev_vm_kill, "mmap": World._ev_mmap,
-    "munmap": World._ev_munmap, "cpu_write": World._ev_cpu_write,
-    "cpu_read": World._ev_cpu_read, "gpu_access": World._ev_gpu_access,
-    "prefetch": World._ev_prefetch, "ranges": World._ev_ranges, "gc": World._ev_gc,
-    "evict": World._ev_evict, "invalidate": World._ev_invalidate,
-    "fault_guard": World._ev_fault_guard, "inject": World._ev_inject,
-    "link": World._ev_link, "unbind_device": World._ev_unbind_device,
-    "rmmod": World._ev_rmmod, "run_workers": World._ev_run_workers,
-    "pagemaps": World._ev_pagemaps, "teardown": World._ev_teardown,
+#: Event Struct -> handler, in the order the trace format lists the events.
+_HANDLERS: dict[type[Event], _Handler] = {
+    S.ConfigEvent: World._ev_config, S.DeviceEvent: World._ev_device,
+    S.VmCreateEvent: World._ev_vm_create, S.BoCreateEvent: World._ev_bo_create,
+    S.BindEvent: World._ev_bind, S.MadviseEvent: World._ev_madvise,
+    S.QueryEvent: World._ev_query, S.VmKillEvent: World._ev_vm_kill,
+    S.MmapEvent: World._ev_mmap, S.MunmapEvent: World._ev_munmap,
+    S.CpuWriteEvent: World._ev_cpu_write, S.CpuReadEvent: World._ev_cpu_read,
+    S.GpuAccessEvent: World._ev_gpu_access, S.PrefetchEvent: World._ev_prefetch,
+    S.RangesEvent: World._ev_ranges, S.GcEvent: World._ev_gc, S.EvictEvent: World._ev_evict,
+    S.InvalidateEvent: World._ev_invalidate, S.FaultGuardEvent: World._ev_fault_guard,
+    S.InjectEvent: World._ev_inject, S.LinkEvent: World._ev_link,
+    S.UnbindDeviceEvent: World._ev_unbind_device, S.RmmodEvent: World._ev_rmmod,
+    S.RunWorkersEvent: World._ev_run_workers, S.PagemapsEvent: World._ev_pagemaps,
+    S.TeardownEvent: World._ev_teardown,
 }
 
 #: Every trace event name (each is a :class:`World` method of the same name).
-EVENTS: tuple[str, ...] = tuple(_HANDLERS)
+EVENTS: tuple[str, ...] = tuple(S.EVENTS)
+assert tuple(S.EVENTS.values()) == tuple(_HANDLERS), "one handler per schema event, in order"
