@@ -40,6 +40,7 @@ from pysvm.hw.gpu import gpu_access
 from pysvm.mm.mmap import PAGE_SIZE, Mm
 from pysvm.mm.mmu_notifier import NotifyEvent
 from pysvm.trace import schema as S
+from pysvm.trace.results import SUMMARY_KEYS
 from pysvm.trace.schema import Event, TraceDecodeError, convert, decode_object
 from pysvm.xe.attr import BindFlag, MemRangeAttr
 from pysvm.xe.bo import Bo
@@ -56,14 +57,8 @@ from pysvm.xe.vma import Vma
 
 __all__ = ["World", "SUMMARY_KEYS", "EVENTS", "U64_MAX"]
 
-#: Counters always present in the trace summary (0 when nothing happened).
-SUMMARY_KEYS = ("events", "errors", "faults", "retries", "migrations_to_vram",
-                "migrations_to_system", "bytes_to_vram", "bytes_to_system", "gc_runs",
-                "vmas_reset", "pagemaps_alive")
-
 U64_MAX = (1 << 64) - 1
 MIB = 1 << 20
-_MAX_VALUE = (1 << 63) - 1
 
 Result = dict[str, Any]
 
