@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import gzip
+import importlib.resources
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pysvm.cli import COMMANDS, first_example, main
+from pysvm.cli.main import COMMANDS, first_example, main
 
 DATA = Path(__file__).parent / "data" / "gpuvm-public.jsonl.gz"
 
@@ -130,6 +131,9 @@ BAD_INPUT: list[tuple[str, list[str], str]] = [
     ("simulate", ["simulate", "--plot", "dir.png"], "'dir.png' is a directory"),
     ("simulate", ["simulate", "--timeline"], "--timeline needs --plot PNG"),
     ("simulate", ["simulate", "--bogus"], "unrecognized arguments: --bogus"),
+    # schema: it takes no input, only its one switch
+    ("schema", ["schema", "--all"], "unrecognized arguments: --all"),
+    ("schema", ["schema", "x.json"], "unrecognized arguments: x.json"),
     # replay: the trace file itself (bad lines inside a trace are per-event EINVAL results)
     ("replay", ["replay"], "the following arguments are required: file"),
     ("replay", ["replay", "missing.jsonl"], "no such file: missing.jsonl"),
@@ -301,3 +305,13 @@ def test_readme_has_exactly_the_two_setup_commands() -> None:
     ci = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines()
           if ln.startswith("python3 -m venv")]
     assert ci == [commands[1]]                       # byte-identical to what CI runs
+
+
+def test_schema_prints_the_shipped_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert call(["schema"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    shipped = importlib.resources.files("pysvm.trace").joinpath("trace.schema.json")
+    assert printed == json.loads(shipped.read_text())
+    assert call(["schema", "--events"]) == 0
+    names = capsys.readouterr().out.split()
+    assert len(names) == 26 and names[0] == "config" and "gpu_access" in names

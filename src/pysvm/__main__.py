@@ -1,3 +1,3 @@
-from pysvm.cli import main
+from pysvm.cli.main import main
 
 raise SystemExit(main())

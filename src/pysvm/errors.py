@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno as _errno
 
-__all__ = ["XeError", "errno_name"]
+__all__ = ["PagemapUseAfterFree", "XeError", "errno_name"]
 
 
 #: Numbers with two names where Python's table picks the one the kernel does
@@ -32,6 +32,9 @@ class XeError(OSError):
 
     def __init__(self, err: int, message: str) -> None:
         super().__init__(err, message)
+        #: Result fields reported with the refusal (a failed ``gpu_access`` reports the
+        #: faults it took, ``fault_addr`` ...); empty for most refusals.
+        self.details: dict[str, object] = {}
 
     @property
     def name(self) -> str:
@@ -40,3 +43,10 @@ class XeError(OSError):
 
     def __str__(self) -> str:
         return f"[{self.name}] {self.strerror}"
+
+
+class PagemapUseAfterFree(RuntimeError):
+    """A get/put/populate on a pagemap (or device, module) whose last reference is gone.
+
+    Kernel: a refcount_t saturation warning or a use after free; never a silent success.
+    """

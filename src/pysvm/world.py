@@ -1,67 +1,126 @@
-"""The whole simulated machine: devices, VMs, BOs, the process mm, deferred work.
+"""The composition root: one simulated machine, and the public API of the model.
+
+A :class:`World` builds and wires the layers explicitly: the process address space
+(:class:`pysvm.mm.mmap.Mm`), the drm_pagemap subsystem (:class:`pysvm.xe.pagemap.
+PagemapSystem`), and for each ``device`` event a :class:`pysvm.xe.device.Device`
+probed in that subsystem, for each fault-mode ``vm_create`` a :class:`pysvm.xe.vm.Vm`
+with its :class:`pysvm.xe.svm.Svm` and the VM's pagemap references. Nothing is
+registered by importing a module; the lower layers call back up only through the
+Protocols they declare (:class:`pysvm.xe.host.XeHost`, implemented here;
+:class:`pysvm.drm.gpusvm.GpuSvmOps`, implemented by ``Svm``;
+:class:`pysvm.drm.pagemap.PagemapProvider`, implemented by the Xe pagemap glue).
+
+Every trace event is a public method of the same name taking the event's fields as
+keyword arguments and returning the result fields as a dict (what ``pysvm replay``
+prints for it, without ``i``, ``ev`` and ``result``). The arguments are validated by
+the same schema as a trace line (:mod:`pysvm.trace.schema`): an unknown or misspelt
+keyword is refused with EINVAL naming it, as an unknown field is; a missing required
+one is Python's TypeError. A refusal raises
+:class:`pysvm.XeError` (errno in ``.errno``, message in ``.strerror``) and leaves the
+model unchanged (a failed ``gpu_access`` keeps the faults it serviced before the one
+that failed, as the hardware would; they are in ``XeError.details``).
 
 Kernel: no single counterpart; it groups what a trace names (devices, VMs,
-BOs) with the work queues the kernel runs later (GC work, pagemap unhold).
+BOs, the process) with the work queues the kernel runs later (GC work, pagemap
+unhold), and each method names the kernel path it drives.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 from collections import Counter
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
-from .profile import Profile, get_profile
+from msgspec import UnsetType
 
-if TYPE_CHECKING:
-    from .bo import Bo
-    from .device import Device
-    from .vm import Vm
+from pysvm.errors import XeError, errno_name
+from pysvm.hw.gpu import gpu_access
+from pysvm.mm.mmap import PAGE_SIZE, Mm
+from pysvm.mm.mmu_notifier import NotifyEvent
+from pysvm.trace import schema as S
+from pysvm.trace.results import SUMMARY_KEYS
+from pysvm.trace.schema import Event, TraceDecodeError, convert, decode_object
+from pysvm.xe.attr import BindFlag, MemRangeAttr
+from pysvm.xe.bo import Bo
+from pysvm.xe.device import Device
+from pysvm.xe.host import INJECTION_POINTS
+from pysvm.xe.lifetime import check_pagemap_invariants, teardown
+from pysvm.xe.migrate import evict_device
+from pysvm.xe.pagemap import PagemapSystem, attach_device, svm_get_pagemaps
+from pysvm.xe.profile import Profile, get_profile
+from pysvm.xe.svm import Svm
+from pysvm.xe.vm import DEFAULT_VA_BITS, Vm
+from pysvm.xe.vm_madvise import MadviseArgs, madvise
+from pysvm.xe.vma import Vma
 
-__all__ = ["World", "SUMMARY_KEYS"]
+__all__ = ["World", "SUMMARY_KEYS", "EVENTS", "U64_MAX"]
 
-#: Counters always present in the trace summary (0 when nothing happened).
-SUMMARY_KEYS = ("events", "errors", "faults", "retries", "migrations_to_vram",
-                "migrations_to_system", "bytes_to_vram", "bytes_to_system", "gc_runs",
-                "vmas_reset", "pagemaps_alive")
+U64_MAX = (1 << 64) - 1
+MIB = 1 << 20
+
+Result = dict[str, Any]
+
+BIND_FLAGS: dict[str, BindFlag] = {
+    "read_only": BindFlag.READONLY,
+    "immediate": BindFlag.IMMEDIATE,
+    "null": BindFlag.NULL,
+    "dumpable": BindFlag.DUMPABLE,
+    "cpu_addr_mirror": BindFlag.CPU_ADDR_MIRROR,
+    "autoreset": BindFlag.MADVISE_AUTORESET,
+}
+
+MADVISE_TYPES = {"preferred_loc": MemRangeAttr.PREFERRED_LOC, "atomic": MemRangeAttr.ATOMIC,
+                 "pat": MemRangeAttr.PAT, "purgeable_state": MemRangeAttr.PURGEABLE_STATE}
+
+#: ``invalidate`` event names -> MMU notifier events (UNMAP is what munmap sends).
+NOTIFY_EVENTS = {"clear": NotifyEvent.CLEAR, "protection_vma": NotifyEvent.PROTECTION_VMA,
+                 "protection_page": NotifyEvent.PROTECTION_PAGE,
+                 "soft_dirty": NotifyEvent.SOFT_DIRTY, "migrate": NotifyEvent.MIGRATE,
+                 "exclusive": NotifyEvent.EXCLUSIVE}
+
+
+def _fields(**kw: object) -> dict[str, object]:
+    """Keyword arguments -> event fields: ``None`` means "not given" (the trace default)."""
+    return {k: v for k, v in kw.items() if v is not None}
 
 
 class World:
-    """Devices, VMs and BOs by name, the process address space and deferred work.
+    """One simulated machine: devices, VMs and BOs by name, the process address space,
+    the drm_pagemap subsystem and the deferred work; one method per trace event.
 
-    ``mm`` is the process address space (set by the SVM layer, pysvm.mm);
-    ``links`` holds the device pairs joined by a fast interconnect (the
-    pagemap layer's ``link`` event);
-    ``deferred`` is the queue of work the kernel would run later, run only by
-    :meth:`run_workers`. ``stats`` is shared by all layers for the summary.
-    ``summary_hooks`` let other layers add computed counters (e.g. pagemaps
-    alive).
+    >>> from pysvm import World
+    >>> w = World()
+    >>> w.device(name="gpu0")
+    {'fd': 3}
     """
 
     def __init__(self, profile: str | Profile = "6.18") -> None:
-        self.profile: Profile = profile if isinstance(profile, Profile) else get_profile(profile)
+        #: The modelled kernel version (:mod:`pysvm.xe.profile`); set by ``config``.
+        self.profile: Profile = (profile if isinstance(profile, Profile)
+                                 else get_profile(profile))
+        #: Every counter of the run (the summary adds the computed ones).
+        self.stats: Counter[str] = Counter()
+        #: Devices, VMs and BOs by the names the events gave them.
         self.devices: dict[str, Device] = {}
         self.vms: dict[str, Vm] = {}
         self.bos: dict[str, Bo] = {}
-        self.mm: Any = None
+        #: The simulated process's address space (every fault-mode VM mirrors it).
+        self.mm = Mm()
+        #: The drm_pagemap subsystem: providers, pagemaps, owner groups, work lists.
+        self.pagemaps_system = PagemapSystem(stats=self.stats)
+        #: Device pairs joined by a fast interconnect (the ``link`` event).
         self.links: set[frozenset[str]] = set()
+        #: The queue of work the kernel would run later; only :meth:`run_workers` runs it.
         self.deferred: list[tuple[str, Callable[[], object]]] = []
-        self.stats: Counter[str] = Counter()
-        self.summary_hooks: list[Callable[[World], dict[str, int]]] = []
+        #: Injection point -> work the next fault handler to get there fires once.
+        self.injections: dict[str, list[Callable[[], object]]] = {
+            p: [] for p in INJECTION_POINTS}
         self._fds = itertools.count(3)       # 0-2 are stdio in a real process
         self._handles = itertools.count(1)
 
-    def set_profile(self, name: str) -> None:
-        """Switch the kernel profile (see :mod:`pysvm.profile`)."""
-        self.profile = get_profile(name)
-
-    def next_fd(self) -> int:
-        """The next device file number (3, 4, ...: 0-2 are stdio)."""
-        return next(self._fds)
-
-    def next_handle(self) -> int:
-        """The next GEM handle (the gpuvm object id of a BO)."""
-        return next(self._handles)
+    # -- the rest of the XeHost Protocol (profile, stats, injections are attributes) ---
 
     def device_by_fd(self, fd: int) -> Device | None:
         """The device whose file has number ``fd`` (None if no device has it)."""
@@ -78,8 +137,520 @@ class World:
         """Queue deferred work; it runs only in :meth:`run_workers`. Kernel: queue_work()."""
         self.deferred.append((name, fn))
 
-    def run_workers(self) -> int:
-        """Run queued work in FIFO order (work queued meanwhile runs too); return count."""
+    # -- running events --------------------------------------------------------------------
+
+    def execute(self, ev: object) -> Result:
+        """Run one event given as a mapping (a parsed trace line); return the output line
+        without ``"i"``: ``{"ev", "result", ...}``. A refusal is an errno result with a
+        ``"message"``, never an exception; ``"ev"`` is null unless the event named a string.
+        """
+        try:
+            event = decode_object(ev)
+        except TraceDecodeError as e:
+            self.note_bad_line()
+            return {"ev": e.ev, "result": "EINVAL", "message": e.strerror}
+        return self.run_event(event)
+
+    def run_event(self, event: Event) -> Result:
+        """Run one decoded event (:mod:`pysvm.trace.schema`); return its output line."""
+        name = _tag(event)
+        out: Result = {"ev": name, "result": "ok"}
+        try:
+            out.update(self._dispatch(event))
+        except XeError as e:
+            out["result"] = errno_name(e.errno or errno.EINVAL)
+            out["message"] = e.strerror
+            out.update(e.details)
+        return out
+
+    def apply(self, name: str, fields: Mapping[str, Any]) -> Result:
+        """Run event ``name`` with ``fields`` (keyword arguments: a trace line's fields
+        without ``"ev"``); return the result fields or raise :class:`XeError`. The fields
+        are validated by the same schema as a trace line (EINVAL naming the field). Counts
+        the event (and a refusal) in the summary, as replay does."""
+        try:
+            event = convert(name, fields)
+        except TraceDecodeError:
+            self.note_bad_line()
+            raise
+        return self._dispatch(event)
+
+    def _dispatch(self, event: Event) -> Result:
+        self.stats["events"] += 1
+        try:
+            return _HANDLERS[type(event)](self, event)
+        except XeError:
+            self.stats["errors"] += 1
+            raise
+
+    def note_bad_line(self) -> None:
+        """Count an input line that could not be decoded (an event refused with EINVAL)."""
+        self.stats["events"] += 1
+        self.stats["errors"] += 1
+
+    # -- summary -------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, int]:
+        """:data:`SUMMARY_KEYS` (0 if untouched), then every other counter. The computed
+        counters (``pagemaps_alive``) are always present and current."""
+        out: dict[str, int] = {k: 0 for k in SUMMARY_KEYS}
+        out.update(self.stats)
+        out["pagemaps_alive"] = len(self.pagemaps_system.alive())
+        return out
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def next_fd(self) -> int:
+        """The next device file number (3, 4, ...: 0-2 are stdio)."""
+        return next(self._fds)
+
+    def next_handle(self) -> int:
+        """The next GEM handle (the gpuvm object id of a BO)."""
+        return next(self._handles)
+
+    def _vm(self, name: str, missing: int = errno.EINVAL) -> Vm:
+        vm = self.vms.get(name)
+        if vm is None:
+            raise XeError(missing, f"no VM named {name!r}")
+        return vm
+
+    def _svm(self, name: str) -> Svm:
+        vm = self._vm(name, errno.ENOENT)
+        if vm.svm is None:
+            raise XeError(errno.EINVAL, f"VM {name!r} is not in fault mode (no SVM)")
+        return vm.svm
+
+    def _device(self, name: str) -> Device:
+        dev = self.devices.get(name)
+        if dev is None:
+            raise XeError(errno.ENOENT, f"no device named {name!r}")
+        return dev
+
+    def svms(self) -> Iterator[Svm]:
+        """The SVM state of every fault-mode VM, in creation order."""
+        return (vm.svm for vm in self.vms.values() if vm.svm is not None)
+
+    def check_invariants(self) -> None:
+        """Assert every model invariant (SVM mappings, pagemap lifetimes); AssertionError
+        names the first broken one. Tests and the fuzzer call this after each event."""
+        for svm in self.svms():
+            svm.check_invariants()
+        check_pagemap_invariants(self.pagemaps_system, self.devices, self.vms)
+
+    # ====================================================================================
+    # The events. Each public method validates its fields exactly as a trace line's are
+    # validated (both go through the _ev_* handler below it).
+    # ====================================================================================
+
+    def config(self, *, profile: str = "6.18",
+               **unknown: object) -> Result:
+        """Choose the kernel profile (``"6.18"`` or ``"newest"``) before the first device.
+
+        Kernel: none (which kernel the model behaves as)."""
+        return self.apply("config", {"profile": profile, **unknown})
+
+    def _ev_config(self, ev: S.ConfigEvent) -> Result:
+        name = ev.profile
+        if name != self.profile.name and (self.devices or self.vms):
+            raise XeError(errno.EBUSY, "config: the profile can only change before the first "
+                          "device")
+        self.profile = get_profile(name)
+        return {"profile": name}
+    def device(self, *, name: str, discrete: bool = True, vram_mib: int | None = None,
+               smem_atomics: bool = False,
+               **unknown: object) -> Result:
+        """A device with one VRAM tile (``vram_mib`` defaults to 256 on discrete, 0
+        otherwise); the result is its file's ``fd``.
+
+        Kernel: the xe PCI probe (xe_pci_probe, xe_vram_probe, the tile's pagemap set-up)
+        plus an open() of the device file."""
+        return self.apply("device", _fields(name=name, discrete=discrete, vram_mib=vram_mib,
+                                            smem_atomics=smem_atomics, **unknown))
+
+    def _ev_device(self, ev: S.DeviceEvent) -> Result:
+        name, discrete = ev.name, ev.discrete
+        vram_mib = _given(ev.vram_mib, 256 if discrete else 0)
+        if name in self.devices:
+            raise XeError(errno.EEXIST, f"device {name!r} already exists")
+        if discrete and vram_mib == 0:
+            raise XeError(errno.EINVAL, "device: a discrete device needs vram_mib > 0")
+        if not discrete and vram_mib:
+            raise XeError(errno.EINVAL, "device: an integrated device has no VRAM "
+                          "(vram_mib must be 0)")
+        if self.pagemaps_system.exited:
+            raise XeError(errno.ENODEV, "the drm_pagemap module has exited")
+        dev = Device(name, vram_mib * MIB, discrete, ev.smem_atomics, fd=self.next_fd())
+        if dev.vram is not None:
+            dev.vram.stats = self.stats          # migration counters go to the summary
+        attach_device(self.pagemaps_system, dev, own_ref=not self.profile.multi_device)
+        self.devices[name] = dev
+        return {"fd": dev.fd}
+    def vm_create(self, *, vm: str, device: str, fault_mode: bool = False,
+                  va_bits: int = DEFAULT_VA_BITS,
+                  **unknown: object) -> Result:
+        """A GPU VM on ``device``; a fault-mode VM gets its SVM state (and, newest profile,
+        references on its device's pagemaps).
+
+        Kernel: xe_vm_create_ioctl() (DRM_XE_VM_CREATE_FLAG_FAULT_MODE) -> xe_svm_init()
+        -> xe_svm_get_pagemaps()."""
+        return self.apply("vm_create", _fields(vm=vm, device=device, fault_mode=fault_mode,
+                                               va_bits=va_bits, **unknown))
+
+    def _ev_vm_create(self, ev: S.VmCreateEvent) -> Result:
+        dev = self._device(ev.device)
+        if ev.vm in self.vms:
+            raise XeError(errno.EEXIST, f"VM {ev.vm!r} already exists")
+        vm = Vm(self, ev.vm, dev, ev.fault_mode, va_bits=ev.va_bits)
+        if ev.fault_mode:
+            vm.svm = Svm(vm, self.mm)
+            svm_get_pagemaps(vm.svm.pagemaps, dev)
+        self.vms[ev.vm] = vm
+        return {}
+    def bo_create(self, *, bo: str, device: str, size: int,
+                  placement: list[str] | None = None,
+                  **unknown: object) -> Result:
+        """A buffer object of ``size`` bytes; ``placement`` lists ``"system"`` and/or
+        ``"vram"`` (default ``["system"]``). Kernel: xe_gem_create_ioctl()."""
+        return self.apply("bo_create", _fields(bo=bo, device=device, size=size,
+                                               placement=placement, **unknown))
+
+    def _ev_bo_create(self, ev: S.BoCreateEvent) -> Result:
+        dev = self._device(ev.device)
+        size = ev.size
+        placement = list(ev.placement) or ["system"]
+        if ev.bo in self.bos:
+            raise XeError(errno.EEXIST, f"BO {ev.bo!r} already exists")
+        if size == 0 or size % 4096:
+            raise XeError(errno.EINVAL,
+                          f"bo_create: size {size:#x} must be a non-zero multiple of 4 KiB")
+        if len(set(placement)) != len(placement):
+            raise XeError(errno.EINVAL, "bo_create: a placement is listed twice")
+        if "vram" in placement and not dev.discrete:
+            raise XeError(errno.EINVAL, f"bo_create: device {dev.name} has no VRAM")
+        self.bos[ev.bo] = Bo(ev.bo, self.next_handle(), dev, size, tuple(placement))
+        return {}
+    def bind(self, *, vm: str, op: str, addr: int, range: int,  # noqa: A002
+             flags: list[str] | None = None, pat_index: int = 0, bo: str | None = None,
+             offset: int = 0,
+             **unknown: object) -> Result:
+        """One bind operation: ``op`` is ``"map"``, ``"map_userptr"`` or ``"unmap"``;
+        ``flags`` from ``read_only``, ``immediate``, ``null``, ``dumpable``,
+        ``cpu_addr_mirror``, ``autoreset``. Kernel: xe_vm_bind_ioctl()."""
+        return self.apply("bind", _fields(vm=vm, op=op, addr=addr, range=range, flags=flags,
+                                          pat_index=pat_index, bo=bo, offset=offset, **unknown))
+
+    def _ev_bind(self, ev: S.BindEvent) -> Result:
+        vm = self._vm(ev.vm)
+        if ev.op == "unmap":
+            vm.bind_unmap(ev.addr, ev.range)
+            return {}
+        flags = BindFlag(0)
+        for f in ev.flags:
+            flags |= BIND_FLAGS[f]
+        # an unknown name stays a string: the kernel looks the handle up only
+        # after the argument, VM-state and VM-range checks (ENOENT there)
+        bo: Bo | str | None = None
+        if not isinstance(ev.bo, UnsetType):
+            bo = self.bos.get(ev.bo, ev.bo)
+        vm.bind_map(ev.addr, ev.range, flags=flags, pat_index=ev.pat_index, bo=bo,
+                    offset=ev.offset, userptr=ev.op == "map_userptr")
+        return {}
+    def madvise(self, *, vm: str, addr: int, range: int, type: str | int,  # noqa: A002
+                devmem_fd: int | str | None = None, region_instance: int | None = None,
+                migration_policy: int = 0, val: int = 0, pad: int = 0,
+                union_reserved: int = 0, reserved: list[int] | None = None,
+                **unknown: object) -> Result:
+        """Set a memory-range attribute: ``type`` is ``"preferred_loc"``, ``"atomic"``,
+        ``"pat"``, ``"purgeable_state"`` or the uapi number; ``devmem_fd`` may name a
+        device (then ``region_instance`` defaults to 1). The result lists the
+        ``invalidated`` [addr, size] spans. Kernel: xe_vm_madvise_ioctl()."""
+        return self.apply("madvise", _fields(
+            vm=vm, addr=addr, range=range, type=type, devmem_fd=devmem_fd,
+            region_instance=region_instance, migration_policy=migration_policy, val=val,
+            pad=pad, union_reserved=union_reserved, reserved=reserved, **unknown))
+
+    def _devmem_fd(self, ev: S.MadviseEvent) -> tuple[int, int]:
+        v = ev.devmem_fd
+        if isinstance(v, str):
+            dev = self.devices.get(v)
+            if dev is None:
+                raise XeError(errno.ENOENT, f"madvise: devmem_fd names no device {v!r}")
+            return dev.fd, _given(ev.region_instance, 1)
+        fd = v - (1 << 32) if v >= 1 << 31 else v     # the kernel reads the u32 as s32
+        return fd, _given(ev.region_instance, 0)
+
+    def _ev_madvise(self, ev: S.MadviseEvent) -> Result:
+        vm = self._vm(ev.vm)
+        typ = int(MADVISE_TYPES[ev.type]) if isinstance(ev.type, str) else ev.type
+        fd, region = self._devmem_fd(ev) if typ == MemRangeAttr.PREFERRED_LOC else (0, 0)
+        args = MadviseArgs(
+            start=ev.addr, range=ev.range, type=typ, devmem_fd=fd,
+            migration_policy=ev.migration_policy, region_instance=region, val=ev.val,
+            pad=ev.pad, union_reserved=ev.union_reserved,
+            reserved=(ev.reserved[0], ev.reserved[1]))
+        return {"invalidated": madvise(vm, args)}
+
+    def query(self, *, vm: str, addr: int = 0, range: int | None = None,
+              **unknown: object) -> Result:  # noqa: A002
+        """The VMAs over ``[addr, addr + range)`` (default: to the end of the VM) with their
+        attributes. Kernel: xe_vm_query_vmas_attrs_ioctl() (which has no range checks)."""
+        return self.apply("query", _fields(vm=vm, addr=addr, range=range, **unknown))
+
+    def _ev_query(self, ev: S.QueryEvent) -> Result:
+        vm = self._vm(ev.vm)
+        addr = ev.addr
+        rng = _given(ev.range, vm.size - addr if addr < vm.size else 0)
+        return {"vmas": [self.vma_dict(v) for v in vm.query(addr, rng)]}
+    def vma_dict(self, v: Vma) -> Result:
+        """A VMA as the ``query`` event reports it."""
+        a = v.attr
+        fd = a.preferred_loc.devmem_fd
+        dev = self.device_by_fd(fd) if fd > 0 else None
+        out: Result = {
+            "addr": v.addr, "range": v.range, "flags": v.flag_names(),
+            "attrs": {"devmem_fd": dev.name if dev is not None else fd,
+                      "migration_policy": a.preferred_loc.migration_policy,
+                      "atomic": a.atomic_access, "pat_index": a.pat_index,
+                      "default_pat_index": a.default_pat_index}}
+        if v.bo is not None:
+            out["bo"] = v.bo.name
+            out["offset"] = v.offset
+        elif v.is_userptr():
+            out["userptr"] = v.offset
+        return out
+
+    def vm_kill(self, *, vm: str,
+                **unknown: object) -> Result:
+        """Ban the VM (bind and madvise then give ENOENT). Kernel: xe_vm_kill()."""
+        return self.apply("vm_kill", {"vm": vm, **unknown})
+
+    def _ev_vm_kill(self, ev: S.VmKillEvent) -> Result:
+        self._vm(ev.vm).kill()
+        return {}
+    # -- the process's CPU side -----------------------------------------------------------
+
+    def mmap(self, *, addr: int, size: int,
+             **unknown: object) -> Result:
+        """Map anonymous memory at ``addr``. Kernel: mmap(MAP_FIXED|MAP_ANONYMOUS)."""
+        return self.apply("mmap", {"addr": addr, "size": size, **unknown})
+
+    def _ev_mmap(self, ev: S.MmapEvent) -> Result:
+        self.mm.mmap(ev.addr, ev.size)
+        return {}
+    def munmap(self, *, addr: int, size: int,
+               **unknown: object) -> Result:
+        """Unmap memory. Kernel: munmap() -> MMU_NOTIFY_UNMAP -> xe_svm_invalidate()."""
+        return self.apply("munmap", {"addr": addr, "size": size, **unknown})
+
+    def _ev_munmap(self, ev: S.MunmapEvent) -> Result:
+        self.mm.munmap(ev.addr, ev.size)
+        return {}
+    def cpu_write(self, *, addr: int, size: int, value: int = 0,
+                  **unknown: object) -> Result:
+        """A CPU store of ``value`` to every page (device pages fault back to RAM first:
+        drm_pagemap_migrate_to_ram())."""
+        return self.apply("cpu_write", {"addr": addr, "size": size, "value": value, **unknown})
+
+    def _ev_cpu_write(self, ev: S.CpuWriteEvent) -> Result:
+        self.mm.cpu_write(ev.addr, ev.size, ev.value)
+        return {}
+    def cpu_read(self, *, addr: int, size: int,
+                 **unknown: object) -> Result:
+        """A CPU load of every page; the result's ``data`` has one value per page."""
+        return self.apply("cpu_read", {"addr": addr, "size": size, **unknown})
+
+    def _ev_cpu_read(self, ev: S.CpuReadEvent) -> Result:
+        return {"data": self.mm.cpu_read(ev.addr, ev.size)}
+    def invalidate(self, *, addr: int, size: int, event: str = "clear",
+                   **unknown: object) -> Result:
+        """An MMU notifier invalidation that is not an unmap (the CPU mapping stays).
+
+        Kernel: mmu_notifier_invalidate_range_start() with e.g. MMU_NOTIFY_CLEAR
+        (page reclaim, madvise(MADV_DONTNEED) zapping, KSM) or
+        MMU_NOTIFY_PROTECTION_VMA (mprotect): xe_svm_invalidate() zaps the GPU
+        mappings and unmaps the DMA pages, but queues nothing for the garbage
+        collector, so the next GPU access faults and rebinds the same range.
+        Page contents are unchanged."""
+        return self.apply("invalidate", {"addr": addr, "size": size, "event": event, **unknown})
+
+    def _ev_invalidate(self, ev: S.InvalidateEvent) -> Result:
+        addr, size = ev.addr, ev.size
+        if addr % PAGE_SIZE or size % PAGE_SIZE or size == 0 or addr + size > 1 << 64:
+            raise XeError(errno.EINVAL, f"invalidate [{addr:#x}, +{size:#x}) must be 4 KiB "
+                          "aligned and non-empty")
+        self.mm.invalidate(addr, addr + size, NOTIFY_EVENTS[ev.event])
+        return {}
+    # -- the GPU side ---------------------------------------------------------------------
+
+    def gpu_access(self, *, vm: str, addr: int, size: int, op: str,
+                   value: int = 0,
+                   **unknown: object) -> Result:
+        """The device reads, writes or atomically increments every page; faults are
+        serviced by the SVM fault handler. The result has ``faults``, ``retries``, ``data``
+        (reads) and ``injected`` (outputs of injected events that fired). A failed fault
+        raises XeError whose ``details`` hold ``faults``, ``retries`` and ``fault_addr``.
+
+        Kernel: the GPU's page fault -> xe_pagefault -> xe_svm_handle_pagefault()."""
+        return self.apply("gpu_access", {"vm": vm, "addr": addr, "size": size, "op": op,
+                                         "value": value, **unknown})
+
+    def _ev_gpu_access(self, ev: S.GpuAccessEvent) -> Result:
+        svm = self._svm(ev.vm)
+        before = {id(s): len(s.injection_log) for s in self.svms()}
+        try:
+            out: Result = dict(gpu_access(svm, ev.addr, ev.size, ev.op, ev.value))
+        except XeError as e:
+            e.details.setdefault("faults", 0)
+            e.details.setdefault("retries", 0)
+            fired = self._fired(before)
+            if fired:
+                e.details["injected"] = fired
+            raise
+        fired = self._fired(before)
+        if fired:
+            out["injected"] = fired
+        return out
+    def _fired(self, before: dict[int, int]) -> list[Result]:
+        fired = [f for s in self.svms() for f in s.injection_log[before.get(id(s), 0):]]
+        return [{"at": p, "fault_addr": fa, **(r if isinstance(r, dict) else {"result": str(r)})}
+                for p, r, fa in fired]
+
+    def prefetch(self, *, vm: str, addr: int, range: int, region: str,
+                 **unknown: object) -> Result:  # noqa: A002
+        """Create, place (``region`` ``"vram"`` or ``"system"``) and bind the SVM ranges of
+        ``[addr, addr + range)``; the result counts ``ranges_bound``.
+
+        Kernel: DRM_XE_VM_BIND_OP_PREFETCH on CPU-mirror VMAs."""
+        return self.apply("prefetch", {"vm": vm, "addr": addr, "range": range,
+                                       "region": region, **unknown})
+
+    def _ev_prefetch(self, ev: S.PrefetchEvent) -> Result:
+        svm = self._svm(ev.vm)
+        return {"ranges_bound": svm.prefetch(ev.addr, ev.addr + ev.range, ev.region)}
+    def ranges(self, *, vm: str,
+               **unknown: object) -> Result:
+        """The VM's SVM ranges: ``addr``, ``range``, ``location``, ``unmapped``."""
+        return self.apply("ranges", {"vm": vm, **unknown})
+
+    def _ev_ranges(self, ev: S.RangesEvent) -> Result:
+        return {"ranges": self._svm(ev.vm).ranges_info()}
+    def gc(self, *, vm: str,
+           **unknown: object) -> Result:
+        """Run the VM's SVM garbage collector now; ``eagain`` if VMAs changed.
+
+        Kernel: xe_svm_garbage_collector()."""
+        return self.apply("gc", {"vm": vm, **unknown})
+
+    def _ev_gc(self, ev: S.GcEvent) -> Result:
+        err = self._svm(ev.vm).garbage_collector()
+        if err and err != errno.EAGAIN:
+            raise XeError(err, f"garbage collector failed ({errno_name(err)})")
+        return {"eagain": err == errno.EAGAIN}
+    def evict(self, *, device: str,
+              **unknown: object) -> Result:
+        """Move every page out of the device's VRAM; the result counts ``pages``.
+
+        Kernel: TTM eviction -> xe_svm_bo_evict() -> drm_pagemap_evict_to_ram()."""
+        return self.apply("evict", {"device": device, **unknown})
+
+    def _ev_evict(self, ev: S.EvictEvent) -> Result:
+        return {"pages": evict_device(self._device(ev.device))}
+    def fault_guard(self, *, vm: str, max_iterations: int,
+                    **unknown: object) -> Result:
+        """Set (or with 0, clear) the VM's livelock guard: a fault still not serviced after
+        ``max_iterations`` loop rounds fails with ELOOP naming why it kept retrying. Without
+        a guard the fault loop is unbounded, as in the kernel."""
+        return self.apply("fault_guard", {"vm": vm, "max_iterations": max_iterations, **unknown})
+
+    def _ev_fault_guard(self, ev: S.FaultGuardEvent) -> Result:
+        svm = self._svm(ev.vm)
+        svm.max_fault_iterations = ev.max_iterations or None
+        return {"max_iterations": ev.max_iterations}
+    def inject(self, *, at: str, event: Mapping[str, Any],
+               **unknown: object) -> Result:
+        """Queue ``event`` (a trace event as a dict, with ``"ev"``) to run once, the next
+        time any VM's fault handler reaches point ``at`` (``fault.start``,
+        ``fault.after_find_range``, ``fault.after_migrate``, ``fault.after_get_pages``,
+        ``fault.before_bind``), as an asynchronous munmap, eviction or invalidation would."""
+        return self.apply("inject", {"at": at, "event": event, **unknown})
+
+    def _ev_inject(self, ev: S.InjectEvent) -> Result:
+        inner = ev.event
+        name = _tag(inner)
+        if name in ("inject", "gpu_access", "prefetch"):
+            raise XeError(errno.EINVAL, f"inject: a {name!r} event cannot be injected "
+                          "(the fault handler holds the VM lock)")
+        svm = next(self.svms(), None)
+        if svm is None:
+            raise XeError(errno.EINVAL, "inject: no fault-mode VM exists yet")
+        svm.inject(ev.at, lambda: self.run_event(inner))
+        return {}
+    # -- devices' pagemap lifetimes -------------------------------------------------------
+
+    def link(self, *, a: str, b: str,
+             **unknown: object) -> Result:
+        """Join two devices by a fast interconnect (their pagemaps then share an owner).
+
+        Kernel: PCI P2P reachability (xe_has_interconnect)."""
+        return self.apply("link", {"a": a, "b": b, **unknown})
+
+    def _ev_link(self, ev: S.LinkEvent) -> Result:
+        a, b = self._device(ev.a), self._device(ev.b)
+        self.pagemaps_system.link(a.name, b.name)
+        self.links.add(frozenset((a.name, b.name)))
+        return {}
+    def unbind_device(self, *, device: str,
+                      **unknown: object) -> Result:
+        """Unbind the driver from the device; its device pages migrate to RAM
+        (``evicted_pages``). Kernel: xe_pci_remove()."""
+        return self.apply("unbind_device", {"device": device, **unknown})
+
+    def _ev_unbind_device(self, ev: S.UnbindDeviceEvent) -> Result:
+        return self._unbind(self._device(ev.device))
+    def _unbind(self, dev: Device) -> Result:
+        prov = self.pagemaps_system.provider(dev.name)
+        if prov.unbound:
+            raise XeError(errno.ENODEV, f"device {dev.name} is already unbound")
+        moved: list[int] = []
+        dev.unbound = True
+        prov.unbind(evict=lambda: moved.append(evict_device(dev)))
+        return {"evicted_pages": sum(moved)}
+
+    def rmmod(self, *, device: str,
+              **unknown: object) -> Result:
+        """Unload the device's driver module (unbinding it first); EBUSY while a pagemap
+        device hold pins the module. Kernel: delete_module()."""
+        return self.apply("rmmod", {"device": device, **unknown})
+
+    def _ev_rmmod(self, ev: S.RmmodEvent) -> Result:
+        dev = self._device(ev.device)
+        prov = self.pagemaps_system.provider(dev.name)
+        if not prov.module.loaded:
+            raise XeError(errno.ENOENT, f"module of {dev.name} is not loaded")
+        if prov.module.refcount:
+            raise XeError(errno.EBUSY, f"module of {dev.name} is in use: "
+                          f"{prov.module.refcount} pagemap device hold(s) (run_workers drops "
+                          "released holds)")
+        out: Result = {}
+        if not prov.unbound:
+            out.update(self._unbind(dev))      # with the eviction of its pages
+        prov.rmmod()
+        return out
+
+    def run_workers(self, **unknown: object) -> Result:
+        """Run the queued work: GC work, xe pagemap destroy work, drm_pagemap unhold.
+        The result counts ``work_items``, ``pagemaps_destroyed`` and ``holds_dropped``."""
+        return self.apply("run_workers", dict(unknown))
+
+    def _ev_run_workers(self, ev: S.RunWorkersEvent) -> Result:
+        other = self.run_deferred()
+        res = self.pagemaps_system.run_workers()
+        return {"work_items": other, "pagemaps_destroyed": res["destroyed"],
+                "holds_dropped": res["unheld"]}
+
+    def run_deferred(self) -> int:
+        """Run the machine's queued work in FIFO order (work queued meanwhile runs too);
+        return how many items ran. Kernel: the work queues' workers."""
         n = 0
         while self.deferred:
             _, fn = self.deferred.pop(0)
@@ -87,10 +658,55 @@ class World:
             n += 1
         return n
 
-    def summary(self) -> dict[str, int]:
-        """:data:`SUMMARY_KEYS` (0 if untouched), then every other counter and hook value."""
-        out: dict[str, int] = {k: 0 for k in SUMMARY_KEYS}
-        out.update(self.stats)
-        for hook in self.summary_hooks:
-            out.update(hook(self))
-        return out
+    def pagemaps(self, **unknown: object) -> Result:
+        """The live drm_pagemaps: ``device``, ``refcount``, ``cached`` (inactive on the
+        shrinker), ``device_held``."""
+        return self.apply("pagemaps", dict(unknown))
+
+    def _ev_pagemaps(self, ev: S.PagemapsEvent) -> Result:
+        return {"pagemaps": self.pagemaps_system.snapshot()}
+
+    def teardown(self, **unknown: object) -> Result:
+        """Process exit, then unload every driver module and the drm_pagemap module; the
+        result's ``leftovers`` lists whatever was still referenced (empty when clean).
+        Ends the simulation."""
+        return self.apply("teardown", dict(unknown))
+
+    def _ev_teardown(self, ev: S.TeardownEvent) -> Result:
+        return {"leftovers": teardown(self.pagemaps_system, self.devices, self.vms,
+                                      self.run_deferred)}
+
+
+def _given(value: int | UnsetType, default: int) -> int:
+    """An optional field's value, ``default`` when the event left it out."""
+    return default if isinstance(value, UnsetType) else value
+
+
+def _tag(event: Event) -> str:
+    tag = event.__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
+_Handler = Callable[[World, Any], Result]     # each takes its own event Struct
+
+#: Event Struct -> handler, in the order the trace format lists the events.
+_HANDLERS: dict[type[Event], _Handler] = {
+    S.ConfigEvent: World._ev_config, S.DeviceEvent: World._ev_device,
+    S.VmCreateEvent: World._ev_vm_create, S.BoCreateEvent: World._ev_bo_create,
+    S.BindEvent: World._ev_bind, S.MadviseEvent: World._ev_madvise,
+    S.QueryEvent: World._ev_query, S.VmKillEvent: World._ev_vm_kill,
+    S.MmapEvent: World._ev_mmap, S.MunmapEvent: World._ev_munmap,
+    S.CpuWriteEvent: World._ev_cpu_write, S.CpuReadEvent: World._ev_cpu_read,
+    S.GpuAccessEvent: World._ev_gpu_access, S.PrefetchEvent: World._ev_prefetch,
+    S.RangesEvent: World._ev_ranges, S.GcEvent: World._ev_gc, S.EvictEvent: World._ev_evict,
+    S.InvalidateEvent: World._ev_invalidate, S.FaultGuardEvent: World._ev_fault_guard,
+    S.InjectEvent: World._ev_inject, S.LinkEvent: World._ev_link,
+    S.UnbindDeviceEvent: World._ev_unbind_device, S.RmmodEvent: World._ev_rmmod,
+    S.RunWorkersEvent: World._ev_run_workers, S.PagemapsEvent: World._ev_pagemaps,
+    S.TeardownEvent: World._ev_teardown,
+}
+
+#: Every trace event name (each is a :class:`World` method of the same name).
+EVENTS: tuple[str, ...] = tuple(S.EVENTS)
+assert tuple(S.EVENTS.values()) == tuple(_HANDLERS), "one handler per schema event, in order"

@@ -26,8 +26,8 @@ from gpuvm_core.fuzz import (
     record_vector,
     run,
 )
-from pysvm import cli
-from pysvm.commands import conformance as conformance_cmd
+from pysvm.cli import conformance as conformance_cmd
+from pysvm.cli import main as cli
 
 from . import _strategies, atheris_target
 from ._planted import PLANTED, OffByOneVm

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pysvm.cli import main
+from pysvm.cli.main import main
 
 
 def test_bench_tiny_run_prints_table_and_json(tmp_path: Path) -> None:
@@ -77,7 +77,7 @@ def test_bench_bad_json_path_refused_before_measuring(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     """A directory as --json is refused up front, not after minutes of benchmarking."""
-    from pysvm.commands import bench
+    from pysvm.cli import bench
 
     def boom(*a: object, **k: object) -> None:
         raise AssertionError("measured before checking --json")

@@ -21,7 +21,7 @@ from gpuvm_core.conformance import (
     run_case,
     run_file,
 )
-from pysvm import cli
+from pysvm.cli import main as cli
 
 IMPLS = [pytest.param(GpuVm, id="core"), pytest.param(RefGpuVm, id="reference")]
 

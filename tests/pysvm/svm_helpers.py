@@ -1,7 +1,7 @@
 """Helpers for the SVM tests (not a test module).
 
 :class:`Sim` drives a simulated machine through trace events and checks,
-after every single event, everything :class:`pysvm.fuzz.SvmChecker` checks:
+after every single event, everything :class:`pysvm.fuzz.target.SvmChecker` checks:
 the shadow copy of every page against the CPU page table and every read,
 ``Svm.check_invariants()`` (no GPU mapping of memory the CPU no longer maps,
 no range outside a CPU-mirror VMA), the VRAM accounting, the pagemap
@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 
-from pysvm.fault import FaultStats
-from pysvm.fuzz import SvmChecker, _Fail
-from pysvm.mm import Mm
-from pysvm.svm import Svm
-from pysvm.vm import Vm
+from pysvm.fuzz.oracle import Fail as _Fail
+from pysvm.fuzz.oracle import SvmChecker
+from pysvm.mm.mmap import Mm
 from pysvm.world import World
+from pysvm.xe.pagefault import FaultStats
+from pysvm.xe.svm import Svm
+from pysvm.xe.vm import Vm
 
 K = 4096          # one page
 M = 1 << 20

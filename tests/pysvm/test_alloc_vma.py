@@ -21,11 +21,11 @@ from xe_helpers import (
     tree_matches,
 )
 
-from pysvm.attr import BindFlag, MemRangeAttr
 from pysvm.errors import XeError
-from pysvm.madvise import MadviseArgs, madvise
-from pysvm.vm import Vm
-from pysvm.vma import VmaFlag
+from pysvm.xe.attr import BindFlag, MemRangeAttr
+from pysvm.xe.vm import Vm
+from pysvm.xe.vm_madvise import MadviseArgs, madvise
+from pysvm.xe.vma import VmaFlag
 
 AUTORESET = BindFlag.MADVISE_AUTORESET
 
@@ -53,7 +53,7 @@ def test_one_default_vma_exactly_covering_neighbours_trimmed_keep_attrs() -> Non
     assert left.attr.atomic_access == 1 and right.attr.atomic_access == 3
     assert mid is new and mid.has_default_mem_attrs() and mid.attr.default_pat_index == 3
     assert mid.is_cpu_addr_mirror() and all(v.is_cpu_addr_mirror() for v in vm)
-    assert tree_matches(vm) and vm.world.stats["mirror_vma_allocs"] == 1
+    assert tree_matches(vm) and vm.host.stats["mirror_vma_allocs"] == 1
 
 
 def test_flags_and_default_pat_from_replaced_vma() -> None:

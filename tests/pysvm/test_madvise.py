@@ -25,12 +25,12 @@ from xe_helpers import (
     tree_matches,
 )
 
-from pysvm.attr import AtomicAccess, BindFlag, CohMode, MemRangeAttr
-from pysvm.device import DEFAULT_PAT_COH, Device
 from pysvm.errors import XeError
-from pysvm.madvise import MadviseArgs, madvise
-from pysvm.vm import Vm
-from pysvm.vma import CREATE_MASK, VmaFlag
+from pysvm.xe.attr import AtomicAccess, BindFlag, CohMode, MemRangeAttr
+from pysvm.xe.device import DEFAULT_PAT_COH, Device
+from pysvm.xe.vm import Vm
+from pysvm.xe.vm_madvise import MadviseArgs, madvise
+from pysvm.xe.vma import CREATE_MASK, VmaFlag
 
 P, A, PAT, PURGE = (MemRangeAttr.PREFERRED_LOC, MemRangeAttr.ATOMIC, MemRangeAttr.PAT,
                     MemRangeAttr.PURGEABLE_STATE)
@@ -183,7 +183,7 @@ def test_range_beyond_vm_refused_by_the_split() -> None:
 
 def test_newest_devmem_fd_resolution_errors() -> None:
     vm = mirror_vm("newest")
-    w = vm.world
+    w = vm.host
     assert refuse(vm, MadviseArgs(0, K, P, devmem_fd=99, region_instance=1)).errno == errno.ENOENT
     gpu1 = Device("gpu1", 256 * M, True, False, fd=w.next_fd())
     w.devices["gpu1"] = gpu1
@@ -337,7 +337,7 @@ def test_split_shape(profile: str, shape: str, req: tuple[int, int],
     inv = madvise(vm, MadviseArgs(start, end - start, A, val=int(AtomicAccess.CPU)))
     assert layout(vm) == pieces and tree_matches(vm)
     assert inv == [list(pieces[i]) for i in inside]
-    assert vm.world.stats["madvise_splits"] == (0 if len(pieces) == 1 else 1)
+    assert vm.host.stats["madvise_splits"] == (0 if len(pieces) == 1 else 1)
     for i, v in enumerate(vm):
         assert v.flags == flags & CREATE_MASK and v.is_cpu_addr_mirror() and v.read_only()
         want = list(old_attr)
@@ -364,7 +364,7 @@ def test_two_remaps_in_one_request_each_piece_keeps_its_own_vma() -> None:
     assert [v.attr.pat_index for v in vm] == [1, 0, 0, 0, 4]
     assert [bool(v.flags & VmaFlag.READ_ONLY) for v in vm] == [0, 0, 1, 0, 0]
     assert [bool(v.flags & VmaFlag.DUMPABLE) for v in vm] == [0, 0, 0, 1, 1]
-    assert vm.world.stats["madvise_splits"] == 2 and tree_matches(vm)
+    assert vm.host.stats["madvise_splits"] == 2 and tree_matches(vm)
 
 
 def test_no_split_when_boundaries_coincide_and_gaps_ignored() -> None:
@@ -527,13 +527,13 @@ def test_flush_called_first_and_counters() -> None:
     vm.svm = FakeSvm()
     madvise(vm, MadviseArgs(0, K, A, val=1))
     assert vm.svm.calls[0] == ("flush",)
-    s = vm.world.stats
+    s = vm.host.stats
     assert (s["madvise_calls"], s["madvise_splits"], s["madvise_invalidations"]) == (1, 1, 1)
 
 
 def test_newest_preferred_loc_pagemap_references() -> None:
     vm = mirror_vm("newest")
-    w = vm.world
+    w = vm.host
     gpu1 = Device("gpu1", 256 * M, True, False, fd=w.next_fd())
     gpu1.pagemap = FakePagemap()
     w.devices["gpu1"] = gpu1

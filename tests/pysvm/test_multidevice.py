@@ -17,22 +17,13 @@ from typing import Any
 
 import pytest
 
-from pysvm.cli import main
+from pysvm.cli.main import main
+from pysvm.drm.pagemap import Pagemap, PagemapState, PagemapUseAfterFree
 from pysvm.errors import XeError
-from pysvm.migrate import populate_mm
-from pysvm.pagemap import (
-    DevicePagemap,
-    Pagemap,
-    PagemapState,
-    PagemapUseAfterFree,
-    check_pagemap_invariants,
-    svm_put_pagemaps,
-    system_for,
-    teardown_world,
-    vm_pagemap_holds,
-)
-from pysvm.simulate import SimConfig, Simulation
-from pysvm.trace import Engine
+from pysvm.sim.workload import SimConfig, Simulation
+from pysvm.trace.engine import Engine
+from pysvm.xe.migrate import populate_mm
+from pysvm.xe.pagemap import DevicePagemap, svm_put_pagemaps
 
 TRACES = Path(__file__).parent / "traces"
 BASE, SIZE = 0x100000, 0x40000          # 256 KiB = four 64 KiB SVM ranges, 64 pages
@@ -51,7 +42,7 @@ class CheckedEngine(Engine):
 
     def execute(self, ev: Any) -> dict[str, Any]:
         out = super().execute(ev)
-        check_pagemap_invariants(self.world)
+        self.world.check_invariants()
         self.checks += 1
         return out
 
@@ -97,10 +88,10 @@ def test_reviewers_scenario_unbind_peer_while_executing() -> None:
     w = eng.world
     vm = w.vms["vm0"]
     gpu0, gpu1 = w.devices["gpu0"], w.devices["gpu1"]
-    s = system_for(w)
+    s = w.pagemaps_system
     prov1 = s.provider("gpu1")
     # The SVM VM holds its own device's pagemap (xe_svm_get_pagemaps).
-    assert vm_pagemap_holds(vm) == [_dp(eng, "gpu0")] and _dp(eng, "gpu0").refcount == 1
+    assert list(vm.svm.pagemaps) == [_dp(eng, "gpu0")] and _dp(eng, "gpu0").refcount == 1
 
     # Device 0 executes out of device 1's memory.
     _peer_advise(eng)
@@ -219,7 +210,7 @@ def test_unbind_peer_trace_replays_to_the_golden_output(capsys: pytest.CaptureFi
 
 def test_owner_groups_end_to_end_enolink_without_link() -> None:
     eng = _setup(link=False)
-    s = system_for(eng.world)
+    s = eng.world.pagemaps_system
     assert s.provider("gpu0").peer.owner is not s.provider("gpu1").peer.owner
     out = _peer_advise(eng, "ENOLINK")
     assert "interconnect" in out["message"]
@@ -254,23 +245,23 @@ def test_invariants_catch_unaccounted_and_leaked_references() -> None:
     dp1 = _dp(eng, "gpu1")
     dp1.get()                                            # a reference nobody accounts for
     with pytest.raises(AssertionError, match="holder"):
-        check_pagemap_invariants(eng.world)
+        eng.world.check_invariants()
     dp1.put()
-    check_pagemap_invariants(eng.world)
+    eng.world.check_invariants()
     vm = eng.world.vms["vm0"]
-    held = vm_pagemap_holds(vm)
+    held = list(vm.svm.pagemaps)
     refs = [dp.refcount for dp in held]
     assert held
     vm.svm.closed = True                                 # a close without xe_svm_close's put
     with pytest.raises(AssertionError, match="SVM closed but it still holds"):
-        check_pagemap_invariants(eng.world)
+        eng.world.check_invariants()
     vm.svm.closed = False
     vm.svm.close()                                       # the real close puts them
-    assert vm_pagemap_holds(vm) == [] and [dp.refcount for dp in held] == [r - 1 for r in refs]
-    check_pagemap_invariants(eng.world)
-    svm_put_pagemaps(vm)                                 # idempotent, as in the kernel
-    check_pagemap_invariants(eng.world)
-    assert teardown_world(eng.world) == []
+    assert list(vm.svm.pagemaps) == [] and [dp.refcount for dp in held] == [r - 1 for r in refs]
+    eng.world.check_invariants()
+    svm_put_pagemaps(vm.svm.pagemaps)                    # idempotent, as in the kernel
+    eng.world.check_invariants()
+    assert eng.world.teardown()["leftovers"] == []
 
 
 def test_teardown_reports_what_is_still_referenced() -> None:
@@ -278,7 +269,7 @@ def test_teardown_reports_what_is_still_referenced() -> None:
     _peer_advise(eng)
     _do(eng, ev="gpu_access", vm="vm0", addr=BASE, size=SIZE, op="write", value=1)
     stray = _dp(eng, "gpu1").get()                       # never put
-    left = teardown_world(eng.world)
+    left = eng.world.teardown()["leftovers"]
     assert any("rmmod gpu1" in x and "EBUSY" in x for x in left), left
     assert any("still holds device gpu1" in x for x in left), left
     assert not any("gpu0" in x for x in left), left
@@ -293,12 +284,12 @@ def test_simulation_with_unbind_tears_down_to_zero(profile: str, preferred_loc: 
                     preferred_loc=preferred_loc)
     res = Simulation(cfg, engine=eng).run()
     w = eng.world
-    s = system_for(w)
+    s = w.pagemaps_system
     assert w.stats["devices_unbound"] == 1 and eng.checks > 250
     assert res.ok, res.mismatches[:5]                    # no data lost across the unbind
     assert s.alive(), "the simulation should leave live pagemaps for teardown to release"
-    assert teardown_world(w) == []
-    check_pagemap_invariants(w)
+    assert w.teardown()["leftovers"] == []
+    w.check_invariants()
     assert s.alive() == [] and not s.unhold_list and not s.destroy_queue
     assert s.owners.peers == []
     for p in s.all_pagemaps:

@@ -6,14 +6,11 @@ import errno
 
 import pytest
 
+from pysvm.drm.pagemap import PagemapUseAfterFree
+from pysvm.drm.pagemap_util import OwnerList, Peer
 from pysvm.errors import XeError
-from pysvm.pagemap import (
-    OwnerList,
-    PagemapSystem,
-    PagemapUseAfterFree,
-    Peer,
-    check_pagemap_invariants,
-)
+from pysvm.xe.lifetime import check_pagemap_invariants
+from pysvm.xe.pagemap import PagemapSystem
 
 
 def _ic(pairs: set[frozenset[str]]):  # type: ignore[no-untyped-def]

@@ -6,16 +6,11 @@ import errno
 
 import pytest
 
+from pysvm.drm.pagemap import Pagemap, PagemapState, PagemapUseAfterFree
+from pysvm.drm.pagemap_util import SHRINK_EMPTY, SHRINK_STOP
 from pysvm.errors import XeError
-from pysvm.pagemap import (
-    SHRINK_EMPTY,
-    SHRINK_STOP,
-    Pagemap,
-    PagemapState,
-    PagemapSystem,
-    PagemapUseAfterFree,
-    check_pagemap_invariants,
-)
+from pysvm.xe.lifetime import check_pagemap_invariants
+from pysvm.xe.pagemap import PagemapSystem
 
 
 def _state(p: Pagemap) -> PagemapState:

@@ -6,18 +6,18 @@ import errno
 
 import pytest
 
-from pysvm.errors import XeError
-from pysvm.pagemap import (
+from pysvm.drm.pagemap import (
     Pagemap,
     PagemapState,
-    PagemapSystem,
     PagemapUseAfterFree,
     Zdd,
-    check_pagemap_invariants,
     pagemap_get,
     pagemap_get_unless_zero,
     pagemap_put,
 )
+from pysvm.errors import XeError
+from pysvm.xe.lifetime import check_pagemap_invariants
+from pysvm.xe.pagemap import PagemapSystem
 
 
 def _state(p: Pagemap) -> PagemapState:

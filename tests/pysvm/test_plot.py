@@ -13,7 +13,7 @@ import matplotlib.image as mpimg  # the test extra installs matplotlib: no skip
 import numpy as np
 import pytest
 
-from pysvm.plot import (
+from pysvm.plot.render import (
     ATOMIC_COLOURS,
     DEVICE_COLOURS,
     FAULT_COLOUR,
@@ -23,7 +23,7 @@ from pysvm.plot import (
     render,
     snapshot_from_trace,
 )
-from pysvm.simulate import TimelinePoint
+from pysvm.sim.workload import TimelinePoint
 
 KiB = 1 << 10
 MiB = 1 << 20

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pysvm.simulate import (
+from pysvm.sim.workload import (
     HEAP_BASE,
     MIRROR_RANGE,
     PAGE,
@@ -250,7 +250,7 @@ def test_migration_policy_reaches_every_preferred_loc_madvise(policy: str, value
 def test_command_line_reproduces_the_config(cfg: SimConfig) -> None:
     import argparse
 
-    from pysvm.commands.simulate import add_sim_arguments, config_from_args
+    from pysvm.cli.simulate import add_sim_arguments, config_from_args
 
     parser = argparse.ArgumentParser()
     add_sim_arguments(parser)
@@ -300,7 +300,7 @@ class RecordingEngine:
     """The real engine, keeping every output line the simulation saw."""
 
     def __init__(self) -> None:
-        from pysvm.trace import Engine
+        from pysvm.trace.engine import Engine
 
         self.engine = Engine()
         self.outputs: list[dict[str, Any]] = []

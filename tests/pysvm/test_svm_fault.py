@@ -13,7 +13,7 @@ import pytest
 from svm_helpers import BUF, SZ_2M, SZ_64K, K, Sim
 
 from pysvm.errors import XeError
-from pysvm.fault import need_vram_for_atomic
+from pysvm.xe.pagefault import need_vram_for_atomic
 
 PROFILES = ("6.18", "newest")
 

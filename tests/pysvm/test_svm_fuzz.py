@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 
 from gpuvm_core.fuzz import run
-from pysvm import garbage_collector, migrate
-from pysvm.cli import main
-from pysvm.fuzz import SvmTarget, SvmTargetFactory, check_events, load_trace
-from pysvm.mm import Mm, Page
-from pysvm.range import GpuSvm, GpuSvmCtx, SvmRange
+from pysvm.cli.main import main
+from pysvm.drm.gpusvm import GpuSvm, GpuSvmCtx, SvmRange
+from pysvm.fuzz.target import SvmTarget, SvmTargetFactory, check_events, load_trace
+from pysvm.mm.mmap import Mm, Page
+from pysvm.xe import garbage_collector
+from pysvm.xe import vram as migrate
 
 
 def test_clean_run_every_check_passes() -> None:

@@ -17,7 +17,7 @@ import pytest
 from svm_helpers import BUF, DEFAULT_ATTRS, SZ_2M, SZ_64K, K, Sim, attrs
 
 from pysvm.errors import XeError
-from pysvm.trace import Engine
+from pysvm.trace.engine import Engine
 
 TRACES = Path(__file__).parent / "traces"
 

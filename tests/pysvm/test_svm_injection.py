@@ -23,7 +23,7 @@ import pytest
 from svm_helpers import BUF, POINTS, SZ_2M, SZ_64K, K, Sim
 
 from pysvm.errors import XeError
-from pysvm.fault import FaultLivelockError
+from pysvm.xe.pagefault import FaultLivelockError
 
 X = BUF + 8 * K            # the faulting page
 OTHER = BUF + 4 * SZ_64K   # another page of the same 2 MiB range
@@ -237,7 +237,7 @@ def test_livelock_guard_stops_a_runaway_with_a_clear_error(profile: str) -> None
     s.cpu_write(BUF, SZ_64K, 6)
     _runaway(s, None)
     with pytest.raises(FaultLivelockError) as e:
-        s.svm.gpu_access(BUF, K, "write", 7)
+        s.checker.engine.world.gpu_access(vm="vm0", addr=BUF, size=K, op="write", value=7)
     assert isinstance(e.value, XeError) and e.value.errno == 40   # ELOOP
     msg = str(e.value)
     assert "livelock guard" in msg and "51 loop iterations" in msg and "bind-eagain" in msg

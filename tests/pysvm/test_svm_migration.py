@@ -14,8 +14,8 @@ import pytest
 from svm_helpers import BUF, SZ_2M, SZ_64K, K, Sim
 
 from pysvm.errors import XeError
-from pysvm.migrate import populate_mm
-from pysvm.mm import Mm
+from pysvm.mm.mmap import Mm
+from pysvm.xe.migrate import populate_mm
 
 PROFILES = ("6.18", "newest")
 
@@ -53,7 +53,7 @@ def test_unpopulated_64k_falls_back_to_4k_and_overlap_avoided(profile: str) -> N
 
 
 def test_migrate_to_devmem_collection_rules() -> None:
-    from pysvm.device import Device
+    from pysvm.xe.device import Device
     dev = Device("gpu0", 64 << 20, True, False, fd=3)
     for newest in (False, True):
         mm = Mm()

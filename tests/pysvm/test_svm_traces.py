@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pysvm.cli import main
-from pysvm.fuzz import check_events, load_trace
+from pysvm.cli.main import main
+from pysvm.fuzz.target import check_events, load_trace
 
 TRACES = Path(__file__).parent / "traces"
 SVM_TRACES = sorted(TRACES.glob("svm_*.jsonl"))

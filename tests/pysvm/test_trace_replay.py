@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from pysvm.cli import main
+from pysvm.cli.main import main
 from pysvm.errors import XeError, errno_name
-from pysvm.trace import HANDLER_MODULES, HANDLERS, Engine, handler, req_int
-from pysvm.world import SUMMARY_KEYS
+from pysvm.trace.engine import Engine
+from pysvm.world import EVENTS, SUMMARY_KEYS, World
 
 TRACES = Path(__file__).parent / "traces"
 GOLDEN = sorted(p for p in TRACES.glob("xe_*.jsonl") if not p.name.endswith(".expected.jsonl"))
@@ -177,28 +177,22 @@ def test_missing_file_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> N
     assert err.count("\n") == 1 and "no such file" in err
 
 
-def test_registry_and_field_helpers() -> None:
-    assert HANDLER_MODULES[0] == "pysvm.events_xe"
-    Engine()
+def test_every_event_is_a_world_method_and_fields_are_checked() -> None:
     for name in ("config", "device", "vm_create", "bo_create", "bind", "madvise", "query",
-                 "vm_kill"):
-        assert name in HANDLERS
-
-    @handler("_test_echo")
-    def echo(engine: Engine, ev: dict) -> dict:  # type: ignore[type-arg]
-        return {"n": req_int(ev, "n", 0, 10)}
-
-    try:
-        eng = Engine()
-        assert eng.execute({"ev": "_test_echo", "n": 3}) == {"ev": "_test_echo", "result": "ok",
-                                                              "n": 3}
-        for bad in ({}, {"n": True}, {"n": 11}, {"n": "3"}):
-            r = eng.execute({"ev": "_test_echo", **bad})
-            assert r["result"] == "EINVAL" and r["message"]
-        with pytest.raises(RuntimeError):
-            handler("_test_echo")(lambda e, v: None)
-    finally:
-        del HANDLERS["_test_echo"]
+                 "vm_kill", "mmap", "gpu_access", "teardown"):
+        assert name in EVENTS
+    for name in EVENTS:
+        assert callable(getattr(World, name)), name
+    eng = Engine()
+    assert eng.execute({"ev": "device", "name": "g", "vram_mib": 16}) == {
+        "ev": "device", "result": "ok", "fd": 3}
+    for bad in ({}, {"vram_mib": True}, {"vram_mib": -1}, {"vram_mib": "3"}):
+        r = eng.execute({"ev": "device", "name": "h", **bad} if bad else {"ev": "device"})
+        assert r["result"] == "EINVAL" and r["message"], (bad, r)
+    assert "h" not in eng.world.devices
+    r = eng.execute({"ev": "no_such_event"})
+    assert r == {"ev": "no_such_event", "result": "EINVAL",
+                 "message": "unknown event 'no_such_event'"}
 
 
 def test_config_profile() -> None:

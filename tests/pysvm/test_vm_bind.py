@@ -24,7 +24,8 @@ from xe_helpers import (
     tree_matches,
 )
 
-from pysvm.attr import (
+from pysvm.errors import XeError
+from pysvm.xe.attr import (
     CONSULT_MEM_ADVISE_PREF_LOC,
     AtomicAccess,
     BindFlag,
@@ -35,10 +36,9 @@ from pysvm.attr import (
     PurgeableState,
     XeIoctl,
 )
-from pysvm.errors import XeError
-from pysvm.madvise import MadviseArgs, madvise
-from pysvm.vm import Vm
-from pysvm.vma import CREATE_MASK, VmaFlag
+from pysvm.xe.vm import Vm
+from pysvm.xe.vm_madvise import MadviseArgs, madvise
+from pysvm.xe.vma import CREATE_MASK, VmaFlag
 
 
 def test_uapi_numbers_match_kernel_header() -> None:
@@ -200,7 +200,7 @@ def test_unmap_middle_keeps_attrs_and_flags() -> None:
     for v in vm:
         assert attr_key(v.attr) == want
         assert v.flags == MIRROR_FLAGS_RO_DUMP
-    assert tree_matches(vm) and vm.world.stats["unbinds"] == 1
+    assert tree_matches(vm) and vm.host.stats["unbinds"] == 1
 
 
 MIRROR_FLAGS_RO_DUMP = VmaFlag.SYSTEM_ALLOCATOR | VmaFlag.READ_ONLY | VmaFlag.DUMPABLE
@@ -338,4 +338,4 @@ def test_kill_is_counted_once() -> None:
     vm = make_vm()
     vm.kill()
     vm.kill()
-    assert vm.killed and vm.world.stats["vms_killed"] == 1
+    assert vm.killed and vm.host.stats["vms_killed"] == 1

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pysvm.attr import BindFlag, VmaMemAttr
-from pysvm.bo import Bo
-from pysvm.device import DEFAULT_PAT_COH, Device
-from pysvm.vm import Vm
-from pysvm.vma import Vma
 from pysvm.world import World
+from pysvm.xe.attr import BindFlag, VmaMemAttr
+from pysvm.xe.bo import Bo
+from pysvm.xe.device import DEFAULT_PAT_COH, Device
+from pysvm.xe.vm import Vm
+from pysvm.xe.vma import Vma
 
 K = 4096
 M = 1 << 20
@@ -41,8 +41,13 @@ class FakeSvm:
 class FakePagemap:
     """A refcounted stand-in for a drm_pagemap (get/put only)."""
 
+    owner = None
+
     def __init__(self) -> None:
         self.refs = 1
+
+    def populate_allowed(self) -> bool:
+        return True
 
     def get(self) -> None:
         self.refs += 1
@@ -64,8 +69,8 @@ def make_vm(profile: str = "6.18", *, fault_mode: bool = True, smem_atomics: boo
 
 
 def make_bo(vm: Vm, name: str, size: int, placements: tuple[str, ...]) -> Bo:
-    bo = Bo(name, vm.world.next_handle(), vm.device, size, placements)
-    vm.world.bos[name] = bo
+    bo = Bo(name, vm.host.next_handle(), vm.device, size, placements)
+    vm.host.bos[name] = bo
     return bo
 
 
@@ -94,5 +99,5 @@ def snapshot(vm: Vm) -> tuple[Any, ...]:
     """Everything a refused request must leave untouched, as plain values."""
     return (tuple(vma_key(v) for v in vm),
             tuple((va.addr, va.range, va.obj, va.offset) for va in vm.gpuvm),
-            tuple((b.name, b.atomic_access, b.cpu_unmaps) for b in vm.world.bos.values()),
-            vm.killed, tuple(sorted(vm.world.stats.items())))
+            tuple((b.name, b.atomic_access, b.cpu_unmaps) for b in vm.host.bos.values()),
+            vm.killed, tuple(sorted(vm.host.stats.items())))

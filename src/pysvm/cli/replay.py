@@ -1,0 +1,55 @@
+"""``pysvm replay``: replay a JSON Lines trace and print one result line per event."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, BinaryIO
+
+from pysvm.trace.engine import Engine
+
+HELP = """\
+Replay a trace (JSON Lines, one event per line; see docs/trace-format.md)
+through the Xe model. Prints one JSON line per event
+{"i", "ev", "result", ...} and a final {"summary": {...}} line. Bad events give
+an errno result with a "message" and replay continues; exit status 0 when the
+trace was read to the end.
+
+example:
+  pysvm replay tests/pysvm/traces/xe_madvise_split.jsonl
+  pysvm replay trace.jsonl --strict     # stop at the first non-ok result (exit 1)
+"""
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register the ``replay`` sub-command."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "replay", help="replay a JSON Lines trace through the Xe model",
+        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file", help="trace file (.jsonl), or - for stdin")
+    p.add_argument("--strict", action="store_true", help="stop at the first non-ok result")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Replay ``args.file``; 0 when read to the end, 1 when --strict stopped early.
+
+    Lines are read as bytes so that a line that is not UTF-8 becomes one
+    ``EINVAL`` result instead of ending the replay.
+    """
+    engine = Engine()
+    stream: BinaryIO = (sys.stdin.buffer if args.file == "-"
+                        else open(args.file, "rb"))  # noqa: SIM115
+    stopped = False
+    try:
+        for out in engine.run(stream, strict=args.strict):
+            print(json.dumps(out), flush=False)
+            if args.strict and out["result"] != "ok":
+                stopped = True
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    print(json.dumps({"summary": engine.summary()}))
+    sys.stdout.flush()
+    return 1 if stopped else 0

@@ -1,0 +1,146 @@
+"""``pysvm simulate``: run the built-in seeded SVM workload and print its summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import ExitStack
+from typing import Any
+
+from pysvm.cli.common import CliError, check_output, draw_result
+from pysvm.sim.workload import (
+    ATOMICS,
+    MIGRATION_POLICIES,
+    PREFERRED_LOCS,
+    SimConfig,
+    format_summary,
+    simulate,
+)
+
+HELP = """\
+Run a built-in, seeded workload on a simulated machine: one or two discrete
+devices with small VRAM, a VM bound as a CPU-address mirror over the whole
+process address space, and an application that allocates, madvises, runs GPU
+kernels (faults, migrations), reads and writes from the CPU, unmaps parts of
+its heap and re-maps them, under VRAM pressure. Every read is checked against
+the simulator's own copy of the data. Exit status 1 if any read differs.
+
+At the end it prints a summary: GPU faults and retries, migrations and bytes
+moved each way, garbage-collector runs and VMA attribute resets, VMAs and SVM
+ranges alive, wall time and events per second, refusals with their reason,
+and the data check. A progress bar shows while it runs on a terminal.
+
+example:
+  pysvm simulate                                   # default run, a few seconds
+  pysvm simulate --profile newest --preferred-loc peer --unbind
+  pysvm simulate --seed 7 --record run.jsonl --json > sim.json
+  pysvm replay run.jsonl | tail -1                 # the same summary, from the trace
+  pysvm simulate --steps 500 --quiet --plot map.png --timeline
+"""
+
+
+def add_sim_arguments(p: argparse.ArgumentParser) -> None:
+    """The workload options, shared with ``pysvm plot --simulate``."""
+    d = SimConfig()
+    g = p.add_argument_group("workload")
+    g.add_argument("--steps", type=int, default=d.steps,
+                   help=f"workload steps (default {d.steps}; ~1-3 events each)")
+    g.add_argument("--size", type=int, default=d.heap_mib, metavar="MIB", dest="heap_mib",
+                   help=f"heap size in MiB the application allocates from (default {d.heap_mib})")
+    g.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    g.add_argument("--profile", choices=["6.18", "newest"], default=d.profile,
+                   help=f"kernel behaviour to model (default {d.profile})")
+    g.add_argument("--devices", type=int, choices=[1, 2], default=d.devices,
+                   help=f"number of discrete devices (default {d.devices})")
+    g.add_argument("--vram-mib", type=int, default=d.vram_mib,
+                   help=f"VRAM per device in MiB; small means eviction (default {d.vram_mib})")
+    g.add_argument("--preferred-loc", choices=PREFERRED_LOCS, default=d.preferred_loc,
+                   help="what madvise preferred_loc asks for: the faulting device's VRAM, "
+                   "system memory, the peer device's VRAM, or a mix of them (the peer only "
+                   f"with --profile newest) (default {d.preferred_loc})")
+    g.add_argument("--migration-policy", choices=list(MIGRATION_POLICIES),
+                   default=d.migration_policy,
+                   help="madvise migration_policy: migrate all pages, or only those in system "
+                   f"memory (default {d.migration_policy})")
+    g.add_argument("--atomics", choices=[*ATOMICS, "mixed"], default=d.atomics,
+                   help=f"madvise atomic value the application uses (default {d.atomics})")
+    g.add_argument("--unbind", action="store_true",
+                   help="unbind the second device half-way through (needs --devices 2)")
+
+
+def config_from_args(args: argparse.Namespace, timeline: bool = False) -> Any:
+    """Build a validated SimConfig, turning a bad value into a CliError."""
+    cfg = SimConfig(steps=args.steps, seed=args.seed, profile=args.profile,
+                    devices=args.devices, vram_mib=args.vram_mib, heap_mib=args.heap_mib,
+                    preferred_loc=args.preferred_loc, migration_policy=args.migration_policy,
+                    atomics=args.atomics,
+                    unbind=args.unbind, timeline=timeline)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    return cfg
+
+
+def run_simulation(cfg: Any, record: str | None, quiet: bool) -> Any:
+    """Run with a tqdm progress bar on stderr (only on a TTY and without --quiet)."""
+    with ExitStack() as stack:
+        rec = None
+        if record:
+            try:
+                rec = stack.enter_context(open(record, "w", encoding="utf-8"))
+            except OSError as e:
+                raise CliError(f"cannot write {record}: {e.strerror}") from None
+        progress = None
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm  # type: ignore[import-untyped]
+
+            bar = stack.enter_context(tqdm(total=cfg.steps, unit="step", file=sys.stderr,
+                                           leave=False, desc="simulate"))
+
+            def progress(step: int) -> None:
+                if step % 50 == 49:
+                    bar.update(50)
+        return simulate(cfg, record=rec, progress=progress)
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "simulate", help="run the built-in seeded SVM workload and verify its data",
+        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_sim_arguments(p)
+    out = p.add_argument_group("output")
+    out.add_argument("--record", metavar="FILE",
+                     help="write the executed events as a trace (replay with 'pysvm replay')")
+    out.add_argument("--json", action="store_true", help="print the summary as JSON")
+    out.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    out.add_argument("--plot", metavar="PNG", help="also draw the final address space to PNG")
+    out.add_argument("--timeline", action="store_true",
+                     help="with --plot: add a panel of faults and migrations per event")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.timeline and not args.plot:
+        raise CliError("--timeline needs --plot PNG")
+    if args.plot:
+        check_output(args.plot)
+    cfg = config_from_args(args, timeline=bool(args.plot and args.timeline))
+    res = run_simulation(cfg, args.record, args.quiet)
+    if args.json:
+        print(json.dumps(res.as_json(), indent=2, sort_keys=True))
+    else:
+        print(format_summary(res))
+        if args.record:
+            print(f"  recorded      {res.sim['events']} events to {args.record}; "
+                  f"'pysvm replay {args.record} | tail -1' ends with the same counters")
+    if args.plot:
+        draw_result(res, args.plot, timeline=args.timeline)
+        if not args.json:
+            print(f"  plot          {args.plot}")
+    if not res.ok:
+        print(f"pysvm simulate: DATA INTEGRITY FAILED: {len(res.mismatches)} page(s) differ",
+              file=sys.stderr)
+        return 1
+    return 0

@@ -1,1 +1,0 @@
-"""Sub-commands of the ``pysvm`` console script (one module each)."""

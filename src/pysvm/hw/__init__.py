@@ -1,0 +1,1 @@
+"""The simulated hardware: GPU engines whose accesses fault into the Xe driver."""

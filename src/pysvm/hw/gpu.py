@@ -1,0 +1,138 @@
+"""The simulated GPU: engines reading, writing and atomically updating memory.
+
+Kernel: the hardware side of drivers/gpu/drm/xe/xe_pagefault.c: an access whose PTE is
+missing or invalidated raises a page fault that the driver services
+(xe_pagefault -> xe_svm_handle_pagefault for CPU-address-mirror VMAs, here
+:func:`pysvm.xe.pagefault.handle_pagefault`); an atomic to memory the PTE does not
+allow atomics on faults too. BO-backed VMAs are always resident in the model: their
+pages are read and written directly (no fault).
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from pysvm.errors import XeError
+from pysvm.mm.mmap import PAGE_SIZE
+from pysvm.xe.pagefault import (
+    FaultError,
+    handle_pagefault,
+    need_vram_for_atomic,
+    range_valid,
+    remember_fault_vma,
+)
+
+if TYPE_CHECKING:
+    from pysvm.xe.svm import Svm
+    from pysvm.xe.vma import Vma
+
+__all__ = ["GPU_REFAULTS", "gpu_access"]
+
+#: How often :func:`gpu_access` lets the GPU fault again on one page after the fault
+#: handler reported success. Kernel (newest, 508444b9): a devmem-only (atomic) fault
+#: whose migration fails with tries left goes to get_pages, whose fast path accepts the
+#: range's valid system pages, so the handler rebinds them and returns 0; the atomic
+#: still lacks VRAM and faults again, each time with a fresh try budget. When the
+#: migration can never succeed (VRAM smaller than the range) that is an endless
+#: GPU-level loop, reported here as ETIME (the job timing out) after this many rounds.
+GPU_REFAULTS = 3
+
+
+def _bo_page(vma: Vma, a: int) -> tuple[str, int]:
+    assert vma.bo is not None
+    return vma.bo.name, (vma.offset + (a - vma.start)) // PAGE_SIZE
+
+
+def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[str, object]:
+    """The device reads, writes or atomically increments ``[addr, addr+size)``.
+
+    Kernel: the GPU's view: a missing or invalidated PTE raises a page fault
+    (xe_pagefault -> xe_svm_handle_pagefault for CPU-mirror VMAs); an atomic to
+    a range outside VRAM on a discrete device that needs VRAM for atomics
+    faults too (the PTE lacks the atomic bit). No VMA -> EINVAL; a write to a
+    read-only VMA -> EPERM (xe_pagefault's access check).
+    """
+    if op not in ("read", "write", "atomic"):
+        raise XeError(errno.EINVAL, f"gpu_access op {op!r}: choose read, write or atomic")
+    if size <= 0 or addr % PAGE_SIZE or size % PAGE_SIZE:
+        raise XeError(errno.EINVAL, f"gpu_access [{addr:#x}, +{size:#x}) must be 4 KiB "
+                      "aligned and non-empty")
+    vm = svm.vm
+    if vm.killed:
+        raise XeError(errno.ENOENT, f"VM {vm.name} is killed")
+    faults = retries = 0
+    data: list[int] = []
+    atomic = op == "atomic"
+    discrete = svm.device.discrete
+    a = addr
+    try:
+        for a in range(addr, addr + size, PAGE_SIZE):
+            vma = vm.find_vma_by_addr(a)
+            if vma is None:
+                raise XeError(errno.EINVAL, f"GPU access at {a:#x}: no VMA")
+            if op != "read" and vma.read_only():
+                raise XeError(errno.EPERM, f"GPU {op} at {a:#x}: VMA is read-only")
+            if not vma.is_cpu_addr_mirror():
+                if vma.is_null() or vma.bo is None:
+                    cur = 0
+                    if op == "read":
+                        data.append(0)
+                    continue
+                key = _bo_page(vma, a)
+                cur = svm.bo_data.get(key, 0)
+                if op == "read":
+                    data.append(cur)
+                elif op == "write":
+                    svm.bo_data[key] = value
+                else:
+                    svm.bo_data[key] = cur + 1
+                continue
+            spins = 0
+            last_reasons: list[str] = []
+            while True:
+                r = svm.gpusvm.range_find(a)
+                ok = r is not None and r.is_valid(svm.tile, False)
+                if (ok and atomic and discrete and r is not None
+                        and not range_valid(svm, r, True, svm.device)):
+                    try:
+                        ok = need_vram_for_atomic(svm.device, vma, True,
+                                                  vm.profile.range_removed_check) == 0
+                    except XeError:
+                        ok = False
+                if ok:
+                    break
+                if spins >= GPU_REFAULTS:
+                    if atomic and r is not None and r.is_valid(svm.tile, False):
+                        # The kernel's answer, not a model bug: see GPU_REFAULTS.
+                        raise XeError(errno.ETIME, f"GPU atomic at {a:#x} faulted {spins} "
+                                      "times: the fault handler binds the range but cannot "
+                                      f"move it to {svm.device.name}'s VRAM "
+                                      f"({'; '.join(last_reasons[-3:])}), so the atomic "
+                                      "faults again; the GPU job would time out")
+                    raise RuntimeError(f"model bug: fault at {a:#x} reported success "
+                                       f"{spins} times but the mapping is still invalid")
+                spins += 1
+                faults += 1
+                st = handle_pagefault(svm, vma, a, atomic)
+                remember_fault_vma(svm, vma)
+                last_reasons = st.reasons
+                retries += st.retries
+                vma = vm.find_vma_by_addr(a) or vma
+            assert r is not None and r.pages is not None
+            page = r.pages[(a - r.start) // PAGE_SIZE]
+            if op == "read":
+                data.append(page.value)
+            elif op == "write":
+                page.value = value
+            else:
+                page.value += 1
+    except XeError as e:
+        if isinstance(e, FaultError):
+            retries += e.stats.retries
+        e.details.update(faults=faults, retries=retries, fault_addr=a)
+        raise
+    out: dict[str, object] = {"faults": faults, "retries": retries}
+    if op == "read":
+        out["data"] = data
+    return out

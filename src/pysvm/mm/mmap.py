@@ -1,0 +1,365 @@
+"""The process address space: anonymous CPU memory and its page table.
+
+Kernel: struct mm_struct with its VMAs (mmap/munmap), the page table, the calls
+into the MMU interval notifiers (:mod:`pysvm.mm.mmu_notifier`), hmm_range_fault()
+of mm/hmm.c and migrate_vma_pages() of mm/migrate_device.c.
+
+Model
+-----
+* Memory is counted in 4 KiB pages; a page's contents are one ``int``.
+* Each populated page is a :class:`Page` object (a "physical page"). A device
+  page is a :class:`Page` whose ``alloc`` names the VRAM allocation holding it
+  (the kernel's device-private page with its zone-device data). Migration
+  replaces the Page object in the page table by a new one with the same value,
+  so a GPU mapping that still points at the old object is *stale* and a check
+  can tell (:meth:`Mm.page_at` is the truth).
+* A page that was never touched is not populated; it reads as 0 and
+  populating it (CPU touch, GPU fault, migration) creates a zero page.
+* ``mmap`` over existing mappings behaves as ``MAP_FIXED``: the old mappings
+  are unmapped first (firing the notifiers), as Linux does.
+* MMU interval notifiers are called synchronously with an
+  :class:`NotifierRange` whose ``event`` is a :class:`NotifyEvent`; each call
+  bumps the notifier's sequence number (mmu_interval_read_begin/retry).
+
+Differences from the kernel: no locking, no huge pages, no file mappings
+(``anonymous=False`` exists only so the "not anonymous" refusals can be
+exercised), no zero-page sharing, no fork/COW.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from sortedcontainers import SortedDict
+
+from pysvm.errors import XeError
+from pysvm.mm.mmu_notifier import Callback, IntervalNotifier, NotifierRange, NotifyEvent
+
+__all__ = ["PAGE_SHIFT", "PAGE_SIZE", "CpuVma", "Mm", "Page", "DevmemOwner"]
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+U64_MAX = (1 << 64) - 1
+
+
+class DevmemOwner(Protocol):
+    """What a device page's allocation must offer the address space."""
+
+    @property
+    def owner(self) -> object:
+        """The device-private owner of the page (hmm_range_fault compares it)."""
+
+    def migrate_to_ram(self, mm: Mm, addr: int) -> None: ...
+
+    def page_freed(self, page: Page) -> None: ...
+
+
+class Page:
+    """A physical page holding one int; ``alloc`` is set for device pages.
+
+    Kernel: struct page (system) / a device-private ZONE_DEVICE page whose
+    zone_device_data points at the drm_pagemap_zdd of its allocation.
+    """
+
+    __slots__ = ("value", "alloc")
+
+    def __init__(self, value: int = 0, alloc: DevmemOwner | None = None) -> None:
+        self.value = value
+        self.alloc = alloc
+
+    @property
+    def is_device(self) -> bool:
+        return self.alloc is not None
+
+    def __repr__(self) -> str:
+        where = "sys" if self.alloc is None else f"dev:{self.alloc!r}"
+        return f"Page({self.value}, {where})"
+
+
+@dataclass
+class CpuVma:
+    """A CPU mapping ``[start, end)``.
+
+    Kernel: struct vm_area_struct (VM_WRITE, vma_is_anonymous()).
+    """
+
+    start: int
+    end: int
+    read_only: bool = False
+    anonymous: bool = True
+
+
+def _check_span(addr: int, size: int, what: str) -> None:
+    if not isinstance(addr, int) or not isinstance(size, int):
+        raise XeError(errno.EINVAL, f"{what}: addr and size must be integers")
+    if addr < 0 or size <= 0 or addr + size > U64_MAX + 1:
+        raise XeError(errno.EINVAL, f"{what}: [{addr:#x}, +{size:#x}) is not a valid span")
+    if addr % PAGE_SIZE or size % PAGE_SIZE:
+        raise XeError(errno.EINVAL, f"{what}: addr {addr:#x} and size {size:#x} must be "
+                      f"4 KiB aligned")
+
+
+class Mm:
+    """One process address space.
+
+    Kernel: struct mm_struct + mmap()/munmap() + the CPU page fault path.
+    """
+
+    def __init__(self) -> None:
+        self._vmas: SortedDict = SortedDict()     # start -> CpuVma
+        self._pt: dict[int, Page] = {}            # page index -> Page
+        self._notifiers: list[IntervalNotifier] = []
+        self.alive = True                         # mmget_not_zero() succeeds
+        self.stats: dict[str, int] = {"cpu_faults_on_device_pages": 0}
+
+    # ---------------------------------------------------------------- VMAs
+    def vmas(self) -> Iterator[CpuVma]:
+        """Every CPU VMA in address order."""
+        return iter(list(self._vmas.values()))
+
+    def find_vma(self, addr: int) -> CpuVma | None:
+        """The CPU VMA containing ``addr`` or None.
+
+        Kernel: vma_lookup().
+        """
+        i = self._vmas.bisect_right(addr) - 1
+        if i < 0:
+            return None
+        vma: CpuVma = self._vmas.peekitem(i)[1]
+        return vma if vma.start <= addr < vma.end else None
+
+    def _overlapping(self, start: int, end: int) -> list[CpuVma]:
+        out: list[CpuVma] = []
+        i = max(self._vmas.bisect_right(start) - 1, 0)
+        keys = self._vmas.keys()
+        while i < len(keys):
+            vma: CpuVma = self._vmas[keys[i]]
+            if vma.start >= end:
+                break
+            if vma.end > start:
+                out.append(vma)
+            i += 1
+        return out
+
+    def mmap(self, addr: int, size: int, *, read_only: bool = False,
+             anonymous: bool = True) -> CpuVma:
+        """Map anonymous memory at exactly ``[addr, addr+size)`` (MAP_FIXED).
+
+        Kernel: do_mmap() with MAP_FIXED|MAP_ANONYMOUS: existing mappings in
+        the span are unmapped first (firing MMU_NOTIFY_UNMAP).
+
+        Raises
+        ------
+        XeError(EINVAL) for unaligned, empty or overflowing spans.
+        """
+        _check_span(addr, size, "mmap")
+        self.munmap(addr, size)
+        vma = CpuVma(addr, addr + size, read_only, anonymous)
+        self._vmas[addr] = vma
+        return vma
+
+    def munmap(self, addr: int, size: int) -> int:
+        """Unmap ``[addr, addr+size)``; returns the number of bytes unmapped.
+
+        Kernel: do_vmi_munmap(): per affected VMA the MMU notifiers see an
+        UNMAP event over the part removed, then the pages are freed (a freed
+        device page drops its allocation's reference). Unmapping a hole is
+        not an error.
+        """
+        _check_span(addr, size, "munmap")
+        end = addr + size
+        done = 0
+        for vma in self._overlapping(addr, end):
+            s, e = max(vma.start, addr), min(vma.end, end)
+            self.invalidate(s, e, NotifyEvent.UNMAP)
+            lo, hi = s >> PAGE_SHIFT, e >> PAGE_SHIFT
+            # Walk whichever is smaller: the span or the populated pages (a 2^63-byte
+            # mapping has 2^51 page slots but only the pages ever touched).
+            pfns = (range(lo, hi) if hi - lo <= len(self._pt)
+                    else sorted(p for p in self._pt if lo <= p < hi))
+            for pfn in pfns:
+                page = self._pt.pop(pfn, None)
+                if page is not None and page.alloc is not None:
+                    page.alloc.page_freed(page)
+            del self._vmas[vma.start]
+            if vma.start < s:
+                self._vmas[vma.start] = CpuVma(vma.start, s, vma.read_only, vma.anonymous)
+            if e < vma.end:
+                self._vmas[e] = CpuVma(e, vma.end, vma.read_only, vma.anonymous)
+            done += e - s
+        return done
+
+    # ------------------------------------------------------------ notifiers
+    def interval_notifier_insert(self, start: int, end: int,
+                                 callback: Callback) -> IntervalNotifier:
+        """Kernel: mmu_interval_notifier_insert()."""
+        if not self.alive:
+            raise XeError(errno.EFAULT, "address space is gone")
+        n = IntervalNotifier(start, end, callback)
+        self._notifiers.append(n)
+        return n
+
+    def interval_notifier_remove(self, n: IntervalNotifier) -> None:
+        """Kernel: mmu_interval_notifier_remove()."""
+        if not n.removed:
+            self._notifiers.remove(n)
+            n.removed = True
+
+    def notifier_count(self) -> int:
+        return len(self._notifiers)
+
+    def invalidate(self, start: int, end: int, event: NotifyEvent,
+                   owner: object = None) -> None:
+        """Call every interval notifier intersecting ``[start, end)``.
+
+        Kernel: mmu_notifier_invalidate_range_start() -> the interval tree walk
+        calling each mmu_interval_notifier_ops.invalidate.
+        """
+        nrange = NotifierRange(start, end, event, owner)
+        for n in list(self._notifiers):
+            if n.removed or n.end <= start or n.start >= end:
+                continue
+            n.invalidate_seq += 1
+            n.callback(n, nrange, n.invalidate_seq)
+
+    # ----------------------------------------------------------- page table
+    def page_at(self, addr: int) -> Page | None:
+        """The page currently mapped at ``addr`` (None: not populated)."""
+        return self._pt.get(addr >> PAGE_SHIFT)
+
+    def set_page(self, addr: int, page: Page) -> None:
+        """Install ``page`` at ``addr`` (used by migration)."""
+        self._pt[addr >> PAGE_SHIFT] = page
+
+    def pages(self, start: int, end: int) -> list[Page | None]:
+        """The pages mapped over ``[start, end)``, one per 4 KiB (None: not populated)."""
+        pt = self._pt
+        return [pt.get(pfn) for pfn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT)]
+
+    def migrate_vma_pages(self, start: int, end: int, alloc: DevmemOwner) -> list[Page]:
+        """Replace every page of ``[start, end)`` by a new device page of ``alloc`` holding
+        the same value (an unpopulated page migrates as a zero page); return the new pages.
+
+        Kernel: migrate_vma_pages() + migrate_vma_finalize() (mm/migrate_device.c), after
+        the driver copied the data. The caller invalidated the span first
+        (migrate_vma_setup() does, with MMU_NOTIFY_MIGRATE).
+        """
+        pt = self._pt
+        out: list[Page] = []
+        for pfn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+            old = pt.get(pfn)
+            new = pt[pfn] = Page(old.value if old is not None else 0, alloc)
+            out.append(new)
+        return out
+
+    def populated_pages(self) -> Iterator[tuple[int, Page]]:
+        """Every populated page as ``(address, page)``, in no particular order."""
+        return iter([(pfn << PAGE_SHIFT, p) for pfn, p in self._pt.items()])
+
+    def populated(self, addr: int) -> bool:
+        return (addr >> PAGE_SHIFT) in self._pt
+
+    def _populate(self, addr: int) -> Page:
+        pfn = addr >> PAGE_SHIFT
+        page = self._pt.get(pfn)
+        if page is None:
+            page = self._pt[pfn] = Page(0)
+        return page
+
+    def _require_mapped(self, addr: int, size: int, write: bool, what: str) -> None:
+        a, end = addr, addr + size
+        while a < end:
+            vma = self.find_vma(a)
+            if vma is None:
+                raise XeError(errno.EFAULT, f"{what}: {a:#x} is not mapped (SIGSEGV)")
+            if write and vma.read_only:
+                raise XeError(errno.EFAULT, f"{what}: {a:#x} is read-only (SIGSEGV)")
+            a = vma.end
+
+    def _cpu_fault(self, addr: int) -> Page:
+        """Touch one page from the CPU, migrating a device page back first.
+
+        Kernel: handle_mm_fault() -> do_swap_page() -> dev_pagemap_ops
+        .migrate_to_ram() for a device-private entry. The kernel may decline
+        while the allocation's timeslice runs and let the CPU refault; with no
+        clock here the CPU's refault loop ends the way it ends in the kernel:
+        with the page back in system memory.
+        """
+        for _ in range(4):
+            page = self._populate(addr)
+            if page.alloc is None:
+                return page
+            self.stats["cpu_faults_on_device_pages"] += 1
+            page.alloc.migrate_to_ram(self, addr)
+        raise XeError(errno.EFAULT, f"CPU fault at {addr:#x}: device page did not migrate "
+                      "back (SIGBUS)")
+
+    def cpu_read(self, addr: int, size: int) -> list[int]:
+        """Read every page of ``[addr, addr+size)``: one value per page.
+
+        Kernel: a CPU load; faults device-resident pages back to system memory.
+        Raises XeError(EFAULT) (SIGSEGV) when part of the span is unmapped.
+        """
+        _check_span(addr, size, "cpu_read")
+        self._require_mapped(addr, size, False, "cpu_read")
+        return [self._cpu_fault(a).value for a in range(addr, addr + size, PAGE_SIZE)]
+
+    def cpu_write(self, addr: int, size: int, value: int) -> None:
+        """Store ``value`` in every page of ``[addr, addr+size)``.
+
+        Kernel: a CPU store; faults device-resident pages back to system memory.
+        Raises XeError(EFAULT) for unmapped or read-only memory (state unchanged).
+        """
+        _check_span(addr, size, "cpu_write")
+        self._require_mapped(addr, size, True, "cpu_write")
+        for a in range(addr, addr + size, PAGE_SIZE):
+            self._cpu_fault(a).value = value
+
+    def check_pages(self, start: int, end: int) -> bool:
+        """True iff every page of ``[start, end)`` is populated (no faulting).
+
+        Kernel: drm_gpusvm_check_pages() (hmm_range_fault without fault flags).
+        """
+        return all((a >> PAGE_SHIFT) in self._pt for a in range(start, end, PAGE_SIZE))
+
+    def hmm_range_fault(self, start: int, end: int, *, write: bool,
+                        owner: object) -> list[Page]:
+        """Fault in ``[start, end)`` for a device and return its pages.
+
+        Kernel: hmm_range_fault() with HMM_PFN_REQ_FAULT (| WRITE): missing
+        pages are populated; device-private pages whose pagemap owner is not
+        ``owner`` are migrated back to system memory first; pages of ``owner``
+        are returned as they are.
+
+        Raises
+        ------
+        XeError(EFAULT) if the mm is gone or a page is not inside a CPU VMA,
+        XeError(EPERM) for a write fault on a read-only VMA.
+        """
+        if not self.alive:
+            raise XeError(errno.EFAULT, "address space is gone")
+        a = start
+        while a < end:
+            vma = self.find_vma(a)
+            if vma is None:
+                raise XeError(errno.EFAULT, f"hmm_range_fault: {a:#x} is not mapped")
+            if write and vma.read_only:
+                raise XeError(errno.EPERM, f"hmm_range_fault: {a:#x} is read-only")
+            a = vma.end
+        pages: list[Page] = []
+        owners: dict[int, object] = {}      # per allocation, looked up once per call
+        for a in range(start, end, PAGE_SIZE):
+            page = self._populate(a)
+            alloc = page.alloc
+            if alloc is not None:
+                key = id(alloc)
+                if key not in owners:
+                    owners[key] = alloc.owner
+                if owners[key] is not owner:
+                    alloc.migrate_to_ram(self, a)
+                    page = self._populate(a)
+            pages.append(page)
+        return pages

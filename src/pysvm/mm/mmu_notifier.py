@@ -1,0 +1,70 @@
+"""MMU interval notifiers: who is told when the CPU page tables change.
+
+Kernel: mm/mmu_notifier.c and include/linux/mmu_notifier.h (enum
+mmu_notifier_event, struct mmu_notifier_range, struct mmu_interval_notifier,
+mmu_interval_read_begin()/mmu_interval_read_retry()). The address space
+(:class:`pysvm.mm.mmap.Mm`) keeps the list and calls them synchronously.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+__all__ = ["Callback", "IntervalNotifier", "NotifierRange", "NotifyEvent"]
+
+
+class NotifyEvent(IntEnum):
+    """Why the CPU page tables change.
+
+    Kernel: enum mmu_notifier_event (include/linux/mmu_notifier.h), same order.
+    """
+
+    UNMAP = 0
+    CLEAR = 1
+    PROTECTION_VMA = 2
+    PROTECTION_PAGE = 3
+    SOFT_DIRTY = 4
+    RELEASE = 5
+    MIGRATE = 6
+    EXCLUSIVE = 7
+
+
+@dataclass(frozen=True)
+class NotifierRange:
+    """One invalidation: ``[start, end)`` and its reason.
+
+    Kernel: struct mmu_notifier_range.
+    """
+
+    start: int
+    end: int
+    event: NotifyEvent
+    owner: object = None
+
+
+Callback = Callable[["IntervalNotifier", NotifierRange, int], None]
+
+
+@dataclass(eq=False)
+class IntervalNotifier:
+    """An MMU interval notifier over ``[start, end)``.
+
+    Kernel: struct mmu_interval_notifier; ``invalidate_seq`` plays the role of
+    the sequence used by mmu_interval_read_begin()/mmu_interval_read_retry().
+    """
+
+    start: int
+    end: int
+    callback: Callback
+    invalidate_seq: int = 0
+    removed: bool = field(default=False)
+
+    def read_begin(self) -> int:
+        """Kernel: mmu_interval_read_begin()."""
+        return self.invalidate_seq
+
+    def read_retry(self, seq: int) -> bool:
+        """Kernel: mmu_interval_read_retry()."""
+        return self.invalidate_seq != seq

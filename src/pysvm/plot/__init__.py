@@ -1,0 +1,1 @@
+"""Pictures of a VM's address space and a run's timeline (``pysvm plot``)."""

@@ -1,0 +1,1 @@
+"""The built-in SVM workload behind ``pysvm simulate`` (sim/workload.py)."""

@@ -1,0 +1,70 @@
+"""A simulated Xe device with one VRAM tile.
+
+Kernel: struct xe_device / struct xe_tile (the fields the model needs:
+IS_DGFX, info.has_device_atomics_on_smem, the PAT table, tile VRAM).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pysvm.xe.attr import CohMode
+from pysvm.xe.vram import Vram
+
+if TYPE_CHECKING:
+    from pysvm.xe.pagemap import DevicePagemap
+
+__all__ = ["Device", "DEFAULT_PAT_COH"]
+
+MIB = 1 << 20
+
+#: Coherency mode per PAT index of the modelled platform (an Xe2-shaped table of
+#: 32 entries: index 0 and 3+ non-coherent, 1-2 coherent, 20-31 reserved).
+#: Kernel: xe->pat.table[i].coh_mode, read by xe_pat_index_get_coh_mode().
+DEFAULT_PAT_COH: tuple[int, ...] = tuple(
+    int(CohMode.INVALID) if i >= 20 else
+    int(CohMode.AT_LEAST_1WAY) if i in (1, 2) else int(CohMode.NONE)
+    for i in range(32))
+
+
+@dataclass(eq=False)
+class Device:
+    """One GPU. Kernel: struct xe_device with a single struct xe_tile.
+
+    ``vram`` is the tile's VRAM (None for an integrated device), made with the device.
+    ``pagemap`` is the handle on the tile's drm_pagemap, set by the composition root
+    when it probes the device in the pagemap subsystem (:func:`pysvm.xe.pagemap.
+    attach_device`); it stays None for an integrated device. ``fd`` is the number the
+    model gives this device's open file (used as a madvise ``devmem_fd``).
+    """
+
+    name: str
+    vram_bytes: int
+    discrete: bool
+    smem_atomics: bool
+    fd: int
+    tile_id: int = 0
+    pat_coh: tuple[int, ...] = DEFAULT_PAT_COH
+    vram: Vram | None = field(init=False, default=None)
+    pagemap: DevicePagemap | None = None
+    unbound: bool = False
+
+    def __post_init__(self) -> None:
+        # Kernel: xe_vram_probe() sizes the tile's VRAM region at probe.
+        if self.discrete and self.vram is None:
+            self.vram = Vram(self, self.vram_bytes)
+
+    @property
+    def n_pat_entries(self) -> int:
+        """Kernel: xe->pat.n_entries."""
+        return len(self.pat_coh)
+
+    def pat_coh_mode(self, pat_index: int) -> int:
+        """Coherency of a PAT index; INVALID for out-of-table indices.
+
+        Kernel: xe_pat_index_get_coh_mode().
+        """
+        if 0 <= pat_index < len(self.pat_coh):
+            return self.pat_coh[pat_index]
+        return int(CohMode.INVALID)

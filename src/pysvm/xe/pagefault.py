@@ -1,0 +1,396 @@
+"""The SVM GPU page-fault handler and its retry loops.
+
+Kernel: xe_svm_handle_pagefault() / __xe_svm_handle_pagefault() and
+xe_vma_need_vram_for_atomic() (drivers/gpu/drm/xe/xe_svm.c, xe_vm.c).
+
+Fault order (one inner iteration)
+---------------------------------
+::
+
+    fault.start -> collect garbage -> find or insert range -> fault.after_find_range
+      -> [range valid? done] -> migrate to VRAM if the policy says so -> fault.after_migrate
+      -> get pages -> fault.after_get_pages -> fault.before_bind -> bind -> done
+
+Retry reasons::
+
+          +--------------------- EAGAIN from GC (VMAs changed) --------------+
+          |                                                                  v
+    [outer: need_vram_for_atomic] -> [inner iteration] --EAGAIN--> re-look-up VMA (none: EINVAL)
+                                         |  ^
+          VRAM alloc failed (tries left) |  | get_pages EOPNOTSUPP/EFAULT/EPERM (budget)
+          removed range (newest)         |  | bind EAGAIN (pages invalidated)
+                                         +--+
+
+Budgets, as in the kernel: ``migrate_try_count`` is 3 when the access must be
+in device memory (``devmem_only``: an atomic on discrete that needs VRAM),
+else 1; each migration attempt and each get-pages / bind retry doubles the
+timeslice. Get-pages failures retry without bound unless ``devmem_only``;
+bind ``EAGAIN`` retries and the outer ``EAGAIN`` loop are unbounded in the
+kernel too. Nothing here caps them silently: :attr:`pysvm.xe.svm.Svm.
+max_fault_iterations` is an opt-in guard that raises
+:class:`FaultLivelockError` naming the fault.
+
+Injection points (``fault.start``, ``fault.after_find_range``,
+``fault.after_migrate``, ``fault.after_get_pages``, ``fault.before_bind``) run
+work queued with :meth:`pysvm.xe.svm.Svm.inject` once, the way an asynchronous
+CPU munmap, eviction or invalidation would land at that moment.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pysvm.drm.gpusvm import SZ_64K, GpuSvmCtx, SvmRange
+from pysvm.errors import XeError
+from pysvm.mm.mmap import PAGE_SIZE
+from pysvm.xe.attr import AtomicAccess
+from pysvm.xe.migrate import populate_mm
+from pysvm.xe.vram import devm_owner, page_device
+
+if TYPE_CHECKING:
+    from pysvm.xe.device import Device
+    from pysvm.xe.svm import Svm
+    from pysvm.xe.vma import Vma
+
+__all__ = ["need_vram_for_atomic", "handle_pagefault", "FaultStats", "FaultError",
+           "FaultLivelockError", "ATOMIC_SVM_TIMESLICE_MS", "alloc_vram", "needs_migrate",
+           "range_valid", "remember_fault_vma", "svm_owner"]
+
+#: Kernel: xe->atomic_svm_timeslice_ms default (module parameter) [memory: 5 ms].
+ATOMIC_SVM_TIMESLICE_MS = 5
+
+_ATOMIC_DEVICE = int(AtomicAccess.DEVICE)
+_ATOMIC_CPU = int(AtomicAccess.CPU)
+
+
+class FaultError(XeError):
+    """A GPU fault the handler could not service: the errno, a message and its FaultStats."""
+
+    def __init__(self, err: int, message: str, stats: FaultStats) -> None:
+        super().__init__(err, message)
+        self.stats = stats
+
+
+class FaultLivelockError(FaultError):
+    """The caller-set livelock guard stopped a fault loop that did not converge."""
+
+    def __init__(self, addr: int, iterations: int, stats: FaultStats) -> None:
+        super().__init__(errno.ELOOP, f"livelock guard: GPU fault at {addr:#x} still not "
+                         f"serviced after {iterations} loop iterations (the kernel would keep "
+                         f"retrying); reasons: {stats.reasons[-8:]}", stats)
+
+
+@dataclass
+class FaultStats:
+    """What one GPU fault cost. Kernel: the XE_GT_STATS_ID_SVM_* counters, per fault."""
+
+    addr: int
+    atomic: bool
+    outer_iterations: int = 0
+    inner_iterations: int = 0
+    migrations: int = 0
+    migration_failures: int = 0
+    get_pages_failures: int = 0
+    bind_eagain: int = 0
+    gc_eagain: int = 0
+    timeslice_ms: int = 0
+    result: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def retries(self) -> int:
+        """Loop iterations beyond the first (outer and inner)."""
+        return max(self.outer_iterations - 1, 0) + max(
+            self.inner_iterations - self.outer_iterations, 0)
+
+
+def need_vram_for_atomic(device: Device, vma: Vma, atomic: bool, newest: bool = False) -> int:
+    """1 if the access must be served from VRAM, 0 if not.
+
+    Kernel: xe_vma_need_vram_for_atomic(): not discrete or not atomic -> 0;
+    DEVICE -> 1 unless device atomics on system memory are supported;
+    GLOBAL/UNDEFINED/other -> 1; CPU -> raises XeError(EACCES). The newest
+    kernel reads the BO's atomic attribute (bo->attr.atomic_access, which
+    madvise_atomic() sets) for a BO-backed VMA, the VMA's own otherwise; 6.18
+    reads the VMA's. The SVM fault handler only ever passes CPU-mirror VMAs
+    (no BO); the BO case is the kernel's handle_vma_pagefault() path
+    (xe_pagefault.c), whose fault is not simulated: :func:`pysvm.hw.gpu.gpu_access`
+    reads and writes BO pages directly.
+    """
+    if not device.discrete or not atomic:
+        return 0
+    attr = vma.attr.atomic_access
+    if newest and vma.bo is not None:
+        attr = vma.bo.atomic_access
+    if attr == _ATOMIC_DEVICE:
+        return 0 if device.smem_atomics else 1
+    if attr == _ATOMIC_CPU:
+        raise XeError(errno.EACCES, f"atomic GPU access to a VMA whose atomic policy is CPU "
+                      f"(VMA {vma.start:#x}+{vma.end - vma.start:#x})")
+    return 1
+
+
+def _resolve_target(svm: Svm, vma: Vma) -> Device | None:
+    """The device whose VRAM the VMA prefers, or None (system).
+
+    Kernel: xe_vma_resolve_pagemap() (6.18: -1 -> system, 0 -> local VRAM on
+    discrete, anything else -> system; newest: another device by fd).
+    """
+    fd = vma.attr.preferred_loc.devmem_fd
+    if fd == -1:
+        return None
+    dev = svm.device
+    if fd == 0:
+        return dev if dev.discrete else None
+    if svm.vm.profile.multi_device:
+        other = svm.host.device_by_fd(fd)
+        if other is not None and other.discrete:
+            return other
+    return None
+
+
+def _has_pagemap(r: SvmRange, target: Device | None) -> bool:
+    """The range's pages are device pages of ``target``'s VRAM.
+
+    Kernel: xe_svm_range_has_pagemap() (newest: range->pages.dpagemap == dpagemap).
+    """
+    return r.in_vram() and r.dpagemap is target
+
+
+def range_valid(svm: Svm, r: SvmRange, devmem_only: bool, target: Device | None) -> bool:
+    """Kernel: xe_svm_range_is_valid(): bound on this tile and not invalidated, and when
+    ``devmem_only`` in device memory (6.18: any VRAM, xe_svm_range_in_vram(); newest: the
+    target pagemap, xe_svm_range_has_pagemap())."""
+    if not r.is_valid(svm.tile, False):
+        return False
+    if not devmem_only:
+        return True
+    if svm.vm.profile.range_removed_check:
+        return _has_pagemap(r, target)
+    return r.in_vram()
+
+
+def needs_migrate(svm: Svm, r: SvmRange, target: Device | None) -> bool:
+    """Kernel: xe_svm_range_needs_migrate_to_vram() (4K migration supported).
+
+    6.18: not if the range is in VRAM already (xe_svm_range_in_vram); newest: not if its
+    pages are in the target pagemap already (xe_svm_range_has_pagemap).
+    """
+    if not r.migrate_devmem or target is None:
+        return False
+    if svm.vm.profile.range_removed_check:
+        return not _has_pagemap(r, target)
+    return not r.in_vram()
+
+
+def alloc_vram(svm: Svm, r: SvmRange, target: Device, ctx: GpuSvmCtx) -> None:
+    """Kernel: xe_svm_alloc_vram().
+
+    6.18: drm_pagemap_populate_mm() on the local VRAM, nothing else. Newest: first a scan
+    (drm_gpusvm_scan_mm) - every page already in the target pagemap -> 0 without
+    allocating; then populate, and on EBUSY exactly one retry after evicting the range to
+    system memory.
+    """
+    newest = svm.vm.profile.range_removed_check
+    if newest and _all_pages_in(svm, r, target):
+        return
+    try:
+        populate_mm(target, svm.mm, r.start, r.end, ctx.timeslice_ms, newest=newest)
+    except XeError as e:
+        if e.errno != errno.EBUSY or not newest:
+            raise
+        svm.gpusvm.range_evict(r)
+        populate_mm(target, svm.mm, r.start, r.end, ctx.timeslice_ms, newest=newest)
+
+
+def _all_pages_in(svm: Svm, r: SvmRange, target: Device) -> bool:
+    """Kernel: drm_gpusvm_scan_mm() == DRM_GPUSVM_SCAN_EQUAL (every page in the pagemap)."""
+    for a in range(r.start, r.end, PAGE_SIZE):
+        p = svm.mm.page_at(a)
+        if page_device(p) is not target:
+            return False
+    return True
+
+
+def _guard(svm: Svm, st: FaultStats) -> None:
+    cap = svm.max_fault_iterations
+    if cap is not None and st.inner_iterations + st.outer_iterations > cap:
+        raise FaultLivelockError(st.addr, st.inner_iterations + st.outer_iterations, st)
+
+
+def _inner(svm: Svm, vma: Vma, addr: int, need_vram: bool, st: FaultStats) -> int:
+    """One call of the inner handler; returns 0 or an errno (EAGAIN: re-look-up).
+
+    Kernel: __xe_svm_handle_pagefault(). Profile differences (6.18 torvalds 0131514f,
+    newest kernel-patches/bpf 508444b9): newest resolves the target pagemap before the
+    range lookup and uses it as the page owner filter (system target: no owner, so
+    get_pages brings device pages back to system memory), checks the "removed" flag under
+    the range lock, compares validity and migration need against the target pagemap, and
+    on a failed migration of a devmem-only fault with tries left goes straight to
+    get_pages (which fixes mixed placements up) instead of retrying.
+    """
+    dev = svm.device
+    discrete = dev.discrete
+    newest = svm.vm.profile.range_removed_check
+    ctx = GpuSvmCtx(read_only=vma.read_only(), devmem_possible=discrete,
+                    check_pages_threshold=SZ_64K if discrete else 0,
+                    devmem_only=need_vram and discrete,
+                    timeslice_ms=ATOMIC_SVM_TIMESLICE_MS if (need_vram and discrete) else 0)
+    migrate_try_count = 3 if ctx.devmem_only else 1
+    first = True
+    while True:
+        if not first:
+            st.reasons.append("retry")
+        first = False
+        st.inner_iterations += 1
+        st.timeslice_ms = ctx.timeslice_ms
+        _guard(svm, st)
+        svm.fire("fault.start")
+        err = svm.garbage_collector()
+        if err:
+            if err == errno.EAGAIN:
+                st.gc_eagain += 1
+                st.reasons.append("gc-eagain")
+            else:
+                st.reasons.append(f"gc:{errno.errorcode.get(err, err)}")
+            return err
+        target = dev if ctx.devmem_only else _resolve_target(svm, vma)
+        if newest:
+            # xe_svm_private_page_owner(vm, !dpagemap)
+            svm.gpusvm.owner = svm_owner(svm) if target is not None else None
+        else:
+            svm.gpusvm.owner = svm_owner(svm)
+        try:
+            r = svm.gpusvm.range_find_or_insert(max(addr, vma.start), vma.start, vma.end, ctx)
+        except XeError as e:
+            st.reasons.append(f"find-or-insert:{e.name}")
+            return e.errno or errno.EINVAL
+        svm.fire("fault.after_find_range")
+        if newest and r.removed:
+            st.reasons.append("range-removed")
+            continue
+        if ctx.devmem_only and not r.migrate_devmem:
+            st.reasons.append("not-migratable")
+            return errno.EACCES
+        if range_valid(svm, r, ctx.devmem_only, target):
+            return 0
+        migrate_try_count -= 1
+        if migrate_try_count >= 0 and target is not None and needs_migrate(svm, r, target):
+            st.migrations += 1
+            try:
+                alloc_vram(svm, r, target, ctx)
+                err = 0
+            except XeError as e:
+                err = e.errno or errno.ENOMEM
+            ctx.timeslice_ms <<= 1
+            if err:
+                st.migration_failures += 1
+                st.reasons.append(f"migrate:{errno.errorcode.get(err, err)}")
+                if not (migrate_try_count or not ctx.devmem_only):
+                    return err
+                if not (newest and ctx.devmem_only):
+                    continue
+                # newest, devmem_only, tries left: get_pages fixes mixed placements up
+            else:
+                svm.fire("fault.after_migrate")
+        try:
+            svm.gpusvm.range_get_pages(r, ctx)
+            err = 0
+        except XeError as e:
+            err = e.errno or errno.EFAULT
+            if err == errno.EOPNOTSUPP:
+                svm.gpusvm.range_evict(r)
+        if err in (errno.EOPNOTSUPP, errno.EFAULT, errno.EPERM):
+            st.get_pages_failures += 1
+            st.reasons.append(f"get-pages:{errno.errorcode.get(err, err)}")
+            ctx.timeslice_ms <<= 1
+            if migrate_try_count > 0 or not ctx.devmem_only:
+                continue
+        if err:
+            return err
+        svm.fire("fault.after_get_pages")
+        svm.fire("fault.before_bind")
+        try:
+            svm.range_rebind(r)
+        except XeError as e:
+            if e.errno == errno.EAGAIN:
+                st.bind_eagain += 1
+                st.reasons.append("bind-eagain")
+                ctx.timeslice_ms <<= 1
+                continue
+            return e.errno or errno.EINVAL
+        return 0
+
+
+def svm_owner(svm: Svm) -> object:
+    """Kernel: xe_svm_private_page_owner() / xe_svm_devm_owner() of the VM's device."""
+    return devm_owner(svm.device)
+
+
+def handle_pagefault(svm: Svm, vma: Vma, addr: int, atomic: bool) -> FaultStats:
+    """Service one GPU page fault on a CPU-address-mirror VMA.
+
+    Kernel: xe_svm_handle_pagefault(): need_vram_for_atomic, the inner
+    handler, and on EAGAIN a fresh VMA lookup by address (none -> EINVAL) and
+    another round, without bound.
+
+    Returns the fault's :class:`FaultStats` (also appended to ``svm.fault_log``
+    and counted in ``world.stats``). Raises XeError with the kernel's errno
+    when the fault cannot be serviced: a :class:`FaultError` carrying the stats.
+    """
+    st = FaultStats(addr, atomic)
+    stats = svm.host.stats
+    stats["faults"] += 1
+    newest = svm.vm.profile.range_removed_check
+    outer_fault = svm.current_fault
+    svm.current_fault = addr
+    try:
+        while True:
+            st.outer_iterations += 1
+            _guard(svm, st)
+            need = need_vram_for_atomic(svm.device, vma, atomic, newest)
+            err = _inner(svm, vma, addr, bool(need), st)
+            if err == errno.EAGAIN:
+                st.reasons.append("outer-eagain")
+                found = svm.vm.find_vma_by_addr(addr)
+                if found is None:
+                    err = errno.EINVAL
+                    raise XeError(err, f"GPU fault at {addr:#x}: no VMA after re-lookup")
+                vma = found
+                continue
+            if err:
+                raise XeError(err, f"GPU fault at {addr:#x} failed: "
+                              f"{'; '.join(st.reasons[-4:]) or errno.errorcode.get(err, err)}")
+            return st
+    except FaultError as e:
+        st.result = e.errno or 0
+        raise
+    except XeError as e:
+        st.result = e.errno or 0
+        raise FaultError(st.result, e.strerror or "", st) from e
+    finally:
+        svm.current_fault = outer_fault
+        stats["retries"] += st.retries
+        stats["migration_attempts"] += st.migrations
+        if st.result:
+            stats["faults_failed"] += 1
+        svm.fault_log.append(st)
+
+
+def remember_fault_vma(svm: Svm, vma: Vma) -> None:
+    """After a successful fault the VM caches the VMA the fault *started* with.
+
+    Kernel: xe_pagefault.c stores ``vm->usm.last_fault_vma = vma`` with the VMA it looked
+    up before calling xe_svm_handle_pagefault(). When the garbage collector inside the
+    fault replaced that VMA (set_default_attr's split or re-allocation; xe_vm_remove_vma()
+    had cleared the cache then), the pointer stored is the destroyed VMA's: a dangling
+    pointer that the next xe_vm_find_vma_by_addr() dereferences (vma_matches()). The model
+    stores it too and counts it (``last_fault_vma_dangling``); its lookup ignores a cached
+    VMA that is no longer in the tree, so nothing here reads freed memory.
+    """
+    vm = svm.vm
+    vm.last_fault_vma = vma
+    if not vm.killed and vm.find_vma_by_addr(vma.start) is not vma:
+        svm.host.stats["last_fault_vma_dangling"] += 1

@@ -1,0 +1,343 @@
+"""Per-VM SVM state: the gpusvm, the notifier callback, GC queue, prefetch.
+
+Kernel: struct xe_vm.svm and xe_svm_init(), xe_svm_invalidate(),
+xe_svm_unmap_address_range(), xe_svm_ranges_zap_ptes_in_range(),
+xe_svm_has_mapping(), xe_vm_range_rebind()/unbind() (drivers/gpu/drm/xe/).
+
+An :class:`Svm` is made for every fault-mode VM by the composition root
+(:meth:`pysvm.World.vm_create`, as xe_vm_create() calls xe_svm_init()), with the
+process address space it mirrors. It is also the driver's side of the drm_gpusvm
+ops table (:class:`pysvm.drm.gpusvm.GpuSvmOps`: invalidate, the pagemap of device
+pages, eviction).
+
+GPU mappings of SVM ranges are modelled by ``range.tile_present`` /
+``range.tile_invalidated`` and the page objects ``range.pages`` captured by
+get_pages: the GPU reads and writes through those objects. The invariant that
+:meth:`Svm.check_invariants` verifies after every step in tests and the fuzzer
+is that every *valid* GPU mapping points at exactly the pages the CPU page
+table holds now (so no GPU mapping of unmapped or moved memory survives).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pysvm.drm.gpusvm import DevmemPagemap, GpuSvm, GpuSvmCtx, SvmRange
+from pysvm.drm.gpusvm_notifier import SvmNotifier
+from pysvm.errors import XeError
+from pysvm.mm.mmap import PAGE_SIZE, DevmemOwner, Mm
+from pysvm.mm.mmu_notifier import NotifierRange, NotifyEvent
+from pysvm.xe.device import Device
+from pysvm.xe.garbage_collector import garbage_collector
+from pysvm.xe.host import INJECTION_POINTS
+from pysvm.xe.pagefault import alloc_vram, needs_migrate, svm_owner
+from pysvm.xe.pagemap import range_pagemap_get, range_pagemap_put, svm_put_pagemaps
+from pysvm.xe.vram import VramAllocation, devm_owner, evict_range
+
+if TYPE_CHECKING:
+    from pysvm.xe.host import XeHost
+    from pysvm.xe.pagefault import FaultStats
+    from pysvm.xe.pagemap import DevicePagemap
+    from pysvm.xe.vm import Vm
+
+__all__ = ["Svm", "INJECTION_POINTS", "NOTIFIER_SIZE"]
+
+#: Kernel: xe_modparam.svm_notifier_size (MiB) default 512.
+NOTIFIER_SIZE = 512 << 20
+
+
+class Svm:
+    """SVM state of one fault-mode VM.
+
+    Kernel: struct xe_vm::svm (gpusvm + garbage_collector) and xe_svm_init().
+    """
+
+    def __init__(self, vm: Vm, mm: Mm) -> None:
+        self.vm = vm
+        self.host: XeHost = vm.host
+        self.mm = mm
+        self.device = vm.device
+        self.tile = vm.device.tile_id
+        self.gpusvm = GpuSvm(self.mm, 0, vm.size, NOTIFIER_SIZE, self,
+                             owner=devm_owner(vm.device))
+        #: The device pagemaps this VM holds (newest profile). Kernel: vm->svm.pagemaps[].
+        self.pagemaps: list[DevicePagemap] = []
+        self.gc_list: list[SvmRange] = []
+        self._gc_work_queued = False
+        #: (point, result, fault address) of every injected event that fired.
+        self.injection_log: list[tuple[str, object, int | None]] = []
+        #: Address of the GPU fault being serviced (None outside the fault handler).
+        self.current_fault: int | None = None
+        #: Called as hook(svm, start, end, err) after each set_default_attr of the GC
+        #: (tests and the fuzzer check the attribute reset there).
+        self.gc_hooks: list[Callable[[Svm, int, int, int], None]] = []
+        #: Optional livelock guard: max fault-loop iterations per fault (None: unbounded,
+        #: as in the kernel). Exceeding it raises pysvm.xe.pagefault.FaultLivelockError.
+        self.max_fault_iterations: int | None = None
+        self.fault_log: deque[FaultStats] = deque(maxlen=4096)
+        self.bo_data: dict[tuple[str, int], int] = {}
+        self.closed = False
+
+    # ------------------------------------------------------------ hooks
+    @property
+    def injections(self) -> dict[str, list[Callable[[], object]]]:
+        """Injection point -> work fired once when any VM's fault handler gets there.
+
+        Shared by every VM of the machine (the host's): an asynchronous CPU event
+        does not pick its VM.
+        """
+        return self.host.injections
+
+    def inject(self, point: str, fn: Callable[[], object]) -> None:
+        """Fire ``fn`` the next time the fault handler reaches ``point``."""
+        if point not in self.injections:
+            raise XeError(errno.EINVAL, f"unknown injection point {point!r}; choose one of "
+                          f"{', '.join(INJECTION_POINTS)}")
+        self.injections[point].append(fn)
+
+    def fire(self, point: str) -> None:
+        """Run (and forget) the work injected at ``point``."""
+        inj = self.injections
+        todo = inj[point]
+        if not todo:
+            return
+        inj[point] = []
+        for fn in todo:
+            self.host.stats["injections_fired"] += 1
+            res: object
+            try:
+                res = fn()
+            except XeError as e:
+                res = e
+            self.injection_log.append((point, res, self.current_fault))
+
+    # ------------------------------------------ drm_gpusvm ops (GpuSvmOps)
+    def page_pagemap(self, alloc: DevmemOwner) -> DevmemPagemap:
+        """The device whose VRAM holds a device page (zdd->devmem_allocation->dpagemap)."""
+        assert isinstance(alloc, VramAllocation), alloc
+        return alloc.device
+
+    def pagemap_get(self, dpagemap: DevmemPagemap | None) -> None:
+        """Newest: the range's pages hold their pagemap (drm_gpusvm_get_pages)."""
+        range_pagemap_get(self._device_of(dpagemap))
+
+    def pagemap_put(self, dpagemap: DevmemPagemap | None) -> None:
+        """Drop :meth:`pagemap_get`'s reference (__drm_gpusvm_unmap_pages)."""
+        range_pagemap_put(self._device_of(dpagemap))
+
+    @staticmethod
+    def _device_of(dpagemap: DevmemPagemap | None) -> Device | None:
+        assert dpagemap is None or isinstance(dpagemap, Device), dpagemap
+        return dpagemap
+
+    def devmem_evict(self, mm: Mm, start: int, end: int) -> int:
+        """Kernel: drm_gpusvm_range_evict() (device pages back to system memory)."""
+        return evict_range(mm, start, end)
+
+    def invalidate(self, notifier: SvmNotifier, nrange: NotifierRange) -> None:
+        """Kernel: xe_svm_invalidate() (with the notifier_event_begin/end helpers)."""
+        adj_start = max(notifier.start, nrange.start)
+        adj_end = min(notifier.end, nrange.end)
+        if notifier.find(adj_start, adj_end) is None:
+            return
+        ranges = list(notifier.ranges(adj_start, adj_end))
+        closed = self.closed
+        if not closed:
+            for r in ranges:
+                if r.unmapped or not r.tile_present:
+                    continue
+                adj_start = min(adj_start, r.start)
+                adj_end = max(adj_end, r.end)
+                r.tile_invalidated |= r.tile_present
+                self.host.stats["gpu_invalidations"] += 1
+        for r in notifier.ranges(adj_start, adj_end):
+            self.gpusvm.range_unmap_pages(r)
+            if not closed and nrange.event == NotifyEvent.UNMAP:
+                self._gc_add(r, nrange)
+
+    def _gc_add(self, r: SvmRange, nrange: NotifierRange) -> None:
+        """Kernel: xe_svm_garbage_collector_add_range()."""
+        self.gpusvm.range_set_unmapped(r, nrange)
+        if not r.gc_queued:
+            r.gc_queued = True
+            self.gc_list.append(r)
+        if not self._gc_work_queued:
+            self._gc_work_queued = True
+            self.host.queue_work(f"svm_gc:{self.vm.name}", self._gc_work)
+
+    def _gc_work(self) -> int:
+        """Kernel: xe_svm_garbage_collector_work_func()."""
+        self._gc_work_queued = False
+        return self.garbage_collector()
+
+    # ------------------------------------------------------------- GC
+    def garbage_collector(self) -> int:
+        """Run the collector now. Kernel: xe_svm_garbage_collector()."""
+        return garbage_collector(self)
+
+    def garbage_collector_flush(self) -> int:
+        """Kernel: xe_svm_flush() (flush_work of the GC work) as madvise does."""
+        if not self.gc_list:
+            return 0
+        return self.garbage_collector()
+
+    def range_unbind(self, r: SvmRange) -> None:
+        """Zap the range's GPU mapping on every tile. Kernel: xe_vm_range_unbind()."""
+        r.tile_present = 0
+        r.tile_invalidated = 0
+
+    def range_collect(self, r: SvmRange) -> None:
+        """Unbind and remove one range. Kernel: __xe_svm_garbage_collector()."""
+        self.range_unbind(r)
+        self.gpusvm.range_remove(r)
+        self.host.stats["ranges_removed"] += 1
+
+    def range_rebind(self, r: SvmRange) -> None:
+        """Bind the range's pages on this tile.
+
+        Kernel: xe_vm_range_rebind(); its pre-commit check
+        (xe_pt_svm_pre_commit) answers EAGAIN when the pages were invalidated
+        after get_pages.
+        """
+        if r.removed or not r.pages_valid or r.notifier.read_retry(r.notifier_seq):
+            raise XeError(errno.EAGAIN, "range pages were invalidated before bind")
+        bit = 1 << self.tile
+        r.tile_present |= bit
+        r.tile_invalidated &= ~bit
+
+    # ------------------------------------------------- Vm <-> Svm hooks
+    def has_ranges(self, start: int, end: int) -> bool:
+        """Kernel: xe_svm_has_mapping()."""
+        return self.gpusvm.has_mapping(start, end)
+
+    def invalidate_range(self, start: int, end: int) -> list[tuple[int, int]]:
+        """Zap GPU mappings of SVM ranges in ``[start, end)``; (addr, size) of each.
+
+        Kernel: xe_svm_ranges_zap_ptes_in_range() (madvise invalidation).
+        """
+        out: list[tuple[int, int]] = []
+        bit = 1 << self.tile
+        for r in self.gpusvm.ranges(start, end):
+            if r.tile_present & ~r.tile_invalidated & bit:
+                r.tile_invalidated |= bit
+                out.append((r.start, r.size))
+        return out
+
+    def unmap_address_range(self, start: int, end: int) -> None:
+        """Evict and destroy ranges only partly inside ``[start, end)``.
+
+        Kernel: xe_svm_unmap_address_range().
+        """
+        discrete = self.device.discrete
+        for r in list(self.gpusvm.ranges(start, end)):
+            if start > r.start or end < r.end:
+                if discrete and r.in_vram():
+                    self.gpusvm.range_evict(r)
+                self.range_collect(r)
+                if r.gc_queued:
+                    r.gc_queued = False
+                    self.gc_list.remove(r)
+
+    def close(self) -> None:
+        """Tear the SVM state down. Kernel: xe_svm_close() + xe_svm_fini().
+
+        xe_svm_close() also drops the VM's references on its device's pagemaps
+        (xe_svm_put_pagemaps; a no-op when the VM holds none).
+        """
+        self.closed = True
+        for r in list(self.gpusvm.ranges()):
+            self.range_unbind(r)
+        self.gpusvm.fini()
+        self.gc_list.clear()
+        svm_put_pagemaps(self.pagemaps)
+
+    # -------------------------------------------------------- prefetch
+    def prefetch(self, start: int, end: int, region: str) -> int:
+        """Create, place and bind ranges over ``[start, end)``; returns ranges bound.
+
+        Kernel: xe_vm_bind DRM_XE_VM_BIND_OP_PREFETCH on CPU-mirror VMAs
+        (vm_bind_ioctl_ops_create walking xe_svm_range_find_or_insert, then
+        prefetch_ranges(): xe_svm_alloc_vram for a VRAM region, get_pages,
+        bind). ``region`` is ``"vram"`` (this device's VRAM) or ``"system"``.
+        Every VMA touched must be a CPU-mirror VMA (else EINVAL).
+        """
+        if region not in ("vram", "system"):
+            raise XeError(errno.EINVAL, f"prefetch region {region!r}: choose vram or system")
+        if start % PAGE_SIZE or end % PAGE_SIZE or end <= start:
+            raise XeError(errno.EINVAL, f"prefetch [{start:#x}, {end:#x}) must be 4 KiB "
+                          "aligned and non-empty")
+        if self.vm.killed:
+            raise XeError(errno.ENOENT, f"VM {self.vm.name} is killed")
+        vmas = self.vm.vmas_in(start, end)
+        for v in vmas:
+            if not v.is_cpu_addr_mirror():
+                raise XeError(errno.EINVAL, f"prefetch: VMA {v.start:#x} is not a CPU mirror")
+        discrete = self.device.discrete
+        if region == "vram" and not discrete:
+            raise XeError(errno.EINVAL, f"prefetch: {self.device.name} has no VRAM")
+        self.garbage_collector()
+        self.gpusvm.owner = svm_owner(self)
+        n = 0
+        for v in self.vm.vmas_in(start, end):
+            ctx = GpuSvmCtx(read_only=v.read_only(), devmem_possible=discrete,
+                            check_pages_threshold=0)
+            a = max(start, v.start)
+            stop = min(end, v.end)
+            while a < stop:
+                r = self.gpusvm.range_find_or_insert(a, v.start, v.end, ctx)
+                if region == "vram" and needs_migrate(self, r, self.device):
+                    alloc_vram(self, r, self.device, ctx)
+                elif region == "system" and r.in_vram():
+                    self.gpusvm.range_evict(r)
+                try:
+                    self.gpusvm.range_get_pages(r, ctx)
+                except XeError as e:
+                    if e.errno != errno.EOPNOTSUPP:
+                        raise
+                    self.gpusvm.range_evict(r)
+                    self.gpusvm.range_get_pages(r, ctx)
+                self.range_rebind(r)
+                n += 1
+                a = r.end
+        return n
+
+    # ------------------------------------------------------ GPU access
+    def ranges_info(self) -> list[dict[str, object]]:
+        """The ``ranges`` event's list: address, size, location, unmapped flag."""
+        return [{"addr": r.start, "range": r.size, "location": r.location(),
+                 "unmapped": r.unmapped} for r in self.gpusvm.ranges()]
+
+    def check_invariants(self) -> None:
+        """Assert the SVM model's invariants (tests and the fuzzer call this).
+
+        * every range lies inside one CPU-mirror VMA and its notifier;
+        * ranges do not overlap;
+        * a range valid on a tile maps exactly the pages the CPU page table
+          holds now (no GPU mapping of unmapped or moved memory);
+        * a range that is not unmapped/queued lies inside CPU-mapped memory or
+          holds no valid mapping.
+        """
+        prev_end = -1
+        bit = 1 << self.tile
+        for r in self.gpusvm.ranges():
+            assert r.start >= prev_end, f"overlapping ranges at {r.start:#x}"
+            prev_end = r.end
+            assert r.notifier.start <= r.start and r.end <= r.notifier.end, r
+            if not self.vm.killed:      # a killed VM answers no VMA lookups
+                vma = self.vm.find_vma_by_addr(r.start)
+                assert vma is not None and vma.is_cpu_addr_mirror(), \
+                    f"range {r} not inside a CPU-mirror VMA ({vma})"
+                assert vma.start <= r.start and r.end <= vma.end, \
+                    f"range {r} crosses VMA {vma}"
+            if r.tile_present & ~r.tile_invalidated & bit:
+                assert r.pages is not None, f"bound range {r} has no pages"
+                for i, a in enumerate(range(r.start, r.end, PAGE_SIZE)):
+                    cur = self.mm.page_at(a)
+                    assert cur is r.pages[i], (
+                        f"stale GPU mapping at {a:#x} in {r}: GPU page {r.pages[i]!r}, "
+                        f"CPU page {cur!r}")
+        for r in self.gc_list:
+            assert r.unmapped and not r.removed, r

@@ -1,0 +1,469 @@
+"""An Xe VM: the drm_gpuvm VA tree of VMAs, bind map/unmap and the VMA splits.
+
+The tree is ``gpuvm_core.GpuVm``; this module turns its op lists into VMAs the
+way vm_bind_ioctl_ops_parse() / xe_vma_op_commit() do: REMAP pieces keep the
+attributes and the CREATE_MASK flags of the VMA they were cut from, new MAPs
+get default attributes (bind), the cut VMA's attributes (madvise) or default
+attributes with the replaced VMA's default PAT (CPU-mirror re-allocation).
+Every refusal is decided before the tree changes, so a refused request
+leaves the VM exactly as it was.
+
+Kernel: drivers/gpu/drm/xe/xe_vm.c.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from sortedcontainers import SortedDict
+
+from gpuvm_core import GpuVm, GpuvmError, Ops
+from pysvm.errors import XeError
+from pysvm.xe.attr import PAGE_SIZE, BindFlag, CohMode, VmaMemAttr
+from pysvm.xe.vma import CREATE_MASK, Vma, VmaFlag
+
+if TYPE_CHECKING:
+    from pysvm.xe.bo import Bo
+    from pysvm.xe.device import Device
+    from pysvm.xe.host import XeHost
+    from pysvm.xe.profile import Profile
+    from pysvm.xe.svm import Svm
+
+__all__ = ["Vm", "DEFAULT_VA_BITS"]
+
+#: Xe VM size is 1 << xe->info.va_bits; 48 on the modelled platform.
+DEFAULT_VA_BITS = 48
+
+
+# One parsed op: (old VMA removed or None, new VMAs inserted).
+_Parsed = list[tuple[Vma | None, list[Vma]]]
+
+
+_NO_FLAGS = BindFlag(0)
+
+
+def _aligned(x: int) -> bool:
+    return x % PAGE_SIZE == 0
+
+
+class Vm:
+    """A GPU VM of one device. Kernel: struct xe_vm.
+
+    ``svm`` is the SVM state of a fault-mode VM (:class:`pysvm.xe.svm.Svm`, made by the
+    composition root right after the VM, as xe_vm_create() calls xe_svm_init());
+    None otherwise;
+    ``killed`` mirrors xe_vm_kill() (closed-or-banned: further binds and
+    madvise fail with ENOENT).
+    """
+
+    def __init__(self, host: XeHost, name: str, device: Device, fault_mode: bool, *,
+                 va_bits: int = DEFAULT_VA_BITS) -> None:
+        self.host = host
+        self.name = name
+        self.device = device
+        self.fault_mode = fault_mode
+        self.size = 1 << va_bits
+        self.gpuvm = GpuVm(0, self.size)
+        self._vmas: SortedDict = SortedDict()   # addr -> Vma, mirrors the gpuvm tree
+        self.svm: Svm | None = None
+        self.killed = False
+        self.last_fault_vma: Vma | None = None
+
+    # -- lookup -------------------------------------------------------------
+
+    @property
+    def profile(self) -> Profile:
+        """The kernel profile of the machine this VM lives in."""
+        return self.host.profile
+
+    def __iter__(self) -> Iterator[Vma]:
+        """The VMAs in address order (a snapshot). Kernel: drm_gpuvm_for_each_va()."""
+        return iter(list(self._vmas.values()))
+
+    def __len__(self) -> int:
+        return len(self._vmas)
+
+    def vmas_in(self, start: int, end: int) -> list[Vma]:
+        """VMAs intersecting [start, end) in address order.
+
+        Kernel: drm_gpuvm_for_each_va_range().
+        """
+        out: list[Vma] = []
+        keys = self._vmas.keys()
+        i = max(self._vmas.bisect_right(start) - 1, 0)
+        while i < len(keys):
+            vma: Vma = self._vmas[keys[i]]
+            if vma.addr >= end:
+                break
+            if vma.end > start:
+                out.append(vma)
+            i += 1
+        return out
+
+    def find_vma_by_addr(self, addr: int) -> Vma | None:
+        """The VMA overlapping the 4 KiB window [addr, addr + 4 KiB), or None.
+
+        The cached last-fault VMA wins if it overlaps that window (not only if
+        it contains ``addr``); otherwise the lowest VMA overlapping the window,
+        which is None on a closed or banned (killed) VM. For page-aligned
+        addresses this is "the VMA containing addr"; for an unaligned address
+        it may be the next VMA (xe_vm_find_cpu_addr_mirror_vma_range() passes
+        ``end + 1``, so a VMA one 4 KiB hole beyond ``end`` is found).
+        Kernel: xe_vm_find_vma_by_addr() (vma_matches(),
+        xe_vm_find_overlapping_vma()).
+        """
+        cached = self.last_fault_vma
+        if (cached is not None and self._vmas.get(cached.addr) is cached
+                and addr <= cached.end - 1 and addr + PAGE_SIZE - 1 >= cached.addr):
+            return cached
+        if self.killed:
+            return None
+        va = self.gpuvm.find_first(addr, PAGE_SIZE)
+        return None if va is None else self._vmas.get(va.addr)
+
+    def query(self, start: int, range: int) -> list[Vma]:  # noqa: A002
+        """VMAs the kernel's memory-range-attribute query reports, in address order.
+
+        The kernel checks neither alignment nor the VM's size nor a closed VM
+        here: it walks drm_gpuvm_for_each_va_range(start, start + range), so a
+        zero ``range`` reports the VMA straddling ``start`` (if any) and u64
+        wrap-around follows the interval-tree arithmetic. Each VMA yields
+        start, end, devmem_fd, migration_policy, atomic and pat_index (not
+        default_pat_index or flags, which the trace adds).
+        Kernel: xe_vm_query_vmas_attrs_ioctl() / get_mem_attrs().
+        """
+        ops = self._ops(lambda: self.gpuvm.prefetch_ops_create(start, range))
+        return [self._vmas[op.as_dict()["addr"]] for op in ops]
+
+    def _check_alive(self) -> None:
+        if self.killed:
+            raise XeError(errno.ENOENT, f"VM {self.name} is closed or banned (killed)")
+
+    def kill(self) -> None:
+        """Ban the VM; later binds, madvise and faults fail. Kernel: xe_vm_kill()."""
+        if not self.killed:
+            self.killed = True
+            self.host.stats["vms_killed"] += 1
+
+    # -- op parsing and commit ---------------------------------------------
+
+    def _svm_has_ranges(self, start: int, end: int) -> bool:
+        return self.svm is not None and start < end and bool(self.svm.has_ranges(start, end))
+
+    def _ops(self, make: Callable[[], Ops]) -> Ops:
+        try:
+            return make()
+        except GpuvmError as e:
+            raise XeError(e.errno or errno.EINVAL, str(e)) from None
+
+    def _remap_pieces(self, d: dict[str, Any], old: Vma) -> tuple[list[Vma], int, int]:
+        """New VMAs for a REMAP's prev/next, each inheriting old's attrs and flags."""
+        flags = VmaFlag(old.flags & CREATE_MASK)
+        pieces: list[Vma] = []
+        start, end = old.start, old.end
+        for key in ("prev", "next"):
+            m = d[key]
+            if m is None:
+                continue
+            v = Vma(self, m["addr"], m["range"], old.bo, m["offset"], flags, old.attr.copy(),
+                    userptr=old.userptr)
+            v.tile_present = old.tile_present
+            pieces.append(v)
+            if key == "prev":
+                start = m["addr"] + m["range"]
+            else:
+                end = m["addr"]
+        return pieces, start, end
+
+    def _commit(self, ops: Ops, parsed: _Parsed) -> None:
+        failed = self.gpuvm.apply(ops)
+        if failed:  # cannot happen for a freshly generated list; never hide it
+            raise RuntimeError(f"gpuvm refused {failed} inserts of a fresh op list")
+        for old, news in parsed:
+            if old is not None:
+                del self._vmas[old.addr]
+                old.flags |= VmaFlag.DESTROYED
+                old.attr.release()
+                if self.last_fault_vma is old:
+                    self.last_fault_vma = None
+            for v in news:
+                self._vmas[v.addr] = v
+
+    @staticmethod
+    def _discard(parsed: _Parsed) -> None:
+        for _, news in parsed:
+            for v in news:
+                v.attr.release()
+
+    def _parse_remove(self, d: dict[str, Any], parsed: _Parsed, *, madvise: bool,
+                      allow_svm_unmap: bool) -> Vma:
+        """Parse one REMAP or UNMAP op (vm_bind_ioctl_ops_parse); return the old VMA."""
+        if d["op"] == "remap":
+            old: Vma = self._vmas[d["unmap"]["addr"]]
+            pieces, s, e = self._remap_pieces(d, old)
+            parsed.append((old, pieces))
+            if old.is_cpu_addr_mirror() and self._svm_has_ranges(s, e):
+                if madvise:
+                    assert self.svm is not None
+                    self.svm.unmap_address_range(s, e)
+                else:
+                    raise XeError(errno.EBUSY, f"SVM ranges still live in [{s:#x}, {e:#x}) of "
+                                  f"CPU-mirror VMA {old.addr:#x}+{old.range:#x}")
+            return old
+        gone: Vma = self._vmas[d["addr"]]
+        parsed.append((gone, []))
+        # ALLOW_SVM_UNMAP only lifts the EBUSY: the ranges stay (the VMA that
+        # replaces this one covers them); nothing is unmapped
+        if (gone.is_cpu_addr_mirror() and not allow_svm_unmap
+                and self._svm_has_ranges(gone.start, gone.end)):
+            raise XeError(errno.EBUSY, f"SVM ranges still live in CPU-mirror VMA "
+                          f"{gone.addr:#x}+{gone.range:#x}")
+        return gone
+
+    # -- bind ---------------------------------------------------------------
+
+    def bind_map(self, addr: int, range: int, *, flags: BindFlag = _NO_FLAGS,  # noqa: A002
+                 pat_index: int = 0, bo: Bo | str | None = None, offset: int = 0,
+                 userptr: bool = False) -> list[Vma]:
+        """Map [addr, addr+range): a BO, a userptr, a NULL or a CPU-address-mirror VMA.
+
+        Refusals in the kernel's order: vm_bind_ioctl_check_args() (mirror
+        needs a fault-mode VM; PAT index in the table, not reserved, known
+        coherency; then the flag/op/object combinations; then alignment), all
+        ``EINVAL``; a closed or banned VM ``ENOENT``; outside the VM
+        ``EINVAL``; the BO lookup ``ENOENT``; xe_vm_bind_ioctl_validate_bo()
+        (range and offset inside the BO) ``EINVAL``; live SVM ranges in a
+        cut-out ``EBUSY``. ``bo`` may be a string: a handle that names no BO
+        -- it counts as "an object was given" for the argument checks and
+        fails with ``ENOENT`` only where the kernel looks it up. CHECK_PXP is
+        accepted and has no effect (no BO is PXP-protected in the model);
+        DECOMPRESS is an unknown flag in 6.18 (``EINVAL``) and not modelled in
+        the newest profile (``EOPNOTSUPP``). BO CPU caching is not modelled,
+        so the COH_NONE-with-WB-BO refusal is not reproduced.
+        The tree update follows vm_bind_ioctl_ops_create()/_parse() with
+        drm_gpuvm_sm_map_ops_create(): every new MAP gets default attributes
+        with ``pat_index`` as its default PAT. In the newest profile a
+        CPU-mirror map is first widened over default-attribute mirror
+        neighbours (:meth:`find_cpu_addr_mirror_vma_range`, so they merge into
+        the new VMA, taking its flags and PAT) and may UNMAP mirror VMAs that
+        still have SVM ranges (ALLOW_SVM_UNMAP). Returns the VMA(s) the MAP made.
+        Kernel: xe_vm_bind_ioctl() with DRM_XE_VM_BIND_OP_MAP / MAP_USERPTR.
+        """
+        is_null = bool(flags & BindFlag.NULL)
+        is_mirror = bool(flags & BindFlag.CPU_ADDR_MIRROR)
+        has_obj = bo is not None
+        what = f"bind map [{addr:#x}, +{range:#x})"
+        dev = self.device
+        if is_mirror and not self.fault_mode:
+            raise XeError(errno.EINVAL, f"{what}: cpu_addr_mirror needs a fault-mode VM")
+        if pat_index >= dev.n_pat_entries:
+            raise XeError(errno.EINVAL,
+                          f"{what}: pat_index {pat_index} >= {dev.n_pat_entries} entries")
+        coh = dev.pat_coh_mode(pat_index)
+        if coh == CohMode.INVALID:
+            raise XeError(errno.EINVAL, f"{what}: pat_index {pat_index} is a reserved PAT entry")
+        if coh > CohMode.AT_LEAST_1WAY:
+            raise XeError(errno.EINVAL,
+                          f"{what}: pat_index {pat_index} has an unknown coherency mode {coh}")
+        if flags & BindFlag.MADVISE_AUTORESET and not self.profile.autoreset_gating:
+            raise XeError(errno.EINVAL, f"{what}: the autoreset flag does not exist in kernel "
+                          f"{self.profile.name}")
+        if flags & BindFlag.DECOMPRESS:
+            if not self.profile.autoreset_gating:
+                raise XeError(errno.EINVAL, f"{what}: the decompress flag does not exist in "
+                              f"kernel {self.profile.name}")
+            raise XeError(errno.EOPNOTSUPP, f"{what}: the decompress flag is not modelled")
+        if has_obj and (is_null or is_mirror):
+            raise XeError(errno.EINVAL, f"{what}: a BO cannot be given with null/cpu_addr_mirror")
+        if offset and (is_null or is_mirror):
+            raise XeError(errno.EINVAL, f"{what}: offset must be 0 with null/cpu_addr_mirror")
+        if userptr and (is_null or is_mirror):
+            raise XeError(errno.EINVAL, f"{what}: null/cpu_addr_mirror need op map, not userptr")
+        if not has_obj and not userptr and not is_null and not is_mirror:
+            raise XeError(errno.EINVAL, f"{what}: a map needs a BO, null or cpu_addr_mirror")
+        if userptr and has_obj:
+            raise XeError(errno.EINVAL, f"{what}: a userptr map takes no BO")
+        if userptr and coh == CohMode.NONE:
+            raise XeError(errno.EINVAL, f"{what}: userptr needs a coherent PAT index")
+        if flags & BindFlag.MADVISE_AUTORESET and (not is_mirror or userptr):
+            raise XeError(errno.EINVAL, f"{what}: autoreset needs a cpu_addr_mirror map")
+        if not (_aligned(addr) and _aligned(offset) and _aligned(range)) or range == 0:
+            raise XeError(errno.EINVAL, f"{what}: addr, range and offset must be 4 KiB aligned "
+                          "and range non-zero")
+        self._check_alive()
+        if range > self.size or addr > self.size - range:
+            raise XeError(errno.EINVAL, f"{what}: outside the VM (size {self.size:#x})")
+        if isinstance(bo, str):
+            raise XeError(errno.ENOENT, f"{what}: no BO named {bo!r}")
+        if bo is not None:
+            if bo.device is not dev:
+                raise XeError(errno.ENOENT,
+                              f"{what}: BO {bo.name} belongs to device {bo.device.name}")
+            if range > bo.size or offset > bo.size - range:
+                raise XeError(errno.EINVAL, f"{what}: offset {offset:#x} + range exceeds BO "
+                              f"{bo.name} size {bo.size:#x}")
+        vflags = VmaFlag(0)
+        if flags & BindFlag.READONLY:
+            vflags |= VmaFlag.READ_ONLY
+        if is_null:
+            vflags |= VmaFlag.SPARSE
+        if is_mirror:
+            vflags |= VmaFlag.SYSTEM_ALLOCATOR
+        if flags & BindFlag.DUMPABLE:
+            vflags |= VmaFlag.DUMPABLE
+        if flags & BindFlag.MADVISE_AUTORESET:
+            vflags |= VmaFlag.MADV_AUTORESET
+        immediate = bool(flags & BindFlag.IMMEDIATE) or not self.fault_mode
+        map_start, map_end = addr, addr + range
+        allow_svm_unmap = False
+        if is_mirror and self.profile.absorb_neighbours:
+            # newest: a mirror bind swallows default-attr mirror neighbours
+            # (vm_bind_ioctl_ops_create) and may UNMAP VMAs with SVM ranges
+            map_start, map_end = self.find_cpu_addr_mirror_vma_range(map_start, map_end)
+            allow_svm_unmap = True
+        ops = self._ops(lambda: self.gpuvm.sm_map_ops_create(
+            map_start, map_end - map_start, bo.handle if bo is not None else None, offset))
+        parsed: _Parsed = []
+        created: list[Vma] = []
+        try:
+            for op in ops:
+                d = op.as_dict()
+                if d["op"] == "map":
+                    v = Vma(self, d["addr"], d["range"], bo, d["offset"], vflags,
+                            VmaMemAttr.default(pat_index), userptr=userptr)
+                    if immediate and not is_mirror and not is_null:
+                        v.tile_present = 1 << dev.tile_id
+                    parsed.append((None, [v]))
+                    created.append(v)
+                else:
+                    self._parse_remove(d, parsed, madvise=False,
+                                       allow_svm_unmap=allow_svm_unmap)
+        except XeError:
+            self._discard(parsed)
+            raise
+        self._commit(ops, parsed)
+        self.host.stats["binds"] += 1
+        return created
+
+    def bind_unmap(self, addr: int, range: int) -> None:  # noqa: A002
+        """Unmap [addr, addr+range), trimming VMAs that straddle its ends.
+
+        Refusals in the kernel's order: alignment / zero range ``EINVAL``,
+        closed or banned VM ``ENOENT``, outside the VM ``EINVAL``, a
+        CPU-mirror VMA (or cut-out part) with live SVM ranges ``EBUSY``.
+        Trimmed pieces keep the attributes and CREATE_MASK flags of the VMA
+        they were cut from. Kernel: xe_vm_bind_ioctl() with DRM_XE_VM_BIND_OP_UNMAP
+        (drm_gpuvm_sm_unmap_ops_create + vm_bind_ioctl_ops_parse).
+        """
+        what = f"bind unmap [{addr:#x}, +{range:#x})"
+        if not (_aligned(addr) and _aligned(range)) or range == 0:
+            raise XeError(errno.EINVAL,
+                          f"{what}: addr and range must be 4 KiB aligned and range non-zero")
+        self._check_alive()
+        if range > self.size or addr > self.size - range:
+            raise XeError(errno.EINVAL, f"{what}: outside the VM (size {self.size:#x})")
+        ops = self._ops(lambda: self.gpuvm.sm_unmap_ops_create(addr, range))
+        parsed: _Parsed = []
+        try:
+            for op in ops:
+                self._parse_remove(op.as_dict(), parsed, madvise=False, allow_svm_unmap=False)
+        except XeError:
+            self._discard(parsed)
+            raise
+        self._commit(ops, parsed)
+        self.host.stats["unbinds"] += 1
+
+    # -- xe_vm_alloc_vma ----------------------------------------------------
+
+    def alloc_madvise_vma(self, start: int, range: int) -> None:  # noqa: A002
+        """Split VMAs at start and start+range; pieces keep their VMA's attrs.
+
+        BO-backed VMAs are not split. SVM ranges in a cut-out part are
+        unmapped at once (xe_svm_unmap_address_range).
+        Kernel: xe_vm_alloc_madvise_vma() -> xe_vm_alloc_vma(is_madvise=true).
+        """
+        ops = self._ops(lambda: self.gpuvm.madvise_ops_create(start, range))
+        parsed: _Parsed = []
+        cut: Vma | None = None
+        for op in ops:
+            d = op.as_dict()
+            if d["op"] == "remap":
+                cut = self._parse_remove(d, parsed, madvise=True, allow_svm_unmap=False)
+            elif d["op"] == "map":
+                if cut is None:
+                    raise RuntimeError("madvise op list: MAP without a preceding REMAP")
+                v = Vma(self, d["addr"], d["range"], None, d["offset"],
+                        VmaFlag(cut.flags & CREATE_MASK), cut.attr.copy(), userptr=cut.userptr)
+                v.tile_present = cut.tile_present
+                parsed.append((None, [v]))
+                cut = None
+            else:
+                raise RuntimeError(f"madvise op list holds a {d['op']} op")
+        if parsed:
+            self._commit(ops, parsed)
+            self.host.stats["madvise_splits"] += sum(1 for old, _ in parsed if old is not None)
+
+    def alloc_cpu_addr_mirror_vma(self, start: int, range: int) -> Vma:  # noqa: A002
+        """Replace whatever covers [start, start+range) by one default-attr CPU-mirror VMA.
+
+        Neighbours outside the range are trimmed and keep their attributes; the
+        new VMA takes CREATE_MASK flags and default_pat_index from the last
+        VMA it replaces (the last UNMAP/REMAP of the op list). UNMAP of a VMA
+        with live SVM ranges is allowed only in the newest profile
+        (ALLOW_SVM_UNMAP; the ranges are left alone); a REMAP whose cut-out
+        still holds SVM ranges fails with EBUSY in both. Over a hole (no VMA
+        replaced) the kernel would use an uninitialised default PAT and no
+        mirror flag; the model refuses with EINVAL instead.
+        Kernel: xe_vm_alloc_cpu_addr_mirror_vma() -> xe_vm_alloc_vma(is_madvise=false).
+        """
+        self._check_alive()
+        ops = self._ops(lambda: self.gpuvm.sm_map_ops_create(start, range, None, 0))
+        parsed: _Parsed = []
+        last: Vma | None = None
+        new: Vma | None = None
+        try:
+            for op in ops:
+                d = op.as_dict()
+                if d["op"] == "map":
+                    if last is None:
+                        raise XeError(errno.EINVAL, f"no VMA covers [{start:#x}, +{range:#x}) to "
+                                      "re-allocate as CPU mirror")
+                    pat = last.attr.default_pat_index
+                    new = Vma(self, d["addr"], d["range"], None, 0,
+                              VmaFlag(last.flags & CREATE_MASK), VmaMemAttr.default(pat))
+                    parsed.append((None, [new]))
+                else:
+                    last = self._parse_remove(d, parsed, madvise=False,
+                                              allow_svm_unmap=self.profile.allow_svm_unmap)
+        except XeError:
+            self._discard(parsed)
+            raise
+        assert new is not None
+        self._commit(ops, parsed)
+        self.host.stats["mirror_vma_allocs"] += 1
+        return new
+
+    def find_cpu_addr_mirror_vma_range(self, start: int, end: int) -> tuple[int, int]:
+        """Widen [start, end) over default-attr CPU-mirror neighbours (for merging).
+
+        Newest profile only (6.18 has no such function: the span comes back
+        unchanged). The left neighbour is looked up at ``start - 4 KiB``, the
+        right one at ``end + 1`` through :meth:`find_vma_by_addr`'s 4 KiB
+        window, so -- a kernel quirk kept here -- a default mirror VMA that
+        starts one 4 KiB hole after ``end`` is absorbed too (and a following
+        re-allocation fills the hole), while a hole before ``start`` is not
+        crossed. Kernel: xe_vm_find_cpu_addr_mirror_vma_range() (newest).
+        """
+        if not self.profile.absorb_neighbours:
+            return start, end
+        if start >= PAGE_SIZE:
+            prev = self.find_vma_by_addr(start - PAGE_SIZE)
+            if prev is not None and prev.is_cpu_addr_mirror() and prev.has_default_mem_attrs():
+                start = prev.start
+        if end < self.size:
+            nxt = self.find_vma_by_addr(end + 1)
+            if nxt is not None and nxt.is_cpu_addr_mirror() and nxt.has_default_mem_attrs():
+                end = nxt.end
+        return start, end

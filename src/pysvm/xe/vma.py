@@ -1,0 +1,131 @@
+"""Xe VMAs: a gpuva plus XE_VMA_* flags and memory attributes.
+
+Kernel: struct xe_vma (drivers/gpu/drm/xe/xe_vm_types.h).
+"""
+
+from __future__ import annotations
+
+from enum import IntFlag
+from typing import TYPE_CHECKING
+
+from pysvm.xe.attr import VmaMemAttr
+
+if TYPE_CHECKING:
+    from pysvm.xe.bo import Bo
+    from pysvm.xe.vm import Vm
+
+__all__ = ["VmaFlag", "Vma", "CREATE_MASK", "FLAG_NAMES"]
+
+_USERBITS = 1 << 2  # DRM_GPUVA_USERBITS
+
+
+class VmaFlag(IntFlag):
+    """gpuva flags with the kernel's bit values. Kernel: DRM_GPUVA_* and XE_VMA_*."""
+
+    INVALIDATED = 1 << 0          # DRM_GPUVA_INVALIDATED
+    SPARSE = 1 << 1               # DRM_GPUVA_SPARSE (Xe: a NULL binding)
+    READ_ONLY = _USERBITS << 0
+    DESTROYED = _USERBITS << 1
+    ATOMIC_PTE_BIT = _USERBITS << 2
+    PTE_4K = _USERBITS << 3
+    PTE_2M = _USERBITS << 4
+    PTE_1G = _USERBITS << 5
+    PTE_64K = _USERBITS << 6
+    PTE_COMPACT = _USERBITS << 7
+    DUMPABLE = _USERBITS << 8
+    SYSTEM_ALLOCATOR = _USERBITS << 9   # the CPU-address-mirror kind
+    MADV_AUTORESET = _USERBITS << 10    # newest only
+    CPU_ADDR_MIRROR = SYSTEM_ALLOCATOR
+
+
+#: Kernel: XE_VMA_CREATE_MASK -- flags carried to VMAs that replace a VMA.
+CREATE_MASK = (VmaFlag.READ_ONLY | VmaFlag.DUMPABLE | VmaFlag.SYSTEM_ALLOCATOR
+               | VmaFlag.SPARSE | VmaFlag.MADV_AUTORESET)
+
+#: Trace names of the flags a query reports, in output order.
+FLAG_NAMES: tuple[tuple[VmaFlag, str], ...] = (
+    (VmaFlag.SYSTEM_ALLOCATOR, "cpu_addr_mirror"),
+    (VmaFlag.SPARSE, "null"),
+    (VmaFlag.READ_ONLY, "read_only"),
+    (VmaFlag.MADV_AUTORESET, "autoreset"),
+    (VmaFlag.DUMPABLE, "dumpable"),
+)
+
+
+class Vma:
+    """One VMA of a VM. Kernel: struct xe_vma.
+
+    ``addr``/``range`` are gpuva.va; ``bo``/``offset`` gpuva.gem (for a
+    userptr VMA ``offset`` is the CPU address, as the kernel keeps it in
+    gem.offset); ``flags`` gpuva.flags (:class:`VmaFlag`); ``attr`` the
+    xe_vma_mem_attr; ``skip_invalidation``, ``tile_present`` and
+    ``tile_invalidated`` the fields of the same names.
+    """
+
+    __slots__ = ("vm", "addr", "range", "bo", "offset", "flags", "attr", "userptr",
+                 "skip_invalidation", "tile_present", "tile_invalidated")
+
+    def __init__(self, vm: Vm, addr: int, range: int, bo: Bo | None, offset: int,  # noqa: A002
+                 flags: VmaFlag, attr: VmaMemAttr, *, userptr: bool = False) -> None:
+        self.vm = vm
+        self.addr = addr
+        self.range = range
+        self.bo = bo
+        self.offset = offset
+        self.flags = flags
+        self.attr = attr
+        self.userptr = userptr
+        self.skip_invalidation = False
+        self.tile_present = 0
+        self.tile_invalidated = 0
+
+    @property
+    def start(self) -> int:
+        """Kernel: xe_vma_start()."""
+        return self.addr
+
+    @property
+    def end(self) -> int:
+        """Kernel: xe_vma_end() (exclusive)."""
+        return self.addr + self.range
+
+    def is_cpu_addr_mirror(self) -> bool:
+        """Kernel: xe_vma_is_cpu_addr_mirror()."""
+        return bool(self.flags & VmaFlag.SYSTEM_ALLOCATOR)
+
+    def is_null(self) -> bool:
+        """Kernel: xe_vma_is_null()."""
+        return bool(self.flags & VmaFlag.SPARSE)
+
+    def is_userptr(self) -> bool:
+        """Kernel: xe_vma_is_userptr()."""
+        return self.userptr
+
+    def read_only(self) -> bool:
+        """Kernel: xe_vma_read_only()."""
+        return bool(self.flags & VmaFlag.READ_ONLY)
+
+    def has_no_bo(self) -> bool:
+        """Kernel: xe_vma_has_no_bo()."""
+        return self.bo is None
+
+    def has_default_mem_attrs(self) -> bool:
+        """Kernel: xe_vma_has_default_mem_attrs()."""
+        return self.attr.is_default()
+
+    def reset_attrs(self) -> None:
+        """Reset attributes in place (pat_index := default_pat_index).
+
+        Kernel: the attribute reset in xe_svm_range_set_default_attr().
+        """
+        pat = self.attr.default_pat_index
+        self.attr.release()
+        self.attr = VmaMemAttr.default(pat)
+
+    def flag_names(self) -> list[str]:
+        """The trace names of this VMA's flags, in :data:`FLAG_NAMES` order."""
+        return [name for bit, name in FLAG_NAMES if self.flags & bit]
+
+    def __repr__(self) -> str:
+        return (f"Vma({self.addr:#x}+{self.range:#x} flags={self.flag_names()} "
+                f"bo={self.bo.name if self.bo else None})")

@@ -1,0 +1,274 @@
+"""Per-device VRAM: capacity, allocations, device-resident pages.
+
+Kernel: the VRAM region of a tile (struct xe_vram_region with its TTM VRAM
+manager) and the device-memory allocation backing migrated SVM pages
+(struct drm_pagemap_devmem embedded in an xe_bo, plus the drm_pagemap_zdd that
+every device page points at).
+
+Model
+-----
+A :class:`Vram` has a byte capacity and an LRU-ordered set of
+:class:`VramAllocation`. An allocation is created for one SVM range at a time
+(size = range size) and owns the device pages migrated into it (each a
+:class:`pysvm.mm.mmap.Page` whose ``alloc`` is the allocation, holding its value).
+When its last page goes away (migrated back, munmapped) the allocation is
+released: its bytes return to the VRAM and its pagemap reference is dropped
+(the zdd's last put). Allocating more than is free first evicts the least
+recently used allocations to system memory, as TTM eviction does
+(xe_svm_bo_evict -> drm_pagemap_evict_to_ram); when that is not enough the
+allocation fails with ENOMEM. Page values are never lost: eviction copies each
+page to a new system page before freeing the device page.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+from collections import Counter, OrderedDict
+from typing import TYPE_CHECKING
+
+from pysvm.drm.pagemap import Zdd
+from pysvm.errors import XeError
+from pysvm.mm.mmap import PAGE_SIZE, Mm, Page
+from pysvm.mm.mmu_notifier import NotifyEvent
+
+if TYPE_CHECKING:
+    from pysvm.xe.device import Device
+
+__all__ = ["Vram", "VramAllocation", "devm_owner", "evict_range", "evict_to_ram",
+           "migrate_to_ram", "page_device"]
+
+_ids = itertools.count(1)
+
+
+def devm_owner(device: Device) -> object:
+    """The device-private page owner of ``device``'s VRAM.
+
+    Kernel: xe_svm_devm_owner() (6.18: the xe device itself; newest: the
+    pagemap owner group, so peers in one group share pages directly).
+    """
+    pm = device.pagemap
+    owner = pm.owner if pm is not None else None
+    return owner if owner is not None else device
+
+
+def page_device(page: Page | None) -> Device | None:
+    """The device whose VRAM holds ``page`` (None for a system page or no page)."""
+    alloc = page.alloc if page is not None else None
+    return alloc.device if isinstance(alloc, VramAllocation) else None
+
+
+class VramAllocation:
+    """Device memory backing one migrated SVM range.
+
+    Kernel: struct drm_pagemap_devmem (xe_bo->devmem_allocation) + its zdd.
+    """
+
+    def __init__(self, vram: Vram, mm: Mm, start: int, size: int) -> None:
+        self.id = next(_ids)
+        self.vram = vram
+        self.mm = mm
+        self.start = start
+        self.size = size
+        self.pages: dict[int, Page] = {}      # address -> live device page
+        self.timeslice_ms = 0
+        self.released = False
+        #: The zdd: holds the device's pagemap from migration until the last device page is
+        #: freed (set by :func:`pysvm.xe.migrate.populate_mm`; None without a pagemap).
+        self.zdd: Zdd | None = None
+
+    @property
+    def device(self) -> Device:
+        return self.vram.device
+
+    @property
+    def owner(self) -> object:
+        return devm_owner(self.vram.device)
+
+    @property
+    def detached(self) -> bool:
+        """Kernel: completion of zdd->devmem_allocation->detached."""
+        return not self.pages
+
+    def __repr__(self) -> str:
+        return f"<alloc {self.id} {self.vram.device_name} {self.start:#x}+{self.size:#x}>"
+
+    def migrate_to_ram(self, mm: Mm, addr: int) -> None:
+        """CPU fault on one of our pages. Kernel: drm_pagemap_migrate_to_ram()."""
+        migrate_to_ram(mm, addr, self)
+
+    def page_freed(self, page: Page) -> None:
+        """A device page was freed. Kernel: drm_pagemap_page_free() -> zdd put."""
+        for addr, p in list(self.pages.items()):
+            if p is page:
+                del self.pages[addr]
+                break
+        if not self.pages:
+            self.release()
+
+    def release(self) -> None:
+        """Return the memory and drop the pagemap reference (once).
+
+        Kernel: drm_pagemap_zdd_destroy() -> devmem_release (xe_svm_devmem_release).
+        """
+        if self.released:
+            return
+        self.released = True
+        self.vram.free(self)
+        if self.zdd is not None and not self.zdd.detached:
+            self.zdd.page_free(self.zdd.pages)     # the zdd's last put drops the pagemap
+
+
+class Vram:
+    """One VRAM tile's memory.
+
+    Kernel: struct xe_vram_region + the TTM VRAM manager's capacity.
+    """
+
+    def __init__(self, device: Device, capacity: int, stats: Counter[str] | None = None) -> None:
+        if capacity < 0:
+            raise XeError(errno.EINVAL, f"VRAM capacity {capacity} is negative")
+        self.device = device
+        self.capacity = capacity
+        self.used = 0
+        self.allocations: OrderedDict[int, VramAllocation] = OrderedDict()
+        self.stats: Counter[str] = stats if stats is not None else Counter()
+
+    @property
+    def device_name(self) -> str:
+        return self.device.name
+
+    @property
+    def free_bytes(self) -> int:
+        return self.capacity - self.used
+
+    def touch(self, alloc: VramAllocation) -> None:
+        """Mark an allocation most recently used (TTM LRU bump)."""
+        if alloc.id in self.allocations:
+            self.allocations.move_to_end(alloc.id)
+
+    def alloc(self, mm: Mm, start: int, size: int,
+              keep: tuple[VramAllocation, ...] = ()) -> VramAllocation:
+        """Reserve ``size`` bytes, evicting LRU allocations under pressure.
+
+        Kernel: xe_bo_create_locked(VRAM) in xe_drm_pagemap_populate_mm(), with
+        TTM evicting other SVM allocations through xe_svm_bo_evict().
+
+        Raises XeError(ENOMEM) when even after eviction the memory does not fit.
+        """
+        if size > self.capacity:
+            raise XeError(errno.ENOMEM, f"{self.device_name}: {size:#x} bytes exceed the "
+                          f"VRAM capacity {self.capacity:#x}")
+        for victim in list(self.allocations.values()):
+            if self.free_bytes >= size:
+                break
+            if victim in keep:
+                continue
+            evict_to_ram(victim)
+            self.stats["evictions_pressure"] += 1
+        if self.free_bytes < size:
+            raise XeError(errno.ENOMEM, f"{self.device_name}: out of VRAM ({self.free_bytes:#x} "
+                          f"free, {size:#x} needed)")
+        a = VramAllocation(self, mm, start, size)
+        self.allocations[a.id] = a
+        self.used += size
+        return a
+
+    def free(self, alloc: VramAllocation) -> None:
+        if self.allocations.pop(alloc.id, None) is not None:
+            self.used -= alloc.size
+
+    def resident_pages(self) -> int:
+        return sum(len(a.pages) for a in self.allocations.values())
+
+
+
+def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int]) -> int:
+    """Copy the given device pages of ``alloc`` to new system pages."""
+    addrs = sorted(a for a in addrs if a in alloc.pages)
+    if not addrs:
+        return 0
+    # One notifier call per contiguous run, before the page table changes.
+    run_start = prev = addrs[0]
+    for a in [*addrs[1:], None]:
+        if a is None or a != prev + PAGE_SIZE:
+            mm.invalidate(run_start, prev + PAGE_SIZE, NotifyEvent.MIGRATE, alloc.owner)
+            if a is not None:
+                run_start = a
+        if a is not None:
+            prev = a
+    moved = 0
+    for a in addrs:
+        old = alloc.pages.get(a)
+        if old is None:
+            continue
+        if mm.page_at(a) is old:
+            mm.set_page(a, Page(old.value))
+        moved += 1
+        alloc.page_freed(old)
+    st = alloc.vram.stats
+    st["migrations_to_system"] += 1
+    st["bytes_to_system"] += moved * PAGE_SIZE
+    return moved
+
+
+def migrate_to_ram(mm: Mm, addr: int, alloc: VramAllocation) -> None:
+    """CPU fault on a device page: bring the allocation's window back.
+
+    Kernel: drm_pagemap_migrate_to_ram() (dev_pagemap_ops.migrate_to_ram):
+    the window is ``addr`` aligned down to the allocation size, clamped to the
+    CPU VMA; every device page of this owner in it is migrated to system
+    memory. (The kernel may return early while the allocation's timeslice runs;
+    see :meth:`pysvm.mm.mmap.Mm._cpu_fault`.) Failure would be SIGBUS.
+    """
+    vma = mm.find_vma(addr)
+    if vma is None:
+        raise XeError(errno.EFAULT, f"CPU fault at {addr:#x}: no CPU VMA (SIGBUS)")
+    size = max(alloc.size, PAGE_SIZE)
+    start = max(addr - addr % size, vma.start)
+    end = min(addr - addr % size + size, vma.end)
+    by_alloc: dict[int, tuple[VramAllocation, list[int]]] = {}
+    for a in range(start, end, PAGE_SIZE):
+        p = mm.page_at(a)
+        al = p.alloc if p is not None else None
+        if isinstance(al, VramAllocation) and al.owner is alloc.owner:
+            by_alloc.setdefault(al.id, (al, []))[1].append(a)
+    if not by_alloc:            # the page moved meanwhile: still make progress
+        _move_to_system(mm, alloc, [addr - addr % PAGE_SIZE])
+    for victim, addrs in by_alloc.values():
+        _move_to_system(mm, victim, addrs)
+
+
+def evict_to_ram(alloc: VramAllocation) -> int:
+    """Move every remaining page of ``alloc`` to system memory.
+
+    Kernel: drm_pagemap_evict_to_ram() (up to 3 attempts until "detached";
+    here one attempt always detaches). Returns the number of pages moved.
+
+    Raises XeError(EFAULT) when the owning address space is gone.
+    """
+    if alloc.released or alloc.detached:
+        return 0
+    if not alloc.mm.alive:
+        raise XeError(errno.EFAULT, "evict: address space is gone")
+    n = _move_to_system(alloc.mm, alloc, list(alloc.pages))
+    if not alloc.detached:      # pragma: no cover - defensive: the model always detaches
+        raise XeError(errno.EBUSY, f"evict: {alloc!r} still has pages")
+    return n
+
+
+def evict_range(mm: Mm, start: int, end: int) -> int:
+    """Move every device page in ``[start, end)`` back to system memory.
+
+    Kernel: drm_gpusvm_range_evict() (hmm_range_fault with no device owner,
+    which migrates every device-private page to RAM).
+    """
+    by_alloc: dict[int, tuple[VramAllocation, list[int]]] = {}
+    for a in range(start, end, PAGE_SIZE):
+        p = mm.page_at(a)
+        al = p.alloc if p is not None else None
+        if isinstance(al, VramAllocation):
+            by_alloc.setdefault(al.id, (al, []))[1].append(a)
+    return sum(_move_to_system(mm, v, addrs) for v, addrs in by_alloc.values())
+
+
