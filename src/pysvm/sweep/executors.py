@@ -135,7 +135,10 @@ class LocalExecutor:
 
 
 class RayExecutor:
-    """Tasks on a Ray cluster: ``address`` / ``RAY_ADDRESS``, else a local one.
+    """Tasks on a Ray cluster: ``address`` / ``RAY_ADDRESS``, else a new local one.
+
+    ``address`` is anything ``ray.init`` accepts: ``HOST:PORT`` of a head node,
+    ``auto`` for the cluster already running on this machine, ``ray://...``.
 
     Kernel: none.
 
@@ -163,7 +166,10 @@ class RayExecutor:
                     ray.init(address=address, log_to_driver=False,
                              logging_level=logging.WARNING)
                 else:
-                    ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False,
+                    # "local": a new cluster for this run, even if another one runs here
+                    # (plain ray.init() would join that one).
+                    ray.init(address="local", num_cpus=jobs, include_dashboard=False,
+                             log_to_driver=False,
                              logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise ExecutorUnavailable(f"cannot start or reach a Ray cluster"
