@@ -192,7 +192,7 @@ def test_cli_reports_what_an_interruption_kept(tmp_path: Path, capsys: Any,
 
 def test_ctrl_c_on_a_pool_stops_cleanly_without_tracebacks(tmp_path: Path) -> None:
     cfg = tmp_path / "s.toml"
-    cfg.write_text("seeds = 40\n[fixed]\nsteps = 400\n[grid]\nsize = [16, 32]\n")
+    cfg.write_text("seeds = 40\n[fixed]\nsteps = 1000\n[grid]\nsize = [16, 32]\n")
     out = tmp_path / "res.parquet"
     exe = Path(sys.executable).with_name("pysvm")
     proc = subprocess.Popen([str(exe), "sweep", str(cfg), "-o", str(out), "--jobs", "2"],

@@ -28,6 +28,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
@@ -116,7 +117,15 @@ class LocalExecutor:
             import multiprocessing
 
             ctx = multiprocessing.get_context("spawn")
-            self._pool = ctx.Pool(min(self.jobs, len(tasks)), initializer=_ignore_sigint)
+            # Workers start with SIGINT ignored (the disposition survives exec), so a
+            # Ctrl-C even while they boot cannot print a traceback from them.
+            main = threading.current_thread() is threading.main_thread()
+            old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+            try:
+                self._pool = ctx.Pool(min(self.jobs, len(tasks)), initializer=_ignore_sigint)
+            finally:
+                if main:
+                    signal.signal(signal.SIGINT, old)
             outcomes = self._pool.imap_unordered(_call, packed, chunksize=1)
         for index, ok, value in outcomes:
             if not ok:
