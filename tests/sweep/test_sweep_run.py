@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from pysvm.sweep import (
     run_sweep,
     run_tasks,
 )
-from pysvm.sweep.runner import MODEL_VERSION, OPTIONS
+from pysvm.sweep.runner import MODEL_VERSION, OPTIONS, command_line
 from pysvm.sweep.table import TAIL_COLUMNS
 
 T = TypeVar("T")
@@ -77,7 +78,8 @@ def test_sweep_with_two_jobs_writes_one_row_per_run(tmp_path: Path, capsys: Any)
     assert leftovers(tmp_path) == []
 
 
-def test_every_row_is_reproducible_from_its_parameters_and_seed(tmp_path: Path) -> None:
+def test_every_row_is_reproducible_from_its_parameters_and_seed(tmp_path: Path,
+                                                                capsys: Any) -> None:
     cfg = parse_config({"seeds": [4, 9], "fixed": {"steps": 30},
                         "grid": {"preferred_loc": ["device", "mixed"]}})
     out = tmp_path / "r.parquet"
@@ -93,6 +95,14 @@ def test_every_row_is_reproducible_from_its_parameters_and_seed(tmp_path: Path) 
         # Counters the rerun did not report (refusal kinds) were filled with 0.
         for key in set(row) - set(again) - {"run_key", "seed", "model_version", *OPTIONS}:
             assert row[key] == 0, key
+    # ... and so does the 'pysvm simulate' command --dry-run prints for the row.
+    row = rows[-1]
+    cmd = command_line({k: row[k] for k in OPTIONS}, int(row["seed"])).split()
+    assert cmd[:2] == ["pysvm", "simulate"]
+    capsys.readouterr()
+    assert main([*cmd[1:], "--json", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert summary and all(row[k] == v for k, v in summary.items())
     # Different seeds really are different runs.
     assert len({(r["faults"], r["migrations_to_vram"], r["bytes_to_vram"]) for r in rows}) > 1
 
@@ -235,6 +245,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: Any) -> None:
         (["sweep", str(tmp_path / "nope.toml"), "-o", "x.parquet"], "no such file"),
         (["sweep", str(cfg), "-o", str(tmp_path / "no" / "r.parquet")], "does not exist"),
         (["sweep", str(cfg), "-o", "-"], "give a file name"),
+        (["sweep", str(cfg), "-o", str(tmp_path)], "is a directory; give the table's file"),
         (["sweep", str(cfg), "-o", "r.parquet", "--jobs", "0"], "--jobs must be at least 1"),
         (["sweep", str(cfg), "-o", "r.parquet", "--ray-address", "x:1"],
          "--ray-address needs --executor ray"),

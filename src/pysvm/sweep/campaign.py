@@ -88,6 +88,10 @@ def run_sweep(config: SweepConfig, output: str | os.PathLike[str], executor: Exe
     directory = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(directory):
         raise SweepConfigError(f"-o {out}: directory {directory} does not exist")
+    if os.path.isdir(out):
+        raise SweepConfigError(f"-o {out}: is a directory; give the table's file name")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise SweepConfigError(f"-o {out}: cannot write in {directory} (permission denied)")
     existing = read_rows(out)
     versions = sorted({str(r.get("model_version")) for r in existing} - {MODEL_VERSION})
     if versions:

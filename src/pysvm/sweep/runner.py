@@ -25,6 +25,7 @@ __all__ = [
     "OPTIONS",
     "Scalar",
     "Option",
+    "command_line",
     "default_params",
     "make_config",
     "run_simulation",
