@@ -189,6 +189,17 @@ BAD_INPUT: list[tuple[str, list[str], str]] = [
     ("fuzz", ["fuzz", "--replay", "bin.jsonl"], "bin.jsonl: not a text file"),
     ("fuzz", ["fuzz", "--replay", "garbage.jsonl"], "garbage.jsonl: not JSON"),
     ("fuzz", ["fuzz", "--bogus"], "unrecognized arguments: --bogus"),
+    # sweep: the config file, options, the output table
+    ("sweep", ["sweep", "missing.toml", "-o", "r.parquet"], "no such file: missing.toml"),
+    ("sweep", ["sweep", "adir", "-o", "r.parquet"], "is a directory, not a file: adir"),
+    ("sweep", ["sweep", "bin.jsonl", "-o", "r.parquet"], "bin.jsonl: not a text file"),
+    ("sweep", ["sweep", "garbage.jsonl", "-o", "r.parquet"], "garbage.jsonl: not valid TOML"),
+    ("sweep", ["sweep", "empty.jsonl", "-o", "r.parquet"], "empty.jsonl: missing 'seeds'"),
+    ("sweep", ["sweep", "t.jsonl"], "the following arguments are required: -o/--output"),
+    ("sweep", ["sweep", "t.jsonl", "-o", "r.parquet", "--jobs", "0"],
+     "--jobs must be at least 1, got 0"),
+    ("sweep", ["sweep", "t.jsonl", "-o", "r.parquet", "--executor", "dask"],
+     "argument --executor: invalid choice: 'dask'"),
     # the command itself
     ("", ["nope"], "argument COMMAND: invalid choice: 'nope'"),
     ("", ["--bogus"], "unrecognized arguments: --bogus"),
