@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "conformance": "pysvm.commands.conformance",
     "bench": "pysvm.commands.bench",
     "fuzz": "pysvm.commands.fuzz",
+    "igt": "pysvm.commands.igt",
 }
 
 DESCRIPTION = """\
