@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -94,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("no subtest matches the given --suite/-k selection")
     if args.list:
         return _list(subtests, args.json)
+    if args.record is not None and os.path.exists(args.record) \
+            and not os.path.isdir(args.record):
+        from ..cli import CliError
+        raise CliError(f"--record {args.record!r} exists and is not a directory")
     profiles = PROFILES if args.profile == "all" else (args.profile,)
     per: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     total: collections.Counter[str] = collections.Counter()

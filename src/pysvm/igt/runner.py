@@ -79,7 +79,8 @@ def run_scenario(sc: Scenario) -> tuple[str, str, int, dict[str, int]]:
                     counters(target))
         if step.data is not None and tuple(out.get("data", ())) != step.data:
             got = out.get("data", [])
-            bad = next((i for i, (a, b) in enumerate(zip(got, step.data, strict=False)) if a != b), None)
+            pairs = enumerate(zip(got, step.data, strict=False))
+            bad = next((i for i, (a, b) in pairs if a != b), None)
             where = f" first difference at page {bad}" if bad is not None else ""
             return ("failed", f"{_describe(k, step.ev, step.why)}: read back "
                     f"{len(got)} pages not equal to what was written{where}", k + 1,
