@@ -162,6 +162,14 @@ def test_run_json_and_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
     assert [(r["name"], r["profile"], r["status"]) for r in rows[:-1]] == [
         ("once-malloc-madvise", "6.18", "passed"), ("once-malloc-madvise", "newest", "passed")]
     assert rows[-1]["summary"]["passed"] == 2 and rows[-1]["summary"]["failed"] == 0
+    rc, out = _run(["igt", "-k", "once-malloc-madvise", "--json", "--jobs", "2"], capsys)
+    rows2 = [json.loads(ln) for ln in out.splitlines()]
+
+    def key(r: dict[str, object]) -> tuple[object, ...]:
+        return (r["name"], r["profile"], r["status"], r["steps"])
+
+    assert rc == 0 and [key(r) for r in rows2[:-1]] == [key(r) for r in rows[:-1]]
+    assert rows2[-1]["summary"]["passed"] == 2
     rc, out = _run(["igt", "--suite", "xe_madvise", "-k", "atomic-cpu",
                     "--profile", "newest"], capsys)
     assert rc == 1 and out.splitlines()[-1] == "0 passed, 1 failed, 0 skipped"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import collections
+import concurrent.futures
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from ..igt import EXPECTED_COUNTS, PROFILES, SUITES, Result, run_subtest, select
@@ -48,6 +50,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="one JSON object per result (or per subtest with --list), then a "
                         "summary object")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run subtests in N worker processes (default 1; output order is "
+                        "unchanged)")
     p.add_argument("--record", metavar="DIR",
                    help="write each run subtest's trace to DIR/SUITE/NAME@PROFILE.jsonl")
     return p
@@ -87,6 +92,27 @@ def _list(subtests: list[Any], as_json: bool) -> int:
     return 0
 
 
+def _one(job: tuple[str, str, str, str | None]) -> Result:
+    """Run one (suite, name, profile) in this process (the worker side of --jobs)."""
+    suite, name, prof, record = job
+    st = _BY_KEY.get((suite, name))
+    if st is None:
+        _BY_KEY.update({(s.suite, s.name): s for s in select(None, None)})
+        st = _BY_KEY[(suite, name)]
+    return run_subtest(st, prof, record)
+
+
+_BY_KEY: dict[tuple[str, str], Any] = {}
+
+
+def _results(jobs: list[tuple[str, str, str, str | None]], n: int) -> Iterator[Result]:
+    if n == 1:
+        yield from map(_one, jobs)
+        return
+    with concurrent.futures.ProcessPoolExecutor(max_workers=n) as pool:
+        yield from pool.map(_one, jobs, chunksize=4)
+
+
 def run(args: argparse.Namespace) -> int:
     """List or run the selected subtests; 1 if any failed."""
     subtests = select(args.suite, args.patterns)
@@ -99,22 +125,24 @@ def run(args: argparse.Namespace) -> int:
             and not os.path.isdir(args.record):
         from ..cli import CliError
         raise CliError(f"--record {args.record!r} exists and is not a directory")
+    if not 1 <= args.jobs <= 64:
+        from ..cli import CliError
+        raise CliError(f"--jobs must be in [1, 64], got {args.jobs}")
     profiles = PROFILES if args.profile == "all" else (args.profile,)
+    jobs = [(st.suite, st.name, prof, args.record) for st in subtests for prof in profiles]
     per: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     total: collections.Counter[str] = collections.Counter()
     t0 = time.perf_counter()
-    for st in subtests:
-        for prof in profiles:
-            r: Result = run_subtest(st, prof, args.record)
-            per[st.suite][r.status] += 1
-            total[r.status] += 1
-            if args.json:
-                print(json.dumps(r.as_json()), flush=False)
-            elif r.status == "failed":
-                print(f"FAIL {st.suite} {st.name} [{prof}]: {r.message}")
-            elif r.counters:
-                ctr = ", ".join(f"{k}={v}" for k, v in r.counters.items() if v)
-                print(f"bench {st.suite} {st.name} [{prof}] {r.seconds:.2f}s: {ctr}")
+    for r in _results(jobs, args.jobs):
+        per[r.suite][r.status] += 1
+        total[r.status] += 1
+        if args.json:
+            print(json.dumps(r.as_json()), flush=False)
+        elif r.status == "failed":
+            print(f"FAIL {r.suite} {r.name} [{r.profile}]: {r.message}")
+        elif r.counters:
+            ctr = ", ".join(f"{k}={v}" for k, v in r.counters.items() if v)
+            print(f"bench {r.suite} {r.name} [{r.profile}] {r.seconds:.2f}s: {ctr}")
     elapsed = time.perf_counter() - t0
     if args.json:
         print(json.dumps({"summary": {"suites": {s: dict(c) for s, c in per.items()},
