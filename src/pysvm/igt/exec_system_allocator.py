@@ -508,11 +508,11 @@ def _test_exec(s: Scenario, p: _Exec) -> Iterator[None]:
         else:
             stop = ANY_ERROR if flags & (PREFERRED_LOC_ATOMIC_CPU | PREFERRED_LOC_ATOMIC_UND) \
                 else ()
-            s.gpu(vm, "read", batch, why="GPU fetches the batch the CPU wrote")
             if flags & RACE:
                 s.inject("fault.after_get_pages",
                          {"ev": "cpu_read", "addr": page_span(sdi, 4)[0], "size": PAGE},
                          why="CPU polls the fence in the same page while the GPU faults")
+            s.gpu(vm, "read", batch, why="GPU fetches the batch the CPU wrote")
             for k, t in enumerate(targets):
                 last = k == len(targets) - 1
                 if atomic and last:
