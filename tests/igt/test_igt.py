@@ -202,3 +202,18 @@ def test_record_writes_replayable_traces(tmp_path: Path,
     direct = [eng.execute(json.loads(ln)) for ln in files[0].read_text().splitlines()]
     assert [o["result"] for o in outs[:-1]] == [d["result"] for d in direct]
     assert all(o["result"] == "ok" for o in outs[:-1])
+
+
+@pytest.mark.parametrize("profile", ["6.18", "newest"])
+def test_race_modes_interleave_a_cpu_access_mid_fault(profile: str) -> None:
+    """-race: the CPU's read of the fence page fires inside the GPU fault and forces retries."""
+    st = next(s for s in all_subtests() if s.name == "many-malloc-race")
+    assert st.build is not None
+    eng = Engine()
+    fired = retries = 0
+    for step in st.build(profile).steps:
+        out = eng.execute(step.ev)
+        assert out["result"] in step.want, (step.ev, out)
+        fired += len(out.get("injected", []))
+        retries += out.get("retries", 0)
+    assert fired > 50 and retries > 0
