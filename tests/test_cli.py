@@ -107,6 +107,11 @@ TINY_BENCH = ["bench", "--sizes", "100", "--m", "10", "--ref-m", "0", "--no-memo
 
 #: (command, argv, text the one error line must contain). Files are made by `workdir`.
 BAD_INPUT: list[tuple[str, list[str], str]] = [
+    # igt: choices, a selection that matches nothing, a --record path that is a file
+    ("igt", ["igt", "--suite", "xe_nope"], "argument --suite: invalid choice: 'xe_nope'"),
+    ("igt", ["igt", "--profile", "5.0"], "argument --profile: invalid choice: '5.0'"),
+    ("igt", ["igt", "-k", "no-such-subtest"], "no subtest matches"),
+    ("igt", ["igt", "-k", "once-malloc", "--record", "t.jsonl"], "is not a directory"),
     # simulate: numbers, choices, combinations, output paths
     ("simulate", ["simulate", "--seed", "abc"], "argument --seed: invalid int value: 'abc'"),
     ("simulate", ["simulate", "--steps", "0"], "--steps must be in [1, 10000000], got 0"),

@@ -26,7 +26,7 @@ from types import ModuleType as Command
 from typing import Any, NoReturn
 
 from pysvm import __version__
-from pysvm.cli import bench, conformance, fuzz, plot, replay, schema, simulate, sweep
+from pysvm.cli import bench, conformance, fuzz, igt, plot, replay, schema, simulate, sweep
 from pysvm.cli.common import CliError
 
 __all__ = ["COMMANDS", "CliError", "main", "first_example"]
@@ -40,6 +40,7 @@ COMMANDS: dict[str, Command] = {
     "conformance": conformance,
     "bench": bench,
     "fuzz": fuzz,
+    "igt": igt,
     "sweep": sweep,
 }
 
