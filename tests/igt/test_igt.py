@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from pysvm.cli import main
+from pysvm.cli.main import main
 from pysvm.igt import EXPECTED_COUNTS, all_subtests, run_subtest, select
 from pysvm.igt.scenario import Scenario
-from pysvm.trace import Engine
+from pysvm.trace.engine import Engine
 
 # Subtest counts per suite, derived by hand from the suites' sources (docs/igt.md names
 # the commits) and cross-checked by expanding their section tables with a script:

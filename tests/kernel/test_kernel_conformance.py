@@ -11,7 +11,7 @@ from gpuvm_core import GpuVm
 from gpuvm_core.conformance import bundled_vectors, iter_cases, run_file
 from gpuvm_core.kernel import KernelOracle
 from gpuvm_core.recorder import dumps, record_case, request_stream
-from pysvm.cli import main
+from pysvm.cli.main import main
 
 from .conftest import SHIPPED_GPUVM_BLOB, git_blob
 

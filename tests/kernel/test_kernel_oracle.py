@@ -167,7 +167,7 @@ def test_bench_times_the_kernel_side_by_side(kernel_tree: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    from pysvm.cli import main
+    from pysvm.cli.main import main
 
     out = tmp_path / "b.json"
     assert main(["bench", "--sizes", "200", "--workloads", "W1,W4", "--m", "500", "--ref-m",

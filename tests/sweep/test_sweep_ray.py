@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from pysvm.cli import main
+from pysvm.cli.main import main
 from pysvm.sweep import ExecutorUnavailable, make_executor
 
 ray = pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")

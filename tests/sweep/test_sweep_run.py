@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import pyarrow.parquet as pq
 import pytest
 
-from pysvm.cli import main
+from pysvm.cli.main import main
 from pysvm.sweep import (
     LocalExecutor,
     SweepState,

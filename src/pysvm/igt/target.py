@@ -1,26 +1,26 @@
 """The one seam between the ported IGT suites and the model.
 
 Every scenario step is a trace event (a dict as in docs/trace-format.md);
-:func:`execute` is the only place that hands one to the model. After the
-layering work this is where the call switches to the ``World`` methods named
-after the events.
+:func:`execute` is the only place that hands one to the model, through
+:meth:`pysvm.World.execute` (the same validation and handlers as the ``World``
+methods named after the events, and as ``pysvm replay``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..trace import Engine
+from pysvm.world import World
 
 __all__ = ["Target", "new_target", "execute", "counters"]
 
-#: The object a scenario runs against (today the trace replay engine).
-Target = Engine
+#: The object a scenario runs against: the whole simulated machine.
+Target = World
 
 
 def new_target() -> Target:
     """A fresh model: no device, no VM, an empty address space."""
-    return Engine()
+    return World()
 
 
 def execute(target: Target, ev: dict[str, Any]) -> dict[str, Any]:
