@@ -81,6 +81,8 @@ cdef struct FindRow:             # matches the aligned numpy dtype FIND_DTYPE
 cdef class GpuVm
 
 
+@cython.freelist(16)
+@cython.no_gc
 cdef class GpuVa:
     cdef readonly GpuVm vm
     cdef u64 _addr
@@ -114,11 +116,18 @@ cdef class OpPrefetch:
     cdef readonly GpuVa va
 
 
+cdef enum:
+    OPS_INLINE = 3               # op records an Ops list holds without a heap block
+
+
+@cython.freelist(8)
+@cython.no_gc
 cdef class Ops:
     cdef readonly GpuVm vm
     cdef readonly u64 generation
-    cdef OpRec* recs
+    cdef OpRec* recs               # == small, or a PyMem_Raw block when n > OPS_INLINE
     cdef Py_ssize_t n
+    cdef OpRec small[OPS_INLINE]
     cdef list _objs
     cdef list _all(self)
 

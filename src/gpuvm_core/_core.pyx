@@ -226,7 +226,12 @@ cdef inline object _obj_py(int64_t o):
     return None if o < 0 else o
 
 
-cdef inline u64 _u64(object v, str what) except? 0:
+cdef extern from "Python.h":
+    # Cannot fail for an exact int (the only kind passed here); overflow is reported in ``ov``.
+    long long PyLong_AsLongLongAndOverflow(object v, int* ov) noexcept
+
+
+cdef u64 _u64_slow(object v, str what) except? 0:
     if type(v) is not int:
         v = check_u64(v, what)
     try:
@@ -235,9 +240,32 @@ cdef inline u64 _u64(object v, str what) except? 0:
         raise GpuvmError(_errno.EINVAL, f"{what}={v} is outside the unsigned 64-bit range") from None
 
 
+cdef inline u64 _u64(object v, str what) except? 0:
+    """``v`` as a u64, or TypeError / EINVAL as check_u64 says.
+
+    Fast path: an exact int in [0, 2**63) is read with one C call and no
+    exception state; anything else (int subclasses, ``__index__`` objects,
+    2**63 and up, negatives) takes the checked path.
+    """
+    cdef int ov = 0
+    cdef long long x
+    if type(v) is int:
+        x = PyLong_AsLongLongAndOverflow(v, &ov)
+        if ov == 0 and x >= 0:
+            return <u64>x
+    return _u64_slow(v, what)
+
+
 cdef inline int64_t _to_obj(object v) except? -2:
+    """An object handle: None -> -1, an int in [0, 2**63) as is, else check_obj's error."""
+    cdef int ov = 0
+    cdef long long x
     if v is None:
         return -1
+    if type(v) is int:
+        x = PyLong_AsLongLongAndOverflow(v, &ov)
+        if ov == 0 and x >= 0:
+            return <int64_t>x
     v = check_obj(v)
     return <int64_t>v
 
@@ -268,10 +296,14 @@ def _debug_get_fault():
 # ----------------------------------------------------------------------------
 # views and ops
 
+@cython.freelist(16)
+@cython.no_gc
 cdef class GpuVa:
     """A view of one mapping (fields copied; liveness checked on use).
 
-    Kernel: struct drm_gpuva.
+    Not tracked by the cycle collector (it refers only to its VM, which holds
+    no Python objects, so it can never be part of a cycle); kept on a free
+    list, as lookups make one per hit. Kernel: struct drm_gpuva.
     """
 
     def __init__(self):
@@ -552,17 +584,23 @@ cdef object _make_op(GpuVm vm, const OpRec* r):
     return OpPrefetch(_make_va(vm, &r.va))
 
 
+@cython.freelist(8)
+@cython.no_gc
 cdef class Ops:
     """An op list, valid only while its VM is unchanged. Kernel: struct drm_gpuva_ops.
 
-    Records are kept in C; Python op objects are built on first access.
+    Records are kept in C (up to OPS_INLINE inside the object itself, more in
+    a heap block); Python op objects are built on first access. Not tracked
+    by the cycle collector: it refers only to its VM (which holds no Python
+    objects) and to op objects it built itself, none of which can refer back.
     """
 
     def __init__(self):
         raise TypeError("Ops lists come from GpuVm.*_ops_create()")
 
     def __dealloc__(self):
-        PyMem_RawFree(self.recs)
+        if self.recs != &self.small[0]:
+            PyMem_RawFree(self.recs)
 
     def __len__(self):
         return self.n
@@ -1489,13 +1527,15 @@ cdef class GpuVm:
         return GpuvmError(_errno.EINVAL, f"request [{addr:#x}, +{rng:#x}) is invalid: {why}")
 
     cdef Ops _ops(self, int what, u64 a, u64 r, int64_t o, u64 f):
-        """Run the walker and copy its records out (C only) under the guard; the
-        Ops object is made after the guard is dropped, from records it owns."""
+        """Run the walker under the guard and copy its records into the new Ops
+        (C only; the object is made before the guard is taken, so no Python
+        code runs while it is held)."""
         cdef int rc
         cdef Py_ssize_t n
-        cdef OpRec* recs = NULL
-        cdef u64 gen
-        cdef Ops ops
+        cdef OpRec* recs
+        cdef Ops ops = Ops.__new__(Ops)
+        ops.recs = &ops.small[0]
+        ops.vm = self
         self._enter()
         if what == OPS_MAP:
             rc = self.c_sm_map(a, r, o, f, False, &self.buf)
@@ -1506,28 +1546,25 @@ cdef class GpuVm:
         else:
             rc = self.c_prefetch(a, r, &self.buf)
         n = self.buf.n
-        gen = self.generation
         if rc == 0 and n:
-            recs = <OpRec*>PyMem_RawMalloc(n * sizeof(OpRec))
+            if n <= OPS_INLINE:
+                recs = &ops.small[0]
+            else:
+                recs = <OpRec*>PyMem_RawMalloc(n * sizeof(OpRec))
             if recs == NULL:
                 rc = -E_NOMEM
             else:
                 memcpy(recs, self.buf.recs, n * sizeof(OpRec))
-        self._trim()
+                ops.recs = recs
+                ops.n = n
+        ops.generation = self.generation
+        if self.buf.cap > SCRATCH_KEEP:
+            self._trim()
         self.busy = 0
         if rc == -E_INVAL:
             raise self._invalid(a, r)
         if rc < 0:
             raise MemoryError()
-        try:
-            ops = Ops.__new__(Ops)
-        except BaseException:
-            PyMem_RawFree(recs)
-            raise
-        ops.vm = self
-        ops.generation = gen
-        ops.recs = recs
-        ops.n = n if recs != NULL else 0
         return ops
 
     def sm_map_ops_create(self, addr, range, obj=None, offset=0):  # noqa: A002
