@@ -138,6 +138,7 @@ cdef class GpuVm:
     cdef u64* firsts               # firsts[i] == chunks[i].addr[0]
     cdef Py_ssize_t nch
     cdef Py_ssize_t capch
+    cdef Py_ssize_t hint           # chunk of the last search, tried first (checked)
     cdef u64* zaddr                # sorted addresses of the zero-length VAs
     cdef Py_ssize_t nz
     cdef Py_ssize_t capz

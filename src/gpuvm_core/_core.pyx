@@ -28,6 +28,10 @@ The C declarations live in ``_core.pxd`` (cimport-able); ``GpuVm`` is a
 final class so its C methods are direct (inlinable) calls.
 
 Speed: searches are branch-free binary searches (firsts, then one chunk).
+The chunk the last search landed in is kept (``hint``) and tried first: the
+searches of one request (the walker's, then apply's unlink and inserts) land
+in the same chunk, and two compares against ``firsts`` prove the hint is the
+chunk the binary search would pick, so the result never depends on it.
 The batch loop prefetches the chunk of request i+1 while request i runs;
 ``find_first_batch`` runs its queries in software-pipelined groups (one
 lock-step search over ``firsts`` per group, prefetch of each query's chunk
@@ -714,11 +718,15 @@ cdef class GpuVm:
         cdef Pos p
         cdef Chunk* c
         cdef Py_ssize_t k
-        p.ci = _bisect_right(self.firsts, self.nch, key) - 1
-        if p.ci < 0:
-            p.ci = 0
-            p.si = 0
-            return p
+        p.ci = self.hint
+        if not (p.ci < self.nch and self.firsts[p.ci] <= key
+                and (p.ci + 1 == self.nch or self.firsts[p.ci + 1] > key)):
+            p.ci = _bisect_right(self.firsts, self.nch, key) - 1
+            if p.ci < 0:
+                p.ci = 0
+                p.si = 0
+                return p
+            self.hint = p.ci
         c = self.chunks[p.ci]
         if not self.in_batch:
             for k in range(0, GPUVM_CHUNK, 8):
@@ -739,12 +747,17 @@ cdef class GpuVm:
         """First position whose addr >= key."""
         cdef Pos p
         cdef Chunk* c
-        p.ci = _bisect_left(self.firsts, self.nch, key) - 1
-        if p.ci < 0:
-            p.ci = 0
         p.si = 0
         if self.nch == 0:
+            p.ci = 0
             return p
+        p.ci = self.hint
+        if not (p.ci < self.nch and self.firsts[p.ci] < key
+                and (p.ci + 1 == self.nch or self.firsts[p.ci + 1] >= key)):
+            p.ci = _bisect_left(self.firsts, self.nch, key) - 1
+            if p.ci < 0:
+                p.ci = 0
+            self.hint = p.ci
         c = self.chunks[p.ci]
         p.si = _bisect_left(c.addr, c.n, key)
         if p.si == c.n:
