@@ -187,6 +187,7 @@ cdef class GpuVm:
                       bint madvise, OpBuf* buf) noexcept nogil
     cdef int c_sm_unmap(self, u64 req_addr, u64 req_range, OpBuf* buf) noexcept nogil
     cdef int c_prefetch(self, u64 addr, u64 rng, OpBuf* buf) noexcept nogil
+    cdef bint c_remap_in_place(self, Pos p, const VaRec* pv) noexcept nogil
     cdef int c_apply(self, const OpRec* recs, Py_ssize_t n, Py_ssize_t* failed) noexcept nogil
     cdef void c_prefetch_chunk(self, u64 key) noexcept nogil
     cdef void c_find_many(self, const u64* A, const u64* R, Py_ssize_t n,

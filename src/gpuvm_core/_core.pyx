@@ -1298,6 +1298,41 @@ cdef class GpuVm:
             rec.va = v
         return 0
 
+    cdef bint c_remap_in_place(self, Pos p, const VaRec* pv) noexcept nogil:
+        """Unlink the VA at ``p`` and insert ``pv`` (a remap's prev piece) in one step.
+
+        Done only when the result is provably that of c_unlink(p) followed by
+        c_insert(pv): ``pv`` starts where the old VA starts and lies inside it,
+        it is a valid range, no zero-length VA exists (so nothing else can meet
+        it once the old VA is gone) and ids have not wrapped (so the new id is
+        the counter's next value either way). Then the insert would link at the
+        very slot the unlink freed, so the slot is rewritten instead of shifting
+        the chunk's slots out and back in. Returns False (nothing changed) when
+        any condition fails; the caller then unlinks and inserts as usual.
+        Kernel: drm_gpuva_remap() = drm_gpuva_remove(op->unmap->va) +
+        drm_gpuva_insert(op->prev) (+ op->next, which the caller inserts).
+        """
+        cdef Chunk* c = self.chunks[p.ci]
+        cdef u64 a = c.addr[p.si], r = c.rng[p.si]
+        cdef Pos q = p
+        if self.nz != 0 or self.nlive != 0 or self.next_id == 0:
+            return False
+        if r == 0 or pv.rng == 0 or pv.addr != a or pv.rng > r:
+            return False
+        if not self.c_range_valid(pv.addr, pv.rng):
+            return False
+        self.c_next(&q)                 # the insert would go after any later VA at addr a
+        if q.ci < self.nch and self.chunks[q.ci].addr[q.si] <= a:
+            return False
+        self.last_id = self.next_id
+        self.next_id += 1
+        c.rng[p.si] = pv.rng
+        c.obj[p.si] = pv.obj
+        c.off[p.si] = pv.off
+        c.vid[p.si] = self.last_id
+        self.generation += 2            # one unlink + one link, as the two-step path counts
+        return True
+
     cdef int c_apply(self, const OpRec* recs, Py_ssize_t n, Py_ssize_t* failed) noexcept nogil:
         """Kernel: drm_gpuva_map/_remap/_unmap. 0, -ENOENT (VA gone) or -ENOMEM."""
         cdef Py_ssize_t i
@@ -1315,14 +1350,17 @@ cdef class GpuVm:
             elif r.type == T_REMAP or r.type == T_UNMAP:
                 if not self.c_locate(r.va.addr, r.va.vid, &p):
                     return -E_NOENT
-                self.c_unlink(p)
-                if r.type == T_REMAP:
-                    if r.has_prev:
+                if r.type == T_REMAP and r.has_prev and self.c_remap_in_place(p, &r.prev):
+                    pass
+                else:
+                    self.c_unlink(p)
+                    if r.type == T_REMAP and r.has_prev:
                         rc = self.c_insert(r.prev.addr, r.prev.rng, r.prev.obj, r.prev.off)
                         if rc == -E_NOMEM:
                             return rc
                         if rc < 0:
                             failed[0] += 1
+                if r.type == T_REMAP:
                     if r.has_next:
                         rc = self.c_insert(r.next.addr, r.next.rng, r.next.obj, r.next.off)
                         if rc == -E_NOMEM:

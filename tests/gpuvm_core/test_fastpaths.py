@@ -9,7 +9,7 @@ import gc
 
 import pytest
 
-from gpuvm_core import GpuVm, GpuvmError
+from gpuvm_core import GpuVm, GpuvmError, OpUnmap
 
 
 class IntSub(int):
@@ -74,7 +74,8 @@ def test_op_lists_around_the_inline_size(k: int) -> None:
         vm.insert(0x10000 * i, 0x8000, i + 1, 0)
     ops = vm.sm_unmap_ops_create(0, 0x10000 * k)
     assert len(ops) == k
-    assert [op.va.addr for op in ops] == [0x10000 * i for i in range(k)]
+    assert all(isinstance(op, OpUnmap) for op in ops)
+    assert [op.addr for op in ops if isinstance(op, OpUnmap)] == [0x10000 * i for i in range(k)]
     assert vm.apply(ops) == 0
     assert len(vm) == 0
     del ops
@@ -94,3 +95,36 @@ def test_free_listed_objects_start_clean() -> None:
         assert va is not None and va.as_tuple() == (0x1000, 0x1000, 7, 0)
         del ops, empty, va
     assert vm.find_first(0x5000, 1) is None
+
+
+@pytest.mark.parametrize("zero_len", [False, True])
+def test_remap_prev_in_place_same_as_unlink_and_insert(zero_len: bool) -> None:
+    # apply rewrites the remapped VA's slot in place when that provably equals unlink +
+    # insert (no zero-length VA present); with one present it takes the two-step path
+    vm = GpuVm(0, 1 << 40)
+    vm.insert(0x10000, 0x10000, 5, 0x100)
+    if zero_len:
+        vm.insert(0x90000, 0, None, 0)
+    old = vm.find_first(0x10000, 1)
+    assert old is not None
+    g0 = vm.generation
+    ops = vm.sm_map_ops_create(0x18000, 0x4000, 9, 0)   # middle: remap (prev + next) + map
+    stale = vm.sm_unmap_ops_create(0x10000, 0x1000)
+    assert [type(op).__name__ for op in ops] == ["OpRemap", "OpMap"]
+    assert vm.apply(ops) == 0
+    assert vm.generation == g0 + 4      # unlink, link prev, link next, link map
+    got = [(va.addr, va.range, va.obj, va.offset) for va in vm if va.range]
+    assert got == [(0x10000, 0x8000, 5, 0x100), (0x18000, 0x4000, 9, 0),
+                   (0x1c000, 0x4000, 5, 0x100 + 0xc000)]
+    assert not old.alive
+    new = vm.find_first(0x10000, 1)
+    assert new is not None and new.alive and new != old
+    with pytest.raises(GpuvmError) as ei:
+        vm.apply(stale)
+    assert ei.value.errno == errno.ESTALE
+    # remap with a prev piece only (the request covers the VA's tail)
+    g1 = vm.generation
+    ops = vm.sm_unmap_ops_create(0x14000, 0x4000)
+    assert vm.apply(ops) == 0
+    assert vm.generation == g1 + 2
+    assert [(va.addr, va.range) for va in vm if va.range][0] == (0x10000, 0x4000)
