@@ -35,7 +35,7 @@ from gpuvm_core.workloads import (
     run_single,
     workload,
 )
-from pysvm.commands.bench import (
+from pysvm.cli.bench import (
     Row,
     format_memory,
     format_table,

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+KERNEL = ROOT / "src" / "gpuvm_core" / "kernel"
 
 #: Tracked files that are not part of a source distribution (CI and git plumbing).
 NOT_SHIPPED = {".ci/run", ".gitignore"}
@@ -109,7 +110,13 @@ def test_wheel_built_from_the_sdist(sdist: tuple[Path, list[str]], tmp_path: Pat
     assert any(n.startswith("gpuvm_core/_core.") and n.endswith(".so") for n in names)
     assert "pysvm/sweep/runner.py" in names and "pysvm/outputs.py" in names
     assert "gpuvm_core/_core.pxd" in names and "gpuvm_core/py.typed" in names
-    assert not [n for n in names if n.endswith((".pyx", ".c", ".html", ".png"))]
+    assert not [n for n in names if n.endswith((".pyx", ".c.dep", ".html", ".png"))]
+    # The one C source in the wheel is the kernel oracle's driver, compiled at run time
+    # with every shim header beside it (`--kernel-tree` after a plain `pip install`).
+    assert [n for n in names if n.endswith(".c")] == ["gpuvm_core/kernel/oracle.c"]
+    shims = sorted(p.relative_to(KERNEL.parent.parent).as_posix()
+                   for p in (KERNEL / "shim").rglob("*.h"))
+    assert len(shims) >= 10 and set(shims) <= set(names), sorted(set(shims) - set(names))
     assert not [n for n in names if n.startswith(("tests/", "docs/", "benchmarks/"))]
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert meta["Name"] == "gpuvm-svm"

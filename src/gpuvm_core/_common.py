@@ -11,10 +11,7 @@ from __future__ import annotations
 import errno as _errno
 import operator
 from enum import IntEnum
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    from ._core import OpMap, OpRemap, OpUnmap
+from typing import Protocol, TypeVar
 
 __all__ = ["GpuvmError", "OpType", "SmSteps", "U64_MAX", "OBJ_MAX", "check_u64", "check_obj"]
 
@@ -33,12 +30,29 @@ class OpType(IntEnum):
     DRIVER = 4
 
 
-class SmSteps(Protocol):
-    """The callbacks of GpuVm.sm_map / sm_unmap (Kernel: struct drm_gpuvm_ops sm_step_*)."""
+_MapT = TypeVar("_MapT", contravariant=True)
+_RemapT = TypeVar("_RemapT", contravariant=True)
+_UnmapT = TypeVar("_UnmapT", contravariant=True)
 
-    def sm_step_map(self, op: OpMap, /) -> object: ...
-    def sm_step_remap(self, op: OpRemap, /) -> object: ...
-    def sm_step_unmap(self, op: OpUnmap, /) -> object: ...
+
+class SmSteps(Protocol[_MapT, _RemapT, _UnmapT]):
+    """The callbacks of ``sm_map`` / ``sm_unmap``, generic in the op classes of the VM
+    that calls them (the compiled core's ``SmSteps[OpMap, OpRemap, OpUnmap]``, the
+    reference's ``SmSteps[RefOpMap, RefOpRemap, RefOpUnmap]``). Return values are
+    ignored; to abort, raise.
+
+    Kernel: the sm_step_map / sm_step_remap / sm_step_unmap members of struct
+    drm_gpuvm_ops.
+    """
+
+    def sm_step_map(self, op: _MapT, /) -> object:
+        """Kernel: drm_gpuvm_ops.sm_step_map."""
+
+    def sm_step_remap(self, op: _RemapT, /) -> object:
+        """Kernel: drm_gpuvm_ops.sm_step_remap."""
+
+    def sm_step_unmap(self, op: _UnmapT, /) -> object:
+        """Kernel: drm_gpuvm_ops.sm_step_unmap."""
 
 
 class GpuvmError(OSError):

@@ -81,6 +81,8 @@ cdef struct FindRow:             # matches the aligned numpy dtype FIND_DTYPE
 cdef class GpuVm
 
 
+@cython.freelist(16)
+@cython.no_gc
 cdef class GpuVa:
     cdef readonly GpuVm vm
     cdef u64 _addr
@@ -114,11 +116,18 @@ cdef class OpPrefetch:
     cdef readonly GpuVa va
 
 
+cdef enum:
+    OPS_INLINE = 3               # op records an Ops list holds without a heap block
+
+
+@cython.freelist(8)
+@cython.no_gc
 cdef class Ops:
     cdef readonly GpuVm vm
     cdef readonly u64 generation
-    cdef OpRec* recs
+    cdef OpRec* recs               # == small, or a PyMem_Raw block when n > OPS_INLINE
     cdef Py_ssize_t n
+    cdef OpRec small[OPS_INLINE]
     cdef list _objs
     cdef list _all(self)
 
@@ -129,6 +138,7 @@ cdef class GpuVm:
     cdef u64* firsts               # firsts[i] == chunks[i].addr[0]
     cdef Py_ssize_t nch
     cdef Py_ssize_t capch
+    cdef Py_ssize_t hint           # chunk of the last search, tried first (checked)
     cdef u64* zaddr                # sorted addresses of the zero-length VAs
     cdef Py_ssize_t nz
     cdef Py_ssize_t capz
@@ -177,6 +187,7 @@ cdef class GpuVm:
                       bint madvise, OpBuf* buf) noexcept nogil
     cdef int c_sm_unmap(self, u64 req_addr, u64 req_range, OpBuf* buf) noexcept nogil
     cdef int c_prefetch(self, u64 addr, u64 rng, OpBuf* buf) noexcept nogil
+    cdef bint c_remap_in_place(self, Pos p, const VaRec* pv) noexcept nogil
     cdef int c_apply(self, const OpRec* recs, Py_ssize_t n, Py_ssize_t* failed) noexcept nogil
     cdef void c_prefetch_chunk(self, u64 key) noexcept nogil
     cdef void c_find_many(self, const u64* A, const u64* R, Py_ssize_t n,

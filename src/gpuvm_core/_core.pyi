@@ -209,9 +209,10 @@ class GpuVm:
                            offset: _Int = 0) -> Ops: ...
     def sm_unmap_ops_create(self, addr: _Int, range: _Int) -> Ops: ...  # noqa: A002
     def prefetch_ops_create(self, addr: _Int, range: _Int) -> Ops: ...  # noqa: A002
-    def sm_map(self, steps: SmSteps, addr: _Int, range: _Int,  # noqa: A002
+    def sm_map(self, steps: SmSteps[OpMap, OpRemap, OpUnmap], addr: _Int, range: _Int,  # noqa: A002
                obj: _Int | None = None, offset: _Int = 0) -> None: ...
-    def sm_unmap(self, steps: SmSteps, addr: _Int, range: _Int) -> None: ...  # noqa: A002
+    def sm_unmap(self, steps: SmSteps[OpMap, OpRemap, OpUnmap], addr: _Int,  # noqa: A002
+                 range: _Int) -> None: ...  # noqa: A002
     def apply(self, ops: Ops | Iterable[Op]) -> int: ...
     # batch forms (numpy in and out; loops in C without the GIL)
     def sm_map_batch(self, addr: npt.ArrayLike, range: npt.ArrayLike,  # noqa: A002

@@ -28,6 +28,10 @@ The C declarations live in ``_core.pxd`` (cimport-able); ``GpuVm`` is a
 final class so its C methods are direct (inlinable) calls.
 
 Speed: searches are branch-free binary searches (firsts, then one chunk).
+The chunk the last search landed in is kept (``hint``) and tried first: the
+searches of one request (the walker's, then apply's unlink and inserts) land
+in the same chunk, and two compares against ``firsts`` prove the hint is the
+chunk the binary search would pick, so the result never depends on it.
 The batch loop prefetches the chunk of request i+1 while request i runs;
 ``find_first_batch`` runs its queries in software-pipelined groups (one
 lock-step search over ``firsts`` per group, prefetch of each query's chunk
@@ -226,7 +230,12 @@ cdef inline object _obj_py(int64_t o):
     return None if o < 0 else o
 
 
-cdef inline u64 _u64(object v, str what) except? 0:
+cdef extern from "Python.h":
+    # Cannot fail for an exact int (the only kind passed here); overflow is reported in ``ov``.
+    long long PyLong_AsLongLongAndOverflow(object v, int* ov) noexcept
+
+
+cdef u64 _u64_slow(object v, str what) except? 0:
     if type(v) is not int:
         v = check_u64(v, what)
     try:
@@ -235,9 +244,32 @@ cdef inline u64 _u64(object v, str what) except? 0:
         raise GpuvmError(_errno.EINVAL, f"{what}={v} is outside the unsigned 64-bit range") from None
 
 
+cdef inline u64 _u64(object v, str what) except? 0:
+    """``v`` as a u64, or TypeError / EINVAL as check_u64 says.
+
+    Fast path: an exact int in [0, 2**63) is read with one C call and no
+    exception state; anything else (int subclasses, ``__index__`` objects,
+    2**63 and up, negatives) takes the checked path.
+    """
+    cdef int ov = 0
+    cdef long long x
+    if type(v) is int:
+        x = PyLong_AsLongLongAndOverflow(v, &ov)
+        if ov == 0 and x >= 0:
+            return <u64>x
+    return _u64_slow(v, what)
+
+
 cdef inline int64_t _to_obj(object v) except? -2:
+    """An object handle: None -> -1, an int in [0, 2**63) as is, else check_obj's error."""
+    cdef int ov = 0
+    cdef long long x
     if v is None:
         return -1
+    if type(v) is int:
+        x = PyLong_AsLongLongAndOverflow(v, &ov)
+        if ov == 0 and x >= 0:
+            return <int64_t>x
     v = check_obj(v)
     return <int64_t>v
 
@@ -268,10 +300,14 @@ def _debug_get_fault():
 # ----------------------------------------------------------------------------
 # views and ops
 
+@cython.freelist(16)
+@cython.no_gc
 cdef class GpuVa:
     """A view of one mapping (fields copied; liveness checked on use).
 
-    Kernel: struct drm_gpuva.
+    Not tracked by the cycle collector (it refers only to its VM, which holds
+    no Python objects, so it can never be part of a cycle); kept on a free
+    list, as lookups make one per hit. Kernel: struct drm_gpuva.
     """
 
     def __init__(self):
@@ -552,17 +588,23 @@ cdef object _make_op(GpuVm vm, const OpRec* r):
     return OpPrefetch(_make_va(vm, &r.va))
 
 
+@cython.freelist(8)
+@cython.no_gc
 cdef class Ops:
     """An op list, valid only while its VM is unchanged. Kernel: struct drm_gpuva_ops.
 
-    Records are kept in C; Python op objects are built on first access.
+    Records are kept in C (up to OPS_INLINE inside the object itself, more in
+    a heap block); Python op objects are built on first access. Not tracked
+    by the cycle collector: it refers only to its VM (which holds no Python
+    objects) and to op objects it built itself, none of which can refer back.
     """
 
     def __init__(self):
         raise TypeError("Ops lists come from GpuVm.*_ops_create()")
 
     def __dealloc__(self):
-        PyMem_RawFree(self.recs)
+        if self.recs != &self.small[0]:
+            PyMem_RawFree(self.recs)
 
     def __len__(self):
         return self.n
@@ -676,11 +718,15 @@ cdef class GpuVm:
         cdef Pos p
         cdef Chunk* c
         cdef Py_ssize_t k
-        p.ci = _bisect_right(self.firsts, self.nch, key) - 1
-        if p.ci < 0:
-            p.ci = 0
-            p.si = 0
-            return p
+        p.ci = self.hint
+        if not (p.ci < self.nch and self.firsts[p.ci] <= key
+                and (p.ci + 1 == self.nch or self.firsts[p.ci + 1] > key)):
+            p.ci = _bisect_right(self.firsts, self.nch, key) - 1
+            if p.ci < 0:
+                p.ci = 0
+                p.si = 0
+                return p
+            self.hint = p.ci
         c = self.chunks[p.ci]
         if not self.in_batch:
             for k in range(0, GPUVM_CHUNK, 8):
@@ -701,12 +747,17 @@ cdef class GpuVm:
         """First position whose addr >= key."""
         cdef Pos p
         cdef Chunk* c
-        p.ci = _bisect_left(self.firsts, self.nch, key) - 1
-        if p.ci < 0:
-            p.ci = 0
         p.si = 0
         if self.nch == 0:
+            p.ci = 0
             return p
+        p.ci = self.hint
+        if not (p.ci < self.nch and self.firsts[p.ci] < key
+                and (p.ci + 1 == self.nch or self.firsts[p.ci + 1] >= key)):
+            p.ci = _bisect_left(self.firsts, self.nch, key) - 1
+            if p.ci < 0:
+                p.ci = 0
+            self.hint = p.ci
         c = self.chunks[p.ci]
         p.si = _bisect_left(c.addr, c.n, key)
         if p.si == c.n:
@@ -1247,6 +1298,41 @@ cdef class GpuVm:
             rec.va = v
         return 0
 
+    cdef bint c_remap_in_place(self, Pos p, const VaRec* pv) noexcept nogil:
+        """Unlink the VA at ``p`` and insert ``pv`` (a remap's prev piece) in one step.
+
+        Done only when the result is provably that of c_unlink(p) followed by
+        c_insert(pv): ``pv`` starts where the old VA starts and lies inside it,
+        it is a valid range, no zero-length VA exists (so nothing else can meet
+        it once the old VA is gone) and ids have not wrapped (so the new id is
+        the counter's next value either way). Then the insert would link at the
+        very slot the unlink freed, so the slot is rewritten instead of shifting
+        the chunk's slots out and back in. Returns False (nothing changed) when
+        any condition fails; the caller then unlinks and inserts as usual.
+        Kernel: drm_gpuva_remap() = drm_gpuva_remove(op->unmap->va) +
+        drm_gpuva_insert(op->prev) (+ op->next, which the caller inserts).
+        """
+        cdef Chunk* c = self.chunks[p.ci]
+        cdef u64 a = c.addr[p.si], r = c.rng[p.si]
+        cdef Pos q = p
+        if self.nz != 0 or self.nlive != 0 or self.next_id == 0:
+            return False
+        if r == 0 or pv.rng == 0 or pv.addr != a or pv.rng > r:
+            return False
+        if not self.c_range_valid(pv.addr, pv.rng):
+            return False
+        self.c_next(&q)                 # the insert would go after any later VA at addr a
+        if q.ci < self.nch and self.chunks[q.ci].addr[q.si] <= a:
+            return False
+        self.last_id = self.next_id
+        self.next_id += 1
+        c.rng[p.si] = pv.rng
+        c.obj[p.si] = pv.obj
+        c.off[p.si] = pv.off
+        c.vid[p.si] = self.last_id
+        self.generation += 2            # one unlink + one link, as the two-step path counts
+        return True
+
     cdef int c_apply(self, const OpRec* recs, Py_ssize_t n, Py_ssize_t* failed) noexcept nogil:
         """Kernel: drm_gpuva_map/_remap/_unmap. 0, -ENOENT (VA gone) or -ENOMEM."""
         cdef Py_ssize_t i
@@ -1264,14 +1350,17 @@ cdef class GpuVm:
             elif r.type == T_REMAP or r.type == T_UNMAP:
                 if not self.c_locate(r.va.addr, r.va.vid, &p):
                     return -E_NOENT
-                self.c_unlink(p)
-                if r.type == T_REMAP:
-                    if r.has_prev:
+                if r.type == T_REMAP and r.has_prev and self.c_remap_in_place(p, &r.prev):
+                    pass
+                else:
+                    self.c_unlink(p)
+                    if r.type == T_REMAP and r.has_prev:
                         rc = self.c_insert(r.prev.addr, r.prev.rng, r.prev.obj, r.prev.off)
                         if rc == -E_NOMEM:
                             return rc
                         if rc < 0:
                             failed[0] += 1
+                if r.type == T_REMAP:
                     if r.has_next:
                         rc = self.c_insert(r.next.addr, r.next.rng, r.next.obj, r.next.off)
                         if rc == -E_NOMEM:
@@ -1489,13 +1578,15 @@ cdef class GpuVm:
         return GpuvmError(_errno.EINVAL, f"request [{addr:#x}, +{rng:#x}) is invalid: {why}")
 
     cdef Ops _ops(self, int what, u64 a, u64 r, int64_t o, u64 f):
-        """Run the walker and copy its records out (C only) under the guard; the
-        Ops object is made after the guard is dropped, from records it owns."""
+        """Run the walker under the guard and copy its records into the new Ops
+        (C only; the object is made before the guard is taken, so no Python
+        code runs while it is held)."""
         cdef int rc
         cdef Py_ssize_t n
-        cdef OpRec* recs = NULL
-        cdef u64 gen
-        cdef Ops ops
+        cdef OpRec* recs
+        cdef Ops ops = Ops.__new__(Ops)
+        ops.recs = &ops.small[0]
+        ops.vm = self
         self._enter()
         if what == OPS_MAP:
             rc = self.c_sm_map(a, r, o, f, False, &self.buf)
@@ -1506,28 +1597,25 @@ cdef class GpuVm:
         else:
             rc = self.c_prefetch(a, r, &self.buf)
         n = self.buf.n
-        gen = self.generation
         if rc == 0 and n:
-            recs = <OpRec*>PyMem_RawMalloc(n * sizeof(OpRec))
+            if n <= OPS_INLINE:
+                recs = &ops.small[0]
+            else:
+                recs = <OpRec*>PyMem_RawMalloc(n * sizeof(OpRec))
             if recs == NULL:
                 rc = -E_NOMEM
             else:
                 memcpy(recs, self.buf.recs, n * sizeof(OpRec))
-        self._trim()
+                ops.recs = recs
+                ops.n = n
+        ops.generation = self.generation
+        if self.buf.cap > SCRATCH_KEEP:
+            self._trim()
         self.busy = 0
         if rc == -E_INVAL:
             raise self._invalid(a, r)
         if rc < 0:
             raise MemoryError()
-        try:
-            ops = Ops.__new__(Ops)
-        except BaseException:
-            PyMem_RawFree(recs)
-            raise
-        ops.vm = self
-        ops.generation = gen
-        ops.recs = recs
-        ops.n = n if recs != NULL else 0
         return ops
 
     def sm_map_ops_create(self, addr, range, obj=None, offset=0):  # noqa: A002

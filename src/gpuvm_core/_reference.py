@@ -48,11 +48,11 @@ from __future__ import annotations
 import errno
 import itertools
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from sortedcontainers import SortedKeyList
 
-from ._common import GpuvmError, OpType, check_obj, check_u64
+from ._common import GpuvmError, OpType, SmSteps, check_obj, check_u64
 
 __all__ = [
     "RefGpuVm",
@@ -211,21 +211,8 @@ class RefOps(list[RefOp]):
         return [op.as_dict() for op in self]
 
 
-class SmSteps(Protocol):
-    """Callback object for :meth:`RefGpuVm.sm_map` / ``sm_unmap``.
-
-    Kernel: the sm_step_map / sm_step_remap / sm_step_unmap members of
-    struct drm_gpuvm_ops. Return values are ignored; to abort, raise.
-    """
-
-    def sm_step_map(self, op: RefOpMap) -> object:
-        """Kernel: drm_gpuvm_ops.sm_step_map."""
-
-    def sm_step_remap(self, op: RefOpRemap) -> object:
-        """Kernel: drm_gpuvm_ops.sm_step_remap."""
-
-    def sm_step_unmap(self, op: RefOpUnmap) -> object:
-        """Kernel: drm_gpuvm_ops.sm_step_unmap."""
+#: The callback object of :meth:`RefGpuVm.sm_map` / ``sm_unmap`` (the shared protocol).
+RefSmSteps = SmSteps[RefOpMap, RefOpRemap, RefOpUnmap]
 
 
 # ----------------------------------------------------------------------------
@@ -517,7 +504,7 @@ class RefGpuVm:
             ops.append(RefOpPrefetch(va))
         return ops
 
-    def sm_map(self, steps: SmSteps, addr: int, range: int, obj: int | None = None,  # noqa: A002
+    def sm_map(self, steps: RefSmSteps, addr: int, range: int, obj: int | None = None,  # noqa: A002
                offset: int = 0) -> None:
         """Kernel: drm_gpuvm_sm_map(): call ``steps.sm_step_*`` for each op in order.
 
@@ -527,7 +514,7 @@ class RefGpuVm:
         _require_steps(steps, ("sm_step_map", "sm_step_remap", "sm_step_unmap"))
         _dispatch(steps, self.sm_map_ops_create(addr, range, obj, offset))
 
-    def sm_unmap(self, steps: SmSteps, addr: int, range: int) -> None:  # noqa: A002
+    def sm_unmap(self, steps: RefSmSteps, addr: int, range: int) -> None:  # noqa: A002
         """Kernel: drm_gpuvm_sm_unmap() (needs sm_step_remap and sm_step_unmap only)."""
         _require_steps(steps, ("sm_step_remap", "sm_step_unmap"))
         _dispatch(steps, self.sm_unmap_ops_create(addr, range))
@@ -627,7 +614,7 @@ def _require_steps(steps: object, names: tuple[str, ...]) -> None:
         raise GpuvmError(errno.EINVAL, f"the steps object has no {', '.join(missing)}")
 
 
-def _dispatch(steps: SmSteps, ops: RefOps) -> None:
+def _dispatch(steps: RefSmSteps, ops: RefOps) -> None:
     for op in ops:
         if isinstance(op, RefOpMap):
             steps.sm_step_map(op)

@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shrink-seconds", type=shrink_seconds_arg, default=30.0,
                    help="time budget for shrinking a failure (default 30)")
     p.add_argument("--debug-fault", type=int, default=0,
-                   help="plant the core's debug fault N (needs gpuvm_core._core._debug_set_fault)")
+                   help="plant the core's debug fault N (only the debug build of the core, "
+                        "GPUVM_DEBUG=1 pip install -e ., has the planted bugs)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -170,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         core = sys.modules.get("gpuvm_core._core")
         if GpuVm is cast(Any, RefGpuVm) or core is None or not hasattr(core, "_debug_set_fault"):
             parser.error("--debug-fault needs the compiled core's _debug_set_fault hook")
+        if not getattr(core, "DEBUG_BUILD", False):
+            parser.error("--debug-fault: the planted bugs exist only in the debug build of the "
+                         "core (this one is a release build); build it with GPUVM_DEBUG=1 pip "
+                         "install -e . in a venv of its own (docs/fuzzing.md)")
         if args.impl != "core":
             parser.error("--debug-fault only applies to --impl core")
     from .. import GpuVm, RefGpuVm
