@@ -54,7 +54,7 @@ class DevmemOwner(Protocol):
 
     def migrate_to_ram(self, mm: Mm, addr: int) -> None: ...
 
-    def page_freed(self, page: Page) -> None: ...
+    def page_freed(self, page: Page, addr: int | None = None) -> None: ...
 
 
 class Page:
@@ -183,7 +183,7 @@ class Mm:
             for pfn in pfns:
                 page = self._pt.pop(pfn, None)
                 if page is not None and page.alloc is not None:
-                    page.alloc.page_freed(page)
+                    page.alloc.page_freed(page, pfn << PAGE_SHIFT)
             del self._vmas[vma.start]
             if vma.start < s:
                 self._vmas[vma.start] = CpuVma(vma.start, s, vma.read_only, vma.anonymous)

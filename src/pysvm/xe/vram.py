@@ -97,12 +97,18 @@ class VramAllocation:
         """CPU fault on one of our pages. Kernel: drm_pagemap_migrate_to_ram()."""
         migrate_to_ram(mm, addr, self)
 
-    def page_freed(self, page: Page) -> None:
-        """A device page was freed. Kernel: drm_pagemap_page_free() -> zdd put."""
-        for addr, p in list(self.pages.items()):
-            if p is page:
-                del self.pages[addr]
-                break
+    def page_freed(self, page: Page, addr: int | None = None) -> None:
+        """A device page was freed. Kernel: drm_pagemap_page_free() -> zdd put.
+
+        ``addr``, when the caller knows where the page was mapped, saves the search.
+        """
+        if addr is not None and self.pages.get(addr) is page:
+            del self.pages[addr]
+        else:
+            for a, p in self.pages.items():
+                if p is page:
+                    del self.pages[a]
+                    break
         if not self.pages:
             self.release()
 
@@ -159,7 +165,9 @@ class Vram:
         if size > self.capacity:
             raise XeError(errno.ENOMEM, f"{self.device_name}: {size:#x} bytes exceed the "
                           f"VRAM capacity {self.capacity:#x}")
-        for victim in list(self.allocations.values()):
+        # Snapshot the LRU only when something must go (evicting edits it).
+        victims = list(self.allocations.values()) if self.free_bytes < size else []
+        for victim in victims:
             if self.free_bytes >= size:
                 break
             if victim in keep:
@@ -205,7 +213,7 @@ def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int]) -> int:
         if mm.page_at(a) is old:
             mm.set_page(a, Page(old.value))
         moved += 1
-        alloc.page_freed(old)
+        alloc.page_freed(old, a)
     st = alloc.vram.stats
     st["migrations_to_system"] += 1
     st["bytes_to_system"] += moved * PAGE_SIZE
