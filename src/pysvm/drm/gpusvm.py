@@ -33,10 +33,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from sortedcontainers import SortedDict
-
 from pysvm.drm.gpusvm_notifier import SvmNotifier
 from pysvm.errors import XeError
+from pysvm.mm.interval_tree import IntervalTree
 from pysvm.mm.mmap import DevmemOwner, Mm, Page
 from pysvm.mm.mmu_notifier import NotifierRange
 
@@ -209,27 +208,16 @@ class GpuSvm:
         self.chunk_sizes = chunk_sizes
         self.owner = owner
         self.ops = ops
-        self._notifiers: SortedDict = SortedDict()     # start -> SvmNotifier
+        self._notifiers: IntervalTree[SvmNotifier] = IntervalTree()
 
     # --------------------------------------------------------- notifiers
     def notifiers(self, start: int, end: int) -> list[SvmNotifier]:
         """Notifiers intersecting ``[start, end)``. Kernel: drm_gpusvm_for_each_notifier."""
-        i = max(self._notifiers.bisect_right(start) - 1, 0)
-        keys = self._notifiers.keys()
-        out = []
-        while i < len(keys):
-            n = self._notifiers[keys[i]]
-            if n.start >= end:
-                break
-            if n.end > start:
-                out.append(n)
-            i += 1
-        return out
+        return self._notifiers.overlapping(start, end)
 
     def notifier_find(self, start: int, end: int) -> SvmNotifier | None:
         """Kernel: drm_gpusvm_notifier_find()."""
-        ns = self.notifiers(start, end)
-        return ns[0] if ns else None
+        return self._notifiers.first(start, end)
 
     def notifier_count(self) -> int:
         return len(self._notifiers)
@@ -242,7 +230,7 @@ class GpuSvm:
         return iter(out)
 
     def range_find(self, addr: int) -> SvmRange | None:
-        n = self.notifier_find(addr, addr + 1)
+        n = self._notifiers.first(addr, addr + 1)
         return n.find(addr, addr + 1) if n is not None else None
 
     def has_mapping(self, start: int, end: int) -> bool:
@@ -301,7 +289,7 @@ class GpuSvm:
         rng = SvmRange(notifier, rstart, rstart + size, migrate_devmem)
         notifier.insert(rng)
         if created:
-            self._notifiers[notifier.start] = notifier
+            self._notifiers.insert(notifier.start, notifier.end, notifier)
         return rng
 
     # ------------------------------------------------------------- pages
@@ -392,7 +380,7 @@ class GpuSvm:
         if len(notifier) == 0:
             notifier.unregister(self.mm)
             if self._notifiers.get(notifier.start) is notifier:
-                del self._notifiers[notifier.start]
+                self._notifiers.pop(notifier.start)
 
     def fini(self) -> None:
         """Remove every range and notifier. Kernel: drm_gpusvm_fini()."""
