@@ -321,8 +321,15 @@ class GpuSvm:
                 raise XeError(errno.EFAULT, f"range [{rng.start:#x}, {rng.end:#x}) was unmapped")
             if rng.notifier.read_retry(seq):
                 continue
-            alloc = None
-            for i, p in enumerate(pages):
+            allocs = [p.alloc for p in pages]
+            alloc = allocs[0] if allocs else None
+            # All system pages or all of one allocation pass the per-page checks below
+            # (unless system pages must be device pages): skip them.
+            uniform = allocs.count(alloc) == len(allocs) and (alloc is not None
+                                                             or not ctx.devmem_only)
+            if not uniform:
+                alloc = None
+            for i, p in enumerate(() if uniform else pages):
                 if p.alloc is not None:
                     if i > 0 and p.alloc is not alloc and not ctx.allow_mixed:
                         raise XeError(errno.EOPNOTSUPP, "range mixes pages of different "

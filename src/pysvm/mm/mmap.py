@@ -74,6 +74,9 @@ class DevmemOwner(Protocol):
 
     def page_freed(self, page: Page, addr: int | None = None) -> None: ...
 
+    def pages_freed(self, freed: list[tuple[int, Page]]) -> None:
+        """``page_freed`` for each ``(addr, page)`` in order, in one call."""
+
 
 class Page:
     """A physical page holding one int; ``alloc`` is set for device pages.
@@ -219,9 +222,22 @@ class Mm:
             j = min(hi - (b << _BSHIFT), _BLOCK)
             old = blk[i:j]
             blk[i:j] = [None] * (j - i)
+            # Consecutive device pages of one allocation are handed over in one call.
+            owner: DevmemOwner | None = None
+            run: list[tuple[int, Page]] = []
             for k, page in enumerate(old):
-                if page is not None and page.alloc is not None:
-                    page.alloc.page_freed(page, ((b << _BSHIFT) + i + k) << PAGE_SHIFT)
+                alloc = page.alloc if page is not None else None
+                if alloc is not owner and run:
+                    assert owner is not None
+                    owner.pages_freed(run)
+                    run = []
+                owner = alloc
+                if alloc is not None:
+                    assert page is not None
+                    run.append((((b << _BSHIFT) + i + k) << PAGE_SHIFT, page))
+            if run:
+                assert owner is not None
+                owner.pages_freed(run)
             if blk.count(None) == _BLOCK:
                 del pt[b]
 
@@ -436,6 +452,14 @@ class Mm:
         pages: list[Page] = []
         owners: dict[int, object] = {}      # per allocation, looked up once per call
         for blk, i, j, pfn in self._block_slots(start, end):
+            sl = blk[i:j]
+            if None not in sl:
+                allocs = {p.alloc for p in sl}      # type: ignore[union-attr]
+                if len(allocs) == 1:
+                    only = allocs.pop()
+                    if only is None or only.owner is owner:
+                        pages.extend(sl)            # type: ignore[arg-type]
+                        continue
             for k in range(i, j):
                 page = blk[k]
                 if page is None:

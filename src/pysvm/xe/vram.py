@@ -25,18 +25,19 @@ from __future__ import annotations
 import errno
 import itertools
 from collections import Counter, OrderedDict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from pysvm.drm.pagemap import Zdd
 from pysvm.errors import XeError
-from pysvm.mm.mmap import PAGE_SIZE, Mm, Page
+from pysvm.mm.mmap import PAGE_SHIFT, PAGE_SIZE, Mm, Page
 from pysvm.mm.mmu_notifier import NotifyEvent
 
 if TYPE_CHECKING:
     from pysvm.xe.device import Device
 
 __all__ = ["Vram", "VramAllocation", "devm_owner", "evict_range", "evict_to_ram",
-           "migrate_to_ram", "page_device"]
+           "migrate_to_ram", "page_device", "DevicePages"]
 
 _ids = itertools.count(1)
 
@@ -58,6 +59,73 @@ def page_device(page: Page | None) -> Device | None:
     return alloc.device if isinstance(alloc, VramAllocation) else None
 
 
+class DevicePages:
+    """The live device pages of one allocation: address -> page, as one slot per 4 KiB
+    of the allocation's span (a list) and a count, not a dict entry per page.
+
+    Offers the mapping operations the model uses (``get``, ``in``, ``len``, truth,
+    iteration over addresses in order, ``items``, item set and delete).
+    """
+
+    __slots__ = ("start", "_slots", "_n")
+
+    def __init__(self, start: int, size: int) -> None:
+        self.start = start
+        self._slots: list[Page | None] = [None] * max(size >> PAGE_SHIFT, 1)
+        self._n = 0
+
+    def _index(self, addr: int) -> int:
+        i = (addr - self.start) >> PAGE_SHIFT
+        return i if 0 <= i < len(self._slots) and not addr & (PAGE_SIZE - 1) else -1
+
+    def get(self, addr: int) -> Page | None:
+        i = self._index(addr)
+        return self._slots[i] if i >= 0 else None
+
+    def __contains__(self, addr: object) -> bool:
+        return isinstance(addr, int) and self.get(addr) is not None
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __bool__(self) -> bool:
+        return self._n > 0
+
+    def __iter__(self) -> Iterator[int]:
+        start = self.start
+        return iter([start + (i << PAGE_SHIFT) for i, p in enumerate(self._slots)
+                     if p is not None])
+
+    def items(self) -> list[tuple[int, Page]]:
+        start = self.start
+        return [(start + (i << PAGE_SHIFT), p) for i, p in enumerate(self._slots)
+                if p is not None]
+
+    def __setitem__(self, addr: int, page: Page) -> None:
+        i = self._index(addr)
+        if i < 0:
+            raise KeyError(f"{addr:#x} is outside the allocation")
+        if self._slots[i] is None:
+            self._n += 1
+        self._slots[i] = page
+
+    def __delitem__(self, addr: int) -> None:
+        i = self._index(addr)
+        if i < 0 or self._slots[i] is None:
+            raise KeyError(addr)
+        self._slots[i] = None
+        self._n -= 1
+
+    def set_span(self, addr: int, pages: list[Page]) -> None:
+        """Install ``pages`` at ``addr``, ``addr + 4 KiB``, ... (a migration's result)."""
+        i = self._index(addr)
+        j = i + len(pages)
+        if i < 0 or j > len(self._slots):
+            raise KeyError(f"{addr:#x}+{len(pages)} pages is outside the allocation")
+        self._n += self._slots[i:j].count(None)
+        self._slots[i:j] = pages
+
+
 class VramAllocation:
     """Device memory backing one migrated SVM range.
 
@@ -70,7 +138,7 @@ class VramAllocation:
         self.mm = mm
         self.start = start
         self.size = size
-        self.pages: dict[int, Page] = {}      # address -> live device page
+        self.pages = DevicePages(start, size)     # address -> live device page
         self.timeslice_ms = 0
         self.released = False
         #: The zdd: holds the device's pagemap from migration until the last device page is
@@ -111,6 +179,21 @@ class VramAllocation:
                     break
         if not self.pages:
             self.release()
+
+    def pages_freed(self, freed: list[tuple[int, Page]]) -> None:
+        """Several device pages were freed, in address order (munmap): the same as
+        :meth:`page_freed` for each, in one call."""
+        pages = self.pages
+        for addr, page in freed:
+            if pages.get(addr) is page:
+                del pages[addr]
+            else:
+                for a, p in pages.items():
+                    if p is page:
+                        del pages[a]
+                        break
+            if not pages:
+                self.release()
 
     def release(self) -> None:
         """Return the memory and drop the pagemap reference (once).
