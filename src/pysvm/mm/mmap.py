@@ -328,6 +328,21 @@ class Mm:
                 blk = pt[b] = [None] * _BLOCK
             yield blk, i, j, pfn
 
+    def migrate_pages_to_system(self, moves: list[tuple[int, Page]]) -> None:
+        """For each ``(addr, device page)`` still mapped at ``addr``, install a new system
+        page with its value.
+
+        Kernel: migrate_vma_pages() + migrate_vma_finalize() for device-private source
+        pages (drm_pagemap_migrate_to_ram(), drm_pagemap_evict_to_ram()) after the copy.
+        The caller invalidated the span first (MMU_NOTIFY_MIGRATE).
+        """
+        pt = self._pt
+        for addr, old in moves:
+            pfn = addr >> PAGE_SHIFT
+            blk = pt.get(pfn >> _BSHIFT)
+            if blk is not None and blk[pfn & _BMASK] is old:
+                blk[pfn & _BMASK] = Page(old.value)
+
     def populated_pages(self) -> Iterator[tuple[int, Page]]:
         """Every populated page as ``(address, page)``, in no particular order."""
         return iter([(((b << _BSHIFT) + i) << PAGE_SHIFT, p) for b, blk in self._pt.items()

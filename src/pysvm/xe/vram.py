@@ -116,6 +116,30 @@ class DevicePages:
         self._slots[i] = None
         self._n -= 1
 
+    def live(self, addrs: list[int]) -> list[tuple[int, Page]]:
+        """``(addr, page)`` for each of ``addrs`` that holds a live page, in address order."""
+        slots, start, n = self._slots, self.start, len(self._slots)
+        out: list[tuple[int, Page]] = []
+        for a in sorted(addrs):
+            i = (a - start) >> PAGE_SHIFT
+            if 0 <= i < n and not a & (PAGE_SIZE - 1):
+                p = slots[i]
+                if p is not None:
+                    out.append((a, p))
+        return out
+
+    def discard(self, freed: list[tuple[int, Page]]) -> None:
+        """Drop each ``(addr, page)`` whose slot holds that page; a page found elsewhere
+        (never at its own address in the model) is searched for, as ``page_freed`` does."""
+        slots, start, n = self._slots, self.start, len(self._slots)
+        for a, page in freed:
+            i = (a - start) >> PAGE_SHIFT
+            if not (0 <= i < n and slots[i] is page and not a & (PAGE_SIZE - 1)):
+                i = next((k for k, p in enumerate(slots) if p is page), -1)
+            if i >= 0:
+                slots[i] = None
+                self._n -= 1
+
     def set_span(self, addr: int, pages: list[Page]) -> None:
         """Install ``pages`` at ``addr``, ``addr + 4 KiB``, ... (a migration's result)."""
         i = self._index(addr)
@@ -181,19 +205,12 @@ class VramAllocation:
             self.release()
 
     def pages_freed(self, freed: list[tuple[int, Page]]) -> None:
-        """Several device pages were freed, in address order (munmap): the same as
-        :meth:`page_freed` for each, in one call."""
-        pages = self.pages
-        for addr, page in freed:
-            if pages.get(addr) is page:
-                del pages[addr]
-            else:
-                for a, p in pages.items():
-                    if p is page:
-                        del pages[a]
-                        break
-            if not pages:
-                self.release()
+        """Several device pages were freed, in address order: the same as
+        :meth:`page_freed` for each, in one call (the release, when the last page
+        goes, touches neither the pages nor the page table, so it may come last)."""
+        self.pages.discard(freed)
+        if not self.pages:
+            self.release()
 
     def release(self) -> None:
         """Return the memory and drop the pagemap reference (once).
@@ -276,7 +293,8 @@ class Vram:
 
 def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int]) -> int:
     """Copy the given device pages of ``alloc`` to new system pages."""
-    addrs = sorted(a for a in addrs if a in alloc.pages)
+    pages = alloc.pages
+    addrs = [a for a, _ in pages.live(addrs)]
     if not addrs:
         return 0
     # One notifier call per contiguous run, before the page table changes.
@@ -288,15 +306,12 @@ def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int]) -> int:
                 run_start = a
         if a is not None:
             prev = a
-    moved = 0
-    for a in addrs:
-        old = alloc.pages.get(a)
-        if old is None:
-            continue
-        if mm.page_at(a) is old:
-            mm.set_page(a, Page(old.value))
-        moved += 1
-        alloc.page_freed(old, a)
+    # The pages still there after the notifiers ran go: a system copy replaces each one
+    # the page table still maps, then the device pages are freed in address order.
+    live = pages.live(addrs)
+    mm.migrate_pages_to_system(live)
+    moved = len(live)
+    alloc.pages_freed(live)
     st = alloc.vram.stats
     st["migrations_to_system"] += 1
     st["bytes_to_system"] += moved * PAGE_SIZE
@@ -319,11 +334,16 @@ def migrate_to_ram(mm: Mm, addr: int, alloc: VramAllocation) -> None:
     start = max(addr - addr % size, vma.start)
     end = min(addr - addr % size + size, vma.end)
     by_alloc: dict[int, tuple[VramAllocation, list[int]]] = {}
-    for a in range(start, end, PAGE_SIZE):
-        p = mm.page_at(a)
+    mine: dict[int, bool] = {}          # per allocation: same owner as the faulting one?
+    owner = alloc.owner
+    for a, p in zip(range(start, end, PAGE_SIZE), mm.pages(start, end), strict=False):
         al = p.alloc if p is not None else None
-        if isinstance(al, VramAllocation) and al.owner is alloc.owner:
-            by_alloc.setdefault(al.id, (al, []))[1].append(a)
+        if isinstance(al, VramAllocation):
+            ok = mine.get(al.id)
+            if ok is None:
+                ok = mine[al.id] = al.owner is owner
+            if ok:
+                by_alloc.setdefault(al.id, (al, []))[1].append(a)
     if not by_alloc:            # the page moved meanwhile: still make progress
         _move_to_system(mm, alloc, [addr - addr % PAGE_SIZE])
     for victim, addrs in by_alloc.values():
@@ -355,8 +375,7 @@ def evict_range(mm: Mm, start: int, end: int) -> int:
     which migrates every device-private page to RAM).
     """
     by_alloc: dict[int, tuple[VramAllocation, list[int]]] = {}
-    for a in range(start, end, PAGE_SIZE):
-        p = mm.page_at(a)
+    for a, p in zip(range(start, end, PAGE_SIZE), mm.pages(start, end), strict=False):
         al = p.alloc if p is not None else None
         if isinstance(al, VramAllocation):
             by_alloc.setdefault(al.id, (al, []))[1].append(a)
