@@ -31,7 +31,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from sortedcontainers import SortedDict
 
@@ -222,6 +222,17 @@ class Mm:
             j = min(hi - (b << _BSHIFT), _BLOCK)
             old = blk[i:j]
             blk[i:j] = [None] * (j - i)
+            allocs = [p.alloc if p is not None else None for p in old]
+            first = allocs[0]
+            if allocs.count(first) == j - i:        # one kind of page over the slice
+                if first is not None:
+                    base = ((b << _BSHIFT) + i) << PAGE_SHIFT
+                    devpages = cast("list[Page]", old)     # every slot holds a page of first
+                    first.pages_freed(list(zip(range(base, base + ((j - i) << PAGE_SHIFT),
+                                                     PAGE_SIZE), devpages, strict=True)))
+                if blk.count(None) == _BLOCK:
+                    del pt[b]
+                continue
             # Consecutive device pages of one allocation are handed over in one call.
             owner: DevmemOwner | None = None
             run: list[tuple[int, Page]] = []
@@ -419,6 +430,10 @@ class Mm:
         _check_span(addr, size, "cpu_write")
         self._require_mapped(addr, size, True, "cpu_write")
         for blk, i, j, pfn in self._block_slots(addr, addr + size):
+            sl = blk[i:j]
+            if sl.count(None) == j - i:                 # fresh memory
+                blk[i:j] = [Page(value) for _ in sl]
+                continue
             for k in range(i, j):
                 p = blk[k]
                 if p is None:

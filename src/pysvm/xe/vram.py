@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import operator
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -132,6 +133,15 @@ class DevicePages:
         """Drop each ``(addr, page)`` whose slot holds that page; a page found elsewhere
         (never at its own address in the model) is searched for, as ``page_freed`` does."""
         slots, start, n = self._slots, self.start, len(self._slots)
+        if freed:       # the common case: a run of pages, each at its own slot
+            i = (freed[0][0] - start) >> PAGE_SHIFT
+            j = i + len(freed)
+            if (i >= 0 and j <= n and freed[-1][0] == freed[0][0] + ((j - i - 1) << PAGE_SHIFT)
+                    and not freed[0][0] & (PAGE_SIZE - 1)
+                    and all(map(operator.is_, slots[i:j], [p for _, p in freed]))):
+                slots[i:j] = [None] * (j - i)
+                self._n -= j - i
+                return
         for a, page in freed:
             i = (a - start) >> PAGE_SHIFT
             if not (0 <= i < n and slots[i] is page and not a & (PAGE_SIZE - 1)):
