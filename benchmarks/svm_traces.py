@@ -75,7 +75,10 @@ def oversub(gib: int = 16) -> list[str]:
 
 def default_sim(path: Path) -> None:
     """Record the default simulation (``pysvm simulate --record``) to ``path``."""
-    from pysvm.cli.main import main
+    try:
+        from pysvm.cli.main import main
+    except ImportError:         # an older checkout: pysvm.cli was one module
+        from pysvm.cli import main  # type: ignore[attr-defined,no-redef]
     rc = main(["simulate", "--quiet", "--record", str(path)])
     if rc not in (0, None):
         raise SystemExit(f"simulate failed with {rc}")

@@ -10,7 +10,7 @@
 Each round replays the trace on a fresh :class:`pysvm.trace.engine.Engine` (made in
 pytest-benchmark's ``setup`` hook, not timed) and checks the replay's counters, so a
 faster model that changed behaviour fails instead of being timed. The file also runs
-against an older checkout (its ``pysvm.trace.Engine`` and ``pysvm.cli.main``) so the
+against an older checkout (its ``pysvm.trace.Engine`` and ``pysvm.cli``) so the
 ratios in docs/benchmarks-svm.md come from one session. Use
 ``--benchmark-timer time.process_time`` on a shared machine.
 """
@@ -18,6 +18,7 @@ ratios in docs/benchmarks-svm.md come from one session. Use
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,12 @@ def _bench(benchmark: Any, lines: list[bytes], group: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def sim_trace(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
-    path: Path = tmp_path_factory.mktemp("svm") / "sim.jsonl"
-    default_sim(path)
+    """The default simulation's trace: $PYSVM_BENCH_SIM_TRACE if set (so two checkouts
+    replay the very same file), else recorded now."""
+    given = os.environ.get("PYSVM_BENCH_SIM_TRACE")
+    path = Path(given) if given else tmp_path_factory.mktemp("svm") / "sim.jsonl"
+    if not given:
+        default_sim(path)
     return path.read_bytes().splitlines()
 
 
