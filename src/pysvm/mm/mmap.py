@@ -131,6 +131,7 @@ class Mm:
 
     def __init__(self) -> None:
         self._vmas: SortedDict = SortedDict()     # start -> CpuVma
+        self._last_vma: CpuVma | None = None      # find_vma's cache (checked on use)
         self._pt: dict[int, list[Page | None]] = {}   # pfn >> 9 -> 512 page slots
         self._notifiers: list[IntervalNotifier] = []
         self.alive = True                         # mmget_not_zero() succeeds
@@ -144,13 +145,21 @@ class Mm:
     def find_vma(self, addr: int) -> CpuVma | None:
         """The CPU VMA containing ``addr`` or None.
 
-        Kernel: vma_lookup().
+        Kernel: vma_lookup(). The last VMA found is tried first (what mm/vmacache.c did
+        before the maple tree); it is the answer only while it is still in the tree.
         """
+        last = self._last_vma
+        if (last is not None and last.start <= addr < last.end
+                and self._vmas.get(last.start) is last):
+            return last
         i = self._vmas.bisect_right(addr) - 1
         if i < 0:
             return None
         vma: CpuVma = self._vmas.peekitem(i)[1]
-        return vma if vma.start <= addr < vma.end else None
+        if vma.start <= addr < vma.end:
+            self._last_vma = vma
+            return vma
+        return None
 
     def _overlapping(self, start: int, end: int) -> list[CpuVma]:
         out: list[CpuVma] = []
