@@ -78,7 +78,7 @@ def default_sim(path: Path) -> None:
     try:
         from pysvm.cli.main import main
     except ImportError:         # an older checkout: pysvm.cli was one module
-        from pysvm.cli import main  # type: ignore[attr-defined,no-redef]
+        from pysvm.cli import main  # type: ignore[assignment]
     rc = main(["simulate", "--quiet", "--record", str(path)])
     if rc not in (0, None):
         raise SystemExit(f"simulate failed with {rc}")
