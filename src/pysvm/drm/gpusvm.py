@@ -33,10 +33,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from sortedcontainers import SortedDict
-
 from pysvm.drm.gpusvm_notifier import SvmNotifier
 from pysvm.errors import XeError
+from pysvm.mm.interval_tree import IntervalTree
 from pysvm.mm.mmap import DevmemOwner, Mm, Page
 from pysvm.mm.mmu_notifier import NotifierRange
 
@@ -209,27 +208,16 @@ class GpuSvm:
         self.chunk_sizes = chunk_sizes
         self.owner = owner
         self.ops = ops
-        self._notifiers: SortedDict = SortedDict()     # start -> SvmNotifier
+        self._notifiers: IntervalTree[SvmNotifier] = IntervalTree()
 
     # --------------------------------------------------------- notifiers
     def notifiers(self, start: int, end: int) -> list[SvmNotifier]:
         """Notifiers intersecting ``[start, end)``. Kernel: drm_gpusvm_for_each_notifier."""
-        i = max(self._notifiers.bisect_right(start) - 1, 0)
-        keys = self._notifiers.keys()
-        out = []
-        while i < len(keys):
-            n = self._notifiers[keys[i]]
-            if n.start >= end:
-                break
-            if n.end > start:
-                out.append(n)
-            i += 1
-        return out
+        return self._notifiers.overlapping(start, end)
 
     def notifier_find(self, start: int, end: int) -> SvmNotifier | None:
         """Kernel: drm_gpusvm_notifier_find()."""
-        ns = self.notifiers(start, end)
-        return ns[0] if ns else None
+        return self._notifiers.first(start, end)
 
     def notifier_count(self) -> int:
         return len(self._notifiers)
@@ -242,7 +230,7 @@ class GpuSvm:
         return iter(out)
 
     def range_find(self, addr: int) -> SvmRange | None:
-        n = self.notifier_find(addr, addr + 1)
+        n = self._notifiers.first(addr, addr + 1)
         return n.find(addr, addr + 1) if n is not None else None
 
     def has_mapping(self, start: int, end: int) -> bool:
@@ -301,7 +289,7 @@ class GpuSvm:
         rng = SvmRange(notifier, rstart, rstart + size, migrate_devmem)
         notifier.insert(rng)
         if created:
-            self._notifiers[notifier.start] = notifier
+            self._notifiers.insert(notifier.start, notifier.end, notifier)
         return rng
 
     # ------------------------------------------------------------- pages
@@ -333,8 +321,15 @@ class GpuSvm:
                 raise XeError(errno.EFAULT, f"range [{rng.start:#x}, {rng.end:#x}) was unmapped")
             if rng.notifier.read_retry(seq):
                 continue
-            alloc = None
-            for i, p in enumerate(pages):
+            allocs = [p.alloc for p in pages]
+            alloc = allocs[0] if allocs else None
+            # All system pages or all of one allocation pass the per-page checks below
+            # (unless system pages must be device pages): skip them.
+            uniform = allocs.count(alloc) == len(allocs) and (alloc is not None
+                                                             or not ctx.devmem_only)
+            if not uniform:
+                alloc = None
+            for i, p in enumerate(() if uniform else pages):
                 if p.alloc is not None:
                     if i > 0 and p.alloc is not alloc and not ctx.allow_mixed:
                         raise XeError(errno.EOPNOTSUPP, "range mixes pages of different "
@@ -392,7 +387,7 @@ class GpuSvm:
         if len(notifier) == 0:
             notifier.unregister(self.mm)
             if self._notifiers.get(notifier.start) is notifier:
-                del self._notifiers[notifier.start]
+                self._notifiers.pop(notifier.start)
 
     def fini(self) -> None:
         """Remove every range and notifier. Kernel: drm_gpusvm_fini()."""

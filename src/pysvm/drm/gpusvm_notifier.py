@@ -15,8 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from sortedcontainers import SortedDict
-
+from pysvm.mm.interval_tree import IntervalTree
 from pysvm.mm.mmap import Mm
 from pysvm.mm.mmu_notifier import IntervalNotifier, NotifierRange
 
@@ -35,7 +34,7 @@ class SvmNotifier:
     def __init__(self, start: int, end: int) -> None:
         self.start = start
         self.end = end
-        self._ranges: SortedDict = SortedDict()    # start -> SvmRange
+        self._ranges: IntervalTree[SvmRange] = IntervalTree()
         self.mmu: IntervalNotifier | None = None
         self.removed = False
 
@@ -74,30 +73,20 @@ class SvmNotifier:
     # ----------------------------------------------------------- ranges
     def insert(self, rng: SvmRange) -> None:
         """Kernel: drm_gpusvm_range_insert()."""
-        self._ranges[rng.start] = rng
+        self._ranges.insert(rng.start, rng.end, rng)
 
     def remove(self, rng: SvmRange) -> None:
         """Kernel: __drm_gpusvm_range_remove()."""
         if self._ranges.get(rng.start) is rng:
-            del self._ranges[rng.start]
+            self._ranges.pop(rng.start)
 
     def ranges(self, start: int, end: int) -> Iterator[SvmRange]:
         """Ranges intersecting ``[start, end)`` in address order (a snapshot).
 
         Kernel: drm_gpusvm_for_each_range_safe(). O(log n + k).
         """
-        i = max(self._ranges.bisect_right(start) - 1, 0)
-        keys = self._ranges.keys()
-        out = []
-        while i < len(keys):
-            r = self._ranges[keys[i]]
-            if r.start >= end:
-                break
-            if r.end > start:
-                out.append(r)
-            i += 1
-        return iter(out)
+        return iter(self._ranges.overlapping(start, end))
 
     def find(self, start: int, end: int) -> SvmRange | None:
         """First range intersecting ``[start, end)``. Kernel: drm_gpusvm_range_find()."""
-        return next(self.ranges(start, end), None)
+        return self._ranges.first(start, end)

@@ -14,7 +14,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from pysvm.errors import XeError
-from pysvm.mm.mmap import PAGE_SIZE
+from pysvm.mm.mmap import PAGE_SHIFT, PAGE_SIZE
 from pysvm.xe.pagefault import (
     FaultError,
     handle_pagefault,
@@ -66,8 +66,9 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
     atomic = op == "atomic"
     discrete = svm.device.discrete
     a = addr
+    end = addr + size
     try:
-        for a in range(addr, addr + size, PAGE_SIZE):
+        while a < end:
             vma = vm.find_vma_by_addr(a)
             if vma is None:
                 raise XeError(errno.EINVAL, f"GPU access at {a:#x}: no VMA")
@@ -75,9 +76,9 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
                 raise XeError(errno.EPERM, f"GPU {op} at {a:#x}: VMA is read-only")
             if not vma.is_cpu_addr_mirror():
                 if vma.is_null() or vma.bo is None:
-                    cur = 0
                     if op == "read":
                         data.append(0)
+                    a += PAGE_SIZE
                     continue
                 key = _bo_page(vma, a)
                 cur = svm.bo_data.get(key, 0)
@@ -87,6 +88,7 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
                     svm.bo_data[key] = value
                 else:
                     svm.bo_data[key] = cur + 1
+                a += PAGE_SIZE
                 continue
             spins = 0
             last_reasons: list[str] = []
@@ -120,13 +122,22 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
                 retries += st.retries
                 vma = vm.find_vma_by_addr(a) or vma
             assert r is not None and r.pages is not None
-            page = r.pages[(a - r.start) // PAGE_SIZE]
+            # Every further page of this range inside this VMA would find the same VMA and
+            # the same valid range without faulting (nothing changes between them), so
+            # serve the whole span at once: one lookup per range, not per page.
+            span_end = min(end, r.end, vma.end) if vm.find_vma_by_addr(a) is vma else a + 1
+            i = (a - r.start) >> PAGE_SHIFT
+            j = i + max((span_end - a) >> PAGE_SHIFT, 1)
+            pages = r.pages
             if op == "read":
-                data.append(page.value)
+                data.extend([p.value for p in pages[i:j]])
             elif op == "write":
-                page.value = value
+                for p in pages[i:j]:
+                    p.value = value
             else:
-                page.value += 1
+                for p in pages[i:j]:
+                    p.value += 1
+            a += (j - i) << PAGE_SHIFT
     except XeError as e:
         if isinstance(e, FaultError):
             retries += e.stats.retries

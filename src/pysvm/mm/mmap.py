@@ -31,7 +31,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from sortedcontainers import SortedDict
 
@@ -44,6 +44,24 @@ PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 U64_MAX = (1 << 64) - 1
 
+# The page table is a dict of blocks of 512 page slots (2 MiB of address space, one
+# page-table page's worth), so walking a span is list slicing, not one dict entry and
+# one int key per 4 KiB page.
+_BSHIFT = 9
+_BLOCK = 1 << _BSHIFT
+_BMASK = _BLOCK - 1
+
+
+def _blocks(lo: int, hi: int) -> Iterator[tuple[int, int, int, int]]:
+    """Split the page numbers ``[lo, hi)`` by block: ``(block, i, j, pfn of slot i)``."""
+    pfn = lo
+    while pfn < hi:
+        b = pfn >> _BSHIFT
+        i = pfn & _BMASK
+        j = min(_BLOCK, i + hi - pfn)
+        yield b, i, j, pfn
+        pfn += j - i
+
 
 class DevmemOwner(Protocol):
     """What a device page's allocation must offer the address space."""
@@ -54,7 +72,10 @@ class DevmemOwner(Protocol):
 
     def migrate_to_ram(self, mm: Mm, addr: int) -> None: ...
 
-    def page_freed(self, page: Page) -> None: ...
+    def page_freed(self, page: Page, addr: int | None = None) -> None: ...
+
+    def pages_freed(self, freed: list[tuple[int, Page]]) -> None:
+        """``page_freed`` for each ``(addr, page)`` in order, in one call."""
 
 
 class Page:
@@ -110,7 +131,8 @@ class Mm:
 
     def __init__(self) -> None:
         self._vmas: SortedDict = SortedDict()     # start -> CpuVma
-        self._pt: dict[int, Page] = {}            # page index -> Page
+        self._last_vma: CpuVma | None = None      # find_vma's cache (checked on use)
+        self._pt: dict[int, list[Page | None]] = {}   # pfn >> 9 -> 512 page slots
         self._notifiers: list[IntervalNotifier] = []
         self.alive = True                         # mmget_not_zero() succeeds
         self.stats: dict[str, int] = {"cpu_faults_on_device_pages": 0}
@@ -123,13 +145,21 @@ class Mm:
     def find_vma(self, addr: int) -> CpuVma | None:
         """The CPU VMA containing ``addr`` or None.
 
-        Kernel: vma_lookup().
+        Kernel: vma_lookup(). The last VMA found is tried first (what mm/vmacache.c did
+        before the maple tree); it is the answer only while it is still in the tree.
         """
+        last = self._last_vma
+        if (last is not None and last.start <= addr < last.end
+                and self._vmas.get(last.start) is last):
+            return last
         i = self._vmas.bisect_right(addr) - 1
         if i < 0:
             return None
         vma: CpuVma = self._vmas.peekitem(i)[1]
-        return vma if vma.start <= addr < vma.end else None
+        if vma.start <= addr < vma.end:
+            self._last_vma = vma
+            return vma
+        return None
 
     def _overlapping(self, start: int, end: int) -> list[CpuVma]:
         out: list[CpuVma] = []
@@ -175,15 +205,7 @@ class Mm:
         for vma in self._overlapping(addr, end):
             s, e = max(vma.start, addr), min(vma.end, end)
             self.invalidate(s, e, NotifyEvent.UNMAP)
-            lo, hi = s >> PAGE_SHIFT, e >> PAGE_SHIFT
-            # Walk whichever is smaller: the span or the populated pages (a 2^63-byte
-            # mapping has 2^51 page slots but only the pages ever touched).
-            pfns = (range(lo, hi) if hi - lo <= len(self._pt)
-                    else sorted(p for p in self._pt if lo <= p < hi))
-            for pfn in pfns:
-                page = self._pt.pop(pfn, None)
-                if page is not None and page.alloc is not None:
-                    page.alloc.page_freed(page)
+            self._drop_pages(s >> PAGE_SHIFT, e >> PAGE_SHIFT)
             del self._vmas[vma.start]
             if vma.start < s:
                 self._vmas[vma.start] = CpuVma(vma.start, s, vma.read_only, vma.anonymous)
@@ -191,6 +213,53 @@ class Mm:
                 self._vmas[e] = CpuVma(e, vma.end, vma.read_only, vma.anonymous)
             done += e - s
         return done
+
+    def _drop_pages(self, lo: int, hi: int) -> None:
+        """Free the pages ``[lo, hi)`` (page numbers) in address order; a device page's
+        owner hears page_freed."""
+        pt = self._pt
+        blo, bhi = lo >> _BSHIFT, ((hi - 1) >> _BSHIFT) + 1
+        # Walk whichever is smaller: the span's blocks or the populated blocks (a 2^63-byte
+        # mapping has 2^42 blocks but only those ever touched).
+        keys = (range(blo, bhi) if bhi - blo <= len(pt)
+                else sorted(b for b in pt if blo <= b < bhi))
+        for b in keys:
+            blk = pt.get(b)
+            if blk is None:
+                continue
+            i = max(lo - (b << _BSHIFT), 0)
+            j = min(hi - (b << _BSHIFT), _BLOCK)
+            old = blk[i:j]
+            blk[i:j] = [None] * (j - i)
+            allocs = [p.alloc if p is not None else None for p in old]
+            first = allocs[0]
+            if allocs.count(first) == j - i:        # one kind of page over the slice
+                if first is not None:
+                    base = ((b << _BSHIFT) + i) << PAGE_SHIFT
+                    devpages = cast("list[Page]", old)     # every slot holds a page of first
+                    first.pages_freed(list(zip(range(base, base + ((j - i) << PAGE_SHIFT),
+                                                     PAGE_SIZE), devpages, strict=True)))
+                if blk.count(None) == _BLOCK:
+                    del pt[b]
+                continue
+            # Consecutive device pages of one allocation are handed over in one call.
+            owner: DevmemOwner | None = None
+            run: list[tuple[int, Page]] = []
+            for k, page in enumerate(old):
+                alloc = page.alloc if page is not None else None
+                if alloc is not owner and run:
+                    assert owner is not None
+                    owner.pages_freed(run)
+                    run = []
+                owner = alloc
+                if alloc is not None:
+                    assert page is not None
+                    run.append((((b << _BSHIFT) + i + k) << PAGE_SHIFT, page))
+            if run:
+                assert owner is not None
+                owner.pages_freed(run)
+            if blk.count(None) == _BLOCK:
+                del pt[b]
 
     # ------------------------------------------------------------ notifiers
     def interval_notifier_insert(self, start: int, end: int,
@@ -228,16 +297,26 @@ class Mm:
     # ----------------------------------------------------------- page table
     def page_at(self, addr: int) -> Page | None:
         """The page currently mapped at ``addr`` (None: not populated)."""
-        return self._pt.get(addr >> PAGE_SHIFT)
+        pfn = addr >> PAGE_SHIFT
+        blk = self._pt.get(pfn >> _BSHIFT)
+        return blk[pfn & _BMASK] if blk is not None else None
 
     def set_page(self, addr: int, page: Page) -> None:
         """Install ``page`` at ``addr`` (used by migration)."""
-        self._pt[addr >> PAGE_SHIFT] = page
+        pfn = addr >> PAGE_SHIFT
+        blk = self._pt.get(pfn >> _BSHIFT)
+        if blk is None:
+            blk = self._pt[pfn >> _BSHIFT] = [None] * _BLOCK
+        blk[pfn & _BMASK] = page
 
     def pages(self, start: int, end: int) -> list[Page | None]:
         """The pages mapped over ``[start, end)``, one per 4 KiB (None: not populated)."""
         pt = self._pt
-        return [pt.get(pfn) for pfn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT)]
+        out: list[Page | None] = []
+        for b, i, j, _ in _blocks(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+            blk = pt.get(b)
+            out.extend(blk[i:j] if blk is not None else [None] * (j - i))
+        return out
 
     def migrate_vma_pages(self, start: int, end: int, alloc: DevmemOwner) -> list[Page]:
         """Replace every page of ``[start, end)`` by a new device page of ``alloc`` holding
@@ -249,24 +328,57 @@ class Mm:
         """
         pt = self._pt
         out: list[Page] = []
-        for pfn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
-            old = pt.get(pfn)
-            new = pt[pfn] = Page(old.value if old is not None else 0, alloc)
-            out.append(new)
+        for b, i, j, _ in _blocks(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+            blk = pt.get(b)
+            if blk is None:
+                blk = pt[b] = [None] * _BLOCK
+            new = [Page(old.value if old is not None else 0, alloc) for old in blk[i:j]]
+            blk[i:j] = new
+            out.extend(new)
         return out
+
+    def _block_slots(self, start: int, end: int) -> Iterator[tuple[list[Page | None], int, int,
+                                                                   int]]:
+        """The page-table blocks over ``[start, end)`` (created when missing) as
+        ``(block, i, j, pfn of slot i)``: the span's pages are ``block[i:j]``."""
+        pt = self._pt
+        for b, i, j, pfn in _blocks(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+            blk = pt.get(b)
+            if blk is None:
+                blk = pt[b] = [None] * _BLOCK
+            yield blk, i, j, pfn
+
+    def migrate_pages_to_system(self, moves: list[tuple[int, Page]]) -> None:
+        """For each ``(addr, device page)`` still mapped at ``addr``, install a new system
+        page with its value.
+
+        Kernel: migrate_vma_pages() + migrate_vma_finalize() for device-private source
+        pages (drm_pagemap_migrate_to_ram(), drm_pagemap_evict_to_ram()) after the copy.
+        The caller invalidated the span first (MMU_NOTIFY_MIGRATE).
+        """
+        pt = self._pt
+        for addr, old in moves:
+            pfn = addr >> PAGE_SHIFT
+            blk = pt.get(pfn >> _BSHIFT)
+            if blk is not None and blk[pfn & _BMASK] is old:
+                blk[pfn & _BMASK] = Page(old.value)
 
     def populated_pages(self) -> Iterator[tuple[int, Page]]:
         """Every populated page as ``(address, page)``, in no particular order."""
-        return iter([(pfn << PAGE_SHIFT, p) for pfn, p in self._pt.items()])
+        return iter([(((b << _BSHIFT) + i) << PAGE_SHIFT, p) for b, blk in self._pt.items()
+                     for i, p in enumerate(blk) if p is not None])
 
     def populated(self, addr: int) -> bool:
-        return (addr >> PAGE_SHIFT) in self._pt
+        return self.page_at(addr) is not None
 
     def _populate(self, addr: int) -> Page:
         pfn = addr >> PAGE_SHIFT
-        page = self._pt.get(pfn)
+        blk = self._pt.get(pfn >> _BSHIFT)
+        if blk is None:
+            blk = self._pt[pfn >> _BSHIFT] = [None] * _BLOCK
+        page = blk[pfn & _BMASK]
         if page is None:
-            page = self._pt[pfn] = Page(0)
+            page = blk[pfn & _BMASK] = Page(0)
         return page
 
     def _require_mapped(self, addr: int, size: int, write: bool, what: str) -> None:
@@ -305,7 +417,18 @@ class Mm:
         """
         _check_span(addr, size, "cpu_read")
         self._require_mapped(addr, size, False, "cpu_read")
-        return [self._cpu_fault(a).value for a in range(addr, addr + size, PAGE_SIZE)]
+        out: list[int] = []
+        for blk, i, j, pfn in self._block_slots(addr, addr + size):
+            for k in range(i, j):
+                p = blk[k]
+                if p is None:
+                    blk[k] = Page(0)
+                    out.append(0)
+                elif p.alloc is None:
+                    out.append(p.value)
+                else:
+                    out.append(self._cpu_fault((pfn + k - i) << PAGE_SHIFT).value)
+        return out
 
     def cpu_write(self, addr: int, size: int, value: int) -> None:
         """Store ``value`` in every page of ``[addr, addr+size)``.
@@ -315,15 +438,31 @@ class Mm:
         """
         _check_span(addr, size, "cpu_write")
         self._require_mapped(addr, size, True, "cpu_write")
-        for a in range(addr, addr + size, PAGE_SIZE):
-            self._cpu_fault(a).value = value
+        for blk, i, j, pfn in self._block_slots(addr, addr + size):
+            sl = blk[i:j]
+            if sl.count(None) == j - i:                 # fresh memory
+                blk[i:j] = [Page(value) for _ in sl]
+                continue
+            for k in range(i, j):
+                p = blk[k]
+                if p is None:
+                    blk[k] = Page(value)
+                elif p.alloc is None:
+                    p.value = value
+                else:
+                    self._cpu_fault((pfn + k - i) << PAGE_SHIFT).value = value
 
     def check_pages(self, start: int, end: int) -> bool:
         """True iff every page of ``[start, end)`` is populated (no faulting).
 
         Kernel: drm_gpusvm_check_pages() (hmm_range_fault without fault flags).
         """
-        return all((a >> PAGE_SHIFT) in self._pt for a in range(start, end, PAGE_SIZE))
+        pt = self._pt
+        for b, i, j, _ in _blocks(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+            blk = pt.get(b)
+            if blk is None or None in blk[i:j]:
+                return False
+        return True
 
     def hmm_range_fault(self, start: int, end: int, *, write: bool,
                         owner: object) -> list[Page]:
@@ -351,15 +490,27 @@ class Mm:
             a = vma.end
         pages: list[Page] = []
         owners: dict[int, object] = {}      # per allocation, looked up once per call
-        for a in range(start, end, PAGE_SIZE):
-            page = self._populate(a)
-            alloc = page.alloc
-            if alloc is not None:
-                key = id(alloc)
-                if key not in owners:
-                    owners[key] = alloc.owner
-                if owners[key] is not owner:
-                    alloc.migrate_to_ram(self, a)
-                    page = self._populate(a)
-            pages.append(page)
+        for blk, i, j, pfn in self._block_slots(start, end):
+            sl = blk[i:j]
+            if None not in sl:
+                allocs = {p.alloc for p in sl}      # type: ignore[union-attr]
+                if len(allocs) == 1:
+                    only = allocs.pop()
+                    if only is None or only.owner is owner:
+                        pages.extend(sl)            # type: ignore[arg-type]
+                        continue
+            for k in range(i, j):
+                page = blk[k]
+                if page is None:
+                    page = blk[k] = Page(0)
+                elif page.alloc is not None:
+                    alloc = page.alloc
+                    key = id(alloc)
+                    if key not in owners:
+                        owners[key] = alloc.owner
+                    if owners[key] is not owner:
+                        a = (pfn + k - i) << PAGE_SHIFT
+                        alloc.migrate_to_ram(self, a)
+                        page = self._populate(a)
+                pages.append(page)
         return pages

@@ -85,7 +85,8 @@ def migrate_to_devmem(alloc: VramAllocation, mm: Mm, start: int, end: int,
         if not vma.anonymous:
             raise XeError(errno.EBUSY, "migrate: CPU VMA is not anonymous")
         npages = (end - start) // PAGE_SIZE
-        collected = sum(1 for p in mm.pages(start, end) if p is None or p.alloc is None)
+        pages = mm.pages(start, end)
+        collected = pages.count(None) + [p.alloc for p in pages if p is not None].count(None)
         if collected == 0:
             raise XeError(errno.EBUSY if newest else errno.EFAULT,
                           f"migrate: no page of [{start:#x}, {end:#x}) can be collected "
@@ -95,9 +96,7 @@ def migrate_to_devmem(alloc: VramAllocation, mm: Mm, start: int, end: int,
                           f"[{start:#x}, {end:#x}) can be collected (the others are device "
                           "pages)")
         mm.invalidate(start, end, NotifyEvent.MIGRATE, alloc.owner)
-        for a, page in zip(range(start, end, PAGE_SIZE), mm.migrate_vma_pages(start, end, alloc),
-                           strict=True):
-            alloc.pages[a] = page
+        alloc.pages.set_span(start, mm.migrate_vma_pages(start, end, alloc))
     except XeError:
         alloc.release()
         raise

@@ -43,6 +43,13 @@ CREATE_MASK = (VmaFlag.READ_ONLY | VmaFlag.DUMPABLE | VmaFlag.SYSTEM_ALLOCATOR
                | VmaFlag.SPARSE | VmaFlag.MADV_AUTORESET)
 
 #: Trace names of the flags a query reports, in output order.
+# Plain-int masks for the predicates on the fault path: ``int.__and__`` on the IntFlag
+# value skips enum's __and__ (which builds a new flag object per test).
+_SYSTEM_ALLOCATOR = int(VmaFlag.SYSTEM_ALLOCATOR)
+_SPARSE = int(VmaFlag.SPARSE)
+_READ_ONLY = int(VmaFlag.READ_ONLY)
+_and = int.__and__
+
 FLAG_NAMES: tuple[tuple[VmaFlag, str], ...] = (
     (VmaFlag.SYSTEM_ALLOCATOR, "cpu_addr_mirror"),
     (VmaFlag.SPARSE, "null"),
@@ -91,11 +98,11 @@ class Vma:
 
     def is_cpu_addr_mirror(self) -> bool:
         """Kernel: xe_vma_is_cpu_addr_mirror()."""
-        return bool(self.flags & VmaFlag.SYSTEM_ALLOCATOR)
+        return _and(self.flags, _SYSTEM_ALLOCATOR) != 0
 
     def is_null(self) -> bool:
         """Kernel: xe_vma_is_null()."""
-        return bool(self.flags & VmaFlag.SPARSE)
+        return _and(self.flags, _SPARSE) != 0
 
     def is_userptr(self) -> bool:
         """Kernel: xe_vma_is_userptr()."""
@@ -103,7 +110,7 @@ class Vma:
 
     def read_only(self) -> bool:
         """Kernel: xe_vma_read_only()."""
-        return bool(self.flags & VmaFlag.READ_ONLY)
+        return _and(self.flags, _READ_ONLY) != 0
 
     def has_no_bo(self) -> bool:
         """Kernel: xe_vma_has_no_bo()."""
@@ -124,7 +131,7 @@ class Vma:
 
     def flag_names(self) -> list[str]:
         """The trace names of this VMA's flags, in :data:`FLAG_NAMES` order."""
-        return [name for bit, name in FLAG_NAMES if self.flags & bit]
+        return [name for bit, name in FLAG_NAMES if _and(self.flags, bit)]
 
     def __repr__(self) -> str:
         return (f"Vma({self.addr:#x}+{self.range:#x} flags={self.flag_names()} "

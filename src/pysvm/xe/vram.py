@@ -24,19 +24,21 @@ from __future__ import annotations
 
 import errno
 import itertools
+import operator
 from collections import Counter, OrderedDict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from pysvm.drm.pagemap import Zdd
 from pysvm.errors import XeError
-from pysvm.mm.mmap import PAGE_SIZE, Mm, Page
+from pysvm.mm.mmap import PAGE_SHIFT, PAGE_SIZE, Mm, Page
 from pysvm.mm.mmu_notifier import NotifyEvent
 
 if TYPE_CHECKING:
     from pysvm.xe.device import Device
 
 __all__ = ["Vram", "VramAllocation", "devm_owner", "evict_range", "evict_to_ram",
-           "migrate_to_ram", "page_device"]
+           "migrate_to_ram", "page_device", "DevicePages"]
 
 _ids = itertools.count(1)
 
@@ -58,6 +60,106 @@ def page_device(page: Page | None) -> Device | None:
     return alloc.device if isinstance(alloc, VramAllocation) else None
 
 
+class DevicePages:
+    """The live device pages of one allocation: address -> page, as one slot per 4 KiB
+    of the allocation's span (a list) and a count, not a dict entry per page.
+
+    Offers the mapping operations the model uses (``get``, ``in``, ``len``, truth,
+    iteration over addresses in order, ``items``, item set and delete).
+    """
+
+    __slots__ = ("start", "_slots", "_n")
+
+    def __init__(self, start: int, size: int) -> None:
+        self.start = start
+        self._slots: list[Page | None] = [None] * max(size >> PAGE_SHIFT, 1)
+        self._n = 0
+
+    def _index(self, addr: int) -> int:
+        i = (addr - self.start) >> PAGE_SHIFT
+        return i if 0 <= i < len(self._slots) and not addr & (PAGE_SIZE - 1) else -1
+
+    def get(self, addr: int) -> Page | None:
+        i = self._index(addr)
+        return self._slots[i] if i >= 0 else None
+
+    def __contains__(self, addr: object) -> bool:
+        return isinstance(addr, int) and self.get(addr) is not None
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __bool__(self) -> bool:
+        return self._n > 0
+
+    def __iter__(self) -> Iterator[int]:
+        start = self.start
+        return iter([start + (i << PAGE_SHIFT) for i, p in enumerate(self._slots)
+                     if p is not None])
+
+    def items(self) -> list[tuple[int, Page]]:
+        start = self.start
+        return [(start + (i << PAGE_SHIFT), p) for i, p in enumerate(self._slots)
+                if p is not None]
+
+    def __setitem__(self, addr: int, page: Page) -> None:
+        i = self._index(addr)
+        if i < 0:
+            raise KeyError(f"{addr:#x} is outside the allocation")
+        if self._slots[i] is None:
+            self._n += 1
+        self._slots[i] = page
+
+    def __delitem__(self, addr: int) -> None:
+        i = self._index(addr)
+        if i < 0 or self._slots[i] is None:
+            raise KeyError(addr)
+        self._slots[i] = None
+        self._n -= 1
+
+    def live(self, addrs: list[int]) -> list[tuple[int, Page]]:
+        """``(addr, page)`` for each of ``addrs`` that holds a live page, in address order."""
+        slots, start, n = self._slots, self.start, len(self._slots)
+        out: list[tuple[int, Page]] = []
+        for a in sorted(addrs):
+            i = (a - start) >> PAGE_SHIFT
+            if 0 <= i < n and not a & (PAGE_SIZE - 1):
+                p = slots[i]
+                if p is not None:
+                    out.append((a, p))
+        return out
+
+    def discard(self, freed: list[tuple[int, Page]]) -> None:
+        """Drop each ``(addr, page)`` whose slot holds that page; a page found elsewhere
+        (never at its own address in the model) is searched for, as ``page_freed`` does."""
+        slots, start, n = self._slots, self.start, len(self._slots)
+        if freed:       # the common case: a run of pages, each at its own slot
+            i = (freed[0][0] - start) >> PAGE_SHIFT
+            j = i + len(freed)
+            if (i >= 0 and j <= n and freed[-1][0] == freed[0][0] + ((j - i - 1) << PAGE_SHIFT)
+                    and not freed[0][0] & (PAGE_SIZE - 1)
+                    and all(map(operator.is_, slots[i:j], [p for _, p in freed]))):
+                slots[i:j] = [None] * (j - i)
+                self._n -= j - i
+                return
+        for a, page in freed:
+            i = (a - start) >> PAGE_SHIFT
+            if not (0 <= i < n and slots[i] is page and not a & (PAGE_SIZE - 1)):
+                i = next((k for k, p in enumerate(slots) if p is page), -1)
+            if i >= 0:
+                slots[i] = None
+                self._n -= 1
+
+    def set_span(self, addr: int, pages: list[Page]) -> None:
+        """Install ``pages`` at ``addr``, ``addr + 4 KiB``, ... (a migration's result)."""
+        i = self._index(addr)
+        j = i + len(pages)
+        if i < 0 or j > len(self._slots):
+            raise KeyError(f"{addr:#x}+{len(pages)} pages is outside the allocation")
+        self._n += self._slots[i:j].count(None)
+        self._slots[i:j] = pages
+
+
 class VramAllocation:
     """Device memory backing one migrated SVM range.
 
@@ -70,7 +172,7 @@ class VramAllocation:
         self.mm = mm
         self.start = start
         self.size = size
-        self.pages: dict[int, Page] = {}      # address -> live device page
+        self.pages = DevicePages(start, size)     # address -> live device page
         self.timeslice_ms = 0
         self.released = False
         #: The zdd: holds the device's pagemap from migration until the last device page is
@@ -97,12 +199,26 @@ class VramAllocation:
         """CPU fault on one of our pages. Kernel: drm_pagemap_migrate_to_ram()."""
         migrate_to_ram(mm, addr, self)
 
-    def page_freed(self, page: Page) -> None:
-        """A device page was freed. Kernel: drm_pagemap_page_free() -> zdd put."""
-        for addr, p in list(self.pages.items()):
-            if p is page:
-                del self.pages[addr]
-                break
+    def page_freed(self, page: Page, addr: int | None = None) -> None:
+        """A device page was freed. Kernel: drm_pagemap_page_free() -> zdd put.
+
+        ``addr``, when the caller knows where the page was mapped, saves the search.
+        """
+        if addr is not None and self.pages.get(addr) is page:
+            del self.pages[addr]
+        else:
+            for a, p in self.pages.items():
+                if p is page:
+                    del self.pages[a]
+                    break
+        if not self.pages:
+            self.release()
+
+    def pages_freed(self, freed: list[tuple[int, Page]]) -> None:
+        """Several device pages were freed, in address order: the same as
+        :meth:`page_freed` for each, in one call (the release, when the last page
+        goes, touches neither the pages nor the page table, so it may come last)."""
+        self.pages.discard(freed)
         if not self.pages:
             self.release()
 
@@ -159,7 +275,9 @@ class Vram:
         if size > self.capacity:
             raise XeError(errno.ENOMEM, f"{self.device_name}: {size:#x} bytes exceed the "
                           f"VRAM capacity {self.capacity:#x}")
-        for victim in list(self.allocations.values()):
+        # Snapshot the LRU only when something must go (evicting edits it).
+        victims = list(self.allocations.values()) if self.free_bytes < size else []
+        for victim in victims:
             if self.free_bytes >= size:
                 break
             if victim in keep:
@@ -185,7 +303,8 @@ class Vram:
 
 def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int]) -> int:
     """Copy the given device pages of ``alloc`` to new system pages."""
-    addrs = sorted(a for a in addrs if a in alloc.pages)
+    pages = alloc.pages
+    addrs = [a for a, _ in pages.live(addrs)]
     if not addrs:
         return 0
     # One notifier call per contiguous run, before the page table changes.
@@ -197,15 +316,12 @@ def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int]) -> int:
                 run_start = a
         if a is not None:
             prev = a
-    moved = 0
-    for a in addrs:
-        old = alloc.pages.get(a)
-        if old is None:
-            continue
-        if mm.page_at(a) is old:
-            mm.set_page(a, Page(old.value))
-        moved += 1
-        alloc.page_freed(old)
+    # The pages still there after the notifiers ran go: a system copy replaces each one
+    # the page table still maps, then the device pages are freed in address order.
+    live = pages.live(addrs)
+    mm.migrate_pages_to_system(live)
+    moved = len(live)
+    alloc.pages_freed(live)
     st = alloc.vram.stats
     st["migrations_to_system"] += 1
     st["bytes_to_system"] += moved * PAGE_SIZE
@@ -228,11 +344,16 @@ def migrate_to_ram(mm: Mm, addr: int, alloc: VramAllocation) -> None:
     start = max(addr - addr % size, vma.start)
     end = min(addr - addr % size + size, vma.end)
     by_alloc: dict[int, tuple[VramAllocation, list[int]]] = {}
-    for a in range(start, end, PAGE_SIZE):
-        p = mm.page_at(a)
+    mine: dict[int, bool] = {}          # per allocation: same owner as the faulting one?
+    owner = alloc.owner
+    for a, p in zip(range(start, end, PAGE_SIZE), mm.pages(start, end), strict=False):
         al = p.alloc if p is not None else None
-        if isinstance(al, VramAllocation) and al.owner is alloc.owner:
-            by_alloc.setdefault(al.id, (al, []))[1].append(a)
+        if isinstance(al, VramAllocation):
+            ok = mine.get(al.id)
+            if ok is None:
+                ok = mine[al.id] = al.owner is owner
+            if ok:
+                by_alloc.setdefault(al.id, (al, []))[1].append(a)
     if not by_alloc:            # the page moved meanwhile: still make progress
         _move_to_system(mm, alloc, [addr - addr % PAGE_SIZE])
     for victim, addrs in by_alloc.values():
@@ -264,8 +385,7 @@ def evict_range(mm: Mm, start: int, end: int) -> int:
     which migrates every device-private page to RAM).
     """
     by_alloc: dict[int, tuple[VramAllocation, list[int]]] = {}
-    for a in range(start, end, PAGE_SIZE):
-        p = mm.page_at(a)
+    for a, p in zip(range(start, end, PAGE_SIZE), mm.pages(start, end), strict=False):
         al = p.alloc if p is not None else None
         if isinstance(al, VramAllocation):
             by_alloc.setdefault(al.id, (al, []))[1].append(a)

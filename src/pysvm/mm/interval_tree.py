@@ -1,0 +1,79 @@
+"""Non-overlapping intervals ``[start, end)`` mapped to objects, on the compiled VA tree.
+
+Kernel: the interval trees the MMU notifiers and drm_gpusvm keep
+(include/linux/interval_tree_generic.h: INTERVAL_TREE_DEFINE, used by
+mm/mmu_notifier.c for interval notifiers and by drivers/gpu/drm/drm_gpusvm.c for
+notifiers and ranges). The model stores the intervals in :class:`gpuvm_core.GpuVm`
+(drm_gpuvm.c's own augmented rbtree, compiled), so a lookup is one call into C:
+``find_first`` for the first interval overlapping a span, ``va_range`` for all of
+them in address order. The objects themselves live in a dict keyed by start.
+
+Intervals must not overlap (the users guarantee it: notifiers are aligned,
+fixed-size windows; ranges in one notifier never overlap) and must lie in
+``[0, 2**64 - 1)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+from gpuvm_core import GpuVa, GpuVm
+
+__all__ = ["IntervalTree"]
+
+T = TypeVar("T")
+
+_SPAN = (1 << 64) - 1
+
+
+class IntervalTree(Generic[T]):
+    """``[start, end) -> item`` for non-overlapping intervals."""
+
+    __slots__ = ("_vm", "_items")
+
+    def __init__(self) -> None:
+        self._vm = GpuVm(0, _SPAN)
+        self._items: dict[int, tuple[GpuVa, T]] = {}     # start -> (node, item)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def insert(self, start: int, end: int, item: T) -> None:
+        """Add ``item`` over ``[start, end)`` (raises XeError(EEXIST) on overlap)."""
+        va = self._vm.insert(start, end - start)
+        self._items[start] = (va, item)
+
+    def get(self, start: int) -> T | None:
+        """The item whose interval starts exactly at ``start``."""
+        e = self._items.get(start)
+        return e[1] if e is not None else None
+
+    def pop(self, start: int) -> T | None:
+        """Remove and return the item starting at ``start`` (None: there is none)."""
+        e = self._items.pop(start, None)
+        if e is None:
+            return None
+        self._vm.remove(e[0])
+        return e[1]
+
+    def first(self, start: int, end: int) -> T | None:
+        """The lowest item overlapping ``[start, end)``. Kernel: interval_tree_iter_first()."""
+        end = min(end, _SPAN)
+        if end <= start:
+            return None
+        va = self._vm.find_first(start, end - start)
+        return None if va is None else self._items[va.addr][1]
+
+    def overlapping(self, start: int, end: int) -> list[T]:
+        """Every item overlapping ``[start, end)`` in address order (a snapshot)."""
+        end = min(end, _SPAN)
+        if end <= start:
+            return []
+        items = self._items
+        return [items[va.addr][1] for va in self._vm.va_range(start, end - start)]
+
+    def values(self) -> Iterator[T]:
+        """Every item in address order (a snapshot)."""
+        items = self._items
+        return iter([items[va.addr][1] for va in self._vm])
