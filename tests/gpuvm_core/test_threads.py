@@ -24,8 +24,11 @@ PAGE = 0x1000
 SECONDS = 0.6
 
 
-def _run_threads(*targets: Callable[[threading.Event], None],
-                 seconds: float = SECONDS) -> list[BaseException]:
+def _run_threads(*targets: Callable[[threading.Event], None], seconds: float = SECONDS,
+                 until: Callable[[], bool] | None = None) -> list[BaseException]:
+    """Run ``targets`` in threads for ``seconds``; with ``until``, go on (up to 30 s) until
+    it holds, so a test that needs every thread to have made progress does not depend on
+    how loaded the machine is."""
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -45,6 +48,10 @@ def _run_threads(*targets: Callable[[threading.Event], None],
         for t in threads:
             t.start()
         stop.wait(seconds)
+        deadline = time.monotonic() + 30
+        while until is not None and not until() and not stop.is_set() \
+                and time.monotonic() < deadline:
+            stop.wait(0.05)
         stop.set()
         for t in threads:
             t.join()
@@ -100,7 +107,8 @@ def test_readers_iterating_while_writers_mutate(vm: GpuVm) -> None:
             _tolerate(writes, lambda a=a: vm.apply(vm.sm_unmap_ops_create(int(a[0]), 8 * PAGE)))
             _tolerate(writes, lambda a=a: vm.insert(int(a[1]) + (1 << 35), PAGE))
 
-    assert not _run_threads(reader, reader, writer)
+    assert not _run_threads(reader, reader, writer,
+                            until=lambda: reads.get("ok", 0) > 0 and writes.get("ok", 0) > 0)
     assert reads.get("ok", 0) > 0 and writes.get("ok", 0) > 0
     vm.check()
 
@@ -134,7 +142,8 @@ def test_gc_pause_lets_another_thread_in(vm: GpuVm) -> None:
     gc.set_threshold(50, 1, 1)
     gc.callbacks.append(pause)
     try:
-        assert not _run_threads(walker, mutator)
+        assert not _run_threads(
+            walker, mutator, until=lambda: counts.get("ok", 0) > 0 and other.get("ok", 0) > 0)
     finally:
         gc.callbacks.remove(pause)
         gc.set_threshold(*old)
@@ -173,7 +182,8 @@ def test_generator_releasing_the_gil_cannot_race_a_batch(vm: GpuVm) -> None:
                                                        np.ones(2048, np.int64),
                                                        np.zeros(2048, np.uint64)))
 
-    assert not _run_threads(applier, batcher)
+    assert not _run_threads(
+        applier, batcher, until=lambda: counts.get("ok", 0) > 0 and batches.get("ok", 0) > 0)
     assert counts.get("ok", 0) > 0 and batches.get("ok", 0) > 0
     vm.check()
     # every apply that returned applied all the maps of its generator
