@@ -17,6 +17,14 @@ from pysvm.sim.workload import (
     format_summary,
     simulate,
 )
+from pysvm.sim.workloads import (
+    SCHEMA_VERSION,
+    WORKLOADS,
+    WorkloadConfig,
+    format_workload_summary,
+    make_workload,
+    run_workload,
+)
 
 HELP = """\
 Run a built-in, seeded workload on a simulated machine: one or two discrete
@@ -37,6 +45,14 @@ example:
   pysvm simulate --seed 7 --record run.jsonl --json > sim.json
   pysvm replay run.jsonl | tail -1                 # the same summary, from the trace
   pysvm simulate --steps 500 --quiet --plot map.png --timeline
+
+application workloads (--workload NAME; docs/workloads.md): each touches its
+whole --size in 2 MiB chunks, reports faults, retries, migrations and bytes each
+way, evictions, the thrash ratio (bytes migrated / working set) and counters
+per phase, checks every read, and records and replays like the default run:
+  pysvm simulate --workload stream --size 32768 --vram-mib 16384
+  pysvm simulate --workload oversubscribe-1.5x --size 1024 --passes 2 --json
+  pysvm simulate --workload free-no-munmap --record storm.jsonl
 """
 
 
@@ -53,8 +69,9 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"kernel behaviour to model (default {d.profile})")
     g.add_argument("--devices", type=int, choices=[1, 2], default=d.devices,
                    help=f"number of discrete devices (default {d.devices})")
-    g.add_argument("--vram-mib", type=int, default=d.vram_mib,
-                   help=f"VRAM per device in MiB; small means eviction (default {d.vram_mib})")
+    g.add_argument("--vram-mib", type=int, default=None,
+                   help=f"VRAM per device in MiB; small means eviction (default {d.vram_mib}; "
+                   "with --workload, the workload's own)")
     g.add_argument("--preferred-loc", choices=PREFERRED_LOCS, default=d.preferred_loc,
                    help="what madvise preferred_loc asks for: the faulting device's VRAM, "
                    "system memory, the peer device's VRAM, or a mix of them (the peer only "
@@ -72,7 +89,9 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace, timeline: bool = False) -> Any:
     """Build a validated SimConfig, turning a bad value into a CliError."""
     cfg = SimConfig(steps=args.steps, seed=args.seed, profile=args.profile,
-                    devices=args.devices, vram_mib=args.vram_mib, heap_mib=args.heap_mib,
+                    devices=args.devices,
+                    vram_mib=SimConfig.vram_mib if args.vram_mib is None else args.vram_mib,
+                    heap_mib=args.heap_mib,
                     preferred_loc=args.preferred_loc, migration_policy=args.migration_policy,
                     atomics=args.atomics,
                     unbind=args.unbind, timeline=timeline)
@@ -110,6 +129,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "simulate", help="run the built-in seeded SVM workload and verify its data",
         description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_sim_arguments(p)
+    w = p.add_argument_group("application workloads")
+    w.add_argument("--workload", choices=list(WORKLOADS), metavar="NAME",
+                   help="run an application pattern instead of the default random "
+                   f"workload: {', '.join(WORKLOADS)} (uses --size, --seed, --profile, "
+                   "--vram-mib, --passes)")
+    w.add_argument("--passes", type=int, default=0, metavar="N",
+                   help="with --workload: passes, iterations or rounds (default: the "
+                   "workload's own)")
     out = p.add_argument_group("output")
     out.add_argument("--record", metavar="FILE",
                      help="write the executed events as a trace (replay with 'pysvm replay')")
@@ -121,7 +148,77 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
+#: Options of the default workload that --workload does not use -> their flag.
+_DEFAULT_ONLY = {"steps": "--steps", "devices": "--devices", "preferred_loc": "--preferred-loc",
+                 "migration_policy": "--migration-policy", "atomics": "--atomics",
+                 "unbind": "--unbind"}
+
+
+def workload_config_from_args(args: argparse.Namespace) -> WorkloadConfig:
+    """A validated WorkloadConfig; an option that does not apply is a CliError."""
+    d = SimConfig()
+    for key, flag in _DEFAULT_ONLY.items():
+        if getattr(args, key) != getattr(d, key):
+            raise CliError(f"{flag} does not apply to --workload (it sets the default "
+                           "workload's behaviour)")
+    if args.plot or args.timeline:
+        raise CliError("--plot and --timeline do not apply to --workload")
+    if args.vram_mib is not None and args.vram_mib < 1:
+        raise CliError(f"--vram-mib must be in [1, 1048576], got {args.vram_mib}")
+    if args.passes < 0 or args.passes > 1000:
+        raise CliError(f"--passes must be in [1, 1000], got {args.passes}")
+    cfg = WorkloadConfig(workload=args.workload, size_mib=args.heap_mib, seed=args.seed,
+                         profile=args.profile, vram_mib=args.vram_mib or 0,
+                         passes=args.passes)
+    try:
+        cfg.validate()
+        make_workload(cfg.workload).resolve(cfg)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    return cfg
+
+
+def run_workload_cli(args: argparse.Namespace) -> int:
+    """``pysvm simulate --workload NAME``: run, print the summary or JSON, exit 1 on a
+    data mismatch or an event the workload expected to succeed."""
+    cfg = workload_config_from_args(args)
+    with ExitStack() as stack:
+        rec = None
+        if args.record:
+            try:
+                rec = stack.enter_context(open(args.record, "w", encoding="utf-8"))
+            except OSError as e:
+                raise CliError(f"cannot write {args.record}: {e.strerror}") from None
+        progress = None
+        if not args.quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = stack.enter_context(tqdm(unit="ev", file=sys.stderr, leave=False,
+                                           desc=cfg.workload))
+
+            def progress(n: int) -> None:
+                if n % 100 == 0:
+                    bar.update(100)
+        res = run_workload(cfg, record=rec, progress=progress)
+    if args.json:
+        print(json.dumps(res.as_json(), indent=2, sort_keys=True))
+    else:
+        print(format_workload_summary(res))
+        if args.record:
+            print(f"  recorded      {res.sim['events']} events to {args.record}; "
+                  f"'pysvm replay {args.record} | tail -1' ends with the same counters")
+    if not res.ok:
+        print(f"pysvm simulate: {len(res.mismatches)} read(s) differ, "
+              f"{len(res.unexpected)} unexpected refusal(s)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.workload:
+        return run_workload_cli(args)
+    if args.passes:
+        raise CliError("--passes needs --workload")
     if args.timeline and not args.plot:
         raise CliError("--timeline needs --plot PNG")
     if args.plot:
@@ -129,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, timeline=bool(args.plot and args.timeline))
     res = run_simulation(cfg, args.record, args.quiet)
     if args.json:
-        print(json.dumps(res.as_json(), indent=2, sort_keys=True))
+        print(json.dumps({"schema_version": SCHEMA_VERSION, **res.as_json()}, indent=2,
+                         sort_keys=True))
     else:
         print(format_summary(res))
         if args.record:
