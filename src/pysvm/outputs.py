@@ -41,6 +41,7 @@ __all__ = [
     "OutputLog",
     "atomic_output",
     "atomic_path",
+    "atomic_text",
     "is_stdio",
     "open_text",
     "read_text",
@@ -158,6 +159,17 @@ def atomic_output(path: str | os.PathLike[str], mode: Literal["w", "wb"] = "w",
         else:
             with open(tmp, "wb") as fb:
                 yield fb
+
+
+@contextlib.contextmanager
+def atomic_text(path: str | os.PathLike[str], log: OutputLog | None = None) -> Iterator[IO[str]]:
+    """:func:`atomic_output` for text (UTF-8): ``"-"`` is standard output."""
+    dest = os.fspath(path)
+    if is_stdio(dest):
+        yield sys.stdout
+        return
+    with atomic_path(dest, log=log) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        yield f
 
 
 class NotTextError(ValueError):
