@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import math
 import sys
@@ -222,13 +223,16 @@ def _campaign(args: argparse.Namespace) -> int:
     try:
         run_tasks(executor, run_shard_task, tasks, on_result,
                   progress=not args.quiet and sys.stderr.isatty(), desc="fuzz shards")
-    except KeyboardInterrupt:
         save()
+    except KeyboardInterrupt:
+        # Keep what finished (the tables of the shards done so far), unless a second
+        # Ctrl-C stops that too; either way every file is whole or unchanged.
+        with contextlib.suppress(KeyboardInterrupt):
+            save()
         kept = log.report() if args.data is not None else "no tables asked for (--data)"
         print(f"pysvm fuzz: interrupted after {len(found.shards)} of {len(tasks)} shard(s); "
               f"{kept}", file=sys.stderr)
         return 130
-    save()
     cases = sum(int(r["cases"] or 0) for r in found.shards)
     steps = sum(int(r["steps"] or 0) for r in found.shards)
     failures = sum(int(r["failures"] or 0) for r in found.shards)

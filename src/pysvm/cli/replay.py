@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any, BinaryIO
 
+from pysvm.outputs import is_stdio, open_text_bytes
 from pysvm.trace.engine import Engine
 
 HELP = """\
@@ -35,12 +36,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Replay ``args.file``; 0 when read to the end, 1 when --strict stopped early.
 
-    Lines are read as bytes so that a line that is not UTF-8 becomes one
+    A file that is not text (a NUL byte or bad UTF-8 in its first 64 KiB) is
+    refused before anything runs, as every command refuses it. Beyond that,
+    lines are read as bytes so that one line that is not UTF-8 becomes one
     ``EINVAL`` result instead of ending the replay.
     """
     engine = Engine()
-    stream: BinaryIO = (sys.stdin.buffer if args.file == "-"
-                        else open(args.file, "rb"))  # noqa: SIM115
+    stream: BinaryIO = open_text_bytes(args.file)  # type: ignore[assignment]
     stopped = False
     try:
         for out in engine.run(stream, strict=args.strict):
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             if args.strict and out["result"] != "ok":
                 stopped = True
     finally:
-        if stream is not sys.stdin.buffer:
+        if not is_stdio(args.file):
             stream.close()
     print(json.dumps({"summary": engine.summary()}))
     sys.stdout.flush()

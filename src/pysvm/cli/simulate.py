@@ -8,7 +8,8 @@ import sys
 from contextlib import ExitStack
 from typing import Any
 
-from pysvm.cli.common import CliError, check_output, draw_result
+from pysvm.cli.common import CliError, add_json_arguments, check_output, draw_result, json_target
+from pysvm.outputs import OutputLog, atomic_text, check_writable, is_stdio
 from pysvm.sim.workload import (
     ATOMICS,
     MIGRATION_POLICIES,
@@ -83,13 +84,18 @@ def config_from_args(args: argparse.Namespace, timeline: bool = False) -> Any:
     return cfg
 
 
-def run_simulation(cfg: Any, record: str | None, quiet: bool) -> Any:
-    """Run with a tqdm progress bar on stderr (only on a TTY and without --quiet)."""
+def run_simulation(cfg: Any, record: str | None, quiet: bool,
+                   log: OutputLog | None = None) -> Any:
+    """Run with a tqdm progress bar on stderr (only on a TTY and without --quiet).
+
+    The trace (``record``) goes to a temporary file renamed over ``record``
+    only when the run completes (pysvm.outputs); ``-`` is standard output.
+    """
     with ExitStack() as stack:
         rec = None
         if record:
             try:
-                rec = stack.enter_context(open(record, "w", encoding="utf-8"))
+                rec = stack.enter_context(atomic_text(record, log=log))
             except OSError as e:
                 raise CliError(f"cannot write {record}: {e.strerror}") from None
         progress = None
@@ -112,8 +118,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     add_sim_arguments(p)
     out = p.add_argument_group("output")
     out.add_argument("--record", metavar="FILE",
-                     help="write the executed events as a trace (replay with 'pysvm replay')")
-    out.add_argument("--json", action="store_true", help="print the summary as JSON")
+                     help="write the executed events as a trace (replay with 'pysvm replay'); "
+                     "- for standard output (the summary then goes to stderr)")
+    add_json_arguments(out, "the summary")
     out.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     out.add_argument("--plot", metavar="PNG", help="also draw the final address space to PNG")
     out.add_argument("--timeline", action="store_true",
@@ -124,21 +131,40 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if args.timeline and not args.plot:
         raise CliError("--timeline needs --plot PNG")
+    json_out = json_target(args)
+    stdout_users = [what for what, path in (("--record", args.record), ("--json", json_out),
+                                            ("--plot", args.plot)) if path and is_stdio(path)]
+    if len(stdout_users) > 1:
+        raise CliError(f"{' and '.join(stdout_users)} cannot both write to standard output")
+    for path in (args.record, json_out):
+        if path:
+            check_writable(path)
     if args.plot:
         check_output(args.plot)
     cfg = config_from_args(args, timeline=bool(args.plot and args.timeline))
-    res = run_simulation(cfg, args.record, args.quiet)
-    if args.json:
-        print(json.dumps(res.as_json(), indent=2, sort_keys=True))
-    else:
-        print(format_summary(res))
-        if args.record:
-            print(f"  recorded      {res.sim['events']} events to {args.record}; "
-                  f"'pysvm replay {args.record} | tail -1' ends with the same counters")
-    if args.plot:
-        draw_result(res, args.plot, timeline=args.timeline)
-        if not args.json:
-            print(f"  plot          {args.plot}")
+    log = OutputLog()
+    try:
+        res = run_simulation(cfg, args.record, args.quiet, log)
+        # The human summary moves to stderr when stdout carries a file's contents.
+        text = sys.stderr if stdout_users else sys.stdout
+        if json_out:
+            with atomic_text(json_out, log=log) as f:
+                f.write(json.dumps(res.as_json(), indent=2, sort_keys=True) + "\n")
+        if not json_out or not is_stdio(json_out):
+            print(format_summary(res), file=text)
+            if args.record:
+                print(f"  recorded      {res.sim['events']} events to {args.record}; "
+                      f"'pysvm replay {args.record} | tail -1' ends with the same counters",
+                      file=text)
+            if json_out:
+                print(f"  json          {json_out}", file=text)
+        if args.plot:
+            draw_result(res, args.plot, timeline=args.timeline, log=log)
+            if not json_out or not is_stdio(json_out):
+                print(f"  plot          {args.plot}", file=text)
+    except KeyboardInterrupt:
+        print(f"pysvm simulate: interrupted; {log.report()}", file=sys.stderr)
+        return 130
     if not res.ok:
         print(f"pysvm simulate: DATA INTEGRITY FAILED: {len(res.mismatches)} page(s) differ",
               file=sys.stderr)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pysvm.outputs import open_text
 from pysvm.timeline import TIMELINE_COUNTERS, TimelinePoint
 from pysvm.trace.engine import Engine
 
@@ -100,7 +101,7 @@ def snapshot_from_trace(path: str | Path, vm: str | None = None,
     before_end: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     ended_at = ""
     i = 0
-    with open(path, encoding="utf-8") as fh:
+    with open_text(path) as fh:
         for line in fh:
             if not line.strip():
                 continue
