@@ -338,3 +338,16 @@ def test_schema_prints_the_shipped_json_schema(capsys: pytest.CaptureFixture[str
     assert call(["schema", "--events"]) == 0
     names = capsys.readouterr().out.split()
     assert len(names) == 26 and names[0] == "config" and "gpu_access" in names
+
+
+def test_version_names_the_distribution_and_the_core_build(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib import metadata
+
+    from gpuvm_core import _core
+
+    assert call(["--version"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"gpuvm-svm {metadata.version('gpuvm-svm')}"
+    build = "debug build" if _core.DEBUG_BUILD else "release build"
+    assert out[1].startswith(f"gpuvm_core: compiled core, {build}")
