@@ -72,8 +72,23 @@ def _run(args: argparse.Namespace, log: OutputLog) -> int:
         return 0 if res.ok else 1
     if not args.trace:
         raise CliError("give a trace file to draw, or --simulate")
-    snap = snapshot_from_trace(args.trace, vm=args.vm, timeline=args.timeline)
+    snap = _replay_with_progress(args)
     write_png(args.output, lambda path: render(snap, path, timeline=args.timeline), log)
     print(f"{args.output}: {snap.vm}, {len(snap.vmas)} VMAs, {len(snap.ranges)} SVM ranges",
           file=text)
     return 0
+
+
+def _replay_with_progress(args: argparse.Namespace) -> Any:
+    """Replay the trace for the picture, with a progress bar (bytes read) on a terminal."""
+    if args.quiet or not sys.stderr.isatty() or is_stdio(args.trace):
+        return snapshot_from_trace(args.trace, vm=args.vm, timeline=args.timeline)
+    import os
+
+    from tqdm import tqdm  # type: ignore[import-untyped]
+
+    size = os.path.getsize(args.trace)
+    with tqdm(total=size, unit="B", unit_scale=True, file=sys.stderr, leave=False,
+              desc="replaying trace") as bar:
+        return snapshot_from_trace(args.trace, vm=args.vm, timeline=args.timeline,
+                                   progress=bar.update)
