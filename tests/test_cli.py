@@ -177,7 +177,7 @@ BAD_INPUT: list[tuple[str, list[str], str]] = [
     ("bench", ["bench", "--workloads", "W9"], "unknown workload 'W9'"),
     ("bench", ["bench", "--m", "-1"], "--m must be a whole number"),
     ("bench", ["bench", "--ref-m", "x"], "--ref-m must be a number"),
-    ("bench", [*TINY_BENCH, "--json-out", "adir"], "cannot write adir: is a directory"),
+    ("bench", [*TINY_BENCH, "--json-out", "adir"], "is a directory, not a file: adir"),
     ("bench", [*TINY_BENCH, "--json-out", "nodir/x.json"], "cannot write nodir/x.json"),
     ("bench", [*TINY_BENCH, "--json", "--json-out", "x.json"], "not both"),
     ("simulate", ["simulate", "--record", "-", "--json"], "cannot both write to standard "),

@@ -16,7 +16,9 @@ Kernel: drivers/gpu/drm/drm_gpuvm.c of the given tree (gpuvm_core.kernel).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import platform
 import sys
 from collections.abc import Callable
@@ -33,7 +35,7 @@ from gpuvm_core.workloads import (
     time_kernel,
     time_single,
 )
-from pysvm.cli.common import CliError, add_json_arguments, json_target
+from pysvm.cli.common import CliError, add_json_arguments, json_note, json_target
 from pysvm.outputs import OutputLog, atomic_text, check_writable, is_stdio
 
 HELP = """\
@@ -321,10 +323,14 @@ def run(args: argparse.Namespace) -> int:
     if json_out:
         # Check the output first, so a bad path does not cost a whole benchmark run;
         # the file itself is only written (atomically) at the end.
+        if os.path.isdir(json_out):
+            raise IsADirectoryError(errno.EISDIR, "is a directory", json_out)
         check_writable(json_out)
     log = OutputLog()
     try:
-        return _run(args, info, sizes, workloads, m, ref_m, repeat, json_out, log)
+        rc = _run(args, info, sizes, workloads, m, ref_m, repeat, json_out, log)
+        json_note(args)
+        return rc
     except KeyboardInterrupt:
         print(f"pysvm bench: interrupted; {log.report()}", file=sys.stderr)
         return 130

@@ -25,7 +25,8 @@ from pysvm.outputs import OutputLog, atomic_path, is_stdio
 from pysvm.plot.render import Snapshot, render
 from pysvm.sim.workload import SimResult
 
-__all__ = ["CliError", "add_json_arguments", "check_output", "draw_result", "json_target",
+__all__ = ["CliError", "add_json_arguments", "check_output", "draw_result", "json_note",
+           "json_target",
            "snapshot_from_result", "write_png"]
 
 
@@ -48,10 +49,16 @@ def json_target(args: argparse.Namespace) -> str | None:
     if flag is not None and out is not None:
         raise CliError("give --json (standard output) or --json-out FILE, not both")
     if flag is not None and flag != "-":
-        print(f"pysvm {getattr(args, '_name', '')}: note: --json FILE is deprecated; "
-              f"write --json-out {flag}", file=sys.stderr)
+        args._json_deprecated = True       # the note comes at the end (json_note)
         return str(flag)
     return str(out) if out is not None else flag
+
+
+def json_note(args: argparse.Namespace) -> None:
+    """After a successful run: say once that ``--json FILE`` is the old spelling."""
+    if getattr(args, "_json_deprecated", False):
+        print(f"pysvm {getattr(args, '_name', '')}: note: --json FILE is deprecated; "
+              f"write --json-out {args.json}", file=sys.stderr)
 
 
 def check_output(path: str) -> None:

@@ -8,7 +8,14 @@ import sys
 from contextlib import ExitStack
 from typing import Any
 
-from pysvm.cli.common import CliError, add_json_arguments, check_output, draw_result, json_target
+from pysvm.cli.common import (
+    CliError,
+    add_json_arguments,
+    check_output,
+    draw_result,
+    json_note,
+    json_target,
+)
 from pysvm.outputs import OutputLog, atomic_text, check_writable, is_stdio
 from pysvm.sim.workload import (
     ATOMICS,
@@ -165,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"pysvm simulate: interrupted; {log.report()}", file=sys.stderr)
         return 130
+    json_note(args)
     if not res.ok:
         print(f"pysvm simulate: DATA INTEGRITY FAILED: {len(res.mismatches)} page(s) differ",
               file=sys.stderr)
