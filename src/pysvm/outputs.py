@@ -229,12 +229,14 @@ def read_text(path: str | os.PathLike[str]) -> str:
     return data.decode("utf-8")
 
 
-def open_text_bytes(path: str | os.PathLike[str]) -> IO[bytes]:
+def open_text_bytes(path: str | os.PathLike[str], binary_only: bool = False) -> IO[bytes]:
     """Open a text input as bytes (``"-"``: standard input), refused like :func:`open_text`.
 
     For readers that decode line by line and report a bad line themselves
     (``pysvm replay``): the first :data:`SNIFF_BYTES` are checked up front, so
-    a binary file is refused before anything is done with it.
+    a binary file is refused before anything is done with it. With
+    ``binary_only`` only a NUL byte refuses the file (what binary files have
+    and text never does); a line that is not UTF-8 is then left to the reader.
     """
     name = os.fspath(path)
     raw: io.BufferedReader
@@ -244,7 +246,13 @@ def open_text_bytes(path: str | os.PathLike[str]) -> IO[bytes]:
     else:
         raw = cast(io.BufferedReader, open(name, "rb", buffering=SNIFF_BYTES))  # noqa: SIM115
     try:
-        _check_text(name, raw.peek(SNIFF_BYTES)[:SNIFF_BYTES], final=False)
+        head = raw.peek(SNIFF_BYTES)[:SNIFF_BYTES]
+        if binary_only:
+            nul = head.find(b"\0")
+            if nul >= 0:
+                raise NotTextError(name, nul, "NUL byte, a binary file")
+        else:
+            _check_text(name, head, final=False)
     except BaseException:
         if not is_stdio(os.fspath(path)):
             raw.close()

@@ -14,8 +14,9 @@ HELP = """\
 Replay a trace (JSON Lines, one event per line; see docs/trace-format.md)
 through the Xe model. Prints one JSON line per event
 {"i", "ev", "result", ...} and a final {"summary": {...}} line. Bad events give
-an errno result with a "message" and replay continues; exit status 0 when the
-trace was read to the end.
+an errno result with a "message" and replay continues (a line that is not
+UTF-8 too); exit status 0 when the trace was read to the end. A binary file
+is refused before anything runs (exit status 2).
 
 example:
   pysvm replay tests/pysvm/traces/xe_madvise_split.jsonl
@@ -36,13 +37,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Replay ``args.file``; 0 when read to the end, 1 when --strict stopped early.
 
-    A file that is not text (a NUL byte or bad UTF-8 in its first 64 KiB) is
-    refused before anything runs, as every command refuses it. Beyond that,
-    lines are read as bytes so that one line that is not UTF-8 becomes one
-    ``EINVAL`` result instead of ending the replay.
+    A binary file (a NUL byte in its first 64 KiB) is refused before anything
+    runs, with the message every command gives. A text file is read as bytes
+    so that one line that is not UTF-8 becomes one ``EINVAL`` result instead
+    of ending the replay (docs/trace-format.md).
     """
     engine = Engine()
-    stream: BinaryIO = open_text_bytes(args.file)  # type: ignore[assignment]
+    stream: BinaryIO = open_text_bytes(args.file, binary_only=True)  # type: ignore[assignment]
     stopped = False
     try:
         for out in engine.run(stream, strict=args.strict):

@@ -398,7 +398,11 @@ def _draw_map(ax: Any, rows: list[str], segs: list[list[_Seg]], vmas: list[dict[
         counts, edges = np.histogram(starts, bins=nbins, range=(lo, hi))
         y = len(rows)
         top = max(int(counts.max()), 1) if counts.size else 1
-        ax.imshow(counts[np.newaxis, :], aspect="auto", cmap="Greys", vmin=0, vmax=top,
+        from matplotlib.colors import PowerNorm
+
+        # A square-root scale: one or two VMAs per column still show against dozens.
+        ax.imshow(counts[np.newaxis, :], aspect="auto", cmap="Greys",
+                  norm=PowerNorm(0.5, vmin=0, vmax=top),
                   extent=(lo, hi, y - h / 2, y + h / 2), interpolation="nearest")
         labels.append(f"VMAs per bin\n(0-{top})")
     step = _tick_step(span)
