@@ -158,6 +158,12 @@ def test_too_many_vmas_get_a_density_row_and_an_automatic_zoom(tmp_path: Path) -
     assert mpimg.imread(few).shape[:2] == (500, 1300)           # no zoom for 100 VMAs
     img = mpimg.imread(many)
     assert img.shape[:2] == (760, 1300)                          # 5.0 + 2.6 inches: the zoom
+    # The overview's PAT row shows the mix where PAT 0 and 1 alternate faster than a
+    # pixel (about half its columns yellow), not whichever colour was drawn last.
+    top = img[:450, :, :3]
+    ty = np.abs(top - _rgb(PAT_COLOURS[1])).max(axis=-1) < 0.02
+    pat_line = ty[ty.sum(axis=1).argmax()][700:1150]            # the 64 KiB VMAs
+    assert 0.25 < pat_line.mean() < 0.75, pat_line.mean()
     # In the zoom the PAT row alternates colour bar by bar: its boundaries are visible.
     zoom = img[450:, :, :3]
     yellow = np.abs(zoom - _rgb(PAT_COLOURS[1])).max(axis=-1) < 0.02

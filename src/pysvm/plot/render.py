@@ -294,9 +294,12 @@ def _layout(segs: list[_Seg], lo: int, hi: int, px: float) -> tuple[bool, list[_
     Returns (separated, segments). A row with room for every bar (4 px each on
     average) draws each VMA or range with a white gap so their boundaries show.
     (Bars under 4 px get no gap, which would hide them.) A denser row
-    (thousands of small ranges) would be all gap: there, bars of one label
-    that touch are merged into one and drawn without gaps. Every bar is at
-    least one pixel wide, so a 4 KiB range still shows.
+    (thousands of small VMAs or ranges) is drawn per pixel column instead:
+    each column shows the label covering most of its bytes, and columns of
+    one label are merged into one bar without gaps - so a stretch where
+    labels alternate faster than a pixel shows their mix, not whichever label
+    happened to be drawn last. A column something covers is never empty, so
+    a lone 4 KiB range still shows.
     """
     clipped = [_Seg(max(g.start, lo), min(g.end, hi), g.label, g.colour, g.hatch)
                for g in segs if min(g.end, hi) > max(g.start, lo)]
@@ -306,15 +309,45 @@ def _layout(segs: list[_Seg], lo: int, hi: int, px: float) -> tuple[bool, list[_
         for g in clipped:
             g.end = max(g.end, int(g.start + one_px))
         return True, clipped
-    merged: list[_Seg] = []
+    import numpy as np
+
+    ncols = max(1, int(px))
+    width = (hi - lo) / ncols
+    labels: dict[str, _Seg] = {}
     for g in clipped:
-        last = merged[-1] if merged else None
-        if last is not None and last.label == g.label and last.end >= g.start:
-            last.end = max(last.end, g.end)
+        labels.setdefault(g.label, g)
+    names = list(labels)
+    index = {n: k for k, n in enumerate(names)}
+    cover = np.zeros((len(names), ncols), dtype=np.float64)
+    for g in clipped:
+        a = (g.start - lo) / width
+        b = (g.end - lo) / width
+        ca, cb = int(a), min(int(b), ncols - 1)
+        row = cover[index[g.label]]
+        if ca >= ncols:
+            continue
+        if ca == cb:
+            row[ca] += b - a
         else:
-            merged.append(g)
-    for g in merged:
-        g.end = max(g.end, int(g.start + one_px))
+            row[ca] += ca + 1 - a
+            row[ca + 1:cb] += 1.0
+            row[cb] += b - cb
+    best = cover.argmax(axis=0)
+    covered = cover.max(axis=0) > 0
+    merged: list[_Seg] = []
+    col = 0
+    while col < ncols:
+        if not covered[col]:
+            col += 1
+            continue
+        k = best[col]
+        end = col + 1
+        while end < ncols and covered[end] and best[end] == k:
+            end += 1
+        first = labels[names[k]]
+        merged.append(_Seg(int(lo + col * width), int(lo + end * width), first.label,
+                           first.colour, first.hatch))
+        col = end
     return False, merged
 
 
