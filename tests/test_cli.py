@@ -144,6 +144,7 @@ BAD_INPUT: list[tuple[str, list[str], str]] = [
     ("replay", ["replay", "missing.jsonl"], "no such file: missing.jsonl"),
     ("replay", ["replay", "adir"], "is a directory, not a file: adir"),
     ("replay", ["replay", "t.jsonl", "--strict=yes"], "ignored explicit argument 'yes'"),
+    ("replay", ["replay", "bin.jsonl"], "bin.jsonl: not a text file (byte 7: NUL byte"),
     # plot: trace, VM name, output, simulation options
     ("plot", ["plot", "t.jsonl"], "the following arguments are required: -o/--output"),
     ("plot", ["plot", "-o", "x.png"], "give a trace file to draw, or --simulate"),
@@ -176,7 +177,11 @@ BAD_INPUT: list[tuple[str, list[str], str]] = [
     ("bench", ["bench", "--workloads", "W9"], "unknown workload 'W9'"),
     ("bench", ["bench", "--m", "-1"], "--m must be a whole number"),
     ("bench", ["bench", "--ref-m", "x"], "--ref-m must be a number"),
-    ("bench", [*TINY_BENCH, "--json", "adir"], "is a directory, not a file: adir"),
+    ("bench", [*TINY_BENCH, "--json-out", "adir"], "is a directory, not a file: adir"),
+    ("bench", [*TINY_BENCH, "--json-out", "nodir/x.json"], "cannot write nodir/x.json"),
+    ("bench", [*TINY_BENCH, "--json", "--json-out", "x.json"], "not both"),
+    ("simulate", ["simulate", "--record", "-", "--json"], "cannot both write to standard "),
+    ("simulate", ["simulate", "--json", "--json-out", "x.json"], "not both"),
     # fuzz: budgets, choices, the trace of --replay
     ("fuzz", ["fuzz", "--seconds", "0"], "--seconds: must be a finite number > 0, not '0'"),
     ("fuzz", ["fuzz", "--seconds", "soon"], "--seconds: not a number of seconds: 'soon'"),
@@ -194,6 +199,8 @@ BAD_INPUT: list[tuple[str, list[str], str]] = [
     ("fuzz", ["fuzz", "--replay", "bin.jsonl"], "bin.jsonl: not a text file"),
     ("fuzz", ["fuzz", "--replay", "garbage.jsonl"], "garbage.jsonl: not JSON"),
     ("fuzz", ["fuzz", "--bogus"], "unrecognized arguments: --bogus"),
+    ("fuzz", ["fuzz", "--exclude-event", "nosuch"], "--exclude-event: unknown event 'nosuch'"),
+    ("fuzz", ["fuzz", "--executor", "dask"], "argument --executor: invalid choice: 'dask'"),
     # sweep: the config file, options, the output table
     ("sweep", ["sweep", "missing.toml", "-o", "r.parquet"], "no such file: missing.toml"),
     ("sweep", ["sweep", "adir", "-o", "r.parquet"], "is a directory, not a file: adir"),
@@ -272,7 +279,7 @@ def test_plot_without_matplotlib_is_one_line(workdir: Path, monkeypatch: pytest.
     monkeypatch.setitem(sys.modules, "matplotlib", None)    # import fails as if not installed
     assert call(["plot", "t.jsonl", "-o", "x.png"]) == 2
     assert capsys.readouterr().err == ("pysvm plot: error: plotting needs matplotlib: "
-                                       "pip install 'pysvm[plot]'\n")
+                                       "pip install 'gpuvm-svm[plot]'\n")
     assert call(["simulate", "--plot", "x.png"]) == 2
     assert "plotting needs matplotlib" in capsys.readouterr().err
 
@@ -331,3 +338,16 @@ def test_schema_prints_the_shipped_json_schema(capsys: pytest.CaptureFixture[str
     assert call(["schema", "--events"]) == 0
     names = capsys.readouterr().out.split()
     assert len(names) == 26 and names[0] == "config" and "gpu_access" in names
+
+
+def test_version_names_the_distribution_and_the_core_build(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib import metadata
+
+    from gpuvm_core import _core
+
+    assert call(["--version"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"gpuvm-svm {metadata.version('gpuvm-svm')}"
+    build = "debug build" if _core.DEBUG_BUILD else "release build"
+    assert out[1].startswith(f"gpuvm_core: compiled core, {build}")

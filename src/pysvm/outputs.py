@@ -33,7 +33,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Literal
+from typing import IO, Literal, cast
 
 __all__ = [
     "STDIO",
@@ -41,8 +41,11 @@ __all__ = [
     "OutputLog",
     "atomic_output",
     "atomic_path",
+    "atomic_text",
+    "check_writable",
     "is_stdio",
     "open_text",
+    "open_text_bytes",
     "read_text",
 ]
 
@@ -80,6 +83,24 @@ class OutputLog:
 
 #: The log :func:`atomic_output` and :func:`atomic_path` record into by default.
 DEFAULT_LOG = OutputLog()
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """ValueError unless ``path`` can be written (checked before any work is done).
+
+    ``"-"`` (standard output) always can; otherwise ``path`` must not be a
+    directory and its directory must exist and be writable.
+    """
+    name = os.fspath(path)
+    if is_stdio(name):
+        return
+    if os.path.isdir(name):
+        raise ValueError(f"cannot write {name}: is a directory")
+    parent = os.path.dirname(name) or "."
+    if not os.path.isdir(parent):
+        raise ValueError(f"cannot write {name}: no directory {parent!r}")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"cannot write {name}: directory {parent!r} is not writable")
 
 
 def _tmp_name(path: str) -> str:
@@ -160,6 +181,17 @@ def atomic_output(path: str | os.PathLike[str], mode: Literal["w", "wb"] = "w",
                 yield fb
 
 
+@contextlib.contextmanager
+def atomic_text(path: str | os.PathLike[str], log: OutputLog | None = None) -> Iterator[IO[str]]:
+    """:func:`atomic_output` for text (UTF-8): ``"-"`` is standard output."""
+    dest = os.fspath(path)
+    if is_stdio(dest):
+        yield sys.stdout
+        return
+    with atomic_path(dest, log=log) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        yield f
+
+
 class NotTextError(ValueError):
     """An input file that is not UTF-8 text (binary, or another encoding)."""
 
@@ -197,6 +229,37 @@ def read_text(path: str | os.PathLike[str]) -> str:
     return data.decode("utf-8")
 
 
+def open_text_bytes(path: str | os.PathLike[str], binary_only: bool = False) -> IO[bytes]:
+    """Open a text input as bytes (``"-"``: standard input), refused like :func:`open_text`.
+
+    For readers that decode line by line and report a bad line themselves
+    (``pysvm replay``): the first :data:`SNIFF_BYTES` are checked up front, so
+    a binary file is refused before anything is done with it. With
+    ``binary_only`` only a NUL byte refuses the file (what binary files have
+    and text never does); a line that is not UTF-8 is then left to the reader.
+    """
+    name = os.fspath(path)
+    raw: io.BufferedReader
+    if is_stdio(name):
+        raw = sys.stdin.buffer  # type: ignore[assignment]
+        name = "<stdin>"
+    else:
+        raw = cast(io.BufferedReader, open(name, "rb", buffering=SNIFF_BYTES))  # noqa: SIM115
+    try:
+        head = raw.peek(SNIFF_BYTES)[:SNIFF_BYTES]
+        if binary_only:
+            nul = head.find(b"\0")
+            if nul >= 0:
+                raise NotTextError(name, nul, "NUL byte, a binary file")
+        else:
+            _check_text(name, head, final=False)
+    except BaseException:
+        if not is_stdio(os.fspath(path)):
+            raw.close()
+        raise
+    return raw
+
+
 def open_text(path: str | os.PathLike[str]) -> IO[str]:
     """Open a UTF-8 text input for streaming (``"-"``: standard input).
 
@@ -210,7 +273,7 @@ def open_text(path: str | os.PathLike[str]) -> IO[str]:
         raw = sys.stdin.buffer  # type: ignore[assignment]
         name = "<stdin>"
     else:
-        raw = io.BufferedReader(io.FileIO(name, "rb"), buffer_size=SNIFF_BYTES)
+        raw = cast(io.BufferedReader, open(name, "rb", buffering=SNIFF_BYTES))  # noqa: SIM115
     try:
         head = raw.peek(SNIFF_BYTES)[:SNIFF_BYTES]
         _check_text(name, head, final=False)

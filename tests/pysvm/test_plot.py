@@ -17,11 +17,17 @@ from pysvm.plot.render import (
     ATOMIC_COLOURS,
     DEVICE_COLOURS,
     FAULT_COLOUR,
+    KIND_COLOURS,
+    PAGEMAP_COLOUR,
+    PAT_COLOURS,
     SYSTEM_COLOUR,
+    ZOOM_VMAS,
     Snapshot,
     _fmt_addr,
+    _zoom_window,
     render,
     snapshot_from_trace,
+    vma_kind,
 )
 from pysvm.sim.workload import TimelinePoint
 
@@ -72,7 +78,7 @@ def test_timeline_adds_fault_and_migration_panels(tmp_path: Path) -> None:
     plain = render(synthetic(), tmp_path / "map.png", dpi=100)
     out = render(synthetic(timeline=True), tmp_path / "tl.png", timeline=True, dpi=100)
     img = mpimg.imread(out)
-    assert img.shape[:2] == (900, 1300)          # figsize (13, 9.0) at 100 dpi
+    assert img.shape[:2] == (950, 1300)          # figsize (13, 5.0 + 4.5) at 100 dpi
     lower = tmp_path / "lower.png"                # the part below the address map
     mpimg.imsave(lower, img[520:, :, :3])
     faults = colour_pixels(lower, FAULT_COLOUR)
@@ -109,12 +115,78 @@ def test_few_bars_keep_their_boundaries(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("x", "step", "text"), [
-    (1.25 * MiB, 256 * KiB, "1.25 MiB"), (1.5 * MiB, 256 * KiB, "1.50 MiB"),
-    (3 * GiB, GiB, "3 GiB"), (12 * KiB, 4 * KiB, "12 KiB"), (1024 * MiB, 4 * MiB, "1024 MiB"),
-    (960 * KiB, 32 * KiB, "960 KiB"), (2.5 * GiB, 512 * MiB, "2.5 GiB"),
+    (1.25 * MiB, 256 * KiB, "0x14_0000"), (3 * GiB, GiB, "0xc000_0000"),
+    (12 * KiB, 4 * KiB, "0x3000"), (1024 * MiB, 4 * MiB, "0x4000_0000"),
+    (0x40200000 + 17, 2 * MiB, "0x4020_0000"),        # a tick a float off still reads round
+    ((1 << 47) - 4096, 4 * KiB, "0x7fff_ffff_f000"), (0, 4 * KiB, "0x0"),
 ])
-def test_address_ticks_are_exact(x: float, step: int, text: str) -> None:
+def test_address_ticks_are_hex(x: float, step: int, text: str) -> None:
     assert _fmt_addr(x, step) == text
+
+
+def test_vma_kind_row(tmp_path: Path) -> None:
+    snap = synthetic()
+    bo = {**vma(GiB + 32 * MiB, 8 * MiB), "flags": [], "bo": "bo1", "offset": 0}
+    up = {**vma(GiB + 40 * MiB, 8 * MiB), "flags": [], "userptr": 0}
+    null = {**vma(GiB + 48 * MiB, 8 * MiB), "flags": ["null"]}
+    assert [vma_kind(v) for v in (bo, up, null, snap.vmas[0])] == \
+        ["BO", "userptr", "NULL (sparse)", "CPU mirror"]
+    snap.vmas[-1:] = [bo, up, null, vma(GiB + 56 * MiB, (1 << 47) - GiB - 56 * MiB)]
+    out = render(snap, tmp_path / "kinds.png", dpi=100)
+    for kind in ("BO", "userptr", "NULL (sparse)", "CPU mirror"):
+        assert colour_pixels(out, KIND_COLOURS[kind]) > 300, kind
+
+
+def _many_vmas(n: int) -> Snapshot:
+    """n VMAs alternating PAT 0/1: 4 KiB each in the first half, 64 KiB after."""
+    vmas, addr = [], GiB
+    for k in range(n):
+        size = 4 * KiB if k < n // 2 else 64 * KiB
+        vmas.append(vma(addr, size, pat=k % 2))
+        addr += size
+    return Snapshot(vm="vm0", vmas=[vma(0, GiB), *vmas], ranges=[], devices=["gpu0"])
+
+
+def test_too_many_vmas_get_a_density_row_and_an_automatic_zoom(tmp_path: Path) -> None:
+    snap = _many_vmas(5000)
+    lo, hi = GiB, GiB + 2500 * 4 * KiB + 2500 * 64 * KiB
+    zlo, zhi = _zoom_window(snap.vmas, lo, hi, ZOOM_VMAS)
+    # The densest stretch: ZOOM_VMAS of the 4 KiB VMAs, with a small margin.
+    assert zlo >= GiB and zhi - zlo < ZOOM_VMAS * 4 * KiB * 1.1
+    few = render(_many_vmas(100), tmp_path / "few.png", dpi=100)
+    many = render(snap, tmp_path / "many.png", dpi=100)
+    assert mpimg.imread(few).shape[:2] == (500, 1300)           # no zoom for 100 VMAs
+    img = mpimg.imread(many)
+    assert img.shape[:2] == (760, 1300)                          # 5.0 + 2.6 inches: the zoom
+    # The overview's PAT row shows the mix where PAT 0 and 1 alternate faster than a
+    # pixel (about half its columns yellow), not whichever colour was drawn last.
+    top = img[:450, :, :3]
+    ty = np.abs(top - _rgb(PAT_COLOURS[1])).max(axis=-1) < 0.02
+    pat_line = ty[ty.sum(axis=1).argmax()][700:1150]            # the 64 KiB VMAs
+    assert 0.25 < pat_line.mean() < 0.75, pat_line.mean()
+    # In the zoom the PAT row alternates colour bar by bar: its boundaries are visible.
+    zoom = img[450:, :, :3]
+    yellow = np.abs(zoom - _rgb(PAT_COLOURS[1])).max(axis=-1) < 0.02
+    line = yellow[yellow.sum(axis=1).argmax()]
+    assert np.count_nonzero(np.diff(line.nonzero()[0]) > 1) >= ZOOM_VMAS // 2 - 5
+
+
+def test_trace_timeline_has_vram_and_pagemap_use(tmp_path: Path) -> None:
+    from pysvm.cli.main import main
+
+    trace = tmp_path / "t.jsonl"
+    assert main(["simulate", "--steps", "300", "-q", "--record", str(trace)]) == 0
+    seen: list[int] = []
+    snap = snapshot_from_trace(trace, timeline=True, progress=seen.append)
+    assert sum(seen) == len(trace.read_text())           # progress saw every character
+    assert len(snap.timeline) == len(trace.read_text().splitlines())
+    assert any(sum(u[1].values()) > 0 for u in snap.usage)       # VRAM was allocated
+    assert {u[2] for u in snap.usage} >= {2}                     # two devices' pagemaps
+    assert [u[0] for u in snap.usage] == sorted({u[0] for u in snap.usage})
+    out = render(snap, tmp_path / "use.png", timeline=True, dpi=100)
+    img = mpimg.imread(out)
+    assert img.shape[0] in (1100, 1360)       # 5 + 6 inches (+ 2.6 when zoomed)
+    assert colour_pixels(out, PAGEMAP_COLOUR) > 200
 
 
 def test_no_vma_is_refused(tmp_path: Path) -> None:

@@ -88,7 +88,7 @@ from .oracle import (
     vm_kwargs,
     write_failure,
 )
-from .runner import Summary, case_rng, handle_failure, parse_seed, run
+from .runner import Summary, case_rng, handle_failure, parse_seed, run, run_shard
 from .target import GpuvmTarget, Target
 
 # The names the single-module harness had (tests and tools import them).
@@ -121,6 +121,7 @@ __all__ = [
     "record_vector",
     "replay_corpus",
     "run",
+    "run_shard",
     "seconds_arg",
     "short_tb",
     "shrink_seconds_arg",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing as mp
 import random
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from typing import Any, TextIO
 
 from .oracle import Failure, short_tb
 
-__all__ = ["Summary", "case_rng", "handle_failure", "parse_seed", "run"]
+__all__ = ["Summary", "case_rng", "handle_failure", "parse_seed", "run", "run_shard"]
 
 
 def parse_seed(text: str | int) -> int:
@@ -178,6 +179,9 @@ class _ProgressCounters(_LocalCounters):
 def _proc_main(target_factory: Callable[[], Any], seed: int, shard: int, jobs: int,
                deadline: float, out_dir: str | None, shrink_seconds: float,
                max_cases: int | None, counters: Any, stop: Any, results: Any) -> None:
+    # Ctrl-C reaches the whole process group: only the parent acts on it (it stops
+    # and terminates the workers), so no worker prints a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         res = _worker(target_factory(), seed, shard, jobs, deadline, out_dir, shrink_seconds,
                       max_cases, counters, stop)
@@ -230,13 +234,22 @@ def run(target_factory: Callable[[], Any], *, seconds: float, seed: int, jobs: i
             p.start()
         prog = _Progress(shared, seconds, progress_every, progress)
         results = []
-        while len(results) < jobs:
-            try:
-                results.append(queue.get(timeout=1.0))
-            except Exception:  # noqa: BLE001 - queue.Empty: just a tick
-                if not any(p.is_alive() for p in procs) and queue.empty():
-                    break
-            prog.tick()
+        try:
+            while len(results) < jobs:
+                try:
+                    results.append(queue.get(timeout=1.0))
+                except Exception:  # noqa: BLE001 - queue.Empty: just a tick
+                    if not any(p.is_alive() for p in procs) and queue.empty():
+                        break
+                prog.tick()
+        except KeyboardInterrupt:
+            # Stop the workers before the interruption goes on to the caller.
+            stop.set()
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.join(timeout=5)
+            raise
         for p in procs:
             p.join(timeout=5)
         if len(results) < jobs:
@@ -250,6 +263,48 @@ def run(target_factory: Callable[[], Any], *, seconds: float, seed: int, jobs: i
     summary.failures = len(summary.found)
     summary.elapsed = time.monotonic() - t0
     return summary
+
+
+def run_shard(target: Any, *, seed: int, shard: int, shards: int, seconds: float,
+              max_cases: int | None = None, shrink_seconds: float = 30.0,
+              max_failures: int | None = None) -> dict[str, Any]:
+    """One shard of a fuzz campaign: cases ``shard, shard+shards, ...`` of ``seed``.
+
+    Unlike :func:`run`, a shard does not stop at its first failure: it shrinks
+    each one and goes on until ``seconds`` have passed (measured here, in the
+    worker), case ``max_cases`` is reached, or ``max_failures`` were found.
+    Returns the shard's statistics and, per failure, the shrunk case (an
+    object the target can ``save``) with its :class:`Failure`, so the caller
+    can deduplicate failures by their shrunk case. Nothing is written.
+
+    Kernel: none (test infrastructure).
+    """
+    t0 = time.monotonic()
+    deadline = t0 + seconds
+    steps_of = getattr(target, "case_steps", None)
+    shrink = getattr(target, "shrink", None)
+    cases = steps = 0
+    index = shard
+    found: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        if max_cases is not None and index >= max_cases:
+            break
+        if max_failures is not None and len(found) >= max_failures:
+            break
+        case = target.make_case(case_rng(seed, index))
+        f = target.run_case(case)
+        cases += 1
+        steps += steps_of(case) if steps_of else 1
+        if f is not None:
+            small, small_f = case, f
+            if shrink is not None:
+                small, small_f = shrink(case, f, time.monotonic() + shrink_seconds)
+            found.append({"case": index, "failure": str(f), "kind": small_f.kind,
+                          "shrunk_case": small, "shrunk_failure": small_f,
+                          "shrunk_steps": steps_of(small) if steps_of else None})
+        index += shards
+    return {"shard": shard, "cases": cases, "steps": steps,
+            "seconds": time.monotonic() - t0, "found": found}
 
 
 # ----------------------------------------------------------------------------

@@ -16,7 +16,9 @@ Kernel: drivers/gpu/drm/drm_gpuvm.c of the given tree (gpuvm_core.kernel).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import platform
 import sys
 from collections.abc import Callable
@@ -33,7 +35,8 @@ from gpuvm_core.workloads import (
     time_kernel,
     time_single,
 )
-from pysvm.cli.common import CliError
+from pysvm.cli.common import CliError, add_json_arguments, json_note, json_target
+from pysvm.outputs import OutputLog, atomic_text, check_writable, is_stdio
 
 HELP = """\
 Time the deterministic workloads W1-W4 (map_random, unmap_random,
@@ -96,7 +99,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="run each loop this many times and keep the fastest (default 1)")
     p.add_argument("--no-memory", action="store_true",
                    help="skip the bytes-per-mapping measurement (a child process per N)")
-    p.add_argument("--json", metavar="FILE", help="also write the rows and machine info as JSON")
+    add_json_arguments(p, "the rows and machine info")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -316,11 +319,28 @@ def run(args: argparse.Namespace) -> int:
     ref_m = _count(args.ref_m, "--ref-m", minimum=0)
     info = machine_info()
     repeat = _count(args.repeat, "--repeat")
-    if args.json:
-        # Check the output path first (append mode: an existing file is not truncated
-        # yet), so a bad path does not cost a whole benchmark run.
-        with open(args.json, "a"):
-            pass
+    json_out = json_target(args)
+    if json_out:
+        # Check the output first, so a bad path does not cost a whole benchmark run;
+        # the file itself is only written (atomically) at the end.
+        if os.path.isdir(json_out):
+            raise IsADirectoryError(errno.EISDIR, "is a directory", json_out)
+        check_writable(json_out)
+    log = OutputLog()
+    try:
+        rc = _run(args, info, sizes, workloads, m, ref_m, repeat, json_out, log)
+        json_note(args)
+        return rc
+    except KeyboardInterrupt:
+        print(f"pysvm bench: interrupted; {log.report()}", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, info: dict[str, Any], sizes: list[int],
+         workloads: list[int], m: int, ref_m: int, repeat: int, json_out: str | None,
+         log: OutputLog) -> int:
+    # With the JSON on standard output, the human-readable table goes to stderr.
+    text = sys.stderr if json_out and is_stdio(json_out) else sys.stdout
     kernel = None
     if args.kernel_tree is not None:
         from gpuvm_core.kernel import KernelTreeError, load_oracle
@@ -342,22 +362,22 @@ def run(args: argparse.Namespace) -> int:
     core = "compiled core" if info["compiled_core"] else \
         "NOTE: gpuvm_core.GpuVm is still the pure-Python reference (core not built)"
     print(f"# {core}; Python {info['python']}, numpy {info['numpy']}, Cython {info['cython']}, "
-          f"{info['cpu']}; load average {info['load']}")
+          f"{info['cpu']}; load average {info['load']}", file=text)
     print(f"# core paths: M={m:,} requests; reference: M={ref_m:,} requests (single path); "
-          f"clock: {args.clock}; best of {repeat}")
-    print(kernel_note(kernel))
-    print(format_table(rows, args.markdown))
+          f"clock: {args.clock}; best of {repeat}", file=text)
+    print(kernel_note(kernel), file=text)
+    print(format_table(rows, args.markdown), file=text)
     growth = growth_lines(rows)
     if growth:
-        print()
-        print("\n".join(growth))
+        print(file=text)
+        print("\n".join(growth), file=text)
     if memory:
-        print()
+        print(file=text)
         print("Bytes per mapping (RSS: resident-set growth of a fresh process / VAs; "
-              "nbytes: the core's own exact count):")
-        print(format_memory(memory, args.markdown))
-    if args.json:
-        with open(args.json, "w") as fh:
+              "nbytes: the core's own exact count):", file=text)
+        print(format_memory(memory, args.markdown), file=text)
+    if json_out:
+        with atomic_text(json_out, log=log) as fh:
             json.dump({"machine": info, "m": m, "ref_m": ref_m, "clock": args.clock,
                        "repeat": repeat,
                        "rows": [asdict(r) for r in rows],
@@ -365,4 +385,5 @@ def run(args: argparse.Namespace) -> int:
                                                     if r.impl == impl}
                                              for impl in sorted({r.impl for r in memory})}},
                       fh, indent=1)
+            fh.write("\n")
     return 0

@@ -17,6 +17,7 @@ from gpuvm_core.conformance import (
     read_records,
     run_file,
 )
+from pysvm.outputs import is_stdio, open_text_bytes
 
 HELP = """\
 Replay a vector file recorded from the kernel's drm_gpuvm code (JSON Lines,
@@ -136,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"pysvm conformance: error: --record {args.record} would overwrite the input "
               "file", file=sys.stderr)
         return 2
+    if not str(path).endswith(".gz") and not is_stdio(str(path)):
+        # A binary file is refused the way every command refuses it (pysvm.outputs).
+        open_text_bytes(path).close()
     # Read the whole file before judging any case, so that a file-level fault
     # (truncated gzip, not text) is reported as such rather than as a bad case.
     records = list(read_records(path))

@@ -134,16 +134,18 @@ def run(args: argparse.Namespace) -> int:
     per: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     total: collections.Counter[str] = collections.Counter()
     t0 = time.perf_counter()
-    for r in _results(jobs, args.jobs):
-        per[r.suite][r.status] += 1
-        total[r.status] += 1
-        if args.json:
-            print(json.dumps(r.as_json()), flush=False)
-        elif r.status == "failed":
-            print(f"FAIL {r.suite} {r.name} [{r.profile}]: {r.message}")
-        elif r.counters:
-            ctr = ", ".join(f"{k}={v}" for k, v in r.counters.items() if v)
-            print(f"bench {r.suite} {r.name} [{r.profile}] {r.seconds:.2f}s: {ctr}")
+    try:
+        _run_jobs(args, jobs, per, total)
+    except KeyboardInterrupt:
+        # Each trace is written to a temporary name and renamed when whole, so what
+        # is in the directory is complete; say how much that is.
+        done = sum(total.values())
+        kept = (f"; the traces of finished subtests are in {args.record}"
+                if args.record is not None and done else "; no trace was written"
+                if args.record is not None else "")
+        print(f"pysvm igt: interrupted after {done} of {len(jobs)} run(s){kept}",
+              file=sys.stderr)
+        return 130
     elapsed = time.perf_counter() - t0
     if args.json:
         print(json.dumps({"summary": {"suites": {s: dict(c) for s, c in per.items()},
@@ -156,3 +158,18 @@ def run(args: argparse.Namespace) -> int:
         print(_counts_line(total))
     sys.stdout.flush()
     return 1 if total["failed"] else 0
+
+
+def _run_jobs(args: argparse.Namespace, jobs: list[tuple[str, str, str, str | None]],
+              per: dict[str, collections.Counter[str]],
+              total: collections.Counter[str]) -> None:
+    for r in _results(jobs, args.jobs):
+        per[r.suite][r.status] += 1
+        total[r.status] += 1
+        if args.json:
+            print(json.dumps(r.as_json()), flush=False)
+        elif r.status == "failed":
+            print(f"FAIL {r.suite} {r.name} [{r.profile}]: {r.message}")
+        elif r.counters:
+            ctr = ", ".join(f"{k}={v}" for k, v in r.counters.items() if v)
+            print(f"bench {r.suite} {r.name} [{r.profile}] {r.seconds:.2f}s: {ctr}")

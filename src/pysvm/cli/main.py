@@ -75,10 +75,35 @@ def first_example(description: str | None) -> str:
     return ""
 
 
+#: The name this package is installed under (``pip install gpuvm-svm``); the import
+#: names are ``pysvm`` and ``gpuvm_core``.
+DISTRIBUTION = "gpuvm-svm"
+
+
+def version_text() -> str:
+    """``pysvm --version``: distribution and version, and which build of the core is loaded."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:   # run from a source tree, not installed
+        version = f"{__version__} (not installed)"
+    try:
+        from gpuvm_core import _core
+    except ImportError:
+        core = "gpuvm_core: no compiled core (pure-Python reference only)"
+    else:
+        kind = ("debug build (GPUVM_DEBUG=1: planted faults, sanitizers)"
+                if getattr(_core, "DEBUG_BUILD", False) else "release build")
+        core = f"gpuvm_core: compiled core, {kind}"
+    return f"{DISTRIBUTION} {version}\n{core}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="pysvm", usage="pysvm [-h] [--version] COMMAND [options]",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"pysvm {__version__}")
+    parser.add_argument("--version", action="version", version=version_text(),
+                        help="show the distribution, its version and the core's build; exit")
     # The overview in the description replaces argparse's own list of choices.
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", help=argparse.SUPPRESS,
                                 prog="pysvm")

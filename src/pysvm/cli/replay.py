@@ -7,14 +7,16 @@ import json
 import sys
 from typing import Any, BinaryIO
 
+from pysvm.outputs import is_stdio, open_text_bytes
 from pysvm.trace.engine import Engine
 
 HELP = """\
 Replay a trace (JSON Lines, one event per line; see docs/trace-format.md)
 through the Xe model. Prints one JSON line per event
 {"i", "ev", "result", ...} and a final {"summary": {...}} line. Bad events give
-an errno result with a "message" and replay continues; exit status 0 when the
-trace was read to the end.
+an errno result with a "message" and replay continues (a line that is not
+UTF-8 too); exit status 0 when the trace was read to the end. A binary file
+is refused before anything runs (exit status 2).
 
 example:
   pysvm replay tests/pysvm/traces/xe_madvise_split.jsonl
@@ -35,12 +37,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Replay ``args.file``; 0 when read to the end, 1 when --strict stopped early.
 
-    Lines are read as bytes so that a line that is not UTF-8 becomes one
-    ``EINVAL`` result instead of ending the replay.
+    A binary file (a NUL byte in its first 64 KiB) is refused before anything
+    runs, with the message every command gives. A text file is read as bytes
+    so that one line that is not UTF-8 becomes one ``EINVAL`` result instead
+    of ending the replay (docs/trace-format.md).
     """
     engine = Engine()
-    stream: BinaryIO = (sys.stdin.buffer if args.file == "-"
-                        else open(args.file, "rb"))  # noqa: SIM115
+    stream: BinaryIO = open_text_bytes(args.file, binary_only=True)  # type: ignore[assignment]
     stopped = False
     try:
         for out in engine.run(stream, strict=args.strict):
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             if args.strict and out["result"] != "ok":
                 stopped = True
     finally:
-        if stream is not sys.stdin.buffer:
+        if not is_stdio(args.file):
             stream.close()
     print(json.dumps({"summary": engine.summary()}))
     sys.stdout.flush()

@@ -8,7 +8,15 @@ import sys
 from contextlib import ExitStack
 from typing import Any
 
-from pysvm.cli.common import CliError, check_output, draw_result
+from pysvm.cli.common import (
+    CliError,
+    add_json_arguments,
+    check_output,
+    draw_result,
+    json_note,
+    json_target,
+)
+from pysvm.outputs import OutputLog, atomic_text, check_writable, is_stdio
 from pysvm.sim.workload import (
     ATOMICS,
     MIGRATION_POLICIES,
@@ -102,13 +110,18 @@ def config_from_args(args: argparse.Namespace, timeline: bool = False) -> Any:
     return cfg
 
 
-def run_simulation(cfg: Any, record: str | None, quiet: bool) -> Any:
-    """Run with a tqdm progress bar on stderr (only on a TTY and without --quiet)."""
+def run_simulation(cfg: Any, record: str | None, quiet: bool,
+                   log: OutputLog | None = None) -> Any:
+    """Run with a tqdm progress bar on stderr (only on a TTY and without --quiet).
+
+    The trace (``record``) goes to a temporary file renamed over ``record``
+    only when the run completes (pysvm.outputs); ``-`` is standard output.
+    """
     with ExitStack() as stack:
         rec = None
         if record:
             try:
-                rec = stack.enter_context(open(record, "w", encoding="utf-8"))
+                rec = stack.enter_context(atomic_text(record, log=log))
             except OSError as e:
                 raise CliError(f"cannot write {record}: {e.strerror}") from None
         progress = None
@@ -139,8 +152,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "workload's own)")
     out = p.add_argument_group("output")
     out.add_argument("--record", metavar="FILE",
-                     help="write the executed events as a trace (replay with 'pysvm replay')")
-    out.add_argument("--json", action="store_true", help="print the summary as JSON")
+                     help="write the executed events as a trace (replay with 'pysvm replay'); "
+                     "- for standard output (the summary then goes to stderr)")
+    add_json_arguments(out, "the summary")
     out.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     out.add_argument("--plot", metavar="PNG", help="also draw the final address space to PNG")
     out.add_argument("--timeline", action="store_true",
@@ -180,33 +194,48 @@ def workload_config_from_args(args: argparse.Namespace) -> WorkloadConfig:
 
 def run_workload_cli(args: argparse.Namespace) -> int:
     """``pysvm simulate --workload NAME``: run, print the summary or JSON, exit 1 on a
-    data mismatch or an event the workload expected to succeed."""
+    data mismatch or an event the workload expected to succeed. Outputs follow the
+    command's conventions: checked before the run, written atomically, ``-`` is stdout."""
     cfg = workload_config_from_args(args)
-    with ExitStack() as stack:
-        rec = None
-        if args.record:
-            try:
-                rec = stack.enter_context(open(args.record, "w", encoding="utf-8"))
-            except OSError as e:
-                raise CliError(f"cannot write {args.record}: {e.strerror}") from None
-        progress = None
-        if not args.quiet and sys.stderr.isatty():
-            from tqdm import tqdm
+    json_out = json_target(args)
+    stdout_users = [what for what, path in (("--record", args.record), ("--json", json_out))
+                    if path and is_stdio(path)]
+    if len(stdout_users) > 1:
+        raise CliError(f"{' and '.join(stdout_users)} cannot both write to standard output")
+    for path in (args.record, json_out):
+        if path:
+            check_writable(path)
+    log = OutputLog()
+    text = sys.stderr if stdout_users else sys.stdout
+    try:
+        with ExitStack() as stack:
+            rec = stack.enter_context(atomic_text(args.record, log=log)) if args.record else None
+            progress = None
+            if not args.quiet and sys.stderr.isatty():
+                from tqdm import tqdm
 
-            bar = stack.enter_context(tqdm(unit="ev", file=sys.stderr, leave=False,
-                                           desc=cfg.workload))
+                bar = stack.enter_context(tqdm(unit="ev", file=sys.stderr, leave=False,
+                                               desc=cfg.workload))
 
-            def progress(n: int) -> None:
-                if n % 100 == 0:
-                    bar.update(100)
-        res = run_workload(cfg, record=rec, progress=progress)
-    if args.json:
-        print(json.dumps(res.as_json(), indent=2, sort_keys=True))
-    else:
-        print(format_workload_summary(res))
-        if args.record:
-            print(f"  recorded      {res.sim['events']} events to {args.record}; "
-                  f"'pysvm replay {args.record} | tail -1' ends with the same counters")
+                def progress(n: int) -> None:
+                    if n % 100 == 0:
+                        bar.update(100)
+            res = run_workload(cfg, record=rec, progress=progress)
+        if json_out:
+            with atomic_text(json_out, log=log) as f:
+                f.write(json.dumps(res.as_json(), indent=2, sort_keys=True) + "\n")
+        if not json_out or not is_stdio(json_out):
+            print(format_workload_summary(res), file=text)
+            if args.record:
+                print(f"  recorded      {res.sim['events']} events to {args.record}; "
+                      f"'pysvm replay {args.record} | tail -1' ends with the same counters",
+                      file=text)
+            if json_out:
+                print(f"  json          {json_out}", file=text)
+    except KeyboardInterrupt:
+        print(f"pysvm simulate: interrupted; {log.report()}", file=sys.stderr)
+        return 130
+    json_note(args)
     if not res.ok:
         print(f"pysvm simulate: {len(res.mismatches)} read(s) differ, "
               f"{len(res.unexpected)} unexpected refusal(s)", file=sys.stderr)
@@ -221,22 +250,42 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--passes needs --workload")
     if args.timeline and not args.plot:
         raise CliError("--timeline needs --plot PNG")
+    json_out = json_target(args)
+    stdout_users = [what for what, path in (("--record", args.record), ("--json", json_out),
+                                            ("--plot", args.plot)) if path and is_stdio(path)]
+    if len(stdout_users) > 1:
+        raise CliError(f"{' and '.join(stdout_users)} cannot both write to standard output")
+    for path in (args.record, json_out):
+        if path:
+            check_writable(path)
     if args.plot:
         check_output(args.plot)
     cfg = config_from_args(args, timeline=bool(args.plot and args.timeline))
-    res = run_simulation(cfg, args.record, args.quiet)
-    if args.json:
-        print(json.dumps({"schema_version": SCHEMA_VERSION, **res.as_json()}, indent=2,
-                         sort_keys=True))
-    else:
-        print(format_summary(res))
-        if args.record:
-            print(f"  recorded      {res.sim['events']} events to {args.record}; "
-                  f"'pysvm replay {args.record} | tail -1' ends with the same counters")
-    if args.plot:
-        draw_result(res, args.plot, timeline=args.timeline)
-        if not args.json:
-            print(f"  plot          {args.plot}")
+    log = OutputLog()
+    try:
+        res = run_simulation(cfg, args.record, args.quiet, log)
+        # The human summary moves to stderr when stdout carries a file's contents.
+        text = sys.stderr if stdout_users else sys.stdout
+        if json_out:
+            with atomic_text(json_out, log=log) as f:
+                f.write(json.dumps({"schema_version": SCHEMA_VERSION, **res.as_json()}, indent=2,
+                                   sort_keys=True) + "\n")
+        if not json_out or not is_stdio(json_out):
+            print(format_summary(res), file=text)
+            if args.record:
+                print(f"  recorded      {res.sim['events']} events to {args.record}; "
+                      f"'pysvm replay {args.record} | tail -1' ends with the same counters",
+                      file=text)
+            if json_out:
+                print(f"  json          {json_out}", file=text)
+        if args.plot:
+            draw_result(res, args.plot, timeline=args.timeline, log=log)
+            if not json_out or not is_stdio(json_out):
+                print(f"  plot          {args.plot}", file=text)
+    except KeyboardInterrupt:
+        print(f"pysvm simulate: interrupted; {log.report()}", file=sys.stderr)
+        return 130
+    json_note(args)
     if not res.ok:
         print(f"pysvm simulate: DATA INTEGRITY FAILED: {len(res.mismatches)} page(s) differ",
               file=sys.stderr)

@@ -14,7 +14,14 @@ from typing import Any
 from gpuvm_core.fuzz import Chooser
 from pysvm.xe.host import INJECTION_POINTS
 
-__all__ = ["HEAP", "HEAP_SIZE", "HEAP_PAGES", "MIRROR", "Ctx", "step", "PAGE", "SZ_2M", "SZ_64K"]
+__all__ = ["HEAP", "HEAP_SIZE", "HEAP_PAGES", "MIRROR", "RANDOM_EVENTS", "Ctx", "step", "PAGE",
+           "SZ_2M", "SZ_64K"]
+
+#: The events :func:`step` draws (directly or injected inside a fault), the names
+#: ``pysvm fuzz --exclude-event`` accepts.
+RANDOM_EVENTS = ("bind", "cpu_read", "cpu_write", "evict", "gc", "gpu_access", "inject",
+                 "invalidate", "madvise", "mmap", "munmap", "prefetch", "ranges", "rmmod",
+                 "run_workers", "unbind_device")
 
 PAGE = 4096
 SZ_64K = 64 << 10

@@ -67,6 +67,7 @@ from typing import Any
 from gpuvm_core.fuzz import Chooser, Failure
 from pysvm.fuzz.generator import HEAP, HEAP_SIZE, MIRROR, PAGE, Ctx, step
 from pysvm.fuzz.oracle import SvmChecker, short_tb
+from pysvm.outputs import atomic_text, read_text
 
 __all__ = ["SvmTarget", "SvmTargetFactory", "check_events", "load_trace", "save_trace"]
 
@@ -185,9 +186,9 @@ class SvmTarget:
         """Write the case as a trace ``svm-<tag>.jsonl`` (+ ``.txt`` with the failure)."""
         path = Path(out_dir) / f"svm-{tag}.jsonl"
         save_trace(case["events"], path)
-        path.with_suffix(".txt").write_text(
-            f"{failure}\nreplay:  pysvm replay {path}\ncheck:   pysvm fuzz --replay {path}\n",
-            encoding="utf-8")
+        with atomic_text(path.with_suffix(".txt")) as f:
+            f.write(f"{failure}\nreplay:  pysvm replay {path}\n"
+                    f"check:   pysvm fuzz --replay {path}\n")
         return path
 
 
@@ -210,15 +211,16 @@ def save_trace(events: list[dict[str, Any]], path: str | Path) -> Path:
     """Write events as a trace (JSON Lines, docs/trace-format.md)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events),
-                 encoding="utf-8")
+    with atomic_text(p) as f:       # never half a trace, even on Ctrl-C
+        f.write("".join(json.dumps(e, separators=(",", ":")) + "\n"
+                        for e in events))
     return p
 
 
 def load_trace(path: str | Path) -> list[dict[str, Any]]:
     """Read a trace (JSON Lines, blank lines skipped)."""
     out = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if line.strip():
             ev = json.loads(line)
             if not isinstance(ev, dict):

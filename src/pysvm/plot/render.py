@@ -4,17 +4,25 @@ Kernel: none; it draws what ``xe_vm_query_mem_range_attrs``-style queries
 (the trace ``query`` event over the whole VM) and drm_gpusvm's range list
 (the trace ``ranges`` event) report at the end of a trace or simulation.
 
-The address map has one row per attribute of ``xe_vma_mem_attr``
-(preferred location, atomic access, PAT index) with one bar per VMA, and a
-row of SVM ranges coloured by where their pages live (system memory or a
-device's VRAM; hatched when the CPU side was unmapped and the range awaits
-the garbage collector). The x axis is zoomed to where something happens
+The address map has a row of VMA kinds (BO, userptr, CPU-address mirror,
+NULL; ``struct xe_vma`` flags in drivers/gpu/drm/xe/xe_vm_types.h), one row
+per attribute of ``xe_vma_mem_attr`` (preferred location, atomic access, PAT
+index) with one bar per VMA, and a row of SVM ranges coloured by where their
+pages live (system memory or a device's VRAM; hatched when the CPU side was
+unmapped and the range awaits the garbage collector). Addresses are in hex,
+as the kernel prints them. The x axis is zoomed to where something happens
 (SVM ranges and VMAs with non-default attributes), since the mirror VMA
-spans the whole 128 TiB user address space.
+spans the whole 128 TiB user address space. When there are too many VMAs to
+separate at the figure's width (more than one per 4 pixels), a "VMAs per
+bin" row shows how many VMAs start in each pixel column, and a second map
+zooms automatically on the densest stretch of :data:`ZOOM_VMAS` VMAs (marked
+on the first).
 
-The optional timeline panel shows, per bin of events, GPU faults and
+The optional timeline panels show, per bin of events, GPU faults and
 migrations to VRAM (up) and back to system memory (down), with device
-evictions and unbinds marked.
+unbinds and module unloads marked and evictions as ticks; and, for a trace,
+the VRAM each device has allocated and the number of live pagemaps after
+every event (``struct drm_pagemap`` lifetimes, drivers/gpu/drm/drm_pagemap.c).
 
 Inputs are plain dicts as the trace engine prints them, so a picture can be
 drawn from any trace (:func:`snapshot_from_trace`) or from a simulation
@@ -24,10 +32,12 @@ result (built by the command line from a simulation) without touching model obje
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pysvm.outputs import open_text
 from pysvm.timeline import TIMELINE_COUNTERS, TimelinePoint
 from pysvm.trace.engine import Engine
 
@@ -46,6 +56,27 @@ ATOMIC_COLOURS = {0: ("undefined", "#dcdcdc"), 1: ("device", "#3a9d5d"),
 PAT_COLOURS = ("#dcdcdc", "#f2c14e", "#5fa8d3", "#f78154", "#4d9078", "#b56576",
                "#6d597a", "#355070")
 MARK_EVENTS = {"evict": "#7f7f7f", "unbind_device": "#7b2cbf", "rmmod": "#000000"}
+#: VMA kinds (the VMA kind row), in legend order.
+KIND_COLOURS = {"BO": "#c0392b", "userptr": "#16a085", "CPU mirror": "#95a5a6",
+                "NULL (sparse)": "#34495e", "other": "#555555"}
+#: How many VMAs the automatic zoom shows (the densest stretch of that many).
+ZOOM_VMAS = 120
+PAGEMAP_COLOUR = "#7b2cbf"
+
+
+def vma_kind(v: dict[str, Any]) -> str:
+    """BO, userptr, CPU mirror or NULL: what backs a VMA (xe_vma_bo(), xe_vma_is_userptr(),
+    xe_vma_is_cpu_addr_mirror(), xe_vma_is_null() in drivers/gpu/drm/xe/xe_vm.h)."""
+    flags = v.get("flags", [])
+    if "bo" in v:
+        return "BO"
+    if "userptr" in v:
+        return "userptr"
+    if "cpu_addr_mirror" in flags:
+        return "CPU mirror"
+    if "null" in flags:
+        return "NULL (sparse)"
+    return "other"
 
 
 @dataclass
@@ -61,6 +92,9 @@ class Snapshot:
     devices: list[str]
     title: str = ""
     timeline: list[TimelinePoint] = field(default_factory=list)
+    #: (event index, VRAM bytes allocated per device, live pagemaps) after each event;
+    #: filled from a trace (empty for a simulation result: no usage panel then).
+    usage: list[tuple[int, dict[str, int], int]] = field(default_factory=list)
 
 
 #: Events after which a VM may no longer answer a query: the map is taken just before them.
@@ -73,16 +107,18 @@ def _query_vm(engine: Engine, name: str) -> tuple[dict[str, Any], dict[str, Any]
 
 
 def snapshot_from_trace(path: str | Path, vm: str | None = None,
-                        timeline: bool = False, engine: Engine | None = None) -> Snapshot:
+                        timeline: bool = False, engine: Engine | None = None,
+                        progress: Callable[[int], None] | None = None) -> Snapshot:
     """Replay a trace through the engine and snapshot a VM at its end.
 
     Kernel: none.
 
     Parameters
     ----------
-    path : the trace (JSON Lines, docs/trace-format.md).
+    path : the trace (JSON Lines, docs/trace-format.md); ``-`` reads standard input.
     vm : which VM to draw; default the first one the trace creates.
-    timeline : also collect per-event fault/migration counts.
+    timeline : also collect per-event fault/migration counts, VRAM and pagemap use.
+    progress : called with the number of characters of each line read (a progress bar).
 
     If the trace ends its VMs (a ``teardown`` or ``vm_kill`` event), the map
     shows the VM as it was just before the first such event.
@@ -93,15 +129,21 @@ def snapshot_from_trace(path: str | Path, vm: str | None = None,
     """
     if engine is None:
         engine = Engine()
+    world = engine.world
+    stats = world.stats
     vms: list[str] = []
     devices: list[str] = []
     points: list[TimelinePoint] = []
-    last: dict[str, int] = {}
+    usage: list[tuple[int, dict[str, int], int]] = []
+    last = dict.fromkeys(TIMELINE_COUNTERS, 0)
     before_end: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     ended_at = ""
     i = 0
-    with open(path, encoding="utf-8") as fh:
+    prev_use: tuple[dict[str, int], int] | None = None
+    with open_text(path) as fh:
         for line in fh:
+            if progress is not None:
+                progress(len(line))
             if not line.strip():
                 continue
             try:
@@ -122,14 +164,23 @@ def snapshot_from_trace(path: str | Path, vm: str | None = None,
                 if name == "device" and isinstance(ev.get("name"), str):
                     devices.append(ev["name"])
             if timeline:
-                counts = engine.summary()
+                # The counters straight from the world's statistics: building the whole
+                # summary after every event cost more than drawing the picture.
                 pt = TimelinePoint(i=i, ev=str(out.get("ev")), result=str(out.get("result")))
                 for key in TIMELINE_COUNTERS:
-                    now = int(counts.get(key, 0))
-                    setattr(pt, key, now - last.get(key, 0))
+                    now = stats[key]
+                    setattr(pt, key, now - last[key])
                     last[key] = now
                 points.append(pt)
+                vram = {d.name: d.vram.used for d in world.devices.values()
+                        if d.vram is not None}
+                use = (vram, len(world.pagemaps_system.alive()))
+                if use != prev_use:          # keep the changes only (a step plot)
+                    usage.append((i, use[0], use[1]))
+                    prev_use = use
             i += 1
+    if timeline and usage and usage[-1][0] != i - 1 and prev_use is not None:
+        usage.append((i - 1, prev_use[0], prev_use[1]))
     if not vms:
         raise ValueError(f"{path}: the trace creates no VM (no vm_create event) to draw")
     name = vm or vms[0]
@@ -143,35 +194,39 @@ def snapshot_from_trace(path: str | Path, vm: str | None = None,
     if q.get("result") != "ok":
         raise ValueError(f"{path}: cannot query {name} at the end of the trace: "
                          f"{q.get('result')} {q.get('message', '')}".rstrip())
+    title = "<stdin>" if str(path) == "-" else Path(path).name
     return Snapshot(vm=name, vmas=list(q.get("vmas", [])), ranges=list(r.get("ranges", [])),
-                    devices=devices, title=f"{Path(path).name}: {name} {when}",
-                    timeline=points)
+                    devices=devices, title=f"{title}: {name} {when}",
+                    timeline=points, usage=usage)
 
 
 # -- drawing --------------------------------------------------------------------------------
 
 
-def _tick_step(span: int) -> int:
-    """A power-of-two step (memory sizes read best that way) giving 6-12 ticks."""
-    step = 4 * KiB
-    while span // step > 12:
-        step *= 2
-    return step
+def _size(n: int) -> str:
+    """A power-of-two-ish size as people say it: 4 KiB, 2 MiB, 1 GiB."""
+    for unit, name in ((1 << 40, "TiB"), (GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB")):
+        if n >= unit:
+            return f"{n / unit:g} {name}"
+    return f"{n} B"
 
 
 def _fmt_addr(x: float, step: int) -> str:
-    """An address tick in the largest unit that shows every tick of ``step`` exactly.
+    """An address tick in hex, as the kernel prints addresses (``0x%llx``).
 
-    >>> _fmt_addr(1.25 * MiB, 256 * KiB), _fmt_addr(3 * GiB, GiB), _fmt_addr(12 * KiB, 4 * KiB)
-    ('1.25 MiB', '3 GiB', '12 KiB')
+    Ticks are multiples of a power-of-two ``step``, so they read as round hex
+    numbers; a ``_`` separates groups of four digits in long addresses.
+
+    >>> _fmt_addr(0x40200000, 2 * MiB), _fmt_addr(0x7fff_ffff_f000, 4 * KiB)
+    ('0x4020_0000', '0x7fff_ffff_f000')
     """
-    for unit, name in ((GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB")):
-        if step >= unit // 4 or unit == KiB:
-            digits = 0
-            while digits < 2 and round(step / unit, digits) != step / unit:
-                digits += 1
-            return f"{x / unit:.{digits}f} {name}"
-    raise AssertionError("unreachable")
+    v = max(int(round(x / step)) * step, 0)
+    digits = f"{v:x}"
+    groups = []
+    while digits:
+        groups.append(digits[-4:])
+        digits = digits[:-4]
+    return "0x" + "_".join(reversed(groups)) if groups else "0x0"
 
 
 def _focus(vmas: list[dict[str, Any]], ranges: list[dict[str, Any]]) -> tuple[int, int]:
@@ -239,9 +294,12 @@ def _layout(segs: list[_Seg], lo: int, hi: int, px: float) -> tuple[bool, list[_
     Returns (separated, segments). A row with room for every bar (4 px each on
     average) draws each VMA or range with a white gap so their boundaries show.
     (Bars under 4 px get no gap, which would hide them.) A denser row
-    (thousands of small ranges) would be all gap: there, bars of one label
-    that touch are merged into one and drawn without gaps. Every bar is at
-    least one pixel wide, so a 4 KiB range still shows.
+    (thousands of small VMAs or ranges) is drawn per pixel column instead:
+    each column shows the label covering most of its bytes, and columns of
+    one label are merged into one bar without gaps - so a stretch where
+    labels alternate faster than a pixel shows their mix, not whichever label
+    happened to be drawn last. A column something covers is never empty, so
+    a lone 4 KiB range still shows.
     """
     clipped = [_Seg(max(g.start, lo), min(g.end, hi), g.label, g.colour, g.hatch)
                for g in segs if min(g.end, hi) > max(g.start, lo)]
@@ -251,56 +309,71 @@ def _layout(segs: list[_Seg], lo: int, hi: int, px: float) -> tuple[bool, list[_
         for g in clipped:
             g.end = max(g.end, int(g.start + one_px))
         return True, clipped
-    merged: list[_Seg] = []
+    import numpy as np
+
+    ncols = max(1, int(px))
+    width = (hi - lo) / ncols
+    labels: dict[str, _Seg] = {}
     for g in clipped:
-        last = merged[-1] if merged else None
-        if last is not None and last.label == g.label and last.end >= g.start:
-            last.end = max(last.end, g.end)
+        labels.setdefault(g.label, g)
+    names = list(labels)
+    index = {n: k for k, n in enumerate(names)}
+    cover = np.zeros((len(names), ncols), dtype=np.float64)
+    for g in clipped:
+        a = (g.start - lo) / width
+        b = (g.end - lo) / width
+        ca, cb = int(a), min(int(b), ncols - 1)
+        row = cover[index[g.label]]
+        if ca >= ncols:
+            continue
+        if ca == cb:
+            row[ca] += b - a
         else:
-            merged.append(g)
-    for g in merged:
-        g.end = max(g.end, int(g.start + one_px))
+            row[ca] += ca + 1 - a
+            row[ca + 1:cb] += 1.0
+            row[cb] += b - cb
+    best = cover.argmax(axis=0)
+    covered = cover.max(axis=0) > 0
+    merged: list[_Seg] = []
+    col = 0
+    while col < ncols:
+        if not covered[col]:
+            col += 1
+            continue
+        k = best[col]
+        end = col + 1
+        while end < ncols and covered[end] and best[end] == k:
+            end += 1
+        first = labels[names[k]]
+        merged.append(_Seg(int(lo + col * width), int(lo + end * width), first.label,
+                           first.colour, first.hatch))
+        col = end
     return False, merged
 
 
-def render(snap: Snapshot, out: str | Path, timeline: bool = False, dpi: int = 110) -> Path:
-    """Draw the address map (and the timeline panels) to a PNG file.
+def _zoom_window(vmas: list[dict[str, Any]], lo: int, hi: int, count: int
+                 ) -> tuple[int, int]:
+    """The narrowest address span holding ``count`` consecutive VMAs inside [lo, hi)."""
+    starts = sorted(max(int(v["addr"]), lo) for v in vmas
+                    if int(v["addr"]) < hi and int(v["addr"]) + int(v["range"]) > lo)
+    if len(starts) <= count:
+        return lo, hi
+    best = min(range(len(starts) - count), key=lambda k: starts[k + count] - starts[k])
+    a, b = starts[best], starts[best + count]
+    pad = max((b - a) // 40, 4 * KiB)
+    return max(a - pad, lo), min(b + pad, hi)
 
-    Kernel: none.
 
-    The figure is 13 x 5 inches (13 x 9 with the timeline) at ``dpi``.
-    Returns the path written. Raises ValueError when the snapshot has no VMA.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.legend import Legend
-    from matplotlib.patches import Patch
-    from matplotlib.ticker import FuncFormatter, MaxNLocator, MultipleLocator
-
-    if not snap.vmas:
-        raise ValueError(f"{snap.vm} has no VMA to draw")
-    devices = list(snap.devices)
-    home = devices[0] if devices else "device"
-    lo, hi = _focus(snap.vmas, snap.ranges)
-    span = hi - lo
-    with_tl = timeline and bool(snap.timeline)
-    ratios = [1.15, 0.42, 0.55, 0.75] if with_tl else [1.15, 0.42]
-    left, right = 0.09, 0.97
-    fig = plt.figure(figsize=(13, 9.0 if with_tl else 5.0), dpi=dpi)
-    grid = fig.add_gridspec(len(ratios), 1, height_ratios=ratios, hspace=0.45, left=left,
-                            right=right, top=0.91 if with_tl else 0.86,
-                            bottom=0.06 if with_tl else 0.07)
-    ax = fig.add_subplot(grid[0])
-    lax = fig.add_subplot(grid[1])
-    lax.axis("off")
-    rows = ["SVM ranges\n(residency)", "PAT index", "atomic access", "preferred\nlocation"]
+def _map_rows(snap: Snapshot, devices: list[str], home: str) -> tuple[list[str], list[list[_Seg]]]:
+    """The address map's rows (bottom to top) and their bars."""
+    rows = ["SVM ranges\n(residency)", "PAT index", "atomic access", "preferred\nlocation",
+            "VMA kind"]
     segs: list[list[_Seg]] = [[] for _ in rows]
-
     for v in snap.vmas:
         a, e = int(v["addr"]), int(v["addr"]) + int(v["range"])
         attrs = v.get("attrs", {})
+        kind = vma_kind(v)
+        segs[4].append(_Seg(a, e, kind, KIND_COLOURS[kind]))
         label, colour = _preferred(devices, attrs, home)
         segs[3].append(_Seg(a, e, label, colour))
         name, colour = ATOMIC_COLOURS.get(int(attrs.get("atomic", 0)),
@@ -310,29 +383,35 @@ def render(snap: Snapshot, out: str | Path, timeline: bool = False, dpi: int = 1
         dflt = int(attrs.get("default_pat_index", 0))
         segs[1].append(_Seg(a, e, f"{pat} (default)" if pat == dflt else f"{pat}",
                             PAT_COLOURS[pat % len(PAT_COLOURS)]))
-    n_vram = 0
     for r in snap.ranges:
         a, e = int(r["addr"]), int(r["addr"]) + int(r["range"])
         loc = str(r.get("location", "system"))
-        n_vram += loc != "system"
         label = "system memory" if loc == "system" else f"{loc} VRAM"
         colour = _device_colour(devices, loc)
         if r.get("unmapped"):
             segs[0].append(_Seg(a, e, f"{label}, CPU-unmapped", colour, "////"))
         else:
             segs[0].append(_Seg(a, e, label, colour))
+    return rows, segs
 
-    axis_px = 13 * dpi * (right - left)
+
+def _draw_map(ax: Any, rows: list[str], segs: list[list[_Seg]], vmas: list[dict[str, Any]],
+              lo: int, hi: int, axis_px: float, density: bool,
+              legends: list[dict[str, Any]]) -> None:
+    """Draw the rows of the address map over [lo, hi) into ``ax``; collect legend patches."""
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter, MultipleLocator
+
+    span = hi - lo
     h = 0.72
-    legends: list[dict[str, Patch]] = [{} for _ in rows]
     for row, row_segs in enumerate(segs):
         separated, drawn = _layout(row_segs, lo, hi, axis_px)
         groups: dict[str, list[_Seg]] = {}
         for g in drawn:
             groups.setdefault(g.label, []).append(g)
+        gap_px = 4 * span / axis_px
         for label, gs in groups.items():
             first = gs[0]
-            gap_px = 4 * span / axis_px
             ax.broken_barh([(g.start, g.end - g.start) for g in gs], (row - h / 2, h),
                            facecolors=first.colour, edgecolors="white",
                            linewidths=[0.6 if separated and g.end - g.start >= gap_px else 0.0
@@ -340,36 +419,128 @@ def render(snap: Snapshot, out: str | Path, timeline: bool = False, dpi: int = 1
                            hatch=first.hatch, antialiased=separated)
             legends[row][label] = Patch(facecolor=first.colour, edgecolor="#666666",
                                         linewidth=0.5, hatch=first.hatch)
-    titles = ["SVM range residency", "PAT index", "Atomic access", "Preferred location"]
-    for k, row in enumerate((3, 2, 1, 0)):
-        handles = legends[row]
-        if not handles:
-            continue
-        order = sorted(handles)
-        lg = Legend(lax, [handles[n] for n in order], order, title=titles[row], fontsize=8,
-                    title_fontsize=9, loc="upper left", frameon=False,
-                    bbox_to_anchor=(k * 0.25, 1.0), borderaxespad=0)
-        lg.set_alignment("left")
-        lax.add_artist(lg)
+    labels = list(rows)
+    if density:
+        # Aggregation: how many VMAs start in each pixel column (boundaries that a bar
+        # row cannot show at this width), as a grey strip above the map.
+        import numpy as np
+
+        nbins = max(1, int(axis_px))
+        starts = np.array([int(v["addr"]) for v in vmas
+                           if lo <= int(v["addr"]) < hi], dtype=np.float64)
+        counts, edges = np.histogram(starts, bins=nbins, range=(lo, hi))
+        y = len(rows)
+        top = max(int(counts.max()), 1) if counts.size else 1
+        from matplotlib.colors import PowerNorm
+
+        # A square-root scale: one or two VMAs per column still show against dozens.
+        ax.imshow(counts[np.newaxis, :], aspect="auto", cmap="Greys",
+                  norm=PowerNorm(0.5, vmin=0, vmax=top),
+                  extent=(lo, hi, y - h / 2, y + h / 2), interpolation="nearest")
+        labels.append(f"VMAs per bin\n(0-{top})")
     step = _tick_step(span)
-    ax.set_yticks(range(len(rows)), rows, fontsize=9)
-    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_yticks(range(len(labels)), labels, fontsize=9)
+    ax.set_ylim(-0.6, len(labels) - 0.4)
     ax.set_xlim(lo, hi)
     ax.xaxis.set_major_locator(MultipleLocator(step))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _p: _fmt_addr(x, step)))
-    ax.set_xlabel("virtual address", fontsize=9)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set_xlabel(f"virtual address (hex; a tick every {_size(step)})", fontsize=9)
     ax.grid(axis="x", color="#e6e6e6", linewidth=0.6)
     ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    ax.set_title(f"{snap.vm}: {len(snap.vmas)} VMAs, {len(snap.ranges)} SVM ranges "
-                 f"({n_vram} in VRAM)", fontsize=11, loc="left")
+
+
+def _tick_step(span: int) -> int:
+    """A power-of-two step giving at most 8 ticks (hex labels are wide)."""
+    step = 4 * KiB
+    while span // step > 8:
+        step *= 2
+    return step
+
+
+def render(snap: Snapshot, out: str | Path, timeline: bool = False, dpi: int = 110) -> Path:
+    """Draw the address map (a zoom when VMAs are dense, and the timeline panels) to a PNG.
+
+    Kernel: none.
+
+    The figure is 13 inches wide; 5 inches high, plus 2.6 for a zoom and 4.5
+    (6 with VRAM/pagemap use) for the timeline, at ``dpi``. Returns the path
+    written. Raises ValueError when the snapshot has no VMA.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.legend import Legend
+    from matplotlib.patches import Rectangle
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    if not snap.vmas:
+        raise ValueError(f"{snap.vm} has no VMA to draw")
+    devices = list(snap.devices)
+    home = devices[0] if devices else "device"
+    lo, hi = _focus(snap.vmas, snap.ranges)
+    left, right = 0.10, 0.97
+    axis_px = 13 * dpi * (right - left)
+    in_window = sum(1 for v in snap.vmas
+                    if int(v["addr"]) < hi and int(v["addr"]) + int(v["range"]) > lo)
+    dense = in_window * 4 > axis_px
+    with_tl = timeline and bool(snap.timeline)
+    with_use = with_tl and bool(snap.usage)
+    ratios = [1.3, 0.42]
+    if dense:
+        ratios.append(1.1)
+    if with_tl:
+        ratios += [0.55, 0.75] + ([0.6] if with_use else [])
+    height = 5.0 + (2.6 if dense else 0) + ((6.0 if with_use else 4.5) if with_tl else 0)
+    fig = plt.figure(figsize=(13, height), dpi=dpi)
+    grid = fig.add_gridspec(len(ratios), 1, height_ratios=ratios, hspace=0.55, left=left,
+                            right=right, top=1 - 0.8 / height, bottom=0.45 / height)
+    ax = fig.add_subplot(grid[0])
+    lax = fig.add_subplot(grid[1])
+    lax.axis("off")
+    rows, segs = _map_rows(snap, devices, home)
+    legends: list[dict[str, Any]] = [{} for _ in rows]
+    _draw_map(ax, rows, segs, snap.vmas, lo, hi, axis_px, dense, legends)
+    n_vram = sum(1 for r in snap.ranges if str(r.get("location", "system")) != "system")
+    ax.set_title(f"{snap.vm}: {len(snap.vmas):,} VMAs, {len(snap.ranges):,} SVM ranges "
+                 f"({n_vram:,} in VRAM)" + (f"; {in_window:,} VMAs here are too many to "
+                                           "separate: see the zoom below" if dense else ""),
+                 fontsize=11, loc="left")
+    nxt = 2
+    if dense:
+        zlo, zhi = _zoom_window(snap.vmas, lo, hi, ZOOM_VMAS)
+        zx = fig.add_subplot(grid[nxt])
+        nxt += 1
+        _draw_map(zx, rows, segs, snap.vmas, zlo, zhi, axis_px, False, legends)
+        n_z = sum(1 for v in snap.vmas if zlo <= int(v["addr"]) < zhi)
+        zx.set_title(f"zoom: the densest stretch, {n_z} VMAs in {_size(zhi - zlo)} "
+                     f"({_fmt_addr(zlo, 1)}-{_fmt_addr(zhi, 1)}; boxed above)",
+                     fontsize=10, loc="left")
+        ax.add_patch(Rectangle((zlo, -0.55), max(zhi - zlo, (hi - lo) / axis_px * 3),
+                               len(rows) + 0.1, fill=False, edgecolor="#d1495b",
+                               linewidth=1.2, zorder=5))
+    titles = ["SVM range residency", "PAT index", "Atomic access", "Preferred location",
+              "VMA kind"]
+    for k, row in enumerate((4, 3, 2, 1, 0)):
+        handles = legends[row]
+        if not handles:
+            continue
+        order = ([n for n in KIND_COLOURS if n in handles] if row == 4 else sorted(handles))
+        lg = Legend(lax, [handles[n] for n in order], order, title=titles[row], fontsize=8,
+                    title_fontsize=9, loc="upper left", frameon=False,
+                    bbox_to_anchor=(k * 0.2, 1.0), borderaxespad=0)
+        lg.set_alignment("left")
+        lax.add_artist(lg)
     if snap.title:
         fig.suptitle(snap.title, fontsize=9, x=left, ha="left", color="#555555")
 
     if with_tl:
-        fx = fig.add_subplot(grid[2])
-        mx = fig.add_subplot(grid[3], sharex=fx)
+        fx = fig.add_subplot(grid[nxt])
+        mx = fig.add_subplot(grid[nxt + 1], sharex=fx)
+        panels = [fx, mx]
         pts = snap.timeline
         centres, sums = _bin(pts, 160)
         width = centres[1] - centres[0] if len(centres) > 1 else 1.0
@@ -382,32 +553,67 @@ def render(snap: Snapshot, out: str | Path, timeline: bool = False, dpi: int = 1
         mx.bar(centres, [-x for x in sums["migrations_to_system"]], width=width,
                color=SYSTEM_COLOUR, label="to system memory")
         mx.axhline(0, color="#444444", linewidth=0.6)
-        for tx in (fx, mx):
+        evicts = [p.i for p in pts if p.ev == "evict"]
+        if evicts:
+            # Evictions can be hundreds: ticks along the top of the faults panel, not lines.
+            fx.plot(evicts, [1.0] * len(evicts), "|", transform=fx.get_xaxis_transform(),
+                    color=MARK_EVENTS["evict"], markersize=7, clip_on=False,
+                    label=f"evict event ({len(evicts)})")
+        if with_use:
+            ux = fig.add_subplot(grid[nxt + 2], sharex=fx)
+            panels.append(ux)
+            xs = [u[0] for u in snap.usage]
+            names = sorted({d for u in snap.usage for d in u[1]},
+                           key=lambda d: (d not in devices, devices.index(d)
+                                          if d in devices else 0, d))
+            for d in names:
+                ux.step(xs, [u[1].get(d, 0) / MiB for u in snap.usage], where="post",
+                        color=_device_colour(devices, d), linewidth=1.2,
+                        label=f"{d} VRAM allocated (MiB)")
+            px = ux.twinx()
+            px.step(xs, [u[2] for u in snap.usage], where="post", color=PAGEMAP_COLOUR,
+                    linewidth=1.0, linestyle="--", label="live pagemaps (right)")
+            px.yaxis.set_major_locator(MaxNLocator(3, integer=True))
+            px.tick_params(labelsize=8)
+            px.set_ylabel("pagemaps", fontsize=9, color=PAGEMAP_COLOUR)
+            px.set_ylim(bottom=0)
+            px.spines["top"].set_visible(False)
+            ux.set_ylim(bottom=0)
+            ux.set_ylabel("VRAM\nMiB", fontsize=9)
+            ux.set_title("VRAM allocated per device, and live pagemaps", fontsize=11,
+                         loc="left")
+            h1, l1 = ux.get_legend_handles_labels()
+            h2, l2 = px.get_legend_handles_labels()
+            ux.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower right",
+                      bbox_to_anchor=(1.0, 1.0), frameon=False, ncol=4, borderaxespad=0.2)
+        for tx in panels:
             seen: set[str] = set()
             for p in pts:
-                if p.ev in MARK_EVENTS:
+                if p.ev in MARK_EVENTS and p.ev != "evict":
                     # Device events are labelled once, in the faults panel's legend.
-                    tx.axvline(p.i, color=MARK_EVENTS[p.ev], linewidth=0.9,
-                               alpha=0.6 if p.ev == "evict" else 0.9,
-                               linestyle="--" if p.ev == "evict" else "-",
-                               label=None if p.ev in seen or tx is mx else f"{p.ev} event",
+                    tx.axvline(p.i, color=MARK_EVENTS[p.ev], linewidth=0.9, alpha=0.9,
+                               label=None if p.ev in seen or tx is not fx else f"{p.ev} event",
                                zorder=0)
                     seen.add(p.ev)
             tx.grid(axis="y", color="#e6e6e6", linewidth=0.6)
             tx.set_axisbelow(True)
-            tx.yaxis.set_major_locator(MaxNLocator(4, integer=True))
-            tx.yaxis.set_major_formatter(FuncFormatter(lambda y, _p: f"{abs(y):,.0f}"))
+            if tx is not panels[-1] or not with_use:
+                tx.yaxis.set_major_locator(MaxNLocator(4, integer=True))
+                tx.yaxis.set_major_formatter(FuncFormatter(lambda y, _p: f"{abs(y):,.0f}"))
             tx.tick_params(labelsize=8)
             for side in ("top", "right"):
                 tx.spines[side].set_visible(False)
-            tx.legend(fontsize=8, loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False,
-                      ncol=4, borderaxespad=0.2)
+            if tx is not panels[-1] or not with_use:
+                tx.legend(fontsize=8, loc="lower right", bbox_to_anchor=(1.0, 1.0),
+                          frameon=False, ncol=4, borderaxespad=0.2)
         fx.set_xlim(0, pts[-1].i + 1)
-        fx.tick_params(labelbottom=False)
+        for tx in panels[:-1]:
+            tx.tick_params(labelbottom=False)
         fx.set_ylabel("faults\nper bin", fontsize=9)
         mx.set_ylabel("migrations\nper bin", fontsize=9)
-        mx.set_xlabel("event index" + (f" (each bar sums {int(width)} events)" if width > 1
-                                       else " (one bar per event)"), fontsize=9)
+        panels[-1].set_xlabel("event index" + (f" (each bar sums {int(width)} events)"
+                                               if width > 1 else " (one bar per event)"),
+                              fontsize=9)
         fx.set_title("GPU faults over the run", fontsize=11, loc="left")
         mx.set_title("Migrations: to VRAM above the line, to system memory below", fontsize=11,
                      loc="left")

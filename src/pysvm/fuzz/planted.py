@@ -1,0 +1,80 @@
+"""Known bugs the fuzzer must find: planted into the model to test the harness itself.
+
+Kernel: none (test infrastructure). Each bug is a realistic mistake in a
+function that models the kernel, named after the kernel function it breaks:
+
+* ``gc-skips-set_default_attr`` - the garbage collector never resets the
+  attributes of the span a collected range covered
+  (drivers/gpu/drm/xe/xe_svm.c, ``xe_svm_range_set_default_attr()``);
+* ``eviction-loses-a-value`` - moving device pages back to system memory
+  zeroes the first page it moves (``drm_pagemap_evict_to_ram()`` path);
+* ``get_pages-drops-a-page`` - ``drm_gpusvm_get_pages()`` records a copy of
+  the last page instead of the CPU's page.
+
+:func:`planted` applies one for the duration of a ``with`` block and restores
+the model afterwards. It patches module attributes of this process, so a
+campaign applies it in each worker (``pysvm fuzz --plant BUG``): that is how a
+campaign on a process pool or a Ray cluster is tested end to end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pysvm.drm.gpusvm import GpuSvm, GpuSvmCtx, SvmRange
+from pysvm.mm.mmap import Mm, Page
+from pysvm.xe import garbage_collector
+from pysvm.xe import vram as _vram
+
+__all__ = ["PLANTED", "planted"]
+
+
+def _patches(which: str) -> list[tuple[Any, str, Any]]:
+    """(object, attribute, replacement) for the planted bug ``which``."""
+    if which == "gc-skips-set_default_attr":
+        def no_reset(svm: Any, start: int, end: int) -> int:
+            return 0
+        return [(garbage_collector, "set_default_attr", no_reset)]
+    if which == "eviction-loses-a-value":
+        orig_move: Callable[..., int] = _vram._move_to_system
+
+        def move(mm: Mm, alloc: Any, addrs: list[int]) -> int:
+            n = orig_move(mm, alloc, addrs)
+            if addrs:
+                page = mm.page_at(min(addrs))
+                if page is not None:
+                    page.value = 0
+            return n
+        return [(_vram, "_move_to_system", move)]
+    if which == "get_pages-drops-a-page":
+        orig_get = GpuSvm.range_get_pages
+
+        def get_pages(self: GpuSvm, rng: SvmRange, ctx: GpuSvmCtx) -> None:
+            orig_get(self, rng, ctx)
+            if rng.pages is not None and len(rng.pages) > 1:
+                rng.pages[-1] = Page(rng.pages[-1].value)
+        return [(GpuSvm, "range_get_pages", get_pages)]
+    raise ValueError(f"unknown planted bug {which!r}; choose one of {', '.join(PLANTED)}")
+
+
+#: The planted bugs by name.
+PLANTED = ("gc-skips-set_default_attr", "eviction-loses-a-value", "get_pages-drops-a-page")
+
+
+@contextlib.contextmanager
+def planted(which: str | None) -> Iterator[None]:
+    """Run the block with the planted bug ``which`` (None: the model as it is)."""
+    if which is None:
+        yield
+        return
+    patches = _patches(which)
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
+    try:
+        for obj, name, new in patches:
+            setattr(obj, name, new)
+        yield
+    finally:
+        for obj, name, old in saved:
+            setattr(obj, name, old)
