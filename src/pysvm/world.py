@@ -251,7 +251,7 @@ class World:
 
     def _ev_config(self, ev: S.ConfigEvent) -> Result:
         name = ev.profile
-        if name != self.profile.name and (self.devices or self.vms):
+        if get_profile(name) is not self.profile and (self.devices or self.vms):
             raise XeError(errno.EBUSY, "config: the profile can only change before the first "
                           "device")
         self.profile = get_profile(name)

@@ -142,7 +142,7 @@ BAD: list[tuple[str, str]] = [
     ('{"ev":"bo_create","bo":"b","device":"g","size":4096,"placement":["lmem"]}',
      "bo_create: unknown placement 'lmem'; use ['vram', 'system']"),
     ('{"ev":"config","profile":"6.19"}',
-     "field \"profile\" = '6.19': expected one of ['6.18', 'newest']"),
+     "field \"profile\" = '6.19': expected one of ['6.18', '7.0', 'newest']"),
     ('{"ev":"gpu_access","vm":"v","addr":0,"size":4096,"op":"exec"}',
      "field \"op\" = 'exec': expected one of ['read', 'write', 'atomic']"),
     ('{"ev":"prefetch","vm":"v","addr":0,"range":4096,"region":"lmem"}',

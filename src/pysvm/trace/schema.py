@@ -52,7 +52,7 @@ U64 = Annotated[int, Meta(ge=0, extra_json_schema={"maximum": U64_MAX})]
 
 
 #: Choices, in the order the refusal messages list them.
-PROFILES = ("6.18", "newest")
+PROFILES = ("6.18", "7.0", "newest")
 PLACEMENTS = ("vram", "system")
 BIND_OPS = ("map", "unmap", "map_userptr")
 BIND_FLAGS = ("autoreset", "cpu_addr_mirror", "dumpable", "immediate", "null", "read_only")
@@ -64,7 +64,7 @@ NOTIFY_EVENTS = ("clear", "protection_vma", "protection_page", "soft_dirty", "mi
 INJECTION_POINTS = ("fault.start", "fault.after_find_range", "fault.after_migrate",
                     "fault.after_get_pages", "fault.before_bind")
 
-Profile = Literal["6.18", "newest"]
+Profile = Literal["6.18", "7.0", "newest"]
 Placement = Literal["vram", "system"]
 BindOp = Literal["map", "unmap", "map_userptr"]
 BindFlagName = Literal["autoreset", "cpu_addr_mirror", "dumpable", "immediate", "null",
@@ -106,9 +106,11 @@ class ConfigEvent(Event, tag="config"):
     """
 
     kernel: ClassVar[str] = (
-        "No kernel counterpart: a model setting. 6.18 follows Linux v6.18; newest follows the "
-        "newest Xe driver (madvise autoreset, neighbour absorption on CPU-mirror binds, "
-        "multi-device pagemaps, purgeable-state madvise).")
+        "No kernel counterpart: a model setting. 6.18 follows Linux v6.18 (except the "
+        "autoreset rule, still 6.18-rc1's); 7.0 follows mainline as stored (madvise "
+        "autoreset, neighbour absorption on CPU-mirror binds, multi-device pagemaps, "
+        "purgeable-state madvise); newest is an alias of the newest modelled release (7.0). "
+        "docs/profiles.md lists every difference with its kernel function.")
     errors = (_EINVAL_FIELDS,
               ("EBUSY", "the profile changes after the first device or VM was created"))
     result = R.ConfigResult

@@ -31,6 +31,9 @@ class Bo:
     #: number of CPU-mapping zaps (ttm_bo_unmap_virtual) madvise issued
     cpu_unmaps: int = 0
     extra: dict[str, object] = field(default_factory=dict)
+    #: where the BO lives now: ``"vram"`` or ``"system"``; None = its first placement.
+    #: Changed by xe_bo_migrate() (PREFETCH of a BO VMA, a fault needing VRAM).
+    resident: str | None = None
 
     @property
     def flag_system(self) -> bool:
@@ -44,5 +47,6 @@ class Bo:
 
     @property
     def is_vram(self) -> bool:
-        """Currently resident in VRAM (first placement). Kernel: xe_bo_is_vram()."""
-        return self.placements[0] == "vram" and self.device.discrete
+        """Currently resident in VRAM (first placement until migrated). Kernel: xe_bo_is_vram()."""
+        where = self.resident if self.resident is not None else self.placements[0]
+        return where == "vram" and self.device.discrete

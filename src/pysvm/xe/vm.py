@@ -123,6 +123,15 @@ class Vm:
         va = self.gpuvm.find_first(addr, PAGE_SIZE)
         return None if va is None else self._vmas.get(va.addr)
 
+    def vma_at(self, addr: int) -> Vma | None:
+        """The VMA containing ``addr`` as the GPU's page tables see it: no last-fault
+        cache and no closed/banned test (a killed VM's page tables stay).
+
+        Kernel: none (the hardware walks the page tables; only a fault asks the
+        driver, through :meth:`find_vma_by_addr`)."""
+        va = self.gpuvm.find_first(addr, 1)
+        return None if va is None else self._vmas.get(va.addr)
+
     def query(self, start: int, range: int) -> list[Vma]:  # noqa: A002
         """VMAs the kernel's memory-range-attribute query reports, in address order.
 
@@ -381,7 +390,10 @@ class Vm:
         """Split VMAs at start and start+range; pieces keep their VMA's attrs.
 
         BO-backed VMAs are not split. SVM ranges in a cut-out part are
-        unmapped at once (xe_svm_unmap_address_range).
+        unmapped at once (xe_svm_unmap_address_range). Splitting a userptr VMA
+        fails with EFAULT and changes nothing: drm_gpuvm_madvise_ops_create()'s
+        MAP op has no gem.offset, so new_vma() pins the userptr at CPU address 0
+        and xe_vm_alloc_vma() unwinds.
         Kernel: xe_vm_alloc_madvise_vma() -> xe_vm_alloc_vma(is_madvise=true).
         """
         ops = self._ops(lambda: self.gpuvm.madvise_ops_create(start, range))
@@ -394,6 +406,13 @@ class Vm:
             elif d["op"] == "map":
                 if cut is None:
                     raise RuntimeError("madvise op list: MAP without a preceding REMAP")
+                if cut.is_userptr():
+                    # the madvise MAP carries only the VA (gem.offset 0), so new_vma()
+                    # creates a userptr VMA at CPU address 0 whose pin fails
+                    self._discard(parsed)
+                    raise XeError(errno.EFAULT, f"madvise [{start:#x}, +{range:#x}) splits "
+                                  f"userptr VMA {cut.start:#x}: the new piece would pin CPU "
+                                  "address 0 (EFAULT), the split is unwound")
                 v = Vma(self, d["addr"], d["range"], None, d["offset"],
                         VmaFlag(cut.flags & CREATE_MASK), cut.attr.copy(), userptr=cut.userptr)
                 v.tile_present = cut.tile_present

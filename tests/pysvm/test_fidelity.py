@@ -1,0 +1,109 @@
+"""Regression tests for the model's kernel divergences fixed for issue 14 (prefetch of
+CPU-mirror and BO VMAs, userptr VMAs, the BO atomic check, killed VMs). Each test names
+the kernel function whose behaviour it pins down."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from pysvm import World, XeError
+
+K = 4096
+M = 1 << 20
+BUF = 0x40000000
+
+
+def _world(profile: str = "6.18", vram_mib: int = 64) -> World:
+    w = World(profile)
+    w.device(name="gpu0", vram_mib=vram_mib)
+    w.vm_create(vm="vm0", device="gpu0", fault_mode=True)
+    return w
+
+
+def _mirror(w: World, addr: int = BUF, size: int = 4 * M) -> None:
+    w.bind(vm="vm0", op="map", addr=addr, range=size, flags=["cpu_addr_mirror"])
+
+
+def _errno(fn: object, **kw: object) -> int:
+    with pytest.raises(XeError) as ei:
+        fn(**kw)  # type: ignore[operator]
+    assert ei.value.errno is not None
+    return ei.value.errno
+
+
+# -- PREFETCH (xe_vm.c vm_bind_ioctl_ops_create, prefetch_ranges, xe_vm_bind_ioctl) ----
+
+@pytest.mark.parametrize("profile", ["6.18", "7.0"])
+def test_prefetch_skips_a_hole_in_the_cpu_mapping(profile: str) -> None:
+    # xe_svm_range_find_or_insert() -ENOENT -> xe_svm_find_vma_start(): continue at the
+    # next CPU VMA of the window
+    w = _world(profile)
+    _mirror(w)
+    w.mmap(addr=BUF, size=64 * 1024)
+    w.mmap(addr=BUF + 128 * 1024, size=64 * 1024)
+    out = w.prefetch(vm="vm0", addr=BUF, range=256 * 1024, region="vram")
+    assert out["ranges_bound"] == 2
+    assert [(r["addr"], r["location"]) for r in w.ranges(vm="vm0")["ranges"]] == [
+        (BUF, "gpu0"), (BUF + 128 * 1024, "gpu0")]
+    assert w.gpu_access(vm="vm0", addr=BUF + 128 * 1024, size=K, op="read")["faults"] == 0
+
+
+def test_prefetch_without_any_cpu_mapping_is_zero_and_does_nothing() -> None:
+    # xe_svm_find_vma_start() == ULONG_MAX: no range, ops_execute -ENODATA -> 0
+    w = _world()
+    _mirror(w)
+    assert w.prefetch(vm="vm0", addr=BUF, range=M, region="vram") == {"ranges_bound": 0}
+    assert w.ranges(vm="vm0")["ranges"] == []
+
+
+def test_prefetch_vram_failure_is_zero_and_leaves_the_range_unpopulated() -> None:
+    # prefetch_ranges(): xe_svm_alloc_vram() fails -> -ENODATA; xe_vm_bind_ioctl() skips
+    # the unwind and returns 0
+    w = _world(vram_mib=1)
+    _mirror(w)
+    w.mmap(addr=BUF, size=4 * M)
+    w.cpu_write(addr=BUF, size=K, value=5)
+    out = w.prefetch(vm="vm0", addr=BUF, range=4 * M, region="vram")
+    assert out == {"ranges_bound": 0}
+    assert w.summary()["prefetch_enodata"] == 1
+    assert all(r["location"] != "gpu0" for r in w.ranges(vm="vm0")["ranges"])
+    # not bound: the next GPU read faults once and is served
+    out = w.gpu_access(vm="vm0", addr=BUF, size=K, op="read")
+    assert out["faults"] == 1 and out["data"] == [5]
+
+
+def test_prefetch_past_the_vm_end_is_einval_after_the_killed_check() -> None:
+    # xe_vm_bind_ioctl(): range > vm->size || addr > vm->size - range -> EINVAL
+    w = _world()
+    size = 1 << 48
+    assert _errno(w.prefetch, vm="vm0", addr=size - M, range=2 * M, region="system") \
+        == errno.EINVAL
+    w.vm_kill(vm="vm0")
+    assert _errno(w.prefetch, vm="vm0", addr=size - M, range=2 * M, region="system") \
+        == errno.ENOENT
+
+
+def test_prefetch_region_is_checked_before_the_killed_vm() -> None:
+    # vm_bind_ioctl_check_args(): the region must be in mem_region_mask, before the
+    # closed/banned test of xe_vm_bind_ioctl()
+    w = World()
+    w.device(name="igpu", discrete=False)
+    w.vm_create(vm="vm0", device="igpu", fault_mode=True)
+    w.vm_kill(vm="vm0")
+    assert _errno(w.prefetch, vm="vm0", addr=BUF, range=M, region="vram") == errno.EINVAL
+
+
+def test_prefetch_of_a_bo_vma_migrates_the_bo() -> None:
+    # op_lock_and_prep() DRM_GPUVA_OP_PREFETCH -> xe_bo_migrate(); not EINVAL
+    w = _world()
+    w.bo_create(bo="b", device="gpu0", size=M, placement=["system", "vram"])
+    w.bind(vm="vm0", op="map", addr=BUF, range=M, bo="b")
+    assert not w.bos["b"].is_vram
+    w.prefetch(vm="vm0", addr=BUF, range=M, region="vram")
+    assert w.bos["b"].is_vram
+    assert w.gpu_access(vm="vm0", addr=BUF, size=K, op="read")["faults"] == 0
+    w.bo_create(bo="s", device="gpu0", size=M, placement=["system"])
+    w.bind(vm="vm0", op="map", addr=BUF + M, range=M, bo="s")
+    assert _errno(w.prefetch, vm="vm0", addr=BUF + M, range=M, region="vram") == errno.EINVAL
