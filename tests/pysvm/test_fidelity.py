@@ -107,3 +107,24 @@ def test_prefetch_of_a_bo_vma_migrates_the_bo() -> None:
     w.bo_create(bo="s", device="gpu0", size=M, placement=["system"])
     w.bind(vm="vm0", op="map", addr=BUF + M, range=M, bo="s")
     assert _errno(w.prefetch, vm="vm0", addr=BUF + M, range=M, region="vram") == errno.EINVAL
+
+
+# -- owner groups (xe_svm_init, xe_madvise_details_init) ------------------------------------
+
+def test_nonfault_vm_preferred_loc_naming_any_vram_is_enolink() -> None:
+    # xe_svm_init() joins vm->svm.peer to the owner list only for fault-mode VMs; the
+    # madvise owner check in xe_madvise_details_init() then fails for every device
+    # pagemap, the VM's own device's included
+    w = World("7.0")
+    w.device(name="gpu0", vram_mib=64)
+    w.vm_create(vm="nf", device="gpu0")
+    w.bo_create(bo="b", device="gpu0", size=M)
+    w.bind(vm="nf", op="map", addr=BUF, range=M, bo="b")
+    assert _errno(w.madvise, vm="nf", addr=BUF, range=M, type="preferred_loc",
+                  devmem_fd="gpu0") == errno.ENOLINK
+    assert w.query(vm="nf")["vmas"][0]["attrs"]["devmem_fd"] == 0      # unchanged
+    # the same request from a fault-mode VM of that device succeeds
+    w.vm_create(vm="f", device="gpu0", fault_mode=True)
+    w.bind(vm="f", op="map", addr=BUF, range=M, flags=["cpu_addr_mirror"])
+    w.madvise(vm="f", addr=BUF, range=M, type="preferred_loc", devmem_fd="gpu0")
+    assert w.query(vm="f")["vmas"][0]["attrs"]["devmem_fd"] == "gpu0"

@@ -148,6 +148,11 @@ def _resolve_pagemap(vm: Vm, a: MadviseArgs) -> tuple[Device | None, DevicePagem
     theirs = pm.owner if pm is not None else None
     same = (mine is theirs) if (mine is not None and theirs is not None) else host.linked(
         own.name, dev.name)
+    # Only a fault-mode VM joins an owner group (xe_svm_init() calls
+    # drm_pagemap_acquire_owner() in its XE_VM_FLAG_FAULT_MODE branch); a non-fault VM's
+    # vm->svm.peer.owner stays NULL, which no device pagemap's owner equals.
+    if not vm.fault_mode:
+        same = False
     if not same:
         # The kernel decides this only after xe_devmem_open() found or created the
         # target pagemap, and then drops that reference: a refused call can leave an
@@ -155,8 +160,10 @@ def _resolve_pagemap(vm: Vm, a: MadviseArgs) -> tuple[Device | None, DevicePagem
         if pm is not None:
             pm.get()
             pm.put()
+        why = (f"VM {vm.name} is not in fault mode, so it joined no owner group"
+               if not vm.fault_mode else "no interconnect")
         raise XeError(errno.ENOLINK, f"madvise: {dev.name}'s VRAM is not in {own.name}'s "
-                      "pagemap owner group (no interconnect)")
+                      f"pagemap owner group ({why})")
     return dev, pm
 
 
