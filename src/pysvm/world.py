@@ -43,7 +43,7 @@ from pysvm.trace import schema as S
 from pysvm.trace.results import SUMMARY_KEYS
 from pysvm.trace.schema import Event, TraceDecodeError, convert, decode_object
 from pysvm.xe.attr import BindFlag, MemRangeAttr
-from pysvm.xe.bo import Bo
+from pysvm.xe.bo import PURGE_DONTNEED, PURGE_PURGED, Bo
 from pysvm.xe.device import Device
 from pysvm.xe.host import INJECTION_POINTS
 from pysvm.xe.lifetime import check_pagemap_invariants, teardown
@@ -52,7 +52,7 @@ from pysvm.xe.pagemap import PagemapSystem, attach_device, svm_get_pagemaps
 from pysvm.xe.profile import Profile, get_profile
 from pysvm.xe.svm import Svm
 from pysvm.xe.vm import DEFAULT_VA_BITS, Vm
-from pysvm.xe.vm_madvise import MadviseArgs, madvise
+from pysvm.xe.vm_madvise import MadviseArgs, madvise, purgeable_retained
 from pysvm.xe.vma import Vma
 
 __all__ = ["World", "SUMMARY_KEYS", "EVENTS", "U64_MAX"]
@@ -388,7 +388,10 @@ class World:
             migration_policy=ev.migration_policy, region_instance=region, val=ev.val,
             pad=ev.pad, union_reserved=ev.union_reserved,
             reserved=(ev.reserved[0], ev.reserved[1]))
-        return {"invalidated": madvise(vm, args)}
+        out: Result = {"invalidated": madvise(vm, args)}
+        if typ == MemRangeAttr.PURGEABLE_STATE and ev.union_reserved:
+            out["retained"] = purgeable_retained(vm, ev.addr, ev.addr + ev.range)
+        return out
 
     def query(self, *, vm: str, addr: int = 0, range: int | None = None,
               **unknown: object) -> Result:  # noqa: A002
@@ -417,6 +420,10 @@ class World:
             out["offset"] = v.offset
         elif v.is_userptr():
             out["userptr"] = v.offset
+        if v.bo is not None and v.bo.purge_state == PURGE_PURGED:
+            out["purgeable"] = "purged"
+        elif v.purgeable:
+            out["purgeable"] = "dontneed"
         return out
 
     def vm_kill(self, *, vm: str,
@@ -676,6 +683,35 @@ class World:
         return {"leftovers": teardown(self.pagemaps_system, self.devices, self.vms,
                                       self.run_deferred)}
 
+    def bo_purge(self, *, bo: str,
+                 **unknown: object) -> Result:
+        """The shrinker purges DONTNEED BO ``bo`` now (7.0); the result counts the VMAs
+        whose GPU mappings were ``zapped``. Kernel: xe_bo_shrink() purge ->
+        xe_bo_move_notify()."""
+        return self.apply("bo_purge", {"bo": bo, **unknown})
+
+    def _ev_bo_purge(self, ev: S.BoPurgeEvent) -> Result:
+        if not self.profile.purgeable_type:
+            raise XeError(errno.EINVAL, f"bo_purge: kernel {self.profile.name} has no "
+                          "purgeable BOs")
+        b = self.bos.get(ev.bo)
+        if b is None:
+            raise XeError(errno.ENOENT, f"bo_purge: no BO named {ev.bo!r}")
+        if b.purge_state != PURGE_DONTNEED:
+            raise XeError(errno.EBUSY, f"bo_purge: BO {b.name} is not DONTNEED")
+        b.purge_state = PURGE_PURGED
+        zapped = 0
+        for vm in self.vms.values():
+            for v in vm:
+                if v.bo is b and v.tile_present & ~v.tile_invalidated:
+                    v.tile_invalidated |= v.tile_present
+                    zapped += 1
+        for svm in self.svms():
+            for key in [k for k in svm.bo_data if k[0] == b.name]:
+                del svm.bo_data[key]
+        self.stats["bos_purged"] += 1
+        return {"zapped": zapped}
+
 
 def _given(value: int | UnsetType, default: int) -> int:
     """An optional field's value, ``default`` when the event left it out."""
@@ -704,7 +740,7 @@ _HANDLERS: dict[type[Event], _Handler] = {
     S.InjectEvent: World._ev_inject, S.LinkEvent: World._ev_link,
     S.UnbindDeviceEvent: World._ev_unbind_device, S.RmmodEvent: World._ev_rmmod,
     S.RunWorkersEvent: World._ev_run_workers, S.PagemapsEvent: World._ev_pagemaps,
-    S.TeardownEvent: World._ev_teardown,
+    S.TeardownEvent: World._ev_teardown, S.BoPurgeEvent: World._ev_bo_purge,
 }
 
 #: Every trace event name (each is a :class:`World` method of the same name).

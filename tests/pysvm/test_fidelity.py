@@ -128,3 +128,65 @@ def test_nonfault_vm_preferred_loc_naming_any_vram_is_enolink() -> None:
     w.bind(vm="f", op="map", addr=BUF, range=M, flags=["cpu_addr_mirror"])
     w.madvise(vm="f", addr=BUF, range=M, type="preferred_loc", devmem_fd="gpu0")
     assert w.query(vm="f")["vmas"][0]["attrs"]["devmem_fd"] == "gpu0"
+
+
+# -- purgeable BOs (7.0 xe_vm_madvise.c madvise_purgeable, xe_vma_create,
+#    xe_pagefault_begin, vma_lock_and_validate) ----------------------------------------
+
+def _purge_world() -> World:
+    w = World("7.0")
+    w.device(name="gpu0", vram_mib=64)
+    w.vm_create(vm="a", device="gpu0", fault_mode=True)
+    w.vm_create(vm="b", device="gpu0", fault_mode=True)
+    w.bo_create(bo="p", device="gpu0", size=M)
+    w.bind(vm="a", op="map", addr=BUF, range=M, bo="p")
+    w.bind(vm="b", op="map", addr=BUF, range=M, bo="p")
+    return w
+
+
+def test_purgeable_state_is_per_vma_and_the_bo_follows_all_vms() -> None:
+    w = _purge_world()
+    bo = w.bos["p"]
+    out = w.madvise(vm="a", addr=BUF, range=M, type="purgeable_state", val=1,
+                    union_reserved=0x1000)
+    assert out == {"invalidated": [], "retained": 1}
+    assert bo.purge_state == 0                 # VM b's VMA still WILLNEED
+    assert w.query(vm="a")["vmas"][0]["purgeable"] == "dontneed"
+    assert "purgeable" not in w.query(vm="b")["vmas"][0]
+    w.madvise(vm="b", addr=BUF, range=M, type="purgeable_state", val=1)
+    assert bo.purge_state == 1                 # willneed count 1 -> 0 with VMAs left
+    # a new VMA on a DONTNEED BO: xe_vma_create() EBUSY; nothing changes
+    assert _errno(w.bind, vm="a", op="map", addr=BUF + M, range=M, bo="p") == errno.EBUSY
+    assert len(w.query(vm="a")["vmas"]) == 1
+    # a GPU fault on it: xe_pagefault_begin() EACCES
+    assert _errno(w.gpu_access, vm="a", addr=BUF, size=K, op="read") == errno.EACCES
+    # PREFETCH of it: vma_lock_and_validate() check_purged EBUSY
+    assert _errno(w.prefetch, vm="a", addr=BUF, range=M, region="system") == errno.EBUSY
+    # WILLNEED again on one VMA: count 0 -> 1, the BO is WILLNEED
+    w.madvise(vm="a", addr=BUF, range=M, type="purgeable_state", val=0)
+    assert bo.purge_state == 0
+    assert w.gpu_access(vm="a", addr=BUF, size=K, op="read")["data"] == [0]
+
+
+def test_purged_bo_is_terminal_and_retained_reports_it() -> None:
+    w = _purge_world()
+    w.gpu_access(vm="a", addr=BUF, size=K, op="write", value=8)
+    assert _errno(w.bo_purge, bo="p") == errno.EBUSY          # not DONTNEED
+    for vm in ("a", "b"):
+        w.madvise(vm=vm, addr=BUF, range=M, type="purgeable_state", val=1)
+    assert w.bo_purge(bo="p") == {"zapped": 1}                # only VM a had it mapped
+    assert _errno(w.gpu_access, vm="a", addr=BUF, size=K, op="read") == errno.EACCES
+    out = w.madvise(vm="a", addr=BUF, range=M, type="purgeable_state", val=0,
+                    union_reserved=0x1000)
+    assert out["retained"] == 0
+    assert w.bos["p"].purge_state == 2                        # WILLNEED does not revive it
+    assert _errno(w.bind, vm="a", op="map", addr=BUF + M, range=M, bo="p") == errno.EINVAL
+    assert w.query(vm="b")["vmas"][0]["purgeable"] == "purged"
+
+
+def test_purgeable_type_does_not_exist_in_6_18() -> None:
+    w = _world("6.18")
+    assert _errno(w.madvise, vm="vm0", addr=BUF, range=M, type="purgeable_state",
+                  val=1) == errno.EINVAL
+    w.bo_create(bo="x", device="gpu0", size=M)
+    assert _errno(w.bo_purge, bo="x") == errno.EINVAL

@@ -218,11 +218,12 @@ def test_6_18_positive_fd_is_stored_unresolved() -> None:
     assert v is not None and v.attr.preferred_loc.devmem_fd == 1234
 
 
-def test_newest_purgeable_checked_then_not_modelled() -> None:
+def test_newest_purgeable_changes_no_svm_state() -> None:
+    # 7.0 madvise_purgeable(): non-BO VMAs are skipped and nothing is invalidated
     vm = mirror_vm("newest")
     vm.svm = FakeSvm()
-    e = refuse(vm, MadviseArgs(0, K, PURGE, val=1, union_reserved=0xDEAD000))
-    assert e.errno == errno.EOPNOTSUPP and vm.svm.calls == []
+    assert madvise(vm, MadviseArgs(0, K, PURGE, val=1, union_reserved=0xDEAD000)) == []
+    assert all(v.purgeable == 0 for v in vm)
 
 
 @pytest.mark.parametrize("placements, smem, val, ok", [

@@ -226,13 +226,14 @@ class MadviseEvent(Event, tag="madvise"):
 
     type selects the member of the kernel's union: preferred_loc reads devmem_fd,
     migration_policy and region_instance; atomic and pat read val; purgeable_state reads
-    val (newest: 0 or 1; a valid request gives EOPNOTSUPP since BO purging is not
-    modelled; 6.18: an unknown type). pad, union_reserved and reserved are the raw uAPI
-    fields a validation test may set non-zero. In 6.18 region_instance is the pad u16 of
-    preferred_mem_loc (must be 0). CPU-mirror VMAs are split at the range's ends first;
-    a BO atomic-placement failure or (newest, integrated device) a non-coherent PAT over
-    CPU-mirror or userptr memory is reported after the split, as in the kernel, and the
-    split stays.
+    val (7.0: 0 WILLNEED or 1 DONTNEED, set per BO VMA, the BO's state following its
+    WILLNEED VMAs over every VM; union_reserved non-zero is the retained pointer, and the
+    result then has retained; 6.18: an unknown type). pad, union_reserved and reserved
+    are the raw uAPI fields a validation test may set non-zero. In 6.18
+    region_instance is the pad u16 of preferred_mem_loc (must be 0). CPU-mirror VMAs are
+    split at the range's ends first; a BO atomic-placement failure or (newest,
+    integrated device) a non-coherent PAT over CPU-mirror or userptr memory is reported
+    after the split, as in the kernel, and the split stays.
     """
 
     kernel: ClassVar[str] = (
@@ -249,8 +250,10 @@ class MadviseEvent(Event, tag="madvise"):
               ("EINVAL", "after the split: atomic GLOBAL/DEVICE on a BO without the needed "
                          "placements; newest, integrated device: a non-coherent PAT over "
                          "CPU-mirror or userptr memory"),
-              ("EOPNOTSUPP", "newest: a valid purgeable_state request (purging is not "
-                             "modelled)"))
+              ("ENOLINK", "7.0: the VM is not in fault mode (it joined no owner group) "
+                          "and devmem_fd names a device"),
+              ("EFAULT", "a split would cut a userptr VMA (the new piece pins CPU address "
+                         "0); nothing changes"))
     result = R.MadviseResult
     vm: VmName
     addr: Annotated[U64, Meta(description=(
@@ -275,7 +278,9 @@ class MadviseEvent(Event, tag="madvise"):
     pad: Annotated[int, Meta(ge=0, le=0xFFFFFFFF,
                              description="the union member's pad (u32); must be 0")] = 0
     union_reserved: Annotated[U64, Meta(
-        description="the union member's trailing reserved u64; must be 0")] = 0
+        description=("the union member's trailing reserved u64; must be 0, except for "
+                     "7.0 purgeable_state, where it is purge_state_val.retained_ptr (a "
+                     "valid pointer holding 0 is assumed)"))] = 0
     reserved: Annotated[tuple[U64, U64], Meta(description=(
         "drm_xe_madvise.reserved[2]; must be [0, 0]"))] = (0, 0)
 
@@ -426,6 +431,28 @@ class GcEvent(Event, tag="gc"):
     vm: VmName
 
 
+class BoPurgeEvent(Event, tag="bo_purge"):
+    """The shrinker purges a DONTNEED buffer object now (7.0).
+
+    Purging is decided by memory pressure in the kernel, so a trace says when it
+    happens. The BO's backing store is dropped (its pages read 0 afterwards through
+    existing mappings of the model) and the GPU mappings of every VMA of the BO are
+    zapped; a later GPU fault on it is EACCES, a new bind EINVAL, and a purgeable
+    madvise over it reports retained 0.
+    """
+
+    kernel: ClassVar[str] = (
+        "drivers/gpu/drm/xe/xe_shrinker.c -> xe_bo_shrink() purging a DONTNEED BO, "
+        "xe_bo_move_notify() zapping its PTEs (7.0); state per xe_bo.h madv_purgeable.")
+    errors = (_EINVAL_FIELDS,
+              ("ENOENT", "no BO has this name"),
+              ("EBUSY", "the BO is not DONTNEED (a model rule: the shrinker only purges "
+                        "DONTNEED BOs)"),
+              ("EINVAL", "profile 6.18 (no purgeable BOs)"))
+    result = R.BoPurgeResult
+    bo: Annotated[str, Meta(description="the BO to purge")]
+
+
 class EvictEvent(Event, tag="evict"):
     """Move every page out of a device's VRAM to system memory."""
 
@@ -559,7 +586,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode int
     QueryEvent, VmKillEvent, MmapEvent, MunmapEvent, CpuWriteEvent, CpuReadEvent,
     GpuAccessEvent, PrefetchEvent, RangesEvent, GcEvent, EvictEvent, InvalidateEvent,
     FaultGuardEvent, InjectEvent, LinkEvent, UnbindDeviceEvent, RmmodEvent,
-    RunWorkersEvent, PagemapsEvent, TeardownEvent,
+    RunWorkersEvent, PagemapsEvent, TeardownEvent, BoPurgeEvent,
 ]
 
 #: event name -> its Struct, in documentation order.

@@ -395,13 +395,18 @@ def handle_vma(svm: Svm, vma: Vma, addr: int, atomic: bool) -> None:
     stats = svm.host.stats
     stats["faults"] += 1
     try:
+        bo = vma.bo
+        if bo is not None and bo.purge_state and svm.vm.profile.purgeable_type:
+            # 7.0 xe_pagefault_begin(): a DONTNEED or purged BO is EACCES (no scratch
+            # page is modelled)
+            raise XeError(errno.EACCES, f"GPU fault at {addr:#x}: BO {bo.name} is "
+                          f"{'DONTNEED' if bo.purge_state == 1 else 'purged'}")
         need = need_vram_for_atomic(svm.device, vma, atomic, svm.vm.profile.range_removed_check)
         if need and vma.is_userptr():
             raise XeError(errno.EACCES, f"GPU atomic at {addr:#x} on a userptr VMA needs VRAM "
                           "(a userptr's pages cannot migrate)")
         if vma.is_userptr():
             svm.mm.hmm_range_fault(vma.offset, vma.offset + vma.range, write=False, owner=None)
-        bo = vma.bo
         if need and bo is not None and bo.flag_vram:
             bo.resident = "vram"
     except XeError:

@@ -359,6 +359,11 @@ class Svm:
                 return 0
         # ops_execute(): op_lock_and_prep() migrates the BOs, then everything is bound
         for bo in bos:
+            if bo.purge_state and vm.profile.purgeable_type:
+                # 7.0 vma_lock_and_validate() check_purged: DONTNEED EBUSY, purged EINVAL
+                raise XeError(errno.EBUSY if bo.purge_state == 1 else errno.EINVAL,
+                              f"prefetch: BO {bo.name} is "
+                              f"{'DONTNEED' if bo.purge_state == 1 else 'purged'}")
             if region not in bo.placements:
                 raise XeError(errno.EINVAL, f"prefetch: BO {bo.name} cannot be placed in "
                               f"{region} (placements {list(bo.placements)})")

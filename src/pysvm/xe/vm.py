@@ -179,6 +179,7 @@ class Vm:
             v = Vma(self, m["addr"], m["range"], old.bo, m["offset"], flags, old.attr.copy(),
                     userptr=old.userptr)
             v.tile_present = old.tile_present
+            v.purgeable = old.purgeable
             pieces.append(v)
             if key == "prev":
                 start = m["addr"] + m["range"]
@@ -192,12 +193,20 @@ class Vm:
             raise RuntimeError(f"gpuvm refused {failed} inserts of a fresh op list")
         for old, news in parsed:
             if old is not None:
+                if old.bo is not None:
+                    old.bo.vma_count -= 1
+                    if not old.purgeable:
+                        old.bo.willneed_put()
                 del self._vmas[old.addr]
                 old.flags |= VmaFlag.DESTROYED
                 old.attr.release()
                 if self.last_fault_vma is old:
                     self.last_fault_vma = None
             for v in news:
+                if v.bo is not None:
+                    v.bo.vma_count += 1
+                    if not v.purgeable:
+                        v.bo.willneed_get()
                 self._vmas[v.addr] = v
 
     @staticmethod
@@ -313,6 +322,12 @@ class Vm:
             if range > bo.size or offset > bo.size - range:
                 raise XeError(errno.EINVAL, f"{what}: offset {offset:#x} + range exceeds BO "
                               f"{bo.name} size {bo.size:#x}")
+            if self.profile.purgeable_type and bo.purge_state:
+                # xe_vma_create() (7.0): a new WILLNEED VMA on a DONTNEED BO is EBUSY,
+                # on a purged BO EINVAL
+                raise XeError(errno.EBUSY if bo.purge_state == 1 else errno.EINVAL,
+                              f"{what}: BO {bo.name} is "
+                              f"{'DONTNEED' if bo.purge_state == 1 else 'purged'}")
         vflags = VmaFlag(0)
         if flags & BindFlag.READONLY:
             vflags |= VmaFlag.READ_ONLY
