@@ -522,10 +522,12 @@ class World:
         return [{"at": p, "fault_addr": fa, **(r if isinstance(r, dict) else {"result": str(r)})}
                 for p, r, fa in fired]
 
-    def prefetch(self, *, vm: str, addr: int, range: int, region: str,
+    def prefetch(self, *, vm: str, addr: int, range: int, region: str | int,
                  **unknown: object) -> Result:  # noqa: A002
-        """Create, place (``region`` ``"vram"`` or ``"system"``) and bind the SVM ranges of
-        ``[addr, addr + range)``; the result counts ``ranges_bound``.
+        """Create, place and bind the SVM ranges of ``[addr, addr + range)``; ``region`` is
+        ``"vram"``, ``"system"``, ``"pref_loc"`` (each VMA's madvised preferred location)
+        or a region instance number; BO VMAs in the range migrate there. The result
+        counts ``ranges_bound``.
 
         Kernel: DRM_XE_VM_BIND_OP_PREFETCH on CPU-mirror VMAs."""
         return self.apply("prefetch", {"vm": vm, "addr": addr, "range": range,

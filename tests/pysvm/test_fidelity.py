@@ -190,3 +190,49 @@ def test_purgeable_type_does_not_exist_in_6_18() -> None:
                   val=1) == errno.EINVAL
     w.bo_create(bo="x", device="gpu0", size=M)
     assert _errno(w.bo_purge, bo="x") == errno.EINVAL
+
+
+# -- PREFETCH targets: region instances and DRM_XE_CONSULT_MEM_ADVISE_PREF_LOC -------------
+
+def test_prefetch_region_instances() -> None:
+    # vm_bind_ioctl_check_args(): the instance must be a bit of mem_region_mask;
+    # 0 is system memory, 1 the first VRAM tile
+    w = _world()
+    _mirror(w)
+    w.mmap(addr=BUF, size=2 * M)
+    assert _errno(w.prefetch, vm="vm0", addr=BUF, range=M, region=2) == errno.EINVAL
+    w.prefetch(vm="vm0", addr=BUF, range=M, region=1)
+    assert [r["location"] for r in w.ranges(vm="vm0")["ranges"]] == ["gpu0"]
+    w.prefetch(vm="vm0", addr=BUF, range=M, region=0)
+    assert [r["location"] for r in w.ranges(vm="vm0")["ranges"]] == ["system"]
+
+
+@pytest.mark.parametrize("profile, fd, where", [
+    ("6.18", -1, "system"), ("6.18", 0, "gpu0"), ("6.18", "gpu1", "system"),
+    ("7.0", -1, "system"), ("7.0", 0, "gpu0"), ("7.0", "gpu1", "gpu1"),
+])
+def test_prefetch_to_the_preferred_location(profile: str, fd: int | str, where: str) -> None:
+    # vm_bind_ioctl_ops_create(): xe_vma_resolve_pagemap() per CPU-mirror VMA (6.18: an fd
+    # resolves to nothing, i.e. system memory; 7.0: that device's pagemap)
+    w = World(profile)
+    w.device(name="gpu0", vram_mib=64)
+    w.device(name="gpu1", vram_mib=64)
+    w.link(a="gpu0", b="gpu1")
+    w.vm_create(vm="vm0", device="gpu0", fault_mode=True)
+    _mirror(w)
+    w.mmap(addr=BUF, size=2 * M)
+    kw: dict[str, object] = {"devmem_fd": fd}
+    if profile == "6.18" and isinstance(fd, str):
+        kw["region_instance"] = 0            # the 6.18 pad must be 0
+    w.madvise(vm="vm0", addr=BUF, range=M, type="preferred_loc", **kw)  # type: ignore[arg-type]
+    w.prefetch(vm="vm0", addr=BUF, range=M, region="pref_loc")
+    # the madvise split the VMA at BUF + M, so 64 KiB chunks fit: 16 ranges
+    locs = [r["location"] for r in w.ranges(vm="vm0")["ranges"]]
+    assert len(locs) == 16 and set(locs) == {where}
+
+
+def test_prefetch_pref_loc_over_a_bo_vma_is_refused() -> None:
+    w = _world()
+    w.bo_create(bo="b", device="gpu0", size=M)
+    w.bind(vm="vm0", op="map", addr=BUF, range=M, bo="b")
+    assert _errno(w.prefetch, vm="vm0", addr=BUF, range=M, region="pref_loc") == errno.EINVAL

@@ -146,7 +146,7 @@ BAD: list[tuple[str, str]] = [
     ('{"ev":"gpu_access","vm":"v","addr":0,"size":4096,"op":"exec"}',
      "field \"op\" = 'exec': expected one of ['read', 'write', 'atomic']"),
     ('{"ev":"prefetch","vm":"v","addr":0,"range":4096,"region":"lmem"}',
-     "field \"region\" = 'lmem': expected one of ['vram', 'system']"),
+     "field \"region\" = 'lmem': expected one of ['vram', 'system', 'pref_loc']"),
     ('{"ev":"invalidate","addr":0,"size":4096,"event":"unmap"}',
      "field \"event\" = 'unmap': expected one of ['clear', 'protection_vma', "
      "'protection_page', 'soft_dirty', 'migrate', 'exclusive']"),

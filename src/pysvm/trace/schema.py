@@ -72,6 +72,10 @@ BindFlagName = Literal["autoreset", "cpu_addr_mirror", "dumpable", "immediate", 
 MadviseType = Literal["atomic", "pat", "preferred_loc", "purgeable_state"]
 GpuOp = Literal["read", "write", "atomic"]
 Region = Literal["vram", "system"]
+#: A prefetch target: a region name, "pref_loc" (DRM_XE_CONSULT_MEM_ADVISE_PREF_LOC) or a
+#: prefetch_mem_region_instance number (0 system, 1.. VRAM tiles).
+PrefetchRegion = Union[  # noqa: UP007
+    Literal["vram", "system", "pref_loc"], Annotated[int, Meta(ge=0, le=255)]]
 NotifyEvent = Literal["clear", "protection_vma", "protection_page", "soft_dirty", "migrate",
                       "exclusive"]
 InjectionPoint = Literal["fault.start", "fault.after_find_range", "fault.after_migrate",
@@ -389,21 +393,30 @@ class GpuAccessEvent(Event, tag="gpu_access"):
 
 
 class PrefetchEvent(Event, tag="prefetch"):
-    """Prefetch a CPU-mirror range of a VM to VRAM or system memory."""
+    """PREFETCH a range of a VM: CPU-mirror ranges are made, migrated and bound; BO VMAs
+    are migrated to the region (xe_bo_migrate); userptr VMAs are pinned."""
 
     kernel: ClassVar[str] = (
         "DRM_IOCTL_XE_VM_BIND with DRM_XE_VM_BIND_OP_PREFETCH on CPU-address-mirror VMAs: "
         "drivers/gpu/drm/xe/xe_vm.c: xe_vm_bind_ioctl().")
     errors = (_EINVAL_FIELDS,
               ("ENOENT", "no VM has this name"),
-              ("EINVAL", "the VM is not in fault mode; bad alignment; the range is not "
-                         "CPU-mirror memory"),
-              ("other", "the errno of range creation, migration or binding"))
+              ("EINVAL", "the VM is not in fault mode; the region is not in the device's "
+                         "mem_region_mask; bad alignment; the range passes the VM's end "
+                         "(checked after the killed test); pref_loc over a BO VMA; "
+                         "a BO VMA whose placements lack the region"),
+              ("ENOENT", "the VM was killed"),
+              ("EBUSY", "7.0: a BO in the range is DONTNEED (EINVAL if purged)"),
+              ("other", "the errno of range creation or binding; a failed VRAM allocation "
+                        "or get_pages EOPNOTSUPP/EFAULT/EPERM is success with nothing bound"))
     result = R.PrefetchResult
     vm: VmName
     addr: Annotated[U64, Meta(description="GPU virtual address, bytes (4 KiB aligned)")]
     range: Annotated[U64, Meta(description="length in bytes")]
-    region: Annotated[Region, Meta(description="where the pages should end up")]
+    region: Annotated[PrefetchRegion, Meta(description=(
+        "where the pages should end up: vram, system, pref_loc (each CPU-mirror VMA's "
+        "madvised preferred location, DRM_XE_CONSULT_MEM_ADVISE_PREF_LOC) or a region "
+        "instance number (0 system, 1 the first VRAM tile)"))]
 
 
 class RangesEvent(Event, tag="ranges"):

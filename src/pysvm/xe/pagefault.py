@@ -54,7 +54,8 @@ if TYPE_CHECKING:
     from pysvm.xe.svm import Svm
     from pysvm.xe.vma import Vma
 
-__all__ = ["handle_vma", "need_vram_for_atomic", "handle_pagefault", "FaultStats", "FaultError",
+__all__ = ["handle_vma", "resolve_target", "need_vram_for_atomic", "handle_pagefault",
+           "FaultStats", "FaultError",
            "FaultLivelockError", "ATOMIC_SVM_TIMESLICE_MS", "alloc_vram", "needs_migrate",
            "range_valid", "remember_fault_vma", "svm_owner"]
 
@@ -149,6 +150,10 @@ def _resolve_target(svm: Svm, vma: Vma) -> Device | None:
         if other is not None and other.discrete:
             return other
     return None
+
+
+#: The public name of the preferred-location resolution (PREFETCH to pref_loc uses it).
+resolve_target = _resolve_target
 
 
 def _has_pagemap(r: SvmRange, target: Device | None) -> bool:

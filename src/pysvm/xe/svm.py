@@ -33,7 +33,7 @@ from pysvm.mm.mmu_notifier import NotifierRange, NotifyEvent
 from pysvm.xe.device import Device
 from pysvm.xe.garbage_collector import garbage_collector
 from pysvm.xe.host import INJECTION_POINTS
-from pysvm.xe.pagefault import alloc_vram, needs_migrate, svm_owner
+from pysvm.xe.pagefault import alloc_vram, needs_migrate, resolve_target, svm_owner
 from pysvm.xe.pagemap import range_pagemap_get, range_pagemap_put, svm_put_pagemaps
 from pysvm.xe.vram import VramAllocation, devm_owner, evict_range
 
@@ -265,7 +265,7 @@ class Svm:
                 return max(cv.start, a)
         return None
 
-    def prefetch(self, start: int, end: int, region: str) -> int:
+    def prefetch(self, start: int, end: int, region: str | int) -> int:
         """PREFETCH ``[start, end)`` to ``region``; returns the SVM ranges bound.
 
         Kernel: xe_vm_bind_ioctl() with DRM_XE_VM_BIND_OP_PREFETCH, in its order:
@@ -292,10 +292,26 @@ class Svm:
         * NULL VMAs: nothing.
 
         Otherwise every range is bound (ops_execute).
+
+        ``region`` is ``"system"``, ``"vram"`` (this device's VRAM), a
+        prefetch_mem_region_instance number (0 system, 1 the first VRAM tile; an
+        instance that is not a bit of mem_region_mask is EINVAL) or ``"pref_loc"``
+        (DRM_XE_CONSULT_MEM_ADVISE_PREF_LOC: each CPU-mirror VMA goes where its
+        madvised preferred location resolves, xe_vma_resolve_pagemap(): -1 system, 0
+        local VRAM on a discrete device, an fd: 6.18 system, 7.0 that device's VRAM).
+        ``"pref_loc"`` over a BO VMA is refused with EINVAL: the kernel indexes
+        region_to_mem_type[] with -1 there (reads past the table).
         """
-        if region not in ("vram", "system"):
-            raise XeError(errno.EINVAL, f"prefetch region {region!r}: choose vram or system")
         discrete = self.device.discrete
+        if isinstance(region, int):
+            tiles = 1 if discrete else 0
+            if region > tiles:
+                raise XeError(errno.EINVAL, f"prefetch: region instance {region} is not in "
+                              f"{self.device.name}'s mem_region_mask (VRAM tiles: {tiles})")
+            region = "vram" if region else "system"
+        if region not in ("vram", "system", "pref_loc"):
+            raise XeError(errno.EINVAL, f"prefetch region {region!r}: choose vram, system, "
+                          "pref_loc or an instance number")
         if region == "vram" and not discrete:
             raise XeError(errno.EINVAL, f"prefetch: {self.device.name} has no VRAM "
                           "(region not in mem_region_mask)")
@@ -312,17 +328,25 @@ class Svm:
         self.garbage_collector()
         self.gpusvm.owner = svm_owner(self)
         # vm_bind_ioctl_ops_create(): the ranges of each CPU-mirror VMA
-        work: list[tuple[SvmRange, GpuSvmCtx]] = []
+        work: list[tuple[SvmRange, GpuSvmCtx, Device | None]] = []
         bos = []
         for v in vm.vmas_in(start, end):
             if v.is_userptr():
                 self.mm.hmm_range_fault(v.offset, v.offset + v.range, write=False, owner=None)
                 continue
             if v.bo is not None:
+                if region == "pref_loc":
+                    raise XeError(errno.EINVAL, f"prefetch pref_loc over BO VMA {v.start:#x}: "
+                                  "the kernel indexes region_to_mem_type[-1] here (not modelled)")
                 bos.append(v.bo)
                 continue
             if not v.is_cpu_addr_mirror():
                 continue
+            target: Device | None
+            if region == "pref_loc":
+                target = resolve_target(self, v)
+            else:
+                target = self.device if region == "vram" else None
             ctx = GpuSvmCtx(read_only=v.read_only(), devmem_possible=discrete,
                             check_pages_threshold=0)
             a = max(start, v.start)
@@ -338,15 +362,15 @@ class Svm:
                         break
                     a = nxt
                     continue
-                work.append((r, ctx))
+                work.append((r, ctx, target))
                 a = r.end
         # prefetch_ranges()
-        for r, ctx in work:
-            if region == "system" and r.in_vram():
+        for r, ctx, target in work:
+            if target is None and r.in_vram():
                 self.gpusvm.range_evict(r)
-            if region == "vram" and needs_migrate(self, r, self.device):
+            if target is not None and needs_migrate(self, r, target):
                 try:
-                    alloc_vram(self, r, self.device, ctx)
+                    alloc_vram(self, r, target, ctx)
                 except XeError:
                     self.host.stats["prefetch_enodata"] += 1
                     return 0
@@ -374,7 +398,7 @@ class Svm:
             if v.bo is not None or v.is_userptr():
                 v.tile_present |= bit
                 v.tile_invalidated &= ~bit
-        for r, ctx in work:
+        for r, ctx, _ in work:
             # a later range's migration may have invalidated an earlier range's pages
             # (eviction under VRAM pressure): the bind sees the notifier sequence move
             # and the pages are fetched again, as the exec retry of ops_execute does
