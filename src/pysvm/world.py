@@ -685,6 +685,19 @@ class World:
         return {"leftovers": teardown(self.pagemaps_system, self.devices, self.vms,
                                       self.run_deferred)}
 
+    def vm_destroy(self, *, vm: str,
+                   **unknown: object) -> Result:
+        """Destroy VM ``vm``: SVM state torn down, VMAs destroyed, the name freed.
+        Kernel: xe_vm_destroy_ioctl() -> xe_vm_close_and_put() -> xe_svm_close()."""
+        return self.apply("vm_destroy", {"vm": vm, **unknown})
+
+    def _ev_vm_destroy(self, ev: S.VmDestroyEvent) -> Result:
+        vm = self._vm(ev.vm, errno.ENOENT)
+        vm.close()
+        del self.vms[ev.vm]
+        self.stats["vms_destroyed"] += 1
+        return {}
+
     def bo_purge(self, *, bo: str,
                  **unknown: object) -> Result:
         """The shrinker purges DONTNEED BO ``bo`` now (7.0); the result counts the VMAs
@@ -743,6 +756,7 @@ _HANDLERS: dict[type[Event], _Handler] = {
     S.UnbindDeviceEvent: World._ev_unbind_device, S.RmmodEvent: World._ev_rmmod,
     S.RunWorkersEvent: World._ev_run_workers, S.PagemapsEvent: World._ev_pagemaps,
     S.TeardownEvent: World._ev_teardown, S.BoPurgeEvent: World._ev_bo_purge,
+    S.VmDestroyEvent: World._ev_vm_destroy,
 }
 
 #: Every trace event name (each is a :class:`World` method of the same name).

@@ -236,3 +236,31 @@ def test_prefetch_pref_loc_over_a_bo_vma_is_refused() -> None:
     w.bo_create(bo="b", device="gpu0", size=M)
     w.bind(vm="vm0", op="map", addr=BUF, range=M, bo="b")
     assert _errno(w.prefetch, vm="vm0", addr=BUF, range=M, region="pref_loc") == errno.EINVAL
+
+
+# -- destroying one VM (xe_vm_destroy_ioctl -> xe_vm_close_and_put -> xe_svm_close) -------
+
+@pytest.mark.parametrize("profile", ["6.18", "7.0"])
+def test_vm_destroy_mid_trace(profile: str) -> None:
+    w = _world(profile)
+    w.vm_create(vm="other", device="gpu0", fault_mode=True)
+    _mirror(w)
+    w.mmap(addr=BUF, size=2 * M)
+    w.cpu_write(addr=BUF, size=K, value=6)
+    w.prefetch(vm="vm0", addr=BUF, range=2 * M, region="vram")
+    w.bo_create(bo="b", device="gpu0", size=M)
+    w.bind(vm="vm0", op="map", addr=BUF + 8 * M, range=M, bo="b")
+    assert w.vm_destroy(vm="vm0") == {}
+    w.check_invariants()
+    assert w.bos["b"].vma_count == 0 and w.bos["b"].willneed == 0
+    assert _errno(w.vm_destroy, vm="vm0") == errno.ENOENT
+    assert _errno(w.query, vm="vm0") == errno.EINVAL
+    assert _errno(w.gpu_access, vm="vm0", addr=BUF, size=K, op="read") == errno.ENOENT
+    # the device pages stay until the CPU touches them; then they come back
+    assert w.cpu_read(addr=BUF, size=K)["data"] == [6]
+    # the other VM still works, the name can be used again
+    w.bind(vm="other", op="map", addr=BUF, range=2 * M, flags=["cpu_addr_mirror"])
+    assert w.gpu_access(vm="other", addr=BUF, size=K, op="read")["data"] == [6]
+    w.vm_create(vm="vm0", device="gpu0")
+    w.check_invariants()
+    assert w.teardown()["leftovers"] == []

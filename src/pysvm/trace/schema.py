@@ -319,6 +319,22 @@ class VmKillEvent(Event, tag="vm_kill"):
     vm: VmName
 
 
+class VmDestroyEvent(Event, tag="vm_destroy"):
+    """Destroy one VM mid-trace.
+
+    Its SVM ranges are unbound and removed, its pagemap references dropped and its VMAs
+    destroyed; device pages it migrated stay in VRAM until the CPU touches them. Later
+    events naming the VM find none (bind, madvise, query: EINVAL; gpu_access, prefetch:
+    ENOENT), and the name may be used again.
+    """
+
+    kernel: ClassVar[str] = (
+        "DRM_IOCTL_XE_VM_DESTROY: drivers/gpu/drm/xe/xe_vm.c: xe_vm_destroy_ioctl() -> "
+        "xe_vm_close_and_put() -> xe_svm_close() (drivers/gpu/drm/xe/xe_svm.c).")
+    errors = (_EINVAL_FIELDS, ("ENOENT", "no VM has this name"))
+    vm: VmName
+
+
 class MmapEvent(Event, tag="mmap"):
     """Map anonymous memory into the process at a fixed address."""
 
@@ -599,7 +615,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode int
     QueryEvent, VmKillEvent, MmapEvent, MunmapEvent, CpuWriteEvent, CpuReadEvent,
     GpuAccessEvent, PrefetchEvent, RangesEvent, GcEvent, EvictEvent, InvalidateEvent,
     FaultGuardEvent, InjectEvent, LinkEvent, UnbindDeviceEvent, RmmodEvent,
-    RunWorkersEvent, PagemapsEvent, TeardownEvent, BoPurgeEvent,
+    RunWorkersEvent, PagemapsEvent, TeardownEvent, BoPurgeEvent, VmDestroyEvent,
 ]
 
 #: event name -> its Struct, in documentation order.

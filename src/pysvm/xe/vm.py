@@ -150,6 +150,28 @@ class Vm:
         if self.killed:
             raise XeError(errno.ENOENT, f"VM {self.name} is closed or banned (killed)")
 
+    def close(self) -> None:
+        """Close the VM for good: its SVM state is torn down and every VMA destroyed.
+
+        Kernel: xe_vm_close_and_put() (xe_vm.c): xe_vm_close() (the VM counts as
+        closed from here: binds, madvise and faults refuse it), xe_svm_close() (SVM
+        ranges unbound and removed, the VM's pagemap references dropped), then every
+        VMA destroyed (preferred_loc references dropped; a WILLNEED VMA puts its BO's
+        willneed hold). Device pages stay with their zdd until the CPU touches them.
+        """
+        self.kill()
+        if self.svm is not None and not self.svm.closed:
+            self.svm.close()
+        for v in list(self._vmas.values()):
+            if v.bo is not None:
+                v.bo.vma_count -= 1
+                if not v.purgeable:
+                    v.bo.willneed_put()
+            v.flags |= VmaFlag.DESTROYED
+            v.attr.release()
+        self._vmas.clear()
+        self.last_fault_vma = None
+
     def kill(self) -> None:
         """Ban the VM; later binds, madvise and faults fail. Kernel: xe_vm_kill()."""
         if not self.killed:
