@@ -685,6 +685,36 @@ class World:
         return {"leftovers": teardown(self.pagemaps_system, self.devices, self.vms,
                                       self.run_deferred)}
 
+    def query_mem_range_attrs(self, *, vm: str, start: int = 0, range: int = 0,  # noqa: A002
+                              num_mem_ranges: int = 0, sizeof_mem_range_attr: int = 0,
+                              vector: bool = False, **unknown: object) -> Result:
+        """The memory-range-attribute query with its two-call protocol (count, then
+        fill). Kernel: xe_vm_query_vmas_attrs_ioctl()."""
+        return self.apply("query_mem_range_attrs", {
+            "vm": vm, "start": start, "range": range, "num_mem_ranges": num_mem_ranges,
+            "sizeof_mem_range_attr": sizeof_mem_range_attr, "vector": vector, **unknown})
+
+    def _ev_query_mem_range_attrs(self, ev: S.QueryMemRangeAttrsEvent) -> Result:
+        n, size = ev.num_mem_ranges, ev.sizeof_mem_range_attr
+        if (n == 0 and (ev.vector or size)) or (
+                n > 0 and (not ev.vector or size != MEM_RANGE_ATTR_SIZE)):
+            raise XeError(errno.EINVAL, "query_mem_range_attrs: num_mem_ranges "
+                          f"{n}, sizeof_mem_range_attr {size}, vector {ev.vector}: a count "
+                          "call passes 0, 0 and no vector; a fill call passes a vector and "
+                          f"{MEM_RANGE_ATTR_SIZE}")
+        vm = self._vm(ev.vm)
+        vmas = vm.query(ev.start, ev.range)
+        if n == 0:
+            return {"num_mem_ranges": len(vmas), "sizeof_mem_range_attr": MEM_RANGE_ATTR_SIZE}
+        if len(vmas) > n:
+            raise XeError(errno.ENOSPC, f"query_mem_range_attrs: {len(vmas)} VMAs in the "
+                          f"range, the vector has {n} entries")
+        out = [{"start": v.start, "end": v.end,
+                "devmem_fd": v.attr.preferred_loc.devmem_fd,
+                "migration_policy": v.attr.preferred_loc.migration_policy,
+                "atomic": v.attr.atomic_access, "pat_index": v.attr.pat_index} for v in vmas]
+        return {"num_mem_ranges": len(out), "sizeof_mem_range_attr": size, "mem_ranges": out}
+
     def vm_destroy(self, *, vm: str,
                    **unknown: object) -> Result:
         """Destroy VM ``vm``: SVM state torn down, VMAs destroyed, the name freed.
@@ -728,6 +758,10 @@ class World:
         return {"zapped": zapped}
 
 
+#: sizeof(struct drm_xe_mem_range_attr). Kernel: include/uapi/drm/xe_drm.h.
+MEM_RANGE_ATTR_SIZE = 64
+
+
 def _given(value: int | UnsetType, default: int) -> int:
     """An optional field's value, ``default`` when the event left it out."""
     return default if isinstance(value, UnsetType) else value
@@ -757,6 +791,7 @@ _HANDLERS: dict[type[Event], _Handler] = {
     S.RunWorkersEvent: World._ev_run_workers, S.PagemapsEvent: World._ev_pagemaps,
     S.TeardownEvent: World._ev_teardown, S.BoPurgeEvent: World._ev_bo_purge,
     S.VmDestroyEvent: World._ev_vm_destroy,
+    S.QueryMemRangeAttrsEvent: World._ev_query_mem_range_attrs,
 }
 
 #: Every trace event name (each is a :class:`World` method of the same name).

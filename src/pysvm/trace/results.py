@@ -170,6 +170,28 @@ class GcResult(Result):
         "the collector returned -EAGAIN (work left for a later run)"))]
 
 
+class MemRangeAttr(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One struct drm_xe_mem_range_attr as the kernel fills it."""
+
+    start: Addr
+    end: Addr
+    devmem_fd: Annotated[int, Meta(description="preferred_mem_loc.devmem_fd (raw)")]
+    migration_policy: Annotated[int, Meta(ge=0)]
+    atomic: Annotated[int, Meta(ge=0, description="atomic.val")]
+    pat_index: Annotated[int, Meta(ge=0, description="pat_index.val")]
+
+
+class QueryMemRangeAttrsResult(Result):
+    """The count call's answer, or the filled vector."""
+
+    num_mem_ranges: Annotated[Count, Meta(description=(
+        "count call: the VMAs in the range; fill call: the entries written"))]
+    sizeof_mem_range_attr: Annotated[Count, Meta(description=(
+        "the size the kernel expects (64; echoed back on a fill call)"))]
+    mem_ranges: Annotated[list[MemRangeAttr], Meta(description=(
+        "fill call only: the entries written, in address order"))] | UnsetType = UNSET
+
+
 class BoPurgeResult(Result):
     """The purged BO's VMAs whose GPU mappings were zapped."""
 

@@ -311,6 +311,37 @@ class QueryEvent(Event, tag="query"):
         "the VMA containing addr"))] | UnsetType = UNSET
 
 
+class QueryMemRangeAttrsEvent(Event, tag="query_mem_range_attrs"):
+    """The memory-range-attribute query with the uAPI's two-call protocol.
+
+    Call once with num_mem_ranges 0, sizeof_mem_range_attr 0 and no vector to learn
+    the count and the entry size (64); then again with a vector of that many entries.
+    The arguments are checked before the VM is looked up; more VMAs than entries is
+    ENOSPC (the VMA count changed between the calls). Like the kernel, no alignment,
+    VM-size or killed-VM check.
+    """
+
+    kernel: ClassVar[str] = (
+        "DRM_IOCTL_XE_VM_QUERY_MEM_RANGE_ATTRS: drivers/gpu/drm/xe/xe_vm.c: "
+        "xe_vm_query_vmas_attrs_ioctl(), xe_vm_query_vmas(), get_mem_attrs().")
+    errors = (_EINVAL_FIELDS,
+              ("EINVAL", "num_mem_ranges 0 with a vector or a non-zero "
+                         "sizeof_mem_range_attr; num_mem_ranges > 0 without a vector or "
+                         "with sizeof_mem_range_attr != 64 (checked before the VM lookup)"),
+              ("EINVAL", "no VM has this name"),
+              ("ENOSPC", "more VMAs in the range than num_mem_ranges"))
+    result = R.QueryMemRangeAttrsResult
+    vm: VmName
+    start: Annotated[U64, Meta(description="first address")] = 0
+    range: Annotated[U64, Meta(description="length in bytes")] = 0
+    num_mem_ranges: Annotated[int, Meta(ge=0, le=(1 << 32) - 1, description=(
+        "entries in the vector (0: the count call)"))] = 0
+    sizeof_mem_range_attr: Annotated[int, Meta(ge=0, le=(1 << 32) - 1, description=(
+        "the caller's entry size (64 = sizeof(struct drm_xe_mem_range_attr))"))] = 0
+    vector: Annotated[bool, Meta(description=(
+        "vector_of_mem_attr is a valid pointer (false: NULL)"))] = False
+
+
 class VmKillEvent(Event, tag="vm_kill"):
     """Ban a VM, as the driver does after a fatal error."""
 
@@ -616,6 +647,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode int
     GpuAccessEvent, PrefetchEvent, RangesEvent, GcEvent, EvictEvent, InvalidateEvent,
     FaultGuardEvent, InjectEvent, LinkEvent, UnbindDeviceEvent, RmmodEvent,
     RunWorkersEvent, PagemapsEvent, TeardownEvent, BoPurgeEvent, VmDestroyEvent,
+    QueryMemRangeAttrsEvent,
 ]
 
 #: event name -> its Struct, in documentation order.
