@@ -436,13 +436,16 @@ class World:
         return {}
     # -- the process's CPU side -----------------------------------------------------------
 
-    def mmap(self, *, addr: int, size: int,
-             **unknown: object) -> Result:
-        """Map anonymous memory at ``addr``. Kernel: mmap(MAP_FIXED|MAP_ANONYMOUS)."""
-        return self.apply("mmap", {"addr": addr, "size": size, **unknown})
+    def mmap(self, *, addr: int, size: int, read_only: bool = False, shared: bool = False,
+             file: bool = False, **unknown: object) -> Result:
+        """Map memory at ``addr``: private anonymous unless ``shared`` or ``file``;
+        ``read_only`` without PROT_WRITE. Kernel: mmap(MAP_FIXED|MAP_ANONYMOUS)."""
+        return self.apply("mmap", {"addr": addr, "size": size, "read_only": read_only,
+                                   "shared": shared, "file": file, **unknown})
 
     def _ev_mmap(self, ev: S.MmapEvent) -> Result:
-        self.mm.mmap(ev.addr, ev.size)
+        self.mm.mmap(ev.addr, ev.size, read_only=ev.read_only,
+                     anonymous=not (ev.shared or ev.file))
         return {}
     def munmap(self, *, addr: int, size: int,
                **unknown: object) -> Result:

@@ -367,15 +367,27 @@ class VmDestroyEvent(Event, tag="vm_destroy"):
 
 
 class MmapEvent(Event, tag="mmap"):
-    """Map anonymous memory into the process at a fixed address."""
+    """Map memory into the process at a fixed address: private anonymous by default.
+
+    read_only maps it without PROT_WRITE: an SVM range over it is EPERM for every GPU
+    access unless the GPU VMA is read-only too (drm_gpusvm_range_find_or_insert(): the
+    context's read_only comes from the GPU VMA). shared (MAP_SHARED anonymous: shmem) and
+    file (a file mapping) are not anonymous: their ranges never migrate to VRAM, so reads
+    and writes are served from system memory and an atomic that needs VRAM is EACCES
+    (__xe_svm_handle_pagefault()).
+    """
 
     kernel: ClassVar[str] = (
         "mmap(MAP_FIXED | MAP_ANONYMOUS): mm/mmap.c: do_mmap(); replaced pages are unmapped "
-        "first, sending MMU_NOTIFY_UNMAP.")
+        "first, sending MMU_NOTIFY_UNMAP. drivers/gpu/drm/drm_gpusvm.c: "
+        "drm_gpusvm_range_find_or_insert() (VM_WRITE, vma_is_anonymous()).")
     errors = (_EINVAL_FIELDS,
               ("EINVAL", "addr or size not 4 KiB aligned, size 0, or the end wraps"))
     addr: Annotated[U64, Meta(description="CPU virtual address, bytes (4 KiB aligned)")]
     size: Annotated[U64, Meta(description="length in bytes (4 KiB aligned, non-zero)")]
+    read_only: Annotated[bool, Meta(description="PROT_READ only (no VM_WRITE)")] = False
+    shared: Annotated[bool, Meta(description="MAP_SHARED (shmem: not anonymous)")] = False
+    file: Annotated[bool, Meta(description="a file mapping (not anonymous)")] = False
 
 
 class MunmapEvent(Event, tag="munmap"):
