@@ -35,6 +35,7 @@ from typing import Any
 
 from msgspec import UnsetType
 
+from pysvm.drm.pagemap_util import SHRINK_EMPTY, SHRINK_STOP
 from pysvm.errors import XeError, errno_name
 from pysvm.hw.gpu import gpu_access
 from pysvm.mm.mmap import PAGE_SIZE, Mm
@@ -718,6 +719,24 @@ class World:
                 "atomic": v.attr.atomic_access, "pat_index": v.attr.pat_index} for v in vmas]
         return {"num_mem_ranges": len(out), "sizeof_mem_range_attr": size, "mem_ranges": out}
 
+    def shrink(self, *, device: str, nr_to_scan: int = 128,
+               **unknown: object) -> Result:
+        """Run the device's pagemap shrinker once (count, then scan up to ``nr_to_scan``);
+        the result has ``listed`` and ``freed``. Kernel: drm_pagemap_shrinker_count() /
+        drm_pagemap_shrinker_scan()."""
+        return self.apply("shrink", {"device": device, "nr_to_scan": nr_to_scan, **unknown})
+
+    def _ev_shrink(self, ev: S.ShrinkEvent) -> Result:
+        dev = self._device(ev.device)
+        shrinker = self.pagemaps_system.provider(dev.name).shrinker
+        if not shrinker.alive:
+            raise XeError(errno.ENODEV, f"shrink: device {dev.name} is unbound")
+        n = shrinker.count()
+        if n == SHRINK_EMPTY:
+            return {"listed": 0, "freed": 0}
+        freed = shrinker.scan(ev.nr_to_scan)
+        return {"listed": n, "freed": 0 if freed == SHRINK_STOP else freed}
+
     def vm_destroy(self, *, vm: str,
                    **unknown: object) -> Result:
         """Destroy VM ``vm``: SVM state torn down, VMAs destroyed, the name freed.
@@ -795,6 +814,7 @@ _HANDLERS: dict[type[Event], _Handler] = {
     S.TeardownEvent: World._ev_teardown, S.BoPurgeEvent: World._ev_bo_purge,
     S.VmDestroyEvent: World._ev_vm_destroy,
     S.QueryMemRangeAttrsEvent: World._ev_query_mem_range_attrs,
+    S.ShrinkEvent: World._ev_shrink,
 }
 
 #: Every trace event name (each is a :class:`World` method of the same name).

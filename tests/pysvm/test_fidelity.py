@@ -264,3 +264,25 @@ def test_vm_destroy_mid_trace(profile: str) -> None:
     w.vm_create(vm="vm0", device="gpu0")
     w.check_invariants()
     assert w.teardown()["leftovers"] == []
+
+
+# -- the pagemap shrinker (drm_pagemap_shrinker_count / _scan) -------------------------------
+
+def test_shrink_frees_idle_cached_pagemaps() -> None:
+    w = World("7.0")
+    w.device(name="gpu0", vram_mib=64)
+    assert w.shrink(device="gpu0") == {"listed": 0, "freed": 0}
+    w.vm_create(vm="vm0", device="gpu0", fault_mode=True)
+    w.vm_destroy(vm="vm0")          # the VM's pagemap reference goes: idle, cached
+    w.run_workers()
+    idle = [p for p in w.pagemaps()["pagemaps"] if p["cached"]]
+    assert len(idle) == 1
+    assert w.shrink(device="gpu0", nr_to_scan=1) == {"listed": 1, "freed": 1}
+    assert not [p for p in w.pagemaps()["pagemaps"] if p["cached"]]
+    assert w.shrink(device="gpu0") == {"listed": 0, "freed": 0}
+    # a new fault-mode VM revives the pagemap (created again)
+    w.vm_create(vm="vm1", device="gpu0", fault_mode=True)
+    w.check_invariants()
+    w.unbind_device(device="gpu0")
+    assert _errno(w.shrink, device="gpu0") == errno.ENODEV
+    assert _errno(w.shrink, device="nope") == errno.ENOENT

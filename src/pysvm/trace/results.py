@@ -192,6 +192,14 @@ class QueryMemRangeAttrsResult(Result):
         "fill call only: the entries written, in address order"))] | UnsetType = UNSET
 
 
+class ShrinkResult(Result):
+    """What one shrinker pass found and freed."""
+
+    listed: Annotated[Count, Meta(description=(
+        "cached inactive pagemaps on the device's shrinker before the scan (count_objects)"))]
+    freed: Annotated[Count, Meta(description="pagemaps the scan destroyed")]
+
+
 class BoPurgeResult(Result):
     """The purged BO's VMAs whose GPU mappings were zapped."""
 

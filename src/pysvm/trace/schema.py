@@ -525,6 +525,26 @@ class BoPurgeEvent(Event, tag="bo_purge"):
     bo: Annotated[str, Meta(description="the BO to purge")]
 
 
+class ShrinkEvent(Event, tag="shrink"):
+    """Memory pressure: the core mm runs the device's drm_pagemap shrinker once.
+
+    count_objects first (the idle cached pagemaps listed), then, if any, scan_objects
+    for up to nr_to_scan of them, oldest first; each is taken from its tile's cache and
+    destroyed. Only the 7.0 pagemap cache lists pagemaps; in 6.18 the device holds its
+    pagemap, so the list is always empty.
+    """
+
+    kernel: ClassVar[str] = (
+        "drivers/gpu/drm/drm_pagemap_util.c: drm_pagemap_shrinker_count(), "
+        "drm_pagemap_shrinker_scan() (called by mm/shrinker.c do_shrink_slab()).")
+    errors = (_EINVAL_FIELDS, ("ENOENT", "no device has this name"),
+              ("ENODEV", "the device is unbound (its shrinker was freed)"))
+    result = R.ShrinkResult
+    device: DeviceName
+    nr_to_scan: Annotated[int, Meta(ge=1, le=1 << 20, description=(
+        "the most pagemaps to free (shrink_control.nr_to_scan; the core's batch is 128)"))] = 128
+
+
 class EvictEvent(Event, tag="evict"):
     """Move every page out of a device's VRAM to system memory."""
 
@@ -659,7 +679,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode int
     GpuAccessEvent, PrefetchEvent, RangesEvent, GcEvent, EvictEvent, InvalidateEvent,
     FaultGuardEvent, InjectEvent, LinkEvent, UnbindDeviceEvent, RmmodEvent,
     RunWorkersEvent, PagemapsEvent, TeardownEvent, BoPurgeEvent, VmDestroyEvent,
-    QueryMemRangeAttrsEvent,
+    QueryMemRangeAttrsEvent, ShrinkEvent,
 ]
 
 #: event name -> its Struct, in documentation order.
