@@ -308,12 +308,14 @@ class World:
         self.vms[ev.vm] = vm
         return {}
     def bo_create(self, *, bo: str, device: str, size: int,
-                  placement: list[str] | None = None,
+                  placement: list[str] | None = None, cpu_caching: str | None = None,
+                  imported: bool = False,
                   **unknown: object) -> Result:
         """A buffer object of ``size`` bytes; ``placement`` lists ``"system"`` and/or
         ``"vram"`` (default ``["system"]``). Kernel: xe_gem_create_ioctl()."""
         return self.apply("bo_create", _fields(bo=bo, device=device, size=size,
-                                               placement=placement, **unknown))
+                                               placement=placement, cpu_caching=cpu_caching,
+                                               imported=imported, **unknown))
 
     def _ev_bo_create(self, ev: S.BoCreateEvent) -> Result:
         dev = self._device(ev.device)
@@ -328,7 +330,12 @@ class World:
             raise XeError(errno.EINVAL, "bo_create: a placement is listed twice")
         if "vram" in placement and not dev.discrete:
             raise XeError(errno.EINVAL, f"bo_create: device {dev.name} has no VRAM")
-        self.bos[ev.bo] = Bo(ev.bo, self.next_handle(), dev, size, tuple(placement))
+        if ev.imported and not isinstance(ev.cpu_caching, UnsetType):
+            raise XeError(errno.EINVAL, "bo_create: an imported BO has no cpu_caching")
+        b = Bo(ev.bo, self.next_handle(), dev, size, tuple(placement))
+        b.cpu_caching = None if isinstance(ev.cpu_caching, UnsetType) else ev.cpu_caching
+        b.imported = ev.imported
+        self.bos[ev.bo] = b
         return {}
     def bind(self, *, vm: str, op: str, addr: int, range: int,  # noqa: A002
              flags: list[str] | None = None, pat_index: int = 0, bo: str | None = None,

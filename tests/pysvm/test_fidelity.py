@@ -286,3 +286,24 @@ def test_shrink_frees_idle_cached_pagemaps() -> None:
     w.unbind_device(device="gpu0")
     assert _errno(w.shrink, device="gpu0") == errno.ENODEV
     assert _errno(w.shrink, device="nope") == errno.ENOENT
+
+
+# -- BO cpu_caching (xe_vm_bind_ioctl_validate_bo) -------------------------------------------
+
+def test_wb_and_imported_bos_need_a_coherent_pat_index() -> None:
+    w = _world()
+    w.bo_create(bo="wb", device="gpu0", size=M, cpu_caching="wb")
+    w.bo_create(bo="wc", device="gpu0", size=M, cpu_caching="wc")
+    w.bo_create(bo="imp", device="gpu0", size=M, imported=True)
+    # pat_index 0 is XE_COH_NONE in the modelled table, 1 is coherent
+    assert _errno(w.bind, vm="vm0", op="map", addr=BUF, range=M, bo="wb",
+                  pat_index=0) == errno.EINVAL
+    assert _errno(w.bind, vm="vm0", op="map", addr=BUF, range=M, bo="imp",
+                  pat_index=0) == errno.EINVAL
+    assert w.query(vm="vm0")["vmas"] == []
+    w.bind(vm="vm0", op="map", addr=BUF, range=M, bo="wc", pat_index=0)
+    w.bind(vm="vm0", op="map", addr=BUF + M, range=M, bo="wb", pat_index=1)
+    w.bind(vm="vm0", op="map", addr=BUF + 2 * M, range=M, bo="imp", pat_index=1)
+    assert len(w.query(vm="vm0")["vmas"]) == 3
+    assert _errno(w.bo_create, bo="x", device="gpu0", size=M, imported=True,
+                  cpu_caching="wb") == errno.EINVAL

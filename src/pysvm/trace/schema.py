@@ -179,6 +179,13 @@ class BoCreateEvent(Event, tag="bo_create"):
     placement: Annotated[list[Placement], Meta(description=(
         'memory regions the BO may live in; [] means ["system"]'))] = (
         msgspec.field(default_factory=lambda: ["system"]))
+    cpu_caching: Annotated[Literal["wb", "wc"], Meta(description=(
+        "drm_xe_gem_create.cpu_caching; a WB BO refuses a non-coherent (COH_NONE) PAT "
+        "index at bind (xe_vm_bind_ioctl_validate_bo). Not given: not checked"))] | \
+        UnsetType = UNSET
+    imported: Annotated[bool, Meta(description=(
+        "the BO stands for an imported dma-buf (no cpu_caching): a COH_NONE PAT index is "
+        "refused at bind"))] = False
 
 
 class BindEvent(Event, tag="bind"):

@@ -46,6 +46,11 @@ class Bo:
     willneed: int = 0
     #: VMAs of the BO over all VMs.
     vma_count: int = 0
+    #: drm_xe_gem_create.cpu_caching: "wb", "wc", or None when the trace did not say
+    #: (then the bind's caching rules are not checked). Kernel: bo->cpu_caching.
+    cpu_caching: str | None = None
+    #: an imported dma-buf: no cpu_caching at all (bo->cpu_caching == 0).
+    imported: bool = False
 
     def willneed_get(self) -> None:
         """A WILLNEED VMA appears: 0 -> 1 makes a DONTNEED BO WILLNEED (not a purged

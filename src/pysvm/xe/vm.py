@@ -280,8 +280,9 @@ class Vm:
         fails with ``ENOENT`` only where the kernel looks it up. CHECK_PXP is
         accepted and has no effect (no BO is PXP-protected in the model);
         DECOMPRESS is an unknown flag in 6.18 (``EINVAL``) and not modelled in
-        the newest profile (``EOPNOTSUPP``). BO CPU caching is not modelled,
-        so the COH_NONE-with-WB-BO refusal is not reproduced.
+        the newest profile (``EOPNOTSUPP``). A BO created with cpu_caching WB,
+        or an imported one, refuses a COH_NONE PAT index (``EINVAL``); a BO
+        whose trace gave no cpu_caching is not checked.
         The tree update follows vm_bind_ioctl_ops_create()/_parse() with
         drm_gpuvm_sm_map_ops_create(): every new MAP gets default attributes
         with ``pat_index`` as its default PAT. In the newest profile a
@@ -344,6 +345,14 @@ class Vm:
             if range > bo.size or offset > bo.size - range:
                 raise XeError(errno.EINVAL, f"{what}: offset {offset:#x} + range exceeds BO "
                               f"{bo.name} size {bo.size:#x}")
+            if bo.cpu_caching == "wb" and coh == CohMode.NONE:
+                # xe_vm_bind_ioctl_validate_bo(): a WB-cached BO needs a coherent PAT
+                raise XeError(errno.EINVAL, f"{what}: BO {bo.name} is CPU-cached (WB) but "
+                              f"pat_index {pat_index} is not coherent")
+            if bo.imported and coh == CohMode.NONE:
+                # xe_vm_bind_ioctl_validate_bo(): an imported BO's caching is unknown
+                raise XeError(errno.EINVAL, f"{what}: imported BO {bo.name} has no CPU "
+                              f"caching mode; pat_index {pat_index} is not coherent")
             if self.profile.purgeable_type and bo.purge_state:
                 # xe_vma_create() (7.0): a new WILLNEED VMA on a DONTNEED BO is EBUSY,
                 # on a purged BO EINVAL
