@@ -367,6 +367,7 @@ class World:
                 devmem_fd: int | str | None = None, region_instance: int | None = None,
                 migration_policy: int = 0, val: int = 0, pad: int = 0,
                 union_reserved: int = 0, reserved: list[int] | None = None,
+                extensions: int = 0,
                 **unknown: object) -> Result:
         """Set a memory-range attribute: ``type`` is ``"preferred_loc"``, ``"atomic"``,
         ``"pat"``, ``"purgeable_state"`` or the uapi number; ``devmem_fd`` may name a
@@ -375,7 +376,8 @@ class World:
         return self.apply("madvise", _fields(
             vm=vm, addr=addr, range=range, type=type, devmem_fd=devmem_fd,
             region_instance=region_instance, migration_policy=migration_policy, val=val,
-            pad=pad, union_reserved=union_reserved, reserved=reserved, **unknown))
+            pad=pad, union_reserved=union_reserved, reserved=reserved, extensions=extensions,
+            **unknown))
 
     def _devmem_fd(self, ev: S.MadviseEvent) -> tuple[int, int]:
         v = ev.devmem_fd

@@ -307,3 +307,14 @@ def test_wb_and_imported_bos_need_a_coherent_pat_index() -> None:
     assert len(w.query(vm="vm0")["vmas"]) == 3
     assert _errno(w.bo_create, bo="x", device="gpu0", size=M, imported=True,
                   cpu_caching="wb") == errno.EINVAL
+
+
+@pytest.mark.parametrize("profile", ["6.18", "7.0"])
+def test_madvise_extensions_are_never_checked(profile: str) -> None:
+    # xe_vm_madvise_ioctl() and madvise_args_are_sane() never read args->extensions
+    w = _world(profile)
+    _mirror(w)
+    out = w.madvise(vm="vm0", addr=BUF, range=M, type="atomic", val=2,
+                    extensions=0xDEAD_BEEF_0000)
+    assert out == {"invalidated": [[BUF, M]]}
+    assert w.query(vm="vm0", addr=BUF, range=M)["vmas"][0]["attrs"]["atomic"] == 2

@@ -294,6 +294,9 @@ class MadviseEvent(Event, tag="madvise"):
                      "valid pointer holding 0 is assumed)"))] = 0
     reserved: Annotated[tuple[U64, U64], Meta(description=(
         "drm_xe_madvise.reserved[2]; must be [0, 0]"))] = (0, 0)
+    extensions: Annotated[U64, Meta(description=(
+        "drm_xe_madvise.extensions: never read by xe_vm_madvise_ioctl() or "
+        "madvise_args_are_sane() (6.18 and 7.0), so any value is accepted"))] = 0
 
 
 class QueryEvent(Event, tag="query"):
