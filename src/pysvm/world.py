@@ -35,6 +35,7 @@ from typing import Any
 
 from msgspec import UnsetType
 
+from pysvm.drm.pagemap_util import SHRINK_EMPTY, SHRINK_STOP
 from pysvm.errors import XeError, errno_name
 from pysvm.hw.gpu import gpu_access
 from pysvm.mm.mmap import PAGE_SIZE, Mm
@@ -43,7 +44,7 @@ from pysvm.trace import schema as S
 from pysvm.trace.results import SUMMARY_KEYS
 from pysvm.trace.schema import Event, TraceDecodeError, convert, decode_object
 from pysvm.xe.attr import BindFlag, MemRangeAttr
-from pysvm.xe.bo import Bo
+from pysvm.xe.bo import PURGE_DONTNEED, PURGE_PURGED, Bo
 from pysvm.xe.device import Device
 from pysvm.xe.host import INJECTION_POINTS
 from pysvm.xe.lifetime import check_pagemap_invariants, teardown
@@ -52,7 +53,7 @@ from pysvm.xe.pagemap import PagemapSystem, attach_device, svm_get_pagemaps
 from pysvm.xe.profile import Profile, get_profile
 from pysvm.xe.svm import Svm
 from pysvm.xe.vm import DEFAULT_VA_BITS, Vm
-from pysvm.xe.vm_madvise import MadviseArgs, madvise
+from pysvm.xe.vm_madvise import MadviseArgs, madvise, purgeable_retained
 from pysvm.xe.vma import Vma
 
 __all__ = ["World", "SUMMARY_KEYS", "EVENTS", "U64_MAX"]
@@ -251,7 +252,7 @@ class World:
 
     def _ev_config(self, ev: S.ConfigEvent) -> Result:
         name = ev.profile
-        if name != self.profile.name and (self.devices or self.vms):
+        if get_profile(name) is not self.profile and (self.devices or self.vms):
             raise XeError(errno.EBUSY, "config: the profile can only change before the first "
                           "device")
         self.profile = get_profile(name)
@@ -307,12 +308,14 @@ class World:
         self.vms[ev.vm] = vm
         return {}
     def bo_create(self, *, bo: str, device: str, size: int,
-                  placement: list[str] | None = None,
+                  placement: list[str] | None = None, cpu_caching: str | None = None,
+                  imported: bool = False,
                   **unknown: object) -> Result:
         """A buffer object of ``size`` bytes; ``placement`` lists ``"system"`` and/or
         ``"vram"`` (default ``["system"]``). Kernel: xe_gem_create_ioctl()."""
         return self.apply("bo_create", _fields(bo=bo, device=device, size=size,
-                                               placement=placement, **unknown))
+                                               placement=placement, cpu_caching=cpu_caching,
+                                               imported=imported, **unknown))
 
     def _ev_bo_create(self, ev: S.BoCreateEvent) -> Result:
         dev = self._device(ev.device)
@@ -327,7 +330,12 @@ class World:
             raise XeError(errno.EINVAL, "bo_create: a placement is listed twice")
         if "vram" in placement and not dev.discrete:
             raise XeError(errno.EINVAL, f"bo_create: device {dev.name} has no VRAM")
-        self.bos[ev.bo] = Bo(ev.bo, self.next_handle(), dev, size, tuple(placement))
+        if ev.imported and not isinstance(ev.cpu_caching, UnsetType):
+            raise XeError(errno.EINVAL, "bo_create: an imported BO has no cpu_caching")
+        b = Bo(ev.bo, self.next_handle(), dev, size, tuple(placement))
+        b.cpu_caching = None if isinstance(ev.cpu_caching, UnsetType) else ev.cpu_caching
+        b.imported = ev.imported
+        self.bos[ev.bo] = b
         return {}
     def bind(self, *, vm: str, op: str, addr: int, range: int,  # noqa: A002
              flags: list[str] | None = None, pat_index: int = 0, bo: str | None = None,
@@ -359,6 +367,7 @@ class World:
                 devmem_fd: int | str | None = None, region_instance: int | None = None,
                 migration_policy: int = 0, val: int = 0, pad: int = 0,
                 union_reserved: int = 0, reserved: list[int] | None = None,
+                extensions: int = 0,
                 **unknown: object) -> Result:
         """Set a memory-range attribute: ``type`` is ``"preferred_loc"``, ``"atomic"``,
         ``"pat"``, ``"purgeable_state"`` or the uapi number; ``devmem_fd`` may name a
@@ -367,7 +376,8 @@ class World:
         return self.apply("madvise", _fields(
             vm=vm, addr=addr, range=range, type=type, devmem_fd=devmem_fd,
             region_instance=region_instance, migration_policy=migration_policy, val=val,
-            pad=pad, union_reserved=union_reserved, reserved=reserved, **unknown))
+            pad=pad, union_reserved=union_reserved, reserved=reserved, extensions=extensions,
+            **unknown))
 
     def _devmem_fd(self, ev: S.MadviseEvent) -> tuple[int, int]:
         v = ev.devmem_fd
@@ -388,7 +398,10 @@ class World:
             migration_policy=ev.migration_policy, region_instance=region, val=ev.val,
             pad=ev.pad, union_reserved=ev.union_reserved,
             reserved=(ev.reserved[0], ev.reserved[1]))
-        return {"invalidated": madvise(vm, args)}
+        out: Result = {"invalidated": madvise(vm, args)}
+        if typ == MemRangeAttr.PURGEABLE_STATE and ev.union_reserved:
+            out["retained"] = purgeable_retained(vm, ev.addr, ev.addr + ev.range)
+        return out
 
     def query(self, *, vm: str, addr: int = 0, range: int | None = None,
               **unknown: object) -> Result:  # noqa: A002
@@ -417,6 +430,10 @@ class World:
             out["offset"] = v.offset
         elif v.is_userptr():
             out["userptr"] = v.offset
+        if v.bo is not None and v.bo.purge_state == PURGE_PURGED:
+            out["purgeable"] = "purged"
+        elif v.purgeable:
+            out["purgeable"] = "dontneed"
         return out
 
     def vm_kill(self, *, vm: str,
@@ -429,13 +446,16 @@ class World:
         return {}
     # -- the process's CPU side -----------------------------------------------------------
 
-    def mmap(self, *, addr: int, size: int,
-             **unknown: object) -> Result:
-        """Map anonymous memory at ``addr``. Kernel: mmap(MAP_FIXED|MAP_ANONYMOUS)."""
-        return self.apply("mmap", {"addr": addr, "size": size, **unknown})
+    def mmap(self, *, addr: int, size: int, read_only: bool = False, shared: bool = False,
+             file: bool = False, **unknown: object) -> Result:
+        """Map memory at ``addr``: private anonymous unless ``shared`` or ``file``;
+        ``read_only`` without PROT_WRITE. Kernel: mmap(MAP_FIXED|MAP_ANONYMOUS)."""
+        return self.apply("mmap", {"addr": addr, "size": size, "read_only": read_only,
+                                   "shared": shared, "file": file, **unknown})
 
     def _ev_mmap(self, ev: S.MmapEvent) -> Result:
-        self.mm.mmap(ev.addr, ev.size)
+        self.mm.mmap(ev.addr, ev.size, read_only=ev.read_only,
+                     anonymous=not (ev.shared or ev.file))
         return {}
     def munmap(self, *, addr: int, size: int,
                **unknown: object) -> Result:
@@ -515,10 +535,12 @@ class World:
         return [{"at": p, "fault_addr": fa, **(r if isinstance(r, dict) else {"result": str(r)})}
                 for p, r, fa in fired]
 
-    def prefetch(self, *, vm: str, addr: int, range: int, region: str,
+    def prefetch(self, *, vm: str, addr: int, range: int, region: str | int,
                  **unknown: object) -> Result:  # noqa: A002
-        """Create, place (``region`` ``"vram"`` or ``"system"``) and bind the SVM ranges of
-        ``[addr, addr + range)``; the result counts ``ranges_bound``.
+        """Create, place and bind the SVM ranges of ``[addr, addr + range)``; ``region`` is
+        ``"vram"``, ``"system"``, ``"pref_loc"`` (each VMA's madvised preferred location)
+        or a region instance number; BO VMAs in the range migrate there. The result
+        counts ``ranges_bound``.
 
         Kernel: DRM_XE_VM_BIND_OP_PREFETCH on CPU-mirror VMAs."""
         return self.apply("prefetch", {"vm": vm, "addr": addr, "range": range,
@@ -676,6 +698,100 @@ class World:
         return {"leftovers": teardown(self.pagemaps_system, self.devices, self.vms,
                                       self.run_deferred)}
 
+    def query_mem_range_attrs(self, *, vm: str, start: int = 0, range: int = 0,  # noqa: A002
+                              num_mem_ranges: int = 0, sizeof_mem_range_attr: int = 0,
+                              vector: bool = False, **unknown: object) -> Result:
+        """The memory-range-attribute query with its two-call protocol (count, then
+        fill). Kernel: xe_vm_query_vmas_attrs_ioctl()."""
+        return self.apply("query_mem_range_attrs", {
+            "vm": vm, "start": start, "range": range, "num_mem_ranges": num_mem_ranges,
+            "sizeof_mem_range_attr": sizeof_mem_range_attr, "vector": vector, **unknown})
+
+    def _ev_query_mem_range_attrs(self, ev: S.QueryMemRangeAttrsEvent) -> Result:
+        n, size = ev.num_mem_ranges, ev.sizeof_mem_range_attr
+        if (n == 0 and (ev.vector or size)) or (
+                n > 0 and (not ev.vector or size != MEM_RANGE_ATTR_SIZE)):
+            raise XeError(errno.EINVAL, "query_mem_range_attrs: num_mem_ranges "
+                          f"{n}, sizeof_mem_range_attr {size}, vector {ev.vector}: a count "
+                          "call passes 0, 0 and no vector; a fill call passes a vector and "
+                          f"{MEM_RANGE_ATTR_SIZE}")
+        vm = self._vm(ev.vm)
+        vmas = vm.query(ev.start, ev.range)
+        if n == 0:
+            return {"num_mem_ranges": len(vmas), "sizeof_mem_range_attr": MEM_RANGE_ATTR_SIZE}
+        if len(vmas) > n:
+            raise XeError(errno.ENOSPC, f"query_mem_range_attrs: {len(vmas)} VMAs in the "
+                          f"range, the vector has {n} entries")
+        out = [{"start": v.start, "end": v.end,
+                "devmem_fd": v.attr.preferred_loc.devmem_fd,
+                "migration_policy": v.attr.preferred_loc.migration_policy,
+                "atomic": v.attr.atomic_access, "pat_index": v.attr.pat_index} for v in vmas]
+        return {"num_mem_ranges": len(out), "sizeof_mem_range_attr": size, "mem_ranges": out}
+
+    def shrink(self, *, device: str, nr_to_scan: int = 128,
+               **unknown: object) -> Result:
+        """Run the device's pagemap shrinker once (count, then scan up to ``nr_to_scan``);
+        the result has ``listed`` and ``freed``. Kernel: drm_pagemap_shrinker_count() /
+        drm_pagemap_shrinker_scan()."""
+        return self.apply("shrink", {"device": device, "nr_to_scan": nr_to_scan, **unknown})
+
+    def _ev_shrink(self, ev: S.ShrinkEvent) -> Result:
+        dev = self._device(ev.device)
+        shrinker = self.pagemaps_system.provider(dev.name).shrinker
+        if not shrinker.alive:
+            raise XeError(errno.ENODEV, f"shrink: device {dev.name} is unbound")
+        n = shrinker.count()
+        if n == SHRINK_EMPTY:
+            return {"listed": 0, "freed": 0}
+        freed = shrinker.scan(ev.nr_to_scan)
+        return {"listed": n, "freed": 0 if freed == SHRINK_STOP else freed}
+
+    def vm_destroy(self, *, vm: str,
+                   **unknown: object) -> Result:
+        """Destroy VM ``vm``: SVM state torn down, VMAs destroyed, the name freed.
+        Kernel: xe_vm_destroy_ioctl() -> xe_vm_close_and_put() -> xe_svm_close()."""
+        return self.apply("vm_destroy", {"vm": vm, **unknown})
+
+    def _ev_vm_destroy(self, ev: S.VmDestroyEvent) -> Result:
+        vm = self._vm(ev.vm, errno.ENOENT)
+        vm.close()
+        del self.vms[ev.vm]
+        self.stats["vms_destroyed"] += 1
+        return {}
+
+    def bo_purge(self, *, bo: str,
+                 **unknown: object) -> Result:
+        """The shrinker purges DONTNEED BO ``bo`` now (7.0); the result counts the VMAs
+        whose GPU mappings were ``zapped``. Kernel: xe_bo_shrink() purge ->
+        xe_bo_move_notify()."""
+        return self.apply("bo_purge", {"bo": bo, **unknown})
+
+    def _ev_bo_purge(self, ev: S.BoPurgeEvent) -> Result:
+        if not self.profile.purgeable_type:
+            raise XeError(errno.EINVAL, f"bo_purge: kernel {self.profile.name} has no "
+                          "purgeable BOs")
+        b = self.bos.get(ev.bo)
+        if b is None:
+            raise XeError(errno.ENOENT, f"bo_purge: no BO named {ev.bo!r}")
+        if b.purge_state != PURGE_DONTNEED:
+            raise XeError(errno.EBUSY, f"bo_purge: BO {b.name} is not DONTNEED")
+        b.purge_state = PURGE_PURGED
+        zapped = 0
+        for vm in self.vms.values():
+            for v in vm:
+                if v.bo is b and v.tile_present & ~v.tile_invalidated:
+                    v.tile_invalidated |= v.tile_present
+                    zapped += 1
+        for svm in self.svms():
+            for key in [k for k in svm.bo_data if k[0] == b.name]:
+                del svm.bo_data[key]
+        self.stats["bos_purged"] += 1
+        return {"zapped": zapped}
+
+
+#: sizeof(struct drm_xe_mem_range_attr). Kernel: include/uapi/drm/xe_drm.h.
+MEM_RANGE_ATTR_SIZE = 64
+
 
 def _given(value: int | UnsetType, default: int) -> int:
     """An optional field's value, ``default`` when the event left it out."""
@@ -704,7 +820,10 @@ _HANDLERS: dict[type[Event], _Handler] = {
     S.InjectEvent: World._ev_inject, S.LinkEvent: World._ev_link,
     S.UnbindDeviceEvent: World._ev_unbind_device, S.RmmodEvent: World._ev_rmmod,
     S.RunWorkersEvent: World._ev_run_workers, S.PagemapsEvent: World._ev_pagemaps,
-    S.TeardownEvent: World._ev_teardown,
+    S.TeardownEvent: World._ev_teardown, S.BoPurgeEvent: World._ev_bo_purge,
+    S.VmDestroyEvent: World._ev_vm_destroy,
+    S.QueryMemRangeAttrsEvent: World._ev_query_mem_range_attrs,
+    S.ShrinkEvent: World._ev_shrink,
 }
 
 #: Every trace event name (each is a :class:`World` method of the same name).

@@ -218,11 +218,12 @@ def test_6_18_positive_fd_is_stored_unresolved() -> None:
     assert v is not None and v.attr.preferred_loc.devmem_fd == 1234
 
 
-def test_newest_purgeable_checked_then_not_modelled() -> None:
+def test_newest_purgeable_changes_no_svm_state() -> None:
+    # 7.0 madvise_purgeable(): non-BO VMAs are skipped and nothing is invalidated
     vm = mirror_vm("newest")
     vm.svm = FakeSvm()
-    e = refuse(vm, MadviseArgs(0, K, PURGE, val=1, union_reserved=0xDEAD000))
-    assert e.errno == errno.EOPNOTSUPP and vm.svm.calls == []
+    assert madvise(vm, MadviseArgs(0, K, PURGE, val=1, union_reserved=0xDEAD000)) == []
+    assert all(v.purgeable == 0 for v in vm)
 
 
 @pytest.mark.parametrize("placements, smem, val, ok", [
@@ -421,15 +422,20 @@ def test_null_vma_is_split_and_keeps_sparse() -> None:
     assert [v.attr.pat_index for v in vm] == [1, 2, 1]
 
 
-def test_userptr_vma_split_middle_piece_gets_userptr_zero() -> None:
-    # Kernel quirk: a userptr VMA has no GEM object, so madvise splits it, and
-    # the MAP op of the piece inside the request carries offset 0, i.e. a
-    # userptr address of 0 (the kernel then pins CPU pages at address 0).
+def test_userptr_vma_split_is_efault_and_unwound() -> None:
+    # Kernel: drm_gpuvm_madvise_ops_create() gives the piece inside the request a MAP
+    # op with only a VA (gem.offset 0); new_vma() (xe_vm.c) pins a userptr at CPU
+    # address 0, which fails with EFAULT, and xe_vm_alloc_vma() unwinds the split.
     vm = make_vm()
     vm.bind_map(0, 128 * K, userptr=True, offset=0x7000_0000, pat_index=1)
-    madvise(vm, MadviseArgs(32 * K, 32 * K, PAT, val=2))
-    assert [(v.addr, v.offset, v.is_userptr()) for v in vm] == [
-        (0, 0x7000_0000, True), (32 * K, 0, True), (64 * K, 0x7000_0000 + 64 * K, True)]
+    before = [(v.addr, v.range, v.offset, v.attr.pat_index) for v in vm]
+    with pytest.raises(XeError) as ei:
+        madvise(vm, MadviseArgs(32 * K, 32 * K, PAT, val=2))
+    assert ei.value.errno == errno.EFAULT
+    assert [(v.addr, v.range, v.offset, v.attr.pat_index) for v in vm] == before
+    # a madvise covering the whole userptr VMA splits nothing and succeeds
+    madvise(vm, MadviseArgs(0, 128 * K, PAT, val=2))
+    assert [(v.addr, v.attr.pat_index) for v in vm] == [(0, 2)]
 
 
 def test_split_unmaps_straddling_svm_ranges() -> None:

@@ -7,6 +7,7 @@ __xe_svm_handle_pagefault() (xe_svm.c, 6.18 and newest).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 
 import pytest
@@ -14,6 +15,7 @@ from svm_helpers import BUF, SZ_2M, SZ_64K, K, Sim
 
 from pysvm.errors import XeError
 from pysvm.xe.pagefault import need_vram_for_atomic
+from pysvm.xe.profile import V6_18
 
 PROFILES = ("6.18", "newest")
 
@@ -119,13 +121,31 @@ def test_outer_relookup_finds_the_new_vma(profile: str) -> None:
     assert s.vm.find_vma_by_addr(BUF + SZ_2M) is after     # the model ignores it
 
 
-def test_killed_vm_refuses_gpu_access() -> None:
+@pytest.mark.parametrize("profile", ["6.18", "no-cache"])
+def test_killed_vm_keeps_mapped_pages_and_fails_new_faults(profile: str) -> None:
+    """Kernel: xe_vm_kill() (xe_vm.c) sets XE_VM_FLAG_BANNED and kills preempt-fence exec
+    queues only, so pages already bound keep working; a new fault looks the VMA up with
+    xe_vm_find_vma_by_addr(), whose xe_vm_find_overlapping_vma() finds nothing on a banned
+    VM (EINVAL in xe_pagefault_service()); in 6.18 the last-fault VMA cache answers first,
+    and the SVM handler's garbage collector then refuses the banned VM
+    (xe_svm_garbage_collector(): ENOENT)."""
     s = Sim("6.18")
-    s.mmap(BUF, K)
+    if profile == "no-cache":     # a kernel whose xe_pagefault.c never stores the cache
+        s.world.profile = dataclasses.replace(V6_18, last_fault_vma_cache=False)
+    s.mmap(BUF, SZ_2M)
+    assert s.gpu("write", BUF, K, value=7)["result"] == "ok"     # mapped, cached
     s.checker.engine.execute({"ev": "vm_kill", "vm": "vm0"})
     s.checker.quirk_killed.add("vm0")                 # a deliberate kill, not a finding
     out = s.ev({"ev": "gpu_access", "vm": "vm0", "addr": BUF, "size": K, "op": "read"})
-    assert out["result"] == "ENOENT" and len(s.svm.fault_log) == 0
+    assert out["result"] == "ok" and out["data"] == [7] and out["faults"] == 0
+    n = len(s.svm.fault_log)
+    s.checker.engine.execute({"ev": "invalidate", "addr": BUF, "size": K})
+    out = s.ev({"ev": "gpu_access", "vm": "vm0", "addr": BUF, "size": K, "op": "read"})
+    want = "ENOENT" if profile == "6.18" else "EINVAL"
+    assert out["result"] == want, out
+    assert len(s.svm.fault_log) == n + (1 if profile == "6.18" else 0)
+
+
 
 
 def test_bad_gpu_access_arguments_change_nothing() -> None:

@@ -173,7 +173,9 @@ def test_newest_widening_quirk_kills_the_vm_when_the_tail_has_a_range() -> None:
     assert s.vm.killed and s.world.stats["gc_split_failures"] == 1
     out = s.checker.engine.execute({"ev": "gpu_access", "vm": "vm0", "addr": BUF + 0xF000,
                                     "size": K, "op": "read"})
-    assert out["result"] == "ENOENT"
+    # xe_vm_kill() bans the VM and stops preempt-fence exec queues only: the page
+    # tables stay, so the GPU still reads the page it had mapped (no fault)
+    assert out["result"] == "ok" and out["data"] == [1] and out["faults"] == 0
     assert s.mm.cpu_read(BUF + 0xF000, K) == [1]  # nothing the GPU wrote is lost
 
 

@@ -41,7 +41,7 @@ def _call(w: World, ev: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def test_every_event_is_a_keyword_only_method() -> None:
-    assert len(pysvm.EVENTS) == 26
+    assert len(pysvm.EVENTS) == 30
     for name in pysvm.EVENTS:
         sig = inspect.signature(getattr(World, name))
         params = [p for p in sig.parameters.values() if p.name != "self"]
@@ -118,7 +118,7 @@ print("ok", len(pysvm.EVENTS))
     r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True,
                        check=False)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["ok", "26"]
+    assert r.stdout.split() == ["ok", "30"]
 
 
 def test_a_misspelt_keyword_is_einval_naming_it_as_in_a_trace() -> None:

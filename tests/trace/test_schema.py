@@ -142,11 +142,11 @@ BAD: list[tuple[str, str]] = [
     ('{"ev":"bo_create","bo":"b","device":"g","size":4096,"placement":["lmem"]}',
      "bo_create: unknown placement 'lmem'; use ['vram', 'system']"),
     ('{"ev":"config","profile":"6.19"}',
-     "field \"profile\" = '6.19': expected one of ['6.18', 'newest']"),
+     "field \"profile\" = '6.19': expected one of ['6.18', '7.0', 'newest']"),
     ('{"ev":"gpu_access","vm":"v","addr":0,"size":4096,"op":"exec"}',
      "field \"op\" = 'exec': expected one of ['read', 'write', 'atomic']"),
     ('{"ev":"prefetch","vm":"v","addr":0,"range":4096,"region":"lmem"}',
-     "field \"region\" = 'lmem': expected one of ['vram', 'system']"),
+     "field \"region\" = 'lmem': expected one of ['vram', 'system', 'pref_loc']"),
     ('{"ev":"invalidate","addr":0,"size":4096,"event":"unmap"}',
      "field \"event\" = 'unmap': expected one of ['clear', 'protection_vma', "
      "'protection_page', 'soft_dirty', 'migrate', 'exclusive']"),
@@ -274,7 +274,8 @@ def test_defaults_are_the_handlers_defaults() -> None:
     m = S.decode('{"ev":"madvise","vm":"v","addr":0,"range":4096,"type":"atomic"}')
     assert S.as_kwargs(m) == {"vm": "v", "addr": 0, "range": 4096, "type": "atomic",
                               "devmem_fd": 0, "migration_policy": 0, "region_instance": None,
-                              "val": 0, "pad": 0, "union_reserved": 0, "reserved": (0, 0)}
+                              "val": 0, "pad": 0, "union_reserved": 0, "reserved": (0, 0),
+                              "extensions": 0}
     assert S.as_kwargs(S.decode('{"ev":"device","name":"g"}')) == {
         "name": "g", "discrete": True, "vram_mib": None, "smem_atomics": False}
     assert S.as_kwargs(S.decode('{"ev":"vm_create","vm":"v","device":"g"}')) == {

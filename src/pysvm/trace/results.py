@@ -46,7 +46,7 @@ class NoResult(Result):
 class ConfigResult(Result):
     """The profile now in force."""
 
-    profile: Annotated[Literal["6.18", "newest"], Meta(description="the kernel profile")]
+    profile: Annotated[Literal["6.18", "7.0", "newest"], Meta(description="the kernel profile")]
 
 
 class DeviceResult(Result):
@@ -63,6 +63,9 @@ class MadviseResult(Result):
     invalidated: Annotated[list[tuple[Addr, Size]], Meta(description=(
         "[addr, range] of every VMA whose GPU mappings the call zapped (not skipped, not "
         "NULL), in address order, after the split"))]
+    retained: Annotated[int, Meta(ge=0, le=1, description=(
+        "purgeable_state with a retained pointer (union_reserved != 0, 7.0): the value "
+        "written back, 0 when a BO in the range was already purged, else 1"))] | UnsetType = UNSET
 
 
 class VmaAttrs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -94,6 +97,9 @@ class VmaInfo(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_def
         "BO-backed VMA: the offset into the BO, bytes"))] | UnsetType = UNSET
     userptr: Annotated[int, Meta(ge=0, description=(
         "userptr VMA: the CPU address it maps"))] | UnsetType = UNSET
+    purgeable: Annotated[Literal["dontneed", "purged"], Meta(description=(
+        "7.0, BO-backed VMA: the VMA was madvised DONTNEED, or its BO was purged (a model "
+        "addition: the kernel's query does not report it)"))] | UnsetType = UNSET
 
 
 class QueryResult(Result):
@@ -162,6 +168,43 @@ class GcResult(Result):
 
     eagain: Annotated[bool, Meta(description=(
         "the collector returned -EAGAIN (work left for a later run)"))]
+
+
+class MemRangeAttr(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One struct drm_xe_mem_range_attr as the kernel fills it."""
+
+    start: Addr
+    end: Addr
+    devmem_fd: Annotated[int, Meta(description="preferred_mem_loc.devmem_fd (raw)")]
+    migration_policy: Annotated[int, Meta(ge=0)]
+    atomic: Annotated[int, Meta(ge=0, description="atomic.val")]
+    pat_index: Annotated[int, Meta(ge=0, description="pat_index.val")]
+
+
+class QueryMemRangeAttrsResult(Result):
+    """The count call's answer, or the filled vector."""
+
+    num_mem_ranges: Annotated[Count, Meta(description=(
+        "count call: the VMAs in the range; fill call: the entries written"))]
+    sizeof_mem_range_attr: Annotated[Count, Meta(description=(
+        "the size the kernel expects (64; echoed back on a fill call)"))]
+    mem_ranges: Annotated[list[MemRangeAttr], Meta(description=(
+        "fill call only: the entries written, in address order"))] | UnsetType = UNSET
+
+
+class ShrinkResult(Result):
+    """What one shrinker pass found and freed."""
+
+    listed: Annotated[Count, Meta(description=(
+        "cached inactive pagemaps on the device's shrinker before the scan (count_objects)"))]
+    freed: Annotated[Count, Meta(description="pagemaps the scan destroyed")]
+
+
+class BoPurgeResult(Result):
+    """The purged BO's VMAs whose GPU mappings were zapped."""
+
+    zapped: Annotated[Count, Meta(description=(
+        "VMAs (over all VMs) whose GPU mappings of the BO were invalidated"))]
 
 
 class EvictResult(Result):

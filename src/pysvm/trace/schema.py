@@ -52,7 +52,7 @@ U64 = Annotated[int, Meta(ge=0, extra_json_schema={"maximum": U64_MAX})]
 
 
 #: Choices, in the order the refusal messages list them.
-PROFILES = ("6.18", "newest")
+PROFILES = ("6.18", "7.0", "newest")
 PLACEMENTS = ("vram", "system")
 BIND_OPS = ("map", "unmap", "map_userptr")
 BIND_FLAGS = ("autoreset", "cpu_addr_mirror", "dumpable", "immediate", "null", "read_only")
@@ -64,7 +64,7 @@ NOTIFY_EVENTS = ("clear", "protection_vma", "protection_page", "soft_dirty", "mi
 INJECTION_POINTS = ("fault.start", "fault.after_find_range", "fault.after_migrate",
                     "fault.after_get_pages", "fault.before_bind")
 
-Profile = Literal["6.18", "newest"]
+Profile = Literal["6.18", "7.0", "newest"]
 Placement = Literal["vram", "system"]
 BindOp = Literal["map", "unmap", "map_userptr"]
 BindFlagName = Literal["autoreset", "cpu_addr_mirror", "dumpable", "immediate", "null",
@@ -72,6 +72,10 @@ BindFlagName = Literal["autoreset", "cpu_addr_mirror", "dumpable", "immediate", 
 MadviseType = Literal["atomic", "pat", "preferred_loc", "purgeable_state"]
 GpuOp = Literal["read", "write", "atomic"]
 Region = Literal["vram", "system"]
+#: A prefetch target: a region name, "pref_loc" (DRM_XE_CONSULT_MEM_ADVISE_PREF_LOC) or a
+#: prefetch_mem_region_instance number (0 system, 1.. VRAM tiles).
+PrefetchRegion = Union[  # noqa: UP007
+    Literal["vram", "system", "pref_loc"], Annotated[int, Meta(ge=0, le=255)]]
 NotifyEvent = Literal["clear", "protection_vma", "protection_page", "soft_dirty", "migrate",
                       "exclusive"]
 InjectionPoint = Literal["fault.start", "fault.after_find_range", "fault.after_migrate",
@@ -106,9 +110,11 @@ class ConfigEvent(Event, tag="config"):
     """
 
     kernel: ClassVar[str] = (
-        "No kernel counterpart: a model setting. 6.18 follows Linux v6.18; newest follows the "
-        "newest Xe driver (madvise autoreset, neighbour absorption on CPU-mirror binds, "
-        "multi-device pagemaps, purgeable-state madvise).")
+        "No kernel counterpart: a model setting. 6.18 follows Linux v6.18 (except the "
+        "autoreset rule, still 6.18-rc1's); 7.0 follows mainline as stored (madvise "
+        "autoreset, neighbour absorption on CPU-mirror binds, multi-device pagemaps, "
+        "purgeable-state madvise); newest is an alias of the newest modelled release (7.0). "
+        "docs/profiles.md lists every difference with its kernel function.")
     errors = (_EINVAL_FIELDS,
               ("EBUSY", "the profile changes after the first device or VM was created"))
     result = R.ConfigResult
@@ -173,6 +179,13 @@ class BoCreateEvent(Event, tag="bo_create"):
     placement: Annotated[list[Placement], Meta(description=(
         'memory regions the BO may live in; [] means ["system"]'))] = (
         msgspec.field(default_factory=lambda: ["system"]))
+    cpu_caching: Annotated[Literal["wb", "wc"], Meta(description=(
+        "drm_xe_gem_create.cpu_caching; a WB BO refuses a non-coherent (COH_NONE) PAT "
+        "index at bind (xe_vm_bind_ioctl_validate_bo). Not given: not checked"))] | \
+        UnsetType = UNSET
+    imported: Annotated[bool, Meta(description=(
+        "the BO stands for an imported dma-buf (no cpu_caching): a COH_NONE PAT index is "
+        "refused at bind"))] = False
 
 
 class BindEvent(Event, tag="bind"):
@@ -224,13 +237,14 @@ class MadviseEvent(Event, tag="madvise"):
 
     type selects the member of the kernel's union: preferred_loc reads devmem_fd,
     migration_policy and region_instance; atomic and pat read val; purgeable_state reads
-    val (newest: 0 or 1; a valid request gives EOPNOTSUPP since BO purging is not
-    modelled; 6.18: an unknown type). pad, union_reserved and reserved are the raw uAPI
-    fields a validation test may set non-zero. In 6.18 region_instance is the pad u16 of
-    preferred_mem_loc (must be 0). CPU-mirror VMAs are split at the range's ends first;
-    a BO atomic-placement failure or (newest, integrated device) a non-coherent PAT over
-    CPU-mirror or userptr memory is reported after the split, as in the kernel, and the
-    split stays.
+    val (7.0: 0 WILLNEED or 1 DONTNEED, set per BO VMA, the BO's state following its
+    WILLNEED VMAs over every VM; union_reserved non-zero is the retained pointer, and the
+    result then has retained; 6.18: an unknown type). pad, union_reserved and reserved
+    are the raw uAPI fields a validation test may set non-zero. In 6.18
+    region_instance is the pad u16 of preferred_mem_loc (must be 0). CPU-mirror VMAs are
+    split at the range's ends first; a BO atomic-placement failure or (newest,
+    integrated device) a non-coherent PAT over CPU-mirror or userptr memory is reported
+    after the split, as in the kernel, and the split stays.
     """
 
     kernel: ClassVar[str] = (
@@ -247,8 +261,10 @@ class MadviseEvent(Event, tag="madvise"):
               ("EINVAL", "after the split: atomic GLOBAL/DEVICE on a BO without the needed "
                          "placements; newest, integrated device: a non-coherent PAT over "
                          "CPU-mirror or userptr memory"),
-              ("EOPNOTSUPP", "newest: a valid purgeable_state request (purging is not "
-                             "modelled)"))
+              ("ENOLINK", "7.0: the VM is not in fault mode (it joined no owner group) "
+                          "and devmem_fd names a device"),
+              ("EFAULT", "a split would cut a userptr VMA (the new piece pins CPU address "
+                         "0); nothing changes"))
     result = R.MadviseResult
     vm: VmName
     addr: Annotated[U64, Meta(description=(
@@ -273,9 +289,14 @@ class MadviseEvent(Event, tag="madvise"):
     pad: Annotated[int, Meta(ge=0, le=0xFFFFFFFF,
                              description="the union member's pad (u32); must be 0")] = 0
     union_reserved: Annotated[U64, Meta(
-        description="the union member's trailing reserved u64; must be 0")] = 0
+        description=("the union member's trailing reserved u64; must be 0, except for "
+                     "7.0 purgeable_state, where it is purge_state_val.retained_ptr (a "
+                     "valid pointer holding 0 is assumed)"))] = 0
     reserved: Annotated[tuple[U64, U64], Meta(description=(
         "drm_xe_madvise.reserved[2]; must be [0, 0]"))] = (0, 0)
+    extensions: Annotated[U64, Meta(description=(
+        "drm_xe_madvise.extensions: never read by xe_vm_madvise_ioctl() or "
+        "madvise_args_are_sane() (6.18 and 7.0), so any value is accepted"))] = 0
 
 
 class QueryEvent(Event, tag="query"):
@@ -300,6 +321,37 @@ class QueryEvent(Event, tag="query"):
         "the VMA containing addr"))] | UnsetType = UNSET
 
 
+class QueryMemRangeAttrsEvent(Event, tag="query_mem_range_attrs"):
+    """The memory-range-attribute query with the uAPI's two-call protocol.
+
+    Call once with num_mem_ranges 0, sizeof_mem_range_attr 0 and no vector to learn
+    the count and the entry size (64); then again with a vector of that many entries.
+    The arguments are checked before the VM is looked up; more VMAs than entries is
+    ENOSPC (the VMA count changed between the calls). Like the kernel, no alignment,
+    VM-size or killed-VM check.
+    """
+
+    kernel: ClassVar[str] = (
+        "DRM_IOCTL_XE_VM_QUERY_MEM_RANGE_ATTRS: drivers/gpu/drm/xe/xe_vm.c: "
+        "xe_vm_query_vmas_attrs_ioctl(), xe_vm_query_vmas(), get_mem_attrs().")
+    errors = (_EINVAL_FIELDS,
+              ("EINVAL", "num_mem_ranges 0 with a vector or a non-zero "
+                         "sizeof_mem_range_attr; num_mem_ranges > 0 without a vector or "
+                         "with sizeof_mem_range_attr != 64 (checked before the VM lookup)"),
+              ("EINVAL", "no VM has this name"),
+              ("ENOSPC", "more VMAs in the range than num_mem_ranges"))
+    result = R.QueryMemRangeAttrsResult
+    vm: VmName
+    start: Annotated[U64, Meta(description="first address")] = 0
+    range: Annotated[U64, Meta(description="length in bytes")] = 0
+    num_mem_ranges: Annotated[int, Meta(ge=0, le=(1 << 32) - 1, description=(
+        "entries in the vector (0: the count call)"))] = 0
+    sizeof_mem_range_attr: Annotated[int, Meta(ge=0, le=(1 << 32) - 1, description=(
+        "the caller's entry size (64 = sizeof(struct drm_xe_mem_range_attr))"))] = 0
+    vector: Annotated[bool, Meta(description=(
+        "vector_of_mem_attr is a valid pointer (false: NULL)"))] = False
+
+
 class VmKillEvent(Event, tag="vm_kill"):
     """Ban a VM, as the driver does after a fatal error."""
 
@@ -308,16 +360,44 @@ class VmKillEvent(Event, tag="vm_kill"):
     vm: VmName
 
 
+class VmDestroyEvent(Event, tag="vm_destroy"):
+    """Destroy one VM mid-trace.
+
+    Its SVM ranges are unbound and removed, its pagemap references dropped and its VMAs
+    destroyed; device pages it migrated stay in VRAM until the CPU touches them. Later
+    events naming the VM find none (bind, madvise, query: EINVAL; gpu_access, prefetch:
+    ENOENT), and the name may be used again.
+    """
+
+    kernel: ClassVar[str] = (
+        "DRM_IOCTL_XE_VM_DESTROY: drivers/gpu/drm/xe/xe_vm.c: xe_vm_destroy_ioctl() -> "
+        "xe_vm_close_and_put() -> xe_svm_close() (drivers/gpu/drm/xe/xe_svm.c).")
+    errors = (_EINVAL_FIELDS, ("ENOENT", "no VM has this name"))
+    vm: VmName
+
+
 class MmapEvent(Event, tag="mmap"):
-    """Map anonymous memory into the process at a fixed address."""
+    """Map memory into the process at a fixed address: private anonymous by default.
+
+    read_only maps it without PROT_WRITE: an SVM range over it is EPERM for every GPU
+    access unless the GPU VMA is read-only too (drm_gpusvm_range_find_or_insert(): the
+    context's read_only comes from the GPU VMA). shared (MAP_SHARED anonymous: shmem) and
+    file (a file mapping) are not anonymous: their ranges never migrate to VRAM, so reads
+    and writes are served from system memory and an atomic that needs VRAM is EACCES
+    (__xe_svm_handle_pagefault()).
+    """
 
     kernel: ClassVar[str] = (
         "mmap(MAP_FIXED | MAP_ANONYMOUS): mm/mmap.c: do_mmap(); replaced pages are unmapped "
-        "first, sending MMU_NOTIFY_UNMAP.")
+        "first, sending MMU_NOTIFY_UNMAP. drivers/gpu/drm/drm_gpusvm.c: "
+        "drm_gpusvm_range_find_or_insert() (VM_WRITE, vma_is_anonymous()).")
     errors = (_EINVAL_FIELDS,
               ("EINVAL", "addr or size not 4 KiB aligned, size 0, or the end wraps"))
     addr: Annotated[U64, Meta(description="CPU virtual address, bytes (4 KiB aligned)")]
     size: Annotated[U64, Meta(description="length in bytes (4 KiB aligned, non-zero)")]
+    read_only: Annotated[bool, Meta(description="PROT_READ only (no VM_WRITE)")] = False
+    shared: Annotated[bool, Meta(description="MAP_SHARED (shmem: not anonymous)")] = False
+    file: Annotated[bool, Meta(description="a file mapping (not anonymous)")] = False
 
 
 class MunmapEvent(Event, tag="munmap"):
@@ -382,21 +462,30 @@ class GpuAccessEvent(Event, tag="gpu_access"):
 
 
 class PrefetchEvent(Event, tag="prefetch"):
-    """Prefetch a CPU-mirror range of a VM to VRAM or system memory."""
+    """PREFETCH a range of a VM: CPU-mirror ranges are made, migrated and bound; BO VMAs
+    are migrated to the region (xe_bo_migrate); userptr VMAs are pinned."""
 
     kernel: ClassVar[str] = (
         "DRM_IOCTL_XE_VM_BIND with DRM_XE_VM_BIND_OP_PREFETCH on CPU-address-mirror VMAs: "
         "drivers/gpu/drm/xe/xe_vm.c: xe_vm_bind_ioctl().")
     errors = (_EINVAL_FIELDS,
               ("ENOENT", "no VM has this name"),
-              ("EINVAL", "the VM is not in fault mode; bad alignment; the range is not "
-                         "CPU-mirror memory"),
-              ("other", "the errno of range creation, migration or binding"))
+              ("EINVAL", "the VM is not in fault mode; the region is not in the device's "
+                         "mem_region_mask; bad alignment; the range passes the VM's end "
+                         "(checked after the killed test); pref_loc over a BO VMA; "
+                         "a BO VMA whose placements lack the region"),
+              ("ENOENT", "the VM was killed"),
+              ("EBUSY", "7.0: a BO in the range is DONTNEED (EINVAL if purged)"),
+              ("other", "the errno of range creation or binding; a failed VRAM allocation "
+                        "or get_pages EOPNOTSUPP/EFAULT/EPERM is success with nothing bound"))
     result = R.PrefetchResult
     vm: VmName
     addr: Annotated[U64, Meta(description="GPU virtual address, bytes (4 KiB aligned)")]
     range: Annotated[U64, Meta(description="length in bytes")]
-    region: Annotated[Region, Meta(description="where the pages should end up")]
+    region: Annotated[PrefetchRegion, Meta(description=(
+        "where the pages should end up: vram, system, pref_loc (each CPU-mirror VMA's "
+        "madvised preferred location, DRM_XE_CONSULT_MEM_ADVISE_PREF_LOC) or a region "
+        "instance number (0 system, 1 the first VRAM tile)"))]
 
 
 class RangesEvent(Event, tag="ranges"):
@@ -422,6 +511,48 @@ class GcEvent(Event, tag="gc"):
               ("other", "the collector failed (not -EAGAIN)"))
     result = R.GcResult
     vm: VmName
+
+
+class BoPurgeEvent(Event, tag="bo_purge"):
+    """The shrinker purges a DONTNEED buffer object now (7.0).
+
+    Purging is decided by memory pressure in the kernel, so a trace says when it
+    happens. The BO's backing store is dropped (its pages read 0 afterwards through
+    existing mappings of the model) and the GPU mappings of every VMA of the BO are
+    zapped; a later GPU fault on it is EACCES, a new bind EINVAL, and a purgeable
+    madvise over it reports retained 0.
+    """
+
+    kernel: ClassVar[str] = (
+        "drivers/gpu/drm/xe/xe_shrinker.c -> xe_bo_shrink() purging a DONTNEED BO, "
+        "xe_bo_move_notify() zapping its PTEs (7.0); state per xe_bo.h madv_purgeable.")
+    errors = (_EINVAL_FIELDS,
+              ("ENOENT", "no BO has this name"),
+              ("EBUSY", "the BO is not DONTNEED (a model rule: the shrinker only purges "
+                        "DONTNEED BOs)"),
+              ("EINVAL", "profile 6.18 (no purgeable BOs)"))
+    result = R.BoPurgeResult
+    bo: Annotated[str, Meta(description="the BO to purge")]
+
+
+class ShrinkEvent(Event, tag="shrink"):
+    """Memory pressure: the core mm runs the device's drm_pagemap shrinker once.
+
+    count_objects first (the idle cached pagemaps listed), then, if any, scan_objects
+    for up to nr_to_scan of them, oldest first; each is taken from its tile's cache and
+    destroyed. Only the 7.0 pagemap cache lists pagemaps; in 6.18 the device holds its
+    pagemap, so the list is always empty.
+    """
+
+    kernel: ClassVar[str] = (
+        "drivers/gpu/drm/drm_pagemap_util.c: drm_pagemap_shrinker_count(), "
+        "drm_pagemap_shrinker_scan() (called by mm/shrinker.c do_shrink_slab()).")
+    errors = (_EINVAL_FIELDS, ("ENOENT", "no device has this name"),
+              ("ENODEV", "the device is unbound (its shrinker was freed)"))
+    result = R.ShrinkResult
+    device: DeviceName
+    nr_to_scan: Annotated[int, Meta(ge=1, le=1 << 20, description=(
+        "the most pagemaps to free (shrink_control.nr_to_scan; the core's batch is 128)"))] = 128
 
 
 class EvictEvent(Event, tag="evict"):
@@ -557,7 +688,8 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode int
     QueryEvent, VmKillEvent, MmapEvent, MunmapEvent, CpuWriteEvent, CpuReadEvent,
     GpuAccessEvent, PrefetchEvent, RangesEvent, GcEvent, EvictEvent, InvalidateEvent,
     FaultGuardEvent, InjectEvent, LinkEvent, UnbindDeviceEvent, RmmodEvent,
-    RunWorkersEvent, PagemapsEvent, TeardownEvent,
+    RunWorkersEvent, PagemapsEvent, TeardownEvent, BoPurgeEvent, VmDestroyEvent,
+    QueryMemRangeAttrsEvent, ShrinkEvent,
 ]
 
 #: event name -> its Struct, in documentation order.

@@ -54,7 +54,8 @@ if TYPE_CHECKING:
     from pysvm.xe.svm import Svm
     from pysvm.xe.vma import Vma
 
-__all__ = ["need_vram_for_atomic", "handle_pagefault", "FaultStats", "FaultError",
+__all__ = ["handle_vma", "resolve_target", "need_vram_for_atomic", "handle_pagefault",
+           "FaultStats", "FaultError",
            "FaultLivelockError", "ATOMIC_SVM_TIMESLICE_MS", "alloc_vram", "needs_migrate",
            "range_valid", "remember_fault_vma", "svm_owner"]
 
@@ -149,6 +150,10 @@ def _resolve_target(svm: Svm, vma: Vma) -> Device | None:
         if other is not None and other.discrete:
             return other
     return None
+
+
+#: The public name of the preferred-location resolution (PREFETCH to pref_loc uses it).
+resolve_target = _resolve_target
 
 
 def _has_pagemap(r: SvmRange, target: Device | None) -> bool:
@@ -379,6 +384,43 @@ def handle_pagefault(svm: Svm, vma: Vma, addr: int, atomic: bool) -> FaultStats:
         svm.fault_log.append(st)
 
 
+def handle_vma(svm: Svm, vma: Vma, addr: int, atomic: bool) -> None:
+    """Service one GPU page fault on a BO, userptr or NULL VMA: check the atomic, bind.
+
+    Kernel: xe_pagefault_handle_vma() (xe_pagefault.c): ``needs_vram =
+    xe_vma_need_vram_for_atomic()``; a negative answer (atomic attribute CPU) is
+    returned as it is (EACCES), and a userptr VMA that would need VRAM is EACCES (its
+    pages are the process's, they cannot move); otherwise the VMA is validated (a BO
+    that must serve the atomic from VRAM is moved there when its placements allow it,
+    xe_vma_lock_and_validate()) and rebound on the faulting tile (xe_vma_rebind()). A
+    userptr VMA is (re)pinned first: its CPU pages are faulted in (xe_vma_userptr_pin_pages
+    -> hmm_range_fault, errno of the pin: EFAULT for an unmapped page). Counted in
+    ``faults`` (and ``faults_failed`` when refused) as the SVM handler counts its faults.
+    """
+    stats = svm.host.stats
+    stats["faults"] += 1
+    try:
+        bo = vma.bo
+        if bo is not None and bo.purge_state and svm.vm.profile.purgeable_type:
+            # 7.0 xe_pagefault_begin(): a DONTNEED or purged BO is EACCES (no scratch
+            # page is modelled)
+            raise XeError(errno.EACCES, f"GPU fault at {addr:#x}: BO {bo.name} is "
+                          f"{'DONTNEED' if bo.purge_state == 1 else 'purged'}")
+        need = need_vram_for_atomic(svm.device, vma, atomic, svm.vm.profile.range_removed_check)
+        if need and vma.is_userptr():
+            raise XeError(errno.EACCES, f"GPU atomic at {addr:#x} on a userptr VMA needs VRAM "
+                          "(a userptr's pages cannot migrate)")
+        if vma.is_userptr():
+            svm.mm.hmm_range_fault(vma.offset, vma.offset + vma.range, write=False, owner=None)
+        if need and bo is not None and bo.flag_vram:
+            bo.resident = "vram"
+    except XeError:
+        stats["faults_failed"] += 1
+        raise
+    vma.tile_present |= 1 << svm.tile
+    vma.tile_invalidated &= ~(1 << svm.tile)
+
+
 def remember_fault_vma(svm: Svm, vma: Vma) -> None:
     """After a successful fault the VM caches the VMA the fault *started* with.
 
@@ -391,6 +433,8 @@ def remember_fault_vma(svm: Svm, vma: Vma) -> None:
     VMA that is no longer in the tree, so nothing here reads freed memory.
     """
     vm = svm.vm
+    if not vm.profile.last_fault_vma_cache:
+        return
     vm.last_fault_vma = vma
     if not vm.killed and vm.find_vma_by_addr(vma.start) is not vma:
         svm.host.stats["last_fault_vma_dangling"] += 1

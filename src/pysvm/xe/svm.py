@@ -33,7 +33,7 @@ from pysvm.mm.mmu_notifier import NotifierRange, NotifyEvent
 from pysvm.xe.device import Device
 from pysvm.xe.garbage_collector import garbage_collector
 from pysvm.xe.host import INJECTION_POINTS
-from pysvm.xe.pagefault import alloc_vram, needs_migrate, svm_owner
+from pysvm.xe.pagefault import alloc_vram, needs_migrate, resolve_target, svm_owner
 from pysvm.xe.pagemap import range_pagemap_get, range_pagemap_put, svm_put_pagemaps
 from pysvm.xe.vram import VramAllocation, devm_owner, evict_range
 
@@ -255,54 +255,165 @@ class Svm:
         svm_put_pagemaps(self.pagemaps)
 
     # -------------------------------------------------------- prefetch
-    def prefetch(self, start: int, end: int, region: str) -> int:
-        """Create, place and bind ranges over ``[start, end)``; returns ranges bound.
+    def _find_vma_start(self, a: int, stop: int) -> int | None:
+        """Start of the first CPU VMA in ``[a, stop)``, None if there is none.
 
-        Kernel: xe_vm_bind DRM_XE_VM_BIND_OP_PREFETCH on CPU-mirror VMAs
-        (vm_bind_ioctl_ops_create walking xe_svm_range_find_or_insert, then
-        prefetch_ranges(): xe_svm_alloc_vram for a VRAM region, get_pages,
-        bind). ``region`` is ``"vram"`` (this device's VRAM) or ``"system"``.
-        Every VMA touched must be a CPU-mirror VMA (else EINVAL).
+        Kernel: xe_svm_find_vma_start() -> drm_gpusvm_find_vma_start()
+        (find_vma_intersection(); ULONG_MAX when none)."""
+        for cv in self.mm.vmas():
+            if cv.end > a and cv.start < stop:
+                return max(cv.start, a)
+        return None
+
+    def prefetch(self, start: int, end: int, region: str | int) -> int:
+        """PREFETCH ``[start, end)`` to ``region``; returns the SVM ranges bound.
+
+        Kernel: xe_vm_bind_ioctl() with DRM_XE_VM_BIND_OP_PREFETCH, in its order:
+        vm_bind_ioctl_check_args() (the region must be a bit of the device's
+        mem_region_mask: ``"vram"`` on an integrated device is EINVAL; then
+        alignment, EINVAL); a closed or banned VM ENOENT; the VM-size check
+        (``range > vm->size || addr > vm->size - range``) EINVAL; then per VMA
+        (drm_gpuvm_prefetch_ops_create()):
+
+        * CPU-mirror VMAs: vm_bind_ioctl_ops_create() walks
+          xe_svm_range_find_or_insert() over the span; where the CPU has no
+          mapping (ENOENT) it continues at xe_svm_find_vma_start(), and stops
+          the VMA when no CPU VMA is left in it; other errors are returned.
+          Then prefetch_ranges(): migrate each range (xe_svm_alloc_vram() for
+          VRAM, xe_svm_range_migrate_to_smem() for system memory) and get its
+          pages. A failed VRAM allocation, or get_pages failing with
+          EOPNOTSUPP/EFAULT/EPERM, is -ENODATA: the ioctl stops, binds nothing
+          and returns 0 (xe_vm_bind_ioctl() skips the unwind for ENODATA), so
+          the ranges made stay unpopulated or unbound;
+        * userptr VMAs: their pages are pinned (vm_bind_ioctl_ops_parse(),
+          the pin's errno);
+        * BO VMAs: op_lock_and_prep() -> xe_bo_migrate() to the region
+          (EINVAL when the BO's placements do not include it);
+        * NULL VMAs: nothing.
+
+        Otherwise every range is bound (ops_execute).
+
+        ``region`` is ``"system"``, ``"vram"`` (this device's VRAM), a
+        prefetch_mem_region_instance number (0 system, 1 the first VRAM tile; an
+        instance that is not a bit of mem_region_mask is EINVAL) or ``"pref_loc"``
+        (DRM_XE_CONSULT_MEM_ADVISE_PREF_LOC: each CPU-mirror VMA goes where its
+        madvised preferred location resolves, xe_vma_resolve_pagemap(): -1 system, 0
+        local VRAM on a discrete device, an fd: 6.18 system, 7.0 that device's VRAM).
+        ``"pref_loc"`` over a BO VMA is refused with EINVAL: the kernel indexes
+        region_to_mem_type[] with -1 there (reads past the table).
         """
-        if region not in ("vram", "system"):
-            raise XeError(errno.EINVAL, f"prefetch region {region!r}: choose vram or system")
+        discrete = self.device.discrete
+        if isinstance(region, int):
+            tiles = 1 if discrete else 0
+            if region > tiles:
+                raise XeError(errno.EINVAL, f"prefetch: region instance {region} is not in "
+                              f"{self.device.name}'s mem_region_mask (VRAM tiles: {tiles})")
+            region = "vram" if region else "system"
+        if region not in ("vram", "system", "pref_loc"):
+            raise XeError(errno.EINVAL, f"prefetch region {region!r}: choose vram, system, "
+                          "pref_loc or an instance number")
+        if region == "vram" and not discrete:
+            raise XeError(errno.EINVAL, f"prefetch: {self.device.name} has no VRAM "
+                          "(region not in mem_region_mask)")
         if start % PAGE_SIZE or end % PAGE_SIZE or end <= start:
             raise XeError(errno.EINVAL, f"prefetch [{start:#x}, {end:#x}) must be 4 KiB "
                           "aligned and non-empty")
-        if self.vm.killed:
-            raise XeError(errno.ENOENT, f"VM {self.vm.name} is killed")
-        vmas = self.vm.vmas_in(start, end)
-        for v in vmas:
-            if not v.is_cpu_addr_mirror():
-                raise XeError(errno.EINVAL, f"prefetch: VMA {v.start:#x} is not a CPU mirror")
-        discrete = self.device.discrete
-        if region == "vram" and not discrete:
-            raise XeError(errno.EINVAL, f"prefetch: {self.device.name} has no VRAM")
+        vm = self.vm
+        if vm.killed:
+            raise XeError(errno.ENOENT, f"VM {vm.name} is killed")
+        rng = end - start
+        if rng > vm.size or start > vm.size - rng:
+            raise XeError(errno.EINVAL, f"prefetch [{start:#x}, {end:#x}): outside the VM "
+                          f"(size {vm.size:#x})")
         self.garbage_collector()
         self.gpusvm.owner = svm_owner(self)
-        n = 0
-        for v in self.vm.vmas_in(start, end):
+        # vm_bind_ioctl_ops_create(): the ranges of each CPU-mirror VMA
+        work: list[tuple[SvmRange, GpuSvmCtx, Device | None]] = []
+        bos = []
+        for v in vm.vmas_in(start, end):
+            if v.is_userptr():
+                self.mm.hmm_range_fault(v.offset, v.offset + v.range, write=False, owner=None)
+                continue
+            if v.bo is not None:
+                if region == "pref_loc":
+                    raise XeError(errno.EINVAL, f"prefetch pref_loc over BO VMA {v.start:#x}: "
+                                  "the kernel indexes region_to_mem_type[-1] here (not modelled)")
+                bos.append(v.bo)
+                continue
+            if not v.is_cpu_addr_mirror():
+                continue
+            target: Device | None
+            if region == "pref_loc":
+                target = resolve_target(self, v)
+            else:
+                target = self.device if region == "vram" else None
             ctx = GpuSvmCtx(read_only=v.read_only(), devmem_possible=discrete,
                             check_pages_threshold=0)
             a = max(start, v.start)
             stop = min(end, v.end)
             while a < stop:
-                r = self.gpusvm.range_find_or_insert(a, v.start, v.end, ctx)
-                if region == "vram" and needs_migrate(self, r, self.device):
-                    alloc_vram(self, r, self.device, ctx)
-                elif region == "system" and r.in_vram():
-                    self.gpusvm.range_evict(r)
                 try:
-                    self.gpusvm.range_get_pages(r, ctx)
+                    r = self.gpusvm.range_find_or_insert(a, v.start, v.end, ctx)
                 except XeError as e:
-                    if e.errno != errno.EOPNOTSUPP:
+                    if e.errno != errno.ENOENT:
                         raise
-                    self.gpusvm.range_evict(r)
-                    self.gpusvm.range_get_pages(r, ctx)
-                self.range_rebind(r)
-                n += 1
+                    nxt = self._find_vma_start(a, stop)
+                    if nxt is None:
+                        break
+                    a = nxt
+                    continue
+                work.append((r, ctx, target))
                 a = r.end
-        return n
+        # prefetch_ranges()
+        for r, ctx, target in work:
+            if target is None and r.in_vram():
+                self.gpusvm.range_evict(r)
+            if target is not None and needs_migrate(self, r, target):
+                try:
+                    alloc_vram(self, r, target, ctx)
+                except XeError:
+                    self.host.stats["prefetch_enodata"] += 1
+                    return 0
+            try:
+                self.gpusvm.range_get_pages(r, ctx)
+            except XeError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EFAULT, errno.EPERM):
+                    raise
+                self.host.stats["prefetch_enodata"] += 1
+                return 0
+        # ops_execute(): op_lock_and_prep() migrates the BOs, then everything is bound
+        for bo in bos:
+            if bo.purge_state and vm.profile.purgeable_type:
+                # 7.0 vma_lock_and_validate() check_purged: DONTNEED EBUSY, purged EINVAL
+                raise XeError(errno.EBUSY if bo.purge_state == 1 else errno.EINVAL,
+                              f"prefetch: BO {bo.name} is "
+                              f"{'DONTNEED' if bo.purge_state == 1 else 'purged'}")
+            if region not in bo.placements:
+                raise XeError(errno.EINVAL, f"prefetch: BO {bo.name} cannot be placed in "
+                              f"{region} (placements {list(bo.placements)})")
+        for bo in bos:
+            bo.resident = region
+        bit = 1 << self.tile
+        for v in vm.vmas_in(start, end):
+            if v.bo is not None or v.is_userptr():
+                v.tile_present |= bit
+                v.tile_invalidated &= ~bit
+        for r, ctx, _ in work:
+            # a later range's migration may have invalidated an earlier range's pages
+            # (eviction under VRAM pressure): the bind sees the notifier sequence move
+            # and the pages are fetched again, as the exec retry of ops_execute does
+            for _ in range(3):
+                try:
+                    self.range_rebind(r)
+                    break
+                except XeError as e:
+                    if e.errno != errno.EAGAIN:
+                        raise
+                    self.gpusvm.range_get_pages(r, ctx)
+            else:
+                raise XeError(errno.EAGAIN, f"prefetch: range {r.start:#x} kept being "
+                              "invalidated before its bind")
+        return len(work)
 
     # ------------------------------------------------------ GPU access
     def ranges_info(self) -> list[dict[str, object]]:

@@ -123,6 +123,15 @@ class Vm:
         va = self.gpuvm.find_first(addr, PAGE_SIZE)
         return None if va is None else self._vmas.get(va.addr)
 
+    def vma_at(self, addr: int) -> Vma | None:
+        """The VMA containing ``addr`` as the GPU's page tables see it: no last-fault
+        cache and no closed/banned test (a killed VM's page tables stay).
+
+        Kernel: none (the hardware walks the page tables; only a fault asks the
+        driver, through :meth:`find_vma_by_addr`)."""
+        va = self.gpuvm.find_first(addr, 1)
+        return None if va is None else self._vmas.get(va.addr)
+
     def query(self, start: int, range: int) -> list[Vma]:  # noqa: A002
         """VMAs the kernel's memory-range-attribute query reports, in address order.
 
@@ -140,6 +149,28 @@ class Vm:
     def _check_alive(self) -> None:
         if self.killed:
             raise XeError(errno.ENOENT, f"VM {self.name} is closed or banned (killed)")
+
+    def close(self) -> None:
+        """Close the VM for good: its SVM state is torn down and every VMA destroyed.
+
+        Kernel: xe_vm_close_and_put() (xe_vm.c): xe_vm_close() (the VM counts as
+        closed from here: binds, madvise and faults refuse it), xe_svm_close() (SVM
+        ranges unbound and removed, the VM's pagemap references dropped), then every
+        VMA destroyed (preferred_loc references dropped; a WILLNEED VMA puts its BO's
+        willneed hold). Device pages stay with their zdd until the CPU touches them.
+        """
+        self.kill()
+        if self.svm is not None and not self.svm.closed:
+            self.svm.close()
+        for v in list(self._vmas.values()):
+            if v.bo is not None:
+                v.bo.vma_count -= 1
+                if not v.purgeable:
+                    v.bo.willneed_put()
+            v.flags |= VmaFlag.DESTROYED
+            v.attr.release()
+        self._vmas.clear()
+        self.last_fault_vma = None
 
     def kill(self) -> None:
         """Ban the VM; later binds, madvise and faults fail. Kernel: xe_vm_kill()."""
@@ -170,6 +201,7 @@ class Vm:
             v = Vma(self, m["addr"], m["range"], old.bo, m["offset"], flags, old.attr.copy(),
                     userptr=old.userptr)
             v.tile_present = old.tile_present
+            v.purgeable = old.purgeable
             pieces.append(v)
             if key == "prev":
                 start = m["addr"] + m["range"]
@@ -183,12 +215,20 @@ class Vm:
             raise RuntimeError(f"gpuvm refused {failed} inserts of a fresh op list")
         for old, news in parsed:
             if old is not None:
+                if old.bo is not None:
+                    old.bo.vma_count -= 1
+                    if not old.purgeable:
+                        old.bo.willneed_put()
                 del self._vmas[old.addr]
                 old.flags |= VmaFlag.DESTROYED
                 old.attr.release()
                 if self.last_fault_vma is old:
                     self.last_fault_vma = None
             for v in news:
+                if v.bo is not None:
+                    v.bo.vma_count += 1
+                    if not v.purgeable:
+                        v.bo.willneed_get()
                 self._vmas[v.addr] = v
 
     @staticmethod
@@ -240,8 +280,9 @@ class Vm:
         fails with ``ENOENT`` only where the kernel looks it up. CHECK_PXP is
         accepted and has no effect (no BO is PXP-protected in the model);
         DECOMPRESS is an unknown flag in 6.18 (``EINVAL``) and not modelled in
-        the newest profile (``EOPNOTSUPP``). BO CPU caching is not modelled,
-        so the COH_NONE-with-WB-BO refusal is not reproduced.
+        the newest profile (``EOPNOTSUPP``). A BO created with cpu_caching WB,
+        or an imported one, refuses a COH_NONE PAT index (``EINVAL``); a BO
+        whose trace gave no cpu_caching is not checked.
         The tree update follows vm_bind_ioctl_ops_create()/_parse() with
         drm_gpuvm_sm_map_ops_create(): every new MAP gets default attributes
         with ``pat_index`` as its default PAT. In the newest profile a
@@ -304,6 +345,20 @@ class Vm:
             if range > bo.size or offset > bo.size - range:
                 raise XeError(errno.EINVAL, f"{what}: offset {offset:#x} + range exceeds BO "
                               f"{bo.name} size {bo.size:#x}")
+            if bo.cpu_caching == "wb" and coh == CohMode.NONE:
+                # xe_vm_bind_ioctl_validate_bo(): a WB-cached BO needs a coherent PAT
+                raise XeError(errno.EINVAL, f"{what}: BO {bo.name} is CPU-cached (WB) but "
+                              f"pat_index {pat_index} is not coherent")
+            if bo.imported and coh == CohMode.NONE:
+                # xe_vm_bind_ioctl_validate_bo(): an imported BO's caching is unknown
+                raise XeError(errno.EINVAL, f"{what}: imported BO {bo.name} has no CPU "
+                              f"caching mode; pat_index {pat_index} is not coherent")
+            if self.profile.purgeable_type and bo.purge_state:
+                # xe_vma_create() (7.0): a new WILLNEED VMA on a DONTNEED BO is EBUSY,
+                # on a purged BO EINVAL
+                raise XeError(errno.EBUSY if bo.purge_state == 1 else errno.EINVAL,
+                              f"{what}: BO {bo.name} is "
+                              f"{'DONTNEED' if bo.purge_state == 1 else 'purged'}")
         vflags = VmaFlag(0)
         if flags & BindFlag.READONLY:
             vflags |= VmaFlag.READ_ONLY
@@ -381,7 +436,10 @@ class Vm:
         """Split VMAs at start and start+range; pieces keep their VMA's attrs.
 
         BO-backed VMAs are not split. SVM ranges in a cut-out part are
-        unmapped at once (xe_svm_unmap_address_range).
+        unmapped at once (xe_svm_unmap_address_range). Splitting a userptr VMA
+        fails with EFAULT and changes nothing: drm_gpuvm_madvise_ops_create()'s
+        MAP op has no gem.offset, so new_vma() pins the userptr at CPU address 0
+        and xe_vm_alloc_vma() unwinds.
         Kernel: xe_vm_alloc_madvise_vma() -> xe_vm_alloc_vma(is_madvise=true).
         """
         ops = self._ops(lambda: self.gpuvm.madvise_ops_create(start, range))
@@ -394,6 +452,13 @@ class Vm:
             elif d["op"] == "map":
                 if cut is None:
                     raise RuntimeError("madvise op list: MAP without a preceding REMAP")
+                if cut.is_userptr():
+                    # the madvise MAP carries only the VA (gem.offset 0), so new_vma()
+                    # creates a userptr VMA at CPU address 0 whose pin fails
+                    self._discard(parsed)
+                    raise XeError(errno.EFAULT, f"madvise [{start:#x}, +{range:#x}) splits "
+                                  f"userptr VMA {cut.start:#x}: the new piece would pin CPU "
+                                  "address 0 (EFAULT), the split is unwound")
                 v = Vma(self, d["addr"], d["range"], None, d["offset"],
                         VmaFlag(cut.flags & CREATE_MASK), cut.attr.copy(), userptr=cut.userptr)
                 v.tile_present = cut.tile_present

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from pysvm.xe.vm import Vm
     from pysvm.xe.vma import Vma
 
-__all__ = ["MadviseArgs", "madvise", "check_args"]
+__all__ = ["MadviseArgs", "madvise", "check_args", "purgeable_retained"]
 
 
 @dataclass
@@ -148,6 +148,11 @@ def _resolve_pagemap(vm: Vm, a: MadviseArgs) -> tuple[Device | None, DevicePagem
     theirs = pm.owner if pm is not None else None
     same = (mine is theirs) if (mine is not None and theirs is not None) else host.linked(
         own.name, dev.name)
+    # Only a fault-mode VM joins an owner group (xe_svm_init() calls
+    # drm_pagemap_acquire_owner() in its XE_VM_FLAG_FAULT_MODE branch); a non-fault VM's
+    # vm->svm.peer.owner stays NULL, which no device pagemap's owner equals.
+    if not vm.fault_mode:
+        same = False
     if not same:
         # The kernel decides this only after xe_devmem_open() found or created the
         # target pagemap, and then drops that reference: a refused call can leave an
@@ -155,8 +160,10 @@ def _resolve_pagemap(vm: Vm, a: MadviseArgs) -> tuple[Device | None, DevicePagem
         if pm is not None:
             pm.get()
             pm.put()
+        why = (f"VM {vm.name} is not in fault mode, so it joined no owner group"
+               if not vm.fault_mode else "no interconnect")
         raise XeError(errno.ENOLINK, f"madvise: {dev.name}'s VRAM is not in {own.name}'s "
-                      "pagemap owner group (no interconnect)")
+                      f"pagemap owner group ({why})")
     return dev, pm
 
 
@@ -265,6 +272,35 @@ def _check_pat_igpu(vm: Vm, vmas: list[Vma], pat_index: int) -> None:
                           f"{dev.name}")
 
 
+def _purgeable(vmas: list[Vma], val: int) -> list[list[int]]:
+    """Set each BO VMA's purgeable state; the BO's follows its WILLNEED VMAs over every VM.
+    Nothing is invalidated (skip_invalidation for all). Purged BOs are skipped (terminal);
+    :func:`purgeable_retained` tells whether one was met.
+
+    Kernel (7.0): madvise_purgeable() (xe_vm_madvise.c): non-BO VMAs skipped; WILLNEED
+    on a DONTNEED VMA -> xe_bo_willneed_get_locked(); DONTNEED on a WILLNEED VMA ->
+    xe_bo_willneed_put_locked()."""
+    for v in vmas:
+        bo = v.bo
+        if bo is None or bo.purge_state == 2:
+            continue
+        if val == PurgeableState.WILLNEED and v.purgeable:
+            v.purgeable = 0
+            bo.willneed_get()
+        elif val == PurgeableState.DONTNEED and not v.purgeable:
+            v.purgeable = 1
+            bo.willneed_put()
+    return []
+
+
+def purgeable_retained(vm: Vm, start: int, end: int) -> int:
+    """The ``retained`` value the purgeable madvise writes back: 0 if a BO in the range
+    was purged, 1 otherwise. Kernel (7.0): xe_vm_madvise_ioctl() ``retained =
+    !has_purged_bo`` put to purge_state_val.retained_ptr after the locks are dropped."""
+    return int(not any(v.bo is not None and v.bo.purge_state == 2
+                       for v in vm.vmas_in(start, end)))
+
+
 def madvise(vm: Vm, a: MadviseArgs) -> list[list[int]]:
     """Apply one memory-range attribute to [start, start+range) of ``vm``.
 
@@ -274,14 +310,10 @@ def madvise(vm: Vm, a: MadviseArgs) -> list[list[int]]:
     checks (EINVAL; the split is kept, as in the kernel), per-type effect,
     invalidation. Returns the invalidated [addr, range] list.
 
-    The newest purgeable type passes the argument checks and is then refused
-    with EOPNOTSUPP before anything changes: BO purging is not modelled.
+    The 7.0 purgeable type sets per-VMA purgeable state (:func:`_purgeable`).
     Kernel: xe_vm_madvise_ioctl().
     """
     check_args(vm, a)
-    if a.type == MemRangeAttr.PURGEABLE_STATE:
-        raise XeError(errno.EOPNOTSUPP, "madvise: purgeable state is not modelled "
-                      "(no BO purging in this model)")
     if vm.svm is not None:
         vm.svm.garbage_collector_flush()
     if vm.killed:
@@ -298,6 +330,8 @@ def madvise(vm: Vm, a: MadviseArgs) -> list[list[int]]:
         if a.type == MemRangeAttr.ATOMIC and any(v.bo is not None for v in vmas):
             _check_bo_atomic(vm, vmas, a.val)
     vm.host.stats["madvise_calls"] += 1     # calls that succeeded
+    if a.type == MemRangeAttr.PURGEABLE_STATE:
+        return _purgeable(vmas, a.val)
     if not vmas:
         return []
     if a.type == MemRangeAttr.PREFERRED_LOC:

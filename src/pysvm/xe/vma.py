@@ -70,7 +70,7 @@ class Vma:
     """
 
     __slots__ = ("vm", "addr", "range", "bo", "offset", "flags", "attr", "userptr",
-                 "skip_invalidation", "tile_present", "tile_invalidated")
+                 "skip_invalidation", "tile_present", "tile_invalidated", "purgeable")
 
     def __init__(self, vm: Vm, addr: int, range: int, bo: Bo | None, offset: int,  # noqa: A002
                  flags: VmaFlag, attr: VmaMemAttr, *, userptr: bool = False) -> None:
@@ -85,6 +85,9 @@ class Vma:
         self.skip_invalidation = False
         self.tile_present = 0
         self.tile_invalidated = 0
+        #: 7.0: this VMA's purgeable state (0 WILLNEED, 1 DONTNEED); new VMAs are
+        #: WILLNEED (vm_bind_ioctl_ops_parse()), split pieces inherit it.
+        self.purgeable = 0
 
     @property
     def start(self) -> int:
