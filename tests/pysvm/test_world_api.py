@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import inspect
 import json
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 
 import pysvm
 from pysvm import World, XeError
+from pysvm.mm.mmap import MAX_ACCESS_BYTES, MAX_READ_BYTES
 from pysvm.trace.engine import Engine
 from pysvm.xe.pagefault import need_vram_for_atomic
 
@@ -211,3 +213,48 @@ def test_mmap_and_munmap_of_2_pow_63_bytes_are_quick() -> None:
     w.munmap(addr=0, size=1 << 63)
     assert not list(w.mm.vmas()) and not list(w.mm.populated_pages())
 
+
+
+@pytest.mark.parametrize(("event", "size"), [
+    ("cpu_read", 1 << 40),                      # 1 TiB: used to end in MemoryError, then hang
+    ("cpu_read", MAX_READ_BYTES + 4096),
+    ("cpu_write", MAX_ACCESS_BYTES + 4096),
+    ("gpu_read", MAX_READ_BYTES + 4096),
+    ("gpu_write", 1 << 40),
+])
+def test_an_access_larger_than_one_event_serves_is_refused_and_changes_nothing(
+        event: str, size: int) -> None:
+    """Issue 12: huge accesses are refused in bounded time (EINVAL naming the limit) before
+    anything is populated; the limits themselves still work."""
+    w = World()
+    w.device(name="gpu0", vram_mib=64)
+    w.vm_create(vm="vm0", device="gpu0", fault_mode=True)
+    w.bind(vm="vm0", op="map", addr=0, range=1 << 47, flags=["cpu_addr_mirror"])
+    w.mmap(addr=1 << 40, size=1 << 41)
+    before = w.summary()
+    with pytest.raises(XeError) as e:
+        if event.startswith("cpu_"):
+            getattr(w, event)(addr=1 << 40, size=size)
+        else:
+            w.gpu_access(vm="vm0", addr=1 << 40, size=size, op=event[4:], value=1)
+    assert e.value.errno == errno.EINVAL and "GiB per" in str(e.value)
+    assert not list(w.mm.populated_pages())
+    assert {k: v for k, v in w.summary().items() if k not in ("events", "errors")} == \
+        {k: v for k, v in before.items() if k not in ("events", "errors")}
+
+
+def test_the_access_limits_are_inclusive() -> None:
+    w = World()
+    w.mmap(addr=1 << 40, size=MAX_READ_BYTES)
+    w.cpu_write(addr=1 << 40, size=MAX_READ_BYTES, value=7)
+    data = w.cpu_read(addr=1 << 40, size=MAX_READ_BYTES)["data"]
+    assert len(data) == MAX_READ_BYTES // 4096 and set(data) == {7}
+
+
+def test_replay_refuses_a_huge_read_with_einval() -> None:
+    eng = Engine()
+    out = [eng.execute_line(line) for line in (
+        '{"ev": "mmap", "addr": 4096, "size": 1099511627776}',
+        '{"ev": "cpu_read", "addr": 4096, "size": 1099511627776}')]
+    assert out[0]["result"] == "ok"
+    assert out[1]["result"] == "EINVAL" and "split it" in out[1]["message"]

@@ -15,7 +15,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from pysvm.errors import XeError
-from pysvm.mm.mmap import PAGE_SHIFT, PAGE_SIZE
+from pysvm.mm.mmap import PAGE_SHIFT, PAGE_SIZE, check_access_size
 from pysvm.xe.pagefault import (
     FaultError,
     handle_pagefault,
@@ -115,6 +115,7 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
     if size <= 0 or addr % PAGE_SIZE or size % PAGE_SIZE:
         raise XeError(errno.EINVAL, f"gpu_access [{addr:#x}, +{size:#x}) must be 4 KiB "
                       "aligned and non-empty")
+    check_access_size(size, "gpu_access", reads=op == "read")
     vm = svm.vm
     faults = retries = 0
     data: list[int] = []

@@ -38,10 +38,33 @@ from sortedcontainers import SortedDict
 from pysvm.errors import XeError
 from pysvm.mm.mmu_notifier import Callback, IntervalNotifier, NotifierRange, NotifyEvent
 
-__all__ = ["PAGE_SHIFT", "PAGE_SIZE", "CpuVma", "Mm", "Page", "DevmemOwner"]
+__all__ = ["PAGE_SHIFT", "PAGE_SIZE", "MAX_ACCESS_BYTES", "MAX_READ_BYTES", "CpuVma", "Mm",
+           "Page", "DevmemOwner", "check_access_size"]
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
+
+#: The most bytes one CPU or GPU access event may touch: 64 GiB. The kernel has no such
+#: limit (a load or a store is the process's own business), but the model keeps state for
+#: every page an access touches, so one event is bounded in time and memory here; a larger
+#: span is refused with EINVAL before anything changes (split it into several events).
+#: Mapping and unmapping are lazy and have no such limit.
+MAX_ACCESS_BYTES = 64 << 30
+
+#: The most bytes one *reading* event (``cpu_read``, ``gpu_access`` op read) may cover:
+#: 4 GiB, i.e. at most 1 Mi values in the result's ``data`` (one per 4 KiB page).
+MAX_READ_BYTES = 4 << 30
+
+
+def check_access_size(size: int, what: str, *, reads: bool) -> None:
+    """EINVAL if one access of ``size`` bytes is more than the model serves in one event
+    (:data:`MAX_READ_BYTES` for reads that return one value per page, else
+    :data:`MAX_ACCESS_BYTES`). Kernel: none (a model bound, see the constants)."""
+    limit = MAX_READ_BYTES if reads else MAX_ACCESS_BYTES
+    if size > limit:
+        raise XeError(errno.EINVAL, f"{what}: {size:#x} bytes in one event; the model serves at "
+                      f"most {limit >> 30} GiB per {'read' if reads else 'access'} "
+                      "(split it into several events)")
 U64_MAX = (1 << 64) - 1
 
 # The page table is a dict of blocks of 512 page slots (2 MiB of address space, one
@@ -416,6 +439,7 @@ class Mm:
         Raises XeError(EFAULT) (SIGSEGV) when part of the span is unmapped.
         """
         _check_span(addr, size, "cpu_read")
+        check_access_size(size, "cpu_read", reads=True)
         self._require_mapped(addr, size, False, "cpu_read")
         out: list[int] = []
         for blk, i, j, pfn in self._block_slots(addr, addr + size):
@@ -437,6 +461,7 @@ class Mm:
         Raises XeError(EFAULT) for unmapped or read-only memory (state unchanged).
         """
         _check_span(addr, size, "cpu_write")
+        check_access_size(size, "cpu_write", reads=False)
         self._require_mapped(addr, size, True, "cpu_write")
         for blk, i, j, pfn in self._block_slots(addr, addr + size):
             sl = blk[i:j]

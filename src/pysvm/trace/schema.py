@@ -418,7 +418,9 @@ class CpuWriteEvent(Event, tag="cpu_write"):
         "A CPU store; a page in device memory faults back first: "
         "drivers/gpu/drm/drm_pagemap.c: drm_pagemap_migrate_to_ram().")
     errors = (_EINVAL_FIELDS,
-              ("EINVAL", "addr or size not 4 KiB aligned or size 0"),
+              ("EINVAL", "addr or size not 4 KiB aligned or size 0; more than the model "
+                         "serves in one event (64 GiB written, 4 GiB read: "
+                         "pysvm.mm.mmap.MAX_ACCESS_BYTES, MAX_READ_BYTES)"),
               ("EFAULT", "a page is not mapped"))
     addr: Annotated[U64, Meta(description="CPU virtual address, bytes (4 KiB aligned)")]
     size: Annotated[U64, Meta(description="length in bytes (4 KiB aligned, non-zero)")]
@@ -446,7 +448,8 @@ class GpuAccessEvent(Event, tag="gpu_access"):
     errors = (_EINVAL_FIELDS,
               ("ENOENT", "no VM has this name, or the VM was killed"),
               ("EINVAL", "the VM is not in fault mode; addr or size not 4 KiB aligned or "
-                         "size 0; no VMA at a page"),
+                         "size 0; no VMA at a page; more than the model serves in one event "
+                         "(64 GiB, 4 GiB for a read)"),
               ("EPERM", "write or atomic to a read-only VMA"),
               ("ETIME", "an atomic that keeps faulting because the range cannot move to "
                         "VRAM (the GPU job would time out)"),
