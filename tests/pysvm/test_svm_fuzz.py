@@ -9,7 +9,6 @@ reports as the same kind of failure.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,8 @@ import pytest
 
 from gpuvm_core.fuzz import run
 from pysvm.cli.main import main
-from pysvm.drm.gpusvm import GpuSvm, GpuSvmCtx, SvmRange
+from pysvm.fuzz.planted import planted
 from pysvm.fuzz.target import SvmTarget, SvmTargetFactory, check_events, load_trace
-from pysvm.mm.mmap import Mm, Page
-from pysvm.xe import garbage_collector
-from pysvm.xe import vram as migrate
 
 
 def test_clean_run_every_check_passes() -> None:
@@ -47,39 +43,6 @@ def _first_failure(target: SvmTarget, seed: str, limit: int) -> tuple[Any, Any]:
     raise AssertionError(f"planted bug not found in {limit} cases")
 
 
-def _planted(monkeypatch: pytest.MonkeyPatch, which: str) -> None:
-    if which == "gc-skips-set_default_attr":
-        monkeypatch.setattr(garbage_collector, "set_default_attr",
-                            lambda svm, start, end: 0)
-    elif which == "get_pages-drops-a-page":
-        orig = GpuSvm.range_get_pages
-
-        def get_pages(self: GpuSvm, rng: SvmRange, ctx: GpuSvmCtx) -> None:
-            orig(self, rng, ctx)
-            if rng.pages is not None and len(rng.pages) > 1:
-                rng.pages[-1] = Page(rng.pages[-1].value)   # a copy, not the CPU's page
-        monkeypatch.setattr(GpuSvm, "range_get_pages", get_pages)
-    elif which == "fast-path-keeps-old-seqno":
-        orig = GpuSvm.range_get_pages
-
-        def stale(self: GpuSvm, rng: SvmRange, ctx: GpuSvmCtx) -> None:
-            if rng.pages_valid:
-                return          # the livelock fixed in 836040d
-            orig(self, rng, ctx)
-        monkeypatch.setattr(GpuSvm, "range_get_pages", stale)
-    elif which == "eviction-loses-a-value":
-        orig_move: Callable[..., int] = migrate._move_to_system
-
-        def move(mm: Mm, alloc: Any, addrs: list[int]) -> int:
-            n = orig_move(mm, alloc, addrs)
-            if addrs:
-                page = mm.page_at(min(addrs))
-                if page is not None:
-                    page.value = 0
-            return n
-        monkeypatch.setattr(migrate, "_move_to_system", move)
-
-
 @pytest.mark.parametrize(("bug", "kind"), [
     ("gc-skips-set_default_attr", "attrs"),
     ("get_pages-drops-a-page", "invariant"),
@@ -87,35 +50,33 @@ def _planted(monkeypatch: pytest.MonkeyPatch, which: str) -> None:
     ("eviction-loses-a-value", "data"),
 ])
 def test_planted_bug_is_found_and_replayable(bug: str, kind: str, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    _planted(monkeypatch, bug)
-    target = SvmTarget(max_steps=40)
-    case, failure = _first_failure(target, "planted", 60)
-    assert failure.kind == kind, failure
-    small, small_f = target.shrink(case, failure, deadline=float("inf"))
-    assert small_f.kind == kind and len(small["events"]) <= len(case["events"])
-    path = target.save(small, small_f, tmp_path, "planted")
-    assert path.read_text().count("\n") == len(small["events"])
-    assert str(small_f) in path.with_suffix(".txt").read_text()
-    # The written trace reproduces the failure with the checks on...
-    again = check_events(load_trace(path))
-    assert again is not None and again.kind == kind
-    assert main(["fuzz", "--replay", str(path)]) == 1
-    assert f"FAIL at event {again.step}: {kind}" in capsys.readouterr().out
-    # ...and replays as an ordinary trace.
-    assert main(["replay", str(path)]) == 0
+    # The bugs are pysvm.fuzz.planted's: the same ones a campaign plants in its workers.
+    with planted(bug):
+        target = SvmTarget(max_steps=40)
+        case, failure = _first_failure(target, "planted", 60)
+        assert failure.kind == kind, failure
+        small, small_f = target.shrink(case, failure, deadline=float("inf"))
+        assert small_f.kind == kind and len(small["events"]) <= len(case["events"])
+        path = target.save(small, small_f, tmp_path, "planted")
+        assert path.read_text().count("\n") == len(small["events"])
+        assert str(small_f) in path.with_suffix(".txt").read_text()
+        # The written trace reproduces the failure with the checks on...
+        again = check_events(load_trace(path))
+        assert again is not None and again.kind == kind
+        assert main(["fuzz", "--replay", str(path)]) == 1
+        assert f"FAIL at event {again.step}: {kind}" in capsys.readouterr().out
+        # ...and replays as an ordinary trace.
+        assert main(["replay", str(path)]) == 0
     # Without the planted bug the same trace passes every check.
-    monkeypatch.undo()
     assert check_events(load_trace(path)) is None
 
 
-def test_runner_reports_seed_and_writes_the_case(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    _planted(monkeypatch, "gc-skips-set_default_attr")
-    summary = run(SvmTargetFactory(max_steps=40, profile="6.18"),
-                  seconds=600, seed=7, max_cases=60, out_dir=tmp_path, shrink_seconds=20,
-                  progress=None)
+def test_runner_reports_seed_and_writes_the_case(tmp_path: Path) -> None:
+    with planted("gc-skips-set_default_attr"):
+        summary = run(SvmTargetFactory(max_steps=40, profile="6.18"),
+                      seconds=600, seed=7, max_cases=60, out_dir=tmp_path, shrink_seconds=20,
+                      progress=None)
     assert summary.failures == 1
     found = summary.found[0]
     assert found["seed"] == 7 and "attrs" in found["failure"]

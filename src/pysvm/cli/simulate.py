@@ -192,21 +192,44 @@ def workload_config_from_args(args: argparse.Namespace) -> WorkloadConfig:
     return cfg
 
 
-def run_workload_cli(args: argparse.Namespace) -> int:
-    """``pysvm simulate --workload NAME``: run, print the summary or JSON, exit 1 on a
-    data mismatch or an event the workload expected to succeed. Outputs follow the
-    command's conventions: checked before the run, written atomically, ``-`` is stdout."""
-    cfg = workload_config_from_args(args)
+def _check_outputs(args: argparse.Namespace, plot: str | None) -> tuple[str | None, bool]:
+    """Where the JSON goes and whether standard output carries a file's contents; every
+    output is checked before any work (pysvm.outputs)."""
     json_out = json_target(args)
-    stdout_users = [what for what, path in (("--record", args.record), ("--json", json_out))
-                    if path and is_stdio(path)]
+    stdout_users = [what for what, path in (("--record", args.record), ("--json", json_out),
+                                            ("--plot", plot)) if path and is_stdio(path)]
     if len(stdout_users) > 1:
         raise CliError(f"{' and '.join(stdout_users)} cannot both write to standard output")
     for path in (args.record, json_out):
         if path:
             check_writable(path)
+    return json_out, bool(stdout_users)
+
+
+def _write_results(args: argparse.Namespace, json_out: str | None, text: Any, log: OutputLog,
+                   as_json: dict[str, Any], summary: str, events: int) -> None:
+    """The JSON (atomically) and, unless it went to standard output, the human summary."""
+    if json_out:
+        with atomic_text(json_out, log=log) as f:
+            f.write(json.dumps(as_json, indent=2, sort_keys=True) + "\n")
+    if not json_out or not is_stdio(json_out):
+        print(summary, file=text)
+        if args.record:
+            print(f"  recorded      {events} events to {args.record}; "
+                  f"'pysvm replay {args.record} | tail -1' ends with the same counters",
+                  file=text)
+        if json_out:
+            print(f"  json          {json_out}", file=text)
+
+
+def run_workload_cli(args: argparse.Namespace) -> int:
+    """``pysvm simulate --workload NAME``: run, print the summary or JSON, exit 1 on a
+    data mismatch or an event the workload expected to succeed. Outputs follow the
+    command's conventions: checked before the run, written atomically, ``-`` is stdout."""
+    cfg = workload_config_from_args(args)
+    json_out, stdout_taken = _check_outputs(args, None)
     log = OutputLog()
-    text = sys.stderr if stdout_users else sys.stdout
+    text = sys.stderr if stdout_taken else sys.stdout
     try:
         with ExitStack() as stack:
             rec = stack.enter_context(atomic_text(args.record, log=log)) if args.record else None
@@ -221,17 +244,8 @@ def run_workload_cli(args: argparse.Namespace) -> int:
                     if n % 100 == 0:
                         bar.update(100)
             res = run_workload(cfg, record=rec, progress=progress)
-        if json_out:
-            with atomic_text(json_out, log=log) as f:
-                f.write(json.dumps(res.as_json(), indent=2, sort_keys=True) + "\n")
-        if not json_out or not is_stdio(json_out):
-            print(format_workload_summary(res), file=text)
-            if args.record:
-                print(f"  recorded      {res.sim['events']} events to {args.record}; "
-                      f"'pysvm replay {args.record} | tail -1' ends with the same counters",
-                      file=text)
-            if json_out:
-                print(f"  json          {json_out}", file=text)
+        _write_results(args, json_out, text, log, res.as_json(), format_workload_summary(res),
+                       res.sim["events"])
     except KeyboardInterrupt:
         print(f"pysvm simulate: interrupted; {log.report()}", file=sys.stderr)
         return 130
@@ -250,14 +264,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--passes needs --workload")
     if args.timeline and not args.plot:
         raise CliError("--timeline needs --plot PNG")
-    json_out = json_target(args)
-    stdout_users = [what for what, path in (("--record", args.record), ("--json", json_out),
-                                            ("--plot", args.plot)) if path and is_stdio(path)]
-    if len(stdout_users) > 1:
-        raise CliError(f"{' and '.join(stdout_users)} cannot both write to standard output")
-    for path in (args.record, json_out):
-        if path:
-            check_writable(path)
+    json_out, stdout_taken = _check_outputs(args, args.plot)
     if args.plot:
         check_output(args.plot)
     cfg = config_from_args(args, timeline=bool(args.plot and args.timeline))
@@ -265,19 +272,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         res = run_simulation(cfg, args.record, args.quiet, log)
         # The human summary moves to stderr when stdout carries a file's contents.
-        text = sys.stderr if stdout_users else sys.stdout
-        if json_out:
-            with atomic_text(json_out, log=log) as f:
-                f.write(json.dumps({"schema_version": SCHEMA_VERSION, **res.as_json()}, indent=2,
-                                   sort_keys=True) + "\n")
-        if not json_out or not is_stdio(json_out):
-            print(format_summary(res), file=text)
-            if args.record:
-                print(f"  recorded      {res.sim['events']} events to {args.record}; "
-                      f"'pysvm replay {args.record} | tail -1' ends with the same counters",
-                      file=text)
-            if json_out:
-                print(f"  json          {json_out}", file=text)
+        text = sys.stderr if stdout_taken else sys.stdout
+        _write_results(args, json_out, text, log,
+                       {"schema_version": SCHEMA_VERSION, **res.as_json()}, format_summary(res),
+                       res.sim["events"])
         if args.plot:
             draw_result(res, args.plot, timeline=args.timeline, log=log)
             if not json_out or not is_stdio(json_out):

@@ -9,7 +9,11 @@ function that models the kernel, named after the kernel function it breaks:
 * ``eviction-loses-a-value`` - moving device pages back to system memory
   zeroes the first page it moves (``drm_pagemap_evict_to_ram()`` path);
 * ``get_pages-drops-a-page`` - ``drm_gpusvm_get_pages()`` records a copy of
-  the last page instead of the CPU's page.
+  the last page instead of the CPU's page;
+* ``fast-path-keeps-old-seqno`` - ``drm_gpusvm_get_pages()`` returns early for
+  pages still valid without recording the notifier's fresh sequence number (the
+  kernel's fast path does record it: ``goto set_seqno``), so a bind's
+  ``read_retry`` fails forever: the livelock the fault loop must be guarded against.
 
 :func:`planted` applies one for the duration of a ``with`` block and restores
 the model afterwards. It patches module attributes of this process, so a
@@ -56,11 +60,20 @@ def _patches(which: str) -> list[tuple[Any, str, Any]]:
             if rng.pages is not None and len(rng.pages) > 1:
                 rng.pages[-1] = Page(rng.pages[-1].value)
         return [(GpuSvm, "range_get_pages", get_pages)]
+    if which == "fast-path-keeps-old-seqno":
+        orig_pages = GpuSvm.range_get_pages
+
+        def stale(self: GpuSvm, rng: SvmRange, ctx: GpuSvmCtx) -> None:
+            if rng.pages_valid:
+                return
+            orig_pages(self, rng, ctx)
+        return [(GpuSvm, "range_get_pages", stale)]
     raise ValueError(f"unknown planted bug {which!r}; choose one of {', '.join(PLANTED)}")
 
 
 #: The planted bugs by name.
-PLANTED = ("gc-skips-set_default_attr", "eviction-loses-a-value", "get_pages-drops-a-page")
+PLANTED = ("gc-skips-set_default_attr", "eviction-loses-a-value", "get_pages-drops-a-page",
+           "fast-path-keeps-old-seqno")
 
 
 @contextlib.contextmanager

@@ -61,6 +61,7 @@ __all__ = [
     "SimResult",
     "Simulation",
     "TimelinePoint",
+    "fmt_bytes",
     "format_summary",
     "simulate",
 ]
@@ -718,7 +719,8 @@ def simulate(config: SimConfig, record: IO[str] | None = None,
     return Simulation(config, engine=engine, record=record, progress=progress).run()
 
 
-def _fmt_bytes(n: int) -> str:
+def fmt_bytes(n: int) -> str:
+    """A byte count for people: B, KiB, MiB or GiB."""
     if n >= GiB:
         return f"{n / GiB:.2f} GiB"
     if n >= MiB:
@@ -763,8 +765,8 @@ def format_summary(res: SimResult) -> str:
         f"  GPU faults    {g('faults', 0)} (retries {g('retries', 0)}, "
         f"failed {g('faults_failed', 0)})",
         f"  migrations    to VRAM {g('migrations_to_vram', 0)} "
-        f"({_fmt_bytes(int(g('bytes_to_vram', 0)))}), to system {g('migrations_to_system', 0)} "
-        f"({_fmt_bytes(int(g('bytes_to_system', 0)))})",
+        f"({fmt_bytes(int(g('bytes_to_vram', 0)))}), to system {g('migrations_to_system', 0)} "
+        f"({fmt_bytes(int(g('bytes_to_system', 0)))})",
         f"  GC            {g('gc_runs', 0)} runs, {g('vmas_reset', 0)} VMA attribute resets",
         f"  alive         {s['vmas_alive']} VMAs, {s['ranges_alive']} SVM ranges "
         f"({s['ranges_in_vram']} in VRAM)"

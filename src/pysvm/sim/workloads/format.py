@@ -5,29 +5,15 @@ Kernel: none.
 
 from __future__ import annotations
 
+from pysvm.sim.workload import fmt_bytes
 from pysvm.sim.workloads.base import WorkloadResult
 
 __all__ = ["format_workload_summary"]
 
-KiB = 1 << 10
-MiB = 1 << 20
-GiB = 1 << 30
-
-
-def _fmt_bytes(n: int) -> str:
-    if n >= GiB:
-        return f"{n / GiB:.2f} GiB"
-    if n >= MiB:
-        return f"{n / MiB:.1f} MiB"
-    if n >= KiB:
-        return f"{n / KiB:.0f} KiB"
-    return f"{n} B"
-
-
 def _phase_line(name: str, events: int, c: dict[str, int]) -> str:
     return (f"    {name:<28} {events:>7} ev  faults {c.get('faults', 0):>6}  "
-            f"to VRAM {_fmt_bytes(c.get('bytes_to_vram', 0)):>10}  "
-            f"to sys {_fmt_bytes(c.get('bytes_to_system', 0)):>10}  "
+            f"to VRAM {fmt_bytes(c.get('bytes_to_vram', 0)):>10}  "
+            f"to sys {fmt_bytes(c.get('bytes_to_system', 0)):>10}  "
             f"evict {c.get('evictions', 0):>5}")
 
 
@@ -37,12 +23,12 @@ def format_workload_summary(res: WorkloadResult) -> str:
     devs = f"{res.devices} discrete device{'s' if res.devices > 1 else ''}"
     lines = [
         f"pysvm simulate --workload {cfg.workload}: seed {cfg.seed}, profile {cfg.profile}, "
-        f"{devs} x {res.vram_mib} MiB VRAM, working set {_fmt_bytes(res.working_set)}, "
+        f"{devs} x {res.vram_mib} MiB VRAM, working set {fmt_bytes(res.working_set)}, "
         f"{res.passes} pass{'es' if res.passes != 1 else ''}",
         f"  events        {s['events']} in {s['wall_s']:.2f} s ({s['events_per_s']} events/s)",
         f"  GPU faults    {c['faults']} (retries {c['retries']}, failed {c['faults_failed']})",
-        f"  migrations    to VRAM {c['migrations_to_vram']} ({_fmt_bytes(c['bytes_to_vram'])}), "
-        f"to system {c['migrations_to_system']} ({_fmt_bytes(c['bytes_to_system'])})",
+        f"  migrations    to VRAM {c['migrations_to_vram']} ({fmt_bytes(c['bytes_to_vram'])}), "
+        f"to system {c['migrations_to_system']} ({fmt_bytes(c['bytes_to_system'])})",
         f"  evictions     {c['evictions']} VRAM allocations evicted under pressure",
         f"  thrash        {res.thrash_ratio:.2f} x working set migrated (both ways)",
         f"  GC            {c['gc_runs']} runs",
@@ -54,7 +40,7 @@ def format_workload_summary(res: WorkloadResult) -> str:
                      + ", ".join(f"{k} x{v}" for k, v in sorted(failed.items())))
     touched = res.stats.get("gpu_bytes_touched")
     if touched:
-        lines.append(f"  gather        {_fmt_bytes(touched)} touched by the GPU, "
+        lines.append(f"  gather        {fmt_bytes(touched)} touched by the GPU, "
                      f"{res.counters['bytes_to_vram'] / touched:.1f} x that migrated to VRAM")
     lines.append("  phases")
     lines.extend(_phase_line(p.name, p.events, p.counters) for p in res.phases)
