@@ -24,7 +24,9 @@ def _mmaps(sc: Scenario) -> list[dict[str, object]]:
                                         ("once-mmap-shared-nomemset", "shared"),
                                         ("once-mmap-prefetch-shared", "shared"),
                                         ("once-mmap-file", "file"),
-                                        ("once-mmap-file-mlock", "file")])
+                                        ("once-mmap-file-mlock", "file"),
+                                        ("once-mmap-huge", "file"),
+                                        ("twice-mmap-huge-nomemset", "file")])
 def test_non_anonymous_buffers_never_reach_vram(name: str, field: str, profile: str) -> None:
     """shmem and file pages are not migrated (drm_pagemap / migrate_vma_collect skip them)."""
     sc = _build(name, profile)
@@ -72,3 +74,16 @@ def test_a_wrong_shared_flag_would_be_caught() -> None:
     sc.steps[k] = type(st)(ev, st.want, st.data, st.stop_on, st.why)
     _, _, _, ctr = run_scenario(sc)
     assert ctr["migrations_to_vram"] == 1
+
+
+def test_hugetlb_buffers_are_2mib_file_mappings() -> None:
+    """MAP_HUGETLB: IGT rounds the buffer to 2 MiB; hugetlbfs backs it with a file."""
+    for name in ("once-mmap-huge", "many-mmap-free-huge", "threads-many-mmap-new-huge"):
+        sc = _build(name)
+        first = _mmaps(sc)[0]
+        assert first.get("file") is True, name
+        assert first["addr"] % (2 << 20) == 0 and first["size"] % (2 << 20) == 0, name
+        status, msg, _, ctr = run_scenario(sc)
+        assert status == "passed", (name, msg)
+    # one huge buffer, nothing else: no page of it ever reaches VRAM
+    assert run_scenario(_build("once-mmap-huge"))[3]["migrations_to_vram"] == 0

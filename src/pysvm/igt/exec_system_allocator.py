@@ -291,7 +291,6 @@ EXPECTED_COUNT = 25 * 75 + 2 + 5 + 1 + 16 + 1 + 5 + 2 + 2 + 12 + 10 + 1
 R_FORK = "fork() (a child mm sharing the pages copy-on-write) is not modelled"
 R_PROCESS = "a second process (another mm and device file) is not modelled"
 R_MREMAP = "mremap() is not modelled"
-R_HUGE = "hugetlbfs pages (MAP_HUGETLB) are not modelled"
 R_BO_CPU_MAP = "a CPU mmap() of a BO (xe_bo_map_fixed) is not modelled"
 R_SAME_PAGE = ("threads store different dwords of one 4 KiB page before any reads "
                "back, and the model holds one value per page")
@@ -434,8 +433,6 @@ def test_exec_noop(p: _Exec) -> bool:
 def test_exec_skip(p: _Exec) -> str | None:
     """Why the model cannot express test_exec for these arguments (None if it can)."""
     f = p.flags
-    if f & HUGE_PAGE:
-        return R_HUGE
     if f & FORK_READ:
         return R_FORK
     if f & MREMAP:
@@ -461,13 +458,20 @@ def _test_exec(s: Scenario, p: _Exec) -> Iterator[None]:
     vm = p.vm or s.vm(s.name("vm"))
     if not bo_size:
         bo_size = _bb_size(STRUCT * n_execs * (stride or 1))
+    if flags & HUGE_PAGE:
+        aligned = -(-aligned // SZ_2M) * SZ_2M
+        bo_size = -(-bo_size // SZ_2M) * SZ_2M
     if p.alloc is not None:
         data = p.alloc
     else:
         if flags & MMAP:
             data = s.aspace.reserve(bo_size, aligned)
+            # MAP_HUGETLB: mm/hugetlb.c hugetlb_file_setup() backs the mapping with a
+            # hugetlbfs file, so it is a file mapping (not vma_is_anonymous()), and
+            # mm/migrate_device.c migrate_vma_setup() refuses is_vm_hugetlb_page()
+            # VMAs: its pages stay in system memory, like any file mapping here.
             s.mmap(data, bo_size, shared=bool(flags & MMAP_SHARED),
-                   file=bool(flags & FILE_BACKED))
+                   file=bool(flags & (FILE_BACKED | HUGE_PAGE)))
         else:
             data = _malloc(s, bo_size, aligned)
         if not flags & SKIP_MEMSET:
@@ -617,7 +621,7 @@ def _grid(t: Template, name: str, flags: int) -> Subtest:
     if t.runner == "process":
         if flags & FORK_READ or test_exec_noop(p):
             return Subtest(SUITE, full, partial(_build_noop))
-        return Subtest(SUITE, full, skip=R_HUGE if flags & HUGE_PAGE else R_PROCESS)
+        return Subtest(SUITE, full, skip=R_PROCESS)
     if flags & (FILE_BACKED | FORK_READ):
         return Subtest(SUITE, full, partial(_build_noop))
     why = None if test_exec_noop(p) else test_exec_skip(p)
