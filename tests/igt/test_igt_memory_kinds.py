@@ -87,3 +87,30 @@ def test_hugetlb_buffers_are_2mib_file_mappings() -> None:
         assert status == "passed", (name, msg)
     # one huge buffer, nothing else: no page of it ever reaches VRAM
     assert run_scenario(_build("once-mmap-huge"))[3]["migrations_to_vram"] == 0
+
+
+def test_docs_counts_match_the_listing() -> None:
+    """docs/igt.md's ported count and per-reason table are what --list gives."""
+    import re
+    from collections import Counter
+    from pathlib import Path
+
+    from pysvm.igt import all_subtests
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "igt.md").read_text()
+    subs = all_subtests()
+    ported = sum(st.build is not None for st in subs)
+    m = re.search(r"([\d,]+) are ported \(", doc)
+    assert m is not None and int(m.group(1).replace(",", "")) == ported
+    listed = Counter(st.skip for st in subs if st.skip)
+    table = {}
+    for ln in doc.split("| reason (as `--list` prints it) |", 1)[1].splitlines()[2:]:
+        if not ln.startswith("|"):
+            break
+        reason, n, _ = (c.strip() for c in ln.strip("|").rsplit("|", 2))
+        table[reason] = int(n.replace(",", ""))
+    assert sum(table.values()) == sum(listed.values()) == len(subs) - ported
+    for reason, n in listed.items():
+        key = reason if reason in table else next(r for r in table if "(...)" in r
+                                                   and reason.startswith(r.split(" (...)")[0]))
+        assert table[key] == n, reason
