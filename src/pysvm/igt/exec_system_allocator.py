@@ -18,8 +18,8 @@ fetches the batch (a ``gpu_access`` read whose data must equal what the CPU
 wrote) and stores the value (a ``gpu_access`` write, or an atomic increment),
 and the CPU reads the value back (``cpu_read`` that must return it). User
 fences are not modelled: the model has no sync objects, and IGT's fences live
-in MAP_SHARED memory or in a BO mapped at a fixed CPU address, neither of
-which the model has; their pages are left out of the scenarios.
+in MAP_SHARED memory or in a BO mapped at a fixed CPU address (no sync objects to
+signal them), so their pages are left out of the scenarios.
 
 Threads become a deterministic round-robin of their exec iterations; the
 model has no engines, so a template that IGT runs once per hardware engine
@@ -291,10 +291,6 @@ EXPECTED_COUNT = 25 * 75 + 2 + 5 + 1 + 16 + 1 + 5 + 2 + 2 + 12 + 10 + 1
 R_FORK = "fork() (a child mm sharing the pages copy-on-write) is not modelled"
 R_PROCESS = "a second process (another mm and device file) is not modelled"
 R_MREMAP = "mremap() is not modelled"
-R_HUGE = "hugetlbfs pages (MAP_HUGETLB) are not modelled"
-R_FILE = "file-backed mmap() is not modelled"
-R_SHARED = "MAP_SHARED memory is not modelled"
-R_MLOCK = "mlock() is not modelled"
 R_BO_CPU_MAP = "a CPU mmap() of a BO (xe_bo_map_fixed) is not modelled"
 R_SAME_PAGE = ("threads store different dwords of one 4 KiB page before any reads "
                "back, and the model holds one value per page")
@@ -324,6 +320,24 @@ def _free(s: Scenario, addr: int, size: int, align: int) -> None:
     if size >= MMAP_THRESHOLD:
         s.munmap(addr, size)
     s.aspace.heap.setdefault((page_span(0, size)[1], align), []).append(addr)
+
+
+def _mlock(s: Scenario, addr: int, size: int, *, private: bool) -> None:
+    """mlock(): fault in every page of the range; VM_LOCKED changes nothing else here.
+
+    Kernel: mm/mlock.c do_mlock() sets VM_LOCKED and __mm_populate() faults the
+    range in through mm/gup.c populate_vma_page_range(), a write fault
+    (FOLL_WRITE) for a private writable mapping and a read fault for a shared
+    one. A locked page is still migratable: mm/rmap.c try_to_migrate_one()
+    has no VM_LOCKED bail-out (only try_to_unmap_one() has, for reclaim) and
+    just drains the mlock batch, so drm_pagemap's migrate_vma_setup() moves
+    it to VRAM like any anonymous page. The model has no reclaim or swap, so
+    staying resident needs nothing more than the populate.
+    """
+    if private:
+        s.cpu_touch(addr, size, why="mlock(): populate (write faults, private mapping)")
+    else:
+        s.cpu_check(addr, size, why="mlock(): populate (read faults, shared mapping)")
 
 
 def _setup(s: Scenario, vram_mib: int = 256) -> None:
@@ -419,22 +433,12 @@ def test_exec_noop(p: _Exec) -> bool:
 def test_exec_skip(p: _Exec) -> str | None:
     """Why the model cannot express test_exec for these arguments (None if it can)."""
     f = p.flags
-    if f & HUGE_PAGE:
-        return R_HUGE
     if f & FORK_READ:
         return R_FORK
     if f & MREMAP:
         return R_MREMAP
-    if f & FILE_BACKED:
-        return R_FILE
-    if f & MMAP_SHARED:
-        return R_SHARED
-    if f & LOCK:
-        return R_MLOCK
     if f & BO_MAP and p.n_execs >= 2:
         return R_BO_CPU_MAP
-    if f & MMAP and f & NEW and p.n_execs >= 2:
-        return R_SHARED          # every buffer after the first is MAP_SHARED
     if f & SYNC_EXEC:
         return R_SAME_PAGE
     return None
@@ -454,16 +458,26 @@ def _test_exec(s: Scenario, p: _Exec) -> Iterator[None]:
     vm = p.vm or s.vm(s.name("vm"))
     if not bo_size:
         bo_size = _bb_size(STRUCT * n_execs * (stride or 1))
+    if flags & HUGE_PAGE:
+        aligned = -(-aligned // SZ_2M) * SZ_2M
+        bo_size = -(-bo_size // SZ_2M) * SZ_2M
     if p.alloc is not None:
         data = p.alloc
     else:
         if flags & MMAP:
             data = s.aspace.reserve(bo_size, aligned)
-            s.mmap(data, bo_size)
+            # MAP_HUGETLB: mm/hugetlb.c hugetlb_file_setup() backs the mapping with a
+            # hugetlbfs file, so it is a file mapping (not vma_is_anonymous()), and
+            # mm/migrate_device.c migrate_vma_setup() refuses is_vm_hugetlb_page()
+            # VMAs: its pages stay in system memory, like any file mapping here.
+            s.mmap(data, bo_size, shared=bool(flags & MMAP_SHARED),
+                   file=bool(flags & (FILE_BACKED | HUGE_PAGE)))
         else:
             data = _malloc(s, bo_size, aligned)
         if not flags & SKIP_MEMSET:
             s.cpu_write(data, bo_size, 5, why="memset(data, 5)")
+        if flags & LOCK:
+            _mlock(s, data, bo_size, private=not flags & (MMAP_SHARED | FILE_BACKED))
     if own_vm:
         s.bind_mirror(vm, why="bind the whole VA as CPU-address mirror (system allocator)")
     addr = data
@@ -529,7 +543,7 @@ def _test_exec(s: Scenario, p: _Exec) -> Iterator[None]:
                 else:
                     pending.append(data)
                 data = s.aspace.reserve(bo_size)
-                s.mmap(data, bo_size)
+                s.mmap(data, bo_size, shared=True)     # MAP_SHARED|MAP_ANONYMOUS
             else:
                 if flags & FREE:
                     _free(s, data, bo_size, aligned)
@@ -607,7 +621,7 @@ def _grid(t: Template, name: str, flags: int) -> Subtest:
     if t.runner == "process":
         if flags & FORK_READ or test_exec_noop(p):
             return Subtest(SUITE, full, partial(_build_noop))
-        return Subtest(SUITE, full, skip=R_HUGE if flags & HUGE_PAGE else R_PROCESS)
+        return Subtest(SUITE, full, skip=R_PROCESS)
     if flags & (FILE_BACKED | FORK_READ):
         return Subtest(SUITE, full, partial(_build_noop))
     why = None if test_exec_noop(p) else test_exec_skip(p)

@@ -140,9 +140,15 @@ class Scenario:
                  want=want, why=why)
 
     # -- CPU ---------------------------------------------------------------
-    def mmap(self, addr: int, size: int) -> None:
+    def mmap(self, addr: int, size: int, *, shared: bool = False, file: bool = False) -> None:
+        """MAP_FIXED mmap(); ``shared`` is MAP_SHARED|MAP_ANONYMOUS (shmem), ``file`` a file."""
         start, n = page_span(addr, size)
-        self.add({"ev": "mmap", "addr": start, "size": n})
+        ev: dict[str, Any] = {"ev": "mmap", "addr": start, "size": n}
+        if shared:
+            ev["shared"] = True
+        if file:
+            ev["file"] = True
+        self.add(ev)
         for p in self._pages(start, n):
             self.mem[p] = 0
 
