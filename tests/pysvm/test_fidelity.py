@@ -318,3 +318,41 @@ def test_madvise_extensions_are_never_checked(profile: str) -> None:
                     extensions=0xDEAD_BEEF_0000)
     assert out == {"invalidated": [[BUF, M]]}
     assert w.query(vm="vm0", addr=BUF, range=M)["vmas"][0]["attrs"]["atomic"] == 2
+
+
+# -- the purgeable retained pointer (7.0) --------------------------------------------------
+
+def test_retained_pointer_read_errors_come_before_any_change() -> None:
+    # xe_vm_madvise_ioctl(): after madvise_args_are_sane() and before xe_svm_flush() and
+    # the VM lock, get_user() of retained_ptr faults -> EFAULT, a non-zero value -> EINVAL
+    w = _purge_world()
+    before = w.query(vm="a")
+    assert _errno(w.madvise, vm="a", addr=BUF, range=M, type="purgeable_state", val=1,
+                  union_reserved=0x1000, retained_fault="read") == errno.EFAULT
+    assert _errno(w.madvise, vm="a", addr=BUF, range=M, type="purgeable_state", val=1,
+                  union_reserved=0x1000, retained_init=1) == errno.EINVAL
+    assert w.query(vm="a") == before and w.bos["p"].purge_state == 0
+    # the argument checks come first: a bad val is EINVAL even with an unreadable pointer
+    # (madvise_args_are_sane() before do_retained)
+    assert _errno(w.madvise, vm="a", addr=BUF, range=M, type="purgeable_state", val=2,
+                  union_reserved=0x1000, retained_fault="read") == errno.EINVAL
+    # no pointer: neither field is read (do_retained is false)
+    assert w.madvise(vm="a", addr=BUF, range=M, type="purgeable_state", val=0,
+                     retained_init=7, retained_fault="read") == {"invalidated": []}
+    # ...and the read comes before the killed-VM test (ENOENT is after the VM lock)
+    w.vm_kill(vm="a")
+    assert _errno(w.madvise, vm="a", addr=BUF, range=M, type="purgeable_state", val=1,
+                  union_reserved=0x1000, retained_fault="read") == errno.EFAULT
+
+
+def test_retained_pointer_write_fault_is_efault_after_the_madvise() -> None:
+    # xe_madvise_purgeable_retained_to_user(): put_user() after the locks are dropped; the
+    # ioctl returns -EFAULT but the purgeable state is already set
+    w = _purge_world()
+    assert _errno(w.madvise, vm="a", addr=BUF, range=M, type="purgeable_state", val=1,
+                  union_reserved=0x1000, retained_fault="write") == errno.EFAULT
+    assert w.query(vm="a")["vmas"][0]["purgeable"] == "dontneed"
+    # the same pointer on 6.18: type 3 is unknown, EINVAL from the argument checks
+    w6 = _world("6.18")
+    assert _errno(w6.madvise, vm="vm0", addr=BUF, range=M, type="purgeable_state", val=1,
+                  union_reserved=0x1000, retained_fault="read") == errno.EINVAL

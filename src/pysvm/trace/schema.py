@@ -264,7 +264,12 @@ class MadviseEvent(Event, tag="madvise"):
               ("ENOLINK", "7.0: the VM is not in fault mode (it joined no owner group) "
                           "and devmem_fd names a device"),
               ("EFAULT", "a split would cut a userptr VMA (the new piece pins CPU address "
-                         "0); nothing changes"))
+                         "0); nothing changes"),
+              ("EFAULT", "7.0 purgeable_state: the retained pointer cannot be read (after "
+                         "the argument checks, nothing changes) or cannot be written (last: "
+                         "the madvise took effect)"),
+              ("EINVAL", "7.0 purgeable_state: the retained pointer does not hold 0 "
+                         "(after the argument checks, nothing changes)"))
     result = R.MadviseResult
     vm: VmName
     addr: Annotated[U64, Meta(description=(
@@ -290,8 +295,16 @@ class MadviseEvent(Event, tag="madvise"):
                              description="the union member's pad (u32); must be 0")] = 0
     union_reserved: Annotated[U64, Meta(
         description=("the union member's trailing reserved u64; must be 0, except for "
-                     "7.0 purgeable_state, where it is purge_state_val.retained_ptr (a "
-                     "valid pointer holding 0 is assumed)"))] = 0
+                     "7.0 purgeable_state, where it is purge_state_val.retained_ptr "
+                     "(readable and writable and holding 0 unless retained_init or "
+                     "retained_fault say otherwise)"))] = 0
+    retained_init: Annotated[int, Meta(ge=0, le=0xFFFFFFFF, description=(
+        "7.0 purgeable_state with a retained pointer: the u32 it holds before the call; "
+        "non-zero is EINVAL before anything changes"))] = 0
+    retained_fault: Annotated[Literal["read", "write"], Meta(description=(
+        "7.0 purgeable_state with a retained pointer: read = the pointer cannot be read "
+        "(EFAULT before anything changes); write = it reads but cannot be written "
+        "(EFAULT after the madvise took effect)"))] | UnsetType = UNSET
     reserved: Annotated[tuple[U64, U64], Meta(description=(
         "drm_xe_madvise.reserved[2]; must be [0, 0]"))] = (0, 0)
     extensions: Annotated[U64, Meta(description=(
