@@ -52,7 +52,7 @@ from pysvm.xe.migrate import evict_device
 from pysvm.xe.pagemap import PagemapSystem, attach_device, svm_get_pagemaps
 from pysvm.xe.profile import Profile, get_profile
 from pysvm.xe.svm import Svm
-from pysvm.xe.vm import DEFAULT_VA_BITS, Vm
+from pysvm.xe.vm import DEFAULT_VA_BITS, BindOpArgs, Vm
 from pysvm.xe.vm_madvise import MadviseArgs, madvise, purgeable_retained
 from pysvm.xe.vma import Vma
 
@@ -797,6 +797,29 @@ class World:
         self.stats["bos_purged"] += 1
         return {"zapped": zapped}
 
+    # -- an array of binds (issue 14, P3-B) -----------------------------------------------
+
+    def bind_array(self, *, vm: str, binds: list[dict[str, object]],
+                   **unknown: object) -> Result:
+        """Several bind ops in one ioctl (each a dict of bind's fields without ``vm``),
+        refused as a whole by any argument-stage check. Kernel: xe_vm_bind_ioctl() with
+        num_binds > 1."""
+        return self.apply("bind_array", {"vm": vm, "binds": binds, **unknown})
+
+    def _ev_bind_array(self, ev: S.BindArrayEvent) -> Result:
+        vm = self._vm(ev.vm)
+        ops: list[BindOpArgs] = []
+        for b in ev.binds:
+            flags = BindFlag(0)
+            for f in b.flags:
+                flags |= BIND_FLAGS[f]
+            bo: Bo | str | None = None
+            if not isinstance(b.bo, UnsetType):
+                bo = self.bos.get(b.bo, b.bo)
+            ops.append(BindOpArgs(b.op, b.addr, b.range, flags, b.pat_index, bo, b.offset))
+        vm.bind_array(ops)
+        return {}
+
 
 #: sizeof(struct drm_xe_mem_range_attr). Kernel: include/uapi/drm/xe_drm.h.
 MEM_RANGE_ATTR_SIZE = 64
@@ -833,6 +856,7 @@ _HANDLERS: dict[type[Event], _Handler] = {
     S.VmDestroyEvent: World._ev_vm_destroy,
     S.QueryMemRangeAttrsEvent: World._ev_query_mem_range_attrs,
     S.ShrinkEvent: World._ev_shrink,
+    S.BindArrayEvent: World._ev_bind_array,
 }
 
 #: Every trace event name (each is a :class:`World` method of the same name).

@@ -33,6 +33,12 @@ def _errno(fn: object, **kw: object) -> int:
     return ei.value.errno
 
 
+def _exc(fn: object, **kw: object) -> XeError:
+    with pytest.raises(XeError) as ei:
+        fn(**kw)  # type: ignore[operator]
+    return ei.value
+
+
 # -- PREFETCH (xe_vm.c vm_bind_ioctl_ops_create, prefetch_ranges, xe_vm_bind_ioctl) ----
 
 @pytest.mark.parametrize("profile", ["6.18", "7.0"])
@@ -356,3 +362,60 @@ def test_retained_pointer_write_fault_is_efault_after_the_madvise() -> None:
     w6 = _world("6.18")
     assert _errno(w6.madvise, vm="vm0", addr=BUF, range=M, type="purgeable_state", val=1,
                   union_reserved=0x1000, retained_fault="read") == errno.EINVAL
+
+
+# -- an array of binds: xe_vm_bind_ioctl() with num_binds > 1 ------------------------------
+
+def _array_world() -> World:
+    w = World("7.0")
+    w.device(name="gpu0", vram_mib=64)
+    w.vm_create(vm="a", device="gpu0", fault_mode=True)
+    w.bo_create(bo="p", device="gpu0", size=M)
+    return w
+
+
+def test_bind_array_applies_every_op_in_order() -> None:
+    w = _array_world()
+    assert w.bind_array(vm="a", binds=[
+        {"op": "map", "addr": BUF, "range": M, "bo": "p"},
+        {"op": "map", "addr": BUF + M, "range": 2 * M, "flags": ["null"]},
+        {"op": "unmap", "addr": BUF + 2 * M, "range": M}]) == {}
+    assert [(v["addr"], v["range"]) for v in w.query(vm="a")["vmas"]] == [
+        (BUF, M), (BUF + M, M)]
+    # num_binds == 0: -ENODATA after the killed check, turned into 0
+    assert w.bind_array(vm="a", binds=[]) == {}
+    w.vm_kill(vm="a")
+    assert _errno(w.bind_array, vm="a", binds=[]) == errno.ENOENT
+
+
+@pytest.mark.parametrize("bad, want", [
+    # vm_bind_ioctl_check_args(): every op's argument checks come before the VM state
+    ({"op": "map", "addr": BUF + 3, "range": M, "flags": ["null"]}, errno.EINVAL),
+    ({"op": "map", "addr": BUF, "range": M, "bo": "nope"}, errno.ENOENT),
+    ({"op": "map", "addr": BUF, "range": 2 * M, "bo": "p"}, errno.EINVAL),   # validate_bo
+    ({"op": "map", "addr": 1 << 50, "range": M, "flags": ["null"]}, errno.EINVAL),
+    ({"op": "unmap", "addr": BUF, "range": 0}, errno.EINVAL),
+])
+def test_bind_array_refuses_before_any_change(bad: dict[str, object], want: int) -> None:
+    # xe_vm_bind_ioctl(): each stage (check_args, range in VM, BO lookup +
+    # xe_vm_bind_ioctl_validate_bo) runs over all ops before vm_bind_ioctl_ops_create()
+    w = _array_world()
+    good = {"op": "map", "addr": 2 * BUF, "range": M, "flags": ["null"]}
+    assert _errno(w.bind_array, vm="a", binds=[good, bad]) == want
+    assert w.query(vm="a")["vmas"] == []
+
+
+def test_bind_array_stage_order() -> None:
+    # an op-1 argument error beats an op-0 range error (check_args before the VM-size
+    # loop); a killed VM beats a later op's range error but not an argument error
+    w = _array_world()
+    out_of_vm = {"op": "map", "addr": 1 << 50, "range": M, "flags": ["null"]}
+    unaligned = {"op": "map", "addr": BUF + 3, "range": M, "flags": ["null"]}
+    no_bo = {"op": "map", "addr": BUF, "range": M, "bo": "nope"}
+    assert _errno(w.bind_array, vm="a", binds=[out_of_vm, unaligned]) == errno.EINVAL
+    assert "aligned" in str(_exc(w.bind_array, vm="a", binds=[out_of_vm, unaligned]))
+    # the VM-size loop runs over every op before any BO lookup
+    assert "outside the VM" in str(_exc(w.bind_array, vm="a", binds=[no_bo, out_of_vm]))
+    w.vm_kill(vm="a")
+    assert _errno(w.bind_array, vm="a", binds=[unaligned]) == errno.EINVAL
+    assert _errno(w.bind_array, vm="a", binds=[out_of_vm]) == errno.ENOENT
