@@ -419,3 +419,26 @@ def test_bind_array_stage_order() -> None:
     w.vm_kill(vm="a")
     assert _errno(w.bind_array, vm="a", binds=[unaligned]) == errno.EINVAL
     assert _errno(w.bind_array, vm="a", binds=[out_of_vm]) == errno.ENOENT
+
+
+# -- the Xe2 PAT table ------------------------------------------------------------------------
+
+def test_xe2_pat_table_reserves_16_to_19_and_defines_20_to_31() -> None:
+    # xe_pat.c xe2_pat_table[]: 16..19 are left all-zero (coherency 0, refused as
+    # hardware-reserved by vm_bind_ioctl_check_args() and madvise_args_are_sane());
+    # 20..31 are real entries (CLOS 1-3), 22/23/26/27/30/31 coherent
+    from pysvm.xe.attr import CohMode
+    from pysvm.xe.device import DEFAULT_PAT_COH
+    assert [i for i, c in enumerate(DEFAULT_PAT_COH) if c == CohMode.INVALID] == [16, 17, 18, 19]
+    assert [i for i, c in enumerate(DEFAULT_PAT_COH) if c == CohMode.AT_LEAST_1WAY] == [
+        1, 2, 4, 5, 7, 22, 23, 26, 27, 30, 31]
+    w = _world()
+    for pat, want in ((16, errno.EINVAL), (19, errno.EINVAL)):
+        assert _errno(w.bind, vm="vm0", op="map", addr=BUF, range=M, flags=["null"],
+                      pat_index=pat) == want
+        assert _errno(w.madvise, vm="vm0", addr=BUF, range=M, type="pat", val=pat) == want
+    # a userptr bind needs a coherent entry: 27 is (2-way), 28 is not
+    w.mmap(addr=BUF, size=2 * M)
+    w.bind(vm="vm0", op="map_userptr", addr=BUF, range=M, offset=BUF, pat_index=27)
+    assert _errno(w.bind, vm="vm0", op="map_userptr", addr=BUF + M, range=M,
+                  offset=BUF + M, pat_index=28) == errno.EINVAL
