@@ -52,7 +52,7 @@ from pysvm.xe.migrate import evict_device
 from pysvm.xe.pagemap import PagemapSystem, attach_device, svm_get_pagemaps
 from pysvm.xe.profile import Profile, get_profile
 from pysvm.xe.svm import Svm
-from pysvm.xe.vm import DEFAULT_VA_BITS, Vm
+from pysvm.xe.vm import DEFAULT_VA_BITS, BindOpArgs, Vm
 from pysvm.xe.vm_madvise import MadviseArgs, madvise, purgeable_retained
 from pysvm.xe.vma import Vma
 
@@ -367,17 +367,20 @@ class World:
                 devmem_fd: int | str | None = None, region_instance: int | None = None,
                 migration_policy: int = 0, val: int = 0, pad: int = 0,
                 union_reserved: int = 0, reserved: list[int] | None = None,
-                extensions: int = 0,
+                extensions: int = 0, retained_init: int = 0,
+                retained_fault: str | None = None,
                 **unknown: object) -> Result:
         """Set a memory-range attribute: ``type`` is ``"preferred_loc"``, ``"atomic"``,
         ``"pat"``, ``"purgeable_state"`` or the uapi number; ``devmem_fd`` may name a
         device (then ``region_instance`` defaults to 1). The result lists the
-        ``invalidated`` [addr, size] spans. Kernel: xe_vm_madvise_ioctl()."""
+        ``invalidated`` [addr, size] spans; a purgeable_state with a retained pointer
+        (``union_reserved``) adds ``retained``, and ``retained_init`` / ``retained_fault``
+        describe that pointer. Kernel: xe_vm_madvise_ioctl()."""
         return self.apply("madvise", _fields(
             vm=vm, addr=addr, range=range, type=type, devmem_fd=devmem_fd,
             region_instance=region_instance, migration_policy=migration_policy, val=val,
             pad=pad, union_reserved=union_reserved, reserved=reserved, extensions=extensions,
-            **unknown))
+            retained_init=retained_init, retained_fault=retained_fault, **unknown))
 
     def _devmem_fd(self, ev: S.MadviseEvent) -> tuple[int, int]:
         v = ev.devmem_fd
@@ -397,9 +400,15 @@ class World:
             start=ev.addr, range=ev.range, type=typ, devmem_fd=fd,
             migration_policy=ev.migration_policy, region_instance=region, val=ev.val,
             pad=ev.pad, union_reserved=ev.union_reserved,
-            reserved=(ev.reserved[0], ev.reserved[1]))
+            reserved=(ev.reserved[0], ev.reserved[1]), retained_init=ev.retained_init,
+            retained_fault=ev.retained_fault if isinstance(ev.retained_fault, str) else "")
         out: Result = {"invalidated": madvise(vm, args)}
         if typ == MemRangeAttr.PURGEABLE_STATE and ev.union_reserved:
+            # xe_madvise_purgeable_retained_to_user(): after the locks are dropped, so a
+            # fault here is EFAULT with the madvise already in effect
+            if ev.retained_fault == "write":
+                raise XeError(errno.EFAULT, f"madvise: retained_ptr {ev.union_reserved:#x} "
+                              "cannot be written (the madvise took effect)")
             out["retained"] = purgeable_retained(vm, ev.addr, ev.addr + ev.range)
         return out
 
@@ -788,6 +797,29 @@ class World:
         self.stats["bos_purged"] += 1
         return {"zapped": zapped}
 
+    # -- an array of binds (issue 14, P3-B) -----------------------------------------------
+
+    def bind_array(self, *, vm: str, binds: list[dict[str, object]],
+                   **unknown: object) -> Result:
+        """Several bind ops in one ioctl (each a dict of bind's fields without ``vm``),
+        refused as a whole by any argument-stage check. Kernel: xe_vm_bind_ioctl() with
+        num_binds > 1."""
+        return self.apply("bind_array", {"vm": vm, "binds": binds, **unknown})
+
+    def _ev_bind_array(self, ev: S.BindArrayEvent) -> Result:
+        vm = self._vm(ev.vm)
+        ops: list[BindOpArgs] = []
+        for b in ev.binds:
+            flags = BindFlag(0)
+            for f in b.flags:
+                flags |= BIND_FLAGS[f]
+            bo: Bo | str | None = None
+            if not isinstance(b.bo, UnsetType):
+                bo = self.bos.get(b.bo, b.bo)
+            ops.append(BindOpArgs(b.op, b.addr, b.range, flags, b.pat_index, bo, b.offset))
+        vm.bind_array(ops)
+        return {}
+
 
 #: sizeof(struct drm_xe_mem_range_attr). Kernel: include/uapi/drm/xe_drm.h.
 MEM_RANGE_ATTR_SIZE = 64
@@ -824,6 +856,7 @@ _HANDLERS: dict[type[Event], _Handler] = {
     S.VmDestroyEvent: World._ev_vm_destroy,
     S.QueryMemRangeAttrsEvent: World._ev_query_mem_range_attrs,
     S.ShrinkEvent: World._ev_shrink,
+    S.BindArrayEvent: World._ev_bind_array,
 }
 
 #: Every trace event name (each is a :class:`World` method of the same name).

@@ -30,10 +30,6 @@ COUNTS = {"xe_exec_system_allocator": 1932, "xe_madvise": 11, "xe_multigpu_svm":
 #: fail, and fail at the step documented, until the model changes.
 DIVERGENCES = {
     ("xe_madvise", "atomic-cpu"): "IGT expects EACCES",
-    ("xe_exec_system_allocator", "pat-index-madvise-max-pat-index-single-vma"):
-        "pat_index 27",
-    ("xe_exec_system_allocator", "pat-index-madvise-max-pat-index-multi-vma"):
-        "pat_index 27",
 }
 
 #: A fixed sample of a few hundred subtests covering every ported family (fast ones):

@@ -33,6 +33,12 @@ def _errno(fn: object, **kw: object) -> int:
     return ei.value.errno
 
 
+def _exc(fn: object, **kw: object) -> XeError:
+    with pytest.raises(XeError) as ei:
+        fn(**kw)  # type: ignore[operator]
+    return ei.value
+
+
 # -- PREFETCH (xe_vm.c vm_bind_ioctl_ops_create, prefetch_ranges, xe_vm_bind_ioctl) ----
 
 @pytest.mark.parametrize("profile", ["6.18", "7.0"])
@@ -318,3 +324,121 @@ def test_madvise_extensions_are_never_checked(profile: str) -> None:
                     extensions=0xDEAD_BEEF_0000)
     assert out == {"invalidated": [[BUF, M]]}
     assert w.query(vm="vm0", addr=BUF, range=M)["vmas"][0]["attrs"]["atomic"] == 2
+
+
+# -- the purgeable retained pointer (7.0) --------------------------------------------------
+
+def test_retained_pointer_read_errors_come_before_any_change() -> None:
+    # xe_vm_madvise_ioctl(): after madvise_args_are_sane() and before xe_svm_flush() and
+    # the VM lock, get_user() of retained_ptr faults -> EFAULT, a non-zero value -> EINVAL
+    w = _purge_world()
+    before = w.query(vm="a")
+    assert _errno(w.madvise, vm="a", addr=BUF, range=M, type="purgeable_state", val=1,
+                  union_reserved=0x1000, retained_fault="read") == errno.EFAULT
+    assert _errno(w.madvise, vm="a", addr=BUF, range=M, type="purgeable_state", val=1,
+                  union_reserved=0x1000, retained_init=1) == errno.EINVAL
+    assert w.query(vm="a") == before and w.bos["p"].purge_state == 0
+    # the argument checks come first: a bad val is EINVAL even with an unreadable pointer
+    # (madvise_args_are_sane() before do_retained)
+    assert _errno(w.madvise, vm="a", addr=BUF, range=M, type="purgeable_state", val=2,
+                  union_reserved=0x1000, retained_fault="read") == errno.EINVAL
+    # no pointer: neither field is read (do_retained is false)
+    assert w.madvise(vm="a", addr=BUF, range=M, type="purgeable_state", val=0,
+                     retained_init=7, retained_fault="read") == {"invalidated": []}
+    # ...and the read comes before the killed-VM test (ENOENT is after the VM lock)
+    w.vm_kill(vm="a")
+    assert _errno(w.madvise, vm="a", addr=BUF, range=M, type="purgeable_state", val=1,
+                  union_reserved=0x1000, retained_fault="read") == errno.EFAULT
+
+
+def test_retained_pointer_write_fault_is_efault_after_the_madvise() -> None:
+    # xe_madvise_purgeable_retained_to_user(): put_user() after the locks are dropped; the
+    # ioctl returns -EFAULT but the purgeable state is already set
+    w = _purge_world()
+    assert _errno(w.madvise, vm="a", addr=BUF, range=M, type="purgeable_state", val=1,
+                  union_reserved=0x1000, retained_fault="write") == errno.EFAULT
+    assert w.query(vm="a")["vmas"][0]["purgeable"] == "dontneed"
+    # the same pointer on 6.18: type 3 is unknown, EINVAL from the argument checks
+    w6 = _world("6.18")
+    assert _errno(w6.madvise, vm="vm0", addr=BUF, range=M, type="purgeable_state", val=1,
+                  union_reserved=0x1000, retained_fault="read") == errno.EINVAL
+
+
+# -- an array of binds: xe_vm_bind_ioctl() with num_binds > 1 ------------------------------
+
+def _array_world() -> World:
+    w = World("7.0")
+    w.device(name="gpu0", vram_mib=64)
+    w.vm_create(vm="a", device="gpu0", fault_mode=True)
+    w.bo_create(bo="p", device="gpu0", size=M)
+    return w
+
+
+def test_bind_array_applies_every_op_in_order() -> None:
+    w = _array_world()
+    assert w.bind_array(vm="a", binds=[
+        {"op": "map", "addr": BUF, "range": M, "bo": "p"},
+        {"op": "map", "addr": BUF + M, "range": 2 * M, "flags": ["null"]},
+        {"op": "unmap", "addr": BUF + 2 * M, "range": M}]) == {}
+    assert [(v["addr"], v["range"]) for v in w.query(vm="a")["vmas"]] == [
+        (BUF, M), (BUF + M, M)]
+    # num_binds == 0: -ENODATA after the killed check, turned into 0
+    assert w.bind_array(vm="a", binds=[]) == {}
+    w.vm_kill(vm="a")
+    assert _errno(w.bind_array, vm="a", binds=[]) == errno.ENOENT
+
+
+@pytest.mark.parametrize("bad, want", [
+    # vm_bind_ioctl_check_args(): every op's argument checks come before the VM state
+    ({"op": "map", "addr": BUF + 3, "range": M, "flags": ["null"]}, errno.EINVAL),
+    ({"op": "map", "addr": BUF, "range": M, "bo": "nope"}, errno.ENOENT),
+    ({"op": "map", "addr": BUF, "range": 2 * M, "bo": "p"}, errno.EINVAL),   # validate_bo
+    ({"op": "map", "addr": 1 << 50, "range": M, "flags": ["null"]}, errno.EINVAL),
+    ({"op": "unmap", "addr": BUF, "range": 0}, errno.EINVAL),
+])
+def test_bind_array_refuses_before_any_change(bad: dict[str, object], want: int) -> None:
+    # xe_vm_bind_ioctl(): each stage (check_args, range in VM, BO lookup +
+    # xe_vm_bind_ioctl_validate_bo) runs over all ops before vm_bind_ioctl_ops_create()
+    w = _array_world()
+    good = {"op": "map", "addr": 2 * BUF, "range": M, "flags": ["null"]}
+    assert _errno(w.bind_array, vm="a", binds=[good, bad]) == want
+    assert w.query(vm="a")["vmas"] == []
+
+
+def test_bind_array_stage_order() -> None:
+    # an op-1 argument error beats an op-0 range error (check_args before the VM-size
+    # loop); a killed VM beats a later op's range error but not an argument error
+    w = _array_world()
+    out_of_vm = {"op": "map", "addr": 1 << 50, "range": M, "flags": ["null"]}
+    unaligned = {"op": "map", "addr": BUF + 3, "range": M, "flags": ["null"]}
+    no_bo = {"op": "map", "addr": BUF, "range": M, "bo": "nope"}
+    assert _errno(w.bind_array, vm="a", binds=[out_of_vm, unaligned]) == errno.EINVAL
+    assert "aligned" in str(_exc(w.bind_array, vm="a", binds=[out_of_vm, unaligned]))
+    # the VM-size loop runs over every op before any BO lookup
+    assert "outside the VM" in str(_exc(w.bind_array, vm="a", binds=[no_bo, out_of_vm]))
+    w.vm_kill(vm="a")
+    assert _errno(w.bind_array, vm="a", binds=[unaligned]) == errno.EINVAL
+    assert _errno(w.bind_array, vm="a", binds=[out_of_vm]) == errno.ENOENT
+
+
+# -- the Xe2 PAT table ------------------------------------------------------------------------
+
+def test_xe2_pat_table_reserves_16_to_19_and_defines_20_to_31() -> None:
+    # xe_pat.c xe2_pat_table[]: 16..19 are left all-zero (coherency 0, refused as
+    # hardware-reserved by vm_bind_ioctl_check_args() and madvise_args_are_sane());
+    # 20..31 are real entries (CLOS 1-3), 22/23/26/27/30/31 coherent
+    from pysvm.xe.attr import CohMode
+    from pysvm.xe.device import DEFAULT_PAT_COH
+    assert [i for i, c in enumerate(DEFAULT_PAT_COH) if c == CohMode.INVALID] == [16, 17, 18, 19]
+    assert [i for i, c in enumerate(DEFAULT_PAT_COH) if c == CohMode.AT_LEAST_1WAY] == [
+        1, 2, 4, 5, 7, 22, 23, 26, 27, 30, 31]
+    w = _world()
+    for pat, want in ((16, errno.EINVAL), (19, errno.EINVAL)):
+        assert _errno(w.bind, vm="vm0", op="map", addr=BUF, range=M, flags=["null"],
+                      pat_index=pat) == want
+        assert _errno(w.madvise, vm="vm0", addr=BUF, range=M, type="pat", val=pat) == want
+    # a userptr bind needs a coherent entry: 27 is (2-way), 28 is not
+    w.mmap(addr=BUF, size=2 * M)
+    w.bind(vm="vm0", op="map_userptr", addr=BUF, range=M, offset=BUF, pat_index=27)
+    assert _errno(w.bind, vm="vm0", op="map_userptr", addr=BUF + M, range=M,
+                  offset=BUF + M, pat_index=28) == errno.EINVAL

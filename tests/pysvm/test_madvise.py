@@ -91,7 +91,7 @@ CHAINS: dict[str, list[tuple[str, dict[str, Any], str]]] = {
     ] + TAIL,
     "6.18/pat": COMMON + [
         ("pat-table", {"val": 32}, "pat_index 32 >= 32 entries"),
-        ("pat-reserved-entry", {"val": 25}, "pat_index 25 is a reserved PAT entry"),
+        ("pat-reserved-entry", {"val": 19}, "pat_index 19 is a reserved PAT entry"),
         ("pat-coh-unknown", {"val": 5}, "pat_index 5 has an unknown coherency mode 3"),
         ("pat-pad", {"pad": 1}, "pat_index.pad must be 0"),
         ("pat-reserved", {"union_reserved": 1}, "pat_index.reserved must be 0"),

@@ -76,7 +76,7 @@ def test_vma_flag_bits_match_kernel() -> None:
     (dict(addr=0, range=K), "needs a BO, null or cpu_addr_mirror"),
     (dict(addr=0, range=K, flags=BindFlag.NULL, offset=K), "offset must be 0"),
     (dict(addr=0, range=K, flags=BindFlag.NULL, pat_index=32), "32 >= 32 entries"),
-    (dict(addr=0, range=K, flags=BindFlag.NULL, pat_index=20), "reserved PAT entry"),
+    (dict(addr=0, range=K, flags=BindFlag.NULL, pat_index=16), "reserved PAT entry"),
     (dict(addr=1 << 48, range=K, flags=BindFlag.NULL), "outside the VM"),
     (dict(addr=0, range=K, userptr=True, pat_index=0), "coherent PAT"),
     (dict(addr=0, range=K, userptr=True, pat_index=1, flags=BindFlag.NULL), "not userptr"),

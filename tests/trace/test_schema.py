@@ -275,7 +275,8 @@ def test_defaults_are_the_handlers_defaults() -> None:
     assert S.as_kwargs(m) == {"vm": "v", "addr": 0, "range": 4096, "type": "atomic",
                               "devmem_fd": 0, "migration_policy": 0, "region_instance": None,
                               "val": 0, "pad": 0, "union_reserved": 0, "reserved": (0, 0),
-                              "extensions": 0}
+                              "extensions": 0, "retained_init": 0,
+                              "retained_fault": None}
     assert S.as_kwargs(S.decode('{"ev":"device","name":"g"}')) == {
         "name": "g", "discrete": True, "vram_mib": None, "smem_atomics": False}
     assert S.as_kwargs(S.decode('{"ev":"vm_create","vm":"v","device":"g"}')) == {

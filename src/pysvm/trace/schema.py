@@ -264,7 +264,12 @@ class MadviseEvent(Event, tag="madvise"):
               ("ENOLINK", "7.0: the VM is not in fault mode (it joined no owner group) "
                           "and devmem_fd names a device"),
               ("EFAULT", "a split would cut a userptr VMA (the new piece pins CPU address "
-                         "0); nothing changes"))
+                         "0); nothing changes"),
+              ("EFAULT", "7.0 purgeable_state: the retained pointer cannot be read (after "
+                         "the argument checks, nothing changes) or cannot be written (last: "
+                         "the madvise took effect)"),
+              ("EINVAL", "7.0 purgeable_state: the retained pointer does not hold 0 "
+                         "(after the argument checks, nothing changes)"))
     result = R.MadviseResult
     vm: VmName
     addr: Annotated[U64, Meta(description=(
@@ -290,8 +295,16 @@ class MadviseEvent(Event, tag="madvise"):
                              description="the union member's pad (u32); must be 0")] = 0
     union_reserved: Annotated[U64, Meta(
         description=("the union member's trailing reserved u64; must be 0, except for "
-                     "7.0 purgeable_state, where it is purge_state_val.retained_ptr (a "
-                     "valid pointer holding 0 is assumed)"))] = 0
+                     "7.0 purgeable_state, where it is purge_state_val.retained_ptr "
+                     "(readable and writable and holding 0 unless retained_init or "
+                     "retained_fault say otherwise)"))] = 0
+    retained_init: Annotated[int, Meta(ge=0, le=0xFFFFFFFF, description=(
+        "7.0 purgeable_state with a retained pointer: the u32 it holds before the call; "
+        "non-zero is EINVAL before anything changes"))] = 0
+    retained_fault: Annotated[Literal["read", "write"], Meta(description=(
+        "7.0 purgeable_state with a retained pointer: read = the pointer cannot be read "
+        "(EFAULT before anything changes); write = it reads but cannot be written "
+        "(EFAULT after the madvise took effect)"))] | UnsetType = UNSET
     reserved: Annotated[tuple[U64, U64], Meta(description=(
         "drm_xe_madvise.reserved[2]; must be [0, 0]"))] = (0, 0)
     extensions: Annotated[U64, Meta(description=(
@@ -686,6 +699,55 @@ class TeardownEvent(Event, tag="teardown"):
     result = R.TeardownResult
 
 
+
+# -- an array of binds (issue 14, P3-B) -----------------------------------------------------
+
+class BindArrayOp(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """One struct drm_xe_vm_bind_op of a bind_array: the fields of the bind event."""
+
+    op: Annotated[BindOp, Meta(description="map, map_userptr or unmap")]
+    addr: Annotated[U64, Meta(description="start address, bytes (4 KiB aligned)")]
+    range: Annotated[U64, Meta(description="length in bytes (4 KiB aligned, non-zero)")]
+    flags: Annotated[list[BindFlagName], Meta(description=(
+        "DRM_XE_VM_BIND_FLAG_* by name, as in the bind event"))] = []
+    pat_index: Annotated[int, Meta(ge=0, le=0xFFFF, description="the PAT index (u16)")] = 0
+    offset: Annotated[U64, Meta(description=(
+        "op map: offset into the BO, bytes; op map_userptr: the CPU address"))] = 0
+    bo: Annotated[str, Meta(description=(
+        "op map: the BO to map (none: a NULL or CPU-mirror map)"))] | UnsetType = UNSET
+
+
+class BindArrayEvent(Event, tag="bind_array"):
+    """Several bind operations in one ioctl (num_binds = the length of binds).
+
+    Each refusal stage runs over every op before the next stage starts, so a bad op
+    anywhere refuses the whole array before anything changes: the argument checks of
+    every op, then the killed VM, then every op's range inside the VM, then every op's BO
+    (lookup, then its range, offset and caching). An empty array does nothing and
+    succeeds. The ops are then applied in order with the effects of single binds. Not
+    modelled: undoing earlier ops when a later op fails while its VMAs are created (live
+    SVM ranges, a DONTNEED or purged BO) - the kernel unwinds them, the model keeps them.
+    """
+
+    kernel: ClassVar[str] = (
+        "DRM_IOCTL_XE_VM_BIND with num_binds > 1 and vector_of_binds: drivers/gpu/drm/xe/"
+        "xe_vm.c: xe_vm_bind_ioctl(), vm_bind_ioctl_check_args(), "
+        "xe_vm_bind_ioctl_validate_bo().")
+    errors = (_EINVAL_FIELDS,
+              ("EINVAL", "no VM has this name; any op's argument checks (as for bind)"),
+              ("EOPNOTSUPP", "7.0: any op with the decompress flag"),
+              ("ENOENT", "the VM was killed"),
+              ("EINVAL", "any op's range lies outside the VM"),
+              ("ENOENT", "any op names no BO"),
+              ("EINVAL", "any op's range or offset outside its BO, or a non-coherent PAT "
+                         "index for a CPU-cached or imported BO"),
+              ("EBUSY", "an op's live SVM ranges or DONTNEED BO (earlier ops stay applied "
+                        "in the model)"))
+    vm: VmName
+    binds: Annotated[list[BindArrayOp], Meta(description=(
+        "the ops (struct drm_xe_vm_bind_op), in order"))]
+
+
 AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode into
     ConfigEvent, DeviceEvent, VmCreateEvent, BoCreateEvent, BindEvent, MadviseEvent,
     QueryEvent, VmKillEvent, MmapEvent, MunmapEvent, CpuWriteEvent, CpuReadEvent,
@@ -693,6 +755,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode int
     FaultGuardEvent, InjectEvent, LinkEvent, UnbindDeviceEvent, RmmodEvent,
     RunWorkersEvent, PagemapsEvent, TeardownEvent, BoPurgeEvent, VmDestroyEvent,
     QueryMemRangeAttrsEvent, ShrinkEvent,
+    BindArrayEvent,
 ]
 
 #: event name -> its Struct, in documentation order.
@@ -770,6 +833,8 @@ def as_kwargs(event: Event) -> dict[str, object]:
             out[f] = None
         elif isinstance(v, Event):
             out[f] = msgspec.to_builtins(v)
+    if isinstance(event, BindArrayEvent):       # the ops as plain dicts, as a caller writes them
+        out["binds"] = msgspec.to_builtins(event.binds)
     return out
 
 

@@ -19,12 +19,16 @@ __all__ = ["Device", "DEFAULT_PAT_COH"]
 
 MIB = 1 << 20
 
-#: Coherency mode per PAT index of the modelled platform (an Xe2-shaped table of
-#: 32 entries: index 0 and 3+ non-coherent, 1-2 coherent, 20-31 reserved).
-#: Kernel: xe->pat.table[i].coh_mode, read by xe_pat_index_get_coh_mode().
+#: Coherency mode per PAT index of the modelled platform: the Xe2 table (32 entries).
+#: Entries 16-19 are reserved and left all-zero (coherency 0: INVALID); entries whose
+#: XE2_PAT coh_mode is 1-way (2) or 2-way (3) read as AT_LEAST_1WAY (1, 2, 4, 5, 7, 22,
+#: 23, 26, 27, 30, 31); every other entry is non-coherent.
+#: Kernel: xe_pat.c xe2_pat_table[] and the XE2_PAT() macro's coh_mode, read by
+#: xe_pat_index_get_coh_mode() as xe->pat.table[i].coh_mode.
+_XE2_COHERENT = frozenset((1, 2, 4, 5, 7, 22, 23, 26, 27, 30, 31))
 DEFAULT_PAT_COH: tuple[int, ...] = tuple(
-    int(CohMode.INVALID) if i >= 20 else
-    int(CohMode.AT_LEAST_1WAY) if i in (1, 2) else int(CohMode.NONE)
+    int(CohMode.INVALID) if 16 <= i <= 19 else
+    int(CohMode.AT_LEAST_1WAY) if i in _XE2_COHERENT else int(CohMode.NONE)
     for i in range(32))
 
 

@@ -14,7 +14,8 @@ Kernel: drivers/gpu/drm/xe/xe_vm.c.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sortedcontainers import SortedDict
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from pysvm.xe.profile import Profile
     from pysvm.xe.svm import Svm
 
-__all__ = ["Vm", "DEFAULT_VA_BITS"]
+__all__ = ["Vm", "BindOpArgs", "DEFAULT_VA_BITS"]
 
 #: Xe VM size is 1 << xe->info.va_bits; 48 on the modelled platform.
 DEFAULT_VA_BITS = 48
@@ -42,6 +43,21 @@ _Parsed = list[tuple[Vma | None, list[Vma]]]
 
 
 _NO_FLAGS = BindFlag(0)
+
+
+@dataclass(frozen=True)
+class BindOpArgs:
+    """One struct drm_xe_vm_bind_op of an array of binds: ``op`` is ``"map"``,
+    ``"map_userptr"`` or ``"unmap"``; ``bo`` a BO, the name of none (ENOENT at lookup) or
+    None."""
+
+    op: str
+    addr: int
+    range: int
+    flags: BindFlag = _NO_FLAGS
+    pat_index: int = 0
+    bo: Bo | str | None = None
+    offset: int = 0
 
 
 def _aligned(x: int) -> bool:
@@ -262,36 +278,14 @@ class Vm:
                           f"{gone.addr:#x}+{gone.range:#x}")
         return gone
 
-    # -- bind ---------------------------------------------------------------
 
-    def bind_map(self, addr: int, range: int, *, flags: BindFlag = _NO_FLAGS,  # noqa: A002
-                 pat_index: int = 0, bo: Bo | str | None = None, offset: int = 0,
-                 userptr: bool = False) -> list[Vma]:
-        """Map [addr, addr+range): a BO, a userptr, a NULL or a CPU-address-mirror VMA.
+    # -- bind argument stages (shared by one bind and an array of binds) ------
 
-        Refusals in the kernel's order: vm_bind_ioctl_check_args() (mirror
-        needs a fault-mode VM; PAT index in the table, not reserved, known
-        coherency; then the flag/op/object combinations; then alignment), all
-        ``EINVAL``; a closed or banned VM ``ENOENT``; outside the VM
-        ``EINVAL``; the BO lookup ``ENOENT``; xe_vm_bind_ioctl_validate_bo()
-        (range and offset inside the BO) ``EINVAL``; live SVM ranges in a
-        cut-out ``EBUSY``. ``bo`` may be a string: a handle that names no BO
-        -- it counts as "an object was given" for the argument checks and
-        fails with ``ENOENT`` only where the kernel looks it up. CHECK_PXP is
-        accepted and has no effect (no BO is PXP-protected in the model);
-        DECOMPRESS is an unknown flag in 6.18 (``EINVAL``) and not modelled in
-        the newest profile (``EOPNOTSUPP``). A BO created with cpu_caching WB,
-        or an imported one, refuses a COH_NONE PAT index (``EINVAL``); a BO
-        whose trace gave no cpu_caching is not checked.
-        The tree update follows vm_bind_ioctl_ops_create()/_parse() with
-        drm_gpuvm_sm_map_ops_create(): every new MAP gets default attributes
-        with ``pat_index`` as its default PAT. In the newest profile a
-        CPU-mirror map is first widened over default-attribute mirror
-        neighbours (:meth:`find_cpu_addr_mirror_vma_range`, so they merge into
-        the new VMA, taking its flags and PAT) and may UNMAP mirror VMAs that
-        still have SVM ranges (ALLOW_SVM_UNMAP). Returns the VMA(s) the MAP made.
-        Kernel: xe_vm_bind_ioctl() with DRM_XE_VM_BIND_OP_MAP / MAP_USERPTR.
-        """
+    def _check_map_args(self, addr: int, range: int, *, flags: BindFlag,  # noqa: A002
+                        pat_index: int, bo: Bo | str | None, offset: int,
+                        userptr: bool) -> None:
+        """One MAP / MAP_USERPTR op's checks in vm_bind_ioctl_check_args() (xe_vm.c), in
+        its order; all EINVAL except 7.0 DECOMPRESS (EOPNOTSUPP). Nothing is changed."""
         is_null = bool(flags & BindFlag.NULL)
         is_mirror = bool(flags & BindFlag.CPU_ADDR_MIRROR)
         has_obj = bo is not None
@@ -333,9 +327,19 @@ class Vm:
         if not (_aligned(addr) and _aligned(offset) and _aligned(range)) or range == 0:
             raise XeError(errno.EINVAL, f"{what}: addr, range and offset must be 4 KiB aligned "
                           "and range non-zero")
-        self._check_alive()
+
+    def _check_in_vm(self, what: str, addr: int, range: int) -> None:  # noqa: A002
+        """xe_vm_bind_ioctl(): ``range > vm->size || addr > vm->size - range`` EINVAL."""
         if range > self.size or addr > self.size - range:
             raise XeError(errno.EINVAL, f"{what}: outside the VM (size {self.size:#x})")
+
+    def _check_map_bo(self, addr: int, range: int, *, pat_index: int,  # noqa: A002
+                      bo: Bo | str | None, offset: int) -> None:
+        """xe_vm_bind_ioctl(): drm_gem_object_lookup() ENOENT, then
+        xe_vm_bind_ioctl_validate_bo() EINVAL."""
+        what = f"bind map [{addr:#x}, +{range:#x})"
+        dev = self.device
+        coh = dev.pat_coh_mode(pat_index)
         if isinstance(bo, str):
             raise XeError(errno.ENOENT, f"{what}: no BO named {bo!r}")
         if bo is not None:
@@ -353,6 +357,48 @@ class Vm:
                 # xe_vm_bind_ioctl_validate_bo(): an imported BO's caching is unknown
                 raise XeError(errno.EINVAL, f"{what}: imported BO {bo.name} has no CPU "
                               f"caching mode; pat_index {pat_index} is not coherent")
+
+    # -- bind ---------------------------------------------------------------
+
+    def bind_map(self, addr: int, range: int, *, flags: BindFlag = _NO_FLAGS,  # noqa: A002
+                 pat_index: int = 0, bo: Bo | str | None = None, offset: int = 0,
+                 userptr: bool = False) -> list[Vma]:
+        """Map [addr, addr+range): a BO, a userptr, a NULL or a CPU-address-mirror VMA.
+
+        Refusals in the kernel's order: vm_bind_ioctl_check_args() (mirror
+        needs a fault-mode VM; PAT index in the table, not reserved, known
+        coherency; then the flag/op/object combinations; then alignment), all
+        ``EINVAL``; a closed or banned VM ``ENOENT``; outside the VM
+        ``EINVAL``; the BO lookup ``ENOENT``; xe_vm_bind_ioctl_validate_bo()
+        (range and offset inside the BO) ``EINVAL``; live SVM ranges in a
+        cut-out ``EBUSY``. ``bo`` may be a string: a handle that names no BO
+        -- it counts as "an object was given" for the argument checks and
+        fails with ``ENOENT`` only where the kernel looks it up. CHECK_PXP is
+        accepted and has no effect (no BO is PXP-protected in the model);
+        DECOMPRESS is an unknown flag in 6.18 (``EINVAL``) and not modelled in
+        the newest profile (``EOPNOTSUPP``). A BO created with cpu_caching WB,
+        or an imported one, refuses a COH_NONE PAT index (``EINVAL``); a BO
+        whose trace gave no cpu_caching is not checked.
+        The tree update follows vm_bind_ioctl_ops_create()/_parse() with
+        drm_gpuvm_sm_map_ops_create(): every new MAP gets default attributes
+        with ``pat_index`` as its default PAT. In the newest profile a
+        CPU-mirror map is first widened over default-attribute mirror
+        neighbours (:meth:`find_cpu_addr_mirror_vma_range`, so they merge into
+        the new VMA, taking its flags and PAT) and may UNMAP mirror VMAs that
+        still have SVM ranges (ALLOW_SVM_UNMAP). Returns the VMA(s) the MAP made.
+        Kernel: xe_vm_bind_ioctl() with DRM_XE_VM_BIND_OP_MAP / MAP_USERPTR.
+        """
+        what = f"bind map [{addr:#x}, +{range:#x})"
+        self._check_map_args(addr, range, flags=flags, pat_index=pat_index, bo=bo,
+                             offset=offset, userptr=userptr)
+        self._check_alive()
+        self._check_in_vm(what, addr, range)
+        self._check_map_bo(addr, range, pat_index=pat_index, bo=bo, offset=offset)
+        is_null = bool(flags & BindFlag.NULL)
+        is_mirror = bool(flags & BindFlag.CPU_ADDR_MIRROR)
+        dev = self.device
+        if bo is not None:
+            assert not isinstance(bo, str)
             if self.profile.purgeable_type and bo.purge_state:
                 # xe_vma_create() (7.0): a new WILLNEED VMA on a DONTNEED BO is EBUSY,
                 # on a purged BO EINVAL
@@ -413,12 +459,9 @@ class Vm:
         (drm_gpuvm_sm_unmap_ops_create + vm_bind_ioctl_ops_parse).
         """
         what = f"bind unmap [{addr:#x}, +{range:#x})"
-        if not (_aligned(addr) and _aligned(range)) or range == 0:
-            raise XeError(errno.EINVAL,
-                          f"{what}: addr and range must be 4 KiB aligned and range non-zero")
+        self._check_unmap_args(addr, range)
         self._check_alive()
-        if range > self.size or addr > self.size - range:
-            raise XeError(errno.EINVAL, f"{what}: outside the VM (size {self.size:#x})")
+        self._check_in_vm(what, addr, range)
         ops = self._ops(lambda: self.gpuvm.sm_unmap_ops_create(addr, range))
         parsed: _Parsed = []
         try:
@@ -429,6 +472,57 @@ class Vm:
             raise
         self._commit(ops, parsed)
         self.host.stats["unbinds"] += 1
+
+    # -- an array of binds (DRM_IOCTL_XE_VM_BIND with num_binds > 1) ----------
+
+    @staticmethod
+    def _check_unmap_args(addr: int, range: int) -> None:  # noqa: A002
+        """An UNMAP op's alignment checks in vm_bind_ioctl_check_args(): EINVAL."""
+        if not (_aligned(addr) and _aligned(range)) or range == 0:
+            raise XeError(errno.EINVAL, f"bind unmap [{addr:#x}, +{range:#x}): addr and "
+                          "range must be 4 KiB aligned and range non-zero")
+
+    def bind_array(self, ops: Sequence[BindOpArgs]) -> None:
+        """Several bind ops in one ioctl, refused as a whole before any change by every
+        argument-stage check, stage by stage over all ops as the kernel orders them:
+
+        1. vm_bind_ioctl_check_args(): each op's checks (EINVAL; 7.0 DECOMPRESS
+           EOPNOTSUPP), op 0 first - a bad op k refuses the array even when ops before it
+           are fine;
+        2. the closed/banned VM (ENOENT), once;
+        3. each op inside the VM (EINVAL);
+        4. each op's BO: drm_gem_object_lookup() (ENOENT), xe_vm_bind_ioctl_validate_bo()
+           (EINVAL).
+
+        An empty array passes stage 2 and ends as 0 (``-ENODATA`` turned into 0 after the
+        fences are signalled). Then each op is created and parsed in order
+        (vm_bind_ioctl_ops_create(), vm_bind_ioctl_ops_parse()) with the same VMA effects
+        as one bind. Not modelled: the kernel's unwind of earlier ops when a later op fails
+        in its parse stage (vm_bind_ioctl_ops_unwind(): live SVM ranges EBUSY, a DONTNEED
+        or purged BO in xe_vma_create()) - the model leaves the earlier ops applied; the
+        allocation failures (ENOBUFS for the op vector, ENOMEM) and the vector copy
+        (EFAULT) are memory and pointer faults the trace cannot ask for.
+        Kernel: xe_vm_bind_ioctl() (xe_vm.c).
+        """
+        for o in ops:
+            if o.op == "unmap":
+                self._check_unmap_args(o.addr, o.range)
+            else:
+                self._check_map_args(o.addr, o.range, flags=o.flags, pat_index=o.pat_index,
+                                     bo=o.bo, offset=o.offset, userptr=o.op == "map_userptr")
+        self._check_alive()
+        for i, o in enumerate(ops):
+            self._check_in_vm(f"bind op {i} [{o.addr:#x}, +{o.range:#x})", o.addr, o.range)
+        for o in ops:
+            if o.op != "unmap" and o.bo is not None:
+                self._check_map_bo(o.addr, o.range, pat_index=o.pat_index, bo=o.bo,
+                                   offset=o.offset)
+        for o in ops:
+            if o.op == "unmap":
+                self.bind_unmap(o.addr, o.range)
+            else:
+                self.bind_map(o.addr, o.range, flags=o.flags, pat_index=o.pat_index,
+                              bo=o.bo, offset=o.offset, userptr=o.op == "map_userptr")
 
     # -- xe_vm_alloc_vma ----------------------------------------------------
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from pysvm.xe.vm import Vm
     from pysvm.xe.vma import Vma
 
-__all__ = ["MadviseArgs", "madvise", "check_args", "purgeable_retained"]
+__all__ = ["MadviseArgs", "madvise", "check_args", "check_retained", "purgeable_retained"]
 
 
 @dataclass
@@ -55,6 +55,11 @@ class MadviseArgs:
     pad: int = 0
     union_reserved: int = 0
     reserved: tuple[int, int] = (0, 0)
+    # -- the purgeable retained pointer (7.0; only read when union_reserved != 0) --
+    #: the u32 the pointer holds before the call (the kernel requires 0)
+    retained_init: int = 0
+    #: "read": get_user() faults; "write": the pointer reads but put_user() faults
+    retained_fault: str = ""
 
 
 def check_args(vm: Vm, a: MadviseArgs) -> None:
@@ -293,6 +298,20 @@ def _purgeable(vmas: list[Vma], val: int) -> list[list[int]]:
     return []
 
 
+def check_retained(a: MadviseArgs) -> None:
+    """The retained pointer's read, before the GC flush and the VM lock: EFAULT if it
+    cannot be read, EINVAL if it does not hold 0. Nothing is changed.
+
+    Kernel (7.0): xe_vm_madvise_ioctl() ``do_retained``: get_user() -> -EFAULT, then
+    ``retained != 0`` -> -EINVAL (after madvise_args_are_sane(), before xe_svm_flush())."""
+    if a.retained_fault == "read":
+        raise XeError(errno.EFAULT, f"madvise: retained_ptr {a.union_reserved:#x} cannot "
+                      "be read")
+    if a.retained_init:
+        raise XeError(errno.EINVAL, f"madvise: *retained_ptr is {a.retained_init}, must be "
+                      "0 before the call")
+
+
 def purgeable_retained(vm: Vm, start: int, end: int) -> int:
     """The ``retained`` value the purgeable madvise writes back: 0 if a BO in the range
     was purged, 1 otherwise. Kernel (7.0): xe_vm_madvise_ioctl() ``retained =
@@ -314,6 +333,8 @@ def madvise(vm: Vm, a: MadviseArgs) -> list[list[int]]:
     Kernel: xe_vm_madvise_ioctl().
     """
     check_args(vm, a)
+    if a.type == MemRangeAttr.PURGEABLE_STATE and a.union_reserved:
+        check_retained(a)
     if vm.svm is not None:
         vm.svm.garbage_collector_flush()
     if vm.killed:
