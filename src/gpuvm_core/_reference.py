@@ -2,7 +2,7 @@
 
 This is the oracle for the differential tests and the fuzz harness, and the
 "hand-written sortedcontainers range map" baseline in the benchmarks. It has
-the same public API as :class:`gpuvm_core.GpuVm` (see ``CONTRACT.md``), and
+the same public API as :class:`gpuvm_core.GpuVm`, and
 follows the kernel's code shape line for line rather than aiming for speed.
 docs/gpuvm.md explains the model with diagrams; in short:
 
