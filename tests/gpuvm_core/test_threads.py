@@ -224,9 +224,14 @@ def test_batch_in_one_thread_everything_else_ebusy(vm: GpuVm) -> None:
              lambda: vm.apply([]), lambda: vm.sm_unmap_batch([0], [PAGE]),
              lambda: vm.find_first_batch([0], [1]), lambda: vm.nbytes, vm.memory_stats,
              vm.check]
+    deadline = time.monotonic() + 60
     while not done.is_set():
+        assert time.monotonic() < deadline, f"the batch never got the VM: {seen}"
         for c in calls:
             _tolerate(seen, c)
+        # Leave a gap with no call running: on an idle machine the batch thread could
+        # otherwise only wake up inside one of the calls above and get EBUSY every time.
+        time.sleep(0.001)
     t.join()
     assert ran and seen.get("EBUSY", 0) > 0, seen
     vm.check()
