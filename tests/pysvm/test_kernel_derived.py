@@ -1,0 +1,951 @@
+"""Kernel-derived scenarios, written from the kernel source alone (issue 14).
+
+Every expected value below was read off the kernel functions named next to it, not off the
+model: drivers/gpu/drm/xe/xe_svm.c, xe_vm.c, xe_vm_madvise.c, xe_pagefault.c, xe_bo.c and
+drivers/gpu/drm/drm_gpusvm.c, drm_pagemap.c, drm_pagemap_util.c (Linux v6.18 for the 6.18
+profile; mainline for the 7.0 profile). Ten topics, three or more scenarios each: prefetch,
+userptr, BO atomics, killed VMs, owner groups, purgeable BOs, chunk edges, eviction, garbage
+collection and the pagemap cache.
+
+A scenario the model gets wrong is marked xfail(strict=True) with the kernel function that
+decides it, so it starts failing the day the model is fixed.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+import pytest
+
+import pysvm
+
+K4 = 4 << 10
+K64 = 64 << 10
+M = 1 << 20
+M2 = 2 << 20
+A = 1 << 30            # a CPU address, 2 MiB (and 512 MiB) aligned
+G = 1 << 40            # a GPU address for BO and userptr binds, far from any CPU mapping
+COHERENT_PAT = 1       # a PAT index with a coherency mode (userptr needs one)
+
+BOTH = ["6.18", "7.0"]
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def machine(profile: str = "6.18", *, discrete: bool = True, smem_atomics: bool = False,
+            mirror: bool = True, fault_mode: bool = True, vram_mib: int = 64) -> pysvm.World:
+    """One device gpu0, one VM vm0 and (by default) a CPU-address-mirror bind over it all."""
+    w = pysvm.World(profile)
+    if discrete:
+        w.device(name="gpu0", vram_mib=vram_mib, smem_atomics=smem_atomics)
+    else:
+        w.device(name="gpu0", discrete=False, smem_atomics=smem_atomics)
+    w.vm_create(vm="vm0", device="gpu0", fault_mode=fault_mode)
+    if mirror:
+        w.bind(vm="vm0", op="map", addr=0, range=1 << 47, flags=["cpu_addr_mirror"])
+    return w
+
+
+def ranges(w: pysvm.World, vm: str = "vm0") -> list[tuple[int, int, str, bool]]:
+    return [(r["addr"], r["range"], r["location"], r["unmapped"])
+            for r in w.ranges(vm=vm)["ranges"]]
+
+
+def vmas(w: pysvm.World, addr: int = 0, size: int | None = None,
+         vm: str = "vm0") -> list[dict[str, Any]]:
+    if size is None:
+        return list(w.query(vm=vm)["vmas"])
+    return list(w.query(vm=vm, addr=addr, range=size)["vmas"])
+
+
+def refused(fn: Any, **kw: Any) -> pysvm.XeError:
+    with pytest.raises(pysvm.XeError) as ei:
+        fn(**kw)
+    return ei.value
+
+
+def pagemaps(w: pysvm.World) -> list[tuple[str, int, bool]]:
+    return [(p["device"], p["refcount"], p["cached"]) for p in w.pagemaps()["pagemaps"]]
+
+
+# === prefetch =================================================================================
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_prefetch_steps_over_holes_in_the_cpu_address_space(profile: str) -> None:
+    # xe_vm.c vm_bind_ioctl_ops_create(), DRM_GPUVA_OP_PREFETCH: when
+    # xe_svm_range_find_or_insert() fails with -ENOENT (no CPU VMA at addr,
+    # drm_gpusvm_range_find_or_insert() vma_lookup()), the loop resumes at the next CPU VMA
+    # start that xe_svm_find_vma_start() finds below the prefetch end; it is not an error.
+    w = machine(profile)
+    w.mmap(addr=A, size=M2)
+    w.mmap(addr=A + 4 * M, size=M2)
+    w.cpu_write(addr=A, size=M2, value=5)
+    w.cpu_write(addr=A + 4 * M, size=M2, value=6)
+    assert w.prefetch(vm="vm0", addr=A, range=6 * M, region="vram") == {"ranges_bound": 2}
+    # Both 2 MiB chunks fit their CPU VMA (drm_gpusvm_range_chunk_size()), both in VRAM.
+    assert ranges(w) == [(A, M2, "gpu0", False), (A + 4 * M, M2, "gpu0", False)]
+    # Migration copies the data (drm_pagemap_migrate_to_devmem(); CPU faults back through
+    # drm_pagemap_migrate_to_ram()).
+    assert w.cpu_read(addr=A + M2 - K4, size=K4)["data"] == [5]
+    assert w.cpu_read(addr=A + 4 * M, size=K4)["data"] == [6]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_prefetch_moves_a_range_between_vram_and_system(profile: str) -> None:
+    # prefetch_ranges(): a VRAM region migrates with xe_svm_alloc_vram() when
+    # xe_svm_range_needs_migrate_to_vram(); region 0 (no tile / NULL pagemap) calls
+    # xe_svm_range_migrate_to_smem() first. The data follows the pages.
+    w = machine(profile)
+    w.mmap(addr=A, size=M2)
+    w.cpu_write(addr=A, size=M2, value=1)
+    assert w.prefetch(vm="vm0", addr=A, range=M2, region="vram")["ranges_bound"] == 1
+    assert ranges(w) == [(A, M2, "gpu0", False)]
+    assert w.prefetch(vm="vm0", addr=A, range=M2, region="system")["ranges_bound"] == 1
+    assert ranges(w) == [(A, M2, "system", False)]
+    assert w.prefetch(vm="vm0", addr=A, range=M2, region=1)["ranges_bound"] == 1
+    assert ranges(w) == [(A, M2, "gpu0", False)]
+    assert w.cpu_read(addr=A, size=K4)["data"] == [1]
+
+
+@pytest.mark.xfail(strict=True, reason="model divergence: xe_vm.c vm_bind_ioctl_ops_create() "
+                   "skips a range xe_svm_range_validate() finds bound in the asked place "
+                   "('PREFETCH - RANGE IS VALID'); pysvm/xe/svm.py Svm.prefetch() binds and "
+                   "counts it again")
+@pytest.mark.parametrize("profile", BOTH)
+def test_prefetch_skips_ranges_already_valid_where_asked(profile: str) -> None:
+    # vm_bind_ioctl_ops_create(): xe_svm_range_validate() true (bound on every tile, not
+    # invalidated, and has_devmem_pages == "a VRAM region was asked for") -> the range is not
+    # added to prefetch_range.range and ranges_count stays 0: nothing is bound again.
+    w = machine(profile)
+    w.mmap(addr=A, size=M2)
+    w.cpu_write(addr=A, size=M2, value=1)
+    assert w.prefetch(vm="vm0", addr=A, range=M2, region="vram")["ranges_bound"] == 1
+    assert w.prefetch(vm="vm0", addr=A, range=M2, region="vram")["ranges_bound"] == 0
+    assert w.prefetch(vm="vm0", addr=A, range=M2, region="system")["ranges_bound"] == 1
+    assert w.prefetch(vm="vm0", addr=A, range=M2, region=0)["ranges_bound"] == 0
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_prefetch_pref_loc_reads_each_vmas_advice(profile: str) -> None:
+    # DRM_XE_CONSULT_MEM_ADVISE_PREF_LOC: vm_bind_ioctl_ops_create() resolves the pagemap per
+    # prefetch op (one op per VMA, drm_gpuvm_prefetch_ops_create()) with
+    # xe_vma_resolve_pagemap(): devmem_fd -1 (DEFAULT_SYSTEM) -> NULL -> system memory;
+    # 0 (DEFAULT_DEVICE) on a discrete device -> the tile's own VRAM.
+    w = machine(profile)
+    w.mmap(addr=A, size=4 * M)
+    w.cpu_write(addr=A, size=4 * M, value=2)
+    w.madvise(vm="vm0", addr=A, range=M2, type="preferred_loc", devmem_fd=-1)
+    assert w.prefetch(vm="vm0", addr=A, range=4 * M, region="pref_loc") == {"ranges_bound": 2}
+    assert ranges(w) == [(A, M2, "system", False), (A + M2, M2, "gpu0", False)]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_prefetch_pref_loc_with_a_device_fd(profile: str) -> None:
+    # v6.18 xe_svm.c xe_vma_resolve_pagemap(): a devmem_fd that is a real file ("TODO: Support
+    # multi-device with drm_pagemap_from_fd(fd)") resolves to NULL -> system memory, for
+    # prefetch and for faults alike. Mainline: madvise_preferred_mem_loc() stores the
+    # drm_pagemap that xe_drm_pagemap_from_fd() opened and the resolve returns it -> VRAM.
+    w = machine(profile)
+    w.mmap(addr=A, size=4 * M)
+    w.cpu_write(addr=A, size=4 * M, value=3)
+    # (6.18 has no region_instance: that u16 is preferred_mem_loc.pad and must be 0.)
+    w.madvise(vm="vm0", addr=A, range=4 * M, type="preferred_loc", devmem_fd="gpu0",
+              region_instance=0 if profile == "6.18" else 1)
+    assert w.prefetch(vm="vm0", addr=A, range=M2, region="pref_loc")["ranges_bound"] == 1
+    # A GPU read fault on the other 2 MiB: __xe_svm_handle_pagefault() migrates only when
+    # xe_svm_range_needs_migrate_to_vram(..., dpagemap != NULL).
+    assert w.gpu_access(vm="vm0", addr=A + M2, size=K4, op="read")["data"] == [3]
+    where = "system" if profile == "6.18" else "gpu0"
+    assert ranges(w) == [(A, M2, where, False), (A + M2, M2, where, False)]
+
+
+def test_prefetch_region_checked_against_the_device_memory_regions() -> None:
+    # xe_vm.c vm_bind_ioctl_check_args(): prefetch_region != CONSULT_MEM_ADVISE_PREF_LOC must
+    # be a bit of xe->info.mem_region_mask (bit 0 system, bit 1 the first VRAM tile) -> EINVAL.
+    w = machine()
+    w.mmap(addr=A, size=M2)
+    assert refused(w.prefetch, vm="vm0", addr=A, range=M2, region=2).errno == errno.EINVAL
+    igpu = machine(discrete=False)
+    igpu.mmap(addr=A, size=M2)
+    assert refused(igpu.prefetch, vm="vm0", addr=A, range=M2,
+                   region="vram").errno == errno.EINVAL
+    assert igpu.ranges(vm="vm0")["ranges"] == []
+    # Region 0 is always there; an integrated device's ranges live in system memory.
+    assert igpu.prefetch(vm="vm0", addr=A, range=M2, region=0)["ranges_bound"] == 1
+    assert ranges(igpu) == [(A, M2, "system", False)]
+
+
+# === userptr ==================================================================================
+
+def _userptr(w: pysvm.World, cpu: int, size: int, gpu: int = G) -> None:
+    w.bind(vm="vm0", op="map_userptr", addr=gpu, range=size, offset=cpu,
+           pat_index=COHERENT_PAT)
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_userptr_gpu_and_cpu_share_the_pages(profile: str) -> None:
+    # A userptr VMA maps the process pages themselves (xe_vma_userptr_pin_pages() ->
+    # drm_gpusvm_get_pages() on the CPU range); there is no copy, so each side sees the
+    # other's stores, at the GPU address the bind chose (not the CPU address).
+    w = machine(profile, mirror=False)
+    w.mmap(addr=A, size=K64)
+    w.cpu_write(addr=A, size=K64, value=7)
+    _userptr(w, A, K64)
+    assert w.gpu_access(vm="vm0", addr=G, size=2 * K4, op="read")["data"] == [7, 7]
+    w.gpu_access(vm="vm0", addr=G + K4, size=K4, op="write", value=9)
+    assert w.cpu_read(addr=A, size=2 * K4)["data"] == [7, 9]
+
+
+@pytest.mark.xfail(strict=True, reason="model divergence: xe_vm.c new_vma() pins a userptr "
+                   "VMA at bind (xe_vma_userptr_pin_pages(), -EFAULT over unmapped memory); "
+                   "pysvm/xe/vm.py Vm.bind() creates the VMA without pinning")
+@pytest.mark.parametrize("profile", BOTH)
+def test_userptr_bind_of_unmapped_cpu_memory_is_efault(profile: str) -> None:
+    # xe_vm.c new_vma() pins a userptr VMA at bind time (xe_vma_userptr_pin_pages());
+    # hmm_range_fault() over addresses with no CPU VMA fails with -EFAULT and
+    # vm_bind_ioctl_ops_unwind() removes the new VMA: the bind changes nothing.
+    w = machine(profile, mirror=False)
+    before = vmas(w)
+    assert refused(w.bind, vm="vm0", op="map_userptr", addr=G, range=K64, offset=A,
+                   pat_index=COHERENT_PAT).errno == errno.EFAULT
+    assert vmas(w) == before
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_userptr_after_munmap_faults_with_efault(profile: str) -> None:
+    # munmap -> vma_userptr_invalidate(): in fault mode the VMA's PTEs are zapped
+    # (xe_vm_invalidate_vma()). The next GPU access faults; xe_pagefault_handle_vma() sees
+    # xe_vma_userptr_check_repin() and repins, and the repin of vanished memory is -EFAULT.
+    w = machine(profile, mirror=False)
+    w.mmap(addr=A, size=K64)
+    _userptr(w, A, K64)
+    assert w.gpu_access(vm="vm0", addr=G, size=K4, op="read")["faults"] == 1
+    assert w.gpu_access(vm="vm0", addr=G, size=K4, op="read")["faults"] == 0
+    w.munmap(addr=A, size=K64)
+    e = refused(w.gpu_access, vm="vm0", addr=G, size=K4, op="read")
+    assert e.errno == errno.EFAULT and e.details["fault_addr"] == G
+
+
+@pytest.mark.xfail(strict=True, reason="model divergence: xe_vm.c vma_userptr_invalidate() "
+                   "zaps a fault-mode userptr VMA's PTEs (xe_vm_invalidate_vma()) on an MMU "
+                   "notifier, so the next GPU access faults; pysvm has no userptr notifier and "
+                   "pysvm/hw/gpu.py gpu_access() finds the PTE still valid (faults 0)")
+@pytest.mark.parametrize("profile", BOTH)
+def test_userptr_cpu_unmap_invalidates_the_gpu_mapping(profile: str) -> None:
+    # vma_userptr_invalidate(): in fault mode, xe_vm_invalidate_vma() clears the VMA's PTEs.
+    # After munmap + a new mmap at the same address the GPU access faults (1), the fault
+    # repins (xe_vma_userptr_check_repin() -> xe_vma_userptr_pin_pages()) and reads the new,
+    # zero-filled page.
+    w = machine(profile, mirror=False)
+    w.mmap(addr=A, size=K64)
+    w.cpu_write(addr=A, size=K64, value=5)
+    _userptr(w, A, K64)
+    assert w.gpu_access(vm="vm0", addr=G, size=K4, op="read") == {
+        "faults": 1, "retries": 0, "data": [5]}
+    w.munmap(addr=A, size=K64)
+    w.mmap(addr=A, size=K64)
+    assert w.gpu_access(vm="vm0", addr=G, size=K4, op="read") == {
+        "faults": 1, "retries": 0, "data": [0]}
+    w.munmap(addr=A, size=K64)
+    e = refused(w.gpu_access, vm="vm0", addr=G, size=K4, op="read")
+    assert e.errno == errno.EFAULT and e.details["faults"] == 1
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_userptr_atomics(profile: str) -> None:
+    # xe_pagefault_handle_vma(): needs_vram = xe_vma_need_vram_for_atomic(); a userptr that
+    # needs VRAM for an atomic is -EACCES. On a discrete device without device atomics on
+    # system memory an UNDEFINED attribute needs VRAM.
+    w = machine(profile, mirror=False)
+    w.mmap(addr=A, size=K64)
+    _userptr(w, A, K64)
+    assert refused(w.gpu_access, vm="vm0", addr=G, size=K4,
+                   op="atomic").errno == errno.EACCES
+    # Integrated: xe_vma_need_vram_for_atomic() returns 0 when !IS_DGFX -> the atomic runs.
+    igpu = machine(profile, discrete=False, mirror=False)
+    igpu.mmap(addr=A, size=K64)
+    igpu.cpu_write(addr=A, size=K4, value=41)
+    _userptr(igpu, A, K64)
+    igpu.gpu_access(vm="vm0", addr=G, size=K4, op="atomic")
+    assert igpu.cpu_read(addr=A, size=K4)["data"] == [42]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_userptr_madvise_atomic_only_device_with_smem_atomics(profile: str) -> None:
+    # xe_vm_madvise.c madvise_atomic(): a userptr VMA is skipped (no attribute change, no
+    # invalidation) unless val is DRM_XE_ATOMIC_DEVICE and the device has
+    # has_device_atomics_on_smem.
+    w = machine(profile, mirror=False)
+    w.mmap(addr=A, size=K64)
+    _userptr(w, A, K64)
+    for val in (1, 2, 3):
+        assert w.madvise(vm="vm0", addr=G, range=K64, type="atomic",
+                         val=val) == {"invalidated": []}
+        assert [v["attrs"]["atomic"] for v in vmas(w)] == [0]
+    s = machine(profile, mirror=False, smem_atomics=True)
+    s.mmap(addr=A, size=K64)
+    s.cpu_write(addr=A, size=K4, value=10)
+    _userptr(s, A, K64)
+    # UNDEFINED still needs VRAM on a discrete device -> -EACCES for a userptr ...
+    assert refused(s.gpu_access, vm="vm0", addr=G, size=K4, op="atomic").errno == errno.EACCES
+    s.madvise(vm="vm0", addr=G, range=K64, type="atomic", val=1)
+    assert [v["attrs"]["atomic"] for v in vmas(s)] == [1]
+    # ... DEVICE with smem atomics does not (xe_vma_need_vram_for_atomic() returns
+    # !has_device_atomics_on_smem), so the atomic runs on the system pages.
+    s.gpu_access(vm="vm0", addr=G, size=K4, op="atomic")
+    assert s.cpu_read(addr=A, size=K4)["data"] == [11]
+
+
+# === BO atomics ===============================================================================
+
+def _bo(w: pysvm.World, placement: list[str], size: int = 4 * K4, name: str = "bo0",
+        at: int = G) -> None:
+    w.bo_create(bo=name, device="gpu0", size=size, placement=placement)
+    w.bind(vm="vm0", op="map", addr=at, range=size, bo=name)
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_bo_madvise_is_not_split_and_covers_the_whole_bo_vma(profile: str) -> None:
+    # drm_gpuvm.c __drm_gpuvm_sm_map() with madvise=true skips VAs with a GEM object
+    # ("if (madvise && obj) continue"): xe_vm_alloc_madvise_vma() never splits a BO VMA,
+    # and get_vmas() hands the whole VMA to madvise_atomic().
+    w = machine(profile, mirror=False)
+    _bo(w, ["system", "vram"])
+    w.madvise(vm="vm0", addr=G + K4, range=K4, type="atomic", val=2)
+    assert [(v["addr"], v["range"], v["attrs"]["atomic"]) for v in vmas(w)] == [(G, 4 * K4, 2)]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_bo_madvise_atomic_placement_checks(profile: str) -> None:
+    # xe_vm_madvise.c check_bo_args_are_sane(): CPU needs XE_BO_FLAG_SYSTEM; DEVICE needs a
+    # VRAM placement (or SYSTEM with has_device_atomics_on_smem); GLOBAL needs both.
+    # A failure is -EINVAL and (nothing being split, see above) the VMA is unchanged.
+    cases = [(["vram"], 3, False), (["system"], 1, False), (["system"], 2, False),
+             (["vram"], 2, False), (["system", "vram"], 2, True), (["system"], 3, True),
+             (["vram"], 1, True)]
+    for placement, val, ok in cases:
+        w = machine(profile, mirror=False)
+        _bo(w, placement)
+        if ok:
+            w.madvise(vm="vm0", addr=G, range=4 * K4, type="atomic", val=val)
+            assert [v["attrs"]["atomic"] for v in vmas(w)] == [val], (placement, val)
+        else:
+            e = refused(w.madvise, vm="vm0", addr=G + K4, range=K4, type="atomic", val=val)
+            assert e.errno == errno.EINVAL, (placement, val)
+            assert [(v["addr"], v["range"], v["attrs"]["atomic"]) for v in vmas(w)] == [
+                (G, 4 * K4, 0)], (placement, val)
+    s = machine(profile, mirror=False, smem_atomics=True)
+    _bo(s, ["system"])
+    s.madvise(vm="vm0", addr=G, range=4 * K4, type="atomic", val=1)
+    assert [v["attrs"]["atomic"] for v in vmas(s)] == [1]
+
+
+@pytest.mark.parametrize("profile", [
+    pytest.param("6.18", marks=pytest.mark.xfail(strict=True, reason=(
+        "model divergence: v6.18 xe_vm.c xe_vma_need_vram_for_atomic() already reads "
+        "bo->attr.atomic_access for a BO VMA (same commit as check_bo_args_are_sane()); "
+        "pysvm/xe/pagefault.py need_vram_for_atomic() reads the VMA's in 6.18"))),
+    "7.0"])
+def test_bo_atomic_attribute_lives_in_the_bo(profile: str) -> None:
+    # madvise_atomic() also sets bo->attr.atomic_access, and xe_vma_need_vram_for_atomic()
+    # reads the BO's attribute for a BO VMA: CPU -> -EACCES. So a second mapping of the same
+    # BO, outside the madvised range, refuses GPU atomics too, although its own VMA attribute
+    # still reads 0.
+    w = machine(profile, mirror=False)
+    _bo(w, ["system", "vram"])
+    w.bind(vm="vm0", op="map", addr=2 * G, range=4 * K4, bo="bo0")
+    w.gpu_access(vm="vm0", addr=2 * G, size=K4, op="atomic")      # UNDEFINED: fine
+    w.madvise(vm="vm0", addr=G, range=4 * K4, type="atomic", val=3)
+    assert [v["attrs"]["atomic"] for v in vmas(w)] == [3, 0]
+    e = refused(w.gpu_access, vm="vm0", addr=2 * G, size=K4, op="atomic")
+    assert e.errno == errno.EACCES
+    # Reads need no VRAM and are unaffected.
+    assert w.gpu_access(vm="vm0", addr=2 * G, size=K4, op="read")["data"] == [1]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_bo_atomic_migrates_a_dual_placement_bo(profile: str) -> None:
+    # xe_pagefault_handle_vma(): UNDEFINED on a discrete device needs VRAM ->
+    # xe_pagefault_begin() -> xe_bo_migrate(bo, vram->placement); the atomic then adds 1.
+    w = machine(profile, mirror=False)
+    _bo(w, ["system", "vram"])
+    w.gpu_access(vm="vm0", addr=G, size=2 * K4, op="write", value=100)
+    w.gpu_access(vm="vm0", addr=G, size=K4, op="atomic")
+    assert w.gpu_access(vm="vm0", addr=G, size=2 * K4, op="read")["data"] == [101, 100]
+
+
+@pytest.mark.xfail(strict=True, reason="model divergence: xe_bo.c xe_bo_migrate() refuses a "
+                   "BO whose placements lack VRAM (xe_bo_can_migrate() -> -EINVAL), so a GPU "
+                   "atomic on a system-only BO of a discrete device fails its fault")
+@pytest.mark.parametrize("profile", BOTH)
+def test_bo_atomic_on_system_only_bo_of_discrete_device_fails(profile: str) -> None:
+    # xe_pagefault_handle_vma(): needs_vram == 1 (UNDEFINED, discrete, no smem atomics) ->
+    # xe_pagefault_begin(..., need_vram_move=true) -> xe_bo_migrate(bo, XE_PL_VRAM0) ->
+    # !xe_bo_can_migrate() (the BO's placements are [system]) -> -EINVAL.
+    w = machine(profile, mirror=False)
+    _bo(w, ["system"])
+    e = refused(w.gpu_access, vm="vm0", addr=G, size=K4, op="atomic")
+    assert e.errno == errno.EINVAL
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_bo_atomic_device_advice_with_smem_atomics_needs_no_vram(profile: str) -> None:
+    # xe_vma_need_vram_for_atomic(): DEVICE -> !has_device_atomics_on_smem == 0, so
+    # xe_pagefault_begin() only validates the BO in place: a system-only BO takes the atomic.
+    w = machine(profile, mirror=False, smem_atomics=True)
+    _bo(w, ["system"])
+    w.madvise(vm="vm0", addr=G, range=4 * K4, type="atomic", val=1)
+    w.gpu_access(vm="vm0", addr=G, size=K4, op="atomic")
+    w.gpu_access(vm="vm0", addr=G, size=K4, op="atomic")
+    assert w.gpu_access(vm="vm0", addr=G, size=K4, op="read")["data"] == [2]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_integrated_device_ignores_cpu_atomic_advice(profile: str) -> None:
+    # xe_vma_need_vram_for_atomic() returns 0 before looking at the attribute when !IS_DGFX:
+    # the -EACCES for DRM_XE_ATOMIC_CPU exists on discrete devices only, for BO and SVM VMAs.
+    w = machine(profile, discrete=False)
+    w.bo_create(bo="bo0", device="gpu0", size=4 * K4)
+    w.bind(vm="vm0", op="map", addr=G, range=4 * K4, bo="bo0")
+    w.madvise(vm="vm0", addr=G, range=4 * K4, type="atomic", val=3)
+    w.gpu_access(vm="vm0", addr=G, size=K4, op="atomic")
+    assert w.gpu_access(vm="vm0", addr=G, size=K4, op="read")["data"] == [1]
+    w.mmap(addr=A, size=M2)
+    w.madvise(vm="vm0", addr=A, range=M2, type="atomic", val=3)
+    w.gpu_access(vm="vm0", addr=A, size=K4, op="atomic")
+    assert w.cpu_read(addr=A, size=K4)["data"] == [1]
+    d = machine(profile)
+    d.mmap(addr=A, size=M2)
+    d.madvise(vm="vm0", addr=A, range=M2, type="atomic", val=3)
+    assert refused(d.gpu_access, vm="vm0", addr=A, size=K4, op="atomic").errno == errno.EACCES
+
+
+# === killed VMs ===============================================================================
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_killed_vm_refusal_order(profile: str) -> None:
+    # xe_vm.c xe_vm_bind_ioctl(): vm_bind_ioctl_check_args() (EINVAL) runs before the
+    # xe_vm_is_closed_or_banned() test (ENOENT), which runs before the range-inside-the-VM
+    # test (EINVAL). xe_vm_madvise.c xe_vm_madvise_ioctl(): madvise_args_are_sane() (EINVAL)
+    # before the banned test (ENOENT).
+    w = machine(profile)
+    w.vm_kill(vm="vm0")
+    assert refused(w.bind, vm="vm0", op="map", addr=K4 // 2, range=K4,
+                   flags=["null"]).errno == errno.EINVAL
+    assert refused(w.bind, vm="vm0", op="map", addr=1 << 48, range=K4,
+                   flags=["null"]).errno == errno.ENOENT
+    assert refused(w.bind, vm="vm0", op="unmap", addr=0, range=K4).errno == errno.ENOENT
+    assert refused(w.madvise, vm="vm0", addr=A, range=K4 // 2, type="atomic",
+                   val=1).errno == errno.EINVAL
+    assert refused(w.madvise, vm="vm0", addr=A, range=K4, type="atomic",
+                   val=1).errno == errno.ENOENT
+    # PREFETCH is a bind op: its region check is an argument check (EINVAL first).
+    assert refused(w.prefetch, vm="vm0", addr=A, range=M2, region=2).errno == errno.EINVAL
+    assert refused(w.prefetch, vm="vm0", addr=A, range=M2,
+                   region="vram").errno == errno.ENOENT
+    # The query ioctl has no banned test (xe_vm_query_vmas_attrs_ioctl()).
+    assert [(v["addr"], v["range"]) for v in vmas(w)] == [(0, 1 << 47)]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_killed_vm_svm_fault_and_collector_are_enoent(profile: str) -> None:
+    # xe_svm.c __xe_svm_handle_pagefault() runs xe_svm_garbage_collector() first, which
+    # returns -ENOENT for a closed-or-banned VM; the same for an explicit collector run.
+    # The MMU notifier still marks and queues ranges (xe_svm_invalidate() only skips PTE
+    # work for a *closed* VM; xe_svm_range_notifier_event_end() queues on UNMAP unless
+    # closed), so an unmapped range stays listed, waiting for a collector that cannot run.
+    w = machine(profile)
+    w.mmap(addr=A, size=4 * M)
+    w.gpu_access(vm="vm0", addr=A, size=K4, op="write", value=1)
+    w.vm_kill(vm="vm0")
+    assert refused(w.gpu_access, vm="vm0", addr=A + M2, size=K4,
+                   op="read").errno == errno.ENOENT
+    w.munmap(addr=A, size=M2)
+    assert [(a, r, u) for a, r, _, u in ranges(w)] == [(A, M2, True)]
+    assert refused(w.gc, vm="vm0").errno == errno.ENOENT
+    assert [(a, r, u) for a, r, _, u in ranges(w)] == [(A, M2, True)]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_killed_vm_leaves_migrated_data_readable_by_the_cpu(profile: str) -> None:
+    # xe_vm_kill() only sets XE_VM_FLAG_BANNED and kills the exec queues; device pages stay
+    # where they are, and a CPU access faults them home through the pagemap's
+    # migrate_to_ram (drm_pagemap.c drm_pagemap_migrate_to_ram()), which never looks at the
+    # VM. Destroying the killed VM then works and frees the name (xe_vm_destroy_ioctl()).
+    w = machine(profile)
+    w.mmap(addr=A, size=M2)
+    w.gpu_access(vm="vm0", addr=A, size=2 * K4, op="write", value=77)
+    assert ranges(w)[0][2] == "gpu0"
+    w.vm_kill(vm="vm0")
+    assert w.cpu_read(addr=A, size=2 * K4)["data"] == [77, 77]
+    w.vm_destroy(vm="vm0")
+    w.vm_create(vm="vm0", device="gpu0", fault_mode=True)
+    w.bind(vm="vm0", op="map", addr=0, range=1 << 47, flags=["cpu_addr_mirror"])
+    assert w.gpu_access(vm="vm0", addr=A, size=K4, op="read")["data"] == [77]
+
+
+# === owner groups (mainline: drm_pagemap_acquire_owner()) =====================================
+
+def _three_devices(links: list[tuple[str, str]]) -> pysvm.World:
+    w = pysvm.World("7.0")
+    for name in ("gpu0", "gpu1", "gpu2"):
+        w.device(name=name, vram_mib=64)
+    for a, b in links:
+        w.link(a=a, b=b)
+    return w
+
+
+def _fault_vm(w: pysvm.World, vm: str, device: str) -> None:
+    w.vm_create(vm=vm, device=device, fault_mode=True)
+    w.bind(vm=vm, op="map", addr=0, range=1 << 47, flags=["cpu_addr_mirror"])
+
+
+def test_owner_group_needs_a_link_to_every_member_first_vm_in_the_middle() -> None:
+    # drm_pagemap_util.c drm_pagemap_acquire_owner(): a new peer joins the first group (in
+    # owner-list order) whose every member has_interconnect() with it, else gets a new owner.
+    # xe_svm_init() makes the VM a peer, then xe_svm_get_pagemaps() -> xe_pagemap_create()
+    # makes the tile's pagemap a peer. Links gpu0-gpu1 and gpu1-gpu2, not gpu0-gpu2.
+    w = _three_devices([("gpu0", "gpu1"), ("gpu1", "gpu2")])
+    w.mmap(addr=A, size=M2)
+    _fault_vm(w, "vmB", "gpu1")   # group X: vmB, pagemap(gpu1)
+    _fault_vm(w, "vmA", "gpu0")   # linked to every gpu1 member -> X; pagemap(gpu0) -> X
+    _fault_vm(w, "vmC", "gpu2")   # gpu0 members of X are not linked -> new group Y
+    # xe_vm_madvise.c xe_madvise_details_init(): a devmem_fd placement whose
+    # pagemap->owner != vm->svm.peer.owner is -ENOLINK, before any VMA is split.
+    before = vmas(w, vm="vmC")
+    e = refused(w.madvise, vm="vmC", addr=A, range=M2, type="preferred_loc", devmem_fd="gpu1")
+    assert e.errno == errno.ENOLINK
+    assert vmas(w, vm="vmC") == before
+    w.madvise(vm="vmA", addr=A, range=M2, type="preferred_loc", devmem_fd="gpu1")
+    w.madvise(vm="vmB", addr=A, range=M2, type="preferred_loc", devmem_fd="gpu0")
+    w.madvise(vm="vmC", addr=A, range=M2, type="preferred_loc", devmem_fd="gpu2")
+
+
+@pytest.mark.xfail(strict=True, reason="model divergence: mainline xe_svm.c xe_svm_init() "
+                   "makes each fault-mode VM a peer (and xe_pagemap_create() each pagemap) in "
+                   "creation order; pysvm/xe/pagemap.py Provider keeps one peer per device "
+                   "joined at probe/link, and vm_madvise._resolve_pagemap() compares the "
+                   "device pagemap's owner, so groups follow device order")
+def test_owner_group_membership_depends_on_join_order() -> None:
+    # Same links, other order: gpu2's VM first, so gpu1 joins gpu2's group and gpu0 (not
+    # linked to gpu2) is alone - now gpu0 -> gpu1 is the refused placement.
+    w = _three_devices([("gpu0", "gpu1"), ("gpu1", "gpu2")])
+    w.mmap(addr=A, size=M2)
+    _fault_vm(w, "vmC", "gpu2")
+    _fault_vm(w, "vmB", "gpu1")
+    _fault_vm(w, "vmA", "gpu0")
+    assert refused(w.madvise, vm="vmA", addr=A, range=M2, type="preferred_loc",
+                   devmem_fd="gpu1").errno == errno.ENOLINK
+    w.madvise(vm="vmC", addr=A, range=M2, type="preferred_loc", devmem_fd="gpu1")
+    w.madvise(vm="vmB", addr=A, range=M2, type="preferred_loc", devmem_fd="gpu2")
+
+
+def test_owner_check_is_mainline_only_and_needs_a_fault_mode_vm() -> None:
+    # v6.18 xe_vm_madvise.c has no xe_madvise_details_init(): any devmem_fd >= -1 passes
+    # madvise_args_are_sane(), linked or not.
+    old = pysvm.World("6.18")
+    old.device(name="gpu0", vram_mib=64)
+    old.device(name="gpu1", vram_mib=64)
+    old.vm_create(vm="vm0", device="gpu0", fault_mode=True)
+    old.bind(vm="vm0", op="map", addr=0, range=1 << 47, flags=["cpu_addr_mirror"])
+    old.madvise(vm="vm0", addr=A, range=M2, type="preferred_loc", devmem_fd="gpu1",
+                region_instance=0)
+    assert [v["attrs"]["devmem_fd"] for v in vmas(old, A, M2)] == ["gpu1"]
+    # Mainline, unlinked devices: -ENOLINK. A VM that is not in fault mode never ran
+    # drm_pagemap_acquire_owner() (xe_svm_init()), its peer owner is NULL, so even its own
+    # device's VRAM is -ENOLINK.
+    new = pysvm.World("7.0")
+    new.device(name="gpu0", vram_mib=64)
+    new.device(name="gpu1", vram_mib=64)
+    _fault_vm(new, "vm0", "gpu0")
+    assert refused(new.madvise, vm="vm0", addr=A, range=M2, type="preferred_loc",
+                   devmem_fd="gpu1").errno == errno.ENOLINK
+    new.vm_create(vm="lr", device="gpu0")
+    new.bo_create(bo="bo0", device="gpu0", size=M2)
+    new.bind(vm="lr", op="map", addr=G, range=M2, bo="bo0")
+    assert refused(new.madvise, vm="lr", addr=G, range=M2, type="preferred_loc",
+                   devmem_fd="gpu0").errno == errno.ENOLINK
+
+
+# === purgeable BOs (mainline) =================================================================
+
+def _purgeable(w: pysvm.World, at: int = G, val: int = 1, **kw: Any) -> dict[str, Any]:
+    return dict(w.madvise(vm="vm0", addr=at, range=4 * K4, type="purgeable_state", val=val,
+                          **kw))
+
+
+def test_purgeable_dontneed_is_per_vma_and_the_bo_follows_its_willneed_vmas() -> None:
+    # xe_vm_madvise.c madvise_purgeable(): DONTNEED moves one VMA's state and drops one
+    # WILLNEED count of the BO (xe_bo_willneed_put_locked()); it never zaps PTEs
+    # (skip_invalidation). The BO is DONTNEED only when no WILLNEED VMA is left, and the
+    # fault path tests the BO (xe_pagefault_begin(): xe_bo_madv_is_dontneed(bo)).
+    w = machine("7.0", mirror=False)
+    _bo(w, ["system"])
+    w.bind(vm="vm0", op="map", addr=2 * G, range=4 * K4, bo="bo0")
+    assert _purgeable(w) == {"invalidated": []}
+    assert [v.get("purgeable") for v in vmas(w)] == ["dontneed", None]
+    # The BO is still WILLNEED through its second VMA: even the DONTNEED VMA's fault works.
+    w.gpu_access(vm="vm0", addr=G, size=K4, op="write", value=4)
+    assert w.gpu_access(vm="vm0", addr=2 * G, size=K4, op="read")["data"] == [4]
+    assert _purgeable(w, at=2 * G) == {"invalidated": []}
+    assert [v.get("purgeable") for v in vmas(w)] == ["dontneed", "dontneed"]
+
+
+def test_purgeable_dontneed_bo_refuses_faults_but_not_live_mappings() -> None:
+    # xe_pagefault_handle_vma(): a non-atomic fault on a VMA whose GPU mapping is still valid
+    # returns before xe_pagefault_begin() - and DONTNEED does not invalidate. A fault that
+    # does reach xe_pagefault_begin() on a DONTNEED (or purged) BO of a VM without scratch
+    # pages is -EACCES; atomics always get there.
+    w = machine("7.0", mirror=False)
+    _bo(w, ["system"])
+    w.bo_create(bo="cold", device="gpu0", size=4 * K4)
+    w.bind(vm="vm0", op="map", addr=2 * G, range=4 * K4, bo="cold")
+    w.gpu_access(vm="vm0", addr=G, size=4 * K4, op="write", value=8)   # faulted and bound
+    _purgeable(w)
+    _purgeable(w, at=2 * G)
+    r = w.gpu_access(vm="vm0", addr=G, size=2 * K4, op="read")
+    assert r["faults"] == 0 and r["data"] == [8, 8]
+    assert refused(w.gpu_access, vm="vm0", addr=G, size=K4, op="atomic").errno == errno.EACCES
+    e = refused(w.gpu_access, vm="vm0", addr=2 * G, size=K4, op="read")
+    assert e.errno == errno.EACCES and e.details["faults"] == 1
+
+
+def test_purgeable_retained_reports_a_purged_bo_and_purged_stays_purged() -> None:
+    # madvise_purgeable(): a purged BO is skipped ("once purged, always purged") and sets
+    # details->has_purged_bo; xe_madvise_purgeable_retained_to_user() writes
+    # retained = !has_purged_bo. WILLNEED on a live DONTNEED BO brings it back: retained 1.
+    w = machine("7.0", mirror=False)
+    _bo(w, ["system"])
+    _purgeable(w)
+    assert _purgeable(w, val=0, union_reserved=0x1000) == {"invalidated": [], "retained": 1}
+    _purgeable(w)
+    w.bo_purge(bo="bo0")
+    assert _purgeable(w, val=0, union_reserved=0x1000) == {"invalidated": [], "retained": 0}
+    assert [v.get("purgeable") for v in vmas(w)] == ["purged"]
+    assert refused(w.gpu_access, vm="vm0", addr=G, size=K4, op="read").errno == errno.EACCES
+
+
+def test_purgeable_madvise_arguments() -> None:
+    # Mainline madvise_args_are_sane(): purge_state_val.val must be WILLNEED (0) or
+    # DONTNEED (1). v6.18 has no DRM_XE_VMA_ATTR_PURGEABLE_STATE: the type falls in the
+    # default case -> -EINVAL. Non-BO VMAs are skipped by madvise_purgeable().
+    w = machine("7.0")
+    w.mmap(addr=A, size=M2)
+    assert refused(w.madvise, vm="vm0", addr=A, range=M2, type="purgeable_state",
+                   val=2).errno == errno.EINVAL
+    assert w.madvise(vm="vm0", addr=A, range=M2, type="purgeable_state",
+                     val=1) == {"invalidated": []}
+    assert all("purgeable" not in v for v in vmas(w))
+    old = machine("6.18")
+    assert refused(old.madvise, vm="vm0", addr=A, range=M2, type="purgeable_state",
+                   val=1).errno == errno.EINVAL
+
+
+# === chunk edges (drm_gpusvm_range_chunk_size(), chunks 2M, 64K, 4K) =========================
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_chunk_at_the_end_of_a_cpu_vma_touched_and_untouched(profile: str) -> None:
+    # drm_gpusvm_range_chunk_size(): the largest chunk whose aligned span fits the CPU VMA,
+    # the notifier and the GPU VMA. The 2 MiB span past the CPU VMA's end does not fit.
+    # A 64 KiB chunk (<= check_pages_threshold, SZ_64K on a discrete device in
+    # __xe_svm_handle_pagefault()) needs drm_gpusvm_check_pages(): every page already
+    # faulted in on the CPU. Untouched -> 4 KiB.
+    w = machine(profile)
+    w.mmap(addr=A, size=M2 + K64)
+    w.cpu_write(addr=A, size=M2 + K64, value=1)
+    w.gpu_access(vm="vm0", addr=A + M2 + K4, size=K4, op="read")
+    w.gpu_access(vm="vm0", addr=A, size=K4, op="read")
+    assert [(a, r) for a, r, _, _ in ranges(w)] == [(A, M2), (A + M2, K64)]
+    u = machine(profile)
+    u.mmap(addr=A, size=M2 + K64)
+    u.gpu_access(vm="vm0", addr=A + M2 + 2 * K4, size=K4, op="read")
+    assert [(a, r) for a, r, _, _ in ranges(u)] == [(A + M2 + 2 * K4, K4)]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_chunk_threshold_is_zero_on_an_integrated_device(profile: str) -> None:
+    # __xe_svm_handle_pagefault(): check_pages_threshold = devmem_possible ? SZ_64K : 0, so
+    # without VRAM the 64 KiB chunk is taken without looking at the CPU pages.
+    w = machine(profile, discrete=False)
+    w.mmap(addr=A, size=M2 + K64)
+    w.gpu_access(vm="vm0", addr=A + M2 + 2 * K4, size=K4, op="read")
+    assert ranges(w) == [(A + M2, K64, "system", False)]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_chunk_bounded_by_the_gpu_vma(profile: str) -> None:
+    # xe_svm_range_find_or_insert() passes xe_vma_start()/xe_vma_end() of the CPU-mirror VMA
+    # as gpuva_start/end. A mirror bind of [A, A + 1 MiB + 64 KiB) over a 4 MiB CPU mapping:
+    # no 2 MiB chunk fits; 64 KiB chunks do (the CPU pages are touched); past the VMA's end
+    # there is no GPU VMA at all (xe_vm_find_vma_by_addr() -> -EINVAL).
+    w = machine(profile, mirror=False)
+    w.bind(vm="vm0", op="map", addr=A, range=M + K64, flags=["cpu_addr_mirror"])
+    w.mmap(addr=A, size=4 * M)
+    w.cpu_write(addr=A, size=4 * M, value=1)
+    w.gpu_access(vm="vm0", addr=A + M + K4, size=K4, op="read")
+    w.gpu_access(vm="vm0", addr=A, size=K4, op="read")
+    assert [(a, r) for a, r, _, _ in ranges(w)] == [(A, K64), (A + M, K64)]
+    assert refused(w.gpu_access, vm="vm0", addr=A + M + K64, size=K4,
+                   op="read").errno == errno.EINVAL
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_chunk_bounded_by_a_madvise_split(profile: str) -> None:
+    # xe_vm_alloc_madvise_vma() splits the mirror VMA at the madvise range's ends; faults on
+    # either side see the smaller GPU VMA in drm_gpusvm_range_chunk_size().
+    w = machine(profile)
+    w.mmap(addr=A, size=M2)
+    w.cpu_write(addr=A, size=M2, value=1)
+    w.madvise(vm="vm0", addr=A + M, range=M, type="atomic", val=2)
+    w.gpu_access(vm="vm0", addr=A + M - K4, size=K4, op="read")
+    w.gpu_access(vm="vm0", addr=A + M, size=K4, op="read")
+    assert [(a, r) for a, r, _, _ in ranges(w)] == [(A + M - K64, K64), (A + M, K64)]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_notifier_edges_never_cut_a_chunk(profile: str) -> None:
+    # drm_gpusvm_notifier_alloc(): notifiers span ALIGN_DOWN(addr, notifier_size) with the
+    # default xe_modparam.svm_notifier_size of 512 MiB; every chunk is naturally aligned and
+    # no larger than 2 MiB, so the two 2 MiB chunks either side of a 512 MiB boundary both
+    # fit their own notifier.
+    edge = 3 << 29
+    w = machine(profile)
+    w.mmap(addr=edge - M2, size=2 * M2)
+    w.gpu_access(vm="vm0", addr=edge - K4, size=2 * K4, op="write", value=1)
+    assert [(a, r) for a, r, _, _ in ranges(w)] == [(edge - M2, M2), (edge, M2)]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_prefetch_takes_64k_chunks_without_checking_cpu_pages(profile: str) -> None:
+    # vm_bind_ioctl_ops_create() builds the prefetch drm_gpusvm_ctx with only read_only and
+    # devmem_possible: check_pages_threshold stays 0, so untouched memory in a 192 KiB CPU
+    # VMA gets 64 KiB chunks (a fault there would get 4 KiB ones, see above).
+    w = machine(profile)
+    w.mmap(addr=A, size=3 * K64)
+    assert w.prefetch(vm="vm0", addr=A, range=3 * K64, region="vram")["ranges_bound"] == 3
+    assert ranges(w) == [(A + i * K64, K64, "gpu0", False) for i in range(3)]
+
+
+# === eviction =================================================================================
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_evict_moves_every_page_home_and_keeps_the_data(profile: str) -> None:
+    # xe_svm_bo_evict() -> drm_pagemap_evict_to_ram(): all pages of each VRAM allocation go
+    # back to system memory (copy_to_ram). Two 2 MiB ranges = 1024 pages; a second evict
+    # finds nothing.
+    w = machine(profile)
+    w.mmap(addr=A, size=4 * M)
+    w.cpu_write(addr=A, size=4 * M, value=12)
+    w.gpu_access(vm="vm0", addr=A, size=K4, op="write", value=13)
+    w.gpu_access(vm="vm0", addr=A + M2, size=K4, op="read")
+    assert [loc for _, _, loc, _ in ranges(w)] == ["gpu0", "gpu0"]
+    assert w.evict(device="gpu0") == {"pages": 1024}
+    assert [loc for _, _, loc, _ in ranges(w)] == ["system", "system"]
+    assert w.devices["gpu0"].vram.used == 0
+    assert w.cpu_read(addr=A, size=2 * K4)["data"] == [13, 12]
+    assert w.evict(device="gpu0") == {"pages": 0}
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_after_eviction_the_next_gpu_access_faults_and_migrates_again(profile: str) -> None:
+    # Eviction's migration runs the MMU notifier (not an UNMAP): xe_svm_invalidate() zaps the
+    # range, which stays in the tree. The next access finds it invalid
+    # (xe_svm_range_is_valid()), and xe_svm_range_needs_migrate_to_vram() (preferred
+    # location: the faulting device) migrates it back; no collector work, no new range.
+    w = machine(profile)
+    w.mmap(addr=A, size=M2)
+    w.gpu_access(vm="vm0", addr=A, size=K4, op="write", value=5)
+    w.evict(device="gpu0")
+    r = w.gpu_access(vm="vm0", addr=A, size=K4, op="read")
+    assert r["faults"] == 1 and r["data"] == [5]
+    assert ranges(w) == [(A, M2, "gpu0", False)]
+    assert w.gpu_access(vm="vm0", addr=A, size=K4, op="read")["faults"] == 0
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_evict_is_per_device_and_system_advice_keeps_pages_home(profile: str) -> None:
+    # xe_svm_bo_evict() works on one device's VRAM BOs: evicting gpu1 leaves gpu0's pages.
+    # With preferred_loc DEFAULT_SYSTEM, xe_vma_resolve_pagemap() gives NULL and the fault
+    # after eviction binds system pages (no migration).
+    w = pysvm.World(profile)
+    w.device(name="gpu0", vram_mib=64)
+    w.device(name="gpu1", vram_mib=64)
+    _fault_vm(w, "vm0", "gpu0")
+    w.mmap(addr=A, size=M2)
+    w.gpu_access(vm="vm0", addr=A, size=K4, op="write", value=9)
+    assert w.evict(device="gpu1") == {"pages": 0}
+    assert ranges(w) == [(A, M2, "gpu0", False)]
+    w.madvise(vm="vm0", addr=A, range=M2, type="preferred_loc", devmem_fd=-1)
+    assert w.evict(device="gpu0") == {"pages": 512}
+    assert w.gpu_access(vm="vm0", addr=A, size=K4, op="read")["data"] == [9]
+    assert ranges(w) == [(A, M2, "system", False)]
+
+
+# === garbage collection =======================================================================
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_partial_munmap_collects_the_whole_range(profile: str) -> None:
+    # xe_svm_invalidate() -> xe_svm_range_notifier_event_end(): an UNMAP anywhere in a range
+    # marks the whole range unmapped (drm_gpusvm_range_set_unmapped()) and queues it;
+    # __xe_svm_garbage_collector() unbinds and removes the whole range. The still-mapped
+    # pages keep their data and get new, smaller ranges on the next fault (the CPU VMAs are
+    # now [A, A + 1 MiB) and [A + 1 MiB + 4 KiB, A + 2 MiB)).
+    w = machine(profile)
+    w.mmap(addr=A, size=M2)
+    w.cpu_write(addr=A, size=M2, value=21)
+    w.gpu_access(vm="vm0", addr=A, size=K4, op="read")
+    w.munmap(addr=A + M, size=K4)
+    assert [(a, r, u) for a, r, _, u in ranges(w)] == [(A, M2, True)]
+    w.gc(vm="vm0")
+    assert ranges(w) == []
+    r = w.gpu_access(vm="vm0", addr=A + M + K64, size=K4, op="read")
+    assert r["faults"] == 1 and r["data"] == [21]
+    [(addr, size, _, unmapped)] = ranges(w)
+    assert size < M2 and addr >= A + M + K4 and not unmapped
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_a_fault_elsewhere_runs_the_collector_first(profile: str) -> None:
+    # __xe_svm_handle_pagefault(): "Always process UNMAPs first" - xe_svm_garbage_collector()
+    # runs at the top of every fault, whatever address faults.
+    w = machine(profile)
+    w.mmap(addr=A, size=4 * M)
+    w.gpu_access(vm="vm0", addr=A, size=K4, op="read")
+    w.munmap(addr=A, size=M2)
+    assert [(a, r, u) for a, r, _, u in ranges(w)] == [(A, M2, True)]
+    w.gpu_access(vm="vm0", addr=A + M2, size=K4, op="read")
+    assert [(a, r, u) for a, r, _, u in ranges(w)] == [(A + M2, M2, False)]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_remap_before_collection_reads_fresh_memory(profile: str) -> None:
+    # munmap + mmap of the same addresses before any collector run: the old range is queued
+    # (unmapped), the fault's collector pass removes it, and the new range is built over the
+    # new anonymous memory (zero-filled), not the old pages.
+    w = machine(profile)
+    w.mmap(addr=A, size=M2)
+    w.gpu_access(vm="vm0", addr=A, size=K4, op="write", value=99)
+    w.munmap(addr=A, size=M2)
+    w.mmap(addr=A, size=M2)
+    r = w.gpu_access(vm="vm0", addr=A, size=K4, op="read")
+    assert r["faults"] == 1 and r["data"] == [0]
+    assert [(a, r, u) for a, r, _, u in ranges(w)] == [(A, M2, False)]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_non_unmap_invalidation_is_not_collected(profile: str) -> None:
+    # xe_svm_range_notifier_event_end() queues for the collector only on MMU_NOTIFY_UNMAP;
+    # other events zap the PTEs (xe_svm_range_notifier_event_begin()) and leave the range.
+    w = machine(profile)
+    w.mmap(addr=A, size=M2)
+    w.gpu_access(vm="vm0", addr=A, size=K4, op="write", value=3)
+    w.invalidate(addr=A, size=K4, event="protection_vma")
+    assert [(a, r, u) for a, r, _, u in ranges(w)] == [(A, M2, False)]
+    assert w.gc(vm="vm0") == {"eagain": False}
+    assert [(a, r, u) for a, r, _, u in ranges(w)] == [(A, M2, False)]
+    r = w.gpu_access(vm="vm0", addr=A, size=K4, op="read")
+    assert r["faults"] == 1 and r["data"] == [3]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_unmap_queues_collector_work(profile: str) -> None:
+    # xe_svm_garbage_collector_add_range() also queue_work()s the collector
+    # (xe_svm_garbage_collector_work_func()): running the deferred work removes the range.
+    w = machine(profile)
+    w.mmap(addr=A, size=M2)
+    w.gpu_access(vm="vm0", addr=A, size=K4, op="read")
+    w.munmap(addr=A, size=M2)
+    assert w.run_workers()["work_items"] >= 1
+    assert ranges(w) == []
+
+
+# === pagemap cache (mainline drm_pagemap_util.c, xe_svm.c xe_pagemap_find_or_create()) ======
+
+def test_pagemap_exists_only_while_fault_mode_vms_hold_it() -> None:
+    # xe_pagemap_cache_create() only makes an empty cache at probe; xe_svm_init() (fault mode
+    # only) takes a reference per VRAM tile through xe_svm_get_pagemaps() ->
+    # xe_pagemap_find_or_create(); xe_svm_close() puts it. At refcount 0
+    # drm_pagemap_shrinker_add() parks it on the shrinker list (cached) while the device
+    # lives; drm_pagemap_shrinker_scan() destroys it.
+    w = machine("7.0", mirror=False, fault_mode=False)
+    assert pagemaps(w) == []
+    w.vm_create(vm="f", device="gpu0", fault_mode=True)
+    assert pagemaps(w) == [("gpu0", 1, False)]
+    w.vm_destroy(vm="f")
+    assert pagemaps(w) == [("gpu0", 0, True)]
+    # drm_pagemap_shrinker_scan() calls drm_pagemap_destroy(dpagemap, true): from reclaim,
+    # xe_pagemap_destroy() queues xe_pagemap_destroy_work() instead of freeing in place.
+    assert w.shrink(device="gpu0") == {"listed": 1, "freed": 1}
+    assert pagemaps(w) == [("gpu0", 0, False)]
+    assert w.shrink(device="gpu0") == {"listed": 0, "freed": 0}
+    assert w.run_workers()["pagemaps_destroyed"] == 1
+    assert pagemaps(w) == []
+
+
+def test_pagemap_is_shared_and_revived_from_the_cache() -> None:
+    # drm_pagemap_get_from_cache(): an active pagemap is returned with a new reference
+    # (drm_pagemap_get_unless_zero()); an inactive one is taken off the shrinker list
+    # (drm_pagemap_shrinker_cancel()) and reused, so no second pagemap is created.
+    w = machine("7.0", mirror=False)
+    w.vm_create(vm="vm1", device="gpu0", fault_mode=True)
+    assert pagemaps(w) == [("gpu0", 2, False)]
+    w.vm_destroy(vm="vm1")
+    assert pagemaps(w) == [("gpu0", 1, False)]
+    assert w.shrink(device="gpu0") == {"listed": 0, "freed": 0}
+    w.vm_destroy(vm="vm0")
+    assert pagemaps(w) == [("gpu0", 0, True)]
+    created = w.summary()["pagemaps_created"]
+    w.vm_create(vm="vm2", device="gpu0", fault_mode=True)
+    assert pagemaps(w) == [("gpu0", 1, False)]
+    assert w.summary()["pagemaps_created"] == created
+    assert w.shrink(device="gpu0") == {"listed": 0, "freed": 0}
+
+
+def test_pagemap_shrinker_and_cache_are_per_device() -> None:
+    # xe_pagemap_shrinker_create() registers one drm_pagemap_shrinker per device and each
+    # tile has its own drm_pagemap_cache: shrinking gpu1 cannot free gpu0's cached pagemap.
+    # Device removal runs drm_pagemap_cache_fini(), which destroys an inactive pagemap.
+    w = pysvm.World("7.0")
+    w.device(name="gpu0", vram_mib=64)
+    w.device(name="gpu1", vram_mib=64)
+    w.vm_create(vm="a", device="gpu0", fault_mode=True)
+    w.vm_create(vm="b", device="gpu1", fault_mode=True)
+    w.vm_destroy(vm="a")
+    w.vm_destroy(vm="b")
+    assert pagemaps(w) == [("gpu0", 0, True), ("gpu1", 0, True)]
+    assert w.shrink(device="gpu1", nr_to_scan=1) == {"listed": 1, "freed": 1}
+    assert w.run_workers()["pagemaps_destroyed"] == 1
+    assert pagemaps(w) == [("gpu0", 0, True)]
+    # drm_pagemap_cache_fini() cancels the shrinker entry and calls
+    # drm_pagemap_destroy(dpagemap, false): destroyed at once, no deferred work.
+    w.unbind_device(device="gpu0")
+    assert pagemaps(w) == []
+
+
+def test_pagemap_opened_by_a_refused_madvise_is_left_cached() -> None:
+    # xe_madvise_details_init(): xe_drm_pagemap_from_fd() -> xe_devmem_open() ->
+    # xe_pagemap_find_or_create() creates the pagemap before the owner test; on -ENOLINK
+    # drm_pagemap_put() drops the only reference, so the new pagemap goes to the cache.
+    w = machine("7.0", mirror=False, fault_mode=False)
+    w.bo_create(bo="bo0", device="gpu0", size=M2)
+    w.bind(vm="vm0", op="map", addr=G, range=M2, bo="bo0")
+    assert pagemaps(w) == []
+    assert refused(w.madvise, vm="vm0", addr=G, range=M2, type="preferred_loc",
+                   devmem_fd="gpu0").errno == errno.ENOLINK
+    assert pagemaps(w) == [("gpu0", 0, True)]
+    # A region instance the device does not have is -ENOENT from xe_devmem_open(), before
+    # any pagemap is looked up.
+    assert refused(w.madvise, vm="vm0", addr=G, range=M2, type="preferred_loc",
+                   devmem_fd="gpu0", region_instance=2).errno == errno.ENOENT
+
+
+def test_pagemap_618_is_held_by_the_device() -> None:
+    # v6.18 xe_svm.c xe_devm_add(): the tile's drm_pagemap is embedded in its
+    # struct xe_vram_region and set up at probe; it lives as long as the device (shown as the
+    # device's one reference), VMs take no reference and there is no pagemap shrinker.
+    w = machine("6.18", mirror=False, fault_mode=False)
+    assert pagemaps(w) == [("gpu0", 1, False)]
+    w.vm_create(vm="f", device="gpu0", fault_mode=True)
+    w.vm_destroy(vm="f")
+    assert pagemaps(w) == [("gpu0", 1, False)]
