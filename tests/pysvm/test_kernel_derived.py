@@ -176,6 +176,23 @@ def test_prefetch_region_checked_against_the_device_memory_regions() -> None:
     assert ranges(igpu) == [(A, M2, "system", False)]
 
 
+@pytest.mark.parametrize("profile", BOTH)
+def test_prefetch_of_bo_vmas_migrates_within_the_bo_placements(profile: str) -> None:
+    # xe_vm.c op_lock_and_prep(), DRM_GPUVA_OP_PREFETCH on a BO VMA: xe_bo_migrate(bo,
+    # region_to_mem_type[region]); xe_bo.c xe_bo_migrate() is -EINVAL when
+    # !xe_bo_can_migrate() (the region is not one of the BO's placements). BO VMAs have no
+    # SVM ranges: nothing is counted.
+    w = machine(profile, mirror=False)
+    w.bo_create(bo="sys", device="gpu0", size=K64, placement=["system"])
+    w.bo_create(bo="both", device="gpu0", size=K64, placement=["system", "vram"])
+    w.bind(vm="vm0", op="map", addr=G, range=K64, bo="sys")
+    w.bind(vm="vm0", op="map", addr=2 * G, range=K64, bo="both")
+    assert refused(w.prefetch, vm="vm0", addr=G, range=K64, region="vram").errno == errno.EINVAL
+    assert w.prefetch(vm="vm0", addr=G, range=K64, region="system") == {"ranges_bound": 0}
+    assert w.prefetch(vm="vm0", addr=2 * G, range=K64, region=1) == {"ranges_bound": 0}
+    assert w.prefetch(vm="vm0", addr=2 * G, range=K64, region=0) == {"ranges_bound": 0}
+
+
 # === userptr ==================================================================================
 
 def _userptr(w: pysvm.World, cpu: int, size: int, gpu: int = G) -> None:
@@ -295,6 +312,18 @@ def test_userptr_madvise_atomic_only_device_with_smem_atomics(profile: str) -> N
     # !has_device_atomics_on_smem), so the atomic runs on the system pages.
     s.gpu_access(vm="vm0", addr=G, size=K4, op="atomic")
     assert s.cpu_read(addr=A, size=K4)["data"] == [11]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_userptr_prefetch_repins_and_fails_on_vanished_memory(profile: str) -> None:
+    # xe_vm.c vm_bind_ioctl_ops_parse(), DRM_GPUVA_OP_PREFETCH on a userptr VMA:
+    # xe_vma_userptr_pin_pages(); its -EFAULT (no CPU VMA any more) fails the ioctl.
+    w = machine(profile, mirror=False)
+    w.mmap(addr=A, size=K64)
+    _userptr(w, A, K64)
+    assert w.prefetch(vm="vm0", addr=G, range=K64, region=0) == {"ranges_bound": 0}
+    w.munmap(addr=A, size=K64)
+    assert refused(w.prefetch, vm="vm0", addr=G, range=K64, region=0).errno == errno.EFAULT
 
 
 # === BO atomics ===============================================================================
@@ -782,6 +811,29 @@ def test_evict_is_per_device_and_system_advice_keeps_pages_home(profile: str) ->
     assert ranges(w) == [(A, M2, "system", False)]
 
 
+def test_two_vms_share_the_device_pages_of_one_process() -> None:
+    # Two fault-mode VMs of one process mirror the same CPU pages. The second VM's fault
+    # tries to migrate: drm_pagemap.c drm_pagemap_migrate_to_devmem() selects only system
+    # pages (MIGRATE_VMA_SELECT_SYSTEM), finds none (migrate.cpages == 0) and fails -EFAULT;
+    # v6.18 __xe_svm_handle_pagefault() retries without migration (migrate_try_count spent)
+    # and drm_gpusvm_range_get_pages() maps the device pages it already owns (same
+    # device_private_page_owner). One copy of the data, in VRAM, for both.
+    w = pysvm.World("6.18")
+    w.device(name="gpu0", vram_mib=64)
+    _fault_vm(w, "v1", "gpu0")
+    _fault_vm(w, "v2", "gpu0")
+    w.mmap(addr=A, size=M2)
+    w.gpu_access(vm="v1", addr=A, size=K4, op="write", value=4)
+    assert w.gpu_access(vm="v2", addr=A, size=K4, op="read") == {
+        "faults": 1, "retries": 1, "data": [4]}
+    assert ranges(w, "v1") == ranges(w, "v2") == [(A, M2, "gpu0", False)]
+    assert w.devices["gpu0"].vram.used == M2
+    # drm_pagemap_evict_to_ram() moves the one allocation: 512 pages, both VMs' ranges are
+    # invalidated by the migration's notifier.
+    assert w.evict(device="gpu0") == {"pages": 512}
+    assert ranges(w, "v1") == ranges(w, "v2") == [(A, M2, "system", False)]
+
+
 # === garbage collection =======================================================================
 
 @pytest.mark.parametrize("profile", BOTH)
@@ -948,4 +1000,85 @@ def test_pagemap_618_is_held_by_the_device() -> None:
     assert pagemaps(w) == [("gpu0", 1, False)]
     w.vm_create(vm="f", device="gpu0", fault_mode=True)
     w.vm_destroy(vm="f")
+    assert pagemaps(w) == [("gpu0", 1, False)]
+
+
+# === madvise invalidation and range boundaries ================================================
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_madvise_of_an_unchanged_attribute_does_not_invalidate(profile: str) -> None:
+    # madvise_atomic(): a VMA whose attribute already has the value gets skip_invalidation,
+    # and xe_zap_ptes_in_madvise_range() leaves its ranges' PTEs alone: no new fault. A real
+    # change zaps the ranges (xe_svm_ranges_zap_ptes_in_range()): the next access faults.
+    w = machine(profile)
+    w.mmap(addr=A, size=M2)
+    w.cpu_write(addr=A, size=M2, value=6)
+    w.gpu_access(vm="vm0", addr=A, size=K4, op="read")
+    assert w.madvise(vm="vm0", addr=A, range=M2, type="atomic",
+                     val=2) == {"invalidated": [[A, M2]]}
+    assert w.gpu_access(vm="vm0", addr=A, size=K4, op="read")["faults"] == 1
+    assert w.madvise(vm="vm0", addr=A, range=M2, type="atomic", val=2) == {"invalidated": []}
+    assert w.gpu_access(vm="vm0", addr=A, size=K4, op="read")["faults"] == 0
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_madvise_edge_through_a_range_removes_it(profile: str) -> None:
+    # xe_vm_alloc_madvise_vma() -> vm_bind_ioctl_ops_parse(), REMAP of a CPU-mirror VMA with
+    # XE_VMA_OPS_FLAG_MADVISE: xe_svm_unmap_address_range() removes every range the new VMA
+    # edges cut (evicting a VRAM range to system memory first, drm_gpusvm_range_evict()),
+    # at once, without the collector. The data survives; the next fault builds a chunk that
+    # fits the new, smaller VMA.
+    w = machine(profile)
+    w.mmap(addr=A, size=4 * M)
+    w.cpu_write(addr=A, size=4 * M, value=6)
+    w.gpu_access(vm="vm0", addr=A, size=K4, op="read")
+    assert ranges(w) == [(A, M2, "gpu0", False)]
+    w.madvise(vm="vm0", addr=A + M, range=M2, type="pat", val=COHERENT_PAT)
+    assert ranges(w) == []
+    assert w.devices["gpu0"].vram.used == 0
+    assert w.cpu_read(addr=A, size=K4)["data"] == [6]
+    assert w.gpu_access(vm="vm0", addr=A, size=K4, op="read")["data"] == [6]
+    assert [(a, r) for a, r, _, _ in ranges(w)] == [(A, K64)]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_madvise_preferred_loc_skips_bo_vmas(profile: str) -> None:
+    # madvise_preferred_mem_loc(): "TODO: Extend attributes to bo based vmas" - a VMA that is
+    # not a CPU-address mirror is skipped (skip_invalidation, attribute unchanged).
+    w = machine(profile, mirror=False)
+    _bo(w, ["system", "vram"])
+    assert w.madvise(vm="vm0", addr=G, range=4 * K4, type="preferred_loc",
+                     devmem_fd=-1) == {"invalidated": []}
+    assert [v["attrs"]["devmem_fd"] for v in vmas(w)] == [0]
+
+
+def test_devmem_fd_that_is_no_file() -> None:
+    # v6.18 madvise_args_are_sane() only refuses fd < DRM_XE_PREFERRED_LOC_DEFAULT_SYSTEM;
+    # nothing looks the number up, so any fd is stored (and resolves to system memory).
+    # Mainline xe_madvise_details_init() -> xe_drm_pagemap_from_fd(): fget() fails ->
+    # -ENOENT, before any split; and devmem_fd <= 0 with a region_instance is -EINVAL
+    # (madvise_args_are_sane(); in 6.18 that u16 is the pad, also -EINVAL).
+    old = machine("6.18")
+    old.madvise(vm="vm0", addr=A, range=M2, type="preferred_loc", devmem_fd=999,
+                region_instance=0)
+    assert [v["attrs"]["devmem_fd"] for v in vmas(old, A, M2)] == [999]
+    new = machine("7.0")
+    before = vmas(new)
+    assert refused(new.madvise, vm="vm0", addr=A, range=M2, type="preferred_loc",
+                   devmem_fd=999, region_instance=1).errno == errno.ENOENT
+    assert vmas(new) == before
+    for w in (old, new):
+        assert refused(w.madvise, vm="vm0", addr=A, range=M2, type="preferred_loc",
+                       devmem_fd=0, region_instance=1).errno == errno.EINVAL
+
+
+def test_madvised_pagemap_is_referenced_by_the_vma() -> None:
+    # Mainline madvise_preferred_mem_loc(): a changed VMA drops its old pagemap reference and
+    # takes one on the madvised drm_pagemap (drm_pagemap_get()); the ioctl's own reference
+    # is dropped in xe_madvise_details_fini(). Advising system memory drops it again.
+    w = machine("7.0")
+    assert pagemaps(w) == [("gpu0", 1, False)]
+    w.madvise(vm="vm0", addr=A, range=M2, type="preferred_loc", devmem_fd="gpu0")
+    assert pagemaps(w) == [("gpu0", 2, False)]
+    w.madvise(vm="vm0", addr=A, range=M2, type="preferred_loc", devmem_fd=-1)
     assert pagemaps(w) == [("gpu0", 1, False)]
