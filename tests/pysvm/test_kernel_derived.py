@@ -527,6 +527,25 @@ def test_618_has_no_owner_check_and_faults_stay_in_system_memory() -> None:
     assert w.devices["gpu0"].vram.used == w.devices["gpu1"].vram.used == 0
 
 
+def test_enolink_for_an_unlinked_device_leaves_its_new_pagemap_cached() -> None:
+    # Mainline xe_madvise_details_init(): xe_drm_pagemap_from_fd() -> xe_devmem_open() ->
+    # xe_pagemap_find_or_create() creates gpu1's pagemap (no VM of gpu1 made one yet);
+    # xe_pagemap_create() joins it to the owner list (drm_pagemap_acquire_owner()), where,
+    # unlinked to gpu0, it gets an owner of its own. The owner test fails (-ENOLINK) before
+    # xe_vm_alloc_madvise_vma(), so no VMA is split, and drm_pagemap_put() leaves the new
+    # pagemap idle on gpu1's shrinker list.
+    w = pysvm.World("7.0")
+    w.device(name="gpu0", vram_mib=64)
+    w.device(name="gpu1", vram_mib=64)
+    _fault_vm(w, "vm0", "gpu0")
+    assert pagemaps(w) == [("gpu0", 1, False)]
+    assert refused(w.madvise, vm="vm0", addr=A, range=M2, type="preferred_loc",
+                   devmem_fd="gpu1").errno == errno.ENOLINK
+    assert len(vmas(w)) == 1
+    assert pagemaps(w) == [("gpu0", 1, False), ("gpu1", 0, True)]
+    assert w.shrink(device="gpu1") == {"listed": 1, "freed": 1}
+
+
 # === purgeable BOs (mainline) =================================================================
 
 def _purgeable(w: pysvm.World, at: int = G, val: int = 1, **kw: Any) -> dict[str, Any]:
