@@ -650,6 +650,21 @@ def test_purgeable_madvise_skips_non_bo_vmas() -> None:
 # === chunk edges (drm_gpusvm_range_chunk_size(), chunks 2M, 64K, 4K) =========================
 
 @pytest.mark.parametrize("profile", BOTH)
+def test_chunk_at_the_start_of_a_cpu_vma(profile: str) -> None:
+    # drm_gpusvm_range_chunk_size(): a chunk's aligned span must start at or after
+    # vas->vm_start. A CPU VMA starting 4 KiB past a 2 MiB boundary: the first page gets
+    # neither the 2 MiB nor the 64 KiB span (both start below the VMA), only 4 KiB; from
+    # the next 64 KiB boundary on, 64 KiB chunks fit (pages touched, so
+    # drm_gpusvm_check_pages() passes).
+    w = machine(profile)
+    w.mmap(addr=A + K4, size=M2 - K4)
+    w.cpu_write(addr=A + K4, size=M2 - K4, value=1)
+    w.gpu_access(vm="vm0", addr=A + K4, size=K4, op="read")
+    w.gpu_access(vm="vm0", addr=A + K64 + K4, size=K4, op="read")
+    assert [(a, r) for a, r, _, _ in ranges(w)] == [(A + K4, K4), (A + K64, K64)]
+
+
+@pytest.mark.parametrize("profile", BOTH)
 def test_chunk_threshold_is_zero_on_an_integrated_device(profile: str) -> None:
     # __xe_svm_handle_pagefault(): check_pages_threshold = devmem_possible ? SZ_64K : 0, so
     # without VRAM the 64 KiB chunk is taken without looking at the CPU pages.
@@ -789,6 +804,26 @@ def test_two_vms_share_the_device_pages_of_one_process() -> None:
     # invalidated by the migration's notifier.
     assert w.evict(device="gpu0") == {"pages": 512}
     assert ranges(w, "v1") == ranges(w, "v2") == [(A, M2, "system", False)]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_vram_pressure_evicts_the_oldest_allocation(profile: str) -> None:
+    # Each migrated range is one VRAM BO (xe_drm_pagemap_populate_mm() ->
+    # xe_bo_create_locked(), no VM, so no bulk-move LRU); when the next allocation does not
+    # fit, TTM evicts from the head of the VRAM manager's LRU - the oldest allocation - and
+    # xe_bo_move() hands an SVM BO to xe_svm_bo_evict() -> drm_pagemap_evict_to_ram(). GPU
+    # accesses do not touch the BO LRU. 4 MiB of VRAM hold two 2 MiB ranges.
+    w = machine(profile, vram_mib=4)
+    w.mmap(addr=A, size=3 * M2)
+    for i in range(3):
+        w.gpu_access(vm="vm0", addr=A + i * M2, size=K4, op="write", value=i + 1)
+    assert [loc for _, _, loc, _ in ranges(w)] == ["system", "gpu0", "gpu0"]
+    w.gpu_access(vm="vm0", addr=A + M2, size=K4, op="read")     # no LRU bump
+    # The first range faults back in and evicts the now-oldest, the second.
+    r = w.gpu_access(vm="vm0", addr=A, size=K4, op="read")
+    assert r["faults"] == 1 and r["data"] == [1]
+    assert [loc for _, _, loc, _ in ranges(w)] == ["gpu0", "system", "gpu0"]
+    assert w.cpu_read(addr=A + M2, size=K4)["data"] == [2]
 
 
 # === garbage collection =======================================================================
@@ -972,6 +1007,22 @@ def test_pagemap_opened_by_a_refused_madvise_is_left_cached() -> None:
     # any pagemap is looked up.
     assert refused(w.madvise, vm="vm0", addr=G, range=M2, type="preferred_loc",
                    devmem_fd="gpu0", region_instance=2).errno == errno.ENOENT
+
+
+def test_device_pages_keep_the_pagemap_active_after_their_vm_is_gone() -> None:
+    # Mainline drm_pagemap_zdd_alloc() takes a drm_pagemap reference for every migrated
+    # allocation (zdd->dpagemap = drm_pagemap_get()), dropped in drm_pagemap_zdd_destroy()
+    # when the last device page is freed. Destroying the VM (xe_svm_close() puts its own
+    # reference) leaves the pagemap active while its pages are in VRAM; the CPU touching
+    # them (drm_pagemap_migrate_to_ram()) frees them, and the idle pagemap is cached.
+    w = machine("7.0")
+    w.mmap(addr=A, size=M2)
+    w.gpu_access(vm="vm0", addr=A, size=K4, op="write", value=8)
+    w.vm_destroy(vm="vm0")
+    assert pagemaps(w) == [("gpu0", 1, False)]
+    assert w.cpu_read(addr=A, size=K4)["data"] == [8]
+    assert pagemaps(w) == [("gpu0", 0, True)]
+    assert w.devices["gpu0"].vram.used == 0
 
 
 # === madvise invalidation and range boundaries ================================================
