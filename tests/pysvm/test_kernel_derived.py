@@ -647,6 +647,26 @@ def test_purgeable_madvise_skips_non_bo_vmas() -> None:
         "faults": 0, "retries": 0, "data": [1]}
 
 
+def test_unbinding_the_last_willneed_vma_makes_the_bo_purgeable() -> None:
+    # Mainline: destroying a VMA recomputes the BO's state from the VMAs left
+    # (xe_vma_destroy() -> xe_bo_recompute_purgeable_state(), all DONTNEED -> DONTNEED).
+    # Then a fault that reaches xe_pagefault_begin() (an atomic always does) is -EACCES; the
+    # shrinker may purge it, xe_bo_move_notify() zapping the PTEs, so even a read faults
+    # and is -EACCES.
+    w = machine("7.0", mirror=False)
+    _bo(w, ["system"])
+    w.bind(vm="vm0", op="map", addr=2 * G, range=4 * K4, bo="bo0")
+    w.gpu_access(vm="vm0", addr=2 * G, size=K4, op="write", value=6)
+    _purgeable(w, at=2 * G)
+    assert refused(w.bo_purge, bo="bo0").errno == errno.EBUSY   # G's VMA is WILLNEED
+    w.bind(vm="vm0", op="unmap", addr=G, range=4 * K4)
+    assert refused(w.gpu_access, vm="vm0", addr=2 * G, size=K4,
+                   op="atomic").errno == errno.EACCES
+    assert w.bo_purge(bo="bo0") == {"zapped": 1}
+    e = refused(w.gpu_access, vm="vm0", addr=2 * G, size=K4, op="read")
+    assert e.errno == errno.EACCES and e.details["faults"] == 1
+
+
 # === chunk edges (drm_gpusvm_range_chunk_size(), chunks 2M, 64K, 4K) =========================
 
 @pytest.mark.parametrize("profile", BOTH)
