@@ -1124,3 +1124,28 @@ def test_madvised_pagemap_is_referenced_by_the_vma() -> None:
     assert pagemaps(w) == [("gpu0", 2, False)]
     w.madvise(vm="vm0", addr=A, range=M2, type="preferred_loc", devmem_fd=-1)
     assert pagemaps(w) == [("gpu0", 1, False)]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_an_atomic_overrides_a_system_memory_preference(profile: str) -> None:
+    # __xe_svm_handle_pagefault(): with DEFAULT_SYSTEM advice xe_vma_resolve_pagemap() is
+    # NULL, so a read binds system pages. An atomic on a discrete device (UNDEFINED atomic
+    # attribute, xe_vma_need_vram_for_atomic() == 1) sets ctx.devmem_only: the bound system
+    # range is not valid for it (xe_svm_range_is_valid(..., devmem_only)), and
+    # xe_svm_range_needs_migrate_to_vram(range, vma, !!dpagemap || devmem_only) migrates it
+    # to the local tile anyway (xe_svm_alloc_vram()).
+    w = machine(profile)
+    w.mmap(addr=A, size=2 * M2)
+    w.madvise(vm="vm0", addr=A, range=M2, type="preferred_loc", devmem_fd=-1)
+    w.gpu_access(vm="vm0", addr=A, size=K4, op="read")
+    assert ranges(w) == [(A, M2, "system", False)]
+    assert w.gpu_access(vm="vm0", addr=A, size=K4, op="atomic") == {"faults": 1, "retries": 0}
+    assert ranges(w) == [(A, M2, "gpu0", False)]
+    assert w.cpu_read(addr=A, size=K4)["data"] == [1]
+    # migration_policy ONLY_SYSTEM_PAGES over pages that are all in system memory changes
+    # nothing ("Till multi-device support is not added migration_policy is of no use",
+    # madvise_preferred_mem_loc()): the read fault migrates as usual.
+    w.madvise(vm="vm0", addr=A + M2, range=M2, type="preferred_loc", devmem_fd=0,
+              migration_policy=1)
+    w.gpu_access(vm="vm0", addr=A + M2, size=K4, op="read")
+    assert ranges(w)[-1] == (A + M2, M2, "gpu0", False)
