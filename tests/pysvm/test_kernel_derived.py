@@ -5,7 +5,7 @@ model: drivers/gpu/drm/xe/xe_svm.c, xe_vm.c, xe_vm_madvise.c, xe_pagefault.c, xe
 drivers/gpu/drm/drm_gpusvm.c, drm_pagemap.c, drm_pagemap_util.c (Linux v6.18 for the 6.18
 profile; mainline for the 7.0 profile). Ten topics, three or more scenarios each: prefetch,
 userptr, BO atomics, killed VMs, owner groups, purgeable BOs, chunk edges, eviction, garbage
-collection and the pagemap cache.
+collection and the pagemap cache; then madvise invalidation and range boundaries.
 
 A scenario the model gets wrong is marked xfail(strict=True) with the kernel function that
 decides it, so it starts failing the day the model is fixed.
@@ -215,7 +215,7 @@ def test_userptr_aliases_share_the_process_pages(profile: str) -> None:
 
 @pytest.mark.xfail(strict=True, reason="model divergence: xe_vm.c new_vma() pins a userptr "
                    "VMA at bind (xe_vma_userptr_pin_pages(), -EFAULT over unmapped memory); "
-                   "pysvm/xe/vm.py Vm.bind() creates the VMA without pinning")
+                   "pysvm/xe/vm.py Vm.bind_map() creates the VMA without pinning")
 @pytest.mark.parametrize("profile", BOTH)
 def test_userptr_bind_of_unmapped_cpu_memory_is_efault(profile: str) -> None:
     # xe_vm.c new_vma() pins a userptr VMA at bind time (xe_vma_userptr_pin_pages());
@@ -922,7 +922,8 @@ def test_non_unmap_invalidation_is_not_collected(profile: str) -> None:
 @pytest.mark.xfail(strict=True, reason="model divergence (a documented profile choice): "
                    "v6.18 xe_svm.c xe_svm_range_set_default_attr() returns 0 ('Skipping "
                    "madvise reset') for a VMA without XE_VMA_MADV_AUTORESET; the 6.18 "
-                   "profile keeps 6.18-rc1's unconditional reset (pysvm/xe/svm.py collector)")
+                   "profile keeps 6.18-rc1's unconditional reset (pysvm/xe/profile.py "
+                   "V6_18.autoreset_gating=False, pysvm/xe/garbage_collector.py)")
 def test_618_collector_keeps_advice_without_autoreset() -> None:
     # v6.18 xe_svm_garbage_collector() -> xe_svm_range_set_default_attr(): a VMA not bound
     # with DRM_XE_VM_BIND_FLAG_MADVISE_AUTORESET keeps its attributes after its range is
@@ -939,7 +940,8 @@ def test_618_collector_keeps_advice_without_autoreset() -> None:
 @pytest.mark.xfail(strict=True, reason="model divergence (a documented profile choice): "
                    "v6.18 uapi has DRM_XE_VM_BIND_FLAG_MADVISE_AUTORESET (xe_drm.h, bit 6) "
                    "and xe_vm.c vm_bind_ioctl_check_args() accepts it with "
-                   "CPU_ADDR_MIRROR on MAP; the 6.18 profile refuses it with EINVAL")
+                   "CPU_ADDR_MIRROR on MAP; the 6.18 profile refuses it with EINVAL "
+                   "(pysvm/xe/vm.py Vm._check_map_args())")
 def test_618_accepts_the_autoreset_bind_flag() -> None:
     # vm_bind_ioctl_check_args(): MADVISE_AUTORESET is in SUPPORTED_FLAGS and only needs
     # is_cpu_addr_mirror && op == MAP; vm_bind_ioctl_ops_create() turns it into
