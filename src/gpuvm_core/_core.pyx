@@ -576,6 +576,40 @@ cdef class OpPrefetch:
         return (OpPrefetch, (_va_of(self, self.va),))
 
 
+# Record blocks of short op lists. An Ops object is zeroed whole each time it
+# is made (Cython's allocator clears the struct), so records kept inside it
+# cost a ~400-byte clear per request even when the list is empty (W3). Short
+# lists (<= OPS_INLINE records, most requests) take a block from this pool
+# instead and give it back when the list dies; an empty list takes none.
+# Touched only with the GIL held (Ops.__dealloc__, GpuVm._ops): the module
+# does not declare itself free-threading safe, so the GIL is always there.
+cdef OpRec* _rec_pool[OPS_POOL]
+cdef int _rec_npool = 0
+
+
+cdef inline OpRec* _recs_alloc(Py_ssize_t n) noexcept:
+    """A block for ``n`` >= 1 records (NULL if out of memory)."""
+    global _rec_npool
+    if n > OPS_INLINE:
+        return <OpRec*>PyMem_RawMalloc(n * sizeof(OpRec))
+    if _rec_npool:
+        _rec_npool -= 1
+        return _rec_pool[_rec_npool]
+    return <OpRec*>PyMem_RawMalloc(OPS_INLINE * sizeof(OpRec))
+
+
+cdef inline void _recs_free(OpRec* p, Py_ssize_t n) noexcept:
+    """Give back a block _recs_alloc(n) returned (NULL: nothing)."""
+    global _rec_npool
+    if p == NULL:
+        return
+    if n <= OPS_INLINE and _rec_npool < OPS_POOL:
+        _rec_pool[_rec_npool] = p
+        _rec_npool += 1
+    else:
+        PyMem_RawFree(p)
+
+
 cdef object _make_op(GpuVm vm, const OpRec* r):
     if r.type == T_MAP:
         return _make_map(&r.va)
@@ -593,8 +627,8 @@ cdef object _make_op(GpuVm vm, const OpRec* r):
 cdef class Ops:
     """An op list, valid only while its VM is unchanged. Kernel: struct drm_gpuva_ops.
 
-    Records are kept in C (up to OPS_INLINE inside the object itself, more in
-    a heap block); Python op objects are built on first access. Not tracked
+    Records are kept in C (none for an empty list, a pooled block for up to
+    OPS_INLINE, else a heap block); Python op objects are built on first access. Not tracked
     by the cycle collector: it refers only to its VM (which holds no Python
     objects) and to op objects it built itself, none of which can refer back.
     """
@@ -603,8 +637,7 @@ cdef class Ops:
         raise TypeError("Ops lists come from GpuVm.*_ops_create()")
 
     def __dealloc__(self):
-        if self.recs != &self.small[0]:
-            PyMem_RawFree(self.recs)
+        _recs_free(self.recs, self.n)
 
     def __len__(self):
         return self.n
@@ -1585,7 +1618,6 @@ cdef class GpuVm:
         cdef Py_ssize_t n
         cdef OpRec* recs
         cdef Ops ops = Ops.__new__(Ops)
-        ops.recs = &ops.small[0]
         ops.vm = self
         self._enter()
         if what == OPS_MAP:
@@ -1598,10 +1630,7 @@ cdef class GpuVm:
             rc = self.c_prefetch(a, r, &self.buf)
         n = self.buf.n
         if rc == 0 and n:
-            if n <= OPS_INLINE:
-                recs = &ops.small[0]
-            else:
-                recs = <OpRec*>PyMem_RawMalloc(n * sizeof(OpRec))
+            recs = _recs_alloc(n)
             if recs == NULL:
                 rc = -E_NOMEM
             else:
