@@ -235,6 +235,49 @@ cdef extern from "Python.h":
     long long PyLong_AsLongLongAndOverflow(object v, int* ov) noexcept
 
 
+cdef extern from *:
+    """
+    /* An exact int read without calling into the interpreter, when it is small:
+       1 and *out set for an exact int in [0, 2**60) (CPython 3.11: up to two
+       30-bit digits) or in [0, 2**30) (3.12+: a "compact" int, read through the
+       PyUnstable_Long_* accessors); 0 otherwise, and the caller takes the
+       checked path. Never raises. */
+    static inline int gpuvm_small_u64(PyObject *v, uint64_t *out) {
+        if (!PyLong_CheckExact(v))
+            return 0;
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Long_IsCompact((PyLongObject *)v)) {
+            Py_ssize_t x = PyUnstable_Long_CompactValue((PyLongObject *)v);
+            if (x >= 0) {
+                *out = (uint64_t)x;
+                return 1;
+            }
+        }
+        return 0;
+    #else
+        {
+            Py_ssize_t size = Py_SIZE(v);
+            const digit *d = ((PyLongObject *)v)->ob_digit;
+            if (size == 0) {
+                *out = 0;
+                return 1;
+            }
+            if (size == 1) {
+                *out = (uint64_t)d[0];
+                return 1;
+            }
+            if (size == 2) {
+                *out = (uint64_t)d[0] | ((uint64_t)d[1] << PyLong_SHIFT);
+                return 1;
+            }
+        }
+        return 0;
+    #endif
+    }
+    """
+    bint gpuvm_small_u64(object v, uint64_t* out) noexcept
+
+
 cdef u64 _u64_slow(object v, str what) except? 0:
     if type(v) is not int:
         v = check_u64(v, what)
@@ -253,6 +296,9 @@ cdef inline u64 _u64(object v, str what) except? 0:
     """
     cdef int ov = 0
     cdef long long x
+    cdef u64 y
+    if gpuvm_small_u64(v, &y):
+        return y
     if type(v) is int:
         x = PyLong_AsLongLongAndOverflow(v, &ov)
         if ov == 0 and x >= 0:
@@ -260,12 +306,24 @@ cdef inline u64 _u64(object v, str what) except? 0:
     return _u64_slow(v, what)
 
 
+cdef inline int _u64_into(object v, str what, u64* out) except -1:
+    """``_u64`` for the per-request entry points: the value goes to ``out``, so a
+    result of 0 (a default offset) needs no PyErr_Occurred() to tell it from an error."""
+    if gpuvm_small_u64(v, out):
+        return 0
+    out[0] = _u64(v, what)
+    return 0
+
+
 cdef inline int64_t _to_obj(object v) except? -2:
     """An object handle: None -> -1, an int in [0, 2**63) as is, else check_obj's error."""
     cdef int ov = 0
     cdef long long x
+    cdef u64 y
     if v is None:
         return -1
+    if gpuvm_small_u64(v, &y):
+        return <int64_t>y
     if type(v) is int:
         x = PyLong_AsLongLongAndOverflow(v, &ov)
         if ov == 0 and x >= 0:
@@ -1431,8 +1489,9 @@ cdef class GpuVm:
 
     def find_first(self, addr, range):  # noqa: A002
         """Kernel: drm_gpuva_find_first()."""
-        cdef u64 a = _u64(addr, "addr")
-        cdef u64 r = _u64(range, "range")
+        cdef u64 a, r
+        _u64_into(addr, "addr", &a)
+        _u64_into(range, "range", &r)
         return self._first(a, a + r - 1)
 
     def find(self, addr, range):  # noqa: A002
@@ -1649,24 +1708,29 @@ cdef class GpuVm:
 
     def sm_map_ops_create(self, addr, range, obj=None, offset=0):  # noqa: A002
         """Kernel: drm_gpuvm_sm_map_ops_create()."""
-        cdef u64 a = _u64(addr, "addr")
-        cdef u64 r = _u64(range, "range")
-        cdef int64_t o = _to_obj(obj)
-        cdef u64 f = _u64(offset, "offset")
+        cdef u64 a, r, f
+        cdef int64_t o
+        _u64_into(addr, "addr", &a)
+        _u64_into(range, "range", &r)
+        o = _to_obj(obj)
+        _u64_into(offset, "offset", &f)
         return self._ops(OPS_MAP, a, r, o, f)
 
     def madvise_ops_create(self, addr, range, obj=None, offset=0):  # noqa: A002
         """Kernel: drm_gpuvm_madvise_ops_create()."""
-        cdef u64 a = _u64(addr, "addr")
-        cdef u64 r = _u64(range, "range")
-        cdef int64_t o = _to_obj(obj)
-        cdef u64 f = _u64(offset, "offset")
+        cdef u64 a, r, f
+        cdef int64_t o
+        _u64_into(addr, "addr", &a)
+        _u64_into(range, "range", &r)
+        o = _to_obj(obj)
+        _u64_into(offset, "offset", &f)
         return self._ops(OPS_MADVISE, a, r, o, f)
 
     def sm_unmap_ops_create(self, addr, range):  # noqa: A002
         """Kernel: drm_gpuvm_sm_unmap_ops_create()."""
-        cdef u64 a = _u64(addr, "addr")
-        cdef u64 r = _u64(range, "range")
+        cdef u64 a, r
+        _u64_into(addr, "addr", &a)
+        _u64_into(range, "range", &r)
         return self._ops(OPS_UNMAP, a, r, -1, 0)
 
     def prefetch_ops_create(self, addr, range):  # noqa: A002
