@@ -47,9 +47,11 @@ takes the id of a linked VA or of the reserved node (``c_new_id``). 32 bits
 keep a slot at 36 bytes; ``_debug_set_next_id`` starts the counter near the
 limit so the wrap is testable in milliseconds.
 
-Op lists: the walker writes compact ``OpRec`` records into the VM's scratch
-buffer; ``Ops`` copies them out before the call returns (so no list ever sees
-another call's records) and builds Python op objects only when indexed.
+Op lists: the walker writes compact ``OpRec`` records; for a single request
+straight into the new ``Ops``'s own block (a pooled one for short lists, so
+no list ever sees another call's records and nothing is copied), for the batch
+loops into the VM's scratch buffer. ``Ops`` builds Python op objects only
+when indexed.
 ``apply(Ops)`` works on the records directly and refuses a list created
 before the VM last changed (generation counter, ESTALE). The scratch buffer
 shrinks back to ``SCRATCH_KEEP`` records after a call that grew it past that.
@@ -1670,35 +1672,35 @@ cdef class GpuVm:
         return GpuvmError(_errno.EINVAL, f"request [{addr:#x}, +{rng:#x}) is invalid: {why}")
 
     cdef Ops _ops(self, int what, u64 a, u64 r, int64_t o, u64 f):
-        """Run the walker under the guard and copy its records into the new Ops
-        (C only; the object is made before the guard is taken, so no Python
-        code runs while it is held)."""
+        """Run the walker under the guard, writing straight into the new list's own
+        record block (C only; the object is made before the guard is taken, so no
+        Python code runs while it is held). The block starts as a pooled one of
+        OPS_INLINE records and grows like the scratch buffer if the list is longer;
+        an empty list gives it back."""
         cdef int rc
-        cdef Py_ssize_t n
-        cdef OpRec* recs
+        cdef OpBuf ob
         cdef Ops ops = Ops.__new__(Ops)
         ops.vm = self
         self._enter()
-        if what == OPS_MAP:
-            rc = self.c_sm_map(a, r, o, f, False, &self.buf)
+        ob.recs = _recs_alloc(1)
+        ob.n = 0
+        ob.cap = OPS_INLINE
+        if ob.recs == NULL:
+            rc = -E_NOMEM
+        elif what == OPS_MAP:
+            rc = self.c_sm_map(a, r, o, f, False, &ob)
         elif what == OPS_MADVISE:
-            rc = self.c_sm_map(a, r, o, f, True, &self.buf)
+            rc = self.c_sm_map(a, r, o, f, True, &ob)
         elif what == OPS_UNMAP:
-            rc = self.c_sm_unmap(a, r, &self.buf)
+            rc = self.c_sm_unmap(a, r, &ob)
         else:
-            rc = self.c_prefetch(a, r, &self.buf)
-        n = self.buf.n
-        if rc == 0 and n:
-            recs = _recs_alloc(n)
-            if recs == NULL:
-                rc = -E_NOMEM
-            else:
-                memcpy(recs, self.buf.recs, n * sizeof(OpRec))
-                ops.recs = recs
-                ops.n = n
+            rc = self.c_prefetch(a, r, &ob)
+        if rc == 0 and ob.n:
+            ops.recs = ob.recs
+            ops.n = ob.n
+        else:
+            _recs_free(ob.recs, ob.cap)
         ops.generation = self.generation
-        if self.buf.cap > SCRATCH_KEEP:
-            self._trim()
         self.busy = 0
         if rc == -E_INVAL:
             raise self._invalid(a, r)
