@@ -161,9 +161,9 @@ cdef class GpuVm:
     cdef uint32_t last_id          # the id c_link_at gave last
 
     # positions
-    cdef Pos c_upper_raw(self, u64 key) noexcept nogil
-    cdef Pos c_upper(self, u64 key) noexcept nogil
-    cdef Pos c_lower(self, u64 key) noexcept nogil
+    cdef inline Pos c_upper_raw(self, u64 key) noexcept nogil
+    cdef inline Pos c_upper(self, u64 key) noexcept nogil
+    cdef inline Pos c_lower(self, u64 key) noexcept nogil
     cdef void c_next(self, Pos* p) noexcept nogil
     cdef bint c_prev(self, Pos* p) noexcept nogil
     cdef void c_read(self, Pos p, VaRec* v) noexcept nogil

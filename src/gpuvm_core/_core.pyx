@@ -799,7 +799,7 @@ cdef class GpuVm:
 
     # -- positions --------------------------------------------------------
 
-    cdef Pos c_upper_raw(self, u64 key) noexcept nogil:
+    cdef inline Pos c_upper_raw(self, u64 key) noexcept nogil:
         """Where a VA starting at ``key`` is linked: after every VA with addr <= key.
 
         Not normalised: ``si`` may equal the chunk's ``n`` (append to that chunk).
@@ -828,7 +828,7 @@ cdef class GpuVm:
         p.si = _bisect_right(c.addr, c.n, key)
         return p
 
-    cdef Pos c_upper(self, u64 key) noexcept nogil:
+    cdef inline Pos c_upper(self, u64 key) noexcept nogil:
         """First position whose addr > key."""
         cdef Pos p = self.c_upper_raw(key)
         if p.ci < self.nch and p.si == self.chunks[p.ci].n:
@@ -836,7 +836,7 @@ cdef class GpuVm:
             p.si = 0
         return p
 
-    cdef Pos c_lower(self, u64 key) noexcept nogil:
+    cdef inline Pos c_lower(self, u64 key) noexcept nogil:
         """First position whose addr >= key."""
         cdef Pos p
         cdef Chunk* c
