@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -148,6 +149,28 @@ def targets(rows: list[Row], memory: list[MemoryReport]) -> list[str]:
     return out
 
 
+def floor_section(sizes: list[int], m: int, clock: str, repeat: int, kernel: Any) -> list[str]:
+    """The call-floor table (benchmarks.call_floor), or a line saying why it is absent."""
+    if not sizes:
+        return []
+    head = ["", "### The Python call floor of the single path", "",
+            "call floor = `run_single` over a do-nothing compiled stand-in VM (same methods, "
+            "arguments and kind of return value, no work; `benchmarks/call_floor.py`); kernel "
+            "and core single timed again beside it, each cell the fastest of "
+            f"{repeat} loops of M = {m:,}.", ""]
+    try:
+        from benchmarks.call_floor import build_floor, format_rows
+        from benchmarks.call_floor import measure as measure_floor
+        from gpuvm_core.kernel import KernelTreeError
+
+        mod = build_floor()
+    except (ImportError, OSError, subprocess.CalledProcessError, KernelTreeError) as e:
+        return head + [f"Not measured: the stand-in could not be built ({type(e).__name__}: "
+                       "it needs Cython and a C compiler)."]
+    return head + format_rows(measure_floor(mod, sizes, [1, 2, 3, 4], m, clock, repeat,
+                                            kernel))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -162,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernel-tree", metavar="DIR", default=None,
                     help="time DIR's own drm_gpuvm.c (compiled in userspace) in the same run; "
                          "without it the kernel columns are absent")
+    ap.add_argument("--floor-sizes", default="1e3",
+                    help="sizes for the Python call-floor table (benchmarks.call_floor; needs "
+                         "Cython and a C compiler); '' to skip it (default 1e3)")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
     kernel = None
@@ -190,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     memory.append(memory_per_mapping("reference", big, m=args.ref_m))
     peers = peer_rows(small, args.peer_m, args.clock)
     pop = {n: populate_ns(n, args.clock, kernel) for n in sizes}
+    floor = floor_section(parse_sizes(args.floor_sizes) if args.floor_sizes.strip() else [],
+                          args.m, args.clock, args.repeat, kernel)
     elapsed = time.perf_counter() - t_start
     load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -233,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         out.append(f"| {n:,} | {pop[n]['core single']:,.0f} | {pop[n]['core batch']:,.0f} | "
                    f"{'-' if math.isnan(ref) else f'{ref:,.0f}'} | "
                    f"{'absent (no --kernel-tree)' if kn is None else f'{kn:,.0f}'} |")
+    out += floor
     out += ["", END]
     text = "\n".join(out)
     print(text)

@@ -117,7 +117,8 @@ cdef class OpPrefetch:
 
 
 cdef enum:
-    OPS_INLINE = 3               # op records an Ops list holds without a heap block
+    OPS_INLINE = 3               # lists of up to this many records use a pooled small block
+    OPS_POOL = 32                # small record blocks kept for reuse (module-wide, GIL held)
 
 
 @cython.freelist(8)
@@ -125,9 +126,9 @@ cdef enum:
 cdef class Ops:
     cdef readonly GpuVm vm
     cdef readonly u64 generation
-    cdef OpRec* recs               # == small, or a PyMem_Raw block when n > OPS_INLINE
+    cdef OpRec* recs               # NULL when n == 0; a pooled OPS_INLINE block when
+                                   # n <= OPS_INLINE; else a PyMem_Raw block of n records
     cdef Py_ssize_t n
-    cdef OpRec small[OPS_INLINE]
     cdef list _objs
     cdef list _all(self)
 
@@ -160,9 +161,9 @@ cdef class GpuVm:
     cdef uint32_t last_id          # the id c_link_at gave last
 
     # positions
-    cdef Pos c_upper_raw(self, u64 key) noexcept nogil
-    cdef Pos c_upper(self, u64 key) noexcept nogil
-    cdef Pos c_lower(self, u64 key) noexcept nogil
+    cdef inline Pos c_upper_raw(self, u64 key) noexcept nogil
+    cdef inline Pos c_upper(self, u64 key) noexcept nogil
+    cdef inline Pos c_lower(self, u64 key) noexcept nogil
     cdef void c_next(self, Pos* p) noexcept nogil
     cdef bint c_prev(self, Pos* p) noexcept nogil
     cdef void c_read(self, Pos p, VaRec* v) noexcept nogil

@@ -47,9 +47,11 @@ takes the id of a linked VA or of the reserved node (``c_new_id``). 32 bits
 keep a slot at 36 bytes; ``_debug_set_next_id`` starts the counter near the
 limit so the wrap is testable in milliseconds.
 
-Op lists: the walker writes compact ``OpRec`` records into the VM's scratch
-buffer; ``Ops`` copies them out before the call returns (so no list ever sees
-another call's records) and builds Python op objects only when indexed.
+Op lists: the walker writes compact ``OpRec`` records; for a single request
+straight into the new ``Ops``'s own block (a pooled one for short lists, so
+no list ever sees another call's records and nothing is copied), for the batch
+loops into the VM's scratch buffer. ``Ops`` builds Python op objects only
+when indexed.
 ``apply(Ops)`` works on the records directly and refuses a list created
 before the VM last changed (generation counter, ESTALE). The scratch buffer
 shrinks back to ``SCRATCH_KEEP`` records after a call that grew it past that.
@@ -235,6 +237,49 @@ cdef extern from "Python.h":
     long long PyLong_AsLongLongAndOverflow(object v, int* ov) noexcept
 
 
+cdef extern from *:
+    """
+    /* An exact int read without calling into the interpreter, when it is small:
+       1 and *out set for an exact int in [0, 2**60) (CPython 3.11: up to two
+       30-bit digits) or in [0, 2**30) (3.12+: a "compact" int, read through the
+       PyUnstable_Long_* accessors); 0 otherwise, and the caller takes the
+       checked path. Never raises. */
+    static inline int gpuvm_small_u64(PyObject *v, uint64_t *out) {
+        if (!PyLong_CheckExact(v))
+            return 0;
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Long_IsCompact((PyLongObject *)v)) {
+            Py_ssize_t x = PyUnstable_Long_CompactValue((PyLongObject *)v);
+            if (x >= 0) {
+                *out = (uint64_t)x;
+                return 1;
+            }
+        }
+        return 0;
+    #else
+        {
+            Py_ssize_t size = Py_SIZE(v);
+            const digit *d = ((PyLongObject *)v)->ob_digit;
+            if (size == 0) {
+                *out = 0;
+                return 1;
+            }
+            if (size == 1) {
+                *out = (uint64_t)d[0];
+                return 1;
+            }
+            if (size == 2) {
+                *out = (uint64_t)d[0] | ((uint64_t)d[1] << PyLong_SHIFT);
+                return 1;
+            }
+        }
+        return 0;
+    #endif
+    }
+    """
+    bint gpuvm_small_u64(object v, uint64_t* out) noexcept
+
+
 cdef u64 _u64_slow(object v, str what) except? 0:
     if type(v) is not int:
         v = check_u64(v, what)
@@ -253,6 +298,9 @@ cdef inline u64 _u64(object v, str what) except? 0:
     """
     cdef int ov = 0
     cdef long long x
+    cdef u64 y
+    if gpuvm_small_u64(v, &y):
+        return y
     if type(v) is int:
         x = PyLong_AsLongLongAndOverflow(v, &ov)
         if ov == 0 and x >= 0:
@@ -260,12 +308,24 @@ cdef inline u64 _u64(object v, str what) except? 0:
     return _u64_slow(v, what)
 
 
+cdef inline int _u64_into(object v, str what, u64* out) except -1:
+    """``_u64`` for the per-request entry points: the value goes to ``out``, so a
+    result of 0 (a default offset) needs no PyErr_Occurred() to tell it from an error."""
+    if gpuvm_small_u64(v, out):
+        return 0
+    out[0] = _u64(v, what)
+    return 0
+
+
 cdef inline int64_t _to_obj(object v) except? -2:
     """An object handle: None -> -1, an int in [0, 2**63) as is, else check_obj's error."""
     cdef int ov = 0
     cdef long long x
+    cdef u64 y
     if v is None:
         return -1
+    if gpuvm_small_u64(v, &y):
+        return <int64_t>y
     if type(v) is int:
         x = PyLong_AsLongLongAndOverflow(v, &ov)
         if ov == 0 and x >= 0:
@@ -576,6 +636,40 @@ cdef class OpPrefetch:
         return (OpPrefetch, (_va_of(self, self.va),))
 
 
+# Record blocks of short op lists. An Ops object is zeroed whole each time it
+# is made (Cython's allocator clears the struct), so records kept inside it
+# cost a ~400-byte clear per request even when the list is empty (W3). Short
+# lists (<= OPS_INLINE records, most requests) take a block from this pool
+# instead and give it back when the list dies; an empty list takes none.
+# Touched only with the GIL held (Ops.__dealloc__, GpuVm._ops): the module
+# does not declare itself free-threading safe, so the GIL is always there.
+cdef OpRec* _rec_pool[OPS_POOL]
+cdef int _rec_npool = 0
+
+
+cdef inline OpRec* _recs_alloc(Py_ssize_t n) noexcept:
+    """A block for ``n`` >= 1 records (NULL if out of memory)."""
+    global _rec_npool
+    if n > OPS_INLINE:
+        return <OpRec*>PyMem_RawMalloc(n * sizeof(OpRec))
+    if _rec_npool:
+        _rec_npool -= 1
+        return _rec_pool[_rec_npool]
+    return <OpRec*>PyMem_RawMalloc(OPS_INLINE * sizeof(OpRec))
+
+
+cdef inline void _recs_free(OpRec* p, Py_ssize_t n) noexcept:
+    """Give back a block _recs_alloc(n) returned (NULL: nothing)."""
+    global _rec_npool
+    if p == NULL:
+        return
+    if n <= OPS_INLINE and _rec_npool < OPS_POOL:
+        _rec_pool[_rec_npool] = p
+        _rec_npool += 1
+    else:
+        PyMem_RawFree(p)
+
+
 cdef object _make_op(GpuVm vm, const OpRec* r):
     if r.type == T_MAP:
         return _make_map(&r.va)
@@ -593,8 +687,8 @@ cdef object _make_op(GpuVm vm, const OpRec* r):
 cdef class Ops:
     """An op list, valid only while its VM is unchanged. Kernel: struct drm_gpuva_ops.
 
-    Records are kept in C (up to OPS_INLINE inside the object itself, more in
-    a heap block); Python op objects are built on first access. Not tracked
+    Records are kept in C (none for an empty list, a pooled block for up to
+    OPS_INLINE, else a heap block); Python op objects are built on first access. Not tracked
     by the cycle collector: it refers only to its VM (which holds no Python
     objects) and to op objects it built itself, none of which can refer back.
     """
@@ -603,8 +697,7 @@ cdef class Ops:
         raise TypeError("Ops lists come from GpuVm.*_ops_create()")
 
     def __dealloc__(self):
-        if self.recs != &self.small[0]:
-            PyMem_RawFree(self.recs)
+        _recs_free(self.recs, self.n)
 
     def __len__(self):
         return self.n
@@ -706,7 +799,7 @@ cdef class GpuVm:
 
     # -- positions --------------------------------------------------------
 
-    cdef Pos c_upper_raw(self, u64 key) noexcept nogil:
+    cdef inline Pos c_upper_raw(self, u64 key) noexcept nogil:
         """Where a VA starting at ``key`` is linked: after every VA with addr <= key.
 
         Not normalised: ``si`` may equal the chunk's ``n`` (append to that chunk).
@@ -735,7 +828,7 @@ cdef class GpuVm:
         p.si = _bisect_right(c.addr, c.n, key)
         return p
 
-    cdef Pos c_upper(self, u64 key) noexcept nogil:
+    cdef inline Pos c_upper(self, u64 key) noexcept nogil:
         """First position whose addr > key."""
         cdef Pos p = self.c_upper_raw(key)
         if p.ci < self.nch and p.si == self.chunks[p.ci].n:
@@ -743,7 +836,7 @@ cdef class GpuVm:
             p.si = 0
         return p
 
-    cdef Pos c_lower(self, u64 key) noexcept nogil:
+    cdef inline Pos c_lower(self, u64 key) noexcept nogil:
         """First position whose addr >= key."""
         cdef Pos p
         cdef Chunk* c
@@ -1398,8 +1491,9 @@ cdef class GpuVm:
 
     def find_first(self, addr, range):  # noqa: A002
         """Kernel: drm_gpuva_find_first()."""
-        cdef u64 a = _u64(addr, "addr")
-        cdef u64 r = _u64(range, "range")
+        cdef u64 a, r
+        _u64_into(addr, "addr", &a)
+        _u64_into(range, "range", &r)
         return self._first(a, a + r - 1)
 
     def find(self, addr, range):  # noqa: A002
@@ -1578,39 +1672,35 @@ cdef class GpuVm:
         return GpuvmError(_errno.EINVAL, f"request [{addr:#x}, +{rng:#x}) is invalid: {why}")
 
     cdef Ops _ops(self, int what, u64 a, u64 r, int64_t o, u64 f):
-        """Run the walker under the guard and copy its records into the new Ops
-        (C only; the object is made before the guard is taken, so no Python
-        code runs while it is held)."""
+        """Run the walker under the guard, writing straight into the new list's own
+        record block (C only; the object is made before the guard is taken, so no
+        Python code runs while it is held). The block starts as a pooled one of
+        OPS_INLINE records and grows like the scratch buffer if the list is longer;
+        an empty list gives it back."""
         cdef int rc
-        cdef Py_ssize_t n
-        cdef OpRec* recs
+        cdef OpBuf ob
         cdef Ops ops = Ops.__new__(Ops)
-        ops.recs = &ops.small[0]
         ops.vm = self
         self._enter()
-        if what == OPS_MAP:
-            rc = self.c_sm_map(a, r, o, f, False, &self.buf)
+        ob.recs = _recs_alloc(1)
+        ob.n = 0
+        ob.cap = OPS_INLINE
+        if ob.recs == NULL:
+            rc = -E_NOMEM
+        elif what == OPS_MAP:
+            rc = self.c_sm_map(a, r, o, f, False, &ob)
         elif what == OPS_MADVISE:
-            rc = self.c_sm_map(a, r, o, f, True, &self.buf)
+            rc = self.c_sm_map(a, r, o, f, True, &ob)
         elif what == OPS_UNMAP:
-            rc = self.c_sm_unmap(a, r, &self.buf)
+            rc = self.c_sm_unmap(a, r, &ob)
         else:
-            rc = self.c_prefetch(a, r, &self.buf)
-        n = self.buf.n
-        if rc == 0 and n:
-            if n <= OPS_INLINE:
-                recs = &ops.small[0]
-            else:
-                recs = <OpRec*>PyMem_RawMalloc(n * sizeof(OpRec))
-            if recs == NULL:
-                rc = -E_NOMEM
-            else:
-                memcpy(recs, self.buf.recs, n * sizeof(OpRec))
-                ops.recs = recs
-                ops.n = n
+            rc = self.c_prefetch(a, r, &ob)
+        if rc == 0 and ob.n:
+            ops.recs = ob.recs
+            ops.n = ob.n
+        else:
+            _recs_free(ob.recs, ob.cap)
         ops.generation = self.generation
-        if self.buf.cap > SCRATCH_KEEP:
-            self._trim()
         self.busy = 0
         if rc == -E_INVAL:
             raise self._invalid(a, r)
@@ -1620,24 +1710,29 @@ cdef class GpuVm:
 
     def sm_map_ops_create(self, addr, range, obj=None, offset=0):  # noqa: A002
         """Kernel: drm_gpuvm_sm_map_ops_create()."""
-        cdef u64 a = _u64(addr, "addr")
-        cdef u64 r = _u64(range, "range")
-        cdef int64_t o = _to_obj(obj)
-        cdef u64 f = _u64(offset, "offset")
+        cdef u64 a, r, f
+        cdef int64_t o
+        _u64_into(addr, "addr", &a)
+        _u64_into(range, "range", &r)
+        o = _to_obj(obj)
+        _u64_into(offset, "offset", &f)
         return self._ops(OPS_MAP, a, r, o, f)
 
     def madvise_ops_create(self, addr, range, obj=None, offset=0):  # noqa: A002
         """Kernel: drm_gpuvm_madvise_ops_create()."""
-        cdef u64 a = _u64(addr, "addr")
-        cdef u64 r = _u64(range, "range")
-        cdef int64_t o = _to_obj(obj)
-        cdef u64 f = _u64(offset, "offset")
+        cdef u64 a, r, f
+        cdef int64_t o
+        _u64_into(addr, "addr", &a)
+        _u64_into(range, "range", &r)
+        o = _to_obj(obj)
+        _u64_into(offset, "offset", &f)
         return self._ops(OPS_MADVISE, a, r, o, f)
 
     def sm_unmap_ops_create(self, addr, range):  # noqa: A002
         """Kernel: drm_gpuvm_sm_unmap_ops_create()."""
-        cdef u64 a = _u64(addr, "addr")
-        cdef u64 r = _u64(range, "range")
+        cdef u64 a, r
+        _u64_into(addr, "addr", &a)
+        _u64_into(range, "range", &r)
         return self._ops(OPS_UNMAP, a, r, -1, 0)
 
     def prefetch_ops_create(self, addr, range):  # noqa: A002

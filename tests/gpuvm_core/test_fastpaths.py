@@ -1,4 +1,4 @@
-"""The single-call fast paths (exact ints, inline op records, free lists) keep the checked
+"""The single-call fast paths (exact ints, pooled op records, free lists) keep the checked
 semantics: every value on either side of a fast-path boundary gives the same answer or the
 same error as the checked path, and op lists longer than the inline records work."""
 
@@ -66,9 +66,77 @@ def test_obj_out_of_range_refused(obj: int) -> None:
     assert len(vm) == 0
 
 
+# Where the inline int reader (gpuvm_small_u64) changes how it reads a value: CPython
+# stores ints in 30-bit digits (one digit below 2**30, two below 2**60; 3.12+ reads only
+# one-digit "compact" ints inline), beyond that the checked path takes over.
+DIGIT_EDGES = [0, 1, (1 << 30) - 1, 1 << 30, (1 << 30) + 1, (1 << 31) + 12345,
+               (1 << 60) - 1, 1 << 60, (1 << 60) + 1, (1 << 62) + 7]
+
+
+@pytest.mark.parametrize("value", DIGIT_EDGES)
+def test_inline_int_reader_exact_at_digit_edges(value: int) -> None:
+    # every field of the per-request entry points reads back exactly, and the same as
+    # through the checked path (an int subclass, an __index__ object)
+    for v in (value, IntSub(value), Index(value)):
+        vm = GpuVm(0, U64)
+        vm.insert(value, 0x2000)     # madvise lists ops only over existing object-less VAs
+        ops = vm.madvise_ops_create(v, 0x1000, v, v)
+        assert [type(o).__name__ for o in ops] == ["OpRemap", "OpMap"]
+        assert ops[1].as_dict() == {"op": "map", "addr": value, "range": 0x1000,
+                                    "obj": value, "offset": value}
+        vm = GpuVm(0, U64)
+        (op,) = vm.sm_map_ops_create(v, 0x1000, v, v)
+        assert (op.addr, op.range, op.obj, op.offset) == (value, 0x1000, value, value)
+        vm.apply(vm.sm_map_ops_create(v, 0x1000, v, v))
+        va = vm.find_first(v, 1)
+        assert va is not None and va.as_tuple() == (value, 0x1000, value, value)
+        assert vm.find_first(value + 0x1000, v) is None
+        ops = vm.sm_unmap_ops_create(v, 0x1000)
+        assert [o.addr for o in ops if isinstance(o, OpUnmap)] == [value]
+        assert vm.apply(ops) == 0 and len(vm) == 0
+
+
+def test_inline_int_reader_leaves_others_to_the_checked_path() -> None:
+    vm = GpuVm(0, U64)
+    for bad in (True, False, 1.0, "1"):
+        with pytest.raises(TypeError):
+            vm.find_first(bad, 1)
+        with pytest.raises(TypeError):
+            vm.sm_unmap_ops_create(0, bad)
+    for neg in (-1, -(1 << 30), -(1 << 31), -(1 << 60)):
+        with pytest.raises(GpuvmError) as ei:
+            vm.madvise_ops_create(0, 0x1000, None, neg)
+        assert ei.value.errno == errno.EINVAL
+        with pytest.raises(GpuvmError) as ei:
+            vm.sm_map_ops_create(0, 0x1000, neg, 0)
+        assert ei.value.errno == errno.EINVAL
+    assert len(vm) == 0
+
+
+def test_pooled_op_records_are_not_shared() -> None:
+    # short lists take record blocks from a pool: many live lists at once (more than the
+    # pool holds) each keep their own records, and blocks given back are reused cleanly
+    vm = GpuVm(0, 1 << 40)
+    for i in range(100):
+        vm.insert(0x10000 * i, 0x8000, i + 1, 0)
+    live = [vm.sm_unmap_ops_create(0x10000 * i, 0x10000 * (1 + i % 3)) for i in range(90)]
+    for i, ops in enumerate(live):
+        assert [o.addr for o in ops if isinstance(o, OpUnmap)] == \
+            [0x10000 * j for j in range(i, min(i + 1 + i % 3, 100))]
+    del live
+    gc.collect()
+    for _ in range(3):
+        empty = vm.sm_unmap_ops_create(0x7000000, 0x1000)
+        assert len(empty) == 0 and list(empty) == [] and vm.apply(empty) == 0
+        ops = vm.sm_unmap_ops_create(0x20000, 0x10000)
+        assert [o.addr for o in ops if isinstance(o, OpUnmap)] == [0x20000]
+    assert vm.apply(ops) == 0 and len(vm) == 99
+
+
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 17])
 def test_op_lists_around_the_inline_size(k: int) -> None:
-    # k mappings under one unmap: k ops (OPS_INLINE records live in the object, more on the heap)
+    # k mappings under one unmap: k ops (up to OPS_INLINE records in a pooled block, more
+    # in a block of their own)
     vm = GpuVm(0, 1 << 40)
     for i in range(k):
         vm.insert(0x10000 * i, 0x8000, i + 1, 0)

@@ -9,6 +9,7 @@ from gpuvm_core import GpuVm, RefGpuVm
 from gpuvm_core.workloads import (
     KIB64,
     KIB128,
+    Requests,
     populate,
     run_batch,
     run_single,
@@ -153,3 +154,42 @@ def test_timing_reports_loop() -> None:
     t = time_single(RefGpuVm, 1, 50, 200)
     assert t.requests == 200 and t.seconds > 0 and t.ns_per_request > 0
     assert t.final_len >= 50 and t.result > 0
+
+
+def test_run_single_mixed_kinds_dispatch_on_codes() -> None:
+    # W2-style mixed streams are dispatched on the integer kind codes: each request must
+    # reach the call of its own kind (a madvise sent as an unmap would remove the VA)
+    kind = np.array(["map", "madvise", "unmap", "map", "madvise", "unmap"])
+    addr = np.array([0x10000, 0x10000, 0x18000, 0x40000, 0x40000, 0x90000], dtype=np.uint64)
+    rng = np.array([0x10000, 0x8000, 0x4000, 0x10000, 0x10000, 0x1000], dtype=np.uint64)
+    obj = np.array([3, -1, -1, -1, -1, -1], dtype=np.int64)
+    reqs = Requests(kind, addr, rng, obj, np.zeros(6, dtype=np.uint64))
+    vm, by_hand = GpuVm(0, 1 << 48), GpuVm(0, 1 << 48)
+    total = run_single(vm, reqs)
+    expect = 0
+    for ops in (by_hand.sm_map_ops_create(0x10000, 0x10000, 3, 0),):
+        expect += len(ops)
+        by_hand.apply(ops)
+    for make in (lambda: by_hand.madvise_ops_create(0x10000, 0x8000),
+                 lambda: by_hand.sm_unmap_ops_create(0x18000, 0x4000),
+                 lambda: by_hand.sm_map_ops_create(0x40000, 0x10000, None, 0),
+                 lambda: by_hand.madvise_ops_create(0x40000, 0x10000),
+                 lambda: by_hand.sm_unmap_ops_create(0x90000, 0x1000)):
+        ops = make()
+        expect += len(ops)
+        by_hand.apply(ops)
+    assert total == expect == 3   # map; unmap -> one remap (prev + next); map; no more
+    assert _state(vm) == _state(by_hand) == [(0x10000, 0x8000, 3, 0), (0x1c000, 0x4000, 3, 0xc000),
+                                             (0x40000, 0x10000, None, 0)]
+
+
+@pytest.mark.parametrize("other", ["lookup", "prefetch"])
+def test_run_single_refuses_other_kinds_in_a_mix(other: str) -> None:
+    kind = np.array(["map", other])
+    reqs = Requests(kind, np.array([0, 0x1000], dtype=np.uint64),
+                    np.array([0x1000, 0x1000], dtype=np.uint64), np.array([-1, -1], dtype=np.int64),
+                    np.zeros(2, dtype=np.uint64))
+    vm = GpuVm(0, 1 << 48)
+    with pytest.raises(ValueError, match="cannot mix"):
+        run_single(vm, reqs)
+    assert len(vm) == 0
