@@ -114,10 +114,6 @@ def test_prefetch_over_a_mirror_and_a_bo_fails_late(profile: str) -> None:
         "faults": 1, "retries": 0, "data": [7]}
 
 
-@pytest.mark.xfail(strict=True, reason="model divergence: xe_vm.c vm_bind_ioctl_ops_create() "
-                   "skips a range xe_svm_range_validate() finds bound in the asked place "
-                   "('PREFETCH - RANGE IS VALID'); pysvm/xe/svm.py Svm.prefetch() binds and "
-                   "counts it again")
 @pytest.mark.parametrize("profile", BOTH)
 def test_prefetch_skips_ranges_already_valid_where_asked(profile: str) -> None:
     # vm_bind_ioctl_ops_create(): xe_svm_range_validate() true (bound on every tile, not
