@@ -323,12 +323,7 @@ def _bo(w: pysvm.World, placement: list[str], size: int = 4 * K4, name: str = "b
     w.bind(vm="vm0", op="map", addr=at, range=size, bo=name)
 
 
-@pytest.mark.parametrize("profile", [
-    pytest.param("6.18", marks=pytest.mark.xfail(strict=True, reason=(
-        "model divergence: v6.18 xe_vm.c xe_vma_need_vram_for_atomic() already reads "
-        "bo->attr.atomic_access for a BO VMA (same commit as check_bo_args_are_sane()); "
-        "pysvm/xe/pagefault.py need_vram_for_atomic() reads the VMA's in 6.18"))),
-    "7.0"])
+@pytest.mark.parametrize("profile", BOTH)
 def test_bo_atomic_attribute_lives_in_the_bo(profile: str) -> None:
     # madvise_atomic() also sets bo->attr.atomic_access, and xe_vma_need_vram_for_atomic()
     # reads the BO's attribute for a BO VMA: CPU -> -EACCES. So a second mapping of the same
@@ -357,9 +352,6 @@ def test_bo_atomic_migrates_a_dual_placement_bo(profile: str) -> None:
     assert w.gpu_access(vm="vm0", addr=G, size=2 * K4, op="read")["data"] == [101, 100]
 
 
-@pytest.mark.xfail(strict=True, reason="model divergence: xe_bo.c xe_bo_migrate() refuses a "
-                   "BO whose placements lack VRAM (xe_bo_can_migrate() -> -EINVAL), so a GPU "
-                   "atomic on a system-only BO of a discrete device fails its fault")
 @pytest.mark.parametrize("profile", BOTH)
 def test_bo_atomic_on_system_only_bo_of_discrete_device_fails(profile: str) -> None:
     # xe_pagefault_handle_vma(): needs_vram == 1 (UNDEFINED, discrete, no smem atomics) ->
