@@ -209,9 +209,6 @@ def test_userptr_aliases_share_the_process_pages(profile: str) -> None:
     assert w.gpu_access(vm="vm0", addr=G, size=2 * K4, op="read")["data"] == [3, 9]
 
 
-@pytest.mark.xfail(strict=True, reason="model divergence: xe_vm.c new_vma() pins a userptr "
-                   "VMA at bind (xe_vma_userptr_pin_pages(), -EFAULT over unmapped memory); "
-                   "pysvm/xe/vm.py Vm.bind_map() creates the VMA without pinning")
 @pytest.mark.parametrize("profile", BOTH)
 def test_userptr_bind_of_unmapped_cpu_memory_is_efault(profile: str) -> None:
     # xe_vm.c new_vma() pins a userptr VMA at bind time (xe_vma_userptr_pin_pages());
@@ -239,10 +236,6 @@ def test_userptr_after_munmap_faults_with_efault(profile: str) -> None:
     assert e.errno == errno.EFAULT and e.details["fault_addr"] == G
 
 
-@pytest.mark.xfail(strict=True, reason="model divergence: xe_vm.c vma_userptr_invalidate() "
-                   "zaps a fault-mode userptr VMA's PTEs (xe_vm_invalidate_vma()) on an MMU "
-                   "notifier, so the next GPU access faults; pysvm has no userptr notifier and "
-                   "pysvm/hw/gpu.py gpu_access() finds the PTE still valid (faults 0)")
 @pytest.mark.parametrize("profile", BOTH)
 def test_userptr_cpu_unmap_invalidates_the_gpu_mapping(profile: str) -> None:
     # vma_userptr_invalidate(): in fault mode, xe_vm_invalidate_vma() clears the VMA's PTEs.
