@@ -36,10 +36,33 @@ def test_userptr_atomic_needing_vram_is_eacces() -> None:
 
 
 def test_userptr_pin_of_unmapped_memory_is_efault() -> None:
+    # xe_vm.c new_vma(): MAP_USERPTR pins the pages at bind (xe_vma_userptr_pin_pages());
+    # memory the process has not mapped is EFAULT there and the new VMA is destroyed, so
+    # the VM is unchanged (this test asserted a successful bind before the pin was
+    # modelled).
     w = _world()
+    before = w.query(vm="vm0")["vmas"]
+    assert _errno(w.bind, vm="vm0", op="map_userptr", addr=BUF, range=64 * 1024,
+                  offset=0x7000_0000, pat_index=1) == errno.EFAULT
+    assert w.query(vm="vm0")["vmas"] == before
+    w.mmap(addr=0x7000_0000, size=32 * 1024)          # half of it is not enough
+    assert _errno(w.bind, vm="vm0", op="map_userptr", addr=BUF, range=64 * 1024,
+                  offset=0x7000_0000, pat_index=1) == errno.EFAULT
+    assert w.query(vm="vm0")["vmas"] == before
+
+
+def test_userptr_repin_of_unmapped_memory_is_efault() -> None:
+    # The bind pinned mapped memory; munmap fires the userptr's notifier
+    # (xe_userptr.c vma_userptr_invalidate(): fault mode -> xe_vm_invalidate_vma()), the next
+    # access faults, and xe_pagefault_handle_vma()'s repin (xe_vma_userptr_pin_pages()) of
+    # the vanished memory is EFAULT.
+    w = _world()
+    w.mmap(addr=0x7000_0000, size=64 * 1024)
     w.bind(vm="vm0", op="map_userptr", addr=BUF, range=64 * 1024, offset=0x7000_0000,
            pat_index=1)
-    assert _errno(w.gpu_access, vm="vm0", addr=BUF, size=K, op="read") == errno.EFAULT
+    assert w.gpu_access(vm="vm0", addr=BUF, size=K, op="read")["faults"] == 1
+    w.munmap(addr=0x7000_0000, size=K)
+    assert _errno(w.gpu_access, vm="vm0", addr=BUF + K, size=K, op="read") == errno.EFAULT
 
 
 # -- BO VMAs go through the fault path's atomic check (xe_pagefault_handle_vma) ---------
@@ -92,3 +115,30 @@ def test_non_anonymous_mmaps_never_migrate(kind: str) -> None:
     assert _errno(w.gpu_access, vm="vm0", addr=BUF, size=K, op="atomic") == errno.EACCES
     w.prefetch(vm="vm0", addr=BUF, range=2 * M, region="vram")
     assert {r["location"] for r in w.ranges(vm="vm0")["ranges"]} == {"system"}
+
+
+def test_userptr_notifier_lives_as_long_as_its_vma() -> None:
+    # xe_userptr.c: xe_userptr_setup() inserts the userptr's MMU interval notifier when the
+    # VMA is created and xe_userptr_remove() drops it only when the VMA is destroyed, so
+    # it outlives the CPU mapping; the fuzz oracle's "nothing left" check allows for it.
+    from pysvm.fuzz.target import check_events
+
+    cpu = 0x7000_0000
+    events = [
+        {"ev": "device", "name": "gpu0", "vram_mib": 64},
+        {"ev": "vm_create", "vm": "vm0", "device": "gpu0", "fault_mode": True},
+        {"ev": "mmap", "addr": cpu, "size": 64 * 1024},
+        {"ev": "bind", "vm": "vm0", "op": "map_userptr", "addr": BUF, "range": 64 * 1024,
+         "offset": cpu, "pat_index": 1},
+        {"ev": "munmap", "addr": cpu, "size": 64 * 1024},
+        {"ev": "run_workers"},
+    ]
+    assert check_events(events) is None
+    w = _world()
+    w.mmap(addr=cpu, size=64 * 1024)
+    w.bind(vm="vm0", op="map_userptr", addr=BUF, range=64 * 1024, offset=cpu, pat_index=1)
+    assert w.mm.notifier_count() == 1
+    w.munmap(addr=cpu, size=64 * 1024)
+    assert w.mm.notifier_count() == 1
+    w.bind(vm="vm0", op="unmap", addr=BUF, range=64 * 1024)
+    assert w.mm.notifier_count() == 0

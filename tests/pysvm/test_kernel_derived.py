@@ -114,10 +114,6 @@ def test_prefetch_over_a_mirror_and_a_bo_fails_late(profile: str) -> None:
         "faults": 1, "retries": 0, "data": [7]}
 
 
-@pytest.mark.xfail(strict=True, reason="model divergence: xe_vm.c vm_bind_ioctl_ops_create() "
-                   "skips a range xe_svm_range_validate() finds bound in the asked place "
-                   "('PREFETCH - RANGE IS VALID'); pysvm/xe/svm.py Svm.prefetch() binds and "
-                   "counts it again")
 @pytest.mark.parametrize("profile", BOTH)
 def test_prefetch_skips_ranges_already_valid_where_asked(profile: str) -> None:
     # vm_bind_ioctl_ops_create(): xe_svm_range_validate() true (bound on every tile, not
@@ -213,9 +209,6 @@ def test_userptr_aliases_share_the_process_pages(profile: str) -> None:
     assert w.gpu_access(vm="vm0", addr=G, size=2 * K4, op="read")["data"] == [3, 9]
 
 
-@pytest.mark.xfail(strict=True, reason="model divergence: xe_vm.c new_vma() pins a userptr "
-                   "VMA at bind (xe_vma_userptr_pin_pages(), -EFAULT over unmapped memory); "
-                   "pysvm/xe/vm.py Vm.bind_map() creates the VMA without pinning")
 @pytest.mark.parametrize("profile", BOTH)
 def test_userptr_bind_of_unmapped_cpu_memory_is_efault(profile: str) -> None:
     # xe_vm.c new_vma() pins a userptr VMA at bind time (xe_vma_userptr_pin_pages());
@@ -243,10 +236,6 @@ def test_userptr_after_munmap_faults_with_efault(profile: str) -> None:
     assert e.errno == errno.EFAULT and e.details["fault_addr"] == G
 
 
-@pytest.mark.xfail(strict=True, reason="model divergence: xe_vm.c vma_userptr_invalidate() "
-                   "zaps a fault-mode userptr VMA's PTEs (xe_vm_invalidate_vma()) on an MMU "
-                   "notifier, so the next GPU access faults; pysvm has no userptr notifier and "
-                   "pysvm/hw/gpu.py gpu_access() finds the PTE still valid (faults 0)")
 @pytest.mark.parametrize("profile", BOTH)
 def test_userptr_cpu_unmap_invalidates_the_gpu_mapping(profile: str) -> None:
     # vma_userptr_invalidate(): in fault mode, xe_vm_invalidate_vma() clears the VMA's PTEs.
@@ -327,12 +316,7 @@ def _bo(w: pysvm.World, placement: list[str], size: int = 4 * K4, name: str = "b
     w.bind(vm="vm0", op="map", addr=at, range=size, bo=name)
 
 
-@pytest.mark.parametrize("profile", [
-    pytest.param("6.18", marks=pytest.mark.xfail(strict=True, reason=(
-        "model divergence: v6.18 xe_vm.c xe_vma_need_vram_for_atomic() already reads "
-        "bo->attr.atomic_access for a BO VMA (same commit as check_bo_args_are_sane()); "
-        "pysvm/xe/pagefault.py need_vram_for_atomic() reads the VMA's in 6.18"))),
-    "7.0"])
+@pytest.mark.parametrize("profile", BOTH)
 def test_bo_atomic_attribute_lives_in_the_bo(profile: str) -> None:
     # madvise_atomic() also sets bo->attr.atomic_access, and xe_vma_need_vram_for_atomic()
     # reads the BO's attribute for a BO VMA: CPU -> -EACCES. So a second mapping of the same
@@ -361,9 +345,6 @@ def test_bo_atomic_migrates_a_dual_placement_bo(profile: str) -> None:
     assert w.gpu_access(vm="vm0", addr=G, size=2 * K4, op="read")["data"] == [101, 100]
 
 
-@pytest.mark.xfail(strict=True, reason="model divergence: xe_bo.c xe_bo_migrate() refuses a "
-                   "BO whose placements lack VRAM (xe_bo_can_migrate() -> -EINVAL), so a GPU "
-                   "atomic on a system-only BO of a discrete device fails its fault")
 @pytest.mark.parametrize("profile", BOTH)
 def test_bo_atomic_on_system_only_bo_of_discrete_device_fails(profile: str) -> None:
     # xe_pagefault_handle_vma(): needs_vram == 1 (UNDEFINED, discrete, no smem atomics) ->

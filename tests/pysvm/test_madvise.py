@@ -427,6 +427,7 @@ def test_userptr_vma_split_is_efault_and_unwound() -> None:
     # op with only a VA (gem.offset 0); new_vma() (xe_vm.c) pins a userptr at CPU
     # address 0, which fails with EFAULT, and xe_vm_alloc_vma() unwinds the split.
     vm = make_vm()
+    vm.host.mm.mmap(0x7000_0000, 128 * K)         # new_vma() pins the userptr at bind
     vm.bind_map(0, 128 * K, userptr=True, offset=0x7000_0000, pat_index=1)
     before = [(v.addr, v.range, v.offset, v.attr.pat_index) for v in vm]
     with pytest.raises(XeError) as ei:
@@ -511,7 +512,8 @@ def test_pat_applies_to_every_kind_null_never_invalidated() -> None:
 def test_atomic_userptr_skipped_unless_device_with_smem_atomics() -> None:
     for smem, val, changed in ((False, 1, False), (True, 1, True), (True, 2, False)):
         vm = make_vm(smem_atomics=smem)
-        vm.bind_map(0, 64 * K, pat_index=1, userptr=True)
+        vm.host.mm.mmap(0x7000_0000, 64 * K)      # new_vma() pins the userptr at bind
+        vm.bind_map(0, 64 * K, pat_index=1, userptr=True, offset=0x7000_0000)
         inv = madvise(vm, MadviseArgs(0, 64 * K, A, val=val))
         assert (inv != []) is changed
         v = vm.find_vma_by_addr(0)

@@ -3,9 +3,10 @@
 Kernel: the context an xe_vm reaches through vm->xe and the process: the kernel
 version's behaviour (here a :class:`pysvm.xe.profile.Profile`), the device files
 of the process (a madvise ``devmem_fd`` names one), PCI peer-to-peer reachability
-(xe_has_interconnect), the work queues (queue_work), and the GT statistics
-counters (xe_gt_stats_incr). The composition root, :class:`pysvm.World`,
-implements this Protocol and hands itself to every :class:`pysvm.xe.vm.Vm`.
+(xe_has_interconnect), the work queues (queue_work), the process address space
+(current->mm), and the GT statistics counters (xe_gt_stats_incr). The composition
+root, :class:`pysvm.World`, implements this Protocol and hands itself to every
+:class:`pysvm.xe.vm.Vm`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from pysvm.mm.mmap import Mm
     from pysvm.xe.device import Device
     from pysvm.xe.profile import Profile
 
@@ -32,6 +34,10 @@ class XeHost(Protocol):
     @property
     def profile(self) -> Profile:
         """The modelled kernel version."""
+
+    @property
+    def mm(self) -> Mm:
+        """The process address space (current->mm of the ioctls: userptr binds pin it)."""
 
     @property
     def stats(self) -> Counter[str]:

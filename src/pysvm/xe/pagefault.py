@@ -112,10 +112,13 @@ def need_vram_for_atomic(device: Device, vma: Vma, atomic: bool, newest: bool = 
 
     Kernel: xe_vma_need_vram_for_atomic(): not discrete or not atomic -> 0;
     DEVICE -> 1 unless device atomics on system memory are supported;
-    GLOBAL/UNDEFINED/other -> 1; CPU -> raises XeError(EACCES). The newest
-    kernel reads the BO's atomic attribute (bo->attr.atomic_access, which
-    madvise_atomic() sets) for a BO-backed VMA, the VMA's own otherwise; 6.18
-    reads the VMA's. The SVM fault handler only ever passes CPU-mirror VMAs
+    GLOBAL/UNDEFINED/other -> 1; CPU -> raises XeError(EACCES). Both profiles
+    read the BO's atomic attribute (bo->attr.atomic_access, which
+    madvise_atomic() sets) for a BO-backed VMA, the VMA's own otherwise: v6.18
+    xe_vm.c already has it (it came with the commit that added
+    check_bo_args_are_sane() and the BO branch of madvise_atomic() to
+    xe_vm_madvise.c, both in v6.18). ``newest`` is no longer consulted (kept for
+    callers). The SVM fault handler only ever passes CPU-mirror VMAs
     (no BO); the BO case is the kernel's handle_vma_pagefault() path
     (xe_pagefault.c), whose fault is not simulated: :func:`pysvm.hw.gpu.gpu_access`
     reads and writes BO pages directly.
@@ -123,7 +126,9 @@ def need_vram_for_atomic(device: Device, vma: Vma, atomic: bool, newest: bool = 
     if not device.discrete or not atomic:
         return 0
     attr = vma.attr.atomic_access
-    if newest and vma.bo is not None:
+    if vma.bo is not None:
+        # xe_vm.c xe_vma_need_vram_for_atomic() (v6.18 and mainline): a BO VMA's answer
+        # comes from bo->attr.atomic_access
         attr = vma.bo.atomic_access
     if attr == _ATOMIC_DEVICE:
         return 0 if device.smem_atomics else 1
@@ -391,10 +396,11 @@ def handle_vma(svm: Svm, vma: Vma, addr: int, atomic: bool) -> None:
     xe_vma_need_vram_for_atomic()``; a negative answer (atomic attribute CPU) is
     returned as it is (EACCES), and a userptr VMA that would need VRAM is EACCES (its
     pages are the process's, they cannot move); otherwise the VMA is validated (a BO
-    that must serve the atomic from VRAM is moved there when its placements allow it,
-    xe_vma_lock_and_validate()) and rebound on the faulting tile (xe_vma_rebind()). A
-    userptr VMA is (re)pinned first: its CPU pages are faulted in (xe_vma_userptr_pin_pages
-    -> hmm_range_fault, errno of the pin: EFAULT for an unmapped page). Counted in
+    that must serve the atomic from VRAM is moved there, xe_bo_migrate(); a BO without
+    a VRAM placement is EINVAL, xe_bo_can_migrate()) and rebound on the faulting tile
+    (xe_vma_rebind()). A userptr VMA is (re)pinned first: its CPU pages are faulted in
+    (xe_vma_userptr_pin_pages -> hmm_range_fault, errno of the pin: EFAULT for an
+    unmapped page). Counted in
     ``faults`` (and ``faults_failed`` when refused) as the SVM handler counts its faults.
     """
     stats = svm.host.stats
@@ -412,7 +418,13 @@ def handle_vma(svm: Svm, vma: Vma, addr: int, atomic: bool) -> None:
                           "(a userptr's pages cannot migrate)")
         if vma.is_userptr():
             svm.mm.hmm_range_fault(vma.offset, vma.offset + vma.range, write=False, owner=None)
-        if need and bo is not None and bo.flag_vram:
+        if need and bo is not None:
+            # xe_pagefault_begin() (v6.18: xe_gt_pagefault.c xe_pf_begin()) with
+            # need_vram_move: xe_bo_migrate(bo, tile VRAM placement) (xe_bo.c): 0 when the
+            # BO is there already, -EINVAL when !xe_bo_can_migrate() (no VRAM placement)
+            if not bo.is_vram and not bo.flag_vram:
+                raise XeError(errno.EINVAL, f"GPU atomic at {addr:#x} needs VRAM: BO "
+                              f"{bo.name} has no VRAM placement (xe_bo_migrate -EINVAL)")
             bo.resident = "vram"
     except XeError:
         stats["faults_failed"] += 1

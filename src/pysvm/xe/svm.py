@@ -265,6 +265,23 @@ class Svm:
                 return max(cv.start, a)
         return None
 
+    def _prefetch_range_valid(self, r: SvmRange, target: Device | None) -> bool:
+        """Whether PREFETCH leaves ``r`` alone: bound on the tile and not invalidated, and
+        already where the prefetch asks.
+
+        Kernel: xe_svm.c xe_svm_range_validate() as xe_vm.c vm_bind_ioctl_ops_create()
+        calls it (the VM's tile mask; one tile here). v6.18 compares
+        range->base.pages.flags.has_devmem_pages with ``!!tile`` (a VRAM region, or a
+        pref_loc that resolved to a pagemap); mainline compares range->pages.dpagemap
+        with the asked pagemap (NULL: system memory).
+        """
+        bit = 1 << self.tile
+        if not r.tile_present & ~r.tile_invalidated & bit:
+            return False
+        if self.vm.profile.range_removed_check:     # mainline pagemap comparison
+            return r.dpagemap is target
+        return r.has_devmem_pages == (target is not None)
+
     def prefetch(self, start: int, end: int, region: str | int) -> int:
         """PREFETCH ``[start, end)`` to ``region``; returns the SVM ranges bound.
 
@@ -281,7 +298,9 @@ class Svm:
           the VMA when no CPU VMA is left in it; other errors are returned.
           Then prefetch_ranges(): migrate each range (xe_svm_alloc_vram() for
           VRAM, xe_svm_range_migrate_to_smem() for system memory) and get its
-          pages. A failed VRAM allocation, or get_pages failing with
+          pages. A range already bound where it is asked for is skipped
+          (xe_svm_range_validate(): not migrated, bound or counted). A failed
+          VRAM allocation, or get_pages failing with
           EOPNOTSUPP/EFAULT/EPERM, is -ENODATA: the ioctl stops, binds nothing
           and returns 0 (xe_vm_bind_ioctl() skips the unwind for ENODATA), so
           the ranges made stay unpopulated or unbound;
@@ -361,6 +380,11 @@ class Svm:
                     if nxt is None:
                         break
                     a = nxt
+                    continue
+                if self._prefetch_range_valid(r, target):
+                    # vm_bind_ioctl_ops_create(): "PREFETCH - RANGE IS VALID", the range
+                    # is not queued (not migrated, not bound, not counted)
+                    a = r.end
                     continue
                 work.append((r, ctx, target))
                 a = r.end

@@ -26,6 +26,7 @@ from pysvm.xe.attr import PAGE_SIZE, BindFlag, CohMode, VmaMemAttr
 from pysvm.xe.vma import CREATE_MASK, Vma, VmaFlag
 
 if TYPE_CHECKING:
+    from pysvm.mm.mmu_notifier import IntervalNotifier, NotifierRange
     from pysvm.xe.bo import Bo
     from pysvm.xe.device import Device
     from pysvm.xe.host import XeHost
@@ -185,6 +186,7 @@ class Vm:
                     v.bo.willneed_put()
             v.flags |= VmaFlag.DESTROYED
             v.attr.release()
+            self._userptr_notifier_remove(v)
         self._vmas.clear()
         self.last_fault_vma = None
 
@@ -238,6 +240,7 @@ class Vm:
                 del self._vmas[old.addr]
                 old.flags |= VmaFlag.DESTROYED
                 old.attr.release()
+                self._userptr_notifier_remove(old)
                 if self.last_fault_vma is old:
                     self.last_fault_vma = None
             for v in news:
@@ -246,6 +249,41 @@ class Vm:
                     if not v.purgeable:
                         v.bo.willneed_get()
                 self._vmas[v.addr] = v
+                if v.is_userptr():
+                    self._userptr_notifier_insert(v)
+
+    def _userptr_notifier_insert(self, v: Vma) -> None:
+        """Give a userptr VMA its MMU interval notifier over its CPU range.
+
+        Kernel: xe_vma_create() -> xe_userptr.c xe_userptr_setup() ->
+        mmu_interval_notifier_insert() with vma_userptr_invalidate() as callback.
+        """
+        mm = self.host.mm
+        if mm.alive and v.notifier is None:
+            v.notifier = mm.interval_notifier_insert(
+                v.offset, v.offset + v.range,
+                lambda n, nrange, seq: self._userptr_invalidate(v, n, nrange, seq))
+
+    def _userptr_notifier_remove(self, v: Vma) -> None:
+        """Kernel: xe_vma_destroy_late() -> xe_userptr_remove() ->
+        mmu_interval_notifier_remove()."""
+        if v.notifier is not None:
+            self.host.mm.interval_notifier_remove(v.notifier)
+            v.notifier = None
+
+    def _userptr_invalidate(self, v: Vma, n: IntervalNotifier, nrange: NotifierRange,
+                            seq: int) -> None:
+        """The CPU pages under a userptr VMA change (munmap, migration, reclaim, ...).
+
+        Kernel: xe_userptr.c vma_userptr_invalidate() -> __vma_userptr_invalidate(): in
+        fault mode a VMA bound before (userptr->initial_bind; here: PTEs present) has its
+        PTEs zapped by xe_vm_invalidate_vma() (tile_invalidated = tile_mask), so the next
+        GPU access faults and xe_pagefault_handle_vma() repins it. Outside fault mode the
+        VMA goes on vm->userptr.invalidated for the exec / rebind worker to repin and
+        rebind; that worker is not modelled, the PTEs are left as they are.
+        """
+        if self.fault_mode and v.tile_present and not v.flags & VmaFlag.DESTROYED:
+            v.tile_invalidated |= v.tile_present
 
     @staticmethod
     def _discard(parsed: _Parsed) -> None:
@@ -432,6 +470,15 @@ class Vm:
             for op in ops:
                 d = op.as_dict()
                 if d["op"] == "map":
+                    if userptr:
+                        # xe_vm.c new_vma(): a new userptr VMA is pinned at once
+                        # (xe_vma_userptr_pin_pages(); v6.18 xe_userptr.c:
+                        # drm_gpusvm_get_pages() -> hmm_range_fault(), no page owner, so
+                        # device pages come back to RAM); its error (EFAULT: no CPU VMA
+                        # there) destroys the VMA and vm_bind_ioctl_ops_unwind() undoes
+                        # the ops before it: nothing changes
+                        self.host.mm.hmm_range_fault(d["offset"], d["offset"] + d["range"],
+                                                     write=False, owner=None)
                     v = Vma(self, d["addr"], d["range"], bo, d["offset"], vflags,
                             VmaMemAttr.default(pat_index), userptr=userptr)
                     if immediate and not is_mirror and not is_null:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from pysvm.xe.attr import VmaMemAttr
 
 if TYPE_CHECKING:
+    from pysvm.mm.mmu_notifier import IntervalNotifier
     from pysvm.xe.bo import Bo
     from pysvm.xe.vm import Vm
 
@@ -70,7 +71,8 @@ class Vma:
     """
 
     __slots__ = ("vm", "addr", "range", "bo", "offset", "flags", "attr", "userptr",
-                 "skip_invalidation", "tile_present", "tile_invalidated", "purgeable")
+                 "skip_invalidation", "tile_present", "tile_invalidated", "purgeable",
+                 "notifier")
 
     def __init__(self, vm: Vm, addr: int, range: int, bo: Bo | None, offset: int,  # noqa: A002
                  flags: VmaFlag, attr: VmaMemAttr, *, userptr: bool = False) -> None:
@@ -88,6 +90,9 @@ class Vma:
         #: 7.0: this VMA's purgeable state (0 WILLNEED, 1 DONTNEED); new VMAs are
         #: WILLNEED (vm_bind_ioctl_ops_parse()), split pieces inherit it.
         self.purgeable = 0
+        #: a userptr VMA's MMU interval notifier over its CPU range while it is in the
+        #: VM's tree (xe_userptr.c xe_userptr_setup() / xe_userptr_remove()); None else.
+        self.notifier: IntervalNotifier | None = None
 
     @property
     def start(self) -> int:
