@@ -391,8 +391,9 @@ def handle_vma(svm: Svm, vma: Vma, addr: int, atomic: bool) -> None:
     xe_vma_need_vram_for_atomic()``; a negative answer (atomic attribute CPU) is
     returned as it is (EACCES), and a userptr VMA that would need VRAM is EACCES (its
     pages are the process's, they cannot move); otherwise the VMA is validated (a BO
-    that must serve the atomic from VRAM is moved there when its placements allow it,
-    xe_vma_lock_and_validate()) and rebound on the faulting tile (xe_vma_rebind()). A
+    that must serve the atomic from VRAM is moved there by xe_pagefault_begin() ->
+    xe_bo_migrate(), EINVAL when it has no VRAM placement) and rebound on the faulting
+    tile (xe_vma_rebind()). A
     userptr VMA is (re)pinned first: its CPU pages are faulted in (xe_vma_userptr_pin_pages
     -> hmm_range_fault, errno of the pin: EFAULT for an unmapped page). Counted in
     ``faults`` (and ``faults_failed`` when refused) as the SVM handler counts its faults.
@@ -412,7 +413,12 @@ def handle_vma(svm: Svm, vma: Vma, addr: int, atomic: bool) -> None:
                           "(a userptr's pages cannot migrate)")
         if vma.is_userptr():
             svm.mm.hmm_range_fault(vma.offset, vma.offset + vma.range, write=False, owner=None)
-        if need and bo is not None and bo.flag_vram:
+        if need and bo is not None:
+            # xe_pagefault_begin(need_vram_move): xe_bo_migrate() to the tile's VRAM;
+            # a BO without a VRAM placement fails xe_bo_can_migrate() -> EINVAL
+            if not bo.flag_vram:
+                raise XeError(errno.EINVAL, f"GPU atomic at {addr:#x} needs VRAM but BO "
+                              f"{bo.name} has no VRAM placement (xe_bo_migrate)")
             bo.resident = "vram"
     except XeError:
         stats["faults_failed"] += 1

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from pysvm.xe.host import XeHost
     from pysvm.xe.profile import Profile
     from pysvm.xe.svm import Svm
+    from pysvm.xe.vm_faults import FaultEntry
 
 __all__ = ["Vm", "BindOpArgs", "DEFAULT_VA_BITS"]
 
@@ -86,6 +87,9 @@ class Vm:
         self.svm: Svm | None = None
         self.killed = False
         self.last_fault_vma: Vma | None = None
+        #: 7.0: failed GPU faults saved for DRM_XE_VM_GET_PROPERTY(FAULTS)
+        #: (vm->faults.list; pysvm.xe.vm_faults).
+        self.fault_entries: list[FaultEntry] = []
 
     # -- lookup -------------------------------------------------------------
 
@@ -306,7 +310,7 @@ class Vm:
             raise XeError(errno.EINVAL, f"{what}: the autoreset flag does not exist in kernel "
                           f"{self.profile.name}")
         if flags & BindFlag.DECOMPRESS:
-            if not self.profile.autoreset_gating:
+            if not self.profile.decompress_flag:
                 raise XeError(errno.EINVAL, f"{what}: the decompress flag does not exist in "
                               f"kernel {self.profile.name}")
             raise XeError(errno.EOPNOTSUPP, f"{what}: the decompress flag is not modelled")
