@@ -134,3 +134,13 @@ def test_each_check_of_the_ioctl_in_turn() -> None:
     assert _errno(w.vm_get_property, vm="vm0", size=FAULT_ENTRY_SIZE,
                   data=False) == errno.EFAULT
     assert len(w.vm_get_property(vm="vm0", size=FAULT_ENTRY_SIZE)["faults"]) == 1
+
+
+def test_the_address_is_canonical() -> None:
+    # fill_faults() reports xe_device_canonicalize_addr(): bit 47 of a 48-bit VA is
+    # sign-extended
+    w = _world()
+    high = 0x9000_0000_0000
+    assert _errno(w.gpu_access, vm="vm0", addr=high, size=K, op="read") == errno.EINVAL
+    (f,) = w.vm_get_property(vm="vm0", size=FAULT_ENTRY_SIZE)["faults"]
+    assert f["address"] == 0xFFFF_9000_0000_0000
