@@ -74,3 +74,60 @@ def test_7_0_lookup_has_no_last_fault_cache_on_a_killed_vm() -> None:
         w.invalidate(addr=BUF, size=K)
         got[profile] = _errno(w.gpu_access, vm="vm0", addr=BUF, size=K, op="read")
     assert got == {"6.18": errno.ENOENT, "7.0": errno.EINVAL}
+
+
+# -- an array of binds is all or nothing (xe_vm_bind_ioctl -> vm_bind_ioctl_ops_unwind) --
+
+def _layout(w: World) -> list[tuple[int, int, list[str], int]]:
+    return [(v["addr"], v["range"], v["flags"], v["attrs"]["atomic"])
+            for v in w.query(vm="vm0", addr=0, range=1 << 47)["vmas"]]
+
+
+@pytest.mark.parametrize("profile", ["6.18", "7.0"])
+def test_bind_array_unwinds_earlier_ops_when_a_later_op_fails(profile: str) -> None:
+    # op 0 splits the mirror VMA and maps a NULL VMA, op 1 unmaps a mirror VMA that has a
+    # live SVM range: EBUSY in vm_bind_ioctl_ops_parse(), so op 0 is unwound too
+    w = World(profile)
+    w.device(name="gpu0")
+    w.vm_create(vm="vm0", device="gpu0", fault_mode=True)
+    w.bind(vm="vm0", op="map", addr=BUF, range=4 * M, flags=["cpu_addr_mirror"])
+    w.madvise(vm="vm0", addr=BUF, range=4 * M, type="atomic", val=ATOMIC_GLOBAL)
+    w.mmap(addr=BUF, size=4 * M)
+    w.gpu_access(vm="vm0", addr=BUF + 2 * M, size=K, op="write", value=7)
+    before, stats = _layout(w), dict(w.stats)
+    ops: list[dict[str, object]] = [
+        {"op": "map", "addr": BUF, "range": 64 * K, "flags": ["null"]},
+        {"op": "unmap", "addr": BUF + 2 * M, "range": 2 * M}]
+    assert _errno(w.bind_array, vm="vm0", binds=ops) == errno.EBUSY
+    assert _layout(w) == before
+    def counters(d: dict[str, int]) -> dict[str, int]:
+        return {k: n for k, n in d.items() if k not in ("events", "errors")}
+
+    assert counters(dict(w.stats)) == counters(stats)        # no bind counted
+    assert w.gpu_access(vm="vm0", addr=BUF + 2 * M, size=K, op="read")["data"] == [7]
+    # the same op 0 alone goes through: the unwind, not a refusal, kept it out
+    w.bind_array(vm="vm0", binds=ops[:1])
+    assert _layout(w)[0][:3] == (BUF, 64 * K, ["null"])
+
+
+def test_bind_array_unwind_restores_bo_accounting() -> None:
+    # 7.0: op 0 replaces BO a's VMA by BO b's, op 1 maps a DONTNEED BO: EBUSY in
+    # xe_vma_create(); a's VMA comes back and both BOs' counts are as before
+    w = World("7.0")
+    w.device(name="gpu0")
+    w.vm_create(vm="vm0", device="gpu0")
+    for name in ("a", "b", "c"):
+        w.bo_create(bo=name, device="gpu0", size=M, placement=["system"])
+    w.bind(vm="vm0", op="map", addr=BUF, range=M, bo="a")
+    w.bind(vm="vm0", op="map", addr=BUF + 4 * M, range=M, bo="c")
+    w.madvise(vm="vm0", addr=BUF + 4 * M, range=M, type="purgeable_state", val=1)
+    bos = w.bos
+    counts = {n: (bos[n].vma_count, bos[n].willneed, bos[n].purge_state) for n in "abc"}
+    ops: list[dict[str, object]] = [
+        {"op": "map", "addr": BUF, "range": M, "bo": "b"},
+        {"op": "map", "addr": BUF + 8 * M, "range": M, "bo": "c"}]
+    assert _errno(w.bind_array, vm="vm0", binds=ops) == errno.EBUSY
+    assert {n: (bos[n].vma_count, bos[n].willneed, bos[n].purge_state)
+            for n in "abc"} == counts
+    (vma,) = w.query(vm="vm0", addr=BUF, range=M)["vmas"]
+    assert vma["bo"] == "a"

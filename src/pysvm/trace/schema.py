@@ -728,15 +728,15 @@ class BindArrayEvent(Event, tag="bind_array"):
     anywhere refuses the whole array before anything changes: the argument checks of
     every op, then the killed VM, then every op's range inside the VM, then every op's BO
     (lookup, then its range, offset and caching). An empty array does nothing and
-    succeeds. The ops are then applied in order with the effects of single binds. Not
-    modelled: undoing earlier ops when a later op fails while its VMAs are created (live
-    SVM ranges, a DONTNEED or purged BO) - the kernel unwinds them, the model keeps them.
+    succeeds. The ops are then applied in order with the effects of single binds; when
+    one fails while its VMAs are created (live SVM ranges, a DONTNEED or purged BO), the
+    earlier ops are unwound and nothing is left changed.
     """
 
     kernel: ClassVar[str] = (
         "DRM_IOCTL_XE_VM_BIND with num_binds > 1 and vector_of_binds: drivers/gpu/drm/xe/"
         "xe_vm.c: xe_vm_bind_ioctl(), vm_bind_ioctl_check_args(), "
-        "xe_vm_bind_ioctl_validate_bo().")
+        "xe_vm_bind_ioctl_validate_bo(), vm_bind_ioctl_ops_unwind().")
     errors = (_EINVAL_FIELDS,
               ("EINVAL", "no VM has this name; any op's argument checks (as for bind)"),
               ("EOPNOTSUPP", "7.0: any op with the decompress flag"),
@@ -745,8 +745,8 @@ class BindArrayEvent(Event, tag="bind_array"):
               ("ENOENT", "any op names no BO"),
               ("EINVAL", "any op's range or offset outside its BO, or a non-coherent PAT "
                          "index for a CPU-cached or imported BO"),
-              ("EBUSY", "an op's live SVM ranges or DONTNEED BO (earlier ops stay applied "
-                        "in the model)"))
+              ("EBUSY", "an op's live SVM ranges or DONTNEED BO (earlier ops are unwound)"),
+              ("EINVAL", "7.0: an op maps a purged BO (earlier ops are unwound)"))
     vm: VmName
     binds: Annotated[list[BindArrayOp], Meta(description=(
         "the ops (struct drm_xe_vm_bind_op), in order"))]
