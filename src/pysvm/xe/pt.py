@@ -2,7 +2,8 @@
 
 Kernel: drivers/gpu/drm/xe/xe_pt.c. xe_vma_create() (xe_vm.c) flags every VMA with
 XE_VMA_ATOMIC_PTE_BIT on a device whose ``info.has_atomic_enable_pte_bit`` is set (the
-modelled device is an Xe2 part, whose graphics descriptor sets it), and
+modelled device is an Xe2 part: xe_pci.c XE2_GFX_FEATURES sets it, as PVC's descriptor
+does), and
 xe_pt_stage_bind() then ORs XE_USM_PPGTT_PTE_AE into a leaf PTE only where
 xe_atomic_for_vram() (the page is in this device's VRAM) or xe_atomic_for_system()
 (anything else: system memory, or another device's VRAM reached over P2P, which
