@@ -53,6 +53,7 @@ from pysvm.xe.pagemap import PagemapSystem, attach_device, svm_get_pagemaps
 from pysvm.xe.profile import Profile, get_profile
 from pysvm.xe.svm import Svm
 from pysvm.xe.vm import DEFAULT_VA_BITS, BindOpArgs, Vm
+from pysvm.xe.vm_faults import get_property as vm_get_property
 from pysvm.xe.vm_madvise import MadviseArgs, madvise, purgeable_retained
 from pysvm.xe.vma import Vma
 
@@ -258,7 +259,7 @@ class World:
         self.profile = get_profile(name)
         return {"profile": name}
     def device(self, *, name: str, discrete: bool = True, vram_mib: int | None = None,
-               smem_atomics: bool = False,
+               smem_atomics: bool | None = None,
                **unknown: object) -> Result:
         """A device with one VRAM tile (``vram_mib`` defaults to 256 on discrete, 0
         otherwise); the result is its file's ``fd``.
@@ -278,9 +279,16 @@ class World:
         if not discrete and vram_mib:
             raise XeError(errno.EINVAL, "device: an integrated device has no VRAM "
                           "(vram_mib must be 0)")
+        # Kernel: xe_pci.c xe_info_init() sets info.has_device_atomics_on_smem on every
+        # platform except PVC, and PVC is discrete: an integrated device always has it.
+        smem_atomics = (not discrete) if isinstance(ev.smem_atomics, UnsetType) \
+            else ev.smem_atomics
+        if not discrete and not smem_atomics:
+            raise XeError(errno.EINVAL, "device: an integrated device always has device "
+                          "atomics on system memory (smem_atomics cannot be false)")
         if self.pagemaps_system.exited:
             raise XeError(errno.ENODEV, "the drm_pagemap module has exited")
-        dev = Device(name, vram_mib * MIB, discrete, ev.smem_atomics, fd=self.next_fd())
+        dev = Device(name, vram_mib * MIB, discrete, smem_atomics, fd=self.next_fd())
         if dev.vram is not None:
             dev.vram.stats = self.stats          # migration counters go to the summary
         attach_device(self.pagemaps_system, dev, own_ref=not self.profile.multi_device)
@@ -820,6 +828,32 @@ class World:
         vm.bind_array(ops)
         return {}
 
+    # -- DRM_IOCTL_XE_VM_GET_PROPERTY (issue 14) ------------------------------------------
+
+    def vm_get_property(self, *, vm: str, property: int = 0, size: int = 0,  # noqa: A002
+                        data: bool = True, extensions: int = 0, pad: int = 0,
+                        reserved: tuple[int, int, int] = (0, 0, 0),
+                        **unknown: object) -> Result:
+        """The VM's saved failed faults with the two-call protocol (size 0 counts, then
+        a multiple of 48 fills); 7.0 only. Kernel: xe_vm_get_property_ioctl()."""
+        return self.apply("vm_get_property", {
+            "vm": vm, "property": property, "size": size, "data": data,
+            "extensions": extensions, "pad": pad, "reserved": reserved, **unknown})
+
+    def _ev_vm_get_property(self, ev: S.VmGetPropertyEvent) -> Result:
+        if not self.profile.vm_get_property:
+            # drm_ioctl() (drivers/gpu/drm/drm_ioctl.c): an ioctl number past the
+            # driver's table is -EINVAL
+            raise XeError(errno.EINVAL, f"vm_get_property: kernel {self.profile.name} has "
+                          "no DRM_IOCTL_XE_VM_GET_PROPERTY")
+        if ev.extensions or ev.pad or any(ev.reserved):
+            raise XeError(errno.EINVAL, "vm_get_property: extensions, pad and reserved "
+                          "must be 0")
+        vm = self.vms.get(ev.vm)
+        if vm is None:
+            raise XeError(errno.ENOENT, f"vm_get_property: no VM named {ev.vm!r}")
+        return vm_get_property(vm, ev.property, ev.size, ev.data)
+
 
 #: sizeof(struct drm_xe_mem_range_attr). Kernel: include/uapi/drm/xe_drm.h.
 MEM_RANGE_ATTR_SIZE = 64
@@ -857,6 +891,7 @@ _HANDLERS: dict[type[Event], _Handler] = {
     S.QueryMemRangeAttrsEvent: World._ev_query_mem_range_attrs,
     S.ShrinkEvent: World._ev_shrink,
     S.BindArrayEvent: World._ev_bind_array,
+    S.VmGetPropertyEvent: World._ev_vm_get_property,
 }
 
 #: Every trace event name (each is a :class:`World` method of the same name).

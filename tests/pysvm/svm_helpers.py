@@ -39,13 +39,14 @@ class Sim:
     """One machine: devices, a fault-mode VM ``vm0`` on ``gpu0`` mirroring all of [0, 2^47)."""
 
     def __init__(self, profile: str = "6.18", *, vram_mib: int = 64, devices: int = 1,
-                 link: bool = False, autoreset: bool = False, smem_atomics: bool = False,
+                 link: bool = False, autoreset: bool = False, smem_atomics: bool | None = None,
                  discrete: bool = True, guard: int | None = 1000) -> None:
         self.checker = SvmChecker()
         self.ev({"ev": "config", "profile": profile})
         for i in range(devices):
-            dev: dict[str, Any] = {"ev": "device", "name": f"gpu{i}", "discrete": discrete,
-                                   "smem_atomics": smem_atomics}
+            dev: dict[str, Any] = {"ev": "device", "name": f"gpu{i}", "discrete": discrete}
+            if smem_atomics is not None:        # else the platform's default
+                dev["smem_atomics"] = smem_atomics
             dev["vram_mib"] = vram_mib if discrete else 0
             self.ev(dev)
         if link:

@@ -7,7 +7,6 @@ __xe_svm_handle_pagefault() (xe_svm.c, 6.18 and newest).
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 
 import pytest
@@ -15,7 +14,6 @@ from svm_helpers import BUF, SZ_2M, SZ_64K, K, Sim
 
 from pysvm.errors import XeError
 from pysvm.xe.pagefault import need_vram_for_atomic
-from pysvm.xe.profile import V6_18
 
 PROFILES = ("6.18", "newest")
 
@@ -26,8 +24,8 @@ PROFILES = ("6.18", "newest")
     (True, True, 1, True, 0),       # DEVICE with them
     (True, True, 2, True, 1),       # GLOBAL always
     (True, False, 2, False, 0),     # not an atomic access
-    (False, False, 2, True, 0),     # integrated
-    (False, False, 3, True, 0),     # integrated: CPU policy is not even looked at
+    (False, True, 2, True, 0),      # integrated (always has device atomics on smem)
+    (False, True, 3, True, 0),      # integrated: CPU policy is not even looked at
 ])
 def test_need_vram_for_atomic(discrete: bool, smem_atomics: bool, policy: int,
                               atomic: bool, want: int) -> None:
@@ -101,7 +99,7 @@ def test_failures_name_their_page_and_errno(profile: str) -> None:
 def test_outer_relookup_finds_the_new_vma(profile: str) -> None:
     """After set_default_attr split the VMA the fault started with, the outer loop
     continues with the VMA the lookup returns now (xe_vm_find_vma_by_addr)."""
-    s = Sim(profile, autoreset=profile == "newest")
+    s = Sim(profile, autoreset=True)
     s.mmap(BUF, 2 * SZ_2M)
     s.madvise(BUF, 2 * SZ_2M, "atomic", val=2)
     s.gpu("read", BUF, K)
@@ -115,13 +113,17 @@ def test_outer_relookup_finds_the_new_vma(profile: str) -> None:
     assert st.gc_eagain == 1 and st.outer_iterations == 2
     after = s.vm.find_vma_by_addr(BUF + SZ_2M)
     assert after is not before                     # the split replaced it
-    # The kernel then caches the VMA the fault started with: the destroyed one.
-    assert s.vm.last_fault_vma is before
-    assert s.world.stats["last_fault_vma_dangling"] == 1
+    if profile == "6.18":
+        # The kernel then caches the VMA the fault started with: the destroyed one.
+        assert s.vm.last_fault_vma is before
+        assert s.world.stats["last_fault_vma_dangling"] == 1
+    else:       # 7.0 has no last-fault cache (xe_pagefault_service() stores nothing)
+        assert s.vm.last_fault_vma is None
+        assert s.world.stats["last_fault_vma_dangling"] == 0
     assert s.vm.find_vma_by_addr(BUF + SZ_2M) is after     # the model ignores it
 
 
-@pytest.mark.parametrize("profile", ["6.18", "no-cache"])
+@pytest.mark.parametrize("profile", ["6.18", "7.0"])
 def test_killed_vm_keeps_mapped_pages_and_fails_new_faults(profile: str) -> None:
     """Kernel: xe_vm_kill() (xe_vm.c) sets XE_VM_FLAG_BANNED and kills preempt-fence exec
     queues only, so pages already bound keep working; a new fault looks the VMA up with
@@ -129,9 +131,7 @@ def test_killed_vm_keeps_mapped_pages_and_fails_new_faults(profile: str) -> None
     VM (EINVAL in xe_pagefault_service()); in 6.18 the last-fault VMA cache answers first,
     and the SVM handler's garbage collector then refuses the banned VM
     (xe_svm_garbage_collector(): ENOENT)."""
-    s = Sim("6.18")
-    if profile == "no-cache":     # a kernel whose xe_pagefault.c never stores the cache
-        s.world.profile = dataclasses.replace(V6_18, last_fault_vma_cache=False)
+    s = Sim(profile)              # 7.0: no last-fault cache (xe_pagefault_service())
     s.mmap(BUF, SZ_2M)
     assert s.gpu("write", BUF, K, value=7)["result"] == "ok"     # mapped, cached
     s.checker.engine.execute({"ev": "vm_kill", "vm": "vm0"})

@@ -128,7 +128,7 @@ EXPECTED: dict[tuple[str, str, str], tuple[str, str]] = {
 def _setup(profile: str) -> Sim:
     """A 2 MiB range bound in system memory, non-default attributes, preferred location
     switched to the device: the next fault migrates, gets pages and binds."""
-    s = Sim(profile, autoreset=profile == "newest")
+    s = Sim(profile, autoreset=True)
     s.mmap(BUF, SZ_2M)
     s.cpu_write(BUF, SZ_2M, 1)
     s.madvise(BUF, SZ_2M, "atomic", val=2)
@@ -187,7 +187,7 @@ def _chain(s: Sim, point: str, events: list[dict[str, Any]]) -> None:
 def test_eagain_many_times_in_a_row(profile: str) -> None:
     """Five unmaps land one after another, each in another madvised VMA: the collector
     answers EAGAIN five times and the outer loop looks the VMA up five times."""
-    s = Sim(profile, autoreset=profile == "newest")
+    s = Sim(profile, autoreset=True)
     s.mmap(BUF, SZ_2M)
     for c in range(8):                      # eight 64 KiB VMAs, each non-default, each bound
         a = BUF + c * SZ_64K

@@ -278,7 +278,7 @@ def test_defaults_are_the_handlers_defaults() -> None:
                               "extensions": 0, "retained_init": 0,
                               "retained_fault": None}
     assert S.as_kwargs(S.decode('{"ev":"device","name":"g"}')) == {
-        "name": "g", "discrete": True, "vram_mib": None, "smem_atomics": False}
+        "name": "g", "discrete": True, "vram_mib": None, "smem_atomics": None}
     assert S.as_kwargs(S.decode('{"ev":"vm_create","vm":"v","device":"g"}')) == {
         "vm": "v", "device": "g", "fault_mode": False, "va_bits": 48}
     assert S.as_kwargs(S.decode('{"ev":"bo_create","bo":"b","device":"g","size":4096}'))[

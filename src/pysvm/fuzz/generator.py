@@ -139,7 +139,7 @@ def step(rng: Chooser, ctx: Ctx) -> dict[str, Any]:
         return {"ev": "run_workers"}
     if r < 96:
         flags = ["cpu_addr_mirror"]
-        if ctx.profile == "newest" and rng.randint(0, 1):
+        if rng.randint(0, 1):           # both releases have the flag (v6.18 included)
             flags.append("autoreset")
         if rng.randint(0, 2) == 0:
             return {"ev": "bind", "vm": vm, "op": "unmap", "addr": addr, "range": size}

@@ -4,7 +4,9 @@ Kernel: the hardware side of drivers/gpu/drm/xe/xe_pagefault.c: an access whose 
 missing or invalidated raises a page fault that the driver services
 (xe_pagefault -> xe_svm_handle_pagefault for CPU-address-mirror VMAs, here
 :func:`pysvm.xe.pagefault.handle_pagefault`); an atomic to memory the PTE does not
-allow atomics on faults too. BO, userptr and NULL VMAs fault into
+allow atomics on faults too: the PTE's atomic-enable bit is set only where
+xe_pt.c allows it (:func:`pysvm.xe.pt.pte_atomic`), so an atomic through a mapping a
+read made earlier can fault. BO, userptr and NULL VMAs fault into
 xe_pagefault_handle_vma() (:func:`pysvm.xe.pagefault.handle_vma`) when their PTEs are
 missing or refuse the atomic; a userptr VMA's pages are the process's pages.
 """
@@ -20,10 +22,19 @@ from pysvm.xe.pagefault import (
     FaultError,
     handle_pagefault,
     handle_vma,
-    need_vram_for_atomic,
-    range_valid,
     remember_fault_vma,
 )
+from pysvm.xe.pt import pte_atomic
+from pysvm.xe.vm_faults import (
+    ACCESS_ATOMIC,
+    ACCESS_READ,
+    ACCESS_WRITE,
+    FAULT_ATOMIC_ACCESS,
+    FAULT_NOT_PRESENT,
+    FAULT_WRITE_ACCESS,
+    record_failed_fault,
+)
+from pysvm.xe.vram import page_device
 
 if TYPE_CHECKING:
     from pysvm.xe.svm import Svm
@@ -41,24 +52,45 @@ __all__ = ["GPU_REFAULTS", "gpu_access"]
 GPU_REFAULTS = 3
 
 
+#: struct xe_vm_fault access_type of each ``gpu_access`` op (FAULT_ACCESS_TYPE_*).
+ACCESS_BY_OP = {"read": ACCESS_READ, "write": ACCESS_WRITE, "atomic": ACCESS_ATOMIC}
+
+
 def _bo_page(vma: Vma, a: int) -> tuple[str, int]:
     assert vma.bo is not None
     return vma.bo.name, (vma.offset + (a - vma.start)) // PAGE_SIZE
 
 
-def _needs_fault(svm: Svm, vma: Vma, atomic: bool, discrete: bool, bit: int) -> bool:
+def _needs_fault(svm: Svm, vma: Vma, atomic: bool, bit: int) -> bool:
     """Whether the GPU faults on a BO/userptr VMA: no valid PTE on this tile, or an
-    atomic the PTE does not allow (xe_pt.c sets the atomic-enable bit only where
-    xe_vma_need_vram_for_atomic() is satisfied: attribute not CPU, VRAM where needed)."""
+    atomic through a PTE without the atomic-enable bit (xe_pt.c xe_pt_stage_bind():
+    xe_atomic_for_vram() for a BO in VRAM, xe_atomic_for_system() for a BO in system
+    memory and for a userptr's pages)."""
     if not vma.tile_present & ~vma.tile_invalidated & bit:
         return True
-    if not (atomic and discrete):
+    if not atomic:
         return False
-    try:
-        need = need_vram_for_atomic(svm.device, vma, True, svm.vm.profile.range_removed_check)
-    except XeError:
-        return True
-    return bool(need) and not (vma.bo is not None and vma.bo.is_vram)
+    in_vram = vma.bo is not None and vma.bo.is_vram
+    return not pte_atomic(svm.device, vma, in_vram)
+
+
+def _page_atomic(svm: Svm, vma: Vma, page: object) -> bool:
+    """Whether the PTE of one CPU-mirror page allows GPU atomics: it is "VRAM" only when
+    the page is in this device's VRAM (xe_res_is_vram(): XE_INTERCONNECT_VRAM; another
+    device's VRAM is reached over P2P and counts as system). Kernel: xe_pt.c
+    xe_pt_stage_bind_entry() (default_vram_pte / default_system_pte)."""
+    return pte_atomic(svm.device, vma, page_device(page) is svm.device)  # type: ignore[arg-type]
+
+
+def _why_no_atomic(svm: Svm, vma: Vma, reasons: list[str]) -> str:
+    """Why a refault loop cannot end: the VRAM move failed, or nothing would set the bit
+    (an integrated device: xe_vma_need_vram_for_atomic() is 0 without IS_DGFX, and the
+    rebind uses the same xe_atomic_for_system() answer)."""
+    if svm.device.discrete:
+        return (f"it cannot be moved to {svm.device.name}'s VRAM: "
+                + ("; ".join(reasons[-3:]) or "the attribute does not ask for VRAM"))
+    return (f"atomic attribute {vma.attr.atomic_access} on integrated {svm.device.name}: "
+            "xe_atomic_for_system() refuses it and the handler sees nothing to migrate")
 
 
 def _fault_lookup(svm: Svm, a: int) -> Vma:
@@ -105,10 +137,12 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
     """The device reads, writes or atomically increments ``[addr, addr+size)``.
 
     Kernel: the GPU's view: a missing or invalidated PTE raises a page fault
-    (xe_pagefault -> xe_svm_handle_pagefault for CPU-mirror VMAs); an atomic to
-    a range outside VRAM on a discrete device that needs VRAM for atomics
-    faults too (the PTE lacks the atomic bit). No VMA -> EINVAL; a write to a
-    read-only VMA -> EPERM (xe_pagefault's access check).
+    (xe_pagefault -> xe_svm_handle_pagefault for CPU-mirror VMAs); an atomic through
+    a PTE without the atomic-enable bit faults too (xe_pt.c, :mod:`pysvm.xe.pt`). No
+    VMA -> EINVAL; a write to a read-only VMA -> EPERM (xe_pagefault's access check).
+    A fault the handler reports as serviced but that leaves the access still faulting
+    (the atomic bit cannot be set) repeats; after :data:`GPU_REFAULTS` rounds the
+    access fails with ETIME (the GPU job timing out).
     """
     if op not in ("read", "write", "atomic"):
         raise XeError(errno.EINVAL, f"gpu_access op {op!r}: choose read, write or atomic")
@@ -120,18 +154,20 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
     faults = retries = 0
     data: list[int] = []
     atomic = op == "atomic"
-    discrete = svm.device.discrete
     bit = 1 << svm.tile
     a = addr
     end = addr + size
+    pf_type: int | None = None      # the kind of the fault being serviced, if any
     try:
         while a < end:
             # The GPU walks its page tables: a killed (banned) VM keeps them
             # (xe_vm_kill() stops exec queues only), so mapped pages still work.
             vma = vm.vma_at(a)
             if vma is None:
+                pf_type = FAULT_NOT_PRESENT
                 raise XeError(errno.EINVAL, f"GPU access at {a:#x}: no VMA")
             if op != "read" and vma.read_only():
+                pf_type = FAULT_WRITE_ACCESS
                 raise XeError(errno.EPERM, f"GPU {op} at {a:#x}: VMA is read-only")
             if not vma.is_cpu_addr_mirror():
                 if vma.is_null():
@@ -139,8 +175,22 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
                         data.append(0)
                     a += PAGE_SIZE
                     continue
-                if _needs_fault(svm, vma, atomic, discrete, bit):
+                spins = 0
+                while _needs_fault(svm, vma, atomic, bit):
+                    if spins >= GPU_REFAULTS:
+                        # xe_pagefault_handle_vma() rebinds an atomic fault every time,
+                        # but the rebind computes the same atomic-enable bit (xe_pt.c):
+                        # the GPU faults again until the job times out.
+                        raise XeError(errno.ETIME, f"GPU atomic at {a:#x} faulted {spins} "
+                                      "times: the fault handler rebinds the VMA but its PTE "
+                                      "still lacks the atomic-enable bit "
+                                      f"({_why_no_atomic(svm, vma, [])}); the GPU job would "
+                                      "time out")
+                    spins += 1
                     faults += 1
+                    pf_type = (FAULT_NOT_PRESENT
+                               if not vma.tile_present & ~vma.tile_invalidated & bit
+                               else FAULT_ATOMIC_ACCESS)
                     found = _fault_lookup(svm, a)
                     if found.is_cpu_addr_mirror():   # the cache answered another VMA
                         raise XeError(errno.EINVAL, f"GPU fault at {a:#x}: lookup found a "
@@ -155,27 +205,26 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
             while True:
                 r = svm.gpusvm.range_find(a)
                 ok = r is not None and r.is_valid(svm.tile, False)
-                if (ok and atomic and discrete and r is not None
-                        and not range_valid(svm, r, True, svm.device)):
-                    try:
-                        ok = need_vram_for_atomic(svm.device, vma, True,
-                                                  vm.profile.range_removed_check) == 0
-                    except XeError:
-                        ok = False
+                if ok and atomic and r is not None and r.pages is not None:
+                    # A mapped page still faults for an atomic when its PTE lacks the
+                    # atomic-enable bit (xe_pt.c); the handler decides what happens.
+                    ok = _page_atomic(svm, vma, r.pages[(a - r.start) >> PAGE_SHIFT])
                 if ok:
                     break
                 if spins >= GPU_REFAULTS:
                     if atomic and r is not None and r.is_valid(svm.tile, False):
                         # The kernel's answer, not a model bug: see GPU_REFAULTS.
                         raise XeError(errno.ETIME, f"GPU atomic at {a:#x} faulted {spins} "
-                                      "times: the fault handler binds the range but cannot "
-                                      f"move it to {svm.device.name}'s VRAM "
-                                      f"({'; '.join(last_reasons[-3:])}), so the atomic "
-                                      "faults again; the GPU job would time out")
+                                      "times: the fault handler reports the range bound, "
+                                      "but its PTE still lacks the atomic-enable bit "
+                                      f"({_why_no_atomic(svm, vma, last_reasons)}), so the "
+                                      "atomic faults again; the GPU job would time out")
                     raise RuntimeError(f"model bug: fault at {a:#x} reported success "
                                        f"{spins} times but the mapping is still invalid")
                 spins += 1
                 faults += 1
+                pf_type = (FAULT_ATOMIC_ACCESS if r is not None and r.is_valid(svm.tile, False)
+                           else FAULT_NOT_PRESENT)
                 if vm.killed:
                     vma = _fault_lookup(svm, a)
                 st = handle_pagefault(svm, vma, a, atomic)
@@ -191,6 +240,13 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
             i = (a - r.start) >> PAGE_SHIFT
             j = i + max((span_end - a) >> PAGE_SHIFT, 1)
             pages = r.pages
+            if atomic:
+                # stop the span before the first page whose PTE refuses the atomic: it
+                # faults on the next round (the page at ``i`` was checked above)
+                for k in range(i + 1, j):
+                    if not _page_atomic(svm, vma, pages[k]):
+                        j = k
+                        break
             if op == "read":
                 data.extend([p.value for p in pages[i:j]])
             elif op == "write":
@@ -203,6 +259,11 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
     except XeError as e:
         if isinstance(e, FaultError):
             retries += e.stats.retries
+        if pf_type is not None and e.errno != errno.ETIME:
+            # 7.0: the failed fault is saved on the VM (xe_pagefault_queue_work() ->
+            # xe_pagefault_save_to_vm()); ETIME is the job timing out after faults that
+            # each succeeded, so nothing is saved for it
+            record_failed_fault(vm, a, ACCESS_BY_OP[op], pf_type)
         e.details.update(faults=faults, retries=retries, fault_addr=a)
         raise
     out: dict[str, object] = {"faults": faults, "retries": retries}

@@ -192,6 +192,29 @@ class QueryMemRangeAttrsResult(Result):
         "fill call only: the entries written, in address order"))] | UnsetType = UNSET
 
 
+class VmFault(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One struct xe_vm_fault as fill_faults() writes it (7.0)."""
+
+    address: Annotated[int, Meta(ge=0, extra_json_schema={"maximum": (1 << 64) - 1},
+                                 description="the faulting page, canonical form")]
+    address_precision: Annotated[int, Meta(ge=0, description="bytes (always 4096)")]
+    access_type: Annotated[int, Meta(ge=0, description="0 read, 1 write, 2 atomic")]
+    fault_type: Annotated[int, Meta(ge=0, description=(
+        "0 not present, 1 write access, 2 atomic access"))]
+    fault_level: Annotated[int, Meta(ge=0, description=(
+        "page-table level of the fault; the model has no levels and reports 0"))]
+
+
+class VmGetPropertyResult(Result):
+    """The count call's size, or the filled fault entries (7.0)."""
+
+    size: Annotated[Count, Meta(description=(
+        "count call (size 0): the bytes the saved faults need (48 per entry); fill call: "
+        "the size given"))]
+    faults: Annotated[list[VmFault], Meta(description=(
+        "fill call only: the first size / 48 saved faults, oldest first"))] | UnsetType = UNSET
+
+
 class ShrinkResult(Result):
     """What one shrinker pass found and freed."""
 

@@ -110,9 +110,9 @@ class ConfigEvent(Event, tag="config"):
     """
 
     kernel: ClassVar[str] = (
-        "No kernel counterpart: a model setting. 6.18 follows Linux v6.18 (except the "
-        "autoreset rule, still 6.18-rc1's); 7.0 follows mainline as stored (madvise "
-        "autoreset, neighbour absorption on CPU-mirror binds, multi-device pagemaps, "
+        "No kernel counterpart: a model setting. 6.18 follows Linux v6.18 (madvise "
+        "autoreset included); 7.0 follows mainline as stored ("
+        "neighbour absorption on CPU-mirror binds, multi-device pagemaps, "
         "purgeable-state madvise); newest is an alias of the newest modelled release (7.0). "
         "docs/profiles.md lists every difference with its kernel function.")
     errors = (_EINVAL_FIELDS,
@@ -133,7 +133,8 @@ class DeviceEvent(Event, tag="device"):
         "of the device file (drivers/gpu/drm/xe/xe_device.c: xe_file_open()).")
     errors = (_EINVAL_FIELDS,
               ("EEXIST", "a device with this name exists"),
-              ("EINVAL", "discrete with vram_mib 0, or integrated with vram_mib > 0"))
+              ("EINVAL", "discrete with vram_mib 0, or integrated with vram_mib > 0"),
+              ("EINVAL", "integrated with smem_atomics false"))
     result = R.DeviceResult
     name: DeviceName
     discrete: Annotated[bool, Meta(
@@ -141,7 +142,10 @@ class DeviceEvent(Event, tag="device"):
     vram_mib: Annotated[int, Meta(ge=0, le=U64_MAX // MIB, description=(
         "VRAM size in MiB; default 256 when discrete, 0 when integrated"))] | UnsetType = UNSET
     smem_atomics: Annotated[bool, Meta(description=(
-        "the device can do atomics on system memory (no VRAM migration needed)"))] = False
+        "the device can do atomics on system memory (info.has_device_atomics_on_smem: "
+        "no VRAM migration needed); default false when discrete (a PVC-like part), true "
+        "when integrated (xe_pci.c sets it on every platform but PVC, which is discrete; "
+        "false there is EINVAL)"))] | UnsetType = UNSET
 
 
 class VmCreateEvent(Event, tag="vm_create"):
@@ -724,15 +728,15 @@ class BindArrayEvent(Event, tag="bind_array"):
     anywhere refuses the whole array before anything changes: the argument checks of
     every op, then the killed VM, then every op's range inside the VM, then every op's BO
     (lookup, then its range, offset and caching). An empty array does nothing and
-    succeeds. The ops are then applied in order with the effects of single binds. Not
-    modelled: undoing earlier ops when a later op fails while its VMAs are created (live
-    SVM ranges, a DONTNEED or purged BO) - the kernel unwinds them, the model keeps them.
+    succeeds. The ops are then applied in order with the effects of single binds; when
+    one fails while its VMAs are created (live SVM ranges, a DONTNEED or purged BO), the
+    earlier ops are unwound and nothing is left changed.
     """
 
     kernel: ClassVar[str] = (
         "DRM_IOCTL_XE_VM_BIND with num_binds > 1 and vector_of_binds: drivers/gpu/drm/xe/"
         "xe_vm.c: xe_vm_bind_ioctl(), vm_bind_ioctl_check_args(), "
-        "xe_vm_bind_ioctl_validate_bo().")
+        "xe_vm_bind_ioctl_validate_bo(), vm_bind_ioctl_ops_unwind().")
     errors = (_EINVAL_FIELDS,
               ("EINVAL", "no VM has this name; any op's argument checks (as for bind)"),
               ("EOPNOTSUPP", "7.0: any op with the decompress flag"),
@@ -741,11 +745,48 @@ class BindArrayEvent(Event, tag="bind_array"):
               ("ENOENT", "any op names no BO"),
               ("EINVAL", "any op's range or offset outside its BO, or a non-coherent PAT "
                          "index for a CPU-cached or imported BO"),
-              ("EBUSY", "an op's live SVM ranges or DONTNEED BO (earlier ops stay applied "
-                        "in the model)"))
+              ("EBUSY", "an op's live SVM ranges or DONTNEED BO (earlier ops are unwound)"),
+              ("EINVAL", "7.0: an op maps a purged BO (earlier ops are unwound)"))
     vm: VmName
     binds: Annotated[list[BindArrayOp], Meta(description=(
         "the ops (struct drm_xe_vm_bind_op), in order"))]
+
+
+class VmGetPropertyEvent(Event, tag="vm_get_property"):
+    """DRM_IOCTL_XE_VM_GET_PROPERTY (7.0): the VM's failed GPU page faults.
+
+    Two calls: with size 0 the result's size is what the saved faults need (48 bytes
+    each); then with that size (or a smaller multiple of 48) and a data pointer the
+    result lists that many faults, oldest first. A fault is saved when the fault
+    handler fails it (at most 50 per VM; later ones are dropped); a fault that is
+    serviced, or an atomic that keeps faulting until the job times out, is not saved.
+    Reading does not empty the list. 6.18 has no such ioctl (EINVAL).
+    """
+
+    kernel: ClassVar[str] = (
+        "DRM_IOCTL_XE_VM_GET_PROPERTY: drivers/gpu/drm/xe/xe_vm.c: "
+        "xe_vm_get_property_ioctl(), xe_vm_get_property_helper(), fill_faults(); the "
+        "faults are saved by drivers/gpu/drm/xe/xe_pagefault.c: xe_pagefault_save_to_vm() "
+        "-> xe_vm_add_fault_entry_pf().")
+    errors = (_EINVAL_FIELDS,
+              ("EINVAL", "6.18: the ioctl does not exist"),
+              ("EINVAL", "non-zero extensions, pad or reserved"),
+              ("ENOENT", "no VM has this name"),
+              ("EINVAL", "property is not 0 (FAULTS)"),
+              ("EINVAL", "size larger than the saved faults need, or not a multiple of 48"),
+              ("EFAULT", "size > 0 without a data pointer"))
+    result = R.VmGetPropertyResult
+    vm: VmName
+    property: Annotated[int, Meta(ge=0, le=(1 << 32) - 1, description=(
+        "DRM_XE_VM_GET_PROPERTY_*: 0 is FAULTS"))] = 0
+    size: Annotated[int, Meta(ge=0, le=(1 << 32) - 1, description=(
+        "bytes of the data buffer (0: the count call)"))] = 0
+    data: Annotated[bool, Meta(description=(
+        "data is a valid pointer (false: NULL or unmapped)"))] = True
+    extensions: Annotated[U64, Meta(description="must be 0")] = 0
+    pad: Annotated[int, Meta(ge=0, le=(1 << 32) - 1, description="must be 0")] = 0
+    reserved: Annotated[tuple[U64, U64, U64], Meta(description=(
+        "drm_xe_vm_get_property.reserved[3]; must be [0, 0, 0]"))] = (0, 0, 0)
 
 
 AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode into
@@ -756,6 +797,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode int
     RunWorkersEvent, PagemapsEvent, TeardownEvent, BoPurgeEvent, VmDestroyEvent,
     QueryMemRangeAttrsEvent, ShrinkEvent,
     BindArrayEvent,
+    VmGetPropertyEvent,
 ]
 
 #: event name -> its Struct, in documentation order.

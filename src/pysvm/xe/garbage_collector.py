@@ -10,9 +10,10 @@ span default attributes again. ``EAGAIN`` from the reset ("VMAs changed, your
 VMA pointer may be stale") is remembered and returned at the end; any other
 error is returned at once. A failed VMA split kills the VM.
 
-Profiles (pysvm.xe.profile): ``6.18`` resets the VMA in place when it is exactly
-the range, else splits a default CPU-mirror VMA out for the range; ``newest``
-acts only on VMAs flagged MADV_AUTORESET, widens over default-attribute
+Profiles (pysvm.xe.profile): both act only on VMAs flagged MADV_AUTORESET (bound
+with DRM_XE_VM_BIND_FLAG_MADVISE_AUTORESET; v6.18 final already has the flag).
+``6.18`` then resets the VMA in place when it is exactly the range, else splits a
+default CPU-mirror VMA out for the range; ``7.0`` widens over default-attribute
 CPU-mirror neighbours and replaces the whole widened span by one VMA.
 """
 
@@ -41,8 +42,12 @@ def set_default_attr(svm: Svm, start: int, end: int) -> int:
     if vma is None:
         return errno.EINVAL
     stats = svm.host.stats
-    if not vm.profile.autoreset_gating:
-        # 6.18
+    if vm.profile.autoreset_gating and not (vma.flags & VmaFlag.MADV_AUTORESET):
+        # both releases: a VMA bound without DRM_XE_VM_BIND_FLAG_MADVISE_AUTORESET keeps
+        # its attributes (v6.18 and 7.0 xe_svm_range_set_default_attr())
+        return 0
+    if not vm.profile.absorb_neighbours:
+        # 6.18: reset in place, or re-allocate exactly the collected range
         if vma.has_default_mem_attrs():
             return 0
         if vma.start == start and vma.end == end:
@@ -50,9 +55,7 @@ def set_default_attr(svm: Svm, start: int, end: int) -> int:
             stats["vmas_reset"] += 1
             return errno.EAGAIN
         return _alloc_default_vma(svm, start, end)
-    # newest
-    if not (vma.flags & VmaFlag.MADV_AUTORESET):
-        return 0
+    # 7.0: widened over default-attribute mirror neighbours
     had_default = vma.has_default_mem_attrs()
     if had_default:
         start, end = vma.start, vma.end

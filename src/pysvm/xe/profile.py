@@ -1,8 +1,8 @@
 """Kernel profiles: where the modelled kernels behave differently.
 
-``"6.18"`` is the v6.18 release (the default; its autoreset rule is still
-6.18-rc1's); ``"7.0"`` is mainline as stored (multi-device pagemaps, neighbour
-absorption, purgeable-state madvise); ``"newest"`` is an alias of the newest
+``"6.18"`` is the v6.18 release (the default); ``"7.0"`` is mainline as stored
+(multi-device pagemaps, neighbour absorption, purgeable-state madvise, no last-fault
+VMA cache, VM_GET_PROPERTY); ``"newest"`` is an alias of the newest
 modelled release. One code path consults these decisions; there are not two
 copies of the driver. docs/profiles.md lists every difference with the kernel
 commit and function behind it.
@@ -24,7 +24,8 @@ class Profile:
     name: str
     #: GC resets attributes only of VMAs flagged XE_VMA_MADV_AUTORESET; the
     #: DRM_XE_VM_BIND_FLAG_MADVISE_AUTORESET bind flag exists (both arrived
-    #: together). Kernel: xe_svm_range_set_default_attr(), vm_bind_ioctl_check_args().
+    #: together; v6.18 has them, 6.18-rc1 did not). Kernel:
+    #: xe_svm_range_set_default_attr(), vm_bind_ioctl_check_args().
     autoreset_gating: bool
     #: xe_vm_find_cpu_addr_mirror_vma_range(): absorb default-attr mirror neighbours.
     absorb_neighbours: bool
@@ -44,26 +45,34 @@ class Profile:
     igpu_coh_none_check: bool = False
     #: The fault handler stores the VMA of each serviced fault in
     #: vm->usm.last_fault_vma, and xe_vm_find_vma_by_addr() returns it first (also on
-    #: a banned VM). Kernel: xe_pagefault_service() (6.18); gone in 7.0's
-    #: xe_pagefault.c, which never writes the field.
+    #: a banned VM). Kernel: xe_pagefault_service() and xe_vm_find_vma_by_addr() (6.18);
+    #: gone from both in 7.0 (xe_pagefault_service() never writes it,
+    #: xe_vm_find_vma_by_addr() is xe_vm_find_overlapping_vma() alone).
     last_fault_vma_cache: bool = True
+    #: DRM_XE_VM_BIND_FLAG_DECOMPRESS (bit 7) is in SUPPORTED_FLAGS (EOPNOTSUPP where
+    #: compression is unavailable; unknown flag, EINVAL, before). Kernel:
+    #: vm_bind_ioctl_check_args().
+    decompress_flag: bool = False
+    #: DRM_IOCTL_XE_VM_GET_PROPERTY exists and failed faults are saved per VM for its
+    #: FAULTS property. Kernel: xe_vm_get_property_ioctl(), xe_pagefault_save_to_vm().
+    vm_get_property: bool = False
 
 
-#: v6.18 (7d0a66e4) except one decision: the release already has
-#: DRM_XE_VM_BIND_FLAG_MADVISE_AUTORESET and xe_svm_range_set_default_attr() skips VMAs
-#: without XE_VMA_MADV_AUTORESET, while this profile keeps the 6.18-rc1 rule (torvalds
-#: 002f817d xe_vm_madvise.c / 0131514f xe_svm.c: no flag, the GC resets every VMA).
-#: docs/profiles.md records it as a known divergence.
-V6_18 = Profile("6.18", autoreset_gating=False, absorb_neighbours=False, multi_device=False,
+#: v6.18 (7d0a66e4). Its xe_svm.c xe_svm_range_set_default_attr() returns early for a VMA
+#: without XE_VMA_MADV_AUTORESET and its xe_drm.h defines
+#: DRM_XE_VM_BIND_FLAG_MADVISE_AUTORESET, so the GC resets only VMAs bound with that flag
+#: (the 6.18-rc1 rule - no flag, every VMA reset - is not what the release does).
+V6_18 = Profile("6.18", autoreset_gating=True, absorb_neighbours=False, multi_device=False,
                 allow_svm_unmap=False, range_removed_check=False, purgeable_type=False,
-                igpu_coh_none_check=False, last_fault_vma_cache=True)
+                igpu_coh_none_check=False, last_fault_vma_cache=True, decompress_flag=False)
 #: mainline as stored (docs/profiles.md lists the trees each decision was read from).
-#: The last-fault-VMA cache stays on: the stored xe_vm.c (bvanassche 84bd6185) still
-#: reads and clears vm->usm.last_fault_vma while the newest stored xe_pagefault.c never
-#: writes it, and the two may not come from one tree (docs/profiles.md).
+#: No last-fault-VMA cache: in one tree (kernel-patches/bpf) xe_vm.c 23930d50's
+#: xe_vm_find_vma_by_addr() is a plain xe_vm_find_overlapping_vma() and xe_pagefault.c
+#: 64455314's xe_pagefault_service() stores nothing (it takes vm->lock for reading).
 V7_0 = Profile("7.0", autoreset_gating=True, absorb_neighbours=True, multi_device=True,
                allow_svm_unmap=True, range_removed_check=True, purgeable_type=True,
-               igpu_coh_none_check=True, last_fault_vma_cache=True)
+               igpu_coh_none_check=True, last_fault_vma_cache=False, decompress_flag=True,
+               vm_get_property=True)
 
 #: Profiles by the name a trace's ``config`` gives; ``"newest"`` is an alias of the
 #: newest modelled release.

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from pysvm.xe.host import XeHost
     from pysvm.xe.profile import Profile
     from pysvm.xe.svm import Svm
+    from pysvm.xe.vm_faults import FaultEntry
 
 __all__ = ["Vm", "BindOpArgs", "DEFAULT_VA_BITS"]
 
@@ -87,6 +88,12 @@ class Vm:
         self.svm: Svm | None = None
         self.killed = False
         self.last_fault_vma: Vma | None = None
+        #: while an array of binds runs: the ops committed so far, for the unwind
+        #: (vm_bind_ioctl_ops_unwind()); None otherwise
+        self._journal: list[_Parsed] | None = None
+        #: 7.0: failed GPU faults saved for DRM_XE_VM_GET_PROPERTY(FAULTS)
+        #: (vm->faults.list; pysvm.xe.vm_faults).
+        self.fault_entries: list[FaultEntry] = []
 
     # -- lookup -------------------------------------------------------------
 
@@ -239,8 +246,9 @@ class Vm:
                         old.bo.willneed_put()
                 del self._vmas[old.addr]
                 old.flags |= VmaFlag.DESTROYED
-                old.attr.release()
-                self._userptr_notifier_remove(old)
+                if self._journal is None:   # in an array: after the last op (or restored)
+                    old.attr.release()
+                    self._userptr_notifier_remove(old)
                 if self.last_fault_vma is old:
                     self.last_fault_vma = None
             for v in news:
@@ -251,6 +259,41 @@ class Vm:
                 self._vmas[v.addr] = v
                 if v.is_userptr():
                     self._userptr_notifier_insert(v)
+        if self._journal is not None:
+            self._journal.append(parsed)
+
+    def _unwind(self, journal: list[_Parsed]) -> None:
+        """Undo committed ops, newest first: the VMAs they made leave the tree and the
+        ones they replaced come back, with their attributes, flags and BO accounting.
+        Kernel: vm_bind_ioctl_ops_unwind() (xe_vm.c), run by xe_vm_bind_ioctl() when
+        any op of the array fails after earlier ops were parsed."""
+        for parsed in reversed(journal):
+            for _, news in reversed(parsed):
+                for v in news:
+                    va = self.gpuvm.find(v.addr, v.range)
+                    assert va is not None, v
+                    self.gpuvm.remove(va)
+                    del self._vmas[v.addr]
+                    v.flags |= VmaFlag.DESTROYED
+                    v.attr.release()
+                    self._userptr_notifier_remove(v)
+                    if v.bo is not None:
+                        v.bo.vma_count -= 1
+                        if not v.purgeable:
+                            v.bo.willneed_put()
+                    if self.last_fault_vma is v:
+                        self.last_fault_vma = None
+            for old, _ in reversed(parsed):
+                if old is None:
+                    continue
+                self.gpuvm.insert(old.addr, old.range,
+                                  old.bo.handle if old.bo is not None else None, old.offset)
+                self._vmas[old.addr] = old
+                old.flags &= ~VmaFlag.DESTROYED
+                if old.bo is not None:
+                    old.bo.vma_count += 1
+                    if not old.purgeable:
+                        old.bo.willneed_get()
 
     def _userptr_notifier_insert(self, v: Vma) -> None:
         """Give a userptr VMA its MMU interval notifier over its CPU range.
@@ -344,7 +387,7 @@ class Vm:
             raise XeError(errno.EINVAL, f"{what}: the autoreset flag does not exist in kernel "
                           f"{self.profile.name}")
         if flags & BindFlag.DECOMPRESS:
-            if not self.profile.autoreset_gating:
+            if not self.profile.decompress_flag:
                 raise XeError(errno.EINVAL, f"{what}: the decompress flag does not exist in "
                               f"kernel {self.profile.name}")
             raise XeError(errno.EOPNOTSUPP, f"{what}: the decompress flag is not modelled")
@@ -544,11 +587,11 @@ class Vm:
         An empty array passes stage 2 and ends as 0 (``-ENODATA`` turned into 0 after the
         fences are signalled). Then each op is created and parsed in order
         (vm_bind_ioctl_ops_create(), vm_bind_ioctl_ops_parse()) with the same VMA effects
-        as one bind. Not modelled: the kernel's unwind of earlier ops when a later op fails
-        in its parse stage (vm_bind_ioctl_ops_unwind(): live SVM ranges EBUSY, a DONTNEED
-        or purged BO in xe_vma_create()) - the model leaves the earlier ops applied; the
-        allocation failures (ENOBUFS for the op vector, ENOMEM) and the vector copy
-        (EFAULT) are memory and pointer faults the trace cannot ask for.
+        as one bind. When an op fails there (live SVM ranges EBUSY, a DONTNEED or purged
+        BO in xe_vma_create() EBUSY / EINVAL), the earlier ops are unwound
+        (vm_bind_ioctl_ops_unwind()) and nothing is left changed. Not modelled: the
+        allocation failures (ENOBUFS from xe_vma_ops_alloc() for an array, ENOMEM) and
+        the vector copy (EFAULT), memory and pointer faults the trace cannot ask for.
         Kernel: xe_vm_bind_ioctl() (xe_vm.c).
         """
         for o in ops:
@@ -564,12 +607,35 @@ class Vm:
             if o.op != "unmap" and o.bo is not None:
                 self._check_map_bo(o.addr, o.range, pat_index=o.pat_index, bo=o.bo,
                                    offset=o.offset)
-        for o in ops:
-            if o.op == "unmap":
-                self.bind_unmap(o.addr, o.range)
-            else:
-                self.bind_map(o.addr, o.range, flags=o.flags, pat_index=o.pat_index,
-                              bo=o.bo, offset=o.offset, userptr=o.op == "map_userptr")
+        # Each op is created and parsed (committed into the tree) in order; when one
+        # fails, every earlier op is unwound and the ioctl fails with its errno
+        # (xe_vm_bind_ioctl(): goto unwind_ops -> vm_bind_ioctl_ops_unwind()).
+        stats = self.host.stats
+        counted = {k: stats[k] for k in ("binds", "unbinds") if k in stats}
+        journal: list[_Parsed] = []
+        self._journal = journal
+        try:
+            for o in ops:
+                if o.op == "unmap":
+                    self.bind_unmap(o.addr, o.range)
+                else:
+                    self.bind_map(o.addr, o.range, flags=o.flags, pat_index=o.pat_index,
+                                  bo=o.bo, offset=o.offset, userptr=o.op == "map_userptr")
+        except XeError:
+            self._unwind(journal)
+            for k in ("binds", "unbinds"):   # the failed ioctl counts no bind
+                if k in counted:
+                    stats[k] = counted[k]
+                else:
+                    stats.pop(k, None)
+            raise
+        finally:
+            self._journal = None
+        for parsed in journal:          # the replaced VMAs are destroyed only now
+            for old, _ in parsed:
+                if old is not None:
+                    old.attr.release()
+                    self._userptr_notifier_remove(old)
 
     # -- xe_vm_alloc_vma ----------------------------------------------------
 
