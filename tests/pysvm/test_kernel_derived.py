@@ -39,8 +39,8 @@ def machine(profile: str = "6.18", *, discrete: bool = True, smem_atomics: bool 
     w = pysvm.World(profile)
     if discrete:
         w.device(name="gpu0", vram_mib=vram_mib, smem_atomics=smem_atomics)
-    else:
-        w.device(name="gpu0", discrete=False, smem_atomics=smem_atomics)
+    else:   # an integrated device always has device atomics on system memory (xe_pci.c)
+        w.device(name="gpu0", discrete=False)
     w.vm_create(vm="vm0", device="gpu0", fault_mode=fault_mode)
     if mirror:
         w.bind(vm="vm0", op="map", addr=0, range=1 << 47, flags=["cpu_addr_mirror"])
@@ -321,17 +321,20 @@ def test_bo_atomic_attribute_lives_in_the_bo(profile: str) -> None:
     # madvise_atomic() also sets bo->attr.atomic_access, and xe_vma_need_vram_for_atomic()
     # reads the BO's attribute for a BO VMA: CPU -> -EACCES. So a second mapping of the same
     # BO, outside the madvised range, refuses GPU atomics too, although its own VMA attribute
-    # still reads 0.
+    # still reads 0. The second mapping must not have been bound with the atomic-enable PTE
+    # bit before the advice (xe_pt.c xe_atomic_for_vram() reads that VMA's own attribute, and
+    # the madvise zaps only the VMAs in its range), so its atomic really faults: nothing
+    # touches it first, and the BO sits in system memory, where a discrete device without
+    # device atomics on system memory never sets the bit (xe_atomic_for_system()).
     w = machine(profile, mirror=False)
     _bo(w, ["system", "vram"])
     w.bind(vm="vm0", op="map", addr=2 * G, range=4 * K4, bo="bo0")
-    w.gpu_access(vm="vm0", addr=2 * G, size=K4, op="atomic")      # UNDEFINED: fine
     w.madvise(vm="vm0", addr=G, range=4 * K4, type="atomic", val=3)
     assert [v["attrs"]["atomic"] for v in vmas(w)] == [3, 0]
     e = refused(w.gpu_access, vm="vm0", addr=2 * G, size=K4, op="atomic")
     assert e.errno == errno.EACCES
-    # Reads need no VRAM and are unaffected.
-    assert w.gpu_access(vm="vm0", addr=2 * G, size=K4, op="read")["data"] == [1]
+    # Reads need no VRAM and are unaffected; the refused atomic changed nothing.
+    assert w.gpu_access(vm="vm0", addr=2 * G, size=K4, op="read")["data"] == [0]
 
 
 @pytest.mark.parametrize("profile", BOTH)
@@ -372,15 +375,23 @@ def test_bo_atomic_device_advice_with_smem_atomics_needs_no_vram(profile: str) -
 def test_integrated_device_ignores_cpu_atomic_advice(profile: str) -> None:
     # xe_vma_need_vram_for_atomic() returns 0 before looking at the attribute when !IS_DGFX:
     # the -EACCES for DRM_XE_ATOMIC_CPU exists on discrete devices only, for BO and SVM VMAs.
+    # But the bind never sets the atomic-enable PTE bit for attribute CPU (xe_pt.c
+    # xe_atomic_for_system() and xe_atomic_for_vram() return false for DRM_XE_ATOMIC_CPU),
+    # so on an integrated device the atomic faults, the handler finds nothing to do (no
+    # EACCES, no migration) and rebinds without the bit, and the job never completes: the
+    # model ends the refault loop with ETIME. Without the advice the atomic lands.
     w = machine(profile, discrete=False)
     w.bo_create(bo="bo0", device="gpu0", size=4 * K4)
     w.bind(vm="vm0", op="map", addr=G, range=4 * K4, bo="bo0")
-    w.madvise(vm="vm0", addr=G, range=4 * K4, type="atomic", val=3)
     w.gpu_access(vm="vm0", addr=G, size=K4, op="atomic")
     assert w.gpu_access(vm="vm0", addr=G, size=K4, op="read")["data"] == [1]
+    w.madvise(vm="vm0", addr=G, range=4 * K4, type="atomic", val=3)
+    assert refused(w.gpu_access, vm="vm0", addr=G, size=K4, op="atomic").errno == errno.ETIME
     w.mmap(addr=A, size=M2)
-    w.madvise(vm="vm0", addr=A, range=M2, type="atomic", val=3)
     w.gpu_access(vm="vm0", addr=A, size=K4, op="atomic")
+    assert w.cpu_read(addr=A, size=K4)["data"] == [1]
+    w.madvise(vm="vm0", addr=A, range=M2, type="atomic", val=3)
+    assert refused(w.gpu_access, vm="vm0", addr=A, size=K4, op="atomic").errno == errno.ETIME
     assert w.cpu_read(addr=A, size=K4)["data"] == [1]
     d = machine(profile)
     d.mmap(addr=A, size=M2)
@@ -900,11 +911,6 @@ def test_non_unmap_invalidation_is_not_collected(profile: str) -> None:
         assert r["retries"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="model divergence (a documented profile choice): "
-                   "v6.18 xe_svm.c xe_svm_range_set_default_attr() returns 0 ('Skipping "
-                   "madvise reset') for a VMA without XE_VMA_MADV_AUTORESET; the 6.18 "
-                   "profile keeps 6.18-rc1's unconditional reset (pysvm/xe/profile.py "
-                   "V6_18.autoreset_gating=False, pysvm/xe/garbage_collector.py)")
 def test_618_collector_keeps_advice_without_autoreset() -> None:
     # v6.18 xe_svm_garbage_collector() -> xe_svm_range_set_default_attr(): a VMA not bound
     # with DRM_XE_VM_BIND_FLAG_MADVISE_AUTORESET keeps its attributes after its range is
@@ -918,11 +924,6 @@ def test_618_collector_keeps_advice_without_autoreset() -> None:
     assert [v["attrs"]["atomic"] for v in vmas(w)] == [0, 2, 0]
 
 
-@pytest.mark.xfail(strict=True, reason="model divergence (a documented profile choice): "
-                   "v6.18 uapi has DRM_XE_VM_BIND_FLAG_MADVISE_AUTORESET (xe_drm.h, bit 6) "
-                   "and xe_vm.c vm_bind_ioctl_check_args() accepts it with "
-                   "CPU_ADDR_MIRROR on MAP; the 6.18 profile refuses it with EINVAL "
-                   "(pysvm/xe/vm.py Vm._check_map_args())")
 def test_618_accepts_the_autoreset_bind_flag() -> None:
     # vm_bind_ioctl_check_args(): MADVISE_AUTORESET is in SUPPORTED_FLAGS and only needs
     # is_cpu_addr_mirror && op == MAP; vm_bind_ioctl_ops_create() turns it into
