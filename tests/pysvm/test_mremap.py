@@ -336,3 +336,24 @@ def test_world_mremap_and_mprotect_events_refuse_bad_input() -> None:
     out = w.execute({"ev": "gpu_access", "vm": "v", "addr": B, "size": P, "op": "write",
                      "value": 1})
     assert out["result"] == "EPERM"
+
+
+def test_device_pages_bookkeeping_follows_moves_out_of_and_back_into_the_span() -> None:
+    from pysvm.xe.vram import DevicePages
+    dp = DevicePages(A, 4 * P)
+    pages = [Page(k) for k in range(4)]
+    dp.set_span(A, pages)
+    dp.move([(A, B, pages[0]), (A + P, B + P, pages[1]), (A + 2 * P, A + 9 * P, Page(9))])
+    assert len(dp) == 4 and dp.get(A) is None and dp.get(B) is pages[0]
+    assert dp.get(A + 2 * P) is pages[2]           # not the page named: it stays
+    assert list(dp) == [A + 2 * P, A + 3 * P, B, B + P]
+    assert dp.live([B + P, A, A + 3 * P]) == [(A + 3 * P, pages[3]), (B + P, pages[1])]
+    dp.move([(B, A + P, pages[0])])                 # back inside the span, another slot
+    assert dp.get(A + P) is pages[0] and B not in dp
+    dp.discard([(B + P, pages[1]), (A + 5 * P, pages[3])])    # the second one is searched
+    assert dp.items() == [(A + P, pages[0]), (A + 2 * P, pages[2])]
+    del dp[A + P]
+    del dp[A + 2 * P]
+    assert not dp and len(dp) == 0
+    with pytest.raises(KeyError):
+        del dp[B]

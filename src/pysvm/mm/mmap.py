@@ -1,8 +1,9 @@
 """The process address space: anonymous CPU memory and its page table.
 
-Kernel: struct mm_struct with its VMAs (mmap/munmap), the page table, the calls
-into the MMU interval notifiers (:mod:`pysvm.mm.mmu_notifier`), hmm_range_fault()
-of mm/hmm.c and migrate_vma_pages() of mm/migrate_device.c.
+Kernel: struct mm_struct with its VMAs (mmap/munmap, mremap() of mm/mremap.c,
+mprotect() of mm/mprotect.c), the page table, the calls into the MMU interval
+notifiers (:mod:`pysvm.mm.mmu_notifier`), hmm_range_fault() of mm/hmm.c and
+migrate_vma_pages() of mm/migrate_device.c.
 
 Model
 -----
@@ -17,6 +18,9 @@ Model
   populating it (CPU touch, GPU fault, migration) creates a zero page.
 * ``mmap`` over existing mappings behaves as ``MAP_FIXED``: the old mappings
   are unmapped first (firing the notifiers), as Linux does.
+* ``mremap`` moves page-table entries, so a page (a device page included)
+  keeps its object and its owner hears the new address
+  (:meth:`DevmemOwner.pages_moved`); ``mprotect`` toggles ``read_only``.
 * MMU interval notifiers are called synchronously with an
   :class:`NotifierRange` whose ``event`` is a :class:`NotifyEvent`; each call
   bumps the notifier's sequence number (mmu_interval_read_begin/retry).

@@ -169,8 +169,6 @@ class DevicePages:
         j = i + len(pages)
         if i < 0 or j > len(self._slots):
             raise KeyError(f"{addr:#x}+{len(pages)} pages is outside the allocation")
-        for k in range(len(pages)):
-            self._away.pop(addr + (k << PAGE_SHIFT), None)
         self._n += self._slots[i:j].count(None)
         self._slots[i:j] = pages
 
