@@ -299,7 +299,9 @@ class Mm:
         chosen address is the first free gap at or above the hint (or 64 KiB), where the
         kernel searches top-down below mmap_base; after ``MREMAP_DONTUNMAP`` of a shared
         or file mapping the old span is empty here, where the kernel would fault the same
-        file pages back in; no mlock, accounting or map-count limits.
+        file pages back in; the UNMAP notification covers exactly the old span (the
+        kernel's try_realign_addr() may start it at the PMD boundary below when no other
+        mapping lies in between); no mlock, accounting or map-count limits.
         """
         for name, v in (("addr", addr), ("old_len", old_len), ("new_len", new_len),
                         ("flags", flags), ("new_addr", new_addr)):
@@ -466,8 +468,10 @@ class Mm:
         queues nothing for the collector). Pages stay where they are: a device-private
         page stays in VRAM (change_pte_range() only makes its swap entry read-only).
 
-        Difference from the kernel: a hole is found before anything changes (the kernel
-        changes the VMAs before the hole, then returns ENOMEM). No PROT_NONE or PROT_EXEC.
+        Differences from the kernel: a hole is found before anything changes (the kernel
+        changes the VMAs before the hole, then returns ENOMEM); the notification covers
+        each changed VMA's part of the span even where no page table is populated (the
+        kernel starts it at the first populated PUD). No PROT_NONE or PROT_EXEC.
         """
         if not isinstance(addr, int) or not isinstance(size, int) or addr < 0 or size < 0:
             raise XeError(errno.EINVAL, "mprotect: addr and size must be unsigned integers")
