@@ -38,7 +38,7 @@ from msgspec import UnsetType
 from pysvm.drm.pagemap_util import SHRINK_EMPTY, SHRINK_STOP
 from pysvm.errors import XeError, errno_name
 from pysvm.hw.gpu import gpu_access
-from pysvm.mm.mmap import PAGE_SIZE, Mm
+from pysvm.mm.mmap import MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE, Mm
 from pysvm.mm.mmu_notifier import NotifyEvent
 from pysvm.trace import schema as S
 from pysvm.trace.results import SUMMARY_KEYS
@@ -80,6 +80,10 @@ NOTIFY_EVENTS = {"clear": NotifyEvent.CLEAR, "protection_vma": NotifyEvent.PROTE
                  "protection_page": NotifyEvent.PROTECTION_PAGE,
                  "soft_dirty": NotifyEvent.SOFT_DIRTY, "migrate": NotifyEvent.MIGRATE,
                  "exclusive": NotifyEvent.EXCLUSIVE}
+
+
+#: ``mremap`` flag names -> MREMAP_* bits (include/uapi/linux/mman.h).
+MREMAP_FLAGS = {"maymove": MREMAP_MAYMOVE, "fixed": MREMAP_FIXED, "dontunmap": MREMAP_DONTUNMAP}
 
 
 def _fields(**kw: object) -> dict[str, object]:
@@ -474,6 +478,33 @@ class World:
     def _ev_munmap(self, ev: S.MunmapEvent) -> Result:
         self.mm.munmap(ev.addr, ev.size)
         return {}
+    def mremap(self, *, addr: int, old_size: int, new_size: int,
+               flags: list[str] | None = None, new_addr: int = 0,
+               **unknown: object) -> Result:
+        """Move and/or resize the mapping at ``addr`` (``flags``: maymove, fixed,
+        dontunmap); the result's ``addr`` is where it is now. Pages, device pages
+        included, move with it. Kernel: mm/mremap.c do_mremap()."""
+        return self.apply("mremap", {"addr": addr, "old_size": old_size,
+                                     "new_size": new_size, "flags": flags or [],
+                                     "new_addr": new_addr, **unknown})
+
+    def _ev_mremap(self, ev: S.MremapEvent) -> Result:
+        flags = 0
+        for f in ev.flags:
+            flags |= MREMAP_FLAGS[f]
+        return {"addr": self.mm.mremap(ev.addr, ev.old_size, ev.new_size, flags,
+                                       ev.new_addr)}
+
+    def mprotect(self, *, addr: int, size: int, read_only: bool,
+                 **unknown: object) -> Result:
+        """Make ``[addr, addr + size)`` read-only or read-write. Kernel: mm/mprotect.c
+        do_mprotect_pkey() -> MMU_NOTIFY_PROTECTION_VMA -> xe_svm_invalidate()."""
+        return self.apply("mprotect", {"addr": addr, "size": size, "read_only": read_only,
+                                       **unknown})
+
+    def _ev_mprotect(self, ev: S.MprotectEvent) -> Result:
+        self.mm.mprotect(ev.addr, ev.size, read_only=ev.read_only)
+        return {}
     def cpu_write(self, *, addr: int, size: int, value: int = 0,
                   **unknown: object) -> Result:
         """A CPU store of ``value`` to every page (device pages fault back to RAM first:
@@ -845,6 +876,7 @@ _HANDLERS: dict[type[Event], _Handler] = {
     S.BindEvent: World._ev_bind, S.MadviseEvent: World._ev_madvise,
     S.QueryEvent: World._ev_query, S.VmKillEvent: World._ev_vm_kill,
     S.MmapEvent: World._ev_mmap, S.MunmapEvent: World._ev_munmap,
+    S.MremapEvent: World._ev_mremap, S.MprotectEvent: World._ev_mprotect,
     S.CpuWriteEvent: World._ev_cpu_write, S.CpuReadEvent: World._ev_cpu_read,
     S.GpuAccessEvent: World._ev_gpu_access, S.PrefetchEvent: World._ev_prefetch,
     S.RangesEvent: World._ev_ranges, S.GcEvent: World._ev_gc, S.EvictEvent: World._ev_evict,

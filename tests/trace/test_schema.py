@@ -387,7 +387,7 @@ def test_summary_keys_are_the_worlds() -> None:
 
 def test_choices_are_the_models() -> None:
     """The schema's enumerations equal the model's tables (the model reads these names)."""
-    from pysvm.world import BIND_FLAGS, MADVISE_TYPES
+    from pysvm.world import BIND_FLAGS, MADVISE_TYPES, MREMAP_FLAGS
     from pysvm.world import NOTIFY_EVENTS as _NOTIFY_EVENTS
     from pysvm.xe.bo import PLACEMENTS
     from pysvm.xe.host import INJECTION_POINTS
@@ -397,6 +397,8 @@ def test_choices_are_the_models() -> None:
     ours = (S.PLACEMENTS, S.PROFILES, S.BIND_FLAGS, S.MADVISE_TYPES, S.NOTIFY_EVENTS,
             S.INJECTION_POINTS)
     assert ours == model
+    assert tuple(MREMAP_FLAGS) == S.MREMAP_FLAGS
+    assert [MREMAP_FLAGS[f] for f in S.MREMAP_FLAGS] == [1, 2, 4]    # the MREMAP_* bits
 
 
 def test_events_are_the_handlers() -> None:

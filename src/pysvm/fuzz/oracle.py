@@ -65,6 +65,8 @@ class SvmChecker:
     def __init__(self) -> None:
         self.engine = Engine(World())
         self.shadow: dict[int, int] = {}
+        #: Pages mapped without write permission (mmap read_only, mprotect).
+        self.read_only: set[int] = set()
         self.pending: dict[str, deque[dict[str, Any]]] = {p: deque() for p in INJECTION_POINTS}
         self.gc_problems: list[str] = []
         #: VMs killed by the newest kernel's set_default_attr widening quirk (not a failure).
@@ -131,6 +133,10 @@ class SvmChecker:
             self._expect(out, {"ok", "ENODEV", "ENOLINK", "EINVAL"})
         elif name == "prefetch":
             self._expect(out, {"ok", "ENOENT", "EFAULT", "ENOMEM", "EBUSY", "ENODEV"})
+        elif name == "mprotect":
+            self._expect(out, {"ok", "EINVAL", "ENOMEM"})     # unit-tested in tests/pysvm
+        elif name == "mremap":
+            self._expect(out, {"ok", "EINVAL", "EFAULT", "ENOMEM"})
         elif name == "rmmod":
             self._expect(out, {"ok", "EBUSY", "ENOENT"})
         elif name in ("cpu_write", "cpu_read"):
@@ -154,11 +160,23 @@ class SvmChecker:
         if name == "mmap" and ok:
             for a in range(ev["addr"], ev["addr"] + ev["size"], PAGE):
                 self.shadow[a] = 0
+                (self.read_only.add if ev.get("read_only") else self.read_only.discard)(a)
         elif name == "munmap" and ok:
             for a in range(ev["addr"], ev["addr"] + ev["size"], PAGE):
                 self.shadow.pop(a, None)
+                self.read_only.discard(a)
+        elif name == "mprotect" and ok:
+            end = ev["addr"] + -(-ev["size"] // PAGE) * PAGE
+            for a in range(ev["addr"], end, PAGE):
+                (self.read_only.add if ev["read_only"] else self.read_only.discard)(a)
+        elif name == "mremap":
+            if ok:
+                self._mremap(ev, out["addr"])
         elif name in ("cpu_write", "cpu_read"):
             mapped = self._mapped(ev["addr"], ev["size"])
+            if mapped and name == "cpu_write" and any(
+                    a in self.read_only for a in range(ev["addr"], ev["addr"] + ev["size"], PAGE)):
+                mapped = False      # a store to a read-only page is a SIGSEGV too
             want = "ok" if mapped else "EFAULT"
             if out.get("result") != want:
                 raise Fail("result", f"{'injected ' if injected else ''}{name} of "
@@ -173,6 +191,41 @@ class SvmChecker:
                 elif out["data"][i] != self.shadow[a]:
                     raise Fail("data", f"cpu_read at {a:#x} returned {out['data'][i]}, "
                                 f"last value written was {self.shadow[a]}")
+
+    def _mremap(self, ev: dict[str, Any], new: int) -> None:
+        """The shadow after a successful mremap() that returned ``new``: the pages of the
+        old span that were mapped move to the same offsets from ``new`` (a pure move keeps
+        the gaps), growth maps zero pages, the old span goes (or, with dontunmap, stays
+        as zero pages) and a fixed target span was unmapped first."""
+        addr = ev["addr"]
+        old = -(-ev["old_size"] // PAGE) * PAGE
+        size = -(-ev["new_size"] // PAGE) * PAGE
+        flags = ev.get("flags", [])
+        keep = min(old, size)
+        moved = {k: (self.shadow[addr + k], addr + k in self.read_only)
+                 for k in range(0, old, PAGE) if addr + k in self.shadow}
+        ro_all = any(r for _, r in moved.values())
+        if new != addr or "fixed" in flags:
+            if "fixed" in flags:
+                for a in range(new, new + size, PAGE):
+                    self.shadow.pop(a, None)
+                    self.read_only.discard(a)
+            for k in moved:
+                if "dontunmap" in flags:
+                    self.shadow[addr + k] = 0
+                else:
+                    self.shadow.pop(addr + k, None)
+                    self.read_only.discard(addr + k)
+        else:
+            for k in range(size, old, PAGE):
+                self.shadow.pop(addr + k, None)
+                self.read_only.discard(addr + k)
+        for k in range(0, size, PAGE):
+            if k < keep and k not in moved:
+                continue                    # a gap between the moved mappings
+            value, ro = moved.get(k, (0, ro_all))
+            self.shadow[new + k] = value
+            (self.read_only.add if ro else self.read_only.discard)(new + k)
 
     def _gpu_access(self, ev: dict[str, Any], out: dict[str, Any]) -> None:
         op, addr, size = ev["op"], ev["addr"], ev["size"]
@@ -252,6 +305,8 @@ class SvmChecker:
                 return
             raise Fail("errno", f"GPU {ev['op']} at CPU-unmapped {f:#x} gave {res} (expected "
                         f"one of {sorted(_UNMAPPED_OK)}): {out.get('message')}")
+        if ev["op"] in ("write", "atomic") and f in self.read_only and res == "EPERM":
+            return      # hmm_range_fault() refuses a write fault on a read-only mapping
         if ev["op"] == "atomic" and res in _ATOMIC_OK:
             return
         if ev["op"] == "atomic" and res == "ETIME" and vm is not None \

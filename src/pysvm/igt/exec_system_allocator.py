@@ -290,7 +290,6 @@ EXPECTED_COUNT = 25 * 75 + 2 + 5 + 1 + 16 + 1 + 5 + 2 + 2 + 12 + 10 + 1
 # -- skip reasons (shared with docs/igt.md) ----------------------------------------
 R_FORK = "fork() (a child mm sharing the pages copy-on-write) is not modelled"
 R_PROCESS = "a second process (another mm and device file) is not modelled"
-R_MREMAP = "mremap() is not modelled"
 R_BO_CPU_MAP = "a CPU mmap() of a BO (xe_bo_map_fixed) is not modelled"
 R_SAME_PAGE = ("threads store different dwords of one 4 KiB page before any reads "
                "back, and the model holds one value per page")
@@ -435,8 +434,6 @@ def test_exec_skip(p: _Exec) -> str | None:
     f = p.flags
     if f & FORK_READ:
         return R_FORK
-    if f & MREMAP:
-        return R_MREMAP
     if f & BO_MAP and p.n_execs >= 2:
         return R_BO_CPU_MAP
     if f & SYNC_EXEC:
@@ -495,21 +492,39 @@ def _test_exec(s: Scenario, p: _Exec) -> Iterator[None]:
         region = "system"
         s.prefetch(vm, addr, bo_size, "system")
     pending: list[int] = []
+    eocheck = bool(flags & EVERY_OTHER_CHECK)
+    next_data: int | None = None        # EVERY_OTHER_CHECK: where the next remap goes
+    next_value = 0                      # ... and the value its pre-written batch stores
+    prev_idx = 0
     for i in range(n_execs):
         idx = i * stride if stride else i
+        next_idx = (i + 1) * stride if stride else i + 1
         batch = addr + idx * STRUCT
         sdi = batch + DATA_OFF
         fault_inject = bool(flags & FAULT) and i == n_execs // 2
         if flags & MADVISE_SWIZZLE:
             s.madvise(vm, data, bo_size, "preferred_loc", devmem_fd=-1 if i % 2 == 0 else 0,
                       migration_policy=0, why="swizzle the preferred location")
-        value = s.fresh(idx)
+        # EVERY_OTHER_CHECK: an odd exec runs the batch the previous one wrote (it moved
+        # with the buffer) and stores the value chosen then.
+        value = next_value if eocheck and i % 2 else s.fresh(idx)
         targets = ([sdi + j * orig_size for j in range(N_MULTI_FAULT)]
                    if flags & MULTI_FAULT else [sdi])
         atomic = bool(flags & ATOMIC_BATCH)
         if atomic:
             s.cpu_write(targets[-1], 4, value - 1, why="data = value - 1 for MI_ATOMIC_INC")
-        s.cpu_touch(batch, 4 * 16, why="CPU writes the batch")
+        if not eocheck or i % 2 == 0:
+            s.cpu_touch(batch, 4 * 16, why="CPU writes the batch")
+        if eocheck and i % 2 == 0:
+            # The buffer's next home (__aligned_alloc(): a PROT_NONE mapping, which the
+            # model maps plainly: nothing touches it before mremap() replaces it), and the
+            # next exec's batch, written now into this buffer, storing at its offset there.
+            next_data = s.aspace.reserve(bo_size, aligned)
+            s.mmap(next_data, bo_size)
+            _parse_madvise(s, vm, data, bo_size, flags, p.pat)
+            next_value = s.fresh(next_idx)
+            s.cpu_touch(addr + next_idx * STRUCT, 4 * 16,
+                        why="CPU writes the next exec's batch (it stores into the next buffer)")
         if flags & PREFETCH and not flags & (MULTI_FAULT | EVERY_OTHER_CHECK):
             _prefetch_op(s, vm, addr, data, bo_size, flags)
         if flags & RACE:
@@ -533,8 +548,20 @@ def _test_exec(s: Scenario, p: _Exec) -> Iterator[None]:
                     s.gpu(vm, "atomic", t, 4, stop_on=stop, why="MI_ATOMIC_INC")
                 else:
                     s.gpu(vm, "write", t, 4, value, stop_on=stop, why="MI_STORE_DWORD_IMM")
-            for t in targets:
-                s.cpu_check(t, 4, why="the CPU reads back the value the GPU wrote")
+            if flags & MREMAP:
+                old = data
+                data = _remap(s, old, bo_size, aligned, flags, next_data)
+                next_data = None
+                targets = [t - old + data for t in targets]
+                addr = data
+            if not eocheck or i % 2:
+                for t in targets:
+                    s.cpu_check(t, 4, why="the CPU reads back the value the GPU wrote")
+                if eocheck:
+                    s.cpu_check(addr + prev_idx * STRUCT + DATA_OFF, 4,
+                                why="and the value of the previous exec (one value per "
+                                "page in the model: the page's last store)")
+        prev_idx = idx
         yield
         if flags & NEW:
             if flags & MMAP:
@@ -565,6 +592,35 @@ def _test_exec(s: Scenario, p: _Exec) -> Iterator[None]:
         s.munmap(data, bo_size)
     elif p.alloc is None:
         _free(s, data, bo_size, aligned)
+
+
+def _remap(s: Scenario, old: int, bo_size: int, aligned: int, flags: int,
+           next_data: int | None) -> int:
+    """The MREMAP step after an exec: move the buffer to a new aligned address; return it.
+
+    IGT: mprotect(old, PROT_READ) first for READ_ONLY_REMAP, then
+    mremap(old, bo_size, bo_size, MREMAP_MAYMOVE | MREMAP_FIXED [| MREMAP_DONTUNMAP], new)
+    onto a fresh __aligned_alloc() reservation (or the one EVERY_OTHER_CHECK made before
+    the exec), mprotect(new, PROT_READ | PROT_WRITE) again, and with DONTUNMAP an munmap
+    of the old span that stayed behind. Kernel: mm/mremap.c move_vma() carries the pages,
+    device pages in VRAM included; the old span's SVM ranges see MMU_NOTIFY_UNMAP
+    (move_page_tables()) and go to the garbage collector (xe_svm_invalidate()), so the
+    next GPU access faults at the new address.
+    """
+    ro = bool(flags & READ_ONLY_REMAP)
+    if ro:
+        s.mprotect(old, bo_size, read_only=True, why="mprotect(old, PROT_READ)")
+    new = next_data
+    if new is None:
+        new = s.aspace.reserve(bo_size, aligned)
+        s.mmap(new, bo_size)       # __aligned_alloc(): PROT_NONE in IGT, untouched here
+    s.mremap(old, bo_size, new, dontunmap=bool(flags & DONTUNMAP),
+             why="move the buffer; its pages (in VRAM or not) move with it")
+    if ro:
+        s.mprotect(new, bo_size, read_only=False, why="mprotect(new, PROT_READ | PROT_WRITE)")
+    if flags & DONTUNMAP:
+        s.munmap(old, bo_size)
+    return new
 
 
 def _run_all(gens: list[Iterator[None]]) -> None:

@@ -46,6 +46,8 @@ class Step:
     pat: int | None = None
     #: For a ``gpu_access``: the number of GPU faults IGT expects (None: any).
     faults: int | None = None
+    #: For an ``mremap``: the address the call must return (None: any).
+    addr: int | None = None
 
 
 @dataclass
@@ -84,9 +86,10 @@ class Scenario:
     # -- bookkeeping -------------------------------------------------------
     def add(self, ev: dict[str, Any], *, want: Iterable[str] = ("ok",),
             data: Iterable[int] | None = None, stop_on: Iterable[str] = (),
-            why: str = "", pat: int | None = None, faults: int | None = None) -> None:
+            why: str = "", pat: int | None = None, faults: int | None = None,
+            addr: int | None = None) -> None:
         self.steps.append(Step(ev, tuple(want), None if data is None else tuple(data),
-                               tuple(stop_on), why, pat, faults))
+                               tuple(stop_on), why, pat, faults, addr))
 
     def fresh(self, idx: int = 0) -> int:
         """A new value to store (IGT: a random number shifted left 12, or'ed with the index)."""
@@ -157,6 +160,30 @@ class Scenario:
         self.add({"ev": "munmap", "addr": start, "size": n})
         for p in self._pages(start, n):
             self.mem.pop(p, None)
+
+    def mremap(self, old: int, size: int, new: int, *, dontunmap: bool = False,
+               why: str = "") -> None:
+        """mremap(old, size, size, MREMAP_MAYMOVE | MREMAP_FIXED [| MREMAP_DONTUNMAP], new),
+        which must return ``new``: every page's value moves to the same offset from
+        ``new``; with ``dontunmap`` the old span stays mapped, empty (zero pages)."""
+        start, n = page_span(old, size)
+        dst = page_span(new, size)[0]
+        flags = ["maymove", "fixed", *(["dontunmap"] if dontunmap else [])]
+        self.add({"ev": "mremap", "addr": start, "old_size": n, "new_size": n, "flags": flags,
+                  "new_addr": dst}, why=why, addr=dst)
+        moved = {p: self.mem.pop(p) for p in self._pages(start, n) if p in self.mem}
+        for p in self._pages(dst, n):
+            self.mem.pop(p, None)
+        shift = (dst - start) // PAGE
+        for p, v in moved.items():
+            self.mem[p + shift] = v
+            if dontunmap:
+                self.mem[p] = 0
+
+    def mprotect(self, addr: int, size: int, *, read_only: bool, why: str = "") -> None:
+        """mprotect(addr, size, PROT_READ [| PROT_WRITE]); page contents do not change."""
+        start, n = page_span(addr, size)
+        self.add({"ev": "mprotect", "addr": start, "size": n, "read_only": read_only}, why=why)
 
     def cpu_write(self, addr: int, size: int, value: int, why: str = "") -> None:
         start, n = page_span(addr, size)

@@ -36,7 +36,7 @@ from . import results as R
 __all__ = [
     "EVENTS", "Event", "AnyEvent", "TraceDecodeError", "decode", "decode_object", "convert",
     "as_kwargs", "json_schema", "U64_MAX", "PROFILES", "PLACEMENTS", "BIND_FLAGS",
-    "MADVISE_TYPES", "INJECTION_POINTS", "NOTIFY_EVENTS",
+    "MADVISE_TYPES", "INJECTION_POINTS", "NOTIFY_EVENTS", "MREMAP_FLAGS",
 ]
 
 U64_MAX = (1 << 64) - 1
@@ -424,6 +424,69 @@ class MunmapEvent(Event, tag="munmap"):
     size: Annotated[U64, Meta(description="length in bytes (4 KiB aligned, non-zero)")]
 
 
+MremapFlagName = Literal["maymove", "fixed", "dontunmap"]
+#: mremap flag names, in the order of their bits (MREMAP_MAYMOVE 1, _FIXED 2, _DONTUNMAP 4).
+MREMAP_FLAGS = ("maymove", "fixed", "dontunmap")
+
+
+class MremapEvent(Event, tag="mremap"):
+    """Move and/or resize a CPU mapping; the result's addr is where it is now.
+
+    Pages move with the mapping: system pages and device pages alike (a page in VRAM stays
+    there). The old span's SVM ranges see an unmap (they are unmapped and queued for the
+    collector), so the GPU faults the pages in again at the new address. fixed with equal
+    sizes moves every mapping in the old span (the gaps kept); dontunmap leaves the old
+    span mapped and empty (an anonymous one reads zero pages). Refusals come in the
+    kernel's order: the argument checks (all EINVAL), then the mapping checks (EFAULT),
+    then growth that fits nowhere (ENOMEM); nothing changes on a refusal.
+    """
+
+    kernel: ClassVar[str] = (
+        "mremap(): mm/mremap.c: do_mremap() (check_mremap_params(), check_prep_vma(), "
+        "remap_move(), mremap_to(), mremap_at()) -> move_vma() -> move_page_tables() -> "
+        "mmu_notifier_invalidate_range_start() (MMU_NOTIFY_UNMAP over the old span) -> "
+        "drivers/gpu/drm/xe/xe_svm.c: xe_svm_invalidate().")
+    errors = (_EINVAL_FIELDS,
+              ("EINVAL", "addr not 4 KiB aligned; new_size 0 or past TASK_SIZE; with fixed or "
+                         "dontunmap: new_addr not 4 KiB aligned, its span past TASK_SIZE, "
+                         "no maymove, dontunmap with old_size != new_size, or the spans "
+                         "overlap; old_size 0 with a move or growth"),
+              ("EFAULT", "addr is not mapped, or a move or growth crosses the end of its "
+                         "mapping"),
+              ("ENOMEM", "growth without maymove that does not fit in place, or no free "
+                         "address space"))
+    result = R.MremapResult
+    addr: Annotated[U64, Meta(description="CPU address of the mapping (4 KiB aligned)")]
+    old_size: Annotated[U64, Meta(description="bytes to take from addr (rounded up to 4 KiB)")]
+    new_size: Annotated[U64, Meta(description="new length in bytes (rounded up to 4 KiB)")]
+    flags: Annotated[list[MremapFlagName], Meta(description=(
+        "MREMAP_* by name: maymove, fixed, dontunmap"))] = []
+    new_addr: Annotated[U64, Meta(description=(
+        "with fixed: the target address; with dontunmap alone: a hint"))] = 0
+
+
+class MprotectEvent(Event, tag="mprotect"):
+    """Make a span of CPU memory read-only or read-write again.
+
+    GPU mappings over a span whose protection changes are zapped (an invalidation that
+    is not an unmap: nothing is queued for the collector); pages stay where they are.
+    A read-only span gives EFAULT to CPU writes and EPERM to GPU writes and atomics.
+    """
+
+    kernel: ClassVar[str] = (
+        "mprotect(PROT_READ[|PROT_WRITE]): mm/mprotect.c: do_mprotect_pkey() -> "
+        "mprotect_fixup() -> change_protection() -> mmu_notifier_invalidate_range_start() "
+        "(MMU_NOTIFY_PROTECTION_VMA) -> drivers/gpu/drm/xe/xe_svm.c: xe_svm_invalidate().")
+    errors = (_EINVAL_FIELDS,
+              ("EINVAL", "addr not 4 KiB aligned"),
+              ("ENOMEM", "the span wraps or part of it is not mapped"))
+    addr: Annotated[U64, Meta(description="CPU virtual address, bytes (4 KiB aligned)")]
+    size: Annotated[U64, Meta(description="length in bytes (rounded up to 4 KiB; 0 does "
+                                          "nothing)")]
+    read_only: Annotated[bool, Meta(description=(
+        "PROT_READ only (true) or PROT_READ|PROT_WRITE (false)"))]
+
+
 class CpuWriteEvent(Event, tag="cpu_write"):
     """The CPU stores a value to every page of a range."""
 
@@ -750,7 +813,8 @@ class BindArrayEvent(Event, tag="bind_array"):
 
 AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode into
     ConfigEvent, DeviceEvent, VmCreateEvent, BoCreateEvent, BindEvent, MadviseEvent,
-    QueryEvent, VmKillEvent, MmapEvent, MunmapEvent, CpuWriteEvent, CpuReadEvent,
+    QueryEvent, VmKillEvent, MmapEvent, MunmapEvent, MremapEvent, MprotectEvent,
+    CpuWriteEvent, CpuReadEvent,
     GpuAccessEvent, PrefetchEvent, RangesEvent, GcEvent, EvictEvent, InvalidateEvent,
     FaultGuardEvent, InjectEvent, LinkEvent, UnbindDeviceEvent, RmmodEvent,
     RunWorkersEvent, PagemapsEvent, TeardownEvent, BoPurgeEvent, VmDestroyEvent,
