@@ -43,7 +43,7 @@ def _call(w: World, ev: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def test_every_event_is_a_keyword_only_method() -> None:
-    assert len(pysvm.EVENTS) == 31
+    assert len(pysvm.EVENTS) == 33
     for name in pysvm.EVENTS:
         sig = inspect.signature(getattr(World, name))
         params = [p for p in sig.parameters.values() if p.name != "self"]
@@ -107,6 +107,8 @@ w.gc(vm="vm0")
 w.bind_array(vm="vmx", binds=[{"op": "unmap", "addr": 0x100000, "range": 65536},
                               {"op": "map", "addr": 0x100000, "range": 65536, "bo": "bo0"}])
 w.vm_kill(vm="vmx")
+w.process_start(name="p1")
+assert w.process_exit(process="p1") == {"unmapped": 0, "vms_closed": 0}
 w.run_workers()
 w.pagemaps()
 w.unbind_device(device="gpu1")
@@ -116,13 +118,13 @@ except pysvm.XeError as e:
     assert e.name == "EBUSY", e
 assert w.teardown() == {"leftovers": []}
 s = w.summary()
-assert s["events"] == 31 and s["errors"] == 1, s          # 30 calls + the injected one
+assert s["events"] == 33 and s["errors"] == 1, s          # 32 calls + the injected one
 print("ok", len(pysvm.EVENTS))
 """
     r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True,
                        check=False)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["ok", "31"]
+    assert r.stdout.split() == ["ok", "33"]
 
 
 def test_a_misspelt_keyword_is_einval_naming_it_as_in_a_trace() -> None:
