@@ -38,7 +38,10 @@ SAMPLE_PATTERNS = ["once-*", "twice-*", "partial-*", "madvise-*", "pat-index-*",
                    "unaligned-alloc", "atomic-*", "mgpu-atomic-op-*", "mgpu-coherency-*",
                    "mgpu-pagefault-*", "threads-many-malloc", "threads-shared-vm-many-mmap",
                    "threads-shared-vm-shared-alloc-many-stride-malloc-race",
-                   "many-malloc-race", "many-new-busy", "many-64k-free-madvise"]
+                   "many-malloc-race", "many-new-busy", "many-64k-free-madvise",
+                   "process-many-malloc", "process-many-stride-mmap-shared",
+                   "process-many-new-race", "process-many-execqueues-mmap-file",
+                   "process-many-large-malloc-busy", "processes-evict-malloc"]
 
 
 def _sample() -> list[tuple[str, str]]:
