@@ -193,3 +193,48 @@ def test_main_can_exit_and_a_name_can_start_again() -> None:
     w.mmap(addr=A, size=4096)
     assert w.cpu_read(addr=A, size=4096) == {"data": [0]}   # a fresh, empty address space
     assert w.mm is w.processes["main"].mm
+
+
+def _two_process_events() -> list[dict[str, object]]:
+    evs: list[dict[str, object]] = [
+        {"ev": "device", "name": "gpu0", "vram_mib": 4},
+        {"ev": "process_start", "name": "child"},
+        {"ev": "process_start", "name": "child"},                 # EEXIST
+        {"ev": "cpu_read", "addr": A, "size": 4096, "process": "ghost"},   # ESRCH
+    ]
+    for proc in ("main", "child"):
+        evs += [{"ev": "vm_create", "vm": f"vm_{proc}", "device": "gpu0", "fault_mode": True,
+                 "process": proc},
+                {"ev": "bind", "vm": f"vm_{proc}", **MIRROR},
+                {"ev": "mmap", "addr": A, "size": 4 * MIB, "process": proc},
+                {"ev": "cpu_write", "addr": A, "size": 4 * MIB,
+                 "value": 100 if proc == "main" else 200, "process": proc}]
+    evs += [{"ev": "gpu_access", "vm": "vm_main", "addr": A, "size": 4096, "op": "atomic"},
+            {"ev": "gpu_access", "vm": "vm_child", "addr": A, "size": 4096, "op": "atomic"},
+            {"ev": "gpu_access", "vm": "vm_child", "addr": A + 2 * MIB, "size": 4096,
+             "op": "write", "value": 7},
+            {"ev": "gpu_access", "vm": "vm_main", "addr": A, "size": 8192, "op": "read"},
+            {"ev": "cpu_read", "addr": A, "size": 8192, "process": "child"},
+            {"ev": "process_exit", "process": "child"},
+            {"ev": "cpu_read", "addr": A, "size": 8192},
+            {"ev": "munmap", "addr": A, "size": 4 * MIB},
+            {"ev": "run_workers"},
+            {"ev": "teardown"}]
+    return evs
+
+
+def test_the_fuzz_oracle_checks_each_process_against_its_own_shadow() -> None:
+    from pysvm.fuzz.target import check_events
+
+    assert check_events(_two_process_events()) is None
+
+
+def test_the_fuzz_oracle_catches_a_process_mix_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A planted bug: every event acts in main's address space whatever it names."""
+    from pysvm.fuzz.target import check_events
+
+    real = World.process_by_name
+    monkeypatch.setattr(World, "process_by_name",
+                        lambda self, name: real(self, name) and real(self, "main"))
+    fail = check_events(_two_process_events())
+    assert fail is not None and fail.kind == "data", fail

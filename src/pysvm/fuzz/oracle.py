@@ -18,7 +18,7 @@ from typing import Any
 
 from gpuvm_core.fuzz import Failure
 from pysvm.trace.engine import Engine
-from pysvm.world import World
+from pysvm.world import MAIN_PROCESS, World
 from pysvm.xe.host import INJECTION_POINTS
 from pysvm.xe.lifetime import check_pagemap_invariants
 from pysvm.xe.svm import Svm
@@ -57,19 +57,32 @@ class SvmChecker:
     """Replay events through a fresh engine, checking everything after each one.
 
     ``run(events)`` returns ``None`` or the first :class:`Failure`. The checker
-    keeps the shadow of page contents and the queue of pending injections.
+    keeps the shadow of page contents (one per live process: ``shadows``; ``shadow`` is
+    the main process's) and the queue of pending injections.
 
     Kernel: none (test oracle).
     """
 
     def __init__(self) -> None:
         self.engine = Engine(World())
-        self.shadow: dict[int, int] = {}
+        #: Per live process: address -> the value its page must hold.
+        self.shadows: dict[str, dict[int, int]] = {MAIN_PROCESS: {}}
+        #: VM name -> the process that created it (whose address space it mirrors).
+        self.vm_process: dict[str, str] = {}
         self.pending: dict[str, deque[dict[str, Any]]] = {p: deque() for p in INJECTION_POINTS}
         self.gc_problems: list[str] = []
         #: VMs killed by the newest kernel's set_default_attr widening quirk (not a failure).
         self.quirk_killed: set[str] = set()
         self._hooked: set[int] = set()
+
+    @property
+    def shadow(self) -> dict[int, int]:
+        """The main process's shadow (empty once it exited)."""
+        return self.shadows.get(MAIN_PROCESS, {})
+
+    def _shadow_of(self, ev: dict[str, Any]) -> dict[int, int]:
+        """The shadow of the process a CPU event names (ESRCH was expected if none)."""
+        return self.shadows[str(ev.get("process", MAIN_PROCESS))]
 
     # -- the run ------------------------------------------------------------
 
@@ -92,7 +105,7 @@ class SvmChecker:
             self.gc_problems.clear()
             raise Fail("attrs", msg)
         self.check_world()
-        if ev.get("ev") == "run_workers" and not self.shadow:
+        if ev.get("ev") == "run_workers" and not any(self.shadows.values()):
             self.check_empty()
         return out
 
@@ -113,6 +126,8 @@ class SvmChecker:
             self._expect(out, {"ok"})
             if out.get("leftovers"):
                 raise Fail("teardown", f"left after full teardown: {out['leftovers']}")
+            return
+        if self._processes(ev, out):
             return
         self._plain(ev, out)
         vm = self.engine.world.vms.get(str(ev.get("vm")))
@@ -138,27 +153,56 @@ class SvmChecker:
         elif res != "ok":
             raise Fail("result", f"unexpected {res}: {out.get('message')}")
 
+    def _processes(self, ev: dict[str, Any], out: dict[str, Any]) -> bool:
+        """Process lifetimes: start, exit, and events naming a process that is not live
+        (ESRCH). True when the event is fully checked here."""
+        name = ev.get("ev")
+        if name == "process_start":
+            live = ev["name"] in self.shadows
+            self._expect(out, {"EEXIST"} if live else {"ok"})
+            if not live:
+                self.shadows[ev["name"]] = {}
+            return True
+        proc = ev.get("process", MAIN_PROCESS) if name != "process_exit" else ev["process"]
+        if name not in ("process_exit", "vm_create", "mmap", "munmap", "cpu_write",
+                        "cpu_read", "invalidate"):
+            return False
+        if proc not in self.shadows:
+            self._expect(out, {"ESRCH"})
+            return True
+        if name == "process_exit":
+            self._expect(out, {"ok"})
+            del self.shadows[proc]
+            for vm in [v for v, p in self.vm_process.items() if p == proc]:
+                del self.vm_process[vm]
+            return True
+        if name == "vm_create" and out.get("result") == "ok":
+            self.vm_process[ev["vm"]] = proc
+        return False
+
     @staticmethod
     def _expect(out: dict[str, Any], ok: set[str]) -> None:
         if out.get("result") not in ok:
             raise Fail("result", f"result {out.get('result')} (expected one of "
                         f"{sorted(ok)}): {out.get('message')}")
 
-    def _mapped(self, addr: int, size: int) -> bool:
-        return all(a in self.shadow for a in range(addr, addr + size, PAGE))
-
     def _plain(self, ev: dict[str, Any], out: dict[str, Any], injected: bool = False) -> None:
         """Apply a non-GPU event's effect on the shadow (and check reads)."""
         name = ev.get("ev")
         ok = out.get("result") == "ok"
+        if name not in ("mmap", "munmap", "cpu_write", "cpu_read"):
+            return
+        if injected and self._processes(ev, out):
+            return
+        shadow = self._shadow_of(ev)
         if name == "mmap" and ok:
             for a in range(ev["addr"], ev["addr"] + ev["size"], PAGE):
-                self.shadow[a] = 0
+                shadow[a] = 0
         elif name == "munmap" and ok:
             for a in range(ev["addr"], ev["addr"] + ev["size"], PAGE):
-                self.shadow.pop(a, None)
+                shadow.pop(a, None)
         elif name in ("cpu_write", "cpu_read"):
-            mapped = self._mapped(ev["addr"], ev["size"])
+            mapped = all(a in shadow for a in range(ev["addr"], ev["addr"] + ev["size"], PAGE))
             want = "ok" if mapped else "EFAULT"
             if out.get("result") != want:
                 raise Fail("result", f"{'injected ' if injected else ''}{name} of "
@@ -169,10 +213,10 @@ class SvmChecker:
                 return
             for i, a in enumerate(range(ev["addr"], ev["addr"] + ev["size"], PAGE)):
                 if name == "cpu_write":
-                    self.shadow[a] = ev.get("value", 0)
-                elif out["data"][i] != self.shadow[a]:
+                    shadow[a] = ev.get("value", 0)
+                elif out["data"][i] != shadow[a]:
                     raise Fail("data", f"cpu_read at {a:#x} returned {out['data'][i]}, "
-                                f"last value written was {self.shadow[a]}")
+                                f"last value written was {shadow[a]}")
 
     def _gpu_access(self, ev: dict[str, Any], out: dict[str, Any]) -> None:
         op, addr, size = ev["op"], ev["addr"], ev["size"]
@@ -181,6 +225,7 @@ class SvmChecker:
         ok = out.get("result") == "ok"
         stop = end if ok else int(out.get("fault_addr", addr))
         data = out.get("data") if ok else None
+        shadow = self.shadows.get(self.vm_process.get(ev["vm"], MAIN_PROCESS), {})
         cur = addr
         for rec in out.get("injected", []):
             q = self.pending.get(rec.get("at", ""))
@@ -194,15 +239,15 @@ class SvmChecker:
             fa = rec.get("fault_addr")
             if fa is None or not addr <= fa < end:
                 raise Fail("inject", f"injection fired outside this access (fault {fa})")
-            self._gpu_pages(op, cur, max(cur, fa), value, data, addr)
+            self._gpu_pages(shadow, op, cur, max(cur, fa), value, data, addr)
             cur = max(cur, fa)
             self._expect_injected(inner, rec)
             self._plain(inner, rec, injected=True)
         if cur > stop:
             raise Fail("gpu", f"the access failed at {stop:#x} before a later injection")
-        self._gpu_pages(op, cur, stop, value, data, addr)
+        self._gpu_pages(shadow, op, cur, stop, value, data, addr)
         if not ok:
-            self._check_gpu_errno(ev, out, stop)
+            self._check_gpu_errno(ev, out, stop, shadow)
 
     @staticmethod
     def _expect_injected(inner: dict[str, Any], rec: dict[str, Any]) -> None:
@@ -213,20 +258,23 @@ class SvmChecker:
             raise Fail("result", f"injected {name} gave {rec.get('result')}: "
                         f"{rec.get('message')}")
 
-    def _gpu_pages(self, op: str, lo: int, hi: int, value: int, data: list[int] | None,
-                   base: int) -> None:
+    @staticmethod
+    def _gpu_pages(shadow: dict[int, int], op: str, lo: int, hi: int, value: int,
+                   data: list[int] | None, base: int) -> None:
+        """The GPU access's effect on the shadow of the VM's process (and its reads)."""
         for a in range(lo, hi, PAGE):
-            if a not in self.shadow:
+            if a not in shadow:
                 raise Fail("gpu", f"GPU {op} of {a:#x} succeeded but the CPU does not map it")
             if op == "write":
-                self.shadow[a] = value
+                shadow[a] = value
             elif op == "atomic":
-                self.shadow[a] += 1
-            elif data is not None and data[(a - base) // PAGE] != self.shadow[a]:
+                shadow[a] += 1
+            elif data is not None and data[(a - base) // PAGE] != shadow[a]:
                 raise Fail("data", f"GPU read at {a:#x} returned {data[(a - base) // PAGE]}, "
-                            f"last value written was {self.shadow[a]}")
+                            f"last value written was {shadow[a]}")
 
-    def _check_gpu_errno(self, ev: dict[str, Any], out: dict[str, Any], f: int) -> None:
+    def _check_gpu_errno(self, ev: dict[str, Any], out: dict[str, Any], f: int,
+                         shadow: dict[int, int]) -> None:
         res = str(out.get("result"))
         vm = self.engine.world.vms.get(ev["vm"])
         if res == "ELOOP":
@@ -247,7 +295,7 @@ class SvmChecker:
                     return
                 raise Fail("errno", f"GPU atomic at {f:#x} gave EACCES but the VMA's atomic "
                             f"policy is {vma.attr.atomic_access}, not CPU")
-        if f not in self.shadow:
+        if f not in shadow:
             if res in _UNMAPPED_OK:
                 return
             raise Fail("errno", f"GPU {ev['op']} at CPU-unmapped {f:#x} gave {res} (expected "
@@ -319,26 +367,11 @@ class SvmChecker:
 
     def _check_memory(self) -> None:
         w = self.engine.world
-        mm = w.mm
-        mapped = sum(v.end - v.start for v in mm.vmas()) // PAGE
-        if mapped != len(self.shadow):
-            raise Fail("data", f"the CPU maps {mapped} pages, the shadow {len(self.shadow)}")
-        for a, want in self.shadow.items():
-            page = mm.page_at(a)
-            got = page.value if page is not None else 0
-            if got != want:
-                raise Fail("data", f"page {a:#x} holds {got} ({page!r}), last value written "
-                            f"was {want}")
-        allocs: dict[int, VramAllocation] = {}
-        for a, page in mm.populated_pages():
-            if a not in self.shadow:
-                raise Fail("data", f"populated page {a:#x} outside every CPU mapping")
-            al = page.alloc
-            if isinstance(al, VramAllocation):
-                if al.released or al.pages.get(a) is not page:
-                    raise Fail("vram", f"device page {a:#x} of a released or foreign "
-                                f"allocation {al!r}")
-                allocs[id(al)] = al
+        if set(w.processes) != set(self.shadows):
+            raise Fail("process", f"live processes {sorted(w.processes)}, the checker's "
+                        f"{sorted(self.shadows)}")
+        for proc, shadow in self.shadows.items():
+            self._check_address_space(proc, shadow)
         for dev in w.devices.values():
             vram = dev.vram
             if vram is None:
@@ -350,6 +383,28 @@ class SvmChecker:
             for kept in vram.allocations.values():
                 if not kept.pages:
                     raise Fail("vram", f"{dev.name}: allocation {kept!r} without pages kept")
+
+    def _check_address_space(self, proc: str, shadow: dict[int, int]) -> None:
+        """One process's pages against its shadow; its device pages are live ones."""
+        mm = self.engine.world.processes[proc].mm
+        where = "" if proc == MAIN_PROCESS else f" (process {proc})"
+        mapped = sum(v.end - v.start for v in mm.vmas()) // PAGE
+        if mapped != len(shadow):
+            raise Fail("data", f"the CPU maps {mapped} pages, the shadow {len(shadow)}{where}")
+        for a, want in shadow.items():
+            page = mm.page_at(a)
+            got = page.value if page is not None else 0
+            if got != want:
+                raise Fail("data", f"page {a:#x} holds {got} ({page!r}), last value written "
+                            f"was {want}{where}")
+        for a, page in mm.populated_pages():
+            if a not in shadow:
+                raise Fail("data", f"populated page {a:#x} outside every CPU mapping{where}")
+            al = page.alloc
+            if isinstance(al, VramAllocation) and (al.released or al.pages.get(a) is not page
+                                                   or al.mm is not mm):
+                raise Fail("vram", f"device page {a:#x} of a released or foreign "
+                            f"allocation {al!r}{where}")
 
     def check_empty(self) -> None:
         """With no CPU memory left and the workers run: nothing of the SVM state remains.
@@ -367,9 +422,10 @@ class SvmChecker:
                 raise Fail("teardown", f"{vm.name}: {len(left)} range(s), "
                             f"{svm.gpusvm.notifier_count()} notifier(s), {len(svm.gc_list)} "
                             "queued range(s) left after everything was unmapped and collected")
-        if w.mm.notifier_count() and not any(
-                vm.killed for vm in w.vms.values()):
-            raise Fail("teardown", f"{w.mm.notifier_count()} MMU notifier(s) still registered")
+        for proc in w.processes.values():
+            if proc.mm.notifier_count() and not any(vm.killed for vm in w.vms.values()):
+                raise Fail("teardown", f"{proc.mm.notifier_count()} MMU notifier(s) still "
+                            f"registered in process {proc.name}")
         for dev in w.devices.values():
             vram = dev.vram
             if vram is not None and vram.used:
