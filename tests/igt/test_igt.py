@@ -41,7 +41,12 @@ SAMPLE_PATTERNS = ["once-*", "twice-*", "partial-*", "madvise-*", "pat-index-*",
                    "many-malloc-race", "many-new-busy", "many-64k-free-madvise",
                    "many-stride-mmap-remap-dontunmap-eocheck", "many-64k-mmap-remap-ro",
                    "threads-many-mmap-remap-ro-eocheck",
-                   "threads-shared-vm-many-mmap-shared-remap-dontunmap"]
+                   "threads-shared-vm-many-mmap-shared-remap-dontunmap",
+                   "process-many-malloc", "process-many-stride-mmap-shared",
+                   "process-many-new-race", "process-many-execqueues-mmap-file",
+                   "process-many-large-malloc-busy", "processes-evict-malloc",
+                   "process-many-mmap-remap-ro-dontunmap-eocheck",
+                   "process-many-stride-mmap-shared-remap-eocheck"]
 
 
 def _sample() -> list[tuple[str, str]]:
@@ -96,16 +101,38 @@ def test_fixed_sample_passes(profile: str) -> None:
     assert ran > 100
 
 
-def test_remap_subtests_run_and_process_ones_keep_the_process_reason() -> None:
-    """Every -remap* mode is ported except in the process-* templates, which need a
-    second process first (the reason the listing gives is that one)."""
+def test_every_remap_subtest_is_ported_process_ones_included() -> None:
+    """Every -remap* mode of every template is ported: the process-many-* ones run the
+    remap scenario in each child's own address space."""
     remap = [st for st in all_subtests() if st.suite == "xe_exec_system_allocator"
              and "-remap" in st.name and not st.name.startswith("partial-")]
     assert len(remap) == 13 * 25
-    skipped = [st for st in remap if st.build is None]
-    assert {st.name.split("-")[0] for st in skipped} == {"process"}
-    assert len(skipped) == 13 * 5 and {st.skip for st in skipped} == {
-        "a second process (another mm and device file) is not modelled"}
+    assert all(st.build is not None for st in remap), [st.name for st in remap
+                                                       if st.build is None][:5]
+    assert sum(st.name.startswith("process-many-") for st in remap) == 13 * 5
+
+
+def test_a_child_remaps_in_its_own_address_space() -> None:
+    """process-many-mmap-remap-ro-dontunmap-eocheck: each child's mprotect and mremap name
+    the child (its mm), and the subtest passes; the same mremap sent to the main process
+    (whose mm does not map the buffer) fails the subtest."""
+    from dataclasses import replace
+
+    from pysvm.igt.runner import run_scenario
+    st = next(iter(select(["xe_exec_system_allocator"],
+                          ["process-many-mmap-remap-ro-dontunmap-eocheck"])))
+    assert st.build is not None
+    sc = st.build("6.18")
+    moves = [k for k, s in enumerate(sc.steps) if s.ev["ev"] in ("mremap", "mprotect")]
+    assert moves and all(sc.steps[k].ev.get("process", "main").startswith("child")
+                         for k in moves)
+    assert len({sc.steps[k].ev["process"] for k in moves}) > 1     # every child remaps
+    assert run_scenario(sc)[0] == "passed"
+    k = next(k for k in moves if sc.steps[k].ev["ev"] == "mremap")
+    ev = {key: v for key, v in sc.steps[k].ev.items() if key != "process"}
+    sc.steps[k] = replace(sc.steps[k], ev=ev)
+    status, msg, _, _ = run_scenario(sc)
+    assert status == "failed", msg
 
 
 def test_remap_moves_device_pages_and_the_next_exec_uses_them_in_vram() -> None:

@@ -27,7 +27,9 @@ Model
 
 Differences from the kernel: no locking, no huge pages, no file mappings
 (``anonymous=False`` exists only so the "not anonymous" refusals can be
-exercised), no zero-page sharing, no fork/COW.
+exercised), no zero-page sharing, no fork/COW. Each process has its own
+:class:`Mm` (the composition root keeps one per process); nothing is shared
+between two of them but the devices' memory their pages may live in.
 """
 
 from __future__ import annotations
@@ -547,6 +549,32 @@ class Mm:
                 owner.pages_freed(run)
             if blk.count(None) == _BLOCK:
                 del pt[b]
+
+    def exit_mmap(self) -> int:
+        """The last user of the address space is gone: tear every mapping down; returns
+        the bytes unmapped.
+
+        Kernel: mm/mmap.c exit_mmap(), reached from kernel/exit.c do_exit() ->
+        exit_mm() -> mmput() once mm_users drops to 0 (so mmget_not_zero() fails from
+        the start: ``alive`` is False before any notifier runs). It first calls
+        mmu_notifier_release(): mm/mmu_notifier.c mn_itree_release() invalidates every
+        interval notifier with MMU_NOTIFY_RELEASE over the whole address space; then
+        unmap_vmas() sends MMU_NOTIFY_UNMAP over each VMA and frees its pages (a freed
+        device page drops its allocation's reference), and the VMAs are removed. The
+        notifiers stay registered: their owners remove them (a driver holding the mm
+        with mmgrab(), as drm_gpusvm_init() does, does so when its file is closed).
+        A second call finds nothing to unmap.
+        """
+        self.alive = False
+        self.invalidate(0, U64_MAX + 1, NotifyEvent.RELEASE)
+        done = 0
+        for vma in list(self._vmas.values()):
+            self.invalidate(vma.start, vma.end, NotifyEvent.UNMAP)
+            self._drop_pages(vma.start >> PAGE_SHIFT, vma.end >> PAGE_SHIFT)
+            del self._vmas[vma.start]
+            done += vma.end - vma.start
+        self._last_vma = None
+        return done
 
     # ------------------------------------------------------------ notifiers
     def interval_notifier_insert(self, start: int, end: int,

@@ -20,7 +20,7 @@ __all__ = [
     "PrefetchResult", "RangeInfo", "RangesResult", "GcResult", "EvictResult",
     "FaultGuardResult", "LinkResult", "UnbindDeviceResult", "RmmodResult",
     "RunWorkersResult", "PagemapInfo", "PagemapsResult", "TeardownResult", "MremapResult",
-    "SUMMARY_KEYS",
+    "ProcessExitResult", "SUMMARY_KEYS",
 ]
 
 Count = Annotated[int, Meta(ge=0)]
@@ -272,3 +272,12 @@ class TeardownResult(Result):
     """What was still referenced after the teardown."""
 
     leftovers: Annotated[list[str], Meta(description="empty when everything was released")]
+
+
+class ProcessExitResult(Result):
+    """What the exit tore down."""
+
+    unmapped: Annotated[Size, Meta(description=(
+        "bytes of the process's mappings unmapped by the address-space teardown"))]
+    vms_closed: Annotated[Count, Meta(description=(
+        "VMs the process had created that its file's close closed"))]
