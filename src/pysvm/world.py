@@ -343,7 +343,7 @@ class World:
         dev = self._device(ev.device)
         if ev.vm in self.vms:
             raise XeError(errno.EEXIST, f"VM {ev.vm!r} already exists")
-        vm = Vm(self, ev.vm, dev, ev.fault_mode, va_bits=ev.va_bits)
+        vm = Vm(self, ev.vm, dev, ev.fault_mode, va_bits=ev.va_bits, mm=proc.mm)
         if ev.fault_mode:
             # drivers/gpu/drm/xe/xe_svm.c xe_svm_init(): the gpusvm mirrors current->mm,
             # the address space of the process whose file made the VM

@@ -4,7 +4,8 @@ Kernel: both act on the calling task's address space (mm/mremap.c do_mremap() an
 mm/mprotect.c do_mprotect_pkey() take current->mm), so only the interval notifiers of
 that mm hear the MMU_NOTIFY_UNMAP / MMU_NOTIFY_PROTECTION_VMA: a VM mirrors the mm of the
 process that created it (drivers/gpu/drm/xe/xe_svm.c xe_svm_init() hands current->mm to
-drm_gpusvm_init()).
+drm_gpusvm_init()). A userptr bind pins and watches pages of the binding process's mm
+(drivers/gpu/drm/xe/xe_userptr.c xe_userptr_setup(), xe_vma_userptr_pin_pages()).
 """
 
 from __future__ import annotations
@@ -86,6 +87,26 @@ def test_a_process_that_is_not_live_is_esrch_and_nothing_changes() -> None:
     for proc, value in (("main", 1), ("child", 2)):
         w.cpu_write(addr=A, size=4096, value=value + 10, process=proc)   # still writable
         assert w.cpu_read(addr=A, size=4096, process=proc) == {"data": [value + 10]}
+
+
+def test_a_userptr_bind_pins_the_binding_process_pages() -> None:
+    w = World()
+    w.device(name="gpu0", vram_mib=64)
+    w.process_start(name="child")
+    w.vm_create(vm="vm_child", device="gpu0", fault_mode=True, process="child")
+    w.mmap(addr=A, size=64 * 1024, process="child")          # mapped in the child only
+    w.cpu_write(addr=A, size=4096, value=9, process="child")
+    w.bind(vm="vm_child", op="map_userptr", addr=B, range=64 * 1024, offset=A, pat_index=1)
+    assert w.processes["child"].mm.notifier_count() == 1 and w.mm.notifier_count() == 0
+    assert w.gpu_access(vm="vm_child", addr=B, size=4096, op="read")["data"] == [9]
+    # main did not map A: its userptr bind there is EFAULT (the pin fails)
+    w.vm_create(vm="vm_main", device="gpu0", fault_mode=True)
+    with pytest.raises(XeError) as ei:
+        w.bind(vm="vm_main", op="map_userptr", addr=B, range=64 * 1024, offset=A,
+               pat_index=1)
+    assert ei.value.errno == errno.EFAULT
+    assert w.process_exit(process="child")["vms_closed"] == 1
+    assert w.mm.notifier_count() == 0
 
 
 def _events() -> list[dict[str, Any]]:
