@@ -1,10 +1,12 @@
 """The composition root: one simulated machine, and the public API of the model.
 
-A :class:`World` builds and wires the layers explicitly: the process address space
-(:class:`pysvm.mm.mmap.Mm`), the drm_pagemap subsystem (:class:`pysvm.xe.pagemap.
+A :class:`World` builds and wires the layers explicitly: the processes, each with its
+own address space (:class:`pysvm.mm.mmap.Mm`; every trace starts with one, ``main``),
+the drm_pagemap subsystem (:class:`pysvm.xe.pagemap.
 PagemapSystem`), and for each ``device`` event a :class:`pysvm.xe.device.Device`
 probed in that subsystem, for each fault-mode ``vm_create`` a :class:`pysvm.xe.vm.Vm`
-with its :class:`pysvm.xe.svm.Svm` and the VM's pagemap references. Nothing is
+with its :class:`pysvm.xe.svm.Svm` (mirroring the address space of the process that
+created it) and the VM's pagemap references. Nothing is
 registered by importing a module; the lower layers call back up only through the
 Protocols they declare (:class:`pysvm.xe.host.XeHost`, implemented here;
 :class:`pysvm.drm.gpusvm.GpuSvmOps`, implemented by ``Svm``;
@@ -31,6 +33,7 @@ import errno
 import itertools
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from msgspec import UnsetType
@@ -38,7 +41,7 @@ from msgspec import UnsetType
 from pysvm.drm.pagemap_util import SHRINK_EMPTY, SHRINK_STOP
 from pysvm.errors import XeError, errno_name
 from pysvm.hw.gpu import gpu_access
-from pysvm.mm.mmap import PAGE_SIZE, Mm
+from pysvm.mm.mmap import MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE, Mm
 from pysvm.mm.mmu_notifier import NotifyEvent
 from pysvm.trace import schema as S
 from pysvm.trace.results import SUMMARY_KEYS
@@ -57,7 +60,10 @@ from pysvm.xe.vm_faults import get_property as vm_get_property
 from pysvm.xe.vm_madvise import MadviseArgs, madvise, purgeable_retained
 from pysvm.xe.vma import Vma
 
-__all__ = ["World", "SUMMARY_KEYS", "EVENTS", "U64_MAX"]
+__all__ = ["World", "Process", "MAIN_PROCESS", "SUMMARY_KEYS", "EVENTS", "U64_MAX"]
+
+#: The process every trace starts with; events that name no process act in it.
+MAIN_PROCESS = S.MAIN_PROCESS
 
 U64_MAX = (1 << 64) - 1
 MIB = 1 << 20
@@ -83,9 +89,29 @@ NOTIFY_EVENTS = {"clear": NotifyEvent.CLEAR, "protection_vma": NotifyEvent.PROTE
                  "exclusive": NotifyEvent.EXCLUSIVE}
 
 
+#: ``mremap`` flag names -> MREMAP_* bits (include/uapi/linux/mman.h).
+MREMAP_FLAGS = {"maymove": MREMAP_MAYMOVE, "fixed": MREMAP_FIXED, "dontunmap": MREMAP_DONTUNMAP}
+
+
 def _fields(**kw: object) -> dict[str, object]:
     """Keyword arguments -> event fields: ``None`` means "not given" (the trace default)."""
     return {k: v for k, v in kw.items() if v is not None}
+
+
+@dataclass(eq=False)
+class Process:
+    """One user process: its address space and the VMs it created.
+
+    Kernel: a struct task_struct with its struct mm_struct and its open device file
+    (struct xe_file, whose xef->vm.xa holds the VMs made through it:
+    drivers/gpu/drm/xe/xe_vm.c xe_vm_create_ioctl()). The model keeps one file per process
+    and device implicitly: a VM names its device and its process.
+    """
+
+    name: str
+    mm: Mm
+    #: Names of the live VMs this process created, in creation order.
+    vms: list[str] = field(default_factory=list)
 
 
 class World:
@@ -108,8 +134,9 @@ class World:
         self.devices: dict[str, Device] = {}
         self.vms: dict[str, Vm] = {}
         self.bos: dict[str, Bo] = {}
-        #: The simulated process's address space (every fault-mode VM mirrors it).
-        self.mm = Mm()
+        #: The live processes by name, in start order; ``main`` runs the trace.
+        self.processes: dict[str, Process] = {MAIN_PROCESS: Process(MAIN_PROCESS, Mm())}
+        self._main_mm = self.processes[MAIN_PROCESS].mm
         #: The drm_pagemap subsystem: providers, pagemaps, owner groups, work lists.
         self.pagemaps_system = PagemapSystem(stats=self.stats)
         #: Device pairs joined by a fast interconnect (the ``link`` event).
@@ -121,6 +148,12 @@ class World:
             p: [] for p in INJECTION_POINTS}
         self._fds = itertools.count(3)       # 0-2 are stdio in a real process
         self._handles = itertools.count(1)
+
+    @property
+    def mm(self) -> Mm:
+        """The main process's address space (what events naming no process act in); after
+        ``main`` exited, its torn-down one until a new ``main`` starts."""
+        return self._main_mm
 
     # -- the rest of the XeHost Protocol (profile, stats, injections are attributes) ---
 
@@ -222,6 +255,13 @@ class World:
             raise XeError(errno.EINVAL, f"VM {name!r} is not in fault mode (no SVM)")
         return vm.svm
 
+    def process_by_name(self, name: str) -> Process:
+        """The live process ``name``; ESRCH (no such process) if none."""
+        p = self.processes.get(name)
+        if p is None:
+            raise XeError(errno.ESRCH, f"no live process named {name!r}")
+        return p
+
     def _device(self, name: str) -> Device:
         dev = self.devices.get(name)
         if dev is None:
@@ -295,25 +335,30 @@ class World:
         self.devices[name] = dev
         return {"fd": dev.fd}
     def vm_create(self, *, vm: str, device: str, fault_mode: bool = False,
-                  va_bits: int = DEFAULT_VA_BITS,
+                  va_bits: int = DEFAULT_VA_BITS, process: str = MAIN_PROCESS,
                   **unknown: object) -> Result:
-        """A GPU VM on ``device``; a fault-mode VM gets its SVM state (and, newest profile,
-        references on its device's pagemaps).
+        """A GPU VM on ``device``, made by ``process``; a fault-mode VM gets its SVM state
+        over that process's address space (and, newest profile, references on its device's
+        pagemaps).
 
         Kernel: xe_vm_create_ioctl() (DRM_XE_VM_CREATE_FLAG_FAULT_MODE) -> xe_svm_init()
-        -> xe_svm_get_pagemaps()."""
+        (drm_gpusvm_init() with current->mm) -> xe_svm_get_pagemaps()."""
         return self.apply("vm_create", _fields(vm=vm, device=device, fault_mode=fault_mode,
-                                               va_bits=va_bits, **unknown))
+                                               va_bits=va_bits, process=process, **unknown))
 
     def _ev_vm_create(self, ev: S.VmCreateEvent) -> Result:
+        proc = self.process_by_name(ev.process)
         dev = self._device(ev.device)
         if ev.vm in self.vms:
             raise XeError(errno.EEXIST, f"VM {ev.vm!r} already exists")
-        vm = Vm(self, ev.vm, dev, ev.fault_mode, va_bits=ev.va_bits)
+        vm = Vm(self, ev.vm, dev, ev.fault_mode, va_bits=ev.va_bits, mm=proc.mm)
         if ev.fault_mode:
-            vm.svm = Svm(vm, self.mm)
+            # drivers/gpu/drm/xe/xe_svm.c xe_svm_init(): the gpusvm mirrors current->mm,
+            # the address space of the process whose file made the VM
+            vm.svm = Svm(vm, proc.mm)
             svm_get_pagemaps(vm.svm.pagemaps, dev)
         self.vms[ev.vm] = vm
+        proc.vms.append(ev.vm)
         return {}
     def bo_create(self, *, bo: str, device: str, size: int,
                   placement: list[str] | None = None, cpu_caching: str | None = None,
@@ -464,42 +509,78 @@ class World:
     # -- the process's CPU side -----------------------------------------------------------
 
     def mmap(self, *, addr: int, size: int, read_only: bool = False, shared: bool = False,
-             file: bool = False, **unknown: object) -> Result:
-        """Map memory at ``addr``: private anonymous unless ``shared`` or ``file``;
-        ``read_only`` without PROT_WRITE. Kernel: mmap(MAP_FIXED|MAP_ANONYMOUS)."""
+             file: bool = False, process: str = MAIN_PROCESS, **unknown: object) -> Result:
+        """Map memory at ``addr`` in ``process``: private anonymous unless ``shared`` or
+        ``file``; ``read_only`` without PROT_WRITE. Kernel: mmap(MAP_FIXED|MAP_ANONYMOUS)."""
         return self.apply("mmap", {"addr": addr, "size": size, "read_only": read_only,
-                                   "shared": shared, "file": file, **unknown})
+                                   "shared": shared, "file": file, "process": process,
+                                   **unknown})
 
     def _ev_mmap(self, ev: S.MmapEvent) -> Result:
-        self.mm.mmap(ev.addr, ev.size, read_only=ev.read_only,
-                     anonymous=not (ev.shared or ev.file))
+        self.process_by_name(ev.process).mm.mmap(ev.addr, ev.size, read_only=ev.read_only,
+                                                 anonymous=not (ev.shared or ev.file))
         return {}
-    def munmap(self, *, addr: int, size: int,
+    def munmap(self, *, addr: int, size: int, process: str = MAIN_PROCESS,
                **unknown: object) -> Result:
-        """Unmap memory. Kernel: munmap() -> MMU_NOTIFY_UNMAP -> xe_svm_invalidate()."""
-        return self.apply("munmap", {"addr": addr, "size": size, **unknown})
+        """Unmap memory of ``process``. Kernel: munmap() -> MMU_NOTIFY_UNMAP ->
+        xe_svm_invalidate()."""
+        return self.apply("munmap", {"addr": addr, "size": size, "process": process,
+                                     **unknown})
 
     def _ev_munmap(self, ev: S.MunmapEvent) -> Result:
-        self.mm.munmap(ev.addr, ev.size)
+        self.process_by_name(ev.process).mm.munmap(ev.addr, ev.size)
         return {}
+
+    def mremap(self, *, addr: int, old_size: int, new_size: int,
+               flags: list[str] | None = None, new_addr: int = 0,
+               process: str = MAIN_PROCESS, **unknown: object) -> Result:
+        """Move and/or resize the mapping at ``addr`` of ``process`` (``flags``: maymove,
+        fixed, dontunmap); the result's ``addr`` is where it is now. Pages, device pages
+        included, move with it. Kernel: mm/mremap.c do_mremap() on current->mm."""
+        return self.apply("mremap", {"addr": addr, "old_size": old_size,
+                                     "new_size": new_size, "flags": flags or [],
+                                     "new_addr": new_addr, "process": process, **unknown})
+
+    def _ev_mremap(self, ev: S.MremapEvent) -> Result:
+        flags = 0
+        for f in ev.flags:
+            flags |= MREMAP_FLAGS[f]
+        mm = self.process_by_name(ev.process).mm
+        return {"addr": mm.mremap(ev.addr, ev.old_size, ev.new_size, flags, ev.new_addr)}
+
+    def mprotect(self, *, addr: int, size: int, read_only: bool,
+                 process: str = MAIN_PROCESS, **unknown: object) -> Result:
+        """Make ``[addr, addr + size)`` of ``process`` read-only or read-write. Kernel:
+        mm/mprotect.c do_mprotect_pkey() on current->mm -> MMU_NOTIFY_PROTECTION_VMA ->
+        xe_svm_invalidate()."""
+        return self.apply("mprotect", {"addr": addr, "size": size, "read_only": read_only,
+                                       "process": process, **unknown})
+
+    def _ev_mprotect(self, ev: S.MprotectEvent) -> Result:
+        self.process_by_name(ev.process).mm.mprotect(ev.addr, ev.size, read_only=ev.read_only)
+        return {}
+
     def cpu_write(self, *, addr: int, size: int, value: int = 0,
-                  **unknown: object) -> Result:
-        """A CPU store of ``value`` to every page (device pages fault back to RAM first:
-        drm_pagemap_migrate_to_ram())."""
-        return self.apply("cpu_write", {"addr": addr, "size": size, "value": value, **unknown})
+                  process: str = MAIN_PROCESS, **unknown: object) -> Result:
+        """A CPU store of ``value`` to every page of ``process``'s memory (device pages
+        fault back to RAM first: drm_pagemap_migrate_to_ram())."""
+        return self.apply("cpu_write", {"addr": addr, "size": size, "value": value,
+                                        "process": process, **unknown})
 
     def _ev_cpu_write(self, ev: S.CpuWriteEvent) -> Result:
-        self.mm.cpu_write(ev.addr, ev.size, ev.value)
+        self.process_by_name(ev.process).mm.cpu_write(ev.addr, ev.size, ev.value)
         return {}
-    def cpu_read(self, *, addr: int, size: int,
+    def cpu_read(self, *, addr: int, size: int, process: str = MAIN_PROCESS,
                  **unknown: object) -> Result:
-        """A CPU load of every page; the result's ``data`` has one value per page."""
-        return self.apply("cpu_read", {"addr": addr, "size": size, **unknown})
+        """A CPU load of every page of ``process``'s memory; the result's ``data`` has one
+        value per page."""
+        return self.apply("cpu_read", {"addr": addr, "size": size, "process": process,
+                                       **unknown})
 
     def _ev_cpu_read(self, ev: S.CpuReadEvent) -> Result:
-        return {"data": self.mm.cpu_read(ev.addr, ev.size)}
+        return {"data": self.process_by_name(ev.process).mm.cpu_read(ev.addr, ev.size)}
     def invalidate(self, *, addr: int, size: int, event: str = "clear",
-                   **unknown: object) -> Result:
+                   process: str = MAIN_PROCESS, **unknown: object) -> Result:
         """An MMU notifier invalidation that is not an unmap (the CPU mapping stays).
 
         Kernel: mmu_notifier_invalidate_range_start() with e.g. MMU_NOTIFY_CLEAR
@@ -508,14 +589,16 @@ class World:
         mappings and unmaps the DMA pages, but queues nothing for the garbage
         collector, so the next GPU access faults and rebinds the same range.
         Page contents are unchanged."""
-        return self.apply("invalidate", {"addr": addr, "size": size, "event": event, **unknown})
+        return self.apply("invalidate", {"addr": addr, "size": size, "event": event,
+                                         "process": process, **unknown})
 
     def _ev_invalidate(self, ev: S.InvalidateEvent) -> Result:
         addr, size = ev.addr, ev.size
+        mm = self.process_by_name(ev.process).mm
         if addr % PAGE_SIZE or size % PAGE_SIZE or size == 0 or addr + size > 1 << 64:
             raise XeError(errno.EINVAL, f"invalidate [{addr:#x}, +{size:#x}) must be 4 KiB "
                           "aligned and non-empty")
-        self.mm.invalidate(addr, addr + size, NOTIFY_EVENTS[ev.event])
+        mm.invalidate(addr, addr + size, NOTIFY_EVENTS[ev.event])
         return {}
     # -- the GPU side ---------------------------------------------------------------------
 
@@ -712,8 +795,11 @@ class World:
         return self.apply("teardown", dict(unknown))
 
     def _ev_teardown(self, ev: S.TeardownEvent) -> Result:
-        return {"leftovers": teardown(self.pagemaps_system, self.devices, self.vms,
-                                      self.run_deferred)}
+        out = {"leftovers": teardown(self.pagemaps_system, self.devices, self.vms,
+                                     self.run_deferred)}
+        for proc in self.processes.values():
+            proc.vms.clear()             # teardown closed every VM
+        return out
 
     def query_mem_range_attrs(self, *, vm: str, start: int = 0, range: int = 0,  # noqa: A002
                               num_mem_ranges: int = 0, sizeof_mem_range_attr: int = 0,
@@ -773,6 +859,9 @@ class World:
         vm = self._vm(ev.vm, errno.ENOENT)
         vm.close()
         del self.vms[ev.vm]
+        for proc in self.processes.values():
+            if ev.vm in proc.vms:
+                proc.vms.remove(ev.vm)
         self.stats["vms_destroyed"] += 1
         return {}
 
@@ -854,6 +943,49 @@ class World:
             raise XeError(errno.ENOENT, f"vm_get_property: no VM named {ev.vm!r}")
         return vm_get_property(vm, ev.property, ev.size, ev.data)
 
+    # -- more than one process (issue 16) -------------------------------------------------
+
+    def process_start(self, *, name: str, **unknown: object) -> Result:
+        """Start process ``name`` with an empty address space of its own; it shares the
+        devices. Kernel: a new task with a new mm_struct (kernel/fork.c mm_alloc())."""
+        return self.apply("process_start", {"name": name, **unknown})
+
+    def _ev_process_start(self, ev: S.ProcessStartEvent) -> Result:
+        if ev.name in self.processes:
+            raise XeError(errno.EEXIST, f"process_start: a live process is named {ev.name!r}")
+        proc = self.processes[ev.name] = Process(ev.name, Mm())
+        if ev.name == MAIN_PROCESS:
+            self._main_mm = proc.mm
+        self.stats["processes_started"] += 1
+        return {}
+
+    def process_exit(self, *, process: str, **unknown: object) -> Result:
+        """Process ``process`` exits: its address space is torn down (``unmapped`` bytes),
+        then its device files close, closing its VMs (``vms_closed``).
+
+        Kernel: kernel/exit.c do_exit(): exit_mm() -> mmput() -> exit_mmap(), then
+        exit_files() -> xe_file_close() -> xe_vm_close_and_put() per VM."""
+        return self.apply("process_exit", {"process": process, **unknown})
+
+    def _ev_process_exit(self, ev: S.ProcessExitEvent) -> Result:
+        proc = self.process_by_name(ev.process)
+        # kernel/exit.c do_exit(): exit_mm() comes before exit_files(), so the VMs still
+        # see the address space go (mm/mmap.c exit_mmap(): MMU_NOTIFY_RELEASE, then
+        # MMU_NOTIFY_UNMAP per VMA, the pages freed) before the file's close closes them.
+        unmapped = proc.mm.exit_mmap()
+        # drivers/gpu/drm/xe/xe_device.c xe_file_close(): xe_vm_close_and_put() for each VM
+        # in xef->vm.xa
+        closed = 0
+        for name in proc.vms:
+            vm = self.vms.pop(name, None)
+            if vm is not None:
+                vm.close()
+                closed += 1
+        proc.vms.clear()
+        del self.processes[proc.name]
+        self.stats["processes_exited"] += 1
+        return {"unmapped": unmapped, "vms_closed": closed}
+
 
 #: sizeof(struct drm_xe_mem_range_attr). Kernel: include/uapi/drm/xe_drm.h.
 MEM_RANGE_ATTR_SIZE = 64
@@ -879,6 +1011,7 @@ _HANDLERS: dict[type[Event], _Handler] = {
     S.BindEvent: World._ev_bind, S.MadviseEvent: World._ev_madvise,
     S.QueryEvent: World._ev_query, S.VmKillEvent: World._ev_vm_kill,
     S.MmapEvent: World._ev_mmap, S.MunmapEvent: World._ev_munmap,
+    S.MremapEvent: World._ev_mremap, S.MprotectEvent: World._ev_mprotect,
     S.CpuWriteEvent: World._ev_cpu_write, S.CpuReadEvent: World._ev_cpu_read,
     S.GpuAccessEvent: World._ev_gpu_access, S.PrefetchEvent: World._ev_prefetch,
     S.RangesEvent: World._ev_ranges, S.GcEvent: World._ev_gc, S.EvictEvent: World._ev_evict,
@@ -892,6 +1025,8 @@ _HANDLERS: dict[type[Event], _Handler] = {
     S.ShrinkEvent: World._ev_shrink,
     S.BindArrayEvent: World._ev_bind_array,
     S.VmGetPropertyEvent: World._ev_vm_get_property,
+
+    S.ProcessStartEvent: World._ev_process_start, S.ProcessExitEvent: World._ev_process_exit,
 }
 
 #: Every trace event name (each is a :class:`World` method of the same name).

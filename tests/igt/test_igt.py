@@ -37,7 +37,15 @@ SAMPLE_PATTERNS = ["once-*", "twice-*", "partial-*", "madvise-*", "pat-index-*",
                    "unaligned-alloc", "atomic-*", "mgpu-atomic-op-*", "mgpu-coherency-*",
                    "mgpu-pagefault-*", "threads-many-malloc", "threads-shared-vm-many-mmap",
                    "threads-shared-vm-shared-alloc-many-stride-malloc-race",
-                   "many-malloc-race", "many-new-busy", "many-64k-free-madvise"]
+                   "many-malloc-race", "many-new-busy", "many-64k-free-madvise",
+                   "many-stride-mmap-remap-dontunmap-eocheck", "many-64k-mmap-remap-ro",
+                   "threads-many-mmap-remap-ro-eocheck",
+                   "threads-shared-vm-many-mmap-shared-remap-dontunmap",
+                   "process-many-malloc", "process-many-stride-mmap-shared",
+                   "process-many-new-race", "process-many-execqueues-mmap-file",
+                   "process-many-large-malloc-busy", "processes-evict-malloc",
+                   "process-many-mmap-remap-ro-dontunmap-eocheck",
+                   "process-many-stride-mmap-shared-remap-eocheck"]
 
 
 def _sample() -> list[tuple[str, str]]:
@@ -90,6 +98,84 @@ def test_fixed_sample_passes(profile: str) -> None:
             failed.append(f"{key[1]}: {r.message}")
     assert not failed, "\n".join(failed[:10])
     assert ran > 100
+
+
+def test_every_remap_subtest_is_ported_process_ones_included() -> None:
+    """Every -remap* mode of every template is ported: the process-many-* ones run the
+    remap scenario in each child's own address space."""
+    remap = [st for st in all_subtests() if st.suite == "xe_exec_system_allocator"
+             and "-remap" in st.name and not st.name.startswith("partial-")]
+    assert len(remap) == 13 * 25
+    assert all(st.build is not None for st in remap), [st.name for st in remap
+                                                       if st.build is None][:5]
+    assert sum(st.name.startswith("process-many-") for st in remap) == 13 * 5
+
+
+def test_a_child_remaps_in_its_own_address_space() -> None:
+    """process-many-mmap-remap-ro-dontunmap-eocheck: each child's mprotect and mremap name
+    the child (its mm), and the subtest passes; the same mremap sent to the main process
+    (whose mm does not map the buffer) fails the subtest."""
+    from dataclasses import replace
+
+    from pysvm.igt.runner import run_scenario
+    st = next(iter(select(["xe_exec_system_allocator"],
+                          ["process-many-mmap-remap-ro-dontunmap-eocheck"])))
+    assert st.build is not None
+    sc = st.build("6.18")
+    moves = [k for k, s in enumerate(sc.steps) if s.ev["ev"] in ("mremap", "mprotect")]
+    assert moves and all(sc.steps[k].ev.get("process", "main").startswith("child")
+                         for k in moves)
+    assert len({sc.steps[k].ev["process"] for k in moves}) > 1     # every child remaps
+    assert run_scenario(sc)[0] == "passed"
+    k = next(k for k in moves if sc.steps[k].ev["ev"] == "mremap")
+    ev = {key: v for key, v in sc.steps[k].ev.items() if key != "process"}
+    sc.steps[k] = replace(sc.steps[k], ev=ev)
+    status, msg, _, _ = run_scenario(sc)
+    assert status == "failed", msg
+
+
+def test_remap_moves_device_pages_and_the_next_exec_uses_them_in_vram() -> None:
+    """twice-mmap-remap-eocheck: the first exec stores into the buffer (its pages go to
+    VRAM) and nothing reads them back before the mremap, so the move carries device
+    pages; the second exec runs the batch written before the move, at the new address,
+    without the pages leaving VRAM in between."""
+    from pysvm.world import World
+    st = next(iter(select(["xe_exec_system_allocator"], ["twice-mmap-remap-eocheck"])))
+    assert st.build is not None
+    sc = st.build("6.18")
+    k = next(i for i, s in enumerate(sc.steps) if s.ev["ev"] == "mremap")
+    w = World()
+    for step in sc.steps[:k]:
+        assert w.execute(dict(step.ev))["result"] in step.want, step
+    old, new = sc.steps[k].ev["addr"], sc.steps[k].ev["new_addr"]
+    before = w.mm.page_at(old)
+    assert before is not None and before.is_device
+    assert w.execute(dict(sc.steps[k].ev)) == {"ev": "mremap", "result": "ok", "addr": new}
+    assert w.mm.page_at(new) is before and w.mm.page_at(old) is None
+    to_system = w.summary().get("migrations_to_system", 0)
+    gpu = next(s for s in sc.steps[k + 1:] if s.ev["ev"] == "gpu_access")
+    assert gpu.ev["addr"] == new and gpu.data is not None
+    out = w.execute(dict(gpu.ev))
+    assert out["result"] == "ok" and tuple(out["data"]) == gpu.data
+    assert w.summary().get("migrations_to_system", 0) == to_system   # read in VRAM
+
+
+def test_remap_checks_the_address_mremap_returns() -> None:
+    """The mremap step must return the target IGT gave (MREMAP_FIXED): a wrong target
+    in the check fails the subtest."""
+    st = next(iter(select(["xe_exec_system_allocator"], ["twice-mmap-remap"])))
+    assert st.build is not None
+    sc = st.build("newest")
+    k = next(i for i, s in enumerate(sc.steps) if s.ev["ev"] == "mremap")
+    good = sc.steps[k]
+    assert good.addr == good.ev["new_addr"]
+    from dataclasses import replace
+
+    from pysvm.igt.runner import run_scenario
+    assert run_scenario(sc)[0] == "passed"
+    sc.steps[k] = replace(good, addr=good.ev["new_addr"] + 4096)
+    status, msg, _, _ = run_scenario(sc)
+    assert status == "failed" and "returned address" in msg
 
 
 def test_scenario_checks_catch_a_wrong_value() -> None:

@@ -256,3 +256,30 @@ def test_cli_plot_of_a_trace(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert out.stat().st_size > 20_000
     assert "vm0" in res.stdout
+
+
+@pytest.mark.parametrize("ending", [{"ev": "vm_destroy", "vm": "vm0"},
+                                    {"ev": "process_exit", "process": "main"}])
+def test_a_destroyed_vm_or_exited_process_is_drawn_before_it_ended(
+        tmp_path: Path, ending: dict[str, Any]) -> None:
+    trace = write_trace(tmp_path / "t.jsonl", [*MADVISE_TRACE, ending, {"ev": "teardown"}])
+    snap = snapshot_from_trace(trace)
+    assert snap.title == f"t.jsonl: vm0 before event {len(MADVISE_TRACE)} ({ending['ev']})"
+    assert any(v["attrs"]["atomic"] == 3 for v in snap.vmas)
+
+
+def test_a_child_process_vm_is_drawn_before_the_child_exits(tmp_path: Path) -> None:
+    trace = write_trace(tmp_path / "t.jsonl", [
+        {"ev": "device", "name": "gpu0"}, {"ev": "process_start", "name": "c"},
+        {"ev": "vm_create", "vm": "vmc", "device": "gpu0", "fault_mode": True,
+         "process": "c"},
+        {"ev": "bind", "vm": "vmc", "op": "map", "addr": 0, "range": 1 << 47,
+         "flags": ["cpu_addr_mirror"]},
+        {"ev": "mmap", "addr": GiB, "size": 2 * MiB, "process": "c"},
+        {"ev": "gpu_access", "vm": "vmc", "addr": GiB, "size": 4096, "op": "write",
+         "value": 1},
+        {"ev": "process_exit", "process": "main"},     # not vmc's process: no snapshot
+        {"ev": "process_exit", "process": "c"}])
+    snap = snapshot_from_trace(trace)
+    assert snap.title == "t.jsonl: vmc before event 7 (process_exit)"
+    assert [r["addr"] for r in snap.ranges] == [GiB]

@@ -43,7 +43,7 @@ def _call(w: World, ev: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def test_every_event_is_a_keyword_only_method() -> None:
-    assert len(pysvm.EVENTS) == 32
+    assert len(pysvm.EVENTS) == 36
     for name in pysvm.EVENTS:
         sig = inspect.signature(getattr(World, name))
         params = [p for p in sig.parameters.values() if p.name != "self"]
@@ -103,11 +103,21 @@ assert w.cpu_read(addr=1 << 30, size=8192) == {"data": [9, 9]}
 w.ranges(vm="vm0")
 w.evict(device="gpu0")
 w.munmap(addr=1 << 30, size=1 << 21)
+w.mmap(addr=1 << 33, size=8192)
+w.mprotect(addr=1 << 33, size=4096, read_only=True)
+assert w.mremap(addr=1 << 33, old_size=8192, new_size=8192, flags=["maymove", "fixed"],
+                new_addr=1 << 34) == {"addr": 1 << 34}
 w.gc(vm="vm0")
 assert w.vm_get_property(vm="vm0") == {"size": 0}
 w.bind_array(vm="vmx", binds=[{"op": "unmap", "addr": 0x100000, "range": 65536},
                               {"op": "map", "addr": 0x100000, "range": 65536, "bo": "bo0"}])
 w.vm_kill(vm="vmx")
+w.process_start(name="p1")
+w.mmap(addr=1 << 33, size=8192, process="p1")
+w.mprotect(addr=1 << 33, size=4096, read_only=True, process="p1")
+assert w.mremap(addr=1 << 33, old_size=8192, new_size=8192, flags=["maymove", "fixed"],
+                new_addr=1 << 35, process="p1") == {"addr": 1 << 35}
+assert w.process_exit(process="p1") == {"unmapped": 8192, "vms_closed": 0}
 w.run_workers()
 w.pagemaps()
 w.unbind_device(device="gpu1")
@@ -117,13 +127,13 @@ except pysvm.XeError as e:
     assert e.name == "EBUSY", e
 assert w.teardown() == {"leftovers": []}
 s = w.summary()
-assert s["events"] == 32 and s["errors"] == 1, s          # 31 calls + the injected one
+assert s["events"] == 40 and s["errors"] == 1, s          # 39 calls + the injected one
 print("ok", len(pysvm.EVENTS))
 """
     r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True,
                        check=False)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["ok", "32"]
+    assert r.stdout.split() == ["ok", "36"]
 
 
 def test_a_misspelt_keyword_is_einval_naming_it_as_in_a_trace() -> None:

@@ -60,12 +60,13 @@ def refusal(line: bytes | str) -> S.TraceDecodeError:
 
 
 def test_there_are_golden_lines_of_every_event() -> None:
-    """The golden traces hold every event but prefetch and invalidate (the README run has
-    prefetch; both are exercised by tests/pysvm and decoded below)."""
+    """The golden traces hold every event but prefetch (the README run has it; it is
+    exercised by tests/pysvm and decoded below)."""
     seen = {o["ev"] for *_, o in GOLDEN}
-    assert set(S.EVENTS) - seen == {"prefetch", "invalidate"}
+    assert set(S.EVENTS) - seen == {"prefetch"}
     ev = S.decode('{"ev":"invalidate","addr":4096,"size":8192,"event":"protection_vma"}')
-    assert S.as_kwargs(ev) == {"addr": 4096, "size": 8192, "event": "protection_vma"}
+    assert S.as_kwargs(ev) == {"addr": 4096, "size": 8192, "event": "protection_vma",
+                               "process": "main"}
     ev = S.decode('{"ev":"prefetch","vm":"v","addr":0,"range":4096,"region":"vram"}')
     assert S.as_kwargs(ev) == {"vm": "v", "addr": 0, "range": 4096, "region": "vram"}
 
@@ -280,7 +281,7 @@ def test_defaults_are_the_handlers_defaults() -> None:
     assert S.as_kwargs(S.decode('{"ev":"device","name":"g"}')) == {
         "name": "g", "discrete": True, "vram_mib": None, "smem_atomics": None}
     assert S.as_kwargs(S.decode('{"ev":"vm_create","vm":"v","device":"g"}')) == {
-        "vm": "v", "device": "g", "fault_mode": False, "va_bits": 48}
+        "vm": "v", "device": "g", "fault_mode": False, "va_bits": 48, "process": "main"}
     assert S.as_kwargs(S.decode('{"ev":"bo_create","bo":"b","device":"g","size":4096}'))[
         "placement"] == ["system"]
     assert S.as_kwargs(S.decode('{"ev":"config"}')) == {"profile": "6.18"}
@@ -288,6 +289,9 @@ def test_defaults_are_the_handlers_defaults() -> None:
         "vm": "v", "addr": 0, "range": None}
     assert S.as_kwargs(S.decode('{"ev":"invalidate","addr":0,"size":4096}'))["event"] == "clear"
     assert S.as_kwargs(S.decode('{"ev":"cpu_write","addr":0,"size":4096}'))["value"] == 0
+    for ev in ("mmap", "munmap", "cpu_write", "cpu_read", "invalidate"):
+        line = json.dumps({"ev": ev, "addr": 0, "size": 4096})
+        assert S.as_kwargs(S.decode(line))["process"] == "main", ev
     assert S.as_kwargs(S.decode('{"ev":"teardown"}')) == {}
 
 
@@ -295,7 +299,8 @@ def test_inject_event_is_a_plain_dict_in_kwargs() -> None:
     ev = S.decode('{"ev":"inject","at":"fault.start","event":{"ev":"munmap","addr":0,'
                   '"size":4096}}')
     assert S.as_kwargs(ev) == {"at": "fault.start",
-                               "event": {"ev": "munmap", "addr": 0, "size": 4096}}
+                               "event": {"ev": "munmap", "addr": 0, "size": 4096,
+                                         "process": "main"}}
 
 
 def test_convert_validates_keyword_arguments() -> None:
@@ -331,7 +336,9 @@ def test_round_trip(trace: str) -> None:
         enc = msgspec.json.encode(ev)
         assert S.decode(enc) == ev
         back, orig = json.loads(enc), json.loads(line)
-        assert {k: back[k] for k in orig} == orig      # the line's own fields unchanged
+        # the line's own fields unchanged (a nested event's too: inject's event)
+        assert {k: ({j: back[k][j] for j in v} if isinstance(v, dict) else back[k])
+                for k, v in orig.items()} == orig
         assert S.convert(back.pop("ev"), back) == ev
 
 
@@ -387,7 +394,7 @@ def test_summary_keys_are_the_worlds() -> None:
 
 def test_choices_are_the_models() -> None:
     """The schema's enumerations equal the model's tables (the model reads these names)."""
-    from pysvm.world import BIND_FLAGS, MADVISE_TYPES
+    from pysvm.world import BIND_FLAGS, MADVISE_TYPES, MREMAP_FLAGS
     from pysvm.world import NOTIFY_EVENTS as _NOTIFY_EVENTS
     from pysvm.xe.bo import PLACEMENTS
     from pysvm.xe.host import INJECTION_POINTS
@@ -397,6 +404,8 @@ def test_choices_are_the_models() -> None:
     ours = (S.PLACEMENTS, S.PROFILES, S.BIND_FLAGS, S.MADVISE_TYPES, S.NOTIFY_EVENTS,
             S.INJECTION_POINTS)
     assert ours == model
+    assert tuple(MREMAP_FLAGS) == S.MREMAP_FLAGS
+    assert [MREMAP_FLAGS[f] for f in S.MREMAP_FLAGS] == [1, 2, 4]    # the MREMAP_* bits
 
 
 def test_events_are_the_handlers() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from gpuvm_core.fuzz import Failure
 from pysvm.trace.engine import Engine
-from pysvm.world import World
+from pysvm.world import MAIN_PROCESS, World
 from pysvm.xe.host import INJECTION_POINTS
 from pysvm.xe.lifetime import check_pagemap_invariants
 from pysvm.xe.svm import Svm
@@ -57,19 +57,44 @@ class SvmChecker:
     """Replay events through a fresh engine, checking everything after each one.
 
     ``run(events)`` returns ``None`` or the first :class:`Failure`. The checker
-    keeps the shadow of page contents and the queue of pending injections.
+    keeps the shadow of page contents (one per live process: ``shadows``; ``shadow`` is
+    the main process's) and the queue of pending injections.
 
     Kernel: none (test oracle).
     """
 
     def __init__(self) -> None:
         self.engine = Engine(World())
-        self.shadow: dict[int, int] = {}
+        #: Per live process: address -> the value its page must hold.
+        self.shadows: dict[str, dict[int, int]] = {MAIN_PROCESS: {}}
+        #: Per live process: its pages mapped without write permission (mmap read_only,
+        #: mprotect); they move with mremap like the shadow's pages.
+        self.read_onlys: dict[str, set[int]] = {MAIN_PROCESS: set()}
+        #: VM name -> the process that created it (whose address space it mirrors).
+        self.vm_process: dict[str, str] = {}
         self.pending: dict[str, deque[dict[str, Any]]] = {p: deque() for p in INJECTION_POINTS}
         self.gc_problems: list[str] = []
         #: VMs killed by the newest kernel's set_default_attr widening quirk (not a failure).
         self.quirk_killed: set[str] = set()
         self._hooked: set[int] = set()
+
+    @property
+    def shadow(self) -> dict[int, int]:
+        """The main process's shadow (empty once it exited)."""
+        return self.shadows.get(MAIN_PROCESS, {})
+
+    @property
+    def read_only(self) -> set[int]:
+        """The main process's read-only pages (empty once it exited)."""
+        return self.read_onlys.get(MAIN_PROCESS, set())
+
+    def _shadow_of(self, ev: dict[str, Any]) -> dict[int, int]:
+        """The shadow of the process a CPU event names (ESRCH was expected if none)."""
+        return self.shadows[str(ev.get("process", MAIN_PROCESS))]
+
+    def _read_only_of(self, ev: dict[str, Any]) -> set[int]:
+        """The read-only pages of the process a CPU event names."""
+        return self.read_onlys[str(ev.get("process", MAIN_PROCESS))]
 
     # -- the run ------------------------------------------------------------
 
@@ -92,7 +117,7 @@ class SvmChecker:
             self.gc_problems.clear()
             raise Fail("attrs", msg)
         self.check_world()
-        if ev.get("ev") == "run_workers" and not self.shadow:
+        if ev.get("ev") == "run_workers" and not any(self.shadows.values()):
             self.check_empty()
         return out
 
@@ -114,6 +139,8 @@ class SvmChecker:
             if out.get("leftovers"):
                 raise Fail("teardown", f"left after full teardown: {out['leftovers']}")
             return
+        if self._processes(ev, out):
+            return
         self._plain(ev, out)
         vm = self.engine.world.vms.get(str(ev.get("vm")))
         if vm is not None and vm.name in self.quirk_killed and res in ("ENOENT", "EBUSY"):
@@ -131,6 +158,10 @@ class SvmChecker:
             self._expect(out, {"ok", "ENODEV", "ENOLINK", "EINVAL"})
         elif name == "prefetch":
             self._expect(out, {"ok", "ENOENT", "EFAULT", "ENOMEM", "EBUSY", "ENODEV"})
+        elif name == "mprotect":
+            self._expect(out, {"ok", "EINVAL", "ENOMEM"})     # unit-tested in tests/pysvm
+        elif name == "mremap":
+            self._expect(out, {"ok", "EINVAL", "EFAULT", "ENOMEM"})
         elif name == "rmmod":
             self._expect(out, {"ok", "EBUSY", "ENOENT"})
         elif name in ("cpu_write", "cpu_read"):
@@ -138,27 +169,70 @@ class SvmChecker:
         elif res != "ok":
             raise Fail("result", f"unexpected {res}: {out.get('message')}")
 
+    def _processes(self, ev: dict[str, Any], out: dict[str, Any]) -> bool:
+        """Process lifetimes: start, exit, and events naming a process that is not live
+        (ESRCH). True when the event is fully checked here."""
+        name = ev.get("ev")
+        if name == "process_start":
+            live = ev["name"] in self.shadows
+            self._expect(out, {"EEXIST"} if live else {"ok"})
+            if not live:
+                self.shadows[ev["name"]] = {}
+                self.read_onlys[ev["name"]] = set()
+            return True
+        proc = ev.get("process", MAIN_PROCESS) if name != "process_exit" else ev["process"]
+        if name not in ("process_exit", "vm_create", "mmap", "munmap", "mremap", "mprotect",
+                        "cpu_write", "cpu_read", "invalidate"):
+            return False
+        if proc not in self.shadows:
+            self._expect(out, {"ESRCH"})
+            return True
+        if name == "process_exit":
+            self._expect(out, {"ok"})
+            del self.shadows[proc]
+            del self.read_onlys[proc]
+            for vm in [v for v, p in self.vm_process.items() if p == proc]:
+                del self.vm_process[vm]
+            return True
+        if name == "vm_create" and out.get("result") == "ok":
+            self.vm_process[ev["vm"]] = proc
+        return False
+
     @staticmethod
     def _expect(out: dict[str, Any], ok: set[str]) -> None:
         if out.get("result") not in ok:
             raise Fail("result", f"result {out.get('result')} (expected one of "
                         f"{sorted(ok)}): {out.get('message')}")
 
-    def _mapped(self, addr: int, size: int) -> bool:
-        return all(a in self.shadow for a in range(addr, addr + size, PAGE))
-
     def _plain(self, ev: dict[str, Any], out: dict[str, Any], injected: bool = False) -> None:
         """Apply a non-GPU event's effect on the shadow (and check reads)."""
         name = ev.get("ev")
         ok = out.get("result") == "ok"
+        if name not in ("mmap", "munmap", "mremap", "mprotect", "cpu_write", "cpu_read"):
+            return
+        if injected and self._processes(ev, out):
+            return
+        shadow, read_only = self._shadow_of(ev), self._read_only_of(ev)
         if name == "mmap" and ok:
             for a in range(ev["addr"], ev["addr"] + ev["size"], PAGE):
-                self.shadow[a] = 0
+                shadow[a] = 0
+                (read_only.add if ev.get("read_only") else read_only.discard)(a)
         elif name == "munmap" and ok:
             for a in range(ev["addr"], ev["addr"] + ev["size"], PAGE):
-                self.shadow.pop(a, None)
+                shadow.pop(a, None)
+                read_only.discard(a)
+        elif name == "mprotect" and ok:
+            end = ev["addr"] + -(-ev["size"] // PAGE) * PAGE
+            for a in range(ev["addr"], end, PAGE):
+                (read_only.add if ev["read_only"] else read_only.discard)(a)
+        elif name == "mremap":
+            if ok:
+                self._mremap(ev, out["addr"], shadow, read_only)
         elif name in ("cpu_write", "cpu_read"):
-            mapped = self._mapped(ev["addr"], ev["size"])
+            mapped = all(a in shadow for a in range(ev["addr"], ev["addr"] + ev["size"], PAGE))
+            if mapped and name == "cpu_write" and any(
+                    a in read_only for a in range(ev["addr"], ev["addr"] + ev["size"], PAGE)):
+                mapped = False      # a store to a read-only page is a SIGSEGV too
             want = "ok" if mapped else "EFAULT"
             if out.get("result") != want:
                 raise Fail("result", f"{'injected ' if injected else ''}{name} of "
@@ -169,10 +243,48 @@ class SvmChecker:
                 return
             for i, a in enumerate(range(ev["addr"], ev["addr"] + ev["size"], PAGE)):
                 if name == "cpu_write":
-                    self.shadow[a] = ev.get("value", 0)
-                elif out["data"][i] != self.shadow[a]:
+                    shadow[a] = ev.get("value", 0)
+                elif out["data"][i] != shadow[a]:
                     raise Fail("data", f"cpu_read at {a:#x} returned {out['data'][i]}, "
-                                f"last value written was {self.shadow[a]}")
+                                f"last value written was {shadow[a]}")
+
+    @staticmethod
+    def _mremap(ev: dict[str, Any], new: int, shadow: dict[int, int],
+                read_only: set[int]) -> None:
+        """A process's shadow and read-only set after a successful mremap() that returned
+        ``new``: the pages of the old span that were mapped move to the same offsets from
+        ``new`` (a pure move keeps the gaps), growth maps zero pages, the old span goes
+        (or, with dontunmap, stays as zero pages) and a fixed target span was unmapped
+        first."""
+        addr = ev["addr"]
+        old = -(-ev["old_size"] // PAGE) * PAGE
+        size = -(-ev["new_size"] // PAGE) * PAGE
+        flags = ev.get("flags", [])
+        keep = min(old, size)
+        moved = {k: (shadow[addr + k], addr + k in read_only)
+                 for k in range(0, old, PAGE) if addr + k in shadow}
+        ro_all = any(r for _, r in moved.values())
+        if new != addr or "fixed" in flags:
+            if "fixed" in flags:
+                for a in range(new, new + size, PAGE):
+                    shadow.pop(a, None)
+                    read_only.discard(a)
+            for k in moved:
+                if "dontunmap" in flags:
+                    shadow[addr + k] = 0
+                else:
+                    shadow.pop(addr + k, None)
+                    read_only.discard(addr + k)
+        else:
+            for k in range(size, old, PAGE):
+                shadow.pop(addr + k, None)
+                read_only.discard(addr + k)
+        for k in range(0, size, PAGE):
+            if k < keep and k not in moved:
+                continue                    # a gap between the moved mappings
+            value, ro = moved.get(k, (0, ro_all))
+            shadow[new + k] = value
+            (read_only.add if ro else read_only.discard)(new + k)
 
     def _gpu_access(self, ev: dict[str, Any], out: dict[str, Any]) -> None:
         op, addr, size = ev["op"], ev["addr"], ev["size"]
@@ -181,6 +293,7 @@ class SvmChecker:
         ok = out.get("result") == "ok"
         stop = end if ok else int(out.get("fault_addr", addr))
         data = out.get("data") if ok else None
+        shadow = self.shadows.get(self.vm_process.get(ev["vm"], MAIN_PROCESS), {})
         cur = addr
         for rec in out.get("injected", []):
             q = self.pending.get(rec.get("at", ""))
@@ -194,15 +307,15 @@ class SvmChecker:
             fa = rec.get("fault_addr")
             if fa is None or not addr <= fa < end:
                 raise Fail("inject", f"injection fired outside this access (fault {fa})")
-            self._gpu_pages(op, cur, max(cur, fa), value, data, addr)
+            self._gpu_pages(shadow, op, cur, max(cur, fa), value, data, addr)
             cur = max(cur, fa)
             self._expect_injected(inner, rec)
             self._plain(inner, rec, injected=True)
         if cur > stop:
             raise Fail("gpu", f"the access failed at {stop:#x} before a later injection")
-        self._gpu_pages(op, cur, stop, value, data, addr)
+        self._gpu_pages(shadow, op, cur, stop, value, data, addr)
         if not ok:
-            self._check_gpu_errno(ev, out, stop)
+            self._check_gpu_errno(ev, out, stop, shadow)
 
     @staticmethod
     def _expect_injected(inner: dict[str, Any], rec: dict[str, Any]) -> None:
@@ -213,20 +326,23 @@ class SvmChecker:
             raise Fail("result", f"injected {name} gave {rec.get('result')}: "
                         f"{rec.get('message')}")
 
-    def _gpu_pages(self, op: str, lo: int, hi: int, value: int, data: list[int] | None,
-                   base: int) -> None:
+    @staticmethod
+    def _gpu_pages(shadow: dict[int, int], op: str, lo: int, hi: int, value: int,
+                   data: list[int] | None, base: int) -> None:
+        """The GPU access's effect on the shadow of the VM's process (and its reads)."""
         for a in range(lo, hi, PAGE):
-            if a not in self.shadow:
+            if a not in shadow:
                 raise Fail("gpu", f"GPU {op} of {a:#x} succeeded but the CPU does not map it")
             if op == "write":
-                self.shadow[a] = value
+                shadow[a] = value
             elif op == "atomic":
-                self.shadow[a] += 1
-            elif data is not None and data[(a - base) // PAGE] != self.shadow[a]:
+                shadow[a] += 1
+            elif data is not None and data[(a - base) // PAGE] != shadow[a]:
                 raise Fail("data", f"GPU read at {a:#x} returned {data[(a - base) // PAGE]}, "
-                            f"last value written was {self.shadow[a]}")
+                            f"last value written was {shadow[a]}")
 
-    def _check_gpu_errno(self, ev: dict[str, Any], out: dict[str, Any], f: int) -> None:
+    def _check_gpu_errno(self, ev: dict[str, Any], out: dict[str, Any], f: int,
+                         shadow: dict[int, int]) -> None:
         res = str(out.get("result"))
         vm = self.engine.world.vms.get(ev["vm"])
         if res == "ELOOP":
@@ -247,11 +363,17 @@ class SvmChecker:
                     return
                 raise Fail("errno", f"GPU atomic at {f:#x} gave EACCES but the VMA's atomic "
                             f"policy is {vma.attr.atomic_access}, not CPU")
-        if f not in self.shadow:
+        if f not in shadow:
             if res in _UNMAPPED_OK:
                 return
             raise Fail("errno", f"GPU {ev['op']} at CPU-unmapped {f:#x} gave {res} (expected "
                         f"one of {sorted(_UNMAPPED_OK)}): {out.get('message')}")
+        read_only = self.read_onlys.get(self.vm_process.get(ev["vm"], MAIN_PROCESS), set())
+        if f in read_only and res == "EPERM":
+            # drivers/gpu/drm/drm_gpusvm.c drm_gpusvm_range_find_or_insert(): a CPU VMA
+            # without VM_WRITE is EPERM for any access of a GPU VMA that is not read-only
+            # (reads too); hmm_range_fault() also refuses a write fault there
+            return
         if ev["op"] == "atomic" and res in _ATOMIC_OK:
             return
         if ev["op"] == "atomic" and res == "ETIME" and vm is not None \
@@ -319,26 +441,11 @@ class SvmChecker:
 
     def _check_memory(self) -> None:
         w = self.engine.world
-        mm = w.mm
-        mapped = sum(v.end - v.start for v in mm.vmas()) // PAGE
-        if mapped != len(self.shadow):
-            raise Fail("data", f"the CPU maps {mapped} pages, the shadow {len(self.shadow)}")
-        for a, want in self.shadow.items():
-            page = mm.page_at(a)
-            got = page.value if page is not None else 0
-            if got != want:
-                raise Fail("data", f"page {a:#x} holds {got} ({page!r}), last value written "
-                            f"was {want}")
-        allocs: dict[int, VramAllocation] = {}
-        for a, page in mm.populated_pages():
-            if a not in self.shadow:
-                raise Fail("data", f"populated page {a:#x} outside every CPU mapping")
-            al = page.alloc
-            if isinstance(al, VramAllocation):
-                if al.released or al.pages.get(a) is not page:
-                    raise Fail("vram", f"device page {a:#x} of a released or foreign "
-                                f"allocation {al!r}")
-                allocs[id(al)] = al
+        if set(w.processes) != set(self.shadows):
+            raise Fail("process", f"live processes {sorted(w.processes)}, the checker's "
+                        f"{sorted(self.shadows)}")
+        for proc, shadow in self.shadows.items():
+            self._check_address_space(proc, shadow)
         for dev in w.devices.values():
             vram = dev.vram
             if vram is None:
@@ -350,6 +457,28 @@ class SvmChecker:
             for kept in vram.allocations.values():
                 if not kept.pages:
                     raise Fail("vram", f"{dev.name}: allocation {kept!r} without pages kept")
+
+    def _check_address_space(self, proc: str, shadow: dict[int, int]) -> None:
+        """One process's pages against its shadow; its device pages are live ones."""
+        mm = self.engine.world.processes[proc].mm
+        where = "" if proc == MAIN_PROCESS else f" (process {proc})"
+        mapped = sum(v.end - v.start for v in mm.vmas()) // PAGE
+        if mapped != len(shadow):
+            raise Fail("data", f"the CPU maps {mapped} pages, the shadow {len(shadow)}{where}")
+        for a, want in shadow.items():
+            page = mm.page_at(a)
+            got = page.value if page is not None else 0
+            if got != want:
+                raise Fail("data", f"page {a:#x} holds {got} ({page!r}), last value written "
+                            f"was {want}{where}")
+        for a, page in mm.populated_pages():
+            if a not in shadow:
+                raise Fail("data", f"populated page {a:#x} outside every CPU mapping{where}")
+            al = page.alloc
+            if isinstance(al, VramAllocation) and (al.released or al.pages.get(a) is not page
+                                                   or al.mm is not mm):
+                raise Fail("vram", f"device page {a:#x} of a released or foreign "
+                            f"allocation {al!r}{where}")
 
     def check_empty(self) -> None:
         """With no CPU memory left and the workers run: nothing of the SVM state remains.
@@ -370,10 +499,9 @@ class SvmChecker:
         # a userptr VMA keeps its MMU notifier while it exists, mapped memory or not
         # (xe_userptr.c: removed only when the VMA is destroyed)
         userptr = sum(1 for vm in w.vms.values() for v in vm if v.notifier is not None)
-        if w.mm.notifier_count() - userptr and not any(
-                vm.killed for vm in w.vms.values()):
-            raise Fail("teardown", f"{w.mm.notifier_count() - userptr} MMU notifier(s) "
-                       "still registered")
+        mmu = sum(proc.mm.notifier_count() for proc in w.processes.values()) - userptr
+        if mmu and not any(vm.killed for vm in w.vms.values()):
+            raise Fail("teardown", f"{mmu} MMU notifier(s) still registered (all processes)")
         for dev in w.devices.values():
             vram = dev.vram
             if vram is not None and vram.used:

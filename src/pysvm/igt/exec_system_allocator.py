@@ -24,6 +24,13 @@ signal them), so their pages are left out of the scenarios.
 Threads become a deterministic round-robin of their exec iterations; the
 model has no engines, so a template that IGT runs once per hardware engine
 runs once here, and a threaded template runs :data:`N_THREADS` threads.
+
+Processes (``process-*``, ``processes-evict-*``) are :data:`N_PROCESSES` child
+processes, each with its own address space, its own device file and VM and its
+own page shadow (:meth:`pysvm.igt.scenario.Scenario.process`), sharing the
+device and its VRAM; their iterations interleave round-robin too. A child
+starts with an empty address space: IGT's children are fork()ed, but none of
+them touches what it inherited.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from .runner import Subtest
-from .scenario import ANY_ERROR, PAGE, Scenario, page_span
+from .scenario import ANY_ERROR, PAGE, ProcessScenario, Scenario, page_span
 
 __all__ = ["SUITE", "subtests", "SECTIONS", "TEMPLATES", "EXPECTED_COUNT"]
 
@@ -59,6 +66,9 @@ DEFAULT_ALIGN = PAGE
 MMAP_THRESHOLD = 128 << 10
 #: Threads a ``threads-*`` template interleaves (IGT: one per hardware engine).
 N_THREADS = 2
+#: Child processes ``processes()`` / ``processes_evict()`` fork (IGT: one per hardware
+#: engine; two engines on one GT here, as for the threads).
+N_PROCESSES = 2
 N_MULTI_FAULT = 4
 
 # Behaviour flags of a buffer mode (names follow the suite's).
@@ -289,8 +299,6 @@ EXPECTED_COUNT = 25 * 75 + 2 + 5 + 1 + 16 + 1 + 5 + 2 + 2 + 12 + 10 + 1
 
 # -- skip reasons (shared with docs/igt.md) ----------------------------------------
 R_FORK = "fork() (a child mm sharing the pages copy-on-write) is not modelled"
-R_PROCESS = "a second process (another mm and device file) is not modelled"
-R_MREMAP = "mremap() is not modelled"
 R_BO_CPU_MAP = "a CPU mmap() of a BO (xe_bo_map_fixed) is not modelled"
 R_SAME_PAGE = ("threads store different dwords of one 4 KiB page before any reads "
                "back, and the model holds one value per page")
@@ -419,6 +427,9 @@ class _Exec:
     vm: str | None = None
     alloc: int | None = None
     pat: int | None = None
+    #: Destroy the VM test_exec created at the end (IGT always does, ``if (free_vm)
+    #: xe_vm_destroy()``; ported where it is visible: before a child process exits).
+    free_vm: bool = False
 
 
 def test_exec_noop(p: _Exec) -> bool:
@@ -435,8 +446,6 @@ def test_exec_skip(p: _Exec) -> str | None:
     f = p.flags
     if f & FORK_READ:
         return R_FORK
-    if f & MREMAP:
-        return R_MREMAP
     if f & BO_MAP and p.n_execs >= 2:
         return R_BO_CPU_MAP
     if f & SYNC_EXEC:
@@ -444,7 +453,7 @@ def test_exec_skip(p: _Exec) -> str | None:
     return None
 
 
-def _test_exec(s: Scenario, p: _Exec) -> Iterator[None]:
+def _test_exec(s: Scenario, p: _Exec) -> Iterator[str | None]:
     """The scenario of one test_exec call; yields after each exec (threads interleave)."""
     flags, n_execs, stride = p.flags, p.n_execs, p.stride
     orig_size = p.bo_size
@@ -495,21 +504,39 @@ def _test_exec(s: Scenario, p: _Exec) -> Iterator[None]:
         region = "system"
         s.prefetch(vm, addr, bo_size, "system")
     pending: list[int] = []
+    eocheck = bool(flags & EVERY_OTHER_CHECK)
+    next_data: int | None = None        # EVERY_OTHER_CHECK: where the next remap goes
+    next_value = 0                      # ... and the value its pre-written batch stores
+    prev_idx = 0
     for i in range(n_execs):
         idx = i * stride if stride else i
+        next_idx = (i + 1) * stride if stride else i + 1
         batch = addr + idx * STRUCT
         sdi = batch + DATA_OFF
         fault_inject = bool(flags & FAULT) and i == n_execs // 2
         if flags & MADVISE_SWIZZLE:
             s.madvise(vm, data, bo_size, "preferred_loc", devmem_fd=-1 if i % 2 == 0 else 0,
                       migration_policy=0, why="swizzle the preferred location")
-        value = s.fresh(idx)
+        # EVERY_OTHER_CHECK: an odd exec runs the batch the previous one wrote (it moved
+        # with the buffer) and stores the value chosen then.
+        value = next_value if eocheck and i % 2 else s.fresh(idx)
         targets = ([sdi + j * orig_size for j in range(N_MULTI_FAULT)]
                    if flags & MULTI_FAULT else [sdi])
         atomic = bool(flags & ATOMIC_BATCH)
         if atomic:
             s.cpu_write(targets[-1], 4, value - 1, why="data = value - 1 for MI_ATOMIC_INC")
-        s.cpu_touch(batch, 4 * 16, why="CPU writes the batch")
+        if not eocheck or i % 2 == 0:
+            s.cpu_touch(batch, 4 * 16, why="CPU writes the batch")
+        if eocheck and i % 2 == 0:
+            # The buffer's next home (__aligned_alloc(): a PROT_NONE mapping, which the
+            # model maps plainly: nothing touches it before mremap() replaces it), and the
+            # next exec's batch, written now into this buffer, storing at its offset there.
+            next_data = s.aspace.reserve(bo_size, aligned)
+            s.mmap(next_data, bo_size)
+            _parse_madvise(s, vm, data, bo_size, flags, p.pat)
+            next_value = s.fresh(next_idx)
+            s.cpu_touch(addr + next_idx * STRUCT, 4 * 16,
+                        why="CPU writes the next exec's batch (it stores into the next buffer)")
         if flags & PREFETCH and not flags & (MULTI_FAULT | EVERY_OTHER_CHECK):
             _prefetch_op(s, vm, addr, data, bo_size, flags)
         if flags & RACE:
@@ -533,9 +560,21 @@ def _test_exec(s: Scenario, p: _Exec) -> Iterator[None]:
                     s.gpu(vm, "atomic", t, 4, stop_on=stop, why="MI_ATOMIC_INC")
                 else:
                     s.gpu(vm, "write", t, 4, value, stop_on=stop, why="MI_STORE_DWORD_IMM")
-            for t in targets:
-                s.cpu_check(t, 4, why="the CPU reads back the value the GPU wrote")
-        yield
+            if flags & MREMAP:
+                old = data
+                data = _remap(s, old, bo_size, aligned, flags, next_data)
+                next_data = None
+                targets = [t - old + data for t in targets]
+                addr = data
+            if not eocheck or i % 2:
+                for t in targets:
+                    s.cpu_check(t, 4, why="the CPU reads back the value the GPU wrote")
+                if eocheck:
+                    s.cpu_check(addr + prev_idx * STRUCT + DATA_OFF, 4,
+                                why="and the value of the previous exec (one value per "
+                                "page in the model: the page's last store)")
+        prev_idx = idx
+        yield None
         if flags & NEW:
             if flags & MMAP:
                 if flags & FREE:
@@ -565,20 +604,66 @@ def _test_exec(s: Scenario, p: _Exec) -> Iterator[None]:
         s.munmap(data, bo_size)
     elif p.alloc is None:
         _free(s, data, bo_size, aligned)
+    if p.free_vm and own_vm:
+        s.add({"ev": "vm_destroy", "vm": vm}, why="xe_vm_destroy() at the end of test_exec")
 
 
-def _run_all(gens: list[Iterator[None]]) -> None:
-    """Round-robin: one exec iteration of each live thread in turn."""
-    live = list(gens)
-    while live:
-        nxt = []
+def _remap(s: Scenario, old: int, bo_size: int, aligned: int, flags: int,
+           next_data: int | None) -> int:
+    """The MREMAP step after an exec: move the buffer to a new aligned address; return it.
+
+    IGT: mprotect(old, PROT_READ) first for READ_ONLY_REMAP, then
+    mremap(old, bo_size, bo_size, MREMAP_MAYMOVE | MREMAP_FIXED [| MREMAP_DONTUNMAP], new)
+    onto a fresh __aligned_alloc() reservation (or the one EVERY_OTHER_CHECK made before
+    the exec), mprotect(new, PROT_READ | PROT_WRITE) again, and with DONTUNMAP an munmap
+    of the old span that stayed behind. Kernel: mm/mremap.c move_vma() carries the pages,
+    device pages in VRAM included; the old span's SVM ranges see MMU_NOTIFY_UNMAP
+    (move_page_tables()) and go to the garbage collector (xe_svm_invalidate()), so the
+    next GPU access faults at the new address.
+    """
+    ro = bool(flags & READ_ONLY_REMAP)
+    if ro:
+        s.mprotect(old, bo_size, read_only=True, why="mprotect(old, PROT_READ)")
+    new = next_data
+    if new is None:
+        new = s.aspace.reserve(bo_size, aligned)
+        s.mmap(new, bo_size)       # __aligned_alloc(): PROT_NONE in IGT, untouched here
+    s.mremap(old, bo_size, new, dontunmap=bool(flags & DONTUNMAP),
+             why="move the buffer; its pages (in VRAM or not) move with it")
+    if ro:
+        s.mprotect(new, bo_size, read_only=False, why="mprotect(new, PROT_READ | PROT_WRITE)")
+    if flags & DONTUNMAP:
+        s.munmap(old, bo_size)
+    return new
+
+
+#: What a thread or process yields to wait at a barrier (pthread_barrier_wait()).
+BARRIER = "barrier"
+
+
+def _run_all(gens: list[Iterator[str | None]]) -> None:
+    """Round-robin: one exec iteration of each live thread (or process) in turn; one that
+    yields :data:`BARRIER` waits until every live one has reached it."""
+    live: list[Iterator[str | None]] = list(gens)
+    parked: list[Iterator[str | None]] = []
+    while live or parked:
+        if not live:                      # everyone is at the barrier: release them
+            live, parked = parked, []
+        nxt: list[Iterator[str | None]] = []
         for g in live:
             try:
-                next(g)
-                nxt.append(g)
+                r = next(g)
             except StopIteration:
-                pass
+                continue
+            (parked if r == BARRIER else nxt).append(g)
         live = nxt
+
+
+def _child(c: ProcessScenario, body: Iterator[str | None]) -> Iterator[str | None]:
+    """A child process: its body (each step of it a round-robin turn), then drm_close_driver()
+    and exit()."""
+    yield from body
+    c.exit(why="drm_close_driver(), then the child exits")
 
 
 def _build_exec(p: _Exec, profile: str) -> Scenario:
@@ -610,6 +695,20 @@ def _build_threads(t: Template, flags: int, shared_vm: bool, profile: str) -> Sc
     return s
 
 
+def _build_processes(t: Template, flags: int, profile: str) -> Scenario:
+    """processes(): each child opens its own device file (drm_open_driver) and runs
+    test_exec with its own VM in its own address space; the children start together
+    (a shared go flag) and their exec iterations interleave."""
+    s = Scenario(profile)
+    _setup(s)
+    ps = [_Exec(t.n_execs, t.bo_size, t.stride, flags, free_vm=True)
+          for _ in range(N_PROCESSES)]
+    s.noop = all(test_exec_noop(p) for p in ps)
+    children = [s.process(f"child{k}") for k in range(N_PROCESSES)]
+    _run_all([_child(c, _test_exec(c, p)) for c, p in zip(children, ps, strict=True)])
+    return s
+
+
 def _grid(t: Template, name: str, flags: int) -> Subtest:
     full = f"{t.prefix}-{name}"
     p = _Exec(t.n_execs, t.bo_size, t.stride, flags)
@@ -619,9 +718,13 @@ def _grid(t: Template, name: str, flags: int) -> Subtest:
             return Subtest(SUITE, full, skip=why)
         return Subtest(SUITE, full, partial(_build_exec, p))
     if t.runner == "process":
+        # processes() returns at once for FORK_READ; it runs FILE_BACKED (threads() does not)
         if flags & FORK_READ or test_exec_noop(p):
             return Subtest(SUITE, full, partial(_build_noop))
-        return Subtest(SUITE, full, skip=R_PROCESS)
+        why = test_exec_skip(p)
+        if why:
+            return Subtest(SUITE, full, skip=why)
+        return Subtest(SUITE, full, partial(_build_processes, t, flags))
     if flags & (FILE_BACKED | FORK_READ):
         return Subtest(SUITE, full, partial(_build_noop))
     why = None if test_exec_noop(p) else test_exec_skip(p)
@@ -677,6 +780,17 @@ def _build_partial(cpu_fault: bool, remap: bool, middle: bool, atomic: bool,
 
 
 # -- many_allocs ---------------------------------------------------------------------
+def _touch_all_pages(s: Scenario, vm: str, a: int, alloc_size: int, stride: int) -> None:
+    """touch_all_pages(): the CPU writes every batch first, then the GPU runs them one by
+    one (each stores a new value)."""
+    n_writes = alloc_size // stride
+    values = [s.fresh(k) for k in range(n_writes)]
+    s.cpu_touch(a, alloc_size, why="CPU writes every batch")
+    for k in range(n_writes):
+        s.gpu(vm, "read", a + k * stride, why="GPU fetches the batch")
+        s.gpu(vm, "write", a + k * stride + BATCH_DATA_OFF, 4, values[k])
+
+
 def _many_allocs(s: Scenario, total: int, alloc_size: int, stride: int, *,
                  benchmark: bool = False, check_threads: int = 0,
                  same_page: bool = False) -> None:
@@ -686,13 +800,7 @@ def _many_allocs(s: Scenario, total: int, alloc_size: int, stride: int, *,
     for _ in range(n):
         a = _malloc(s, alloc_size, SZ_2M)
         allocs.append(a)
-        n_writes = alloc_size // stride
-        values = [s.fresh(k) for k in range(n_writes)]
-        # The CPU writes every batch first, then the GPU runs them one by one.
-        s.cpu_touch(a, alloc_size, why="CPU writes every batch")
-        for k in range(n_writes):
-            s.gpu(vm, "read", a + k * stride, why="GPU fetches the batch")
-            s.gpu(vm, "write", a + k * stride + BATCH_DATA_OFF, 4, values[k])
+        _touch_all_pages(s, vm, a, alloc_size, stride)
     for a in allocs:
         n_writes = alloc_size // stride
         if check_threads and not same_page:
@@ -712,6 +820,42 @@ def _many_allocs(s: Scenario, total: int, alloc_size: int, stride: int, *,
         _free(s, a, alloc_size, SZ_2M)
 
 
+def _process_evict(c: ProcessScenario, total: int, alloc_size: int,
+                   stride: int) -> Iterator[str | None]:
+    """process_evict() -> many_allocs() in a child: its own VM; allocations of
+    ``alloc_size`` touched every ``stride`` until its share of VRAM overflows by an eighth
+    (one round-robin turn each), the barrier (every child has touched everything), then
+    check_all_pages() and free() per allocation, xe_vm_destroy()."""
+    vm = _new_vm(c)
+    n = (9 * (total // alloc_size)) // 8
+    allocs = []
+    for _ in range(n):
+        a = _malloc(c, alloc_size, SZ_2M)
+        allocs.append(a)
+        _touch_all_pages(c, vm, a, alloc_size, stride)
+        yield None
+    yield BARRIER
+    for a in allocs:
+        for k in range(alloc_size // stride):
+            c.cpu_check(a + k * stride + BATCH_DATA_OFF, 4,
+                        why="the value survived the other child's evictions")
+        _free(c, a, alloc_size, SZ_2M)
+        yield None
+    c.add({"ev": "vm_destroy", "vm": vm}, why="xe_vm_destroy() at the end of many_allocs")
+
+
+def _build_processes_evict(alloc_size: int, stride: int, vram_mib: int,
+                           profile: str) -> Scenario:
+    """processes_evict(): one child per engine, each given the visible VRAM divided by the
+    engines of its GT (xe_visible_vram_size() / n_engine_gt)."""
+    s = Scenario(profile)
+    _setup(s, vram_mib)
+    total = (vram_mib << 20) // N_PROCESSES
+    children = [s.process(f"child{k}") for k in range(N_PROCESSES)]
+    _run_all([_child(c, _process_evict(c, total, alloc_size, stride)) for c in children])
+    return s
+
+
 def _build_many_allocs(total: int, alloc_size: int, stride: int, benchmark: bool,
                        check_threads: int, same_page: bool, vram_mib: int,
                        profile: str) -> Scenario:
@@ -726,6 +870,13 @@ def _build_many_allocs(total: int, alloc_size: int, stride: int, benchmark: bool
 #: VRAM of the modelled device in the eviction scenarios (MiB): IGT sizes its
 #: allocations from the visible VRAM, so a small VRAM keeps the run short.
 EVICT_VRAM_MIB = 64
+#: The same for processes-evict-*: each of the N_PROCESSES children gets half of it, and
+#: IGT's integer arithmetic, (9 * (share / 8 MiB)) / 8 allocations, overflows a 68 MiB
+#: share (9 allocations, 72 MiB) but not a 32 MiB one (4). In the round-robin the
+#: children alternate allocations of four 2 MiB ranges; with 136 MiB (68 ranges) the first
+#: allocation that does not fit is the second child's last, and the LRU range it evicts
+#: is the first child's (with 128 MiB each child would only evict its own oldest range).
+PROCESSES_EVICT_VRAM_MIB = 136
 
 
 def subtests() -> list[Subtest]:
@@ -766,8 +917,10 @@ def subtests() -> list[Subtest]:
                        partial(_build_many_allocs, EVICT_VRAM_MIB << 20, SZ_8M, SZ_1M, False,
                                0, False, EVICT_VRAM_MIB)))
     out.append(Subtest(SUITE, "evict-malloc-mix-bo", skip=R_BO_CPU_MAP))
-    out.append(Subtest(SUITE, "processes-evict-malloc", skip=R_PROCESS))
-    out.append(Subtest(SUITE, "processes-evict-malloc-mix-bo", skip=R_PROCESS))
+    out.append(Subtest(SUITE, "processes-evict-malloc",
+                       partial(_build_processes_evict, SZ_8M, SZ_1M,
+                               PROCESSES_EVICT_VRAM_MIB)))
+    out.append(Subtest(SUITE, "processes-evict-malloc-mix-bo", skip=R_BO_CPU_MAP))
     for name, flags in MADVISE_SECTIONS:
         out.append(Subtest(SUITE, f"madvise-{name}",
                            partial(_build_exec, _Exec(1, SZ_64K, 0, flags))))

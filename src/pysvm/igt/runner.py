@@ -88,6 +88,9 @@ def run_scenario(sc: Scenario) -> tuple[str, str, int, dict[str, int]]:
         if step.faults is not None and out.get("faults") != step.faults:
             return ("failed", f"{_describe(k, step.ev, step.why)}: {out.get('faults')} GPU "
                     f"faults, IGT expects {step.faults}", k + 1, counters(target))
+        if step.addr is not None and out.get("addr") != step.addr:
+            return ("failed", f"{_describe(k, step.ev, step.why)}: returned address "
+                    f"{out.get('addr')}, IGT expects {step.addr}", k + 1, counters(target))
         if step.pat is not None:
             pats = [v.get("attrs", {}).get("pat_index") for v in out.get("vmas", [])]
             if not pats or any(x != step.pat for x in pats):

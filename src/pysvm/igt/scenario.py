@@ -9,6 +9,11 @@ by the CPU gets a ``cpu_read`` step that must return exactly the shadow value.
 Steps carry the results IGT accepts (``want``) and, where IGT gives up without
 failing (a fence that times out on purpose, then ``goto cleanup``), the results
 that end the scenario as passed (``stop_on``).
+
+A child process (:meth:`Scenario.process`) is a :class:`ProcessScenario`: its
+steps go into the parent's list, naming the process in every event that acts in
+an address space (``vm_create`` included: the VM mirrors its creator's address
+space), and it keeps its own address-space layout and page shadow.
 """
 
 from __future__ import annotations
@@ -17,11 +22,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PAGE", "ANY_ERROR", "Step", "Scenario", "AddressSpace"]
+__all__ = ["PAGE", "ANY_ERROR", "Step", "Scenario", "ProcessScenario", "AddressSpace",
+           "PROCESS_EVENTS"]
 
 PAGE = 4096
 #: ``stop_on`` value: any non-ok result ends the scenario (IGT accepts every failure).
 ANY_ERROR = ("*",)
+#: The events that act in one process's address space (their ``process`` field).
+PROCESS_EVENTS = frozenset({"mmap", "munmap", "mremap", "mprotect", "cpu_write", "cpu_read",
+                            "invalidate", "vm_create"})
 #: Largest value a trace event accepts for a page.
 _VALUE_MASK = (1 << 62) - 1
 
@@ -46,6 +55,8 @@ class Step:
     pat: int | None = None
     #: For a ``gpu_access``: the number of GPU faults IGT expects (None: any).
     faults: int | None = None
+    #: For an ``mremap``: the address the call must return (None: any).
+    addr: int | None = None
 
 
 @dataclass
@@ -84,9 +95,10 @@ class Scenario:
     # -- bookkeeping -------------------------------------------------------
     def add(self, ev: dict[str, Any], *, want: Iterable[str] = ("ok",),
             data: Iterable[int] | None = None, stop_on: Iterable[str] = (),
-            why: str = "", pat: int | None = None, faults: int | None = None) -> None:
+            why: str = "", pat: int | None = None, faults: int | None = None,
+            addr: int | None = None) -> None:
         self.steps.append(Step(ev, tuple(want), None if data is None else tuple(data),
-                               tuple(stop_on), why, pat, faults))
+                               tuple(stop_on), why, pat, faults, addr))
 
     def fresh(self, idx: int = 0) -> int:
         """A new value to store (IGT: a random number shifted left 12, or'ed with the index)."""
@@ -158,6 +170,30 @@ class Scenario:
         for p in self._pages(start, n):
             self.mem.pop(p, None)
 
+    def mremap(self, old: int, size: int, new: int, *, dontunmap: bool = False,
+               why: str = "") -> None:
+        """mremap(old, size, size, MREMAP_MAYMOVE | MREMAP_FIXED [| MREMAP_DONTUNMAP], new),
+        which must return ``new``: every page's value moves to the same offset from
+        ``new``; with ``dontunmap`` the old span stays mapped, empty (zero pages)."""
+        start, n = page_span(old, size)
+        dst = page_span(new, size)[0]
+        flags = ["maymove", "fixed", *(["dontunmap"] if dontunmap else [])]
+        self.add({"ev": "mremap", "addr": start, "old_size": n, "new_size": n, "flags": flags,
+                  "new_addr": dst}, why=why, addr=dst)
+        moved = {p: self.mem.pop(p) for p in self._pages(start, n) if p in self.mem}
+        for p in self._pages(dst, n):
+            self.mem.pop(p, None)
+        shift = (dst - start) // PAGE
+        for p, v in moved.items():
+            self.mem[p + shift] = v
+            if dontunmap:
+                self.mem[p] = 0
+
+    def mprotect(self, addr: int, size: int, *, read_only: bool, why: str = "") -> None:
+        """mprotect(addr, size, PROT_READ [| PROT_WRITE]); page contents do not change."""
+        start, n = page_span(addr, size)
+        self.add({"ev": "mprotect", "addr": start, "size": n, "read_only": read_only}, why=why)
+
     def cpu_write(self, addr: int, size: int, value: int, why: str = "") -> None:
         start, n = page_span(addr, size)
         self.add({"ev": "cpu_write", "addr": start, "size": n, "value": value}, why=why)
@@ -209,3 +245,52 @@ class Scenario:
 
     def events(self) -> list[dict[str, Any]]:
         return [s.ev for s in self.steps]
+
+    # -- processes -----------------------------------------------------------
+    def process(self, name: str) -> ProcessScenario:
+        """Start child process ``name`` (a ``process_start`` step) and return the view
+        its steps go through."""
+        self.add({"ev": "process_start", "name": name})
+        return ProcessScenario(self, name)
+
+
+class ProcessScenario(Scenario):
+    """The steps of one child process: its own address space (the same layout as its
+    parent's, so its allocations land at the same addresses) and its own page shadow;
+    values, names and the step list are its parent's."""
+
+    def __init__(self, parent: Scenario, process: str) -> None:
+        # Not Scenario.__init__: that would add a config step.
+        self.parent = parent
+        self.process_name = process
+        self.profile = parent.profile
+        self.steps = parent.steps
+        self.mem = {}
+        self.aspace = AddressSpace()
+        self.counter = 0
+        self.serial = 0
+        self.noop = False
+
+    def add(self, ev: dict[str, Any], *, want: Iterable[str] = ("ok",),
+            data: Iterable[int] | None = None, stop_on: Iterable[str] = (),
+            why: str = "", pat: int | None = None, faults: int | None = None,
+            addr: int | None = None) -> None:
+        ev = self._in_process(ev)
+        if ev["ev"] == "inject":
+            ev = {**ev, "event": self._in_process(ev["event"])}
+        self.parent.add(ev, want=want, data=data, stop_on=stop_on, why=why, pat=pat,
+                        faults=faults, addr=addr)
+
+    def _in_process(self, ev: dict[str, Any]) -> dict[str, Any]:
+        return {**ev, "process": self.process_name} if ev["ev"] in PROCESS_EVENTS else ev
+
+    def fresh(self, idx: int = 0) -> int:
+        return self.parent.fresh(idx)
+
+    def name(self, prefix: str) -> str:
+        return self.parent.name(prefix)
+
+    def exit(self, why: str = "") -> None:
+        """The process exits (its address space torn down, its files closed)."""
+        self.parent.add({"ev": "process_exit", "process": self.process_name}, why=why)
+        self.mem.clear()

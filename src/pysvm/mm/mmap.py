@@ -1,8 +1,9 @@
 """The process address space: anonymous CPU memory and its page table.
 
-Kernel: struct mm_struct with its VMAs (mmap/munmap), the page table, the calls
-into the MMU interval notifiers (:mod:`pysvm.mm.mmu_notifier`), hmm_range_fault()
-of mm/hmm.c and migrate_vma_pages() of mm/migrate_device.c.
+Kernel: struct mm_struct with its VMAs (mmap/munmap, mremap() of mm/mremap.c,
+mprotect() of mm/mprotect.c), the page table, the calls into the MMU interval
+notifiers (:mod:`pysvm.mm.mmu_notifier`), hmm_range_fault() of mm/hmm.c and
+migrate_vma_pages() of mm/migrate_device.c.
 
 Model
 -----
@@ -17,13 +18,18 @@ Model
   populating it (CPU touch, GPU fault, migration) creates a zero page.
 * ``mmap`` over existing mappings behaves as ``MAP_FIXED``: the old mappings
   are unmapped first (firing the notifiers), as Linux does.
+* ``mremap`` moves page-table entries, so a page (a device page included)
+  keeps its object and its owner hears the new address
+  (:meth:`DevmemOwner.pages_moved`); ``mprotect`` toggles ``read_only``.
 * MMU interval notifiers are called synchronously with an
   :class:`NotifierRange` whose ``event`` is a :class:`NotifyEvent`; each call
   bumps the notifier's sequence number (mmu_interval_read_begin/retry).
 
 Differences from the kernel: no locking, no huge pages, no file mappings
 (``anonymous=False`` exists only so the "not anonymous" refusals can be
-exercised), no zero-page sharing, no fork/COW.
+exercised), no zero-page sharing, no fork/COW. Each process has its own
+:class:`Mm` (the composition root keeps one per process); nothing is shared
+between two of them but the devices' memory their pages may live in.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ from pysvm.errors import XeError
 from pysvm.mm.mmu_notifier import Callback, IntervalNotifier, NotifierRange, NotifyEvent
 
 __all__ = ["PAGE_SHIFT", "PAGE_SIZE", "MAX_ACCESS_BYTES", "MAX_READ_BYTES", "CpuVma", "Mm",
-           "Page", "DevmemOwner", "check_access_size"]
+           "Page", "DevmemOwner", "check_access_size", "MREMAP_MAYMOVE", "MREMAP_FIXED",
+           "MREMAP_DONTUNMAP", "TASK_SIZE"]
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -66,6 +73,20 @@ def check_access_size(size: int, what: str, *, reads: bool) -> None:
                       f"most {limit >> 30} GiB per {'read' if reads else 'access'} "
                       "(split it into several events)")
 U64_MAX = (1 << 64) - 1
+
+#: mremap() flags (include/uapi/linux/mman.h).
+MREMAP_MAYMOVE = 1
+MREMAP_FIXED = 2
+MREMAP_DONTUNMAP = 4
+
+#: The top of the user address space on x86-64 with 4-level page tables (TASK_SIZE_MAX in
+#: arch/x86/include/asm/page_64_types.h): mremap() refuses a new length or a new address
+#: that reaches past it.
+TASK_SIZE = (1 << 47) - (1 << 12)
+
+#: Where the model starts looking for a free gap when mremap() must choose the address
+#: itself: the default vm.mmap_min_addr (mm/Kconfig DEFAULT_MMAP_MIN_ADDR, 64 KiB on x86).
+_MMAP_MIN_ADDR = 0x10000
 
 # The page table is a dict of blocks of 512 page slots (2 MiB of address space, one
 # page-table page's worth), so walking a span is list slicing, not one dict entry and
@@ -99,6 +120,10 @@ class DevmemOwner(Protocol):
 
     def pages_freed(self, freed: list[tuple[int, Page]]) -> None:
         """``page_freed`` for each ``(addr, page)`` in order, in one call."""
+
+    def pages_moved(self, moved: list[tuple[int, int, Page]]) -> None:
+        """Each ``(old_addr, new_addr, page)``: the page is now mapped at ``new_addr``
+        (mremap() moved its page-table entry; the page itself is unchanged)."""
 
 
 class Page:
@@ -237,6 +262,247 @@ class Mm:
             done += e - s
         return done
 
+    # ------------------------------------------------------------ mremap
+    def mremap(self, addr: int, old_len: int, new_len: int, flags: int = 0,
+               new_addr: int = 0) -> int:
+        """Move and/or resize the mapping at ``addr``; return its (new) address.
+
+        Kernel: mm/mremap.c SYSCALL_DEFINE5(mremap) -> do_mremap(). Lengths are rounded up
+        to whole pages. The argument checks run first and in check_mremap_params() order,
+        every one EINVAL: an unknown flag, ``addr`` not page aligned, ``new_len`` 0 or past
+        :data:`TASK_SIZE`; then, when ``MREMAP_FIXED`` or ``MREMAP_DONTUNMAP`` names a
+        target: ``new_addr + new_len`` past TASK_SIZE, ``new_addr`` not page aligned, no
+        ``MREMAP_MAYMOVE``, DONTUNMAP with ``old_len != new_len``, the two spans overlapping.
+
+        * ``MREMAP_FIXED`` with equal lengths is a pure move (remap_move()): every VMA in
+          ``[addr, addr + old_len)`` moves, the gaps between them kept; EFAULT when no VMA
+          starts at or before ``addr`` there.
+        * Otherwise the VMA containing ``addr`` must exist (EFAULT, check_prep_vma()), and
+          when the call maps anything new (a target address or growth) the old span must
+          lie inside that VMA (EFAULT); ``old_len`` 0 (duplicating a mapping) is EINVAL.
+        * mremap_to() (a target given): with ``MREMAP_FIXED`` the target span is unmapped
+          first (do_munmap(), MMU_NOTIFY_UNMAP); a shrink unmaps the tail; then the VMA
+          moves. ``MREMAP_DONTUNMAP`` alone takes ``new_addr`` as a hint.
+        * mremap_at(): same size does nothing; a shrink unmaps the tail; growth extends the
+          VMA in place when the space after it is free, else moves it if
+          ``MREMAP_MAYMOVE`` (ENOMEM if not).
+
+        A move (move_vma()) sends MMU_NOTIFY_UNMAP over the old span (move_page_tables()
+        calls mmu_notifier_invalidate_range_start() before it moves any entry), copies the
+        VMA with its protection (copy_vma()) and moves every page-table entry: system pages
+        and device pages alike keep their Page object, so a device-private page stays in
+        VRAM and its owner hears :meth:`DevmemOwner.pages_moved` (move_ptes() moves the
+        device-private swap entry as it is). Then the old span is unmapped
+        (unmap_source_vma(): a second UNMAP over now empty page tables) unless
+        ``MREMAP_DONTUNMAP``: then the old VMA stays, empty (dontunmap_complete()), and an
+        anonymous one reads as zero pages.
+
+        Every error is raised before anything changes. Differences from the kernel: a
+        chosen address is the first free gap at or above the hint (or 64 KiB), where the
+        kernel searches top-down below mmap_base; after ``MREMAP_DONTUNMAP`` of a shared
+        or file mapping the old span is empty here, where the kernel would fault the same
+        file pages back in; the UNMAP notification covers exactly the old span (the
+        kernel's try_realign_addr() may start it at the PMD boundary below when no other
+        mapping lies in between); no mlock, accounting or map-count limits.
+        """
+        for name, v in (("addr", addr), ("old_len", old_len), ("new_len", new_len),
+                        ("flags", flags), ("new_addr", new_addr)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= U64_MAX:
+                raise XeError(errno.EINVAL, f"mremap: {name} must be an unsigned 64-bit "
+                              "integer")
+        old_len = -(-old_len // PAGE_SIZE) * PAGE_SIZE      # PAGE_ALIGN()
+        new_len = -(-new_len // PAGE_SIZE) * PAGE_SIZE
+        # check_mremap_params()
+        if flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP):
+            raise XeError(errno.EINVAL, f"mremap: unknown flags {flags:#x}")
+        if addr % PAGE_SIZE:
+            raise XeError(errno.EINVAL, f"mremap: addr {addr:#x} is not page aligned")
+        if not new_len:
+            raise XeError(errno.EINVAL, "mremap: new_len is 0")
+        if new_len > TASK_SIZE:
+            raise XeError(errno.EINVAL, f"mremap: new_len {new_len:#x} exceeds TASK_SIZE")
+        target = bool(flags & (MREMAP_FIXED | MREMAP_DONTUNMAP))
+        if target:
+            if new_addr > TASK_SIZE - new_len:
+                raise XeError(errno.EINVAL, f"mremap: [{new_addr:#x}, +{new_len:#x}) ends past "
+                              "TASK_SIZE")
+            if new_addr % PAGE_SIZE:
+                raise XeError(errno.EINVAL, f"mremap: new_addr {new_addr:#x} is not page "
+                              "aligned")
+            if not flags & MREMAP_MAYMOVE:
+                raise XeError(errno.EINVAL, "mremap: MREMAP_FIXED/MREMAP_DONTUNMAP need "
+                              "MREMAP_MAYMOVE")
+            if flags & MREMAP_DONTUNMAP and old_len != new_len:
+                raise XeError(errno.EINVAL, "mremap: MREMAP_DONTUNMAP cannot resize")
+            if addr + old_len > new_addr and new_addr + new_len > addr:
+                raise XeError(errno.EINVAL, "mremap: the old and new spans overlap")
+        dontunmap = bool(flags & MREMAP_DONTUNMAP)
+        if flags & MREMAP_FIXED and old_len == new_len:
+            return self._remap_move(addr, old_len, new_addr, dontunmap)
+        # do_mremap() -> vma_lookup() + check_prep_vma()
+        vma = self.find_vma(addr)
+        if vma is None:
+            raise XeError(errno.EFAULT, f"mremap: {addr:#x} is not mapped")
+        if new_len > old_len or target:           # vrm_will_map_new()
+            if not old_len:
+                raise XeError(errno.EINVAL, "mremap: old_len 0 (duplicating a mapping) is "
+                              "refused for private mappings and not modelled for shared ones")
+            if min(old_len, new_len) > vma.end - addr:
+                raise XeError(errno.EFAULT, f"mremap: [{addr:#x}, +{old_len:#x}) crosses the "
+                              f"end of its VMA at {vma.end:#x}")
+        if target:                                # mremap_to()
+            return self._mremap_to(addr, old_len, new_len, new_addr, flags)
+        # mremap_at()
+        if new_len == old_len:
+            return addr
+        if new_len < old_len:                     # shrink_vma()
+            self.munmap(addr + new_len, old_len - new_len)
+            return addr
+        end, grow = addr + old_len, new_len - old_len
+        if vma.end == end and end + grow <= TASK_SIZE and not self._overlapping(end, end + grow):
+            # expand_vma_in_place() -> vma_merge_extend()
+            del self._vmas[vma.start]
+            self._vmas[vma.start] = CpuVma(vma.start, end + grow, vma.read_only, vma.anonymous)
+            return addr
+        if not flags & MREMAP_MAYMOVE:
+            raise XeError(errno.ENOMEM, f"mremap: [{addr:#x}, +{new_len:#x}) cannot grow in "
+                          "place and MREMAP_MAYMOVE is not set")
+        dst = self._unmapped_area(new_len, 0)     # vrm_set_new_addr() -> get_unmapped_area()
+        return self._move_vma(vma, addr, old_len, dst, new_len, dontunmap=False)
+
+    def _unmapped_area(self, length: int, hint: int) -> int:
+        """A free span of ``length`` bytes: ``[hint, hint + length)`` when free, else the
+        first free gap above the hint. Kernel: get_unmapped_area() (which searches
+        top-down; any free gap behaves the same in the model). ENOMEM when none fits."""
+        a = max(hint, _MMAP_MIN_ADDR)
+        for vma in self._overlapping(a, TASK_SIZE):
+            if vma.start >= a + length:
+                break
+            a = max(a, vma.end)
+        if a + length > TASK_SIZE:
+            raise XeError(errno.ENOMEM, f"mremap: no free {length:#x} bytes of address space")
+        return a
+
+    def _mremap_to(self, addr: int, old_len: int, new_len: int, new_addr: int,
+                   flags: int) -> int:
+        """Kernel: mm/mremap.c mremap_to() (arguments already checked)."""
+        if flags & MREMAP_FIXED:
+            self.munmap(new_addr, new_len)        # do_munmap() of the target first
+        if new_len < old_len:                     # shrink_vma(), then move what is left
+            self.munmap(addr + new_len, old_len - new_len)
+            old_len = new_len
+        vma = self.find_vma(addr)
+        assert vma is not None and addr + old_len <= vma.end
+        dst = new_addr if flags & MREMAP_FIXED else self._unmapped_area(new_len, new_addr)
+        return self._move_vma(vma, addr, old_len, dst, new_len,
+                              dontunmap=bool(flags & MREMAP_DONTUNMAP))
+
+    def _remap_move(self, addr: int, length: int, new_addr: int, dontunmap: bool) -> int:
+        """Kernel: mm/mremap.c remap_move(): each VMA of ``[addr, addr + length)`` moves on
+        its own (mremap_to() with MREMAP_FIXED), the gaps between them kept; EFAULT when
+        the span starts in a hole or holds no VMA. Every model VMA may take part
+        (vma_multi_allowed(): no userfaultfd, no custom get_unmapped_area here)."""
+        end = addr + length
+        vmas = self._overlapping(addr, end)
+        if not vmas or vmas[0].start > addr:
+            raise XeError(errno.EFAULT, f"mremap: {addr:#x} is not mapped")
+        plan: list[tuple[int, int, int]] = []
+        dst, last_end = new_addr, None
+        for vma in vmas:
+            a = max(vma.start, addr)
+            n = min(end, vma.end) - a
+            dst += vma.start - last_end if last_end is not None else 0
+            last_end = vma.end
+            plan.append((a, n, dst))
+            dst += n
+        flags = MREMAP_MAYMOVE | MREMAP_FIXED | (MREMAP_DONTUNMAP if dontunmap else 0)
+        for a, n, d in plan:
+            self._mremap_to(a, n, n, d, flags)
+        return new_addr
+
+    def _move_vma(self, vma: CpuVma, addr: int, old_len: int, new_addr: int, new_len: int, *,
+                  dontunmap: bool) -> int:
+        """Kernel: mm/mremap.c move_vma() -> copy_vma_and_data() (copy_vma(),
+        move_page_tables()), then unmap_source_vma() or dontunmap_complete()."""
+        self.invalidate(addr, addr + old_len, NotifyEvent.UNMAP)
+        self._vmas[new_addr] = CpuVma(new_addr, new_addr + new_len, vma.read_only,
+                                      vma.anonymous)
+        self._move_pages(addr, new_addr, old_len)
+        if not dontunmap:
+            self.munmap(addr, old_len)
+        return new_addr
+
+    def _move_pages(self, src: int, dst: int, length: int) -> None:
+        """Move the page-table entries of ``[src, src + length)`` to ``dst`` (the target
+        entries are empty). Kernel: move_ptes() / move_normal_pmd(): the entry moves, the
+        page (a device-private one included) is untouched; each device page's owner is told
+        the new address in one call per owner."""
+        pt = self._pt
+        pages = self.pages(src, src + length)
+        for b, i, j, _ in _blocks(src >> PAGE_SHIFT, (src + length) >> PAGE_SHIFT):
+            blk = pt.get(b)
+            if blk is not None:
+                blk[i:j] = [None] * (j - i)
+                if blk.count(None) == _BLOCK:
+                    del pt[b]
+        moved: dict[int, tuple[DevmemOwner, list[tuple[int, int, Page]]]] = {}
+        for k, page in enumerate(pages):
+            if page is None:
+                continue
+            new = dst + (k << PAGE_SHIFT)
+            self.set_page(new, page)
+            if page.alloc is not None:
+                moved.setdefault(id(page.alloc), (page.alloc, []))[1].append(
+                    (src + (k << PAGE_SHIFT), new, page))
+        for owner, moves in moved.values():
+            owner.pages_moved(moves)
+
+    # ----------------------------------------------------------- mprotect
+    def mprotect(self, addr: int, size: int, *, read_only: bool) -> None:
+        """Make ``[addr, addr + size)`` read-only or read-write.
+
+        Kernel: mm/mprotect.c do_mprotect_pkey(): EINVAL for an unaligned ``addr``; a
+        length of 0 does nothing; the length is rounded up to whole pages and a span that
+        wraps is ENOMEM, as is any part of the span not mapped. mprotect_fixup() splits the
+        VMAs at the span's ends and leaves those whose protection is already right alone;
+        for the others change_protection() sends MMU_NOTIFY_PROTECTION_VMA over the span
+        (change_pud_range()), so GPU mappings there are zapped (xe_svm_invalidate()
+        queues nothing for the collector). Pages stay where they are: a device-private
+        page stays in VRAM (change_pte_range() only makes its swap entry read-only).
+
+        Differences from the kernel: a hole is found before anything changes (the kernel
+        changes the VMAs before the hole, then returns ENOMEM); the notification covers
+        each changed VMA's part of the span even where no page table is populated (the
+        kernel starts it at the first populated PUD). No PROT_NONE or PROT_EXEC.
+        """
+        if not isinstance(addr, int) or not isinstance(size, int) or addr < 0 or size < 0:
+            raise XeError(errno.EINVAL, "mprotect: addr and size must be unsigned integers")
+        if addr % PAGE_SIZE:
+            raise XeError(errno.EINVAL, f"mprotect: addr {addr:#x} is not page aligned")
+        if not size:
+            return
+        end = addr + -(-size // PAGE_SIZE) * PAGE_SIZE
+        if end > U64_MAX + 1:
+            raise XeError(errno.ENOMEM, f"mprotect: [{addr:#x}, +{size:#x}) wraps")
+        a = addr
+        for vma in self._overlapping(addr, end):
+            if vma.start > a:
+                break
+            a = vma.end
+        if a < end:
+            raise XeError(errno.ENOMEM, f"mprotect: {a:#x} is not mapped")
+        for vma in self._overlapping(addr, end):
+            if vma.read_only == read_only:
+                continue
+            s, e = max(vma.start, addr), min(vma.end, end)
+            del self._vmas[vma.start]
+            if vma.start < s:
+                self._vmas[vma.start] = CpuVma(vma.start, s, vma.read_only, vma.anonymous)
+            self._vmas[s] = CpuVma(s, e, read_only, vma.anonymous)
+            if e < vma.end:
+                self._vmas[e] = CpuVma(e, vma.end, vma.read_only, vma.anonymous)
+            self.invalidate(s, e, NotifyEvent.PROTECTION_VMA)
+
     def _drop_pages(self, lo: int, hi: int) -> None:
         """Free the pages ``[lo, hi)`` (page numbers) in address order; a device page's
         owner hears page_freed."""
@@ -283,6 +549,32 @@ class Mm:
                 owner.pages_freed(run)
             if blk.count(None) == _BLOCK:
                 del pt[b]
+
+    def exit_mmap(self) -> int:
+        """The last user of the address space is gone: tear every mapping down; returns
+        the bytes unmapped.
+
+        Kernel: mm/mmap.c exit_mmap(), reached from kernel/exit.c do_exit() ->
+        exit_mm() -> mmput() once mm_users drops to 0 (so mmget_not_zero() fails from
+        the start: ``alive`` is False before any notifier runs). It first calls
+        mmu_notifier_release(): mm/mmu_notifier.c mn_itree_release() invalidates every
+        interval notifier with MMU_NOTIFY_RELEASE over the whole address space; then
+        unmap_vmas() sends MMU_NOTIFY_UNMAP over each VMA and frees its pages (a freed
+        device page drops its allocation's reference), and the VMAs are removed. The
+        notifiers stay registered: their owners remove them (a driver holding the mm
+        with mmgrab(), as drm_gpusvm_init() does, does so when its file is closed).
+        A second call finds nothing to unmap.
+        """
+        self.alive = False
+        self.invalidate(0, U64_MAX + 1, NotifyEvent.RELEASE)
+        done = 0
+        for vma in list(self._vmas.values()):
+            self.invalidate(vma.start, vma.end, NotifyEvent.UNMAP)
+            self._drop_pages(vma.start >> PAGE_SHIFT, vma.end >> PAGE_SHIFT)
+            del self._vmas[vma.start]
+            done += vma.end - vma.start
+        self._last_vma = None
+        return done
 
     # ------------------------------------------------------------ notifiers
     def interval_notifier_insert(self, start: int, end: int,

@@ -98,7 +98,9 @@ class Snapshot:
 
 
 #: Events after which a VM may no longer answer a query: the map is taken just before them.
-VM_ENDING_EVENTS = ("teardown", "vm_kill")
+#: The first two end every VM's map; vm_destroy ends the VM it names, process_exit the VMs
+#: the exiting process created (xe_file_close() closes them).
+VM_ENDING_EVENTS = ("teardown", "vm_kill", "vm_destroy", "process_exit")
 
 
 def _query_vm(engine: Engine, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -120,7 +122,8 @@ def snapshot_from_trace(path: str | Path, vm: str | None = None,
     timeline : also collect per-event fault/migration counts, VRAM and pagemap use.
     progress : called with the number of characters of each line read (a progress bar).
 
-    If the trace ends its VMs (a ``teardown`` or ``vm_kill`` event), the map
+    If the trace ends its VMs (a ``teardown`` or ``vm_kill`` event; for one VM also a
+    ``vm_destroy`` of it or the ``process_exit`` of the process that created it), the map
     shows the VM as it was just before the first such event.
 
     Raises
@@ -137,7 +140,8 @@ def snapshot_from_trace(path: str | Path, vm: str | None = None,
     usage: list[tuple[int, dict[str, int], int]] = []
     last = dict.fromkeys(TIMELINE_COUNTERS, 0)
     before_end: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
-    ended_at = ""
+    ended_at: dict[str, str] = {}
+    creator: dict[str, str] = {}          # VM -> the process that created it
     i = 0
     prev_use: tuple[dict[str, int], int] | None = None
     with open_text(path) as fh:
@@ -151,16 +155,23 @@ def snapshot_from_trace(path: str | Path, vm: str | None = None,
             except json.JSONDecodeError:
                 ev = None
             name = ev.get("ev") if isinstance(ev, dict) else None
-            if name in VM_ENDING_EVENTS and not before_end and vms:
-                # Snapshot queries change no state (the engine's event count aside, which
-                # only the summary line shows, and the timeline uses deltas of other counters).
-                before_end = {v: _query_vm(engine, v) for v in vms}
-                ended_at = f"before event {i} ({name})"
+            if name in VM_ENDING_EVENTS and isinstance(ev, dict):
+                ending = (vms if name in ("teardown", "vm_kill")
+                          else [v for v in vms if v == ev.get("vm")] if name == "vm_destroy"
+                          else [v for v in vms if creator.get(v) == ev.get("process")])
+                for v in ending:
+                    if v not in before_end:
+                        # Snapshot queries change no state (the engine's event count aside,
+                        # which only the summary line shows, and the timeline uses deltas of
+                        # other counters).
+                        before_end[v] = _query_vm(engine, v)
+                        ended_at[v] = f"before event {i} ({name})"
             # The engine reports a malformed line as EINVAL and goes on, as replay does.
             out = engine.execute_line(line)
             if isinstance(ev, dict) and out.get("result") == "ok":
                 if name == "vm_create" and isinstance(ev.get("vm"), str):
                     vms.append(ev["vm"])
+                    creator[ev["vm"]] = str(ev.get("process", "main"))
                 if name == "device" and isinstance(ev.get("name"), str):
                     devices.append(ev["name"])
             if timeline:
@@ -190,7 +201,7 @@ def snapshot_from_trace(path: str | Path, vm: str | None = None,
     when = f"after {i} events"
     if q.get("result") != "ok" and name in before_end:
         q, r = before_end[name]
-        when = ended_at
+        when = ended_at[name]
     if q.get("result") != "ok":
         raise ValueError(f"{path}: cannot query {name} at the end of the trace: "
                          f"{q.get('result')} {q.get('message', '')}".rstrip())

@@ -19,7 +19,8 @@ __all__ = [
     "VmaInfo", "QueryResult", "CpuReadResult", "Injected", "GpuAccessResult",
     "PrefetchResult", "RangeInfo", "RangesResult", "GcResult", "EvictResult",
     "FaultGuardResult", "LinkResult", "UnbindDeviceResult", "RmmodResult",
-    "RunWorkersResult", "PagemapInfo", "PagemapsResult", "TeardownResult", "SUMMARY_KEYS",
+    "RunWorkersResult", "PagemapInfo", "PagemapsResult", "TeardownResult", "MremapResult",
+    "ProcessExitResult", "SUMMARY_KEYS",
 ]
 
 Count = Annotated[int, Meta(ge=0)]
@@ -55,6 +56,13 @@ class DeviceResult(Result):
     fd: Annotated[int, Meta(ge=3, description=(
         "the number of the device's DRM file (3, 4, ... in creation order); a madvise "
         "devmem_fd may give it as an integer"))]
+
+
+class MremapResult(Result):
+    """Where the mapping is now."""
+
+    addr: Annotated[Addr, Meta(description=(
+        "the mapping's CPU address after the call (mremap()'s return value)"))]
 
 
 class MadviseResult(Result):
@@ -287,3 +295,12 @@ class TeardownResult(Result):
     """What was still referenced after the teardown."""
 
     leftovers: Annotated[list[str], Meta(description="empty when everything was released")]
+
+
+class ProcessExitResult(Result):
+    """What the exit tore down."""
+
+    unmapped: Annotated[Size, Meta(description=(
+        "bytes of the process's mappings unmapped by the address-space teardown"))]
+    vms_closed: Annotated[Count, Meta(description=(
+        "VMs the process had created that its file's close closed"))]

@@ -36,7 +36,7 @@ from . import results as R
 __all__ = [
     "EVENTS", "Event", "AnyEvent", "TraceDecodeError", "decode", "decode_object", "convert",
     "as_kwargs", "json_schema", "U64_MAX", "PROFILES", "PLACEMENTS", "BIND_FLAGS",
-    "MADVISE_TYPES", "INJECTION_POINTS", "NOTIFY_EVENTS",
+    "MADVISE_TYPES", "INJECTION_POINTS", "NOTIFY_EVENTS", "MREMAP_FLAGS", "MAIN_PROCESS",
 ]
 
 U64_MAX = (1 << 64) - 1
@@ -84,6 +84,11 @@ InjectionPoint = Literal["fault.start", "fault.after_find_range", "fault.after_m
 VmName = Annotated[str, Meta(description="the VM's name (given at vm_create)")]
 DeviceName = Annotated[str, Meta(description="the device's name (given at device)")]
 Addr = Annotated[U64, Meta(description="virtual address, bytes")]
+#: The process every trace starts with (the one running the trace).
+MAIN_PROCESS = "main"
+ProcessName = Annotated[str, Meta(description=(
+    "the process whose address space (and device file) the event acts in: main (the "
+    "process every trace starts with) or a name given at process_start"))]
 Value = Annotated[int, Meta(ge=S64_MIN, le=S64_MAX,
                             description="the value stored in every page (signed 64-bit)")]
 
@@ -149,16 +154,28 @@ class DeviceEvent(Event, tag="device"):
 
 
 class VmCreateEvent(Event, tag="vm_create"):
-    """Create a VM on a device."""
+    """Create a VM on a device, in a process (default main).
+
+    The VM belongs to the process's device file: a fault-mode VM mirrors the address
+    space of the process that created it (its SVM state takes current->mm), and the VM is
+    closed when that process exits (process_exit).
+    """
 
     kernel: ClassVar[str] = (
         "DRM_IOCTL_XE_VM_CREATE: drivers/gpu/drm/xe/xe_vm.c: xe_vm_create_ioctl() (struct "
-        "drm_xe_vm_create; fault_mode is DRM_XE_VM_CREATE_FLAG_FAULT_MODE).")
+        "drm_xe_vm_create; fault_mode is DRM_XE_VM_CREATE_FLAG_FAULT_MODE); the VM is stored "
+        "in the file's xef->vm.xa, and drivers/gpu/drm/xe/xe_svm.c: xe_svm_init() hands "
+        "current->mm to drm_gpusvm_init().")
     errors = (_EINVAL_FIELDS,
+              ("ESRCH", "process names no live process (never started, or exited)"),
               ("ENOENT", "no device has this name"),
               ("EEXIST", "a VM with this name exists"))
     vm: Annotated[str, Meta(description="a new, unique VM name")]
     device: DeviceName
+    process: Annotated[ProcessName, Meta(description=(
+        "the process creating the VM through its own open of the device file; a fault-mode "
+        "VM mirrors that process's address space, and the VM is closed when it exits"))] = (
+        MAIN_PROCESS)
     fault_mode: Annotated[bool, Meta(description=(
         "a fault-mode VM (GPU page faults, SVM); binds need not be made up front"))] = False
     va_bits: Annotated[int, Meta(ge=32, le=57,
@@ -409,12 +426,14 @@ class MmapEvent(Event, tag="mmap"):
         "first, sending MMU_NOTIFY_UNMAP. drivers/gpu/drm/drm_gpusvm.c: "
         "drm_gpusvm_range_find_or_insert() (VM_WRITE, vma_is_anonymous()).")
     errors = (_EINVAL_FIELDS,
+              ("ESRCH", "process names no live process (never started, or exited)"),
               ("EINVAL", "addr or size not 4 KiB aligned, size 0, or the end wraps"))
     addr: Annotated[U64, Meta(description="CPU virtual address, bytes (4 KiB aligned)")]
     size: Annotated[U64, Meta(description="length in bytes (4 KiB aligned, non-zero)")]
     read_only: Annotated[bool, Meta(description="PROT_READ only (no VM_WRITE)")] = False
     shared: Annotated[bool, Meta(description="MAP_SHARED (shmem: not anonymous)")] = False
     file: Annotated[bool, Meta(description="a file mapping (not anonymous)")] = False
+    process: ProcessName = MAIN_PROCESS
 
 
 class MunmapEvent(Event, tag="munmap"):
@@ -426,6 +445,74 @@ class MunmapEvent(Event, tag="munmap"):
     errors = MmapEvent.errors
     addr: Annotated[U64, Meta(description="CPU virtual address, bytes (4 KiB aligned)")]
     size: Annotated[U64, Meta(description="length in bytes (4 KiB aligned, non-zero)")]
+    process: ProcessName = MAIN_PROCESS
+
+
+MremapFlagName = Literal["maymove", "fixed", "dontunmap"]
+#: mremap flag names, in the order of their bits (MREMAP_MAYMOVE 1, _FIXED 2, _DONTUNMAP 4).
+MREMAP_FLAGS = ("maymove", "fixed", "dontunmap")
+
+
+class MremapEvent(Event, tag="mremap"):
+    """Move and/or resize a CPU mapping; the result's addr is where it is now.
+
+    Pages move with the mapping: system pages and device pages alike (a page in VRAM stays
+    there). The old span's SVM ranges see an unmap (they are unmapped and queued for the
+    collector), so the GPU faults the pages in again at the new address. fixed with equal
+    sizes moves every mapping in the old span (the gaps kept); dontunmap leaves the old
+    span mapped and empty (an anonymous one reads zero pages). Refusals come in the
+    kernel's order: the argument checks (all EINVAL), then the mapping checks (EFAULT),
+    then growth that fits nowhere (ENOMEM); nothing changes on a refusal.
+    """
+
+    kernel: ClassVar[str] = (
+        "mremap(): mm/mremap.c: do_mremap() (check_mremap_params(), check_prep_vma(), "
+        "remap_move(), mremap_to(), mremap_at()) -> move_vma() -> move_page_tables() -> "
+        "mmu_notifier_invalidate_range_start() (MMU_NOTIFY_UNMAP over the old span) -> "
+        "drivers/gpu/drm/xe/xe_svm.c: xe_svm_invalidate().")
+    errors = (_EINVAL_FIELDS,
+              ("ESRCH", "process names no live process (never started, or exited)"),
+              ("EINVAL", "addr not 4 KiB aligned; new_size 0 or past TASK_SIZE; with fixed or "
+                         "dontunmap: new_addr not 4 KiB aligned, its span past TASK_SIZE, "
+                         "no maymove, dontunmap with old_size != new_size, or the spans "
+                         "overlap; old_size 0 with a move or growth"),
+              ("EFAULT", "addr is not mapped, or a move or growth crosses the end of its "
+                         "mapping"),
+              ("ENOMEM", "growth without maymove that does not fit in place, or no free "
+                         "address space"))
+    result = R.MremapResult
+    addr: Annotated[U64, Meta(description="CPU address of the mapping (4 KiB aligned)")]
+    old_size: Annotated[U64, Meta(description="bytes to take from addr (rounded up to 4 KiB)")]
+    new_size: Annotated[U64, Meta(description="new length in bytes (rounded up to 4 KiB)")]
+    flags: Annotated[list[MremapFlagName], Meta(description=(
+        "MREMAP_* by name: maymove, fixed, dontunmap"))] = []
+    new_addr: Annotated[U64, Meta(description=(
+        "with fixed: the target address; with dontunmap alone: a hint"))] = 0
+    process: ProcessName = MAIN_PROCESS
+
+
+class MprotectEvent(Event, tag="mprotect"):
+    """Make a span of CPU memory read-only or read-write again.
+
+    GPU mappings over a span whose protection changes are zapped (an invalidation that
+    is not an unmap: nothing is queued for the collector); pages stay where they are.
+    A read-only span gives EFAULT to CPU writes and EPERM to GPU writes and atomics.
+    """
+
+    kernel: ClassVar[str] = (
+        "mprotect(PROT_READ[|PROT_WRITE]): mm/mprotect.c: do_mprotect_pkey() -> "
+        "mprotect_fixup() -> change_protection() -> mmu_notifier_invalidate_range_start() "
+        "(MMU_NOTIFY_PROTECTION_VMA) -> drivers/gpu/drm/xe/xe_svm.c: xe_svm_invalidate().")
+    errors = (_EINVAL_FIELDS,
+              ("ESRCH", "process names no live process (never started, or exited)"),
+              ("EINVAL", "addr not 4 KiB aligned"),
+              ("ENOMEM", "the span wraps or part of it is not mapped"))
+    addr: Annotated[U64, Meta(description="CPU virtual address, bytes (4 KiB aligned)")]
+    size: Annotated[U64, Meta(description="length in bytes (rounded up to 4 KiB; 0 does "
+                                          "nothing)")]
+    read_only: Annotated[bool, Meta(description=(
+        "PROT_READ only (true) or PROT_READ|PROT_WRITE (false)"))]
+    process: ProcessName = MAIN_PROCESS
 
 
 class CpuWriteEvent(Event, tag="cpu_write"):
@@ -435,6 +522,7 @@ class CpuWriteEvent(Event, tag="cpu_write"):
         "A CPU store; a page in device memory faults back first: "
         "drivers/gpu/drm/drm_pagemap.c: drm_pagemap_migrate_to_ram().")
     errors = (_EINVAL_FIELDS,
+              ("ESRCH", "process names no live process (never started, or exited)"),
               ("EINVAL", "addr or size not 4 KiB aligned or size 0; more than the model "
                          "serves in one event (64 GiB written, 4 GiB read: "
                          "pysvm.mm.mmap.MAX_ACCESS_BYTES, MAX_READ_BYTES)"),
@@ -442,6 +530,7 @@ class CpuWriteEvent(Event, tag="cpu_write"):
     addr: Annotated[U64, Meta(description="CPU virtual address, bytes (4 KiB aligned)")]
     size: Annotated[U64, Meta(description="length in bytes (4 KiB aligned, non-zero)")]
     value: Value = 0
+    process: ProcessName = MAIN_PROCESS
 
 
 class CpuReadEvent(Event, tag="cpu_read"):
@@ -452,6 +541,7 @@ class CpuReadEvent(Event, tag="cpu_read"):
     result = R.CpuReadResult
     addr: Annotated[U64, Meta(description="CPU virtual address, bytes (4 KiB aligned)")]
     size: Annotated[U64, Meta(description="length in bytes (4 KiB aligned, non-zero)")]
+    process: ProcessName = MAIN_PROCESS
 
 
 class GpuAccessEvent(Event, tag="gpu_access"):
@@ -595,10 +685,12 @@ class InvalidateEvent(Event, tag="invalidate"):
         "drivers/gpu/drm/xe/xe_svm.c: xe_svm_invalidate(): GPU mappings zapped, nothing "
         "queued for the collector, page contents unchanged.")
     errors = (_EINVAL_FIELDS,
+              ("ESRCH", "process names no live process (never started, or exited)"),
               ("EINVAL", "addr or size not 4 KiB aligned, size 0, or the end beyond 2^64"))
     addr: Annotated[U64, Meta(description="CPU virtual address, bytes (4 KiB aligned)")]
     size: Annotated[U64, Meta(description="length in bytes (4 KiB aligned, non-zero)")]
     event: Annotated[NotifyEvent, Meta(description="MMU_NOTIFY_* event, by name")] = "clear"
+    process: ProcessName = MAIN_PROCESS
 
 
 class FaultGuardEvent(Event, tag="fault_guard"):
@@ -789,15 +881,59 @@ class VmGetPropertyEvent(Event, tag="vm_get_property"):
         "drm_xe_vm_get_property.reserved[3]; must be [0, 0, 0]"))] = (0, 0, 0)
 
 
+# -- more than one process (issue 16) ----------------------------------------------------
+
+class ProcessStartEvent(Event, tag="process_start"):
+    """Start another process: an address space of its own, empty, sharing the devices.
+
+    Later events name it in their process field: mmap, munmap, cpu_write, cpu_read and
+    invalidate act in its address space, and vm_create makes a VM through its own open of
+    the device file. Devices (and so their VRAM, and eviction under pressure) are shared
+    by every process. Its address space starts empty, as after execve(): a fork()ed
+    child's copy-on-write view of its parent's pages is not modelled.
+    """
+
+    kernel: ClassVar[str] = (
+        "A new task with its own struct mm_struct: kernel/fork.c: mm_alloc() (via fs/exec.c: "
+        "bprm_mm_init() after fork()), then an open() of the device file in that task "
+        "(drivers/gpu/drm/xe/xe_device.c: xe_file_open()).")
+    errors = (_EINVAL_FIELDS,
+              ("EEXIST", "a live process has this name"))
+    name: Annotated[str, Meta(description=(
+        "a new process name, unique among the live processes (main is the first one)"))]
+
+
+class ProcessExitEvent(Event, tag="process_exit"):
+    """A process exits: its address space is torn down, then its device files are closed.
+
+    In do_exit()'s order: the address space goes first (every interval notifier hears
+    MMU_NOTIFY_RELEASE over the whole space, then MMU_NOTIFY_UNMAP over each mapping,
+    whose pages are freed: device pages give their VRAM back), then the last reference to
+    each device file is dropped and every VM the process created is closed (its SVM state
+    torn down, its VMAs destroyed) and its name freed. Its name may be started again.
+    """
+
+    kernel: ClassVar[str] = (
+        "kernel/exit.c: do_exit() -> exit_mm() -> mmput() -> mm/mmap.c: exit_mmap() "
+        "(mm/mmu_notifier.c: mmu_notifier_release() -> mn_itree_release() with "
+        "MMU_NOTIFY_RELEASE, then unmap_vmas() with MMU_NOTIFY_UNMAP); then exit_files() -> "
+        "the file's release -> drivers/gpu/drm/xe/xe_device.c: xe_file_close() -> "
+        "xe_vm_close_and_put() for each VM in xef->vm.xa.")
+    errors = (_EINVAL_FIELDS,
+              ("ESRCH", "process names no live process (never started, or exited)"))
+    result = R.ProcessExitResult
+    process: Annotated[str, Meta(description="the process that exits")]
+
+
 AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode into
     ConfigEvent, DeviceEvent, VmCreateEvent, BoCreateEvent, BindEvent, MadviseEvent,
-    QueryEvent, VmKillEvent, MmapEvent, MunmapEvent, CpuWriteEvent, CpuReadEvent,
+    QueryEvent, VmKillEvent, MmapEvent, MunmapEvent, MremapEvent, MprotectEvent,
+    CpuWriteEvent, CpuReadEvent,
     GpuAccessEvent, PrefetchEvent, RangesEvent, GcEvent, EvictEvent, InvalidateEvent,
     FaultGuardEvent, InjectEvent, LinkEvent, UnbindDeviceEvent, RmmodEvent,
     RunWorkersEvent, PagemapsEvent, TeardownEvent, BoPurgeEvent, VmDestroyEvent,
     QueryMemRangeAttrsEvent, ShrinkEvent,
-    BindArrayEvent,
-    VmGetPropertyEvent,
+    BindArrayEvent, VmGetPropertyEvent, ProcessStartEvent, ProcessExitEvent,
 ]
 
 #: event name -> its Struct, in documentation order.

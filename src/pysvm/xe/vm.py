@@ -26,6 +26,7 @@ from pysvm.xe.attr import PAGE_SIZE, BindFlag, CohMode, VmaMemAttr
 from pysvm.xe.vma import CREATE_MASK, Vma, VmaFlag
 
 if TYPE_CHECKING:
+    from pysvm.mm.mmap import Mm
     from pysvm.mm.mmu_notifier import IntervalNotifier, NotifierRange
     from pysvm.xe.bo import Bo
     from pysvm.xe.device import Device
@@ -77,8 +78,12 @@ class Vm:
     """
 
     def __init__(self, host: XeHost, name: str, device: Device, fault_mode: bool, *,
-                 va_bits: int = DEFAULT_VA_BITS) -> None:
+                 va_bits: int = DEFAULT_VA_BITS, mm: Mm | None = None) -> None:
         self.host = host
+        #: The address space of the process that created the VM (its ioctls' current->mm:
+        #: a userptr bind pins and watches pages there, drivers/gpu/drm/xe/xe_userptr.c
+        #: xe_userptr_setup()); the host's (main) process's when none is given.
+        self.mm: Mm = host.mm if mm is None else mm
         self.name = name
         self.device = device
         self.fault_mode = fault_mode
@@ -301,7 +306,7 @@ class Vm:
         Kernel: xe_vma_create() -> xe_userptr.c xe_userptr_setup() ->
         mmu_interval_notifier_insert() with vma_userptr_invalidate() as callback.
         """
-        mm = self.host.mm
+        mm = self.mm
         if mm.alive and v.notifier is None:
             v.notifier = mm.interval_notifier_insert(
                 v.offset, v.offset + v.range,
@@ -311,7 +316,7 @@ class Vm:
         """Kernel: xe_vma_destroy_late() -> xe_userptr_remove() ->
         mmu_interval_notifier_remove()."""
         if v.notifier is not None:
-            self.host.mm.interval_notifier_remove(v.notifier)
+            self.mm.interval_notifier_remove(v.notifier)
             v.notifier = None
 
     def _userptr_invalidate(self, v: Vma, n: IntervalNotifier, nrange: NotifierRange,
@@ -520,8 +525,8 @@ class Vm:
                         # device pages come back to RAM); its error (EFAULT: no CPU VMA
                         # there) destroys the VMA and vm_bind_ioctl_ops_unwind() undoes
                         # the ops before it: nothing changes
-                        self.host.mm.hmm_range_fault(d["offset"], d["offset"] + d["range"],
-                                                     write=False, owner=None)
+                        self.mm.hmm_range_fault(d["offset"], d["offset"] + d["range"],
+                                                write=False, owner=None)
                     v = Vma(self, d["addr"], d["range"], bo, d["offset"], vflags,
                             VmaMemAttr.default(pat_index), userptr=userptr)
                     if immediate and not is_mirror and not is_null:

@@ -61,19 +61,25 @@ def page_device(page: Page | None) -> Device | None:
 
 
 class DevicePages:
-    """The live device pages of one allocation: address -> page, as one slot per 4 KiB
-    of the allocation's span (a list) and a count, not a dict entry per page.
+    """The live device pages of one allocation: address -> page.
+
+    The pages sit where the allocation was made as one slot per 4 KiB of its span (a
+    list) and a count, not a dict entry per page. A page that mremap() carried out of the
+    span (:meth:`move`) is kept in a dict beside the slots: the kernel's device page does
+    not know its CPU address at all, so wherever it is mapped it stays the allocation's.
 
     Offers the mapping operations the model uses (``get``, ``in``, ``len``, truth,
     iteration over addresses in order, ``items``, item set and delete).
     """
 
-    __slots__ = ("start", "_slots", "_n")
+    __slots__ = ("start", "_slots", "_n", "_away")
 
     def __init__(self, start: int, size: int) -> None:
         self.start = start
         self._slots: list[Page | None] = [None] * max(size >> PAGE_SHIFT, 1)
         self._n = 0
+        #: Pages mapped outside the span (moved there by mremap()), by address.
+        self._away: dict[int, Page] = {}
 
     def _index(self, addr: int) -> int:
         i = (addr - self.start) >> PAGE_SHIFT
@@ -81,45 +87,52 @@ class DevicePages:
 
     def get(self, addr: int) -> Page | None:
         i = self._index(addr)
-        return self._slots[i] if i >= 0 else None
+        return self._slots[i] if i >= 0 else self._away.get(addr)
 
     def __contains__(self, addr: object) -> bool:
         return isinstance(addr, int) and self.get(addr) is not None
 
     def __len__(self) -> int:
-        return self._n
+        return self._n + len(self._away)
 
     def __bool__(self) -> bool:
-        return self._n > 0
+        return self._n > 0 or bool(self._away)
 
     def __iter__(self) -> Iterator[int]:
-        start = self.start
-        return iter([start + (i << PAGE_SHIFT) for i, p in enumerate(self._slots)
-                     if p is not None])
+        return iter([a for a, _ in self.items()])
 
     def items(self) -> list[tuple[int, Page]]:
         start = self.start
-        return [(start + (i << PAGE_SHIFT), p) for i, p in enumerate(self._slots)
-                if p is not None]
+        out = [(start + (i << PAGE_SHIFT), p) for i, p in enumerate(self._slots)
+               if p is not None]
+        if self._away:
+            out = sorted([*out, *self._away.items()], key=operator.itemgetter(0))
+        return out
 
     def __setitem__(self, addr: int, page: Page) -> None:
         i = self._index(addr)
         if i < 0:
-            raise KeyError(f"{addr:#x} is outside the allocation")
+            if addr & (PAGE_SIZE - 1):
+                raise KeyError(f"{addr:#x} is not page aligned")
+            self._away[addr] = page
+            return
         if self._slots[i] is None:
             self._n += 1
         self._slots[i] = page
 
     def __delitem__(self, addr: int) -> None:
         i = self._index(addr)
-        if i < 0 or self._slots[i] is None:
+        if i < 0:
+            del self._away[addr]
+            return
+        if self._slots[i] is None:
             raise KeyError(addr)
         self._slots[i] = None
         self._n -= 1
 
     def live(self, addrs: list[int]) -> list[tuple[int, Page]]:
         """``(addr, page)`` for each of ``addrs`` that holds a live page, in address order."""
-        slots, start, n = self._slots, self.start, len(self._slots)
+        slots, start, n, away = self._slots, self.start, len(self._slots), self._away
         out: list[tuple[int, Page]] = []
         for a in sorted(addrs):
             i = (a - start) >> PAGE_SHIFT
@@ -127,13 +140,15 @@ class DevicePages:
                 p = slots[i]
                 if p is not None:
                     out.append((a, p))
+            elif a in away:
+                out.append((a, away[a]))
         return out
 
     def discard(self, freed: list[tuple[int, Page]]) -> None:
         """Drop each ``(addr, page)`` whose slot holds that page; a page found elsewhere
-        (never at its own address in the model) is searched for, as ``page_freed`` does."""
+        is searched for, as ``page_freed`` does."""
         slots, start, n = self._slots, self.start, len(self._slots)
-        if freed:       # the common case: a run of pages, each at its own slot
+        if freed and not self._away:   # the common case: a run of pages, each at its own slot
             i = (freed[0][0] - start) >> PAGE_SHIFT
             j = i + len(freed)
             if (i >= 0 and j <= n and freed[-1][0] == freed[0][0] + ((j - i - 1) << PAGE_SHIFT)
@@ -143,12 +158,10 @@ class DevicePages:
                 self._n -= j - i
                 return
         for a, page in freed:
-            i = (a - start) >> PAGE_SHIFT
-            if not (0 <= i < n and slots[i] is page and not a & (PAGE_SIZE - 1)):
-                i = next((k for k, p in enumerate(slots) if p is page), -1)
-            if i >= 0:
-                slots[i] = None
-                self._n -= 1
+            if self.get(a) is not page:
+                a = next((b for b, p in self.items() if p is page), -1)
+            if a >= 0:
+                del self[a]
 
     def set_span(self, addr: int, pages: list[Page]) -> None:
         """Install ``pages`` at ``addr``, ``addr + 4 KiB``, ... (a migration's result)."""
@@ -158,6 +171,16 @@ class DevicePages:
             raise KeyError(f"{addr:#x}+{len(pages)} pages is outside the allocation")
         self._n += self._slots[i:j].count(None)
         self._slots[i:j] = pages
+
+    def move(self, moved: list[tuple[int, int, Page]]) -> None:
+        """Each ``(old, new, page)`` whose page is at ``old`` is now at ``new``: every old
+        entry goes first, so a page may land where another one left."""
+        landed = [(new, page) for old, new, page in moved if self.get(old) is page]
+        for old, _, page in moved:
+            if self.get(old) is page:
+                del self[old]
+        for new, page in landed:
+            self[new] = page
 
 
 class VramAllocation:
@@ -221,6 +244,15 @@ class VramAllocation:
         self.pages.discard(freed)
         if not self.pages:
             self.release()
+
+    def pages_moved(self, moved: list[tuple[int, int, Page]]) -> None:
+        """mremap() moved some of our pages to new CPU addresses (old, new, page).
+
+        Kernel: nothing happens to the device page: mm/mremap.c move_ptes() moves the
+        device-private swap entry as it is and the page's zone_device_data (the zdd) does
+        not record an address. Only the model's address-keyed bookkeeping follows.
+        """
+        self.pages.move(moved)
 
     def release(self) -> None:
         """Return the memory and drop the pagemap reference (once).
