@@ -204,5 +204,6 @@ cdef class GpuVm:
     cdef list _views(self, Pos p, u64 end, bint bounded, bint skip_reserved)
     cdef object _invalid(self, u64 addr, u64 rng)
     cdef Ops _ops(self, int what, u64 a, u64 r, int64_t o, u64 f)
+    cdef Ops _map_ops(self, int what, object addr, object rng, object obj, object offset)
     cdef object _batch(self, const unsigned char* K, int kind, const u64* A, const u64* R,
                        const int64_t* O, const u64* F, Py_ssize_t n)

@@ -1708,25 +1708,24 @@ cdef class GpuVm:
             raise MemoryError()
         return ops
 
-    def sm_map_ops_create(self, addr, range, obj=None, offset=0):  # noqa: A002
-        """Kernel: drm_gpuvm_sm_map_ops_create()."""
+    cdef Ops _map_ops(self, int what, object addr, object rng, object obj, object offset):
+        # The argument reading shared by sm_map_ops_create and madvise_ops_create, in the
+        # order the errors name them.
         cdef u64 a, r, f
         cdef int64_t o
         _u64_into(addr, "addr", &a)
-        _u64_into(range, "range", &r)
+        _u64_into(rng, "range", &r)
         o = _to_obj(obj)
         _u64_into(offset, "offset", &f)
-        return self._ops(OPS_MAP, a, r, o, f)
+        return self._ops(what, a, r, o, f)
+
+    def sm_map_ops_create(self, addr, range, obj=None, offset=0):  # noqa: A002
+        """Kernel: drm_gpuvm_sm_map_ops_create()."""
+        return self._map_ops(OPS_MAP, addr, range, obj, offset)
 
     def madvise_ops_create(self, addr, range, obj=None, offset=0):  # noqa: A002
         """Kernel: drm_gpuvm_madvise_ops_create()."""
-        cdef u64 a, r, f
-        cdef int64_t o
-        _u64_into(addr, "addr", &a)
-        _u64_into(range, "range", &r)
-        o = _to_obj(obj)
-        _u64_into(offset, "offset", &f)
-        return self._ops(OPS_MADVISE, a, r, o, f)
+        return self._map_ops(OPS_MADVISE, addr, range, obj, offset)
 
     def sm_unmap_ops_create(self, addr, range):  # noqa: A002
         """Kernel: drm_gpuvm_sm_unmap_ops_create()."""

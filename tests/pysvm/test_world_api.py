@@ -205,11 +205,10 @@ def test_need_vram_for_atomic_reads_the_bo_attribute_in_both_profiles(
     assert vma is not None and vma.bo is not None
     vma.bo.atomic_access = 1                     # DRM_XE_ATOMIC_DEVICE on the BO: no VRAM
     vma.attr.atomic_access = 2                   # DRM_XE_ATOMIC_GLOBAL on the VMA: VRAM
-    newest = profile == "newest"
-    assert need_vram_for_atomic(w.devices["gpu0"], vma, True, newest) == expect
+    assert need_vram_for_atomic(w.devices["gpu0"], vma, True) == expect
     vma.bo.atomic_access = 3                     # DRM_XE_ATOMIC_CPU on the BO
     with pytest.raises(XeError) as e:
-        need_vram_for_atomic(w.devices["gpu0"], vma, True, newest)
+        need_vram_for_atomic(w.devices["gpu0"], vma, True)
     assert e.value.errno == 13
 
 

@@ -107,7 +107,7 @@ class FaultStats:
             self.inner_iterations - self.outer_iterations, 0)
 
 
-def need_vram_for_atomic(device: Device, vma: Vma, atomic: bool, newest: bool = False) -> int:
+def need_vram_for_atomic(device: Device, vma: Vma, atomic: bool) -> int:
     """1 if the access must be served from VRAM, 0 if not.
 
     Kernel: xe_vma_need_vram_for_atomic(): not discrete or not atomic -> 0;
@@ -117,8 +117,7 @@ def need_vram_for_atomic(device: Device, vma: Vma, atomic: bool, newest: bool = 
     madvise_atomic() sets) for a BO-backed VMA, the VMA's own otherwise: v6.18
     xe_vm.c already has it (it came with the commit that added
     check_bo_args_are_sane() and the BO branch of madvise_atomic() to
-    xe_vm_madvise.c, both in v6.18). ``newest`` is no longer consulted (kept for
-    callers). The SVM fault handler only ever passes CPU-mirror VMAs
+    xe_vm_madvise.c, both in v6.18). The SVM fault handler only ever passes CPU-mirror VMAs
     (no BO); the BO case is the kernel's handle_vma_pagefault() path
     (xe_pagefault.c), whose fault is not simulated: :func:`pysvm.hw.gpu.gpu_access`
     reads and writes BO pages directly.
@@ -353,14 +352,13 @@ def handle_pagefault(svm: Svm, vma: Vma, addr: int, atomic: bool) -> FaultStats:
     st = FaultStats(addr, atomic)
     stats = svm.host.stats
     stats["faults"] += 1
-    newest = svm.vm.profile.range_removed_check
     outer_fault = svm.current_fault
     svm.current_fault = addr
     try:
         while True:
             st.outer_iterations += 1
             _guard(svm, st)
-            need = need_vram_for_atomic(svm.device, vma, atomic, newest)
+            need = need_vram_for_atomic(svm.device, vma, atomic)
             err = _inner(svm, vma, addr, bool(need), st)
             if err == errno.EAGAIN:
                 st.reasons.append("outer-eagain")
@@ -412,7 +410,7 @@ def handle_vma(svm: Svm, vma: Vma, addr: int, atomic: bool) -> None:
             # page is modelled)
             raise XeError(errno.EACCES, f"GPU fault at {addr:#x}: BO {bo.name} is "
                           f"{'DONTNEED' if bo.purge_state == 1 else 'purged'}")
-        need = need_vram_for_atomic(svm.device, vma, atomic, svm.vm.profile.range_removed_check)
+        need = need_vram_for_atomic(svm.device, vma, atomic)
         if need and vma.is_userptr():
             raise XeError(errno.EACCES, f"GPU atomic at {addr:#x} on a userptr VMA needs VRAM "
                           "(a userptr's pages cannot migrate)")
