@@ -148,9 +148,8 @@ class SvmRange:
 
         Kernel: xe_svm_range_is_valid().
         """
-        bit = 1 << tile
-        return bool(self.tile_present & ~self.tile_invalidated & bit) and (
-            not devmem_only or self.in_vram())
+        return (self.tile_present & ~self.tile_invalidated) >> tile & 1 == 1 and (
+            not devmem_only or self.has_devmem_pages)
 
     def location(self) -> str:
         """``"system"`` or the name of the device whose VRAM backs the pages."""
@@ -288,6 +287,7 @@ class GpuSvm:
                               "the GPU mapping is writable")
             rng = notifier.find(fault_addr, fault_addr + 1)
             if rng is not None:
+                self._last_found = rng
                 return rng
             migrate_devmem = ctx.devmem_possible and vas.anonymous
             size = range_chunk_size(
@@ -307,6 +307,7 @@ class GpuSvm:
         notifier.insert(rng)
         if created:
             self._notifiers.insert(notifier.start, notifier.end, notifier)
+        self._last_found = rng
         return rng
 
     # ------------------------------------------------------------- pages

@@ -15,6 +15,7 @@ fixed-size windows; ranges in one notifier never overlap) and must lie in
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
@@ -25,6 +26,8 @@ __all__ = ["IntervalTree"]
 T = TypeVar("T")
 
 _SPAN = (1 << 64) - 1
+
+_addr = operator.attrgetter("addr")     # a tree node's start, read in C
 
 
 class IntervalTree(Generic[T]):
@@ -73,10 +76,8 @@ class IntervalTree(Generic[T]):
             end = _SPAN
         if end <= start:
             return []
-        items = self._items
-        return [items[va.addr] for va in self._vm.va_range(start, end - start)]
+        return list(map(self._items.__getitem__, map(_addr, self._vm.va_range(start, end - start))))
 
     def values(self) -> Iterator[T]:
         """Every item in address order (a snapshot)."""
-        items = self._items
-        return iter([items[va.addr] for va in self._vm])
+        return iter(list(map(self._items.__getitem__, map(_addr, self._vm))))

@@ -179,6 +179,8 @@ class Svm:
     # ------------------------------------------------------------- GC
     def garbage_collector(self) -> int:
         """Run the collector now. Kernel: xe_svm_garbage_collector()."""
+        if not self.gc_list and not self.vm.killed:
+            return 0        # nothing queued: the collector's loop would not run
         return garbage_collector(self)
 
     def garbage_collector_flush(self) -> int:
