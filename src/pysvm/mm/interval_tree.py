@@ -45,7 +45,7 @@ class IntervalTree(Generic[T]):
         return len(self._items)
 
     def insert(self, start: int, end: int, item: T) -> None:
-        """Add ``item`` over ``[start, end)`` (raises XeError(EEXIST) on overlap)."""
+        """Add ``item`` over ``[start, end)`` (raises gpuvm_core.GpuvmError(EEXIST) on overlap)."""
         va = self._vm.insert(start, end - start)
         self._items[start] = item
         self._nodes[start] = va
@@ -76,6 +76,11 @@ class IntervalTree(Generic[T]):
             end = _SPAN
         if end <= start:
             return []
+        va = self._find_first(start, end - start)
+        if va is None:
+            return []
+        if va.end >= end:       # the common case: one interval covers the rest of the span
+            return [self._items[va.addr]]
         return list(map(self._items.__getitem__, map(_addr, self._vm.va_range(start, end - start))))
 
     def values(self) -> Iterator[T]:
