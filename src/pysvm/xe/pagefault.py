@@ -258,7 +258,8 @@ def _inner(svm: Svm, vma: Vma, addr: int, need_vram: bool, st: FaultStats) -> in
         first = False
         st.inner_iterations += 1
         st.timeslice_ms = ctx.timeslice_ms
-        _guard(svm, st)
+        if svm.max_fault_iterations is not None:
+            _guard(svm, st)
         if inj["fault.start"]:
             svm.fire("fault.start")
         err = svm.garbage_collector()
@@ -365,7 +366,8 @@ def handle_pagefault(svm: Svm, vma: Vma, addr: int, atomic: bool) -> FaultStats:
     try:
         while True:
             st.outer_iterations += 1
-            _guard(svm, st)
+            if svm.max_fault_iterations is not None:
+                _guard(svm, st)
             need = need_vram_for_atomic(svm.device, vma, atomic)
             err = _inner(svm, vma, addr, bool(need), st)
             if err == errno.EAGAIN:
