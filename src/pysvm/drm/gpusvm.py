@@ -29,6 +29,7 @@ partial case is rare.
 from __future__ import annotations
 
 import errno
+import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -49,6 +50,8 @@ SZ_64K = 64 << 10
 SZ_2M = 2 << 20
 #: Kernel: the chunk list Xe hands drm_gpusvm_init(), largest first.
 CHUNK_SIZES: tuple[int, ...] = (SZ_2M, SZ_64K, SZ_4K)
+
+_page_alloc = operator.attrgetter("alloc")     # a page's device allocation (None: system)
 
 
 @dataclass
@@ -145,9 +148,8 @@ class SvmRange:
 
         Kernel: xe_svm_range_is_valid().
         """
-        bit = 1 << tile
-        return bool(self.tile_present & ~self.tile_invalidated & bit) and (
-            not devmem_only or self.in_vram())
+        return (self.tile_present & ~self.tile_invalidated) >> tile & 1 == 1 and (
+            not devmem_only or self.has_devmem_pages)
 
     def location(self) -> str:
         """``"system"`` or the name of the device whose VRAM backs the pages."""
@@ -209,6 +211,7 @@ class GpuSvm:
         self.owner = owner
         self.ops = ops
         self._notifiers: IntervalTree[SvmNotifier] = IntervalTree()
+        self._last_found: SvmRange | None = None     # range_find's hint
 
     # --------------------------------------------------------- notifiers
     def notifiers(self, start: int, end: int) -> list[SvmNotifier]:
@@ -230,8 +233,21 @@ class GpuSvm:
         return iter(out)
 
     def range_find(self, addr: int) -> SvmRange | None:
+        """The range containing ``addr``. Kernel: drm_gpusvm_range_find() after
+        drm_gpusvm_notifier_find().
+
+        The range found last is tried first: while it is not removed it is in its
+        notifier's tree, and ranges never overlap, so when it contains ``addr`` it is
+        the answer the two tree lookups would give.
+        """
+        r = self._last_found
+        if r is not None and not r.removed and r.start <= addr < r.end:
+            return r
         n = self._notifiers.first(addr, addr + 1)
-        return n.find(addr, addr + 1) if n is not None else None
+        r = n.find(addr, addr + 1) if n is not None else None
+        if r is not None:
+            self._last_found = r
+        return r
 
     def has_mapping(self, start: int, end: int) -> bool:
         """Kernel: drm_gpusvm_has_mapping(): any range intersecting ``[start, end)``."""
@@ -271,6 +287,7 @@ class GpuSvm:
                               "the GPU mapping is writable")
             rng = notifier.find(fault_addr, fault_addr + 1)
             if rng is not None:
+                self._last_found = rng
                 return rng
             migrate_devmem = ctx.devmem_possible and vas.anonymous
             size = range_chunk_size(
@@ -290,6 +307,7 @@ class GpuSvm:
         notifier.insert(rng)
         if created:
             self._notifiers.insert(notifier.start, notifier.end, notifier)
+        self._last_found = rng
         return rng
 
     # ------------------------------------------------------------- pages
@@ -321,7 +339,7 @@ class GpuSvm:
                 raise XeError(errno.EFAULT, f"range [{rng.start:#x}, {rng.end:#x}) was unmapped")
             if rng.notifier.read_retry(seq):
                 continue
-            allocs = [p.alloc for p in pages]
+            allocs = list(map(_page_alloc, pages))
             alloc = allocs[0] if allocs else None
             # All system pages or all of one allocation pass the per-page checks below
             # (unless system pages must be device pages): skip them.
@@ -346,8 +364,12 @@ class GpuSvm:
             rng.has_devmem_pages = alloc is not None
             old = rng.dpagemap
             rng.dpagemap = self.ops.page_pagemap(alloc) if alloc is not None else None
-            self.ops.pagemap_get(rng.dpagemap)   # newest: the pages hold their pagemap
-            self.ops.pagemap_put(old)
+            # newest: the pages hold their pagemap (drm_pagemap_get/put are NULL-safe,
+            # so a range without device pages makes no call)
+            if rng.dpagemap is not None:
+                self.ops.pagemap_get(rng.dpagemap)
+            if old is not None:
+                self.ops.pagemap_put(old)
             rng.notifier_seq = seq
             return
         raise XeError(errno.EBUSY, "get_pages: CPU mappings kept changing")  # pragma: no cover
@@ -358,7 +380,8 @@ class GpuSvm:
         rng.has_dma_mapping = False
         rng.has_devmem_pages = False
         old, rng.dpagemap = rng.dpagemap, None
-        self.ops.pagemap_put(old)
+        if old is not None:     # drm_pagemap_put(NULL) does nothing
+            self.ops.pagemap_put(old)
 
     def range_set_unmapped(self, rng: SvmRange, nrange: NotifierRange) -> None:
         """Kernel: drm_gpusvm_range_set_unmapped()."""

@@ -87,6 +87,10 @@ class SvmNotifier:
         """
         return iter(self._ranges.overlapping(start, end))
 
+    def ranges_list(self, start: int, end: int) -> list[SvmRange]:
+        """:meth:`ranges` as a list (a snapshot; empty when none intersects)."""
+        return self._ranges.overlapping(start, end)
+
     def find(self, start: int, end: int) -> SvmRange | None:
         """First range intersecting ``[start, end)``. Kernel: drm_gpusvm_range_find()."""
         return self._ranges.first(start, end)

@@ -15,6 +15,7 @@ fixed-size windows; ranges in one notifier never overlap) and must lie in
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
@@ -26,54 +27,62 @@ T = TypeVar("T")
 
 _SPAN = (1 << 64) - 1
 
+_addr = operator.attrgetter("addr")     # a tree node's start, read in C
+
 
 class IntervalTree(Generic[T]):
     """``[start, end) -> item`` for non-overlapping intervals."""
 
-    __slots__ = ("_vm", "_items")
+    __slots__ = ("_vm", "_items", "_nodes", "_find_first")
 
     def __init__(self) -> None:
         self._vm = GpuVm(0, _SPAN)
-        self._items: dict[int, tuple[GpuVa, T]] = {}     # start -> (node, item)
+        self._items: dict[int, T] = {}          # start -> item
+        self._nodes: dict[int, GpuVa] = {}      # start -> its node in the tree
+        self._find_first = self._vm.find_first  # the hot lookup, bound once
 
     def __len__(self) -> int:
         return len(self._items)
 
     def insert(self, start: int, end: int, item: T) -> None:
-        """Add ``item`` over ``[start, end)`` (raises XeError(EEXIST) on overlap)."""
+        """Add ``item`` over ``[start, end)`` (raises gpuvm_core.GpuvmError(EEXIST) on overlap)."""
         va = self._vm.insert(start, end - start)
-        self._items[start] = (va, item)
+        self._items[start] = item
+        self._nodes[start] = va
 
     def get(self, start: int) -> T | None:
         """The item whose interval starts exactly at ``start``."""
-        e = self._items.get(start)
-        return e[1] if e is not None else None
+        return self._items.get(start)
 
     def pop(self, start: int) -> T | None:
         """Remove and return the item starting at ``start`` (None: there is none)."""
-        e = self._items.pop(start, None)
-        if e is None:
+        if start not in self._items:
             return None
-        self._vm.remove(e[0])
-        return e[1]
+        self._vm.remove(self._nodes.pop(start))
+        return self._items.pop(start)
 
     def first(self, start: int, end: int) -> T | None:
         """The lowest item overlapping ``[start, end)``. Kernel: interval_tree_iter_first()."""
-        end = min(end, _SPAN)
+        if end > _SPAN:
+            end = _SPAN
         if end <= start:
             return None
-        va = self._vm.find_first(start, end - start)
-        return None if va is None else self._items[va.addr][1]
+        va = self._find_first(start, end - start)
+        return None if va is None else self._items[va.addr]
 
     def overlapping(self, start: int, end: int) -> list[T]:
         """Every item overlapping ``[start, end)`` in address order (a snapshot)."""
-        end = min(end, _SPAN)
+        if end > _SPAN:
+            end = _SPAN
         if end <= start:
             return []
-        items = self._items
-        return [items[va.addr][1] for va in self._vm.va_range(start, end - start)]
+        va = self._find_first(start, end - start)
+        if va is None:
+            return []
+        if va.end >= end:       # the common case: one interval covers the rest of the span
+            return [self._items[va.addr]]
+        return list(map(self._items.__getitem__, map(_addr, self._vm.va_range(start, end - start))))
 
     def values(self) -> Iterator[T]:
         """Every item in address order (a snapshot)."""
-        items = self._items
-        return iter([items[va.addr][1] for va in self._vm])
+        return iter(list(map(self._items.__getitem__, map(_addr, self._vm))))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import NamedTuple
 
 __all__ = ["Callback", "IntervalNotifier", "NotifierRange", "NotifyEvent"]
 
@@ -31,11 +32,11 @@ class NotifyEvent(IntEnum):
     EXCLUSIVE = 7
 
 
-@dataclass(frozen=True)
-class NotifierRange:
-    """One invalidation: ``[start, end)`` and its reason.
+class NotifierRange(NamedTuple):
+    """One invalidation: ``[start, end)`` and its reason (immutable).
 
-    Kernel: struct mmu_notifier_range.
+    Kernel: struct mmu_notifier_range. A named tuple: one is made per invalidation,
+    and a tuple is several times cheaper to build than a frozen dataclass.
     """
 
     start: int

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["garbage_collector", "set_default_attr"]
 
+_MADV_AUTORESET = int(VmaFlag.MADV_AUTORESET)    # a plain int: no IntFlag arithmetic
+
 
 def set_default_attr(svm: Svm, start: int, end: int) -> int:
     """Reset attributes of the span a collected range covered.
@@ -42,7 +44,7 @@ def set_default_attr(svm: Svm, start: int, end: int) -> int:
     if vma is None:
         return errno.EINVAL
     stats = svm.host.stats
-    if vm.profile.autoreset_gating and not (vma.flags & VmaFlag.MADV_AUTORESET):
+    if vm.profile.autoreset_gating and not int.__and__(vma.flags, _MADV_AUTORESET):
         # both releases: a VMA bound without DRM_XE_VM_BIND_FLAG_MADVISE_AUTORESET keeps
         # its attributes (v6.18 and 7.0 xe_svm_range_set_default_attr())
         return 0

@@ -100,7 +100,7 @@ class Svm:
 
     def fire(self, point: str) -> None:
         """Run (and forget) the work injected at ``point``."""
-        inj = self.injections
+        inj = self.host.injections
         todo = inj[point]
         if not todo:
             return
@@ -139,23 +139,26 @@ class Svm:
 
     def invalidate(self, notifier: SvmNotifier, nrange: NotifierRange) -> None:
         """Kernel: xe_svm_invalidate() (with the notifier_event_begin/end helpers)."""
-        adj_start = max(notifier.start, nrange.start)
-        adj_end = min(notifier.end, nrange.end)
-        if notifier.find(adj_start, adj_end) is None:
+        ranges = notifier.ranges_list(max(notifier.start, nrange.start),
+                                      min(notifier.end, nrange.end))
+        if not ranges:
             return
-        ranges = list(notifier.ranges(adj_start, adj_end))
         closed = self.closed
         if not closed:
+            stats = self.host.stats
             for r in ranges:
                 if r.unmapped or not r.tile_present:
                     continue
-                adj_start = min(adj_start, r.start)
-                adj_end = max(adj_end, r.end)
                 r.tile_invalidated |= r.tile_present
-                self.host.stats["gpu_invalidations"] += 1
-        for r in notifier.ranges(adj_start, adj_end):
-            self.gpusvm.range_unmap_pages(r)
-            if not closed and nrange.event == NotifyEvent.UNMAP:
+                stats["gpu_invalidations"] += 1
+        # The kernel widens [adj_start, adj_end) to the ranges it zapped and walks the
+        # ranges of the widened span again; ranges never overlap, so no other range
+        # intersects the widened span: the walk meets the same ranges.
+        unmap = not closed and nrange.event == NotifyEvent.UNMAP
+        unmap_pages = self.gpusvm.range_unmap_pages
+        for r in ranges:
+            unmap_pages(r)
+            if unmap:
                 self._gc_add(r, nrange)
 
     def _gc_add(self, r: SvmRange, nrange: NotifierRange) -> None:
@@ -176,6 +179,8 @@ class Svm:
     # ------------------------------------------------------------- GC
     def garbage_collector(self) -> int:
         """Run the collector now. Kernel: xe_svm_garbage_collector()."""
+        if not self.gc_list and not self.vm.killed:
+            return 0        # nothing queued: the collector's loop would not run
         return garbage_collector(self)
 
     def garbage_collector_flush(self) -> int:
