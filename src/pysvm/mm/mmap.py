@@ -148,6 +148,27 @@ class Page:
         return f"Page({self.value}, {where})"
 
 
+def _pages_of(values: list[int], alloc: DevmemOwner | None) -> list[Page]:
+    """One new :class:`Page` per value, all of ``alloc`` (the bulk constructor: the
+    slots are filled without a Python ``__init__`` call per page, about half the cost)."""
+    new = Page.__new__
+    out = [new(Page) for _ in values]
+    for p, v in zip(out, values):       # noqa: B905 - same length by construction
+        p.value = v
+        p.alloc = alloc
+    return out
+
+
+def _same_pages(n: int, value: int, alloc: DevmemOwner | None) -> list[Page]:
+    """``n`` new pages, each holding ``value``, all of ``alloc``."""
+    new = Page.__new__
+    out = [new(Page) for _ in range(n)]
+    for p in out:
+        p.value = value
+        p.alloc = alloc
+    return out
+
+
 @dataclass
 class CpuVma:
     """A CPU mapping ``[start, end)``.
@@ -647,7 +668,11 @@ class Mm:
             blk = pt.get(b)
             if blk is None:
                 blk = pt[b] = [None] * _BLOCK
-            new = [Page(old.value if old is not None else 0, alloc) for old in blk[i:j]]
+            sl = blk[i:j]
+            if sl.count(None) == j - i:             # never touched: zero pages
+                new = _same_pages(j - i, 0, alloc)
+            else:
+                new = _pages_of([old.value if old is not None else 0 for old in sl], alloc)
             blk[i:j] = new
             out.extend(new)
         return out
@@ -758,7 +783,7 @@ class Mm:
         for blk, i, j, pfn in self._block_slots(addr, addr + size):
             sl = blk[i:j]
             if sl.count(None) == j - i:                 # fresh memory
-                blk[i:j] = [Page(value) for _ in sl]
+                blk[i:j] = _same_pages(j - i, value, None)
                 continue
             for k in range(i, j):
                 p = blk[k]
