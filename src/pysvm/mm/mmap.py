@@ -16,6 +16,11 @@ Model
   can tell (:meth:`Mm.page_at` is the truth).
 * A page that was never touched is not populated; it reads as 0 and
   populating it (CPU touch, GPU fault, migration) creates a zero page.
+* A whole 2 MiB block of system pages that the CPU filled with one value is kept
+  as that value until something needs its pages one by one (``page_at``,
+  ``pages``, ``hmm_range_fault``, a partial write, ...): then its 512 Page
+  objects are made, each holding the value. Reads, munmap, check_pages and a
+  migration of the whole block to a device work from the value directly.
 * ``mmap`` over existing mappings behaves as ``MAP_FIXED``: the old mappings
   are unmapped first (firing the notifiers), as Linux does.
 * ``mremap`` moves page-table entries, so a page (a device page included)
