@@ -34,7 +34,7 @@ from pysvm.xe.vm_faults import (
     FAULT_WRITE_ACCESS,
     record_failed_fault,
 )
-from pysvm.xe.vram import page_device
+from pysvm.xe.vram import VramAllocation, page_device
 
 if TYPE_CHECKING:
     from pysvm.xe.svm import Svm
@@ -80,6 +80,12 @@ def _page_atomic(svm: Svm, vma: Vma, page: object) -> bool:
     device's VRAM is reached over P2P and counts as system). Kernel: xe_pt.c
     xe_pt_stage_bind_entry() (default_vram_pte / default_system_pte)."""
     return pte_atomic(svm.device, vma, page_device(page) is svm.device)  # type: ignore[arg-type]
+
+
+def _alloc_atomic(svm: Svm, vma: Vma, alloc: object) -> bool:
+    """:func:`_page_atomic` for every page whose ``alloc`` is ``alloc``."""
+    dev = alloc.device if isinstance(alloc, VramAllocation) else None
+    return pte_atomic(svm.device, vma, dev is svm.device)
 
 
 def _why_no_atomic(svm: Svm, vma: Vma, reasons: list[str]) -> str:
@@ -242,11 +248,16 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
             pages = r.pages
             if atomic:
                 # stop the span before the first page whose PTE refuses the atomic: it
-                # faults on the next round (the page at ``i`` was checked above)
-                for k in range(i + 1, j):
-                    if not _page_atomic(svm, vma, pages[k]):
-                        j = k
-                        break
+                # faults on the next round (the page at ``i`` was checked above). The
+                # answer depends only on the page's allocation, so ask once per distinct
+                # allocation and walk the pages only when one of them refuses.
+                refused = {al for al in {p.alloc for p in pages[i + 1:j]}
+                           if not _alloc_atomic(svm, vma, al)}
+                if refused:
+                    for k in range(i + 1, j):
+                        if pages[k].alloc in refused:
+                            j = k
+                            break
             if op == "read":
                 data.extend([p.value for p in pages[i:j]])
             elif op == "write":

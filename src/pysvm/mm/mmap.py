@@ -16,6 +16,11 @@ Model
   can tell (:meth:`Mm.page_at` is the truth).
 * A page that was never touched is not populated; it reads as 0 and
   populating it (CPU touch, GPU fault, migration) creates a zero page.
+* A whole 2 MiB block of system pages that the CPU filled with one value is kept
+  as that value until something needs its pages one by one (``page_at``,
+  ``pages``, ``hmm_range_fault``, a partial write, ...): then its 512 Page
+  objects are made, each holding the value. Reads, munmap, check_pages and a
+  migration of the whole block to a device work from the value directly.
 * ``mmap`` over existing mappings behaves as ``MAP_FIXED``: the old mappings
   are unmapped first (firing the notifiers), as Linux does.
 * ``mremap`` moves page-table entries, so a page (a device page included)
@@ -148,6 +153,27 @@ class Page:
         return f"Page({self.value}, {where})"
 
 
+def _pages_of(values: list[int], alloc: DevmemOwner | None) -> list[Page]:
+    """One new :class:`Page` per value, all of ``alloc`` (the bulk constructor: the
+    slots are filled without a Python ``__init__`` call per page, about half the cost)."""
+    new = Page.__new__
+    out = [new(Page) for _ in values]
+    for p, v in zip(out, values):       # noqa: B905 - same length by construction
+        p.value = v
+        p.alloc = alloc
+    return out
+
+
+def _same_pages(n: int, value: int, alloc: DevmemOwner | None) -> list[Page]:
+    """``n`` new pages, each holding ``value``, all of ``alloc``."""
+    new = Page.__new__
+    out = [new(Page) for _ in range(n)]
+    for p in out:
+        p.value = value
+        p.alloc = alloc
+    return out
+
+
 @dataclass
 class CpuVma:
     """A CPU mapping ``[start, end)``.
@@ -181,6 +207,11 @@ class Mm:
         self._vmas: SortedDict = SortedDict()     # start -> CpuVma
         self._last_vma: CpuVma | None = None      # find_vma's cache (checked on use)
         self._pt: dict[int, list[Page | None]] = {}   # pfn >> 9 -> 512 page slots
+        #: Whole blocks of system pages the CPU filled with one value and nobody has looked
+        #: at one by one yet: block -> value. Each stands for 512 distinct system pages
+        #: holding that value; they become Page objects (:meth:`_materialize`) the first
+        #: time anything needs a page itself. A block is in ``_pt`` or here, never both.
+        self._fill: dict[int, int] = {}
         self._notifiers: list[IntervalNotifier] = []
         self.alive = True                         # mmget_not_zero() succeeds
         self.stats: dict[str, int] = {"cpu_faults_on_device_pages": 0}
@@ -508,6 +539,12 @@ class Mm:
         owner hears page_freed."""
         pt = self._pt
         blo, bhi = lo >> _BSHIFT, ((hi - 1) >> _BSHIFT) + 1
+        # Filled blocks hold system pages only: freeing them tells nobody.
+        for b in self._fill_blocks(blo, bhi):
+            if lo <= b << _BSHIFT and (b + 1) << _BSHIFT <= hi:
+                del self._fill[b]
+            else:
+                self._materialize(b << _BSHIFT, (b + 1) << _BSHIFT)
         # Walk whichever is smaller: the span's blocks or the populated blocks (a 2^63-byte
         # mapping has 2^42 blocks but only those ever touched).
         keys = (range(blo, bhi) if bhi - blo <= len(pt)
@@ -610,15 +647,35 @@ class Mm:
             n.callback(n, nrange, n.invalidate_seq)
 
     # ----------------------------------------------------------- page table
+    def _fill_blocks(self, blo: int, bhi: int) -> list[int]:
+        """The filled blocks among ``[blo, bhi)`` (walking the smaller of the two)."""
+        fill = self._fill
+        if not fill:
+            return []
+        if bhi - blo <= len(fill):
+            return [b for b in range(blo, bhi) if b in fill]
+        return sorted(b for b in fill if blo <= b < bhi)
+
+    def _materialize(self, lo: int, hi: int) -> None:
+        """Turn the filled blocks over page numbers ``[lo, hi)`` into Page objects."""
+        if not self._fill or hi <= lo:
+            return
+        for b in self._fill_blocks(lo >> _BSHIFT, ((hi - 1) >> _BSHIFT) + 1):
+            self._pt[b] = cast("list[Page | None]",
+                               _same_pages(_BLOCK, self._fill.pop(b), None))
+
     def page_at(self, addr: int) -> Page | None:
         """The page currently mapped at ``addr`` (None: not populated)."""
         pfn = addr >> PAGE_SHIFT
+        if self._fill:
+            self._materialize(pfn, pfn + 1)
         blk = self._pt.get(pfn >> _BSHIFT)
         return blk[pfn & _BMASK] if blk is not None else None
 
     def set_page(self, addr: int, page: Page) -> None:
         """Install ``page`` at ``addr`` (used by migration)."""
         pfn = addr >> PAGE_SHIFT
+        self._materialize(pfn, pfn + 1)
         blk = self._pt.get(pfn >> _BSHIFT)
         if blk is None:
             blk = self._pt[pfn >> _BSHIFT] = [None] * _BLOCK
@@ -626,6 +683,7 @@ class Mm:
 
     def pages(self, start: int, end: int) -> list[Page | None]:
         """The pages mapped over ``[start, end)``, one per 4 KiB (None: not populated)."""
+        self._materialize(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
         pt = self._pt
         out: list[Page | None] = []
         for b, i, j, _ in _blocks(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
@@ -642,12 +700,24 @@ class Mm:
         (migrate_vma_setup() does, with MMU_NOTIFY_MIGRATE).
         """
         pt = self._pt
+        fill = self._fill
         out: list[Page] = []
         for b, i, j, _ in _blocks(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+            if b in fill:
+                if j - i == _BLOCK:     # the whole filled block: no system page object needed
+                    new = _same_pages(_BLOCK, fill.pop(b), alloc)
+                    pt[b] = cast("list[Page | None]", new)
+                    out.extend(new)
+                    continue
+                self._materialize(b << _BSHIFT, (b + 1) << _BSHIFT)
             blk = pt.get(b)
             if blk is None:
                 blk = pt[b] = [None] * _BLOCK
-            new = [Page(old.value if old is not None else 0, alloc) for old in blk[i:j]]
+            sl = blk[i:j]
+            if sl.count(None) == j - i:             # never touched: zero pages
+                new = _same_pages(j - i, 0, alloc)
+            else:
+                new = _pages_of([old.value if old is not None else 0 for old in sl], alloc)
             blk[i:j] = new
             out.extend(new)
         return out
@@ -656,6 +726,7 @@ class Mm:
                                                                    int]]:
         """The page-table blocks over ``[start, end)`` (created when missing) as
         ``(block, i, j, pfn of slot i)``: the span's pages are ``block[i:j]``."""
+        self._materialize(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
         pt = self._pt
         for b, i, j, pfn in _blocks(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
             blk = pt.get(b)
@@ -680,6 +751,8 @@ class Mm:
 
     def populated_pages(self) -> Iterator[tuple[int, Page]]:
         """Every populated page as ``(address, page)``, in no particular order."""
+        for b in list(self._fill):
+            self._materialize(b << _BSHIFT, (b + 1) << _BSHIFT)
         return iter([(((b << _BSHIFT) + i) << PAGE_SHIFT, p) for b, blk in self._pt.items()
                      for i, p in enumerate(blk) if p is not None])
 
@@ -688,6 +761,7 @@ class Mm:
 
     def _populate(self, addr: int) -> Page:
         pfn = addr >> PAGE_SHIFT
+        self._materialize(pfn, pfn + 1)
         blk = self._pt.get(pfn >> _BSHIFT)
         if blk is None:
             blk = self._pt[pfn >> _BSHIFT] = [None] * _BLOCK
@@ -734,7 +808,20 @@ class Mm:
         check_access_size(size, "cpu_read", reads=True)
         self._require_mapped(addr, size, False, "cpu_read")
         out: list[int] = []
-        for blk, i, j, pfn in self._block_slots(addr, addr + size):
+        pt, fill = self._pt, self._fill
+        for b, i, j, pfn in _blocks(addr >> PAGE_SHIFT, (addr + size) >> PAGE_SHIFT):
+            if b in fill:                   # system pages, one value: read without objects
+                out.extend([fill[b]] * (j - i))
+                continue
+            if j - i == _BLOCK and b not in pt:     # a fresh block populates as zero pages
+                fill[b] = 0
+                out.extend([0] * _BLOCK)
+                continue
+            self._cpu_read_slots(pfn << PAGE_SHIFT, (pfn + j - i) << PAGE_SHIFT, out)
+        return out
+
+    def _cpu_read_slots(self, addr: int, end: int, out: list[int]) -> None:
+        for blk, i, j, pfn in self._block_slots(addr, end):
             for k in range(i, j):
                 p = blk[k]
                 if p is None:
@@ -744,7 +831,6 @@ class Mm:
                     out.append(p.value)
                 else:
                     out.append(self._cpu_fault((pfn + k - i) << PAGE_SHIFT).value)
-        return out
 
     def cpu_write(self, addr: int, size: int, value: int) -> None:
         """Store ``value`` in every page of ``[addr, addr+size)``.
@@ -755,10 +841,29 @@ class Mm:
         _check_span(addr, size, "cpu_write")
         check_access_size(size, "cpu_write", reads=False)
         self._require_mapped(addr, size, True, "cpu_write")
-        for blk, i, j, pfn in self._block_slots(addr, addr + size):
+        pt, fill = self._pt, self._fill
+        # In address order: a whole block of fresh or already filled memory takes the value
+        # as a fill (the same 512 system pages, each holding it, without an object per
+        # page yet); everything else goes page by page.
+        run = -1                                    # first pfn of the pending page-by-page run
+        for b, i, j, pfn in _blocks(addr >> PAGE_SHIFT, (addr + size) >> PAGE_SHIFT):
+            if j - i == _BLOCK and (b in fill or b not in pt):
+                if run >= 0:
+                    self._cpu_write_slots(run << PAGE_SHIFT, pfn << PAGE_SHIFT, value)
+                    run = -1
+                if b in fill or b not in pt:        # (the run's CPU faults left it so)
+                    fill[b] = value
+                    continue
+            if run < 0:
+                run = pfn
+        if run >= 0:
+            self._cpu_write_slots(run << PAGE_SHIFT, addr + size, value)
+
+    def _cpu_write_slots(self, addr: int, end: int, value: int) -> None:
+        for blk, i, j, pfn in self._block_slots(addr, end):
             sl = blk[i:j]
             if sl.count(None) == j - i:                 # fresh memory
-                blk[i:j] = [Page(value) for _ in sl]
+                blk[i:j] = _same_pages(j - i, value, None)
                 continue
             for k in range(i, j):
                 p = blk[k]
@@ -769,13 +874,30 @@ class Mm:
                 else:
                     self._cpu_fault((pfn + k - i) << PAGE_SHIFT).value = value
 
+    def collectable(self, start: int, end: int) -> int:
+        """How many pages of ``[start, end)`` are system pages or not populated (what
+        migrate_vma_setup() with MIGRATE_VMA_SELECT_SYSTEM collects)."""
+        pt = self._pt
+        n = 0
+        for b, i, j, _ in _blocks(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+            blk = pt.get(b)
+            if blk is None:             # filled or never touched: all collectable
+                n += j - i
+                continue
+            sl = blk[i:j]
+            n += sl.count(None) + [p.alloc for p in sl if p is not None].count(None)
+        return n
+
     def check_pages(self, start: int, end: int) -> bool:
         """True iff every page of ``[start, end)`` is populated (no faulting).
 
         Kernel: drm_gpusvm_check_pages() (hmm_range_fault without fault flags).
         """
         pt = self._pt
+        fill = self._fill
         for b, i, j, _ in _blocks(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+            if b in fill:
+                continue
             blk = pt.get(b)
             if blk is None or None in blk[i:j]:
                 return False

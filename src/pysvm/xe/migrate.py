@@ -85,8 +85,7 @@ def migrate_to_devmem(alloc: VramAllocation, mm: Mm, start: int, end: int,
         if not vma.anonymous:
             raise XeError(errno.EBUSY, "migrate: CPU VMA is not anonymous")
         npages = (end - start) // PAGE_SIZE
-        pages = mm.pages(start, end)
-        collected = pages.count(None) + [p.alloc for p in pages if p is not None].count(None)
+        collected = mm.collectable(start, end)
         if collected == 0:
             raise XeError(errno.EBUSY if newest else errno.EFAULT,
                           f"migrate: no page of [{start:#x}, {end:#x}) can be collected "

@@ -1,0 +1,143 @@
+"""The page table's filled blocks (pysvm.mm.mmap.Mm): a CPU write over whole 2 MiB blocks
+keeps one value per block instead of 512 Page objects; everything a caller can observe
+must be what the page-by-page table gave.
+
+Checked against a plain reference (address -> value, populated or not) over random
+sequences of CPU writes and reads, migrations to a device and back, munmap/mmap, mremap
+and the page-level accessors.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from pysvm.mm.mmap import MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE, Mm, Page
+
+P = PAGE_SIZE
+BLOCK = 512 * P            # 2 MiB: one page-table block
+A = 0x10_0000_0000         # the mapping: 4 blocks
+N = 4 * BLOCK // P
+B = 0x20_0000_0000         # an mremap target
+
+
+class Owner:
+    """A device allocation standing in for pysvm.xe.vram.VramAllocation: a CPU fault
+    moves the page back to a system page with its value."""
+
+    owner = object()
+
+    def __init__(self) -> None:
+        self.freed: list[tuple[int, Page]] = []
+
+    def migrate_to_ram(self, mm: Mm, addr: int) -> None:
+        page = mm.page_at(addr)
+        assert page is not None and page.alloc is self
+        mm.set_page(addr, Page(page.value))
+
+    def page_freed(self, page: Page, addr: int | None = None) -> None:
+        self.freed.append((addr or 0, page))
+
+    def pages_freed(self, freed: list[tuple[int, Page]]) -> None:
+        self.freed += freed
+
+    def pages_moved(self, moved: list[tuple[int, int, Page]]) -> None:
+        pass
+
+
+def _span(rng: random.Random) -> tuple[int, int]:
+    """A page span inside the mapping, often whole blocks (the filled path)."""
+    if rng.random() < 0.5:
+        lo = rng.randrange(4)
+        hi = rng.randrange(lo + 1, 5)
+        return A + lo * BLOCK, (hi - lo) * BLOCK
+    lo = rng.randrange(N)
+    n = rng.randrange(1, N - lo + 1)
+    return A + lo * P, n * P
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_filled_blocks_read_as_the_page_table_would(seed: int) -> None:
+    rng = random.Random(seed)
+    mm = Mm()
+    mm.mmap(A, 4 * BLOCK)
+    ref: dict[int, int] = {}            # page index -> value (present: populated)
+    dev = Owner()
+    for _ in range(30):
+        op = rng.choice(["write", "write", "read", "migrate", "munmap", "mremap", "page_at"])
+        addr, size = _span(rng)
+        lo, n = (addr - A) // P, size // P
+        if op == "write":
+            v = rng.randrange(1, 1000)
+            mm.cpu_write(addr, size, v)
+            ref.update({k: v for k in range(lo, lo + n)})
+        elif op == "read":
+            assert mm.cpu_read(addr, size) == [ref.get(k, 0) for k in range(lo, lo + n)]
+            ref.update({k: ref.get(k, 0) for k in range(lo, lo + n)})
+        elif op == "migrate":
+            before = mm.collectable(addr, addr + size)
+            want = sum(1 for k in range(lo, lo + n)
+                       if (p := mm.page_at(A + k * P)) is None or p.alloc is None)
+            assert before == want
+            if before == n:
+                new = mm.migrate_vma_pages(addr, addr + size, dev)
+                assert [p.value for p in new] == [ref.get(k, 0) for k in range(lo, lo + n)]
+                assert all(mm.page_at(addr + i * P) is p for i, p in enumerate(new))
+                assert all(p.alloc is dev for p in new)
+                ref.update({k: ref.get(k, 0) for k in range(lo, lo + n)})
+        elif op == "munmap":
+            mm.munmap(addr, size)
+            mm.mmap(addr, size)
+            for k in range(lo, lo + n):
+                ref.pop(k, None)
+        elif op == "mremap":
+            mm.mremap(A, 4 * BLOCK, 4 * BLOCK, MREMAP_MAYMOVE | MREMAP_FIXED, B)
+            mm.mremap(B, 4 * BLOCK, 4 * BLOCK, MREMAP_MAYMOVE | MREMAP_FIXED, A)
+        else:
+            a = A + rng.randrange(N) * P
+            p = mm.page_at(a)
+            k = (a - A) // P
+            assert (p is None) == (k not in ref)
+            assert p is None or p.value == ref[k]
+            assert mm.page_at(a) is p           # the same page object on every look
+        # what the page table holds, page by page
+        assert mm.check_pages(A, A + 4 * BLOCK) == (len(ref) == N)
+    for k in range(N):
+        p = mm.page_at(A + k * P)
+        assert (p is None) == (k not in ref), k
+        assert p is None or p.value == ref[k]
+    assert sorted((a - A) // P for a, _ in mm.populated_pages()) == sorted(ref)
+
+
+def test_whole_block_write_makes_no_page_objects_until_one_is_needed() -> None:
+    mm = Mm()
+    mm.mmap(A, 2 * BLOCK)
+    mm.cpu_write(A, 2 * BLOCK, 7)
+    assert mm.check_pages(A, A + 2 * BLOCK)
+    assert mm.cpu_read(A + BLOCK - P, 2 * P) == [7, 7]
+    assert mm.collectable(A, A + 2 * BLOCK) == 1024
+    first = mm.page_at(A + P)
+    assert first is not None and first.value == 7 and first.alloc is None
+    first.value = 9                     # the page is a real page from now on
+    assert mm.cpu_read(A, 3 * P) == [7, 9, 7]
+    # migrating the untouched block builds device pages straight from its value
+    dev = Owner()
+    new = mm.migrate_vma_pages(A + BLOCK, A + 2 * BLOCK, dev)
+    assert len(new) == 512 and {p.value for p in new} == {7}
+    assert mm.collectable(A, A + 2 * BLOCK) == 512
+    # a CPU read faults them back (the owner's migrate_to_ram)
+    assert mm.cpu_read(A + BLOCK, P) == [7]
+    mm.munmap(A, 2 * BLOCK)
+    assert len(dev.freed) == 511
+    assert not mm.check_pages(A, A + P)
+    assert list(mm.populated_pages()) == []
+
+
+def test_fresh_block_read_populates_zero_pages() -> None:
+    mm = Mm()
+    mm.mmap(A, BLOCK + P)
+    assert mm.cpu_read(A, BLOCK + P) == [0] * 513
+    assert mm.check_pages(A, A + BLOCK + P)
+    page = mm.page_at(A + 5 * P)
+    assert page is not None and page.value == 0
