@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import json
 import os
 import re
@@ -169,6 +170,17 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     return args
 
 
+#: CPython's cyclic collector thresholds while a command runs. The model keeps
+#: one small long-lived object per resident 4 KiB page (a 4 GiB replay holds a
+#: million), and with the default thresholds (700, 10, 10) every few hundred
+#: thousand new pages trigger a full collection that walks all of them again:
+#: about a third of the CPU time of replaying a 4 GiB first-touch trace
+#: (docs/benchmarks-svm.md). A larger first generation makes collections rare;
+#: reference counting still frees every page the moment it is dropped, so
+#: memory use does not change. The caller's thresholds are restored on return.
+_GC_THRESHOLDS = (100_000, 50, 100)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = _parse(parser, argv)
@@ -177,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     name = args._name
+    saved = gc.get_threshold()
+    gc.set_threshold(*_GC_THRESHOLDS)
     try:
         return int(run(args))
     except CliError as e:
@@ -197,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"pysvm {name}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        gc.set_threshold(*saved)
     msg = " ".join(msg.split())            # one line, whatever the message held
     print(f"pysvm {name}: error: {msg}", file=sys.stderr)
     return 2
