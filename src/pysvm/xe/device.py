@@ -9,15 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pysvm.clock import Clock
 from pysvm.xe.attr import CohMode
 from pysvm.xe.vram import Vram
 
 if TYPE_CHECKING:
     from pysvm.xe.pagemap import DevicePagemap
 
-__all__ = ["Device", "DEFAULT_PAT_COH"]
+__all__ = ["Device", "DEFAULT_PAT_COH", "ATOMIC_SVM_TIMESLICE_MS"]
 
 MIB = 1 << 20
+
+#: Kernel: xe_device.c xe_device_create() sets xe->atomic_svm_timeslice_ms to 5; the
+#: debugfs file atomic_svm_timeslice_ms (xe_debugfs.c) changes it at run time.
+ATOMIC_SVM_TIMESLICE_MS = 5
 
 #: Coherency mode per PAT index of the modelled platform: the Xe2 table (32 entries).
 #: Entries 16-19 are reserved and left all-zero (coherency 0: INVALID); entries whose
@@ -41,6 +46,10 @@ class Device:
     when it probes the device in the pagemap subsystem (:func:`pysvm.xe.pagemap.
     attach_device`); it stays None for an integrated device. ``fd`` is the number the
     model gives this device's open file (used as a madvise ``devmem_fd``).
+    ``atomic_svm_timeslice_ms`` is the minimum time pages migrated for a GPU atomic stay
+    in VRAM before a CPU fault may take them back (kernel: xe->atomic_svm_timeslice_ms).
+    ``clock`` is the machine's virtual clock (kernel: jiffies), shared by every device
+    the composition root makes.
     """
 
     name: str
@@ -53,6 +62,8 @@ class Device:
     vram: Vram | None = field(init=False, default=None)
     pagemap: DevicePagemap | None = None
     unbound: bool = False
+    atomic_svm_timeslice_ms: int = ATOMIC_SVM_TIMESLICE_MS
+    clock: Clock = field(default_factory=Clock)
 
     def __post_init__(self) -> None:
         # Kernel: xe_vram_probe() sizes the tile's VRAM region at probe.
