@@ -49,7 +49,7 @@ from pysvm.trace.results import SUMMARY_KEYS
 from pysvm.trace.schema import Event, TraceDecodeError, convert, decode_object
 from pysvm.xe.attr import BindFlag, MemRangeAttr
 from pysvm.xe.bo import PURGE_DONTNEED, PURGE_PURGED, Bo
-from pysvm.xe.device import Device
+from pysvm.xe.device import DEFAULT_PAT_COH, Device
 from pysvm.xe.host import INJECTION_POINTS
 from pysvm.xe.lifetime import check_pagemap_invariants, teardown
 from pysvm.xe.migrate import evict_device
@@ -304,18 +304,22 @@ class World:
         return {"profile": name}
     def device(self, *, name: str, discrete: bool = True, vram_mib: int | None = None,
                smem_atomics: bool | None = None, atomic_svm_timeslice_ms: int = 5,
+               l2_flush_optimized: bool = False, pat_coh: list[int] | None = None,
                **unknown: object) -> Result:
         """A device with one VRAM tile (``vram_mib`` defaults to 256 on discrete, 0
         otherwise); the result is its file's ``fd``. ``atomic_svm_timeslice_ms`` is how
         long pages migrated for a GPU atomic stay in VRAM before a CPU fault may take them
         back (xe->atomic_svm_timeslice_ms, default 5, set through debugfs).
+        ``l2_flush_optimized`` and ``pat_coh`` (the coherency mode of each PAT index;
+        default the Xe2 table) shape the 7.0 PAT rules.
 
         Kernel: the xe PCI probe (xe_pci_probe, xe_vram_probe, the tile's pagemap set-up)
         plus an open() of the device file."""
         return self.apply("device", _fields(name=name, discrete=discrete, vram_mib=vram_mib,
                                             smem_atomics=smem_atomics,
                                             atomic_svm_timeslice_ms=atomic_svm_timeslice_ms,
-                                            **unknown))
+                                            l2_flush_optimized=l2_flush_optimized,
+                                            pat_coh=pat_coh, **unknown))
 
     def _ev_device(self, ev: S.DeviceEvent) -> Result:
         name, discrete = ev.name, ev.discrete
@@ -336,8 +340,10 @@ class World:
                           "atomics on system memory (smem_atomics cannot be false)")
         if self.pagemaps_system.exited:
             raise XeError(errno.ENODEV, "the drm_pagemap module has exited")
+        pat_coh = DEFAULT_PAT_COH if isinstance(ev.pat_coh, UnsetType) else tuple(ev.pat_coh)
         dev = Device(name, vram_mib * MIB, discrete, smem_atomics, fd=self.next_fd(),
-                     atomic_svm_timeslice_ms=ev.atomic_svm_timeslice_ms, clock=self.clock)
+                     pat_coh=pat_coh, atomic_svm_timeslice_ms=ev.atomic_svm_timeslice_ms,
+                     l2_flush_optimized=ev.l2_flush_optimized, clock=self.clock)
         if dev.vram is not None:
             dev.vram.stats = self.stats          # migration counters go to the summary
         attach_device(self.pagemaps_system, dev, own_ref=not self.profile.multi_device)

@@ -156,6 +156,17 @@ class DeviceEvent(Event, tag="device"):
         "atomic stay there before a CPU fault may move them back (doubled on each retry "
         "of the fault); default 5 (xe_device.c xe_device_create()), the debugfs file "
         "atomic_svm_timeslice_ms sets it (xe_debugfs.c)"))] = 5
+    l2_flush_optimized: Annotated[bool, Meta(description=(
+        "the device has the optimised L2 flush (xe_device_is_l2_flush_optimized()): in "
+        "profile 7.0 userptr and cpu_addr_mirror binds, imported BOs and a madvise PAT over "
+        "them need pat_index 19 or a 2-way coherent entry; no effect in 6.18"))] = False
+    pat_coh: Annotated[list[Annotated[int, Meta(ge=0, le=15)]], Meta(
+        min_length=1, max_length=64, description=(
+            "the device's PAT table as the coherency mode of each index (xe->pat.table[i]"
+            ".coh_mode, xe_pat.c): 0 reserved, 1 XE_COH_NONE, 2 1-way (6.18: "
+            "XE_COH_AT_LEAST_1WAY), 3 XE_COH_2WAY (7.0 only; 6.18 refuses it as above "
+            "at-least-1-way), larger values are unknown modes (refused in both); default: "
+            "the Xe2 table with 2-way entries read as 1-way"))] | UnsetType = UNSET
 
 
 class VmCreateEvent(Event, tag="vm_create"):
