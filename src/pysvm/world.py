@@ -38,6 +38,7 @@ from typing import Any
 
 from msgspec import UnsetType
 
+from pysvm.clock import Clock
 from pysvm.drm.pagemap_util import SHRINK_EMPTY, SHRINK_STOP
 from pysvm.errors import XeError, errno_name
 from pysvm.hw.gpu import gpu_access
@@ -48,7 +49,7 @@ from pysvm.trace.results import SUMMARY_KEYS
 from pysvm.trace.schema import Event, TraceDecodeError, convert, decode_object
 from pysvm.xe.attr import BindFlag, MemRangeAttr
 from pysvm.xe.bo import PURGE_DONTNEED, PURGE_PURGED, Bo
-from pysvm.xe.device import Device
+from pysvm.xe.device import DEFAULT_PAT_COH, Device
 from pysvm.xe.host import INJECTION_POINTS
 from pysvm.xe.lifetime import check_pagemap_invariants, teardown
 from pysvm.xe.migrate import evict_device
@@ -59,6 +60,7 @@ from pysvm.xe.vm import DEFAULT_VA_BITS, BindOpArgs, Vm
 from pysvm.xe.vm_faults import get_property as vm_get_property
 from pysvm.xe.vm_madvise import MadviseArgs, madvise, purgeable_retained
 from pysvm.xe.vma import Vma
+from pysvm.xe.vram import VramAllocation
 
 __all__ = ["World", "Process", "MAIN_PROCESS", "SUMMARY_KEYS", "EVENTS", "U64_MAX"]
 
@@ -130,6 +132,8 @@ class World:
                                  else get_profile(profile))
         #: Every counter of the run (the summary adds the computed ones).
         self.stats: Counter[str] = Counter()
+        #: The virtual clock (kernel: jiffies); only trace events move it, never wall time.
+        self.clock = Clock()
         #: Devices, VMs and BOs by the names the events gave them.
         self.devices: dict[str, Device] = {}
         self.vms: dict[str, Vm] = {}
@@ -299,15 +303,23 @@ class World:
         self.profile = get_profile(name)
         return {"profile": name}
     def device(self, *, name: str, discrete: bool = True, vram_mib: int | None = None,
-               smem_atomics: bool | None = None,
+               smem_atomics: bool | None = None, atomic_svm_timeslice_ms: int = 5,
+               l2_flush_optimized: bool = False, pat_coh: list[int] | None = None,
                **unknown: object) -> Result:
         """A device with one VRAM tile (``vram_mib`` defaults to 256 on discrete, 0
-        otherwise); the result is its file's ``fd``.
+        otherwise); the result is its file's ``fd``. ``atomic_svm_timeslice_ms`` is how
+        long pages migrated for a GPU atomic stay in VRAM before a CPU fault may take them
+        back (xe->atomic_svm_timeslice_ms, default 5, set through debugfs).
+        ``l2_flush_optimized`` and ``pat_coh`` (the coherency mode of each PAT index;
+        default the Xe2 table) shape the 7.0 PAT rules.
 
         Kernel: the xe PCI probe (xe_pci_probe, xe_vram_probe, the tile's pagemap set-up)
         plus an open() of the device file."""
         return self.apply("device", _fields(name=name, discrete=discrete, vram_mib=vram_mib,
-                                            smem_atomics=smem_atomics, **unknown))
+                                            smem_atomics=smem_atomics,
+                                            atomic_svm_timeslice_ms=atomic_svm_timeslice_ms,
+                                            l2_flush_optimized=l2_flush_optimized,
+                                            pat_coh=pat_coh, **unknown))
 
     def _ev_device(self, ev: S.DeviceEvent) -> Result:
         name, discrete = ev.name, ev.discrete
@@ -328,7 +340,10 @@ class World:
                           "atomics on system memory (smem_atomics cannot be false)")
         if self.pagemaps_system.exited:
             raise XeError(errno.ENODEV, "the drm_pagemap module has exited")
-        dev = Device(name, vram_mib * MIB, discrete, smem_atomics, fd=self.next_fd())
+        pat_coh = DEFAULT_PAT_COH if isinstance(ev.pat_coh, UnsetType) else tuple(ev.pat_coh)
+        dev = Device(name, vram_mib * MIB, discrete, smem_atomics, fd=self.next_fd(),
+                     pat_coh=pat_coh, atomic_svm_timeslice_ms=ev.atomic_svm_timeslice_ms,
+                     l2_flush_optimized=ev.l2_flush_optimized, clock=self.clock)
         if dev.vram is not None:
             dev.vram.stats = self.stats          # migration counters go to the summary
         attach_device(self.pagemaps_system, dev, own_ref=not self.profile.multi_device)
@@ -568,7 +583,9 @@ class World:
                                         "process": process, **unknown})
 
     def _ev_cpu_write(self, ev: S.CpuWriteEvent) -> Result:
-        self.process_by_name(ev.process).mm.cpu_write(ev.addr, ev.size, ev.value)
+        mm = self.process_by_name(ev.process).mm
+        self._wait_timeslices(mm, ev.addr, ev.size, write=True)
+        mm.cpu_write(ev.addr, ev.size, ev.value)
         return {}
     def cpu_read(self, *, addr: int, size: int, process: str = MAIN_PROCESS,
                  **unknown: object) -> Result:
@@ -578,7 +595,63 @@ class World:
                                        **unknown})
 
     def _ev_cpu_read(self, ev: S.CpuReadEvent) -> Result:
-        return {"data": self.process_by_name(ev.process).mm.cpu_read(ev.addr, ev.size)}
+        mm = self.process_by_name(ev.process).mm
+        self._wait_timeslices(mm, ev.addr, ev.size, write=False)
+        return {"data": mm.cpu_read(ev.addr, ev.size)}
+
+    def _wait_timeslices(self, mm: Mm, addr: int, size: int, *, write: bool) -> None:
+        """A CPU access waits out the atomic timeslice of each device page it faults on.
+
+        Kernel: drm_pagemap.c __drm_pagemap_migrate_to_ram() returns 0 without migrating
+        while get_jiffies_64() is before the fault page's
+        zdd->devmem_allocation->timeslice_expiration, so do_swap_page() returns and the
+        CPU faults again until the timeslice is over; then the page's window migrates.
+        The model walks the access's device pages in address order, as the CPU meets
+        them: before each one whose allocation's timeslice still runs it lets the clock
+        run to the expiration (counted as ``cpu_timeslice_waits`` and
+        ``cpu_timeslice_wait_ms``), then faults that page in (a one-page load: the
+        migration back is the same for a load or a store), so a later page that the
+        window of an earlier fault already moved waits for nothing. The access proper
+        then runs as before. Eviction (drm_pagemap_evict_to_ram(), no fault page) is
+        never held back. An access the address space refuses (unmapped, or a store to
+        read-only memory) waits for nothing: the refusal changes nothing.
+        """
+        clock = self.clock
+        if clock.now_ms >= clock.horizon_ms or size <= 0 or addr % PAGE_SIZE \
+                or size % PAGE_SIZE or addr + size > 1 << 64:
+            return
+        end = addr + size
+        a = addr
+        while a < end:                      # the access must succeed to wait at all
+            cpu_vma = mm.find_vma(a)
+            if cpu_vma is None or (write and cpu_vma.read_only):
+                return
+            a = cpu_vma.end
+        for i, snap in enumerate(mm.pages(addr, end)):
+            if snap is None or snap.alloc is None:
+                continue                    # system memory then, so still now
+            a = addr + i * PAGE_SIZE
+            page = mm.page_at(a)
+            alloc = page.alloc if page is not None else None
+            if alloc is None:
+                continue                    # an earlier fault's window moved it
+            zdd = alloc.zdd if isinstance(alloc, VramAllocation) else None
+            if zdd is not None and clock.before(zdd.timeslice_expiration):
+                self.stats["cpu_timeslice_waits"] += 1
+                self.stats["cpu_timeslice_wait_ms"] += clock.wait_until(
+                    zdd.timeslice_expiration)
+            mm.cpu_read(a, PAGE_SIZE)       # the fault that now migrates the window
+            if clock.now_ms >= clock.horizon_ms:
+                return                      # nothing later can hold the CPU back
+
+    def advance(self, *, ms: int, **unknown: object) -> Result:
+        """Let ``ms`` milliseconds of virtual time pass; the result's ``now_ms`` is the
+        clock after it. Kernel: jiffies, as drm_pagemap.c reads them for the atomic
+        timeslice."""
+        return self.apply("advance", {"ms": ms, **unknown})
+
+    def _ev_advance(self, ev: S.AdvanceEvent) -> Result:
+        return {"now_ms": self.clock.advance(ev.ms)}
     def invalidate(self, *, addr: int, size: int, event: str = "clear",
                    process: str = MAIN_PROCESS, **unknown: object) -> Result:
         """An MMU notifier invalidation that is not an unmap (the CPU mapping stays).
@@ -1027,6 +1100,7 @@ _HANDLERS: dict[type[Event], _Handler] = {
     S.VmGetPropertyEvent: World._ev_vm_get_property,
 
     S.ProcessStartEvent: World._ev_process_start, S.ProcessExitEvent: World._ev_process_exit,
+    S.AdvanceEvent: World._ev_advance,
 }
 
 #: Every trace event name (each is a :class:`World` method of the same name).

@@ -37,7 +37,9 @@ P, A, PAT, PURGE = (MemRangeAttr.PREFERRED_LOC, MemRangeAttr.ATOMIC, MemRangeAtt
 
 #: A PAT table with one entry (index 5) whose coherency mode is beyond
 #: AT_LEAST_1WAY, to reach the kernel's "unknown coherency mode" warning.
-ODD_PAT = tuple(3 if i == 5 else c for i, c in enumerate(DEFAULT_PAT_COH))
+#: index 5 reports coherency mode 4: above XE_COH_2WAY (7.0) and above
+#: XE_COH_AT_LEAST_1WAY (6.18), so the XE_WARN_ON check refuses it in both.
+ODD_PAT = tuple(4 if i == 5 else c for i, c in enumerate(DEFAULT_PAT_COH))
 
 
 def mirror_vm(profile: str = "6.18", **kw: Any) -> Vm:
@@ -92,7 +94,7 @@ CHAINS: dict[str, list[tuple[str, dict[str, Any], str]]] = {
     "6.18/pat": COMMON + [
         ("pat-table", {"val": 32}, "pat_index 32 >= 32 entries"),
         ("pat-reserved-entry", {"val": 19}, "pat_index 19 is a reserved PAT entry"),
-        ("pat-coh-unknown", {"val": 5}, "pat_index 5 has an unknown coherency mode 3"),
+        ("pat-coh-unknown", {"val": 5}, "pat_index 5 has an unknown coherency mode 4"),
         ("pat-pad", {"pad": 1}, "pat_index.pad must be 0"),
         ("pat-reserved", {"union_reserved": 1}, "pat_index.reserved must be 0"),
     ] + TAIL,

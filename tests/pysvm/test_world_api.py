@@ -43,7 +43,7 @@ def _call(w: World, ev: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def test_every_event_is_a_keyword_only_method() -> None:
-    assert len(pysvm.EVENTS) == 36
+    assert len(pysvm.EVENTS) == 37
     for name in pysvm.EVENTS:
         sig = inspect.signature(getattr(World, name))
         params = [p for p in sig.parameters.values() if p.name != "self"]
@@ -108,6 +108,7 @@ w.mprotect(addr=1 << 33, size=4096, read_only=True)
 assert w.mremap(addr=1 << 33, old_size=8192, new_size=8192, flags=["maymove", "fixed"],
                 new_addr=1 << 34) == {"addr": 1 << 34}
 w.gc(vm="vm0")
+assert w.advance(ms=3) == {"now_ms": 3}
 assert w.vm_get_property(vm="vm0") == {"size": 0}
 w.bind_array(vm="vmx", binds=[{"op": "unmap", "addr": 0x100000, "range": 65536},
                               {"op": "map", "addr": 0x100000, "range": 65536, "bo": "bo0"}])
@@ -127,13 +128,13 @@ except pysvm.XeError as e:
     assert e.name == "EBUSY", e
 assert w.teardown() == {"leftovers": []}
 s = w.summary()
-assert s["events"] == 40 and s["errors"] == 1, s          # 39 calls + the injected one
+assert s["events"] == 41 and s["errors"] == 1, s          # 40 calls + the injected one
 print("ok", len(pysvm.EVENTS))
 """
     r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True,
                        check=False)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["ok", "36"]
+    assert r.stdout.split() == ["ok", "37"]
 
 
 def test_a_misspelt_keyword_is_einval_naming_it_as_in_a_trace() -> None:

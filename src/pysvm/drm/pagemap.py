@@ -417,6 +417,9 @@ class Zdd:
         self.pagemap = pagemap
         self.pages = npages
         self.detached = False
+        #: Kernel: zdd->devmem_allocation->timeslice_expiration, in the model's virtual ms
+        #: (drm_pagemap_migrate_to_devmem() sets it on success; 0: no timeslice).
+        self.timeslice_expiration = 0
 
     def page_free(self, n: int = 1) -> None:
         """``n`` device pages were freed (migrated back, evicted, or unmapped)."""

@@ -20,7 +20,7 @@ __all__ = [
     "PrefetchResult", "RangeInfo", "RangesResult", "GcResult", "EvictResult",
     "FaultGuardResult", "LinkResult", "UnbindDeviceResult", "RmmodResult",
     "RunWorkersResult", "PagemapInfo", "PagemapsResult", "TeardownResult", "MremapResult",
-    "ProcessExitResult", "SUMMARY_KEYS",
+    "ProcessExitResult", "AdvanceResult", "SUMMARY_KEYS",
 ]
 
 Count = Annotated[int, Meta(ge=0)]
@@ -221,6 +221,14 @@ class VmGetPropertyResult(Result):
         "the size given"))]
     faults: Annotated[list[VmFault], Meta(description=(
         "fill call only: the first size / 48 saved faults, oldest first"))] | UnsetType = UNSET
+
+
+class AdvanceResult(Result):
+    """The virtual clock after the advance."""
+
+    now_ms: Annotated[Count, Meta(description=(
+        "milliseconds since the run started (the model's jiffies at HZ=1000); moved only by "
+        "advance events and by CPU accesses that wait out an atomic timeslice"))]
 
 
 class ShrinkResult(Result):

@@ -151,6 +151,22 @@ class DeviceEvent(Event, tag="device"):
         "no VRAM migration needed); default false when discrete (a PVC-like part), true "
         "when integrated (xe_pci.c sets it on every platform but PVC, which is discrete; "
         "false there is EINVAL)"))] | UnsetType = UNSET
+    atomic_svm_timeslice_ms: Annotated[int, Meta(ge=0, le=(1 << 32) - 1, description=(
+        "xe->atomic_svm_timeslice_ms: the minimum time pages migrated to VRAM for a GPU "
+        "atomic stay there before a CPU fault may move them back (doubled on each retry "
+        "of the fault); default 5 (xe_device.c xe_device_create()), the debugfs file "
+        "atomic_svm_timeslice_ms sets it (xe_debugfs.c)"))] = 5
+    l2_flush_optimized: Annotated[bool, Meta(description=(
+        "the device has the optimised L2 flush (xe_device_is_l2_flush_optimized()): in "
+        "profile 7.0 userptr and cpu_addr_mirror binds, imported BOs and a madvise PAT over "
+        "them need pat_index 19 or a 2-way coherent entry; no effect in 6.18"))] = False
+    pat_coh: Annotated[list[Annotated[int, Meta(ge=0, le=15)]], Meta(
+        min_length=1, max_length=64, description=(
+            "the device's PAT table as the coherency mode of each index (xe->pat.table[i]"
+            ".coh_mode, xe_pat.c): 0 reserved, 1 XE_COH_NONE, 2 1-way (6.18: "
+            "XE_COH_AT_LEAST_1WAY), 3 XE_COH_2WAY (7.0 only; 6.18 refuses it as above "
+            "at-least-1-way), larger values are unknown modes (refused in both); default: "
+            "the Xe2 table with 2-way entries read as 1-way"))] | UnsetType = UNSET
 
 
 class VmCreateEvent(Event, tag="vm_create"):
@@ -665,6 +681,25 @@ class ShrinkEvent(Event, tag="shrink"):
         "the most pagemaps to free (shrink_control.nr_to_scan; the core's batch is 128)"))] = 128
 
 
+class AdvanceEvent(Event, tag="advance"):
+    """Let time pass: the virtual clock moves forward by ms milliseconds.
+
+    The model never reads wall time. The clock starts at 0; besides this event only a CPU
+    access moves it, when it has to wait for an atomic timeslice to expire (counted in
+    the summary as cpu_timeslice_waits and cpu_timeslice_wait_ms). ms 0 reads the clock.
+    """
+
+    kernel: ClassVar[str] = (
+        "The passing of jiffies (include/linux/jiffies.h: get_jiffies_64(), HZ=1000), as "
+        "read by drivers/gpu/drm/drm_pagemap.c: drm_pagemap_migrate_to_devmem() (sets "
+        "timeslice_expiration) and __drm_pagemap_migrate_to_ram() (declines to migrate "
+        "before it).")
+    errors = (_EINVAL_FIELDS,)
+    result = R.AdvanceResult
+    ms: Annotated[int, Meta(ge=0, le=1 << 41, description=(
+        "milliseconds to let pass (0: just read the clock)"))]
+
+
 class EvictEvent(Event, tag="evict"):
     """Move every page out of a device's VRAM to system memory."""
 
@@ -934,6 +969,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode int
     RunWorkersEvent, PagemapsEvent, TeardownEvent, BoPurgeEvent, VmDestroyEvent,
     QueryMemRangeAttrsEvent, ShrinkEvent,
     BindArrayEvent, VmGetPropertyEvent, ProcessStartEvent, ProcessExitEvent,
+    AdvanceEvent,
 ]
 
 #: event name -> its Struct, in documentation order.

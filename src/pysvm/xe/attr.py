@@ -140,11 +140,18 @@ class BindOp(IntEnum):
 
 
 class CohMode(IntEnum):
-    """Coherency mode of a PAT entry; 0 marks an invalid entry. Kernel: XE_COH_*."""
+    """Coherency mode of a PAT entry; 0 marks an invalid entry. Kernel: XE_COH_*.
+
+    ``TWO_WAY`` is the 7.0 XE_COH_2WAY (xe_pat.h; 7.0 names 2 XE_COH_1WAY); v6.18 has
+    no such mode, so an entry reporting it is above XE_COH_AT_LEAST_1WAY there and the
+    bind / madvise checks refuse it (their XE_WARN_ON). Larger values are unknown in
+    both releases.
+    """
 
     INVALID = 0
     NONE = 1
     AT_LEAST_1WAY = 2
+    TWO_WAY = 3
 
 
 @dataclass

@@ -9,15 +9,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pysvm.clock import Clock
 from pysvm.xe.attr import CohMode
 from pysvm.xe.vram import Vram
 
 if TYPE_CHECKING:
     from pysvm.xe.pagemap import DevicePagemap
 
-__all__ = ["Device", "DEFAULT_PAT_COH"]
+__all__ = ["Device", "DEFAULT_PAT_COH", "ATOMIC_SVM_TIMESLICE_MS", "L2_FLUSH_PAT_INDEX"]
 
 MIB = 1 << 20
+
+#: Kernel: xe_device.c xe_device_create() sets xe->atomic_svm_timeslice_ms to 5; the
+#: debugfs file atomic_svm_timeslice_ms (xe_debugfs.c) changes it at run time.
+ATOMIC_SVM_TIMESLICE_MS = 5
+
+#: The PAT index a device with the optimised L2 flush accepts for CPU-cached memory
+#: besides 2-way coherent ones. Kernel (7.0): ``pat_index != 19 && coh_mode !=
+#: XE_COH_2WAY`` in xe_vm.c vm_bind_ioctl_check_args(), xe_vm_bind_ioctl_validate_bo()
+#: and xe_vm_madvise.c xe_vm_madvise_ioctl().
+L2_FLUSH_PAT_INDEX = 19
 
 #: Coherency mode per PAT index of the modelled platform: the Xe2 table (32 entries).
 #: Entries 16-19 are reserved and left all-zero (coherency 0: INVALID); entries whose
@@ -41,6 +52,13 @@ class Device:
     when it probes the device in the pagemap subsystem (:func:`pysvm.xe.pagemap.
     attach_device`); it stays None for an integrated device. ``fd`` is the number the
     model gives this device's open file (used as a madvise ``devmem_fd``).
+    ``atomic_svm_timeslice_ms`` is the minimum time pages migrated for a GPU atomic stay
+    in VRAM before a CPU fault may take them back (kernel: xe->atomic_svm_timeslice_ms).
+    ``l2_flush_optimized`` is the 7.0 capability behind xe_device_is_l2_flush_optimized():
+    such a device needs PAT index 19 (:data:`L2_FLUSH_PAT_INDEX`) or a 2-way coherent entry
+    for memory the CPU caches (userptr, CPU mirror, imported BOs).
+    ``clock`` is the machine's virtual clock (kernel: jiffies), shared by every device
+    the composition root makes.
     """
 
     name: str
@@ -53,6 +71,9 @@ class Device:
     vram: Vram | None = field(init=False, default=None)
     pagemap: DevicePagemap | None = None
     unbound: bool = False
+    atomic_svm_timeslice_ms: int = ATOMIC_SVM_TIMESLICE_MS
+    l2_flush_optimized: bool = False
+    clock: Clock = field(default_factory=Clock)
 
     def __post_init__(self) -> None:
         # Kernel: xe_vram_probe() sizes the tile's VRAM region at probe.
@@ -72,3 +93,16 @@ class Device:
         if 0 <= pat_index < len(self.pat_coh):
             return self.pat_coh[pat_index]
         return int(CohMode.INVALID)
+
+    def max_coh_mode(self, coh_2way: bool) -> int:
+        """The largest coherency mode the bind and madvise checks accept: XE_COH_2WAY in
+        7.0 (``coh_2way``), XE_COH_AT_LEAST_1WAY in 6.18. Kernel: the XE_WARN_ON in
+        vm_bind_ioctl_check_args() and madvise_args_are_sane()."""
+        return int(CohMode.TWO_WAY if coh_2way else CohMode.AT_LEAST_1WAY)
+
+    def l2_flush_refuses(self, pat_index: int) -> bool:
+        """7.0: this device has the optimised L2 flush and ``pat_index`` is neither 19
+        nor 2-way coherent, so CPU-cached memory may not use it. Kernel:
+        xe_device_is_l2_flush_optimized() && pat_index != 19 && coh_mode != XE_COH_2WAY."""
+        return (self.l2_flush_optimized and pat_index != L2_FLUSH_PAT_INDEX
+                and self.pat_coh_mode(pat_index) != CohMode.TWO_WAY)

@@ -100,6 +100,9 @@ def migrate_to_devmem(alloc: VramAllocation, mm: Mm, start: int, end: int,
         alloc.release()
         raise
     alloc.timeslice_ms = timeslice_ms
+    if alloc.zdd is not None:   # drm_pagemap_migrate_to_devmem(): upon success, now + slice
+        clock = alloc.device.clock
+        alloc.zdd.timeslice_expiration = clock.note_deadline(clock.now_ms + timeslice_ms)
     st = alloc.vram.stats
     st["migrations_to_vram"] += 1
     st["bytes_to_vram"] += (end - start)

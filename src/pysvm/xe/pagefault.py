@@ -46,6 +46,7 @@ from pysvm.drm.gpusvm import SZ_64K, GpuSvmCtx, SvmRange
 from pysvm.errors import XeError
 from pysvm.mm.mmap import PAGE_SIZE
 from pysvm.xe.attr import AtomicAccess
+from pysvm.xe.device import ATOMIC_SVM_TIMESLICE_MS as _DEVICE_TIMESLICE_MS
 from pysvm.xe.migrate import populate_mm
 from pysvm.xe.vram import devm_owner, page_device
 
@@ -59,8 +60,9 @@ __all__ = ["handle_vma", "resolve_target", "need_vram_for_atomic", "handle_pagef
            "FaultLivelockError", "ATOMIC_SVM_TIMESLICE_MS", "alloc_vram", "needs_migrate",
            "range_valid", "remember_fault_vma", "svm_owner"]
 
-#: Kernel: xe->atomic_svm_timeslice_ms default (module parameter) [memory: 5 ms].
-ATOMIC_SVM_TIMESLICE_MS = 5
+#: Kernel: xe->atomic_svm_timeslice_ms default (xe_device_create()); the fault handler
+#: reads the device's value (``Device.atomic_svm_timeslice_ms``).
+ATOMIC_SVM_TIMESLICE_MS = _DEVICE_TIMESLICE_MS
 
 _ATOMIC_DEVICE = int(AtomicAccess.DEVICE)
 _ATOMIC_CPU = int(AtomicAccess.CPU)
@@ -247,7 +249,7 @@ def _inner(svm: Svm, vma: Vma, addr: int, need_vram: bool, st: FaultStats) -> in
     ctx = GpuSvmCtx(read_only=vma.read_only(), devmem_possible=discrete,
                     check_pages_threshold=SZ_64K if discrete else 0,
                     devmem_only=need_vram and discrete,
-                    timeslice_ms=ATOMIC_SVM_TIMESLICE_MS if (need_vram and discrete) else 0)
+                    timeslice_ms=dev.atomic_svm_timeslice_ms if (need_vram and discrete) else 0)
     migrate_try_count = 3 if ctx.devmem_only else 1
     # injection point -> pending work; checked here so a point with none costs no call
     inj = svm.host.injections

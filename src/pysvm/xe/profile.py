@@ -56,6 +56,12 @@ class Profile:
     #: DRM_IOCTL_XE_VM_GET_PROPERTY exists and failed faults are saved per VM for its
     #: FAULTS property. Kernel: xe_vm_get_property_ioctl(), xe_pagefault_save_to_vm().
     vm_get_property: bool = False
+    #: XE_COH_2WAY is a valid PAT coherency mode (above it: the WARN, EINVAL), and on a
+    #: device with the optimised L2 flush userptr / CPU-mirror binds, imported BOs and
+    #: madvise PAT over them need pat_index 19 or a 2-way entry. Kernel (84bd6185):
+    #: vm_bind_ioctl_check_args(), xe_vm_bind_ioctl_validate_bo(); xe_vm_madvise.c
+    #: madvise_args_are_sane(), xe_vm_madvise_ioctl(). 6.18: above AT_LEAST_1WAY is EINVAL.
+    coh_2way: bool = False
 
 
 #: v6.18 (7d0a66e4). Its xe_svm.c xe_svm_range_set_default_attr() returns early for a VMA
@@ -72,7 +78,7 @@ V6_18 = Profile("6.18", autoreset_gating=True, absorb_neighbours=False, multi_de
 V7_0 = Profile("7.0", autoreset_gating=True, absorb_neighbours=True, multi_device=True,
                allow_svm_unmap=True, range_removed_check=True, purgeable_type=True,
                igpu_coh_none_check=True, last_fault_vma_cache=False, decompress_flag=True,
-               vm_get_property=True)
+               vm_get_property=True, coh_2way=True)
 
 #: Profiles by the name a trace's ``config`` gives; ``"newest"`` is an alias of the
 #: newest modelled release.

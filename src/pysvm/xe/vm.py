@@ -385,7 +385,7 @@ class Vm:
         coh = dev.pat_coh_mode(pat_index)
         if coh == CohMode.INVALID:
             raise XeError(errno.EINVAL, f"{what}: pat_index {pat_index} is a reserved PAT entry")
-        if coh > CohMode.AT_LEAST_1WAY:
+        if coh > dev.max_coh_mode(self.profile.coh_2way):
             raise XeError(errno.EINVAL,
                           f"{what}: pat_index {pat_index} has an unknown coherency mode {coh}")
         if flags & BindFlag.MADVISE_AUTORESET and not self.profile.autoreset_gating:
@@ -408,6 +408,10 @@ class Vm:
             raise XeError(errno.EINVAL, f"{what}: a userptr map takes no BO")
         if userptr and coh == CohMode.NONE:
             raise XeError(errno.EINVAL, f"{what}: userptr needs a coherent PAT index")
+        if self.profile.coh_2way and (userptr or is_mirror) and dev.l2_flush_refuses(pat_index):
+            raise XeError(errno.EINVAL, f"{what}: device {dev.name} has the optimised L2 "
+                          f"flush: a userptr/cpu_addr_mirror map needs pat_index 19 or a "
+                          f"2-way coherent one, not {pat_index}")
         if flags & BindFlag.MADVISE_AUTORESET and (not is_mirror or userptr):
             raise XeError(errno.EINVAL, f"{what}: autoreset needs a cpu_addr_mirror map")
         if not (_aligned(addr) and _aligned(offset) and _aligned(range)) or range == 0:
@@ -443,6 +447,11 @@ class Vm:
                 # xe_vm_bind_ioctl_validate_bo(): an imported BO's caching is unknown
                 raise XeError(errno.EINVAL, f"{what}: imported BO {bo.name} has no CPU "
                               f"caching mode; pat_index {pat_index} is not coherent")
+            if bo.imported and self.profile.coh_2way and dev.l2_flush_refuses(pat_index):
+                # xe_vm_bind_ioctl_validate_bo() (7.0): the optimised L2 flush rule
+                raise XeError(errno.EINVAL, f"{what}: imported BO {bo.name} on device "
+                              f"{dev.name} with the optimised L2 flush needs pat_index 19 "
+                              f"or a 2-way coherent one, not {pat_index}")
 
     # -- bind ---------------------------------------------------------------
 

@@ -110,7 +110,7 @@ def check_args(vm: Vm, a: MadviseArgs) -> None:
         coh = dev.pat_coh_mode(a.val)
         if coh == CohMode.INVALID:
             raise bad(f"pat_index {a.val} is a reserved PAT entry")
-        if coh > CohMode.AT_LEAST_1WAY:
+        if coh > dev.max_coh_mode(prof.coh_2way):
             raise bad(f"pat_index {a.val} has an unknown coherency mode {coh}")
         if a.pad:
             raise bad("pat_index.pad must be 0")
@@ -259,6 +259,29 @@ def _invalidate(vm: Vm, start: int, end: int) -> list[list[int]]:
     return out
 
 
+def _check_pat_l2_flush(vm: Vm, vmas: list[Vma], pat_index: int, *, imported: bool) -> None:
+    """7.0, a device with the optimised L2 flush: a PAT index other than 19 and not 2-way
+    coherent is refused over CPU-mirror / userptr VMAs (``imported`` False) or over
+    imported BOs (``imported`` True), after the split, which stays.
+
+    Kernel: xe_vm_madvise_ioctl(): ``madvise_range.has_svm_userptr_vmas &&
+    xe_device_is_l2_flush_optimized() && pat_index != 19 && coh_mode != XE_COH_2WAY``
+    right after get_vmas(); the imported-BO test in the drm_exec loop over BO VMAs,
+    after check_pat_args_are_sane() and the BO atomic check.
+    """
+    dev = vm.device
+    if not dev.l2_flush_refuses(pat_index):
+        return
+    for v in vmas:
+        hit = (v.bo is not None and v.bo.imported) if imported else \
+            (v.bo is None and (v.is_cpu_addr_mirror() or v.is_userptr()))
+        if hit:
+            kind = f"imported BO {v.bo.name}" if v.bo is not None else "CPU-cached VMA"
+            raise XeError(errno.EINVAL, f"madvise: device {dev.name} has the optimised L2 "
+                          f"flush: pat_index {pat_index} (not 19, not 2-way coherent) over "
+                          f"{kind} {v.addr:#x}+{v.range:#x}")
+
+
 def _check_pat_igpu(vm: Vm, vmas: list[Vma], pat_index: int) -> None:
     """Newest: an integrated device refuses a COH_NONE PAT over CPU-cached memory.
 
@@ -346,10 +369,14 @@ def madvise(vm: Vm, a: MadviseArgs) -> list[list[int]]:
     end = a.start + a.range
     vmas = vm.vmas_in(a.start, end)
     if vmas:
+        if a.type == MemRangeAttr.PAT and vm.profile.coh_2way:
+            _check_pat_l2_flush(vm, vmas, a.val, imported=False)
         if a.type == MemRangeAttr.PAT and vm.profile.igpu_coh_none_check:
             _check_pat_igpu(vm, vmas, a.val)
         if a.type == MemRangeAttr.ATOMIC and any(v.bo is not None for v in vmas):
             _check_bo_atomic(vm, vmas, a.val)
+        if a.type == MemRangeAttr.PAT and vm.profile.coh_2way:
+            _check_pat_l2_flush(vm, vmas, a.val, imported=True)
     vm.host.stats["madvise_calls"] += 1     # calls that succeeded
     if a.type == MemRangeAttr.PURGEABLE_STATE:
         return _purgeable(vmas, a.val)
