@@ -46,6 +46,12 @@ class Owner:
         assert page is not None
         mm.set_page(addr, Page(page.value))
 
+    def clock_ms(self) -> int:
+        return 0
+
+    def wait_timeslice(self) -> int:
+        return 0                        # no atomic timeslice here
+
     def page_freed(self, page: Page, addr: int | None = None) -> None:
         self.freed.append((addr or 0, page))
 

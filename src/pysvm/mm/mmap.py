@@ -51,7 +51,7 @@ from pysvm.mm.mmu_notifier import Callback, IntervalNotifier, NotifierRange, Not
 
 __all__ = ["PAGE_SHIFT", "PAGE_SIZE", "MAX_ACCESS_BYTES", "MAX_READ_BYTES", "CpuVma", "Mm",
            "Page", "DevmemOwner", "check_access_size", "MREMAP_MAYMOVE", "MREMAP_FIXED",
-           "MREMAP_DONTUNMAP", "TASK_SIZE"]
+           "MREMAP_DONTUNMAP", "TASK_SIZE", "HMM_RANGE_DEFAULT_TIMEOUT_MS"]
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -66,6 +66,11 @@ MAX_ACCESS_BYTES = 64 << 30
 #: The most bytes one *reading* event (``cpu_read``, ``gpu_access`` op read) may cover:
 #: 4 GiB, i.e. at most 1 Mi values in the result's ``data`` (one per 4 KiB page).
 MAX_READ_BYTES = 4 << 30
+
+#: How long a device's page collection keeps repeating hmm_range_fault() while it answers
+#: -EBUSY, in ms. Kernel: include/linux/hmm.h HMM_RANGE_DEFAULT_TIMEOUT, the bound of
+#: drm_gpusvm.c drm_gpusvm_get_pages()'s retry loop (``time_after(jiffies, timeout)``).
+HMM_RANGE_DEFAULT_TIMEOUT_MS = 1000
 
 
 def check_access_size(size: int, what: str, *, reads: bool) -> None:
@@ -120,6 +125,16 @@ class DevmemOwner(Protocol):
         """The device-private owner of the page (hmm_range_fault compares it)."""
 
     def migrate_to_ram(self, mm: Mm, addr: int) -> None: ...
+
+    def clock_ms(self) -> int:
+        """The machine's virtual time in ms (kernel: get_jiffies_64())."""
+
+    def wait_timeslice(self) -> int:
+        """Let the clock run until this allocation's atomic timeslice is over, counting
+        the wait; returns the ms waited (0 when it is over already, or there is none).
+        Kernel: drm_pagemap.c __drm_pagemap_migrate_to_ram() declines while
+        get_jiffies_64() is before zdd->devmem_allocation->timeslice_expiration, and
+        mm/hmm.c hmm_range_fault() faults the page again until it no longer does."""
 
     def page_freed(self, page: Page, addr: int | None = None) -> None: ...
 
@@ -912,10 +927,23 @@ class Mm:
         ``owner`` are migrated back to system memory first; pages of ``owner``
         are returned as they are.
 
+        Time: such a page's migrate_to_ram declines while its allocation's atomic
+        timeslice runs (drm_pagemap.c __drm_pagemap_migrate_to_ram()) and mm/hmm.c
+        hmm_vma_fault() answers -EBUSY, so hmm_range_fault() walks again until the
+        expiration: the model lets the clock run to it (``wait_timeslice``), then
+        migrates. Each migration invalidates the caller's notifier, so the walk returns
+        -EBUSY and drm_gpusvm.c drm_gpusvm_get_pages() (which every caller here stands
+        for) tries again only while ``time_after(jiffies, timeout)`` is false, the
+        timeout being HMM_RANGE_DEFAULT_TIMEOUT after it started: once a migration ends
+        later than that, the collection fails with EBUSY (pages moved so far stay in
+        system memory, as in the kernel).
+
         Raises
         ------
         XeError(EFAULT) if the mm is gone or a page is not inside a CPU VMA,
-        XeError(EPERM) for a write fault on a read-only VMA.
+        XeError(EPERM) for a write fault on a read-only VMA,
+        XeError(EBUSY) when waiting out timeslices took longer than
+        :data:`HMM_RANGE_DEFAULT_TIMEOUT_MS`.
         """
         if not self.alive:
             raise XeError(errno.EFAULT, "address space is gone")
@@ -929,6 +957,7 @@ class Mm:
             a = vma.end
         pages: list[Page] = []
         owners: dict[int, object] = {}      # per allocation, looked up once per call
+        started: int | None = None          # the clock when the first foreign page is met
         for blk, i, j, pfn in self._block_slots(start, end):
             sl = blk[i:j]
             if None not in sl:
@@ -949,7 +978,15 @@ class Mm:
                         owners[key] = alloc.owner
                     if owners[key] is not owner:
                         a = (pfn + k - i) << PAGE_SHIFT
+                        if started is None:
+                            started = alloc.clock_ms()
+                        alloc.wait_timeslice()
                         alloc.migrate_to_ram(self, a)
+                        if alloc.clock_ms() - started > HMM_RANGE_DEFAULT_TIMEOUT_MS:
+                            raise XeError(errno.EBUSY, f"hmm_range_fault: {a:#x} waited "
+                                          f"{alloc.clock_ms() - started} ms for atomic "
+                                          f"timeslices, past HMM_RANGE_DEFAULT_TIMEOUT "
+                                          f"({HMM_RANGE_DEFAULT_TIMEOUT_MS} ms)")
                         page = self._populate(a)
                 pages.append(page)
         return pages

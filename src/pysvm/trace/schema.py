@@ -685,8 +685,10 @@ class AdvanceEvent(Event, tag="advance"):
     """Let time pass: the virtual clock moves forward by ms milliseconds.
 
     The model never reads wall time. The clock starts at 0; besides this event only a CPU
-    access moves it, when it has to wait for an atomic timeslice to expire (counted in
-    the summary as cpu_timeslice_waits and cpu_timeslice_wait_ms). ms 0 reads the clock.
+    access or a device's page collection moves it, when it has to wait for an atomic
+    timeslice to expire (counted in the summary as cpu_timeslice_waits and
+    cpu_timeslice_wait_ms, or hmm_timeslice_waits and hmm_timeslice_wait_ms). ms 0 reads
+    the clock.
     """
 
     kernel: ClassVar[str] = (

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from pysvm.drm.pagemap import Zdd
 from pysvm.errors import XeError
-from pysvm.mm.mmap import PAGE_SHIFT, PAGE_SIZE, Mm, Page
+from pysvm.mm.mmap import HMM_RANGE_DEFAULT_TIMEOUT_MS, PAGE_SHIFT, PAGE_SIZE, Mm, Page
 from pysvm.mm.mmu_notifier import NotifyEvent
 
 if TYPE_CHECKING:
@@ -222,6 +222,27 @@ class VramAllocation:
         """CPU fault on one of our pages. Kernel: drm_pagemap_migrate_to_ram()."""
         migrate_to_ram(mm, addr, self)
 
+    def clock_ms(self) -> int:
+        """The machine's virtual time (kernel: get_jiffies_64())."""
+        return self.device.clock.now_ms
+
+    def wait_timeslice(self) -> int:
+        """A device's hmm_range_fault() met one of our pages while its atomic timeslice
+        runs: let the clock run to the expiration, counted as ``hmm_timeslice_waits`` /
+        ``hmm_timeslice_wait_ms``; returns the ms waited. Kernel: drm_pagemap.c
+        __drm_pagemap_migrate_to_ram() declines (time_before64(get_jiffies_64(),
+        zdd->devmem_allocation->timeslice_expiration)) and mm/hmm.c hmm_range_fault()
+        repeats the fault until it no longer does."""
+        zdd = self.zdd
+        clock = self.device.clock
+        if zdd is None or not clock.before(zdd.timeslice_expiration):
+            return 0
+        waited = clock.wait_until(zdd.timeslice_expiration)
+        st = self.vram.stats
+        st["hmm_timeslice_waits"] += 1
+        st["hmm_timeslice_wait_ms"] += waited
+        return waited
+
     def page_freed(self, page: Page, addr: int | None = None) -> None:
         """A device page was freed. Kernel: drm_pagemap_page_free() -> zdd put.
 
@@ -363,11 +384,15 @@ def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int]) -> int:
 def migrate_to_ram(mm: Mm, addr: int, alloc: VramAllocation) -> None:
     """CPU fault on a device page: bring the allocation's window back.
 
-    Kernel: drm_pagemap_migrate_to_ram() (dev_pagemap_ops.migrate_to_ram):
-    the window is ``addr`` aligned down to the allocation size, clamped to the
-    CPU VMA; every device page of this owner in it is migrated to system
-    memory. (The kernel may return early while the allocation's timeslice runs;
-    see :meth:`pysvm.mm.mmap.Mm._cpu_fault`.) Failure would be SIGBUS.
+    Kernel: drm_pagemap_migrate_to_ram() -> __drm_pagemap_migrate_to_ram()
+    (dev_pagemap_ops.migrate_to_ram): the window is ``addr`` aligned down to the
+    allocation size, clamped to the CPU VMA; migrate_vma_setup() collects the owner's
+    device pages in it, but drm_pagemap_migrate_populate_ram_pfn() gives a system page
+    only to those whose zone_device_data is the fault page's zdd, so only the pages of
+    the faulting allocation move (the others are restored by migrate_vma_finalize()).
+    v6.18 and mainline agree on this. (The kernel returns early while the allocation's
+    timeslice runs; the callers wait it out first: World._wait_timeslices for the CPU,
+    :meth:`pysvm.mm.mmap.Mm.hmm_range_fault` for a device.) Failure would be SIGBUS.
     """
     vma = mm.find_vma(addr)
     if vma is None:
@@ -375,21 +400,11 @@ def migrate_to_ram(mm: Mm, addr: int, alloc: VramAllocation) -> None:
     size = max(alloc.size, PAGE_SIZE)
     start = max(addr - addr % size, vma.start)
     end = min(addr - addr % size + size, vma.end)
-    by_alloc: dict[int, tuple[VramAllocation, list[int]]] = {}
-    mine: dict[int, bool] = {}          # per allocation: same owner as the faulting one?
-    owner = alloc.owner
-    for a, p in zip(range(start, end, PAGE_SIZE), mm.pages(start, end), strict=False):
-        al = p.alloc if p is not None else None
-        if isinstance(al, VramAllocation):
-            ok = mine.get(al.id)
-            if ok is None:
-                ok = mine[al.id] = al.owner is owner
-            if ok:
-                by_alloc.setdefault(al.id, (al, []))[1].append(a)
-    if not by_alloc:            # the page moved meanwhile: still make progress
-        _move_to_system(mm, alloc, [addr - addr % PAGE_SIZE])
-    for victim, addrs in by_alloc.values():
-        _move_to_system(mm, victim, addrs)
+    addrs = [a for a, p in zip(range(start, end, PAGE_SIZE), mm.pages(start, end),
+                               strict=False) if p is not None and p.alloc is alloc]
+    if not addrs:               # the page moved meanwhile: still make progress
+        addrs = [addr - addr % PAGE_SIZE]
+    _move_to_system(mm, alloc, addrs)
 
 
 def evict_to_ram(alloc: VramAllocation) -> int:
@@ -415,12 +430,28 @@ def evict_range(mm: Mm, start: int, end: int) -> int:
 
     Kernel: drm_gpusvm_range_evict() (hmm_range_fault with no device owner,
     which migrates every device-private page to RAM).
+
+    Time: that hmm_range_fault() goes through each page's migrate_to_ram, so an
+    allocation whose atomic timeslice still runs is waited for like a CPU fault
+    (:meth:`VramAllocation.wait_timeslice`; __drm_pagemap_migrate_to_ram() declines until
+    the expiration). drm_gpusvm_range_evict() stops repeating the walk once jiffies are
+    past HMM_RANGE_DEFAULT_TIMEOUT from its start (-EBUSY, which the xe_svm.c callers
+    ignore): allocations after the one whose migration ended past it stay in VRAM.
     """
     by_alloc: dict[int, tuple[VramAllocation, list[int]]] = {}
     for a, p in zip(range(start, end, PAGE_SIZE), mm.pages(start, end), strict=False):
         al = p.alloc if p is not None else None
         if isinstance(al, VramAllocation):
             by_alloc.setdefault(al.id, (al, []))[1].append(a)
-    return sum(_move_to_system(mm, v, addrs) for v, addrs in by_alloc.values())
+    moved = 0
+    started: int | None = None
+    for v, addrs in by_alloc.values():
+        if started is None:
+            started = v.clock_ms()
+        v.wait_timeslice()
+        moved += _move_to_system(mm, v, addrs)
+        if v.clock_ms() - started > HMM_RANGE_DEFAULT_TIMEOUT_MS:
+            break
+    return moved
 
 
