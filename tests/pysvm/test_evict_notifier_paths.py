@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from pysvm.mm import mmap as mmap_mod
 from pysvm.mm.mmap import PAGE_SIZE, Mm, Page
 from pysvm.mm.mmu_notifier import IntervalNotifier, NotifierRange, NotifyEvent
 from pysvm.xe import vram as vram_mod
@@ -137,8 +138,11 @@ def test_the_planted_eviction_bug_still_fires_on_eviction() -> None:
 
 # === Mm.invalidate ============================================================================
 
+@pytest.mark.parametrize("scan", [0, 10**9])      # always bisect / always scan
 @pytest.mark.parametrize("seed", range(10))
-def test_invalidate_calls_every_intersecting_notifier_in_registration_order(seed: int) -> None:
+def test_invalidate_calls_every_intersecting_notifier_in_registration_order(
+        seed: int, scan: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mmap_mod, "_NOTIFIER_SCAN", scan)
     rnd = random.Random(seed)
     mm = Mm()
     calls: list[tuple[int, int, int]] = []
@@ -169,7 +173,10 @@ def test_invalidate_calls_every_intersecting_notifier_in_registration_order(seed
         assert mm.notifier_count() == len(live)
 
 
-def test_a_notifier_removed_by_an_earlier_callback_is_not_called() -> None:
+@pytest.mark.parametrize("scan", [0, 10**9])
+def test_a_notifier_removed_by_an_earlier_callback_is_not_called(
+        scan: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mmap_mod, "_NOTIFIER_SCAN", scan)
     mm = Mm()
     seen: list[str] = []
     second: list[IntervalNotifier] = []

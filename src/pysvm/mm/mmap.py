@@ -103,6 +103,11 @@ _BLOCK = 1 << _BSHIFT
 _BMASK = _BLOCK - 1
 
 
+#: Up to this many interval notifiers, :meth:`Mm.invalidate` scans them all (cheaper
+#: than two bisections and a sort); past it, it bisects the starts.
+_NOTIFIER_SCAN = 16
+
+
 def _blocks(lo: int, hi: int) -> Iterator[tuple[int, int, int, int]]:
     """Split the page numbers ``[lo, hi)`` by block: ``(block, i, j, pfn of slot i)``."""
     pfn = lo
@@ -666,18 +671,20 @@ class Mm:
         mmu_interval_notifier_ops.invalidate. The notifiers are those registered when the
         call starts; one removed by an earlier callback is not called.
         """
-        starts = self._starts
-        if not starts:
-            return
-        # A notifier intersecting [start, end) starts below ``end`` and ends above
-        # ``start``, so it starts above ``start - longest``.
-        lo = bisect.bisect_right(starts, start - self._longest)
-        hi = bisect.bisect_left(starts, end)
-        hits = [n for n in self._by_start[lo:hi] if n.end > start and n.start < end]
+        notifiers = self._notifiers
+        if len(notifiers) <= _NOTIFIER_SCAN:     # a few: one pass in registration order
+            hits = [n for n in notifiers if n.end > start and n.start < end]
+        else:
+            # A notifier intersecting [start, end) starts below ``end`` and ends above
+            # ``start``, so it starts above ``start - longest``.
+            starts = self._starts
+            lo = bisect.bisect_right(starts, start - self._longest)
+            hi = bisect.bisect_left(starts, end)
+            hits = [n for n in self._by_start[lo:hi] if n.end > start and n.start < end]
+            if len(hits) > 1:
+                hits.sort(key=notifiers.__getitem__)
         if not hits:
             return
-        if len(hits) > 1:
-            hits.sort(key=self._notifiers.__getitem__)
         nrange = NotifierRange(start, end, event, owner)
         for n in hits:
             if n.removed:
