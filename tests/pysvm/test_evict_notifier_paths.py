@@ -41,6 +41,14 @@ def test_runs_and_live_in_runs_match_items_and_live(seed: int) -> None:
     for a in addrs[::3]:
         del dp[a]
     assert dp.live_in_runs(runs) == dp.live(addrs)
+    other = DevicePages(A, n * K4)
+    for a, p in dp.items():
+        other[a] = p
+    for part in (runs[:1], runs):       # first one run, then all
+        other.discard(other.live(dp.run_addrs(part)))
+        dp.clear_runs(part)
+        assert dp.items() == other.items() and len(dp) == len(other)
+    assert not dp and len(dp) == 0
 
 
 def test_runs_is_none_when_a_page_lives_outside_the_span() -> None:

@@ -194,6 +194,14 @@ class DevicePages:
                                cast("list[Page]", sl), strict=True))
         return out
 
+    def clear_runs(self, runs: list[tuple[int, int]]) -> None:
+        """Empty every slot of ``runs``: :meth:`discard` of :meth:`live_in_runs` when
+        nothing moved the pages since (each is at its own slot)."""
+        slots = self._slots
+        for i, j in runs:
+            self._n -= (j - i) - slots[i:j].count(None)
+            slots[i:j] = [None] * (j - i)
+
     def discard(self, freed: list[tuple[int, Page]]) -> None:
         """Drop each ``(addr, page)`` whose slot holds that page; a page found elsewhere
         is searched for, as ``page_freed`` does."""
@@ -293,6 +301,14 @@ class VramAllocation:
         goes, touches neither the pages nor the page table, so it may come last)."""
         self.pages.discard(freed)
         if not self.pages:
+            self.release()
+
+    def runs_freed(self, runs: list[tuple[int, int]]) -> None:
+        """:meth:`pages_freed` of every page left in ``runs`` (``pages.runs()``), each
+        still at its own slot."""
+        pages = self.pages
+        pages.clear_runs(runs)
+        if not pages:
             self.release()
 
     def pages_moved(self, moved: list[tuple[int, int, Page]]) -> None:
@@ -418,7 +434,10 @@ def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int],
     # the page table still maps, then the device pages are freed in address order.
     mm.migrate_pages_to_system(live)
     moved = len(live)
-    alloc.pages_freed(live)
+    if runs is not None:
+        alloc.runs_freed(runs)      # migrate_pages_to_system() leaves the slots alone
+    else:
+        alloc.pages_freed(live)
     st = alloc.vram.stats
     st["migrations_to_system"] += 1
     st["bytes_to_system"] += moved * PAGE_SIZE
