@@ -672,22 +672,20 @@ class Mm:
         call starts; one removed by an earlier callback is not called.
         """
         notifiers = self._notifiers
-        if len(notifiers) <= _NOTIFIER_SCAN:     # a few: one pass in registration order
-            hits = [n for n in notifiers if n.end > start and n.start < end]
-        else:
+        if len(notifiers) > _NOTIFIER_SCAN:
             # A notifier intersecting [start, end) starts below ``end`` and ends above
             # ``start``, so it starts above ``start - longest``.
             starts = self._starts
             lo = bisect.bisect_right(starts, start - self._longest)
             hi = bisect.bisect_left(starts, end)
-            hits = [n for n in self._by_start[lo:hi] if n.end > start and n.start < end]
+            hits = self._by_start[lo:hi]
             if len(hits) > 1:
                 hits.sort(key=notifiers.__getitem__)
-        if not hits:
-            return
+        else:                   # a few: one pass over all of them in registration order
+            hits = list(notifiers)
         nrange = NotifierRange(start, end, event, owner)
         for n in hits:
-            if n.removed:
+            if n.removed or n.end <= start or n.start >= end:
                 continue
             n.invalidate_seq += 1
             n.callback(n, nrange, n.invalidate_seq)
