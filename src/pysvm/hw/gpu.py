@@ -240,15 +240,15 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
                 remember_fault_vma(svm, vma)
                 last_reasons = st.reasons
                 retries += st.retries
-                found = vm.find_vma_by_addr(a)
-                if found is not None and not vm.killed:
+                after = vm.find_vma_by_addr(a)
+                if after is not None and not vm.killed:
                     # A live VM's lookup answers the VMA of the tree holding page ``a`` (the
                     # cached one only if it is still in the tree and holds it; VMAs are
                     # page aligned and do not overlap): the one vm.vma_at(a) finds.
-                    vma = found
+                    vma = after
                     span_ok = True
                 else:
-                    vma = found or vma
+                    vma = after or vma
                     span_ok = vm.vma_at(a) is vma
             assert r is not None and r.pages is not None
             # Every further page of this range inside this VMA would find the same VMA and
