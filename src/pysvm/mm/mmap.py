@@ -669,7 +669,9 @@ class Mm:
         Kernel: mmu_notifier_invalidate_range_start() -> the interval tree walk
         (mm/mmu_notifier.c mn_itree_invalidate()) calling each
         mmu_interval_notifier_ops.invalidate. The notifiers are those registered when the
-        call starts; one removed by an earlier callback is not called.
+        call starts; one removed by an earlier callback is not called. The kernel's walk
+        (interval_tree_iter_first()/_next()) meets overlapping notifiers in start order;
+        the model calls them in registration order, as it always has.
         """
         notifiers = self._notifiers
         if len(notifiers) > _NOTIFIER_SCAN:
