@@ -44,8 +44,8 @@ def _patches(which: str) -> list[tuple[Any, str, Any]]:
     if which == "eviction-loses-a-value":
         orig_move: Callable[..., int] = _vram._move_to_system
 
-        def move(mm: Mm, alloc: Any, addrs: list[int]) -> int:
-            n = orig_move(mm, alloc, addrs)
+        def move(mm: Mm, alloc: Any, addrs: list[int], *rest: Any) -> int:
+            n = orig_move(mm, alloc, addrs, *rest)
             if addrs:
                 page = mm.page_at(min(addrs))
                 if page is not None:

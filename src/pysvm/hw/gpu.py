@@ -208,6 +208,9 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
                 continue
             spins = 0
             last_reasons: list[str] = []
+            # Does ``vma`` still hold ``a`` as the page tables see it (``vm.vma_at(a) is
+            # vma``)? Yes while no fault ran: it was just looked up that way.
+            span_ok = True
             while True:
                 r = svm.gpusvm.range_find(a)
                 ok = r is not None and r.is_valid(svm.tile, False)
@@ -237,12 +240,21 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
                 remember_fault_vma(svm, vma)
                 last_reasons = st.reasons
                 retries += st.retries
-                vma = vm.find_vma_by_addr(a) or vma
+                after = vm.find_vma_by_addr(a)
+                if after is not None and not vm.killed:
+                    # A live VM's lookup answers the VMA of the tree holding page ``a`` (the
+                    # cached one only if it is still in the tree and holds it; VMAs are
+                    # page aligned and do not overlap): the one vm.vma_at(a) finds.
+                    vma = after
+                    span_ok = True
+                else:
+                    vma = after or vma
+                    span_ok = vm.vma_at(a) is vma
             assert r is not None and r.pages is not None
             # Every further page of this range inside this VMA would find the same VMA and
             # the same valid range without faulting (nothing changes between them), so
             # serve the whole span at once: one lookup per range, not per page.
-            span_end = min(end, r.end, vma.end) if vm.vma_at(a) is vma else a + 1
+            span_end = min(end, r.end, vma.end) if span_ok else a + 1
             i = (a - r.start) >> PAGE_SHIFT
             j = i + max((span_end - a) >> PAGE_SHIFT, 1)
             pages = r.pages

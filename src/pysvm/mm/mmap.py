@@ -39,7 +39,9 @@ between two of them but the devices' memory their pages may live in.
 
 from __future__ import annotations
 
+import bisect
 import errno
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, cast
@@ -104,6 +106,11 @@ _MMAP_MIN_ADDR = 0x10000
 _BSHIFT = 9
 _BLOCK = 1 << _BSHIFT
 _BMASK = _BLOCK - 1
+
+
+#: Up to this many interval notifiers, :meth:`Mm.invalidate` scans them all (cheaper
+#: than two bisections and a sort); past it, it bisects the starts.
+_NOTIFIER_SCAN = 16
 
 
 def _blocks(lo: int, hi: int) -> Iterator[tuple[int, int, int, int]]:
@@ -227,7 +234,16 @@ class Mm:
         #: holding that value; they become Page objects (:meth:`_materialize`) the first
         #: time anything needs a page itself. A block is in ``_pt`` or here, never both.
         self._fill: dict[int, int] = {}
-        self._notifiers: list[IntervalNotifier] = []
+        #: The interval notifiers: each -> its registration number (dict order is
+        #: registration order, the order :meth:`invalidate` calls them in).
+        self._notifiers: dict[IntervalNotifier, int] = {}
+        self._notifier_seq = itertools.count()
+        #: The same notifiers sorted by start (ties in registration order), their starts,
+        #: and an upper bound of their lengths: notifiers may overlap, so a lookup
+        #: bisects the starts from ``start - longest`` to ``end``.
+        self._by_start: list[IntervalNotifier] = []
+        self._starts: list[int] = []
+        self._longest = 0
         self.alive = True                         # mmget_not_zero() succeeds
         self.stats: dict[str, int] = {"cpu_faults_on_device_pages": 0}
 
@@ -635,13 +651,26 @@ class Mm:
         if not self.alive:
             raise XeError(errno.EFAULT, "address space is gone")
         n = IntervalNotifier(start, end, callback)
-        self._notifiers.append(n)
+        self._notifiers[n] = next(self._notifier_seq)
+        k = bisect.bisect_right(self._starts, start)     # after equal starts: registered later
+        self._starts.insert(k, start)
+        self._by_start.insert(k, n)
+        if end - start > self._longest:
+            self._longest = end - start
         return n
 
     def interval_notifier_remove(self, n: IntervalNotifier) -> None:
         """Kernel: mmu_interval_notifier_remove()."""
         if not n.removed:
-            self._notifiers.remove(n)
+            del self._notifiers[n]
+            k = bisect.bisect_left(self._starts, n.start)
+            by_start = self._by_start
+            while by_start[k] is not n:
+                k += 1
+            del by_start[k]
+            del self._starts[k]
+            if not by_start:
+                self._longest = 0
             n.removed = True
 
     def notifier_count(self) -> int:
@@ -649,13 +678,30 @@ class Mm:
 
     def invalidate(self, start: int, end: int, event: NotifyEvent,
                    owner: object = None) -> None:
-        """Call every interval notifier intersecting ``[start, end)``.
+        """Call every interval notifier intersecting ``[start, end)``, in the order they
+        were registered.
 
         Kernel: mmu_notifier_invalidate_range_start() -> the interval tree walk
-        calling each mmu_interval_notifier_ops.invalidate.
+        (mm/mmu_notifier.c mn_itree_invalidate()) calling each
+        mmu_interval_notifier_ops.invalidate. The notifiers are those registered when the
+        call starts; one removed by an earlier callback is not called. The kernel's walk
+        (interval_tree_iter_first()/_next()) meets overlapping notifiers in start order;
+        the model calls them in registration order, as it always has.
         """
+        notifiers = self._notifiers
+        if len(notifiers) > _NOTIFIER_SCAN:
+            # A notifier intersecting [start, end) starts below ``end`` and ends above
+            # ``start``, so it starts above ``start - longest``.
+            starts = self._starts
+            lo = bisect.bisect_right(starts, start - self._longest)
+            hi = bisect.bisect_left(starts, end)
+            hits = self._by_start[lo:hi]
+            if len(hits) > 1:
+                hits.sort(key=notifiers.__getitem__)
+        else:                   # a few: one pass over all of them in registration order
+            hits = list(notifiers)
         nrange = NotifierRange(start, end, event, owner)
-        for n in list(self._notifiers):
+        for n in hits:
             if n.removed or n.end <= start or n.start >= end:
                 continue
             n.invalidate_seq += 1

@@ -27,7 +27,7 @@ import itertools
 import operator
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from pysvm.drm.pagemap import Zdd
 from pysvm.errors import XeError
@@ -143,6 +143,64 @@ class DevicePages:
             elif a in away:
                 out.append((a, away[a]))
         return out
+
+    def runs(self) -> list[tuple[int, int]] | None:
+        """The live pages as runs ``[i, j)`` of slot indices, in address order; None when a
+        page lives outside the span (mremap() moved it): then only :meth:`items` knows
+        their order."""
+        if self._away:
+            return None
+        slots = self._slots
+        n = len(slots)
+        if self._n == n:
+            return [(0, n)]
+        out: list[tuple[int, int]] = []
+        if not self._n:
+            return out
+        i = -1
+        for k, p in enumerate(slots):
+            if p is None:
+                if i >= 0:
+                    out.append((i, k))
+                    i = -1
+            elif i < 0:
+                i = k
+        if i >= 0:
+            out.append((i, n))
+        return out
+
+    def run_addrs(self, runs: list[tuple[int, int]]) -> list[int]:
+        """The addresses of the slots in ``runs`` (from :meth:`runs`)."""
+        start = self.start
+        out: list[int] = []
+        for i, j in runs:
+            out.extend(range(start + (i << PAGE_SHIFT), start + (j << PAGE_SHIFT), PAGE_SIZE))
+        return out
+
+    def live_in_runs(self, runs: list[tuple[int, int]]) -> list[tuple[int, Page]]:
+        """``(addr, page)`` for each slot of ``runs`` that still holds a page, in address
+        order: the same as :meth:`live` over :meth:`run_addrs`, without a per-address
+        lookup when a run is still whole."""
+        slots, start = self._slots, self.start
+        out: list[tuple[int, Page]] = []
+        for i, j in runs:
+            sl = slots[i:j]
+            a = start + (i << PAGE_SHIFT)
+            if None in sl:
+                out.extend([(a + ((k - i) << PAGE_SHIFT), p)
+                            for k, p in enumerate(sl, i) if p is not None])
+            else:
+                out.extend(zip(range(a, start + (j << PAGE_SHIFT), PAGE_SIZE),
+                               cast("list[Page]", sl), strict=True))
+        return out
+
+    def clear_runs(self, runs: list[tuple[int, int]]) -> None:
+        """Empty every slot of ``runs``: :meth:`discard` of :meth:`live_in_runs` when
+        nothing moved the pages since (each is at its own slot)."""
+        slots = self._slots
+        for i, j in runs:
+            self._n -= (j - i) - slots[i:j].count(None)
+            slots[i:j] = [None] * (j - i)
 
     def discard(self, freed: list[tuple[int, Page]]) -> None:
         """Drop each ``(addr, page)`` whose slot holds that page; a page found elsewhere
@@ -266,6 +324,14 @@ class VramAllocation:
         if not self.pages:
             self.release()
 
+    def runs_freed(self, runs: list[tuple[int, int]]) -> None:
+        """:meth:`pages_freed` of every page left in ``runs`` (``pages.runs()``), each
+        still at its own slot."""
+        pages = self.pages
+        pages.clear_runs(runs)
+        if not pages:
+            self.release()
+
     def pages_moved(self, moved: list[tuple[int, int, Page]]) -> None:
         """mremap() moved some of our pages to new CPU addresses (old, new, page).
 
@@ -354,27 +420,45 @@ class Vram:
 
 
 
-def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int]) -> int:
-    """Copy the given device pages of ``alloc`` to new system pages."""
+def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int],
+                    runs: list[tuple[int, int]] | None = None) -> int:
+    """Copy the given device pages of ``alloc`` to new system pages.
+
+    ``runs``, when given, are ``alloc.pages.runs()`` and ``addrs`` their addresses
+    (every live page of an allocation without pages outside its span, as an eviction
+    of the whole allocation asks): the runs are the notifier spans as they are.
+    """
     pages = alloc.pages
-    addrs = [a for a, _ in pages.live(addrs)]
-    if not addrs:
-        return 0
-    # One notifier call per contiguous run, before the page table changes.
-    run_start = prev = addrs[0]
-    for a in [*addrs[1:], None]:
-        if a is None or a != prev + PAGE_SIZE:
-            mm.invalidate(run_start, prev + PAGE_SIZE, NotifyEvent.MIGRATE, alloc.owner)
+    if runs is not None:
+        if not runs:
+            return 0
+        start = pages.start
+        for i, j in runs:
+            mm.invalidate(start + (i << PAGE_SHIFT), start + (j << PAGE_SHIFT),
+                          NotifyEvent.MIGRATE, alloc.owner)
+        live = pages.live_in_runs(runs)
+    else:
+        addrs = [a for a, _ in pages.live(addrs)]
+        if not addrs:
+            return 0
+        # One notifier call per contiguous run, before the page table changes.
+        run_start = prev = addrs[0]
+        for a in [*addrs[1:], None]:
+            if a is None or a != prev + PAGE_SIZE:
+                mm.invalidate(run_start, prev + PAGE_SIZE, NotifyEvent.MIGRATE, alloc.owner)
+                if a is not None:
+                    run_start = a
             if a is not None:
-                run_start = a
-        if a is not None:
-            prev = a
+                prev = a
+        live = pages.live(addrs)
     # The pages still there after the notifiers ran go: a system copy replaces each one
     # the page table still maps, then the device pages are freed in address order.
-    live = pages.live(addrs)
     mm.migrate_pages_to_system(live)
     moved = len(live)
-    alloc.pages_freed(live)
+    if runs is not None:
+        alloc.runs_freed(runs)      # migrate_pages_to_system() leaves the slots alone
+    else:
+        alloc.pages_freed(live)
     st = alloc.vram.stats
     st["migrations_to_system"] += 1
     st["bytes_to_system"] += moved * PAGE_SIZE
@@ -415,12 +499,17 @@ def evict_to_ram(alloc: VramAllocation) -> int:
 
     Raises XeError(EFAULT) when the owning address space is gone.
     """
-    if alloc.released or alloc.detached:
+    pages = alloc.pages
+    if alloc.released or not pages:
         return 0
     if not alloc.mm.alive:
         raise XeError(errno.EFAULT, "evict: address space is gone")
-    n = _move_to_system(alloc.mm, alloc, list(alloc.pages))
-    if not alloc.detached:      # pragma: no cover - defensive: the model always detaches
+    runs = pages.runs()
+    if runs is None:            # a page lives outside the span: the general walk
+        n = _move_to_system(alloc.mm, alloc, list(pages))
+    else:                       # the slots give the runs directly
+        n = _move_to_system(alloc.mm, alloc, pages.run_addrs(runs), runs)
+    if pages:      # pragma: no cover - defensive: the model always detaches
         raise XeError(errno.EBUSY, f"evict: {alloc!r} still has pages")
     return n
 
