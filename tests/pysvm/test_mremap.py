@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 
 import pytest
+from mm_helpers import FakeOwner
 
 from pysvm.errors import XeError
 from pysvm.mm.mmap import (
@@ -32,34 +33,6 @@ SZ_1M = 1 << 20
 SZ_2M = 2 << 20
 
 
-class Owner:
-    """A device allocation standing in for pysvm.xe.vram.VramAllocation."""
-
-    owner = object()
-
-    def __init__(self) -> None:
-        self.moved: list[tuple[int, int, Page]] = []
-        self.freed: list[tuple[int, Page]] = []
-
-    def migrate_to_ram(self, mm: Mm, addr: int) -> None:
-        page = mm.page_at(addr)
-        assert page is not None
-        mm.set_page(addr, Page(page.value))
-
-    def clock_ms(self) -> int:
-        return 0
-
-    def wait_timeslice(self) -> int:
-        return 0                        # no atomic timeslice here
-
-    def page_freed(self, page: Page, addr: int | None = None) -> None:
-        self.freed.append((addr or 0, page))
-
-    def pages_freed(self, freed: list[tuple[int, Page]]) -> None:
-        self.freed += freed
-
-    def pages_moved(self, moved: list[tuple[int, int, Page]]) -> None:
-        self.moved += moved
 
 
 def _mm(size: int = 4 * P) -> tuple[Mm, list[NotifierRange]]:
@@ -135,7 +108,7 @@ def test_a_fixed_move_carries_the_pages_and_notifies_unmap_of_the_old_span() -> 
 def test_device_pages_move_and_their_owner_hears_the_new_addresses() -> None:
     mm, _ = _mm()
     mm.cpu_write(A, 4 * P, 5)
-    owner = Owner()
+    owner = FakeOwner()
     dev = mm.migrate_vma_pages(A + P, A + 3 * P, owner)
     assert mm.mremap(A, 4 * P, 4 * P, MOVE, B) == B
     assert [mm.page_at(B + P), mm.page_at(B + 2 * P)] == dev      # still device pages
@@ -214,7 +187,7 @@ def test_the_protection_moves_with_the_mapping() -> None:
 def test_mprotect_splits_notifies_and_keeps_the_pages() -> None:
     mm, seen = _mm()
     mm.cpu_write(A, 4 * P, 6)
-    owner = Owner()
+    owner = FakeOwner()
     dev = mm.migrate_vma_pages(A + P, A + 2 * P, owner)
     seen.clear()
     mm.mprotect(A + P, 2 * P, read_only=True)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import random
 
 import pytest
+from mm_helpers import FakeOwner
 
-from pysvm.mm.mmap import MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE, Mm, Page
+from pysvm.mm.mmap import MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE, Mm
 
 P = PAGE_SIZE
 BLOCK = 512 * P            # 2 MiB: one page-table block
@@ -22,34 +23,6 @@ N = 4 * BLOCK // P
 B = 0x20_0000_0000         # an mremap target
 
 
-class Owner:
-    """A device allocation standing in for pysvm.xe.vram.VramAllocation: a CPU fault
-    moves the page back to a system page with its value."""
-
-    owner = object()
-
-    def __init__(self) -> None:
-        self.freed: list[tuple[int, Page]] = []
-
-    def migrate_to_ram(self, mm: Mm, addr: int) -> None:
-        page = mm.page_at(addr)
-        assert page is not None and page.alloc is self
-        mm.set_page(addr, Page(page.value))
-
-    def clock_ms(self) -> int:
-        return 0
-
-    def wait_timeslice(self) -> int:
-        return 0                        # no atomic timeslice here
-
-    def page_freed(self, page: Page, addr: int | None = None) -> None:
-        self.freed.append((addr or 0, page))
-
-    def pages_freed(self, freed: list[tuple[int, Page]]) -> None:
-        self.freed += freed
-
-    def pages_moved(self, moved: list[tuple[int, int, Page]]) -> None:
-        pass
 
 
 def _span(rng: random.Random) -> tuple[int, int]:
@@ -69,7 +42,7 @@ def test_filled_blocks_read_as_the_page_table_would(seed: int) -> None:
     mm = Mm()
     mm.mmap(A, 4 * BLOCK)
     ref: dict[int, int] = {}            # page index -> value (present: populated)
-    dev = Owner()
+    dev = FakeOwner()
     for _ in range(30):
         op = rng.choice(["write", "write", "read", "migrate", "munmap", "mremap", "page_at"])
         addr, size = _span(rng)
@@ -128,7 +101,7 @@ def test_whole_block_write_makes_no_page_objects_until_one_is_needed() -> None:
     first.value = 9                     # the page is a real page from now on
     assert mm.cpu_read(A, 3 * P) == [7, 9, 7]
     # migrating the untouched block builds device pages straight from its value
-    dev = Owner()
+    dev = FakeOwner()
     new = mm.migrate_vma_pages(A + BLOCK, A + 2 * BLOCK, dev)
     assert len(new) == 512 and {p.value for p in new} == {7}
     assert mm.collectable(A, A + 2 * BLOCK) == 512
