@@ -60,7 +60,6 @@ from pysvm.xe.vm import DEFAULT_VA_BITS, BindOpArgs, Vm
 from pysvm.xe.vm_faults import get_property as vm_get_property
 from pysvm.xe.vm_madvise import MadviseArgs, madvise, purgeable_retained
 from pysvm.xe.vma import Vma
-from pysvm.xe.vram import VramAllocation
 
 __all__ = ["World", "Process", "MAIN_PROCESS", "SUMMARY_KEYS", "EVENTS", "U64_MAX"]
 
@@ -583,9 +582,7 @@ class World:
                                         "process": process, **unknown})
 
     def _ev_cpu_write(self, ev: S.CpuWriteEvent) -> Result:
-        mm = self.process_by_name(ev.process).mm
-        self._wait_timeslices(mm, ev.addr, ev.size, write=True)
-        mm.cpu_write(ev.addr, ev.size, ev.value)
+        self.process_by_name(ev.process).mm.cpu_write(ev.addr, ev.size, ev.value)
         return {}
     def cpu_read(self, *, addr: int, size: int, process: str = MAIN_PROCESS,
                  **unknown: object) -> Result:
@@ -595,54 +592,7 @@ class World:
                                        **unknown})
 
     def _ev_cpu_read(self, ev: S.CpuReadEvent) -> Result:
-        mm = self.process_by_name(ev.process).mm
-        self._wait_timeslices(mm, ev.addr, ev.size, write=False)
-        return {"data": mm.cpu_read(ev.addr, ev.size)}
-
-    def _wait_timeslices(self, mm: Mm, addr: int, size: int, *, write: bool) -> None:
-        """A CPU access waits out the atomic timeslice of each device page it faults on.
-
-        Kernel: drm_pagemap.c __drm_pagemap_migrate_to_ram() returns 0 without migrating
-        while get_jiffies_64() is before the fault page's
-        zdd->devmem_allocation->timeslice_expiration, so do_swap_page() returns and the
-        CPU faults again until the timeslice is over; then the page's window migrates.
-        The model walks the access's device pages in address order, as the CPU meets
-        them: before each one whose allocation's timeslice still runs it lets the clock
-        run to the expiration (counted as ``cpu_timeslice_waits`` and
-        ``cpu_timeslice_wait_ms``), then faults that page in (a one-page load: the
-        migration back is the same for a load or a store), so a later page that the
-        window of an earlier fault already moved waits for nothing. The access proper
-        then runs as before. Eviction (drm_pagemap_evict_to_ram(), no fault page) is
-        never held back. An access the address space refuses (unmapped, or a store to
-        read-only memory) waits for nothing: the refusal changes nothing.
-        """
-        clock = self.clock
-        if clock.now_ms >= clock.horizon_ms or size <= 0 or addr % PAGE_SIZE \
-                or size % PAGE_SIZE or addr + size > 1 << 64:
-            return
-        end = addr + size
-        a = addr
-        while a < end:                      # the access must succeed to wait at all
-            cpu_vma = mm.find_vma(a)
-            if cpu_vma is None or (write and cpu_vma.read_only):
-                return
-            a = cpu_vma.end
-        for i, snap in enumerate(mm.pages(addr, end)):
-            if snap is None or snap.alloc is None:
-                continue                    # system memory then, so still now
-            a = addr + i * PAGE_SIZE
-            page = mm.page_at(a)
-            alloc = page.alloc if page is not None else None
-            if alloc is None:
-                continue                    # an earlier fault's window moved it
-            zdd = alloc.zdd if isinstance(alloc, VramAllocation) else None
-            if zdd is not None and clock.before(zdd.timeslice_expiration):
-                self.stats["cpu_timeslice_waits"] += 1
-                self.stats["cpu_timeslice_wait_ms"] += clock.wait_until(
-                    zdd.timeslice_expiration)
-            mm.cpu_read(a, PAGE_SIZE)       # the fault that now migrates the window
-            if clock.now_ms >= clock.horizon_ms:
-                return                      # nothing later can hold the CPU back
+        return {"data": self.process_by_name(ev.process).mm.cpu_read(ev.addr, ev.size)}
 
     def advance(self, *, ms: int, **unknown: object) -> Result:
         """Let ``ms`` milliseconds of virtual time pass; the result's ``now_ms`` is the

@@ -24,7 +24,7 @@ class FakeOwner:
     def clock_ms(self) -> int:
         return 0
 
-    def wait_timeslice(self) -> int:
+    def wait_timeslice(self, *, cpu: bool = False) -> int:
         return 0
 
     def page_freed(self, page: Page, addr: int | None = None) -> None:

@@ -136,12 +136,14 @@ class DevmemOwner(Protocol):
     def clock_ms(self) -> int:
         """The machine's virtual time in ms (kernel: get_jiffies_64())."""
 
-    def wait_timeslice(self) -> int:
+    def wait_timeslice(self, *, cpu: bool = False) -> int:
         """Let the clock run until this allocation's atomic timeslice is over, counting
-        the wait; returns the ms waited (0 when it is over already, or there is none).
+        the wait (as the CPU's with ``cpu``, else as a device's hmm_range_fault());
+        returns the ms waited (0 when it is over already, or there is none).
         Kernel: drm_pagemap.c __drm_pagemap_migrate_to_ram() declines while
-        get_jiffies_64() is before zdd->devmem_allocation->timeslice_expiration, and
-        mm/hmm.c hmm_range_fault() faults the page again until it no longer does."""
+        get_jiffies_64() is before zdd->devmem_allocation->timeslice_expiration; the CPU
+        (do_swap_page()) or mm/hmm.c hmm_range_fault() faults the page again until it no
+        longer does."""
 
     def page_freed(self, page: Page, addr: int | None = None) -> None: ...
 
@@ -845,17 +847,22 @@ class Mm:
         """Touch one page from the CPU, migrating a device page back first.
 
         Kernel: handle_mm_fault() -> do_swap_page() -> dev_pagemap_ops
-        .migrate_to_ram() for a device-private entry. The kernel may decline
-        while the allocation's timeslice runs and let the CPU refault; with no
-        clock here the CPU's refault loop ends the way it ends in the kernel:
-        with the page back in system memory.
+        .migrate_to_ram() for a device-private entry. drm_pagemap.c
+        __drm_pagemap_migrate_to_ram() declines while the allocation's atomic timeslice
+        runs and the CPU faults again until it is over: the model lets the virtual clock
+        run to the expiration (``wait_timeslice``, counted as ``cpu_timeslice_waits`` /
+        ``cpu_timeslice_wait_ms``), then migrates. The pages of an access are met in
+        address order, so a later page an earlier fault's window already moved waits for
+        nothing; eviction (drm_pagemap_evict_to_ram(), no fault page) never waits.
         """
         for _ in range(4):
             page = self._populate(addr)
-            if page.alloc is None:
+            alloc = page.alloc
+            if alloc is None:
                 return page
             self.stats["cpu_faults_on_device_pages"] += 1
-            page.alloc.migrate_to_ram(self, addr)
+            alloc.wait_timeslice(cpu=True)
+            alloc.migrate_to_ram(self, addr)
         raise XeError(errno.EFAULT, f"CPU fault at {addr:#x}: device page did not migrate "
                       "back (SIGBUS)")
 

@@ -284,21 +284,23 @@ class VramAllocation:
         """The machine's virtual time (kernel: get_jiffies_64())."""
         return self.device.clock.now_ms
 
-    def wait_timeslice(self) -> int:
-        """A device's hmm_range_fault() met one of our pages while its atomic timeslice
-        runs: let the clock run to the expiration, counted as ``hmm_timeslice_waits`` /
+    def wait_timeslice(self, *, cpu: bool = False) -> int:
+        """The CPU (``cpu``) or a device's hmm_range_fault() met one of our pages while
+        its atomic timeslice runs: let the clock run to the expiration, counted as
+        ``cpu_timeslice_waits`` / ``cpu_timeslice_wait_ms`` or ``hmm_timeslice_waits`` /
         ``hmm_timeslice_wait_ms``; returns the ms waited. Kernel: drm_pagemap.c
         __drm_pagemap_migrate_to_ram() declines (time_before64(get_jiffies_64(),
-        zdd->devmem_allocation->timeslice_expiration)) and mm/hmm.c hmm_range_fault()
-        repeats the fault until it no longer does."""
+        zdd->devmem_allocation->timeslice_expiration)) and the CPU or mm/hmm.c
+        hmm_range_fault() repeats the fault until it no longer does."""
         zdd = self.zdd
         clock = self.device.clock
         if zdd is None or not clock.before(zdd.timeslice_expiration):
             return 0
         waited = clock.wait_until(zdd.timeslice_expiration)
         st = self.vram.stats
-        st["hmm_timeslice_waits"] += 1
-        st["hmm_timeslice_wait_ms"] += waited
+        who = "cpu" if cpu else "hmm"
+        st[f"{who}_timeslice_waits"] += 1
+        st[f"{who}_timeslice_wait_ms"] += waited
         return waited
 
     def page_freed(self, page: Page, addr: int | None = None) -> None:
@@ -475,7 +477,7 @@ def migrate_to_ram(mm: Mm, addr: int, alloc: VramAllocation) -> None:
     only to those whose zone_device_data is the fault page's zdd, so only the pages of
     the faulting allocation move (the others are restored by migrate_vma_finalize()).
     v6.18 and mainline agree on this. (The kernel returns early while the allocation's
-    timeslice runs; the callers wait it out first: World._wait_timeslices for the CPU,
+    timeslice runs; the callers wait it out first: Mm._cpu_fault() for the CPU,
     :meth:`pysvm.mm.mmap.Mm.hmm_range_fault` for a device.) Failure would be SIGBUS.
     """
     vma = mm.find_vma(addr)
