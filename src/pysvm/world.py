@@ -734,14 +734,17 @@ class World:
 
     def link(self, *, a: str, b: str,
              **unknown: object) -> Result:
-        """Join two devices by a fast interconnect (their pagemaps then share an owner).
+        """Join two devices by a fast interconnect. In the newer driver (profile 7.0)
+        their pagemaps then share an owner group; in 6.18 every device is its own page
+        owner (xe_svm.c: xe_svm_devm_owner()), so the link changes no owner there.
 
         Kernel: PCI P2P reachability (xe_has_interconnect)."""
         return self.apply("link", {"a": a, "b": b, **unknown})
 
     def _ev_link(self, ev: S.LinkEvent) -> Result:
         a, b = self._device(ev.a), self._device(ev.b)
-        self.pagemaps_system.link(a.name, b.name)
+        if self.profile.multi_device:
+            self.pagemaps_system.link(a.name, b.name)
         self.links.add(frozenset((a.name, b.name)))
         return {}
     def unbind_device(self, *, device: str,
