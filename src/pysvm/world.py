@@ -49,7 +49,7 @@ from pysvm.trace.results import SUMMARY_KEYS
 from pysvm.trace.schema import Event, TraceDecodeError, convert, decode_object
 from pysvm.xe.attr import BindFlag, MemRangeAttr
 from pysvm.xe.bo import PURGE_DONTNEED, PURGE_PURGED, Bo
-from pysvm.xe.device import DEFAULT_PAT_COH, Device
+from pysvm.xe.device import ATOMIC_SVM_TIMESLICE_MS, DEFAULT_PAT_COH, Device
 from pysvm.xe.host import INJECTION_POINTS
 from pysvm.xe.lifetime import check_pagemap_invariants, teardown
 from pysvm.xe.migrate import evict_device
@@ -302,7 +302,8 @@ class World:
         self.profile = get_profile(name)
         return {"profile": name}
     def device(self, *, name: str, discrete: bool = True, vram_mib: int | None = None,
-               smem_atomics: bool | None = None, atomic_svm_timeslice_ms: int = 5,
+               smem_atomics: bool | None = None,
+               atomic_svm_timeslice_ms: int = ATOMIC_SVM_TIMESLICE_MS,
                l2_flush_optimized: bool = False, pat_coh: list[int] | None = None,
                **unknown: object) -> Result:
         """A device with one VRAM tile (``vram_mib`` defaults to 256 on discrete, 0

@@ -17,7 +17,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from pysvm.errors import XeError
-from pysvm.mm.mmap import PAGE_SHIFT, PAGE_SIZE, check_access_size
+from pysvm.mm.mmap import PAGE_SHIFT, PAGE_SIZE, Page, check_access_size
 from pysvm.xe.pagefault import (
     FaultError,
     handle_pagefault,
@@ -34,7 +34,7 @@ from pysvm.xe.vm_faults import (
     FAULT_WRITE_ACCESS,
     record_failed_fault,
 )
-from pysvm.xe.vram import VramAllocation, page_device
+from pysvm.xe.vram import VramAllocation
 
 if TYPE_CHECKING:
     from pysvm.xe.svm import Svm
@@ -74,12 +74,12 @@ def _needs_fault(svm: Svm, vma: Vma, atomic: bool, bit: int) -> bool:
     return not pte_atomic(svm.device, vma, in_vram)
 
 
-def _page_atomic(svm: Svm, vma: Vma, page: object) -> bool:
+def _page_atomic(svm: Svm, vma: Vma, page: Page) -> bool:
     """Whether the PTE of one CPU-mirror page allows GPU atomics: it is "VRAM" only when
     the page is in this device's VRAM (xe_res_is_vram(): XE_INTERCONNECT_VRAM; another
     device's VRAM is reached over P2P and counts as system). Kernel: xe_pt.c
     xe_pt_stage_bind_entry() (default_vram_pte / default_system_pte)."""
-    return pte_atomic(svm.device, vma, page_device(page) is svm.device)  # type: ignore[arg-type]
+    return _alloc_atomic(svm, vma, page.alloc)
 
 
 def _alloc_atomic(svm: Svm, vma: Vma, alloc: object) -> bool:

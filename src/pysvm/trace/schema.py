@@ -30,7 +30,9 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from ..clock import MAX_ADVANCE_MS
 from ..errors import XeError
+from ..xe.device import ATOMIC_SVM_TIMESLICE_MS
 from . import results as R
 
 __all__ = [
@@ -155,7 +157,7 @@ class DeviceEvent(Event, tag="device"):
         "xe->atomic_svm_timeslice_ms: the minimum time pages migrated to VRAM for a GPU "
         "atomic stay there before a CPU fault may move them back (doubled on each retry "
         "of the fault); default 5 (xe_device.c xe_device_create()), the debugfs file "
-        "atomic_svm_timeslice_ms sets it (xe_debugfs.c)"))] = 5
+        "atomic_svm_timeslice_ms sets it (xe_debugfs.c)"))] = ATOMIC_SVM_TIMESLICE_MS
     l2_flush_optimized: Annotated[bool, Meta(description=(
         "the device has the optimised L2 flush (xe_device_is_l2_flush_optimized()): in "
         "profile 7.0 userptr and cpu_addr_mirror binds, imported BOs and a madvise PAT over "
@@ -698,7 +700,7 @@ class AdvanceEvent(Event, tag="advance"):
         "before it).")
     errors = (_EINVAL_FIELDS,)
     result = R.AdvanceResult
-    ms: Annotated[int, Meta(ge=0, le=1 << 41, description=(
+    ms: Annotated[int, Meta(ge=0, le=MAX_ADVANCE_MS, description=(
         "milliseconds to let pass (0: just read the clock)"))]
 
 

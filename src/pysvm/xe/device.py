@@ -94,12 +94,6 @@ class Device:
             return self.pat_coh[pat_index]
         return int(CohMode.INVALID)
 
-    def max_coh_mode(self, coh_2way: bool) -> int:
-        """The largest coherency mode the bind and madvise checks accept: XE_COH_2WAY in
-        7.0 (``coh_2way``), XE_COH_AT_LEAST_1WAY in 6.18. Kernel: the XE_WARN_ON in
-        vm_bind_ioctl_check_args() and madvise_args_are_sane()."""
-        return int(CohMode.TWO_WAY if coh_2way else CohMode.AT_LEAST_1WAY)
-
     def l2_flush_refuses(self, pat_index: int) -> bool:
         """7.0: this device has the optimised L2 flush and ``pat_index`` is neither 19
         nor 2-way coherent, so CPU-cached memory may not use it. Kernel:

@@ -23,14 +23,11 @@ import errno
 from typing import TYPE_CHECKING
 
 from pysvm.errors import XeError
-from pysvm.xe.vma import VmaFlag
 
 if TYPE_CHECKING:
     from pysvm.xe.svm import Svm
 
 __all__ = ["garbage_collector", "set_default_attr"]
-
-_MADV_AUTORESET = int(VmaFlag.MADV_AUTORESET)    # a plain int: no IntFlag arithmetic
 
 
 def set_default_attr(svm: Svm, start: int, end: int) -> int:
@@ -44,7 +41,7 @@ def set_default_attr(svm: Svm, start: int, end: int) -> int:
     if vma is None:
         return errno.EINVAL
     stats = svm.host.stats
-    if vm.profile.autoreset_gating and not int.__and__(vma.flags, _MADV_AUTORESET):
+    if vm.profile.autoreset_gating and not vma.madv_autoreset():
         # both releases: a VMA bound without DRM_XE_VM_BIND_FLAG_MADVISE_AUTORESET keeps
         # its attributes (v6.18 and 7.0 xe_svm_range_set_default_attr())
         return 0

@@ -46,7 +46,6 @@ from pysvm.drm.gpusvm import SZ_64K, GpuSvmCtx, SvmRange
 from pysvm.errors import XeError
 from pysvm.mm.mmap import PAGE_SIZE
 from pysvm.xe.attr import AtomicAccess
-from pysvm.xe.device import ATOMIC_SVM_TIMESLICE_MS as _DEVICE_TIMESLICE_MS
 from pysvm.xe.migrate import populate_mm
 from pysvm.xe.vram import devm_owner, page_device
 
@@ -57,12 +56,8 @@ if TYPE_CHECKING:
 
 __all__ = ["handle_vma", "resolve_target", "need_vram_for_atomic", "handle_pagefault",
            "FaultStats", "FaultError",
-           "FaultLivelockError", "ATOMIC_SVM_TIMESLICE_MS", "alloc_vram", "needs_migrate",
+           "FaultLivelockError", "alloc_vram", "needs_migrate",
            "range_valid", "remember_fault_vma", "svm_owner"]
-
-#: Kernel: xe->atomic_svm_timeslice_ms default (xe_device_create()); the fault handler
-#: reads the device's value (``Device.atomic_svm_timeslice_ms``).
-ATOMIC_SVM_TIMESLICE_MS = _DEVICE_TIMESLICE_MS
 
 _ATOMIC_DEVICE = int(AtomicAccess.DEVICE)
 _ATOMIC_CPU = int(AtomicAccess.CPU)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pysvm.xe.attr import CohMode
+
 __all__ = ["Profile", "PROFILES", "V6_18", "V7_0", "get_profile"]
 
 
@@ -62,6 +64,13 @@ class Profile:
     #: vm_bind_ioctl_check_args(), xe_vm_bind_ioctl_validate_bo(); xe_vm_madvise.c
     #: madvise_args_are_sane(), xe_vm_madvise_ioctl(). 6.18: above AT_LEAST_1WAY is EINVAL.
     coh_2way: bool = False
+
+    @property
+    def max_coh_mode(self) -> int:
+        """The largest PAT coherency mode the bind and madvise checks accept: XE_COH_2WAY
+        with ``coh_2way`` (7.0), else XE_COH_AT_LEAST_1WAY (6.18). Kernel: the XE_WARN_ON
+        in vm_bind_ioctl_check_args() and madvise_args_are_sane()."""
+        return int(CohMode.TWO_WAY if self.coh_2way else CohMode.AT_LEAST_1WAY)
 
 
 #: v6.18 (7d0a66e4). Its xe_svm.c xe_svm_range_set_default_attr() returns early for a VMA

@@ -385,7 +385,7 @@ class Vm:
         coh = dev.pat_coh_mode(pat_index)
         if coh == CohMode.INVALID:
             raise XeError(errno.EINVAL, f"{what}: pat_index {pat_index} is a reserved PAT entry")
-        if coh > dev.max_coh_mode(self.profile.coh_2way):
+        if coh > self.profile.max_coh_mode:
             raise XeError(errno.EINVAL,
                           f"{what}: pat_index {pat_index} has an unknown coherency mode {coh}")
         if flags & BindFlag.MADVISE_AUTORESET and not self.profile.autoreset_gating:

@@ -110,7 +110,7 @@ def check_args(vm: Vm, a: MadviseArgs) -> None:
         coh = dev.pat_coh_mode(a.val)
         if coh == CohMode.INVALID:
             raise bad(f"pat_index {a.val} is a reserved PAT entry")
-        if coh > dev.max_coh_mode(prof.coh_2way):
+        if coh > prof.max_coh_mode:
             raise bad(f"pat_index {a.val} has an unknown coherency mode {coh}")
         if a.pad:
             raise bad("pat_index.pad must be 0")

@@ -49,6 +49,7 @@ CREATE_MASK = (VmaFlag.READ_ONLY | VmaFlag.DUMPABLE | VmaFlag.SYSTEM_ALLOCATOR
 _SYSTEM_ALLOCATOR = int(VmaFlag.SYSTEM_ALLOCATOR)
 _SPARSE = int(VmaFlag.SPARSE)
 _READ_ONLY = int(VmaFlag.READ_ONLY)
+_MADV_AUTORESET = int(VmaFlag.MADV_AUTORESET)
 _and = int.__and__
 
 FLAG_NAMES: tuple[tuple[VmaFlag, str], ...] = (
@@ -119,6 +120,11 @@ class Vma:
     def read_only(self) -> bool:
         """Kernel: xe_vma_read_only()."""
         return _and(self.flags, _READ_ONLY) != 0
+
+    def madv_autoreset(self) -> bool:
+        """Bound with DRM_XE_VM_BIND_FLAG_MADVISE_AUTORESET. Kernel: the
+        XE_VMA_MADV_AUTORESET test of xe_svm_range_set_default_attr()."""
+        return _and(self.flags, _MADV_AUTORESET) != 0
 
     def has_no_bo(self) -> bool:
         """Kernel: xe_vma_has_no_bo()."""

@@ -422,6 +422,17 @@ class Vram:
 
 
 
+def _contiguous(addrs: list[int]) -> list[tuple[int, int]]:
+    """The spans ``[start, end)`` of contiguous pages among the sorted ``addrs``."""
+    spans: list[tuple[int, int]] = []
+    for a in addrs:
+        if spans and spans[-1][1] == a:
+            spans[-1] = (spans[-1][0], a + PAGE_SIZE)
+        else:
+            spans.append((a, a + PAGE_SIZE))
+    return spans
+
+
 def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int],
                     runs: list[tuple[int, int]] | None = None) -> int:
     """Copy the given device pages of ``alloc`` to new system pages.
@@ -432,27 +443,17 @@ def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int],
     """
     pages = alloc.pages
     if runs is not None:
-        if not runs:
-            return 0
         start = pages.start
-        for i, j in runs:
-            mm.invalidate(start + (i << PAGE_SHIFT), start + (j << PAGE_SHIFT),
-                          NotifyEvent.MIGRATE, alloc.owner)
-        live = pages.live_in_runs(runs)
+        spans = [(start + (i << PAGE_SHIFT), start + (j << PAGE_SHIFT)) for i, j in runs]
     else:
         addrs = [a for a, _ in pages.live(addrs)]
-        if not addrs:
-            return 0
-        # One notifier call per contiguous run, before the page table changes.
-        run_start = prev = addrs[0]
-        for a in [*addrs[1:], None]:
-            if a is None or a != prev + PAGE_SIZE:
-                mm.invalidate(run_start, prev + PAGE_SIZE, NotifyEvent.MIGRATE, alloc.owner)
-                if a is not None:
-                    run_start = a
-            if a is not None:
-                prev = a
-        live = pages.live(addrs)
+        spans = _contiguous(addrs)
+    if not spans:
+        return 0
+    # One notifier call per contiguous run, before the page table changes.
+    for s, e in spans:
+        mm.invalidate(s, e, NotifyEvent.MIGRATE, alloc.owner)
+    live = pages.live_in_runs(runs) if runs is not None else pages.live(addrs)
     # The pages still there after the notifiers ran go: a system copy replaces each one
     # the page table still maps, then the device pages are freed in address order.
     mm.migrate_pages_to_system(live)
