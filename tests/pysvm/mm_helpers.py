@@ -33,5 +33,8 @@ class FakeOwner:
     def pages_freed(self, freed: list[tuple[int, Page]]) -> None:
         self.freed += freed
 
+    def run_freed(self, addr: int, pages: list[Page]) -> None:
+        self.freed += zip(range(addr, addr + len(pages) * 4096, 4096), pages, strict=True)
+
     def pages_moved(self, moved: list[tuple[int, int, Page]]) -> None:
         self.moved += moved

@@ -336,3 +336,36 @@ def test_device_pages_bookkeeping_follows_moves_out_of_and_back_into_the_span() 
     assert not dp and len(dp) == 0
     with pytest.raises(KeyError):
         del dp[B]
+
+
+def test_device_pages_discard_run_matches_discard_of_the_same_pairs() -> None:
+    # DevicePages.discard_run(addr, pages) is discard() of (addr + k * 4 KiB, pages[k]):
+    # its one-slice path (each page at its own slot) and its fallback (a page moved
+    # away, a page that is not the one at the slot, a run past the span) agree with it.
+    from pysvm.xe.vram import DevicePages
+
+    def fresh() -> tuple[DevicePages, list[Page]]:
+        dp = DevicePages(A, 8 * P)
+        pages = [Page(k) for k in range(8)]
+        dp.set_span(A, pages)
+        return dp, pages
+
+    def cases(pages: list[Page]) -> list[tuple[int, list[Page]]]:
+        return [(A, pages[:8]), (A + 2 * P, pages[2:5]),
+                (A + P, [pages[1], pages[3]]),               # pages[3] is not at A + 2P
+                (A + 6 * P, pages[6:8] + [Page(99)]),        # runs past the span
+                (A + 3 * P + 1, pages[3:4])]                 # not page aligned
+    for k in range(5):
+        dp, pages = fresh()
+        ref, rpages = fresh()
+        addr, run = cases(pages)[k]
+        raddr, rrun = cases(rpages)[k]
+        dp.discard_run(addr, run)
+        ref.discard(list(zip(range(raddr, raddr + len(rrun) * P, P), rrun, strict=True)))
+        assert [(a, p.value) for a, p in dp.items()] == \
+            [(a, p.value) for a, p in ref.items()], k
+        assert len(dp) == len(ref)
+    dp, pages = fresh()
+    dp.move([(A, B, pages[0])])                   # away: the slice path is not taken
+    dp.discard_run(B, pages[:1])
+    assert B not in dp and len(dp) == 7

@@ -38,13 +38,21 @@ def _span(rng: random.Random) -> tuple[int, int]:
 
 @pytest.mark.parametrize("seed", range(40))
 def test_filled_blocks_read_as_the_page_table_would(seed: int) -> None:
+    _scenario(seed, set())
+
+
+def _scenario(seed: int, uniform_seen: set[bool]) -> None:
+    """Random writes, reads, migrations, unmaps, mremaps and hmm_range_fault() calls
+    checked against a dict of values; ``uniform_seen`` collects, for each
+    ``FaultedPages.uniform`` answer, whether it was about system pages."""
     rng = random.Random(seed)
     mm = Mm()
     mm.mmap(A, 4 * BLOCK)
     ref: dict[int, int] = {}            # page index -> value (present: populated)
     dev = FakeOwner()
     for _ in range(30):
-        op = rng.choice(["write", "write", "read", "migrate", "munmap", "mremap", "page_at"])
+        op = rng.choice(["write", "write", "read", "migrate", "munmap", "mremap", "page_at",
+                         "hmm"])
         addr, size = _span(rng)
         lo, n = (addr - A) // P, size // P
         if op == "write":
@@ -65,6 +73,21 @@ def test_filled_blocks_read_as_the_page_table_would(seed: int) -> None:
                 assert all(mm.page_at(addr + i * P) is p for i, p in enumerate(new))
                 assert all(p.alloc is dev for p in new)
                 ref.update({k: ref.get(k, 0) for k in range(lo, lo + n)})
+        elif op == "hmm":
+            # hmm_range_fault() keeps the device's pages for their owner and brings them
+            # back for another; what it says of the pages (FaultedPages.uniform) is true.
+            keep = rng.random() < 0.7
+            got = mm.hmm_range_fault(addr, addr + size, write=True,
+                                     owner=dev.owner if keep else None)
+            assert all(mm.page_at(addr + i * P) is p for i, p in enumerate(got.pages))
+            assert [p.value for p in got.pages] == [ref.get(k, 0) for k in range(lo, lo + n)]
+            allocs = {p.alloc for p in got.pages}
+            if got.uniform:
+                assert allocs == {got.alloc}
+                uniform_seen.add(got.alloc is None)
+            if not keep:
+                assert allocs == {None}
+            ref.update({k: ref.get(k, 0) for k in range(lo, lo + n)})
         elif op == "munmap":
             mm.munmap(addr, size)
             mm.mmap(addr, size)
@@ -87,6 +110,15 @@ def test_filled_blocks_read_as_the_page_table_would(seed: int) -> None:
         assert (p is None) == (k not in ref), k
         assert p is None or p.value == ref[k]
     assert sorted((a - A) // P for a, _ in mm.populated_pages()) == sorted(ref)
+
+
+def test_hmm_range_fault_said_uniform_for_system_and_device_pages() -> None:
+    # The randomized test above checks every uniform answer; it must meet both kinds
+    # (all system pages, all one allocation's) for those checks to mean anything.
+    seen: set[bool] = set()
+    for seed in range(40):
+        _scenario(seed, seen)
+    assert seen == {True, False}
 
 
 def test_whole_block_write_makes_no_page_objects_until_one_is_needed() -> None:

@@ -333,18 +333,19 @@ class GpuSvm:
                 return
             if not self.mm.alive:
                 raise XeError(errno.EFAULT, "address space is gone")
-            pages = self.mm.hmm_range_fault(rng.start, rng.end, write=not ctx.read_only,
-                                            owner=self.owner)
+            pages, alloc, uniform = self.mm.hmm_range_fault(
+                rng.start, rng.end, write=not ctx.read_only, owner=self.owner)
             if rng.unmapped:
                 raise XeError(errno.EFAULT, f"range [{rng.start:#x}, {rng.end:#x}) was unmapped")
             if rng.notifier.read_retry(seq):
                 continue
-            allocs = list(map(_page_alloc, pages))
-            alloc = allocs[0] if allocs else None
+            if not uniform:             # the walk did not tell: look at each page
+                allocs = list(map(_page_alloc, pages))
+                alloc = allocs[0] if allocs else None
+                uniform = allocs.count(alloc) == len(allocs)
             # All system pages or all of one allocation pass the per-page checks below
             # (unless system pages must be device pages): skip them.
-            uniform = allocs.count(alloc) == len(allocs) and (alloc is not None
-                                                             or not ctx.devmem_only)
+            uniform = uniform and (alloc is not None or not ctx.devmem_only)
             if not uniform:
                 alloc = None
             for i, p in enumerate(() if uniform else pages):

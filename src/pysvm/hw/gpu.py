@@ -121,7 +121,7 @@ def _data_access(svm: Svm, vma: Vma, a: int, op: str, value: int, data: list[int
     sees GPU writes and the GPU sees CPU writes."""
     if vma.is_userptr():
         cpu = vma.offset + (a - vma.start)
-        page = svm.mm.hmm_range_fault(cpu, cpu + PAGE_SIZE, write=op != "read", owner=None)[0]
+        page = svm.mm.hmm_range_fault(cpu, cpu + PAGE_SIZE, write=op != "read", owner=None).pages[0]
         if op == "read":
             data.append(page.value)
         elif op == "write":

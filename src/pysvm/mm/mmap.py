@@ -44,7 +44,7 @@ import errno
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import NamedTuple, Protocol, cast
 
 from sortedcontainers import SortedDict
 
@@ -52,8 +52,8 @@ from pysvm.errors import XeError
 from pysvm.mm.mmu_notifier import Callback, IntervalNotifier, NotifierRange, NotifyEvent
 
 __all__ = ["PAGE_SHIFT", "PAGE_SIZE", "MAX_ACCESS_BYTES", "MAX_READ_BYTES", "CpuVma", "Mm",
-           "Page", "DevmemOwner", "check_access_size", "MREMAP_MAYMOVE", "MREMAP_FIXED",
-           "MREMAP_DONTUNMAP", "TASK_SIZE", "HMM_RANGE_DEFAULT_TIMEOUT_MS"]
+           "Page", "DevmemOwner", "FaultedPages", "check_access_size", "MREMAP_MAYMOVE",
+           "MREMAP_FIXED", "MREMAP_DONTUNMAP", "TASK_SIZE", "HMM_RANGE_DEFAULT_TIMEOUT_MS"]
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -113,6 +113,19 @@ _BMASK = _BLOCK - 1
 _NOTIFIER_SCAN = 16
 
 
+class FaultedPages(NamedTuple):
+    """What :meth:`Mm.hmm_range_fault` found: the pages, one per 4 KiB, and what the walk
+    learnt about them on the way. ``uniform`` True: every page's ``alloc`` is ``alloc``
+    (None: all system pages); False: not known (the caller looks at each page)."""
+
+    pages: list[Page]
+    alloc: DevmemOwner | None
+    uniform: bool
+
+
+_UNSEEN = object()      # hmm_range_fault() has not met a page yet
+
+
 def _blocks(lo: int, hi: int) -> Iterator[tuple[int, int, int, int]]:
     """Split the page numbers ``[lo, hi)`` by block: ``(block, i, j, pfn of slot i)``."""
     pfn = lo
@@ -150,6 +163,10 @@ class DevmemOwner(Protocol):
     def pages_freed(self, freed: list[tuple[int, Page]]) -> None:
         """``page_freed`` for each ``(addr, page)`` in order, in one call."""
 
+    def run_freed(self, addr: int, pages: list[Page]) -> None:
+        """``pages_freed`` of ``pages`` mapped at ``addr``, ``addr + 4 KiB``, ... (a run
+        of consecutive addresses, given without a tuple per page)."""
+
     def pages_moved(self, moved: list[tuple[int, int, Page]]) -> None:
         """Each ``(old_addr, new_addr, page)``: the page is now mapped at ``new_addr``
         (mremap() moved its page-table entry; the page itself is unchanged)."""
@@ -179,9 +196,9 @@ class Page:
 
 def _pages_of(values: list[int], alloc: DevmemOwner | None) -> list[Page]:
     """One new :class:`Page` per value, all of ``alloc`` (the bulk constructor: the
-    slots are filled without a Python ``__init__`` call per page, about half the cost)."""
-    new = Page.__new__
-    out = [new(Page) for _ in values]
+    slots are filled without a Python ``__init__`` call per page, about half the cost,
+    and the objects come from ``map``, without a comprehension's loop)."""
+    out = list(map(Page.__new__, itertools.repeat(Page, len(values))))
     for p, v in zip(out, values):       # noqa: B905 - same length by construction
         p.value = v
         p.alloc = alloc
@@ -190,8 +207,7 @@ def _pages_of(values: list[int], alloc: DevmemOwner | None) -> list[Page]:
 
 def _same_pages(n: int, value: int, alloc: DevmemOwner | None) -> list[Page]:
     """``n`` new pages, each holding ``value``, all of ``alloc``."""
-    new = Page.__new__
-    out = [new(Page) for _ in range(n)]
+    out = list(map(Page.__new__, itertools.repeat(Page, n)))
     for p in out:
         p.value = value
         p.alloc = alloc
@@ -593,30 +609,31 @@ class Mm:
             allocs = [p.alloc if p is not None else None for p in old]
             first = allocs[0]
             if allocs.count(first) == j - i:        # one kind of page over the slice
-                if first is not None:
-                    base = ((b << _BSHIFT) + i) << PAGE_SHIFT
-                    devpages = cast("list[Page]", old)     # every slot holds a page of first
-                    first.pages_freed(list(zip(range(base, base + ((j - i) << PAGE_SHIFT),
-                                                     PAGE_SIZE), devpages, strict=True)))
+                if first is not None:            # every slot holds a page of first
+                    first.run_freed(((b << _BSHIFT) + i) << PAGE_SHIFT,
+                                    cast("list[Page]", old))
                 if blk.count(None) == _BLOCK:
                     del pt[b]
                 continue
             # Consecutive device pages of one allocation are handed over in one call.
             owner: DevmemOwner | None = None
-            run: list[tuple[int, Page]] = []
+            run: list[Page] = []
+            run_at = 0
             for k, page in enumerate(old):
                 alloc = page.alloc if page is not None else None
                 if alloc is not owner and run:
                     assert owner is not None
-                    owner.pages_freed(run)
+                    owner.run_freed(run_at, run)
                     run = []
                 owner = alloc
                 if alloc is not None:
                     assert page is not None
-                    run.append((((b << _BSHIFT) + i + k) << PAGE_SHIFT, page))
+                    if not run:
+                        run_at = ((b << _BSHIFT) + i + k) << PAGE_SHIFT
+                    run.append(page)
             if run:
                 assert owner is not None
-                owner.pages_freed(run)
+                owner.run_freed(run_at, run)
             if blk.count(None) == _BLOCK:
                 del pt[b]
 
@@ -972,7 +989,7 @@ class Mm:
         return True
 
     def hmm_range_fault(self, start: int, end: int, *, write: bool,
-                        owner: object) -> list[Page]:
+                        owner: object) -> FaultedPages:
         """Fault in ``[start, end)`` for a device and return its pages.
 
         Kernel: hmm_range_fault() with HMM_PFN_REQ_FAULT (| WRITE): missing
@@ -1011,6 +1028,8 @@ class Mm:
         pages: list[Page] = []
         owners: dict[int, object] = {}      # per allocation, looked up once per call
         started: int | None = None          # the clock when the first foreign page is met
+        seen: object = _UNSEEN              # the one allocation of every page so far
+        uniform = True
         for blk, i, j, pfn in self._block_slots(start, end):
             sl = blk[i:j]
             if None not in sl:
@@ -1019,7 +1038,12 @@ class Mm:
                     only = allocs.pop()
                     if only is None or only.owner is owner:
                         pages.extend(sl)            # type: ignore[arg-type]
+                        if seen is _UNSEEN:
+                            seen = only
+                        elif seen is not only:
+                            uniform = False
                         continue
+            uniform = False                 # page by page from here: not tracked
             for k in range(i, j):
                 page = blk[k]
                 if page is None:
@@ -1042,4 +1066,6 @@ class Mm:
                                           f"({HMM_RANGE_DEFAULT_TIMEOUT_MS} ms)")
                         page = self._populate(a)
                 pages.append(page)
-        return pages
+        if seen is _UNSEEN:
+            return FaultedPages(pages, None, False)
+        return FaultedPages(pages, cast("DevmemOwner | None", seen), uniform)

@@ -221,6 +221,20 @@ class DevicePages:
             if a >= 0:
                 del self[a]
 
+    def discard_run(self, addr: int, pages: list[Page]) -> None:
+        """:meth:`discard` of ``pages`` mapped at ``addr``, ``addr + 4 KiB``, ...: when
+        each is at its own slot, one slice compare and one slice store."""
+        slots = self._slots
+        i = (addr - self.start) >> PAGE_SHIFT
+        j = i + len(pages)
+        if (not self._away and i >= 0 and j <= len(slots) and not addr & (PAGE_SIZE - 1)
+                and all(map(operator.is_, slots[i:j], pages))):
+            slots[i:j] = [None] * (j - i)
+            self._n -= j - i
+            return
+        self.discard(list(zip(range(addr, addr + (len(pages) << PAGE_SHIFT), PAGE_SIZE),
+                              pages, strict=True)))
+
     def set_span(self, addr: int, pages: list[Page]) -> None:
         """Install ``pages`` at ``addr``, ``addr + 4 KiB``, ... (a migration's result)."""
         i = self._index(addr)
@@ -323,6 +337,13 @@ class VramAllocation:
         :meth:`page_freed` for each, in one call (the release, when the last page
         goes, touches neither the pages nor the page table, so it may come last)."""
         self.pages.discard(freed)
+        if not self.pages:
+            self.release()
+
+    def run_freed(self, addr: int, pages: list[Page]) -> None:
+        """:meth:`pages_freed` of a run of pages mapped at consecutive addresses from
+        ``addr``."""
+        self.pages.discard_run(addr, pages)
         if not self.pages:
             self.release()
 
