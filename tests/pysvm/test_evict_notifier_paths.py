@@ -148,7 +148,7 @@ def test_the_planted_eviction_bug_still_fires_on_eviction() -> None:
 
 @pytest.mark.parametrize("scan", [0, 10**9])      # always bisect / always scan
 @pytest.mark.parametrize("seed", range(10))
-def test_invalidate_calls_every_intersecting_notifier_in_registration_order(
+def test_invalidate_calls_every_intersecting_notifier_in_start_order(
         seed: int, scan: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mmap_mod, "_NOTIFIER_SCAN", scan)
     rnd = random.Random(seed)
@@ -176,7 +176,11 @@ def test_invalidate_calls_every_intersecting_notifier_in_registration_order(
         before = {id(n): n.invalidate_seq for _, n in live}
         calls.clear()
         mm.invalidate(s, e, NotifyEvent.UNMAP)
-        expect = [(idx, before[id(n)] + 1, s) for idx, n in live if n.end > s and n.start < e]
+        # mn_itree_invalidate()'s in-order interval tree walk: by start, ties in
+        # registration order (interval_tree_generic.h inserts an equal start to the right)
+        expect = [(idx, before[id(n)] + 1, s)
+                  for idx, n in sorted(live, key=lambda t: (t[1].start, t[0]))
+                  if n.end > s and n.start < e]
         assert calls == expect
         assert mm.notifier_count() == len(live)
 
@@ -193,9 +197,24 @@ def test_a_notifier_removed_by_an_earlier_callback_is_not_called(
         seen.append("first")
         mm.interval_notifier_remove(second[0])
         mm.interval_notifier_insert(0, 8 * K4, lambda *_: seen.append("late"))
-    mm.interval_notifier_insert(4 * K4, 8 * K4, first)
-    second.append(mm.interval_notifier_insert(0, 16 * K4, lambda *_: seen.append("second")))
+    mm.interval_notifier_insert(0, 8 * K4, first)
+    second.append(mm.interval_notifier_insert(4 * K4, 16 * K4, lambda *_: seen.append("second")))
     mm.invalidate(5 * K4, 6 * K4, NotifyEvent.UNMAP)
     assert seen == ["first"]            # not the removed one, not the one added meanwhile
     mm.invalidate(5 * K4, 6 * K4, NotifyEvent.UNMAP)
     assert seen == ["first", "first", "late"]
+
+
+@pytest.mark.parametrize("scan", [0, 10**9])
+def test_invalidate_meets_a_lower_start_first_whatever_the_registration_order(
+        scan: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # mm/mmu_notifier.c mn_itree_invalidate() walks the interval tree in order: a notifier
+    # registered later but starting lower is called first.
+    monkeypatch.setattr(mmap_mod, "_NOTIFIER_SCAN", scan)
+    mm = Mm()
+    seen: list[str] = []
+    mm.interval_notifier_insert(8 * K4, 16 * K4, lambda *_: seen.append("high, first in"))
+    mm.interval_notifier_insert(0, 16 * K4, lambda *_: seen.append("low, second in"))
+    mm.interval_notifier_insert(8 * K4, 9 * K4, lambda *_: seen.append("high, third in"))
+    mm.invalidate(8 * K4, 9 * K4, NotifyEvent.UNMAP)
+    assert seen == ["low, second in", "high, first in", "high, third in"]

@@ -252,13 +252,10 @@ class Mm:
         #: holding that value; they become Page objects (:meth:`_materialize`) the first
         #: time anything needs a page itself. A block is in ``_pt`` or here, never both.
         self._fill: dict[int, int] = {}
-        #: The interval notifiers: each -> its registration number (dict order is
-        #: registration order, the order :meth:`invalidate` calls them in).
-        self._notifiers: dict[IntervalNotifier, int] = {}
-        self._notifier_seq = itertools.count()
-        #: The same notifiers sorted by start (ties in registration order), their starts,
-        #: and an upper bound of their lengths: notifiers may overlap, so a lookup
-        #: bisects the starts from ``start - longest`` to ``end``.
+        #: The interval notifiers sorted by start, ties in registration order (the
+        #: order :meth:`invalidate` calls them in), their starts, and an upper bound of
+        #: their lengths: notifiers may overlap, so a lookup bisects the starts from
+        #: ``start - longest`` to ``end``.
         self._by_start: list[IntervalNotifier] = []
         self._starts: list[int] = []
         self._longest = 0
@@ -670,8 +667,9 @@ class Mm:
         if not self.alive:
             raise XeError(errno.EFAULT, "address space is gone")
         n = IntervalNotifier(start, end, callback)
-        self._notifiers[n] = next(self._notifier_seq)
-        k = bisect.bisect_right(self._starts, start)     # after equal starts: registered later
+        # After the equal starts, as include/linux/interval_tree_generic.h's insert goes
+        # right on a tie: the tree's in-order walk meets them in registration order.
+        k = bisect.bisect_right(self._starts, start)
         self._starts.insert(k, start)
         self._by_start.insert(k, n)
         if end - start > self._longest:
@@ -681,7 +679,6 @@ class Mm:
     def interval_notifier_remove(self, n: IntervalNotifier) -> None:
         """Kernel: mmu_interval_notifier_remove()."""
         if not n.removed:
-            del self._notifiers[n]
             k = bisect.bisect_left(self._starts, n.start)
             by_start = self._by_start
             while by_start[k] is not n:
@@ -693,32 +690,28 @@ class Mm:
             n.removed = True
 
     def notifier_count(self) -> int:
-        return len(self._notifiers)
+        return len(self._by_start)
 
     def invalidate(self, start: int, end: int, event: NotifyEvent,
                    owner: object = None) -> None:
-        """Call every interval notifier intersecting ``[start, end)``, in the order they
-        were registered.
+        """Call every interval notifier intersecting ``[start, end)`` in start order,
+        equal starts in the order they were registered.
 
-        Kernel: mmu_notifier_invalidate_range_start() -> the interval tree walk
-        (mm/mmu_notifier.c mn_itree_invalidate()) calling each
+        Kernel: mmu_notifier_invalidate_range_start() -> mm/mmu_notifier.c
+        mn_itree_invalidate(), which walks the interval tree (interval_tree_iter_first()
+        / interval_tree_iter_next(): in-order, so by start) calling each
         mmu_interval_notifier_ops.invalidate. The notifiers are those registered when the
-        call starts; one removed by an earlier callback is not called. The kernel's walk
-        (interval_tree_iter_first()/_next()) meets overlapping notifiers in start order;
-        the model calls them in registration order, as it always has.
+        call starts; one removed by an earlier callback is not called.
         """
-        notifiers = self._notifiers
-        if len(notifiers) > _NOTIFIER_SCAN:
+        by_start = self._by_start
+        if len(by_start) > _NOTIFIER_SCAN:
             # A notifier intersecting [start, end) starts below ``end`` and ends above
             # ``start``, so it starts above ``start - longest``.
             starts = self._starts
-            lo = bisect.bisect_right(starts, start - self._longest)
-            hi = bisect.bisect_left(starts, end)
-            hits = self._by_start[lo:hi]
-            if len(hits) > 1:
-                hits.sort(key=notifiers.__getitem__)
-        else:                   # a few: one pass over all of them in registration order
-            hits = list(notifiers)
+            hits = by_start[bisect.bisect_right(starts, start - self._longest):
+                            bisect.bisect_left(starts, end)]
+        else:                   # a few: one pass over all of them
+            hits = by_start[:]
         nrange = NotifierRange(start, end, event, owner)
         for n in hits:
             if n.removed or n.end <= start or n.start >= end:
