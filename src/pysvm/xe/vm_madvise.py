@@ -140,12 +140,16 @@ def _resolve_pagemap(vm: Vm, a: MadviseArgs) -> tuple[Device | None, DevicePagem
     # still be present (drm_dev_enter: ENODEV), then the region (xe_devmem_open: ENOENT).
     if dev.unbound:
         raise XeError(errno.ENODEV, f"madvise: device {dev.name} is unbound")
-    if a.region_instance == 0 or a.region_instance - 1 != dev.tile_id:
+    # xe_svm.c xe_devmem_open(): tile_id = region_instance - 1 must be < info.tile_count
+    # (ENOENT; region_instance 0 wraps to a huge tile_id) and the tile a VRAM region of
+    # mem_region_mask (ENOENT)
+    if a.region_instance == 0 or a.region_instance - 1 >= dev.tiles:
         raise XeError(errno.ENOENT, f"madvise: device {dev.name} has no VRAM region_instance "
-                      f"{a.region_instance} (VRAM tiles are 1-based)")
+                      f"{a.region_instance} (VRAM tiles are 1-based"
+                      + (f"; it has {dev.tiles} tiles)" if dev.tiles > 1 else ")"))
     if not dev.discrete or dev.vram_bytes == 0:
         raise XeError(errno.ENOENT, f"madvise: device {dev.name} has no VRAM")
-    pm = dev.pagemap
+    pm = dev.tile_pagemap(a.region_instance - 1)
     if pm is not None and not pm.populate_allowed():
         raise XeError(errno.ENODEV, f"madvise: device {dev.name}'s pagemap is going away")
     own = vm.device

@@ -359,13 +359,19 @@ class VramAllocation:
 class Vram:
     """One VRAM tile's memory.
 
-    Kernel: struct xe_vram_region + the TTM VRAM manager's capacity.
+    Kernel: struct xe_vram_region + the TTM VRAM manager's capacity. ``tile`` is the
+    tile it belongs to (region instance ``tile + 1``, xe_tile_to_vr()); ``name`` is how
+    range locations name it (the device's name; ``<device>.tile<k>`` on a device with
+    more than one tile).
     """
 
-    def __init__(self, device: Device, capacity: int, stats: Counter[str] | None = None) -> None:
+    def __init__(self, device: Device, capacity: int, stats: Counter[str] | None = None,
+                 tile: int = 0, name: str | None = None) -> None:
         if capacity < 0:
             raise XeError(errno.EINVAL, f"VRAM capacity {capacity} is negative")
         self.device = device
+        self.tile = tile
+        self.name = name if name is not None else device.name
         self.capacity = capacity
         self.used = 0
         self.allocations: OrderedDict[int, VramAllocation] = OrderedDict()
