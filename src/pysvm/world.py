@@ -39,7 +39,7 @@ from typing import Any
 from msgspec import UnsetType
 
 from pysvm.clock import Clock
-from pysvm.drm.pagemap_util import SHRINK_EMPTY, SHRINK_STOP
+from pysvm.drm.pagemap_util import SHRINK_EMPTY, SHRINK_STOP, Peer
 from pysvm.errors import XeError, errno_name
 from pysvm.hw.gpu import gpu_access
 from pysvm.mm.mmap import MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE, Mm
@@ -58,6 +58,7 @@ from pysvm.xe.device import (
 from pysvm.xe.host import INJECTION_POINTS
 from pysvm.xe.lifetime import check_pagemap_invariants, teardown
 from pysvm.xe.migrate import evict_device
+from pysvm.xe.pagefault import svm_owner
 from pysvm.xe.pagemap import PagemapSystem, attach_device, svm_get_pagemaps
 from pysvm.xe.profile import Profile, get_profile
 from pysvm.xe.svm import Svm
@@ -381,7 +382,19 @@ class World:
             # drivers/gpu/drm/xe/xe_svm.c xe_svm_init(): the gpusvm mirrors current->mm,
             # the address space of the process whose file made the VM
             vm.svm = Svm(vm, proc.mm)
-            svm_get_pagemaps(vm.svm.pagemaps, dev)
+            if self.profile.multi_device:
+                # newer xe_svm_init(): the VM joins the owner list (drm_pagemap_acquire_owner
+                # with xe_has_interconnect) before xe_svm_get_pagemaps() creates the pagemaps,
+                # so groups follow the order VMs and pagemaps are made in
+                owners = self.pagemaps_system.owners
+                vm.svm.peer = Peer(dev.name, "vm", ev.vm)
+                owners.acquire(vm.svm.peer, self.pagemaps_system.has_interconnect)
+            try:
+                svm_get_pagemaps(vm.svm.pagemaps, dev)
+            except XeError:
+                vm.svm.close()       # xe_svm_init(): put the pagemaps, release the owner
+                raise
+            vm.svm.gpusvm.owner = svm_owner(vm.svm)
         self.vms[ev.vm] = vm
         proc.vms.append(ev.vm)
         return {}

@@ -359,7 +359,12 @@ def _inner(svm: Svm, vma: Vma, addr: int, need_vram: bool, st: FaultStats, tile:
 
 
 def svm_owner(svm: Svm) -> object:
-    """Kernel: xe_svm_private_page_owner() / xe_svm_devm_owner() of the VM's device."""
+    """The VM's device-private page owner. Kernel: newer driver
+    xe_svm_private_page_owner(): ``vm->svm.peer.owner`` (the group the VM joined in
+    xe_svm_init()); 6.18 xe_svm_devm_owner() of the VM's device."""
+    peer = svm.peer
+    if peer is not None and peer.owner is not None:
+        return peer.owner
     return devm_owner(svm.device)
 
 

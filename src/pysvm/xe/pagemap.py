@@ -64,10 +64,14 @@ class Provider:
         self.on_region_release: list[Callable[[Pagemap], None]] = []
         self.own_refs: list[Pagemap | None] = [None] * len(self.caches)
         self.leftover_listed = 0
-        #: The device's own place in the owner list (its SVM VMs' peer kind), stable across
-        #: pagemap reclaim so page ownership does not change identity.
+        #: 6.18 (``own_ref``): the device's own place in the owner list, stable across
+        #: pagemap reclaim, standing for xe_svm_devm_owner(xe) (the device is the page owner
+        #: of all its VRAM). The newer driver has no device-level peer: each fault-mode VM
+        #: (xe_svm_init()) and each pagemap (xe_pagemap_create()) joins the owner list
+        #: itself, in creation order, so this one never joins there.
         self.peer = Peer(name, "vm", f"{name}.device")
-        system.owners.acquire(self.peer, system.has_interconnect)
+        if own_ref:
+            system.owners.acquire(self.peer, system.has_interconnect)
         self.own_ref = own_ref
         self.device.on_release.append(self._device_released)
         if own_ref:
@@ -380,8 +384,13 @@ class DevicePagemap:
 
     @property
     def owner(self) -> Owner | None:
-        """The device's interconnect owner (stable across pagemap reclaim)."""
-        return self.provider.peer.owner
+        """The page owner of this tile's device memory: 6.18 the device's (stable across
+        pagemap reclaim); newer driver the pagemap's own (xe_pagemap_create():
+        ``pagemap->owner = xpagemap->peer.owner``), None while no pagemap exists."""
+        if self.provider.own_ref:
+            return self.provider.peer.owner
+        p = self.current
+        return p.owner if p is not None else None
 
     def get(self) -> DevicePagemap:
         """Kernel: drm_pagemap_get() (or xe_pagemap_find_or_create() for the first user)."""

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from pysvm.drm.gpusvm import DevmemPagemap, GpuSvm, GpuSvmCtx, SvmRange
 from pysvm.drm.gpusvm_notifier import SvmNotifier
+from pysvm.drm.pagemap_util import Peer
 from pysvm.errors import XeError
 from pysvm.mm.mmap import PAGE_SIZE, DevmemOwner, Mm
 from pysvm.mm.mmu_notifier import NotifierRange, NotifyEvent
@@ -63,6 +64,9 @@ class Svm:
                              owner=devm_owner(vm.device))
         #: The device pagemaps this VM holds (newest profile). Kernel: vm->svm.pagemaps[].
         self.pagemaps: list[DevicePagemap] = []
+        #: Newer driver: the VM's place in the owner list (vm->svm.peer), joined by the
+        #: composition root at creation (xe_svm_init()) and left at close; None in 6.18.
+        self.peer: Peer | None = None
         self.gc_list: list[SvmRange] = []
         self._gc_work_queued = False
         #: (point, result, fault address) of every injected event that fired.
@@ -258,6 +262,9 @@ class Svm:
         self.gpusvm.fini()
         self.gc_list.clear()
         svm_put_pagemaps(self.pagemaps)
+        peer = self.peer
+        if peer is not None and peer.list is not None and peer.joined:
+            peer.list.release(peer)      # drm_pagemap_release_owner(&vm->svm.peer)
 
     # -------------------------------------------------------- prefetch
     def _find_vma_start(self, a: int, stop: int) -> int | None:

@@ -43,13 +43,13 @@ __all__ = ["Vram", "VramAllocation", "devm_owner", "evict_range", "evict_to_ram"
 _ids = itertools.count(1)
 
 
-def devm_owner(device: Device) -> object:
-    """The device-private page owner of ``device``'s VRAM.
+def devm_owner(device: Device, tile: int = 0) -> object:
+    """The device-private page owner of ``device``'s VRAM (tile ``tile``'s).
 
-    Kernel: xe_svm_devm_owner() (6.18: the xe device itself; newest: the
-    pagemap owner group, so peers in one group share pages directly).
+    Kernel: xe_svm_devm_owner() (6.18: the xe device itself; newest: the owner of the
+    tile's pagemap, xe_pagemap_create(), so peers in one group share pages directly).
     """
-    pm = device.pagemap
+    pm = device.pagemap if tile == 0 else device.tile_pagemap(tile)
     owner = pm.owner if pm is not None else None
     return owner if owner is not None else device
 
@@ -266,7 +266,7 @@ class VramAllocation:
 
     @property
     def owner(self) -> object:
-        return devm_owner(self.vram.device)
+        return devm_owner(self.vram.device, self.vram.tile)
 
     @property
     def detached(self) -> bool:
