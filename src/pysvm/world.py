@@ -39,7 +39,7 @@ from typing import Any
 from msgspec import UnsetType
 
 from pysvm.clock import Clock
-from pysvm.drm.pagemap_util import SHRINK_EMPTY, SHRINK_STOP
+from pysvm.drm.pagemap_util import SHRINK_EMPTY, SHRINK_STOP, Peer
 from pysvm.errors import XeError, errno_name
 from pysvm.hw.gpu import gpu_access
 from pysvm.mm.mmap import MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE, Mm
@@ -49,10 +49,16 @@ from pysvm.trace.results import SUMMARY_KEYS
 from pysvm.trace.schema import Event, TraceDecodeError, convert, decode_object
 from pysvm.xe.attr import BindFlag, MemRangeAttr
 from pysvm.xe.bo import PURGE_DONTNEED, PURGE_PURGED, Bo
-from pysvm.xe.device import ATOMIC_SVM_TIMESLICE_MS, DEFAULT_PAT_COH, Device
+from pysvm.xe.device import (
+    ATOMIC_SVM_TIMESLICE_MS,
+    DEFAULT_PAT_COH,
+    MAX_TILES_PER_DEVICE,
+    Device,
+)
 from pysvm.xe.host import INJECTION_POINTS
 from pysvm.xe.lifetime import check_pagemap_invariants, teardown
 from pysvm.xe.migrate import evict_device
+from pysvm.xe.pagefault import svm_owner
 from pysvm.xe.pagemap import PagemapSystem, attach_device, svm_get_pagemaps
 from pysvm.xe.profile import Profile, get_profile
 from pysvm.xe.svm import Svm
@@ -305,9 +311,10 @@ class World:
                smem_atomics: bool | None = None,
                atomic_svm_timeslice_ms: int = ATOMIC_SVM_TIMESLICE_MS,
                l2_flush_optimized: bool = False, pat_coh: list[int] | None = None,
-               **unknown: object) -> Result:
-        """A device with one VRAM tile (``vram_mib`` defaults to 256 on discrete, 0
-        otherwise); the result is its file's ``fd``. ``atomic_svm_timeslice_ms`` is how
+               tiles: int = 1, **unknown: object) -> Result:
+        """A device with ``tiles`` tiles (1 or 2, XE_MAX_TILES_PER_DEVICE), each with its own
+        VRAM of ``vram_mib`` (default 256 on discrete, 0 otherwise) and its own VRAM pagemap;
+        the result is its file's ``fd``. ``atomic_svm_timeslice_ms`` is how
         long pages migrated for a GPU atomic stay in VRAM before a CPU fault may take them
         back (xe->atomic_svm_timeslice_ms, default 5, set through debugfs).
         ``l2_flush_optimized`` and ``pat_coh`` (the coherency mode of each PAT index;
@@ -319,7 +326,7 @@ class World:
                                             smem_atomics=smem_atomics,
                                             atomic_svm_timeslice_ms=atomic_svm_timeslice_ms,
                                             l2_flush_optimized=l2_flush_optimized,
-                                            pat_coh=pat_coh, **unknown))
+                                            pat_coh=pat_coh, tiles=tiles, **unknown))
 
     def _ev_device(self, ev: S.DeviceEvent) -> Result:
         name, discrete = ev.name, ev.discrete
@@ -338,14 +345,18 @@ class World:
         if not discrete and not smem_atomics:
             raise XeError(errno.EINVAL, "device: an integrated device always has device "
                           "atomics on system memory (smem_atomics cannot be false)")
+        if not 1 <= ev.tiles <= MAX_TILES_PER_DEVICE:
+            raise XeError(errno.EINVAL, f"device: tiles {ev.tiles} (an xe device has 1 to "
+                          f"{MAX_TILES_PER_DEVICE} tiles, XE_MAX_TILES_PER_DEVICE)")
         if self.pagemaps_system.exited:
             raise XeError(errno.ENODEV, "the drm_pagemap module has exited")
         pat_coh = DEFAULT_PAT_COH if isinstance(ev.pat_coh, UnsetType) else tuple(ev.pat_coh)
         dev = Device(name, vram_mib * MIB, discrete, smem_atomics, fd=self.next_fd(),
                      pat_coh=pat_coh, atomic_svm_timeslice_ms=ev.atomic_svm_timeslice_ms,
-                     l2_flush_optimized=ev.l2_flush_optimized, clock=self.clock)
-        if dev.vram is not None:
-            dev.vram.stats = self.stats          # migration counters go to the summary
+                     l2_flush_optimized=ev.l2_flush_optimized, clock=self.clock,
+                     tiles=ev.tiles)
+        for vram in dev.vrams:
+            vram.stats = self.stats          # migration counters go to the summary
         attach_device(self.pagemaps_system, dev, own_ref=not self.profile.multi_device)
         self.devices[name] = dev
         return {"fd": dev.fd}
@@ -371,7 +382,19 @@ class World:
             # drivers/gpu/drm/xe/xe_svm.c xe_svm_init(): the gpusvm mirrors current->mm,
             # the address space of the process whose file made the VM
             vm.svm = Svm(vm, proc.mm)
-            svm_get_pagemaps(vm.svm.pagemaps, dev)
+            if self.profile.multi_device:
+                # newer xe_svm_init(): the VM joins the owner list (drm_pagemap_acquire_owner
+                # with xe_has_interconnect) before xe_svm_get_pagemaps() creates the pagemaps,
+                # so groups follow the order VMs and pagemaps are made in
+                owners = self.pagemaps_system.owners
+                vm.svm.peer = Peer(dev.name, "vm", ev.vm)
+                owners.acquire(vm.svm.peer, self.pagemaps_system.has_interconnect)
+            try:
+                svm_get_pagemaps(vm.svm.pagemaps, dev)
+            except XeError:
+                vm.svm.close()       # xe_svm_init(): put the pagemaps, release the owner
+                raise
+            vm.svm.gpusvm.owner = svm_owner(vm.svm)
         self.vms[ev.vm] = vm
         proc.vms.append(ev.vm)
         return {}
@@ -627,22 +650,24 @@ class World:
     # -- the GPU side ---------------------------------------------------------------------
 
     def gpu_access(self, *, vm: str, addr: int, size: int, op: str,
-                   value: int = 0,
+                   value: int = 0, tile: int = 0,
                    **unknown: object) -> Result:
         """The device reads, writes or atomically increments every page; faults are
         serviced by the SVM fault handler. The result has ``faults``, ``retries``, ``data``
         (reads) and ``injected`` (outputs of injected events that fired). A failed fault
         raises XeError whose ``details`` hold ``faults``, ``retries`` and ``fault_addr``.
+        ``tile`` is the tile whose GT runs the access (default 0).
 
         Kernel: the GPU's page fault -> xe_pagefault -> xe_svm_handle_pagefault()."""
         return self.apply("gpu_access", {"vm": vm, "addr": addr, "size": size, "op": op,
-                                         "value": value, **unknown})
+                                         "value": value, **({"tile": tile} if tile else {}),
+                                         **unknown})
 
     def _ev_gpu_access(self, ev: S.GpuAccessEvent) -> Result:
         svm = self._svm(ev.vm)
         before = {id(s): len(s.injection_log) for s in self.svms()}
         try:
-            out: Result = dict(gpu_access(svm, ev.addr, ev.size, ev.op, ev.value))
+            out: Result = dict(gpu_access(svm, ev.addr, ev.size, ev.op, ev.value, ev.tile))
         except XeError as e:
             e.details.setdefault("faults", 0)
             e.details.setdefault("retries", 0)
@@ -692,15 +717,20 @@ class World:
         if err and err != errno.EAGAIN:
             raise XeError(err, f"garbage collector failed ({errno_name(err)})")
         return {"eagain": err == errno.EAGAIN}
-    def evict(self, *, device: str,
+    def evict(self, *, device: str, tile: int | None = None,
               **unknown: object) -> Result:
-        """Move every page out of the device's VRAM; the result counts ``pages``.
+        """Move every page out of the device's VRAM (only tile ``tile``'s when given); the
+        result counts ``pages``.
 
         Kernel: TTM eviction -> xe_svm_bo_evict() -> drm_pagemap_evict_to_ram()."""
-        return self.apply("evict", {"device": device, **unknown})
+        return self.apply("evict", _fields(device=device, tile=tile, **unknown))
 
     def _ev_evict(self, ev: S.EvictEvent) -> Result:
-        return {"pages": evict_device(self._device(ev.device))}
+        dev = self._device(ev.device)
+        tile = None if isinstance(ev.tile, UnsetType) else ev.tile
+        if tile is not None:
+            dev.check_tile(tile, "evict")
+        return {"pages": evict_device(dev, tile)}
     def fault_guard(self, *, vm: str, max_iterations: int,
                     **unknown: object) -> Result:
         """Set (or with 0, clear) the VM's livelock guard: a fault still not serviced after

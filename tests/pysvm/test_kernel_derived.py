@@ -506,11 +506,6 @@ def test_owner_group_needs_a_link_to_every_member_first_vm_in_the_middle() -> No
     w.madvise(vm="vmC", addr=A, range=M2, type="preferred_loc", devmem_fd="gpu2")
 
 
-@pytest.mark.xfail(strict=True, reason="model divergence: mainline xe_svm.c xe_svm_init() "
-                   "makes each fault-mode VM a peer (and xe_pagemap_create() each pagemap) in "
-                   "creation order; pysvm/xe/pagemap.py Provider keeps one peer per device "
-                   "joined at probe/link, and vm_madvise._resolve_pagemap() compares the "
-                   "device pagemap's owner, so groups follow device order")
 def test_owner_group_membership_depends_on_join_order() -> None:
     # Same links, other order: gpu2's VM first, so gpu1 joins gpu2's group and gpu0 (not
     # linked to gpu2) is alone - now gpu0 -> gpu1 is the refused placement.

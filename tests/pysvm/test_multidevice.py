@@ -211,7 +211,8 @@ def test_unbind_peer_trace_replays_to_the_golden_output(capsys: pytest.CaptureFi
 def test_owner_groups_end_to_end_enolink_without_link() -> None:
     eng = _setup(link=False)
     s = eng.world.pagemaps_system
-    assert s.provider("gpu0").peer.owner is not s.provider("gpu1").peer.owner
+    vm_peer = eng.world.vms["vm0"].svm.peer    # xe_svm_init(): the VM joined the owner list
+    assert vm_peer is not None and vm_peer.owner is not None
     out = _peer_advise(eng, "ENOLINK")
     assert "interconnect" in out["message"]
     attrs = _do(eng, ev="query", vm="vm0", addr=BASE, range=SIZE)["vmas"][0]["attrs"]
@@ -221,9 +222,11 @@ def test_owner_groups_end_to_end_enolink_without_link() -> None:
     # puts it again on ENOLINK, so the refused call leaves it idle in gpu1's cache.
     pms = {p["device"]: p for p in _do(eng, ev="pagemaps")["pagemaps"]}
     assert pms["gpu1"]["refcount"] == 0 and pms["gpu1"]["cached"] is True
+    cached = s.provider("gpu1").caches[0].slot
+    assert cached is not None and cached.owner is not vm_peer.owner
     # Linked: one group, the advice is accepted and device 0 runs out of device 1's VRAM.
     _do(eng, ev="link", a="gpu0", b="gpu1")
-    assert s.provider("gpu0").peer.owner is s.provider("gpu1").peer.owner
+    assert cached.owner is vm_peer.owner
     _peer_advise(eng)
     _do(eng, ev="gpu_access", vm="vm0", addr=BASE, size=SIZE, op="write", value=3)
     assert _locations(eng) == ["gpu1"] * 4

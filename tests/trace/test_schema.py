@@ -280,7 +280,8 @@ def test_defaults_are_the_handlers_defaults() -> None:
                               "retained_fault": None}
     assert S.as_kwargs(S.decode('{"ev":"device","name":"g"}')) == {
         "name": "g", "discrete": True, "vram_mib": None, "smem_atomics": None,
-        "atomic_svm_timeslice_ms": 5, "l2_flush_optimized": False, "pat_coh": None}
+        "atomic_svm_timeslice_ms": 5, "l2_flush_optimized": False, "pat_coh": None,
+        "tiles": 1}
     assert S.as_kwargs(S.decode('{"ev":"vm_create","vm":"v","device":"g"}')) == {
         "vm": "v", "device": "g", "fault_mode": False, "va_bits": 48, "process": "main"}
     assert S.as_kwargs(S.decode('{"ev":"bo_create","bo":"b","device":"g","size":4096}'))[

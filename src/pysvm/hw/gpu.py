@@ -139,8 +139,15 @@ def _data_access(svm: Svm, vma: Vma, a: int, op: str, value: int, data: list[int
         svm.bo_data[key] = cur + 1
 
 
-def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[str, object]:
-    """The device reads, writes or atomically increments ``[addr, addr+size)``.
+def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0,
+               tile: int = 0) -> dict[str, object]:
+    """The device's tile ``tile`` reads, writes or atomically increments
+    ``[addr, addr+size)``.
+
+    The access runs on that tile's GT: its PTEs are the tile's (``tile_present`` bit
+    ``tile``), and a fault arrives for that GT (xe_pagefault.c: gt_to_tile()), so the
+    handler validates, migrates to and rebinds on that tile
+    (xe_svm_handle_pagefault(vm, vma, gt, ...)). A tile the device lacks is EINVAL.
 
     Kernel: the GPU's view: a missing or invalidated PTE raises a page fault
     (xe_pagefault -> xe_svm_handle_pagefault for CPU-mirror VMAs); an atomic through
@@ -156,11 +163,12 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
         raise XeError(errno.EINVAL, f"gpu_access [{addr:#x}, +{size:#x}) must be 4 KiB "
                       "aligned and non-empty")
     check_access_size(size, "gpu_access", reads=op == "read")
+    svm.device.check_tile(tile, "gpu_access")
     vm = svm.vm
     faults = retries = 0
     data: list[int] = []
     atomic = op == "atomic"
-    bit = 1 << svm.tile
+    bit = 1 << tile
     a = addr
     end = addr + size
     pf_type: int | None = None      # the kind of the fault being serviced, if any
@@ -201,7 +209,7 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
                     if found.is_cpu_addr_mirror():   # the cache answered another VMA
                         raise XeError(errno.EINVAL, f"GPU fault at {a:#x}: lookup found a "
                                       "different VMA")
-                    handle_vma(svm, found, a, atomic)
+                    handle_vma(svm, found, a, atomic, tile)
                     remember_fault_vma(svm, found)
                 _data_access(svm, vma, a, op, value, data)
                 a += PAGE_SIZE
@@ -213,7 +221,7 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
             span_ok = True
             while True:
                 r = svm.gpusvm.range_find(a)
-                ok = r is not None and r.is_valid(svm.tile, False)
+                ok = r is not None and r.is_valid(tile, False)
                 if ok and atomic and r is not None and r.pages is not None:
                     # A mapped page still faults for an atomic when its PTE lacks the
                     # atomic-enable bit (xe_pt.c); the handler decides what happens.
@@ -221,7 +229,7 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
                 if ok:
                     break
                 if spins >= GPU_REFAULTS:
-                    if atomic and r is not None and r.is_valid(svm.tile, False):
+                    if atomic and r is not None and r.is_valid(tile, False):
                         # The kernel's answer, not a model bug: see GPU_REFAULTS.
                         raise XeError(errno.ETIME, f"GPU atomic at {a:#x} faulted {spins} "
                                       "times: the fault handler reports the range bound, "
@@ -232,11 +240,11 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0) -> dict[
                                        f"{spins} times but the mapping is still invalid")
                 spins += 1
                 faults += 1
-                pf_type = (FAULT_ATOMIC_ACCESS if r is not None and r.is_valid(svm.tile, False)
+                pf_type = (FAULT_ATOMIC_ACCESS if r is not None and r.is_valid(tile, False)
                            else FAULT_NOT_PRESENT)
                 if vm.killed:
                     vma = _fault_lookup(svm, a)
-                st = handle_pagefault(svm, vma, a, atomic)
+                st = handle_pagefault(svm, vma, a, atomic, tile)
                 remember_fault_vma(svm, vma)
                 last_reasons = st.reasons
                 retries += st.retries

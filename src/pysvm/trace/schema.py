@@ -32,7 +32,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from ..clock import MAX_ADVANCE_MS
 from ..errors import XeError
-from ..xe.device import ATOMIC_SVM_TIMESLICE_MS
+from ..xe.device import ATOMIC_SVM_TIMESLICE_MS, MAX_TILES_PER_DEVICE
 from . import results as R
 
 __all__ = [
@@ -129,7 +129,8 @@ class ConfigEvent(Event, tag="config"):
 
 
 class DeviceEvent(Event, tag="device"):
-    """Create a device (one GPU with one VRAM tile) and open its DRM file.
+    """Create a device (one GPU with one or two tiles, each with its own VRAM) and open
+    its DRM file.
 
     The result's fd is the number this device's file has; a madvise may give it as an
     integer devmem_fd instead of the device name.
@@ -141,13 +142,19 @@ class DeviceEvent(Event, tag="device"):
     errors = (_EINVAL_FIELDS,
               ("EEXIST", "a device with this name exists"),
               ("EINVAL", "discrete with vram_mib 0, or integrated with vram_mib > 0"),
-              ("EINVAL", "integrated with smem_atomics false"))
+              ("EINVAL", "integrated with smem_atomics false"),
+              ("EINVAL", "tiles below 1 or above XE_MAX_TILES_PER_DEVICE (2)"))
     result = R.DeviceResult
     name: DeviceName
     discrete: Annotated[bool, Meta(
         description="a discrete GPU with VRAM (false: integrated, no VRAM)")] = True
     vram_mib: Annotated[int, Meta(ge=0, le=U64_MAX // MIB, description=(
-        "VRAM size in MiB; default 256 when discrete, 0 when integrated"))] | UnsetType = UNSET
+        "VRAM size in MiB of each tile (so a one-tile device has vram_mib in all); default "
+        "256 when discrete, 0 when integrated"))] | UnsetType = UNSET
+    tiles: Annotated[int, Meta(ge=0, le=255, description=(
+        "number of tiles (xe->info.tile_count), 1 to XE_MAX_TILES_PER_DEVICE "
+        f"({MAX_TILES_PER_DEVICE}); each tile has its own GT (gpu_access tile), its own "
+        "VRAM region (region instance tile + 1) and its own VRAM pagemap; default 1"))] = 1
     smem_atomics: Annotated[bool, Meta(description=(
         "the device can do atomics on system memory (info.has_device_atomics_on_smem: "
         "no VRAM migration needed); default false when discrete (a PVC-like part), true "
@@ -325,8 +332,9 @@ class MadviseEvent(Event, tag="madvise"):
         "preferred_loc: 0 = DRM_XE_MIGRATE_ALL_PAGES, 1 = DRM_XE_MIGRATE_ONLY_SYSTEM_PAGES"
     ))] = 0
     region_instance: Annotated[int, Meta(ge=0, le=0xFFFF, description=(
-        "preferred_loc: the VRAM region of the devmem_fd device (u16; 1 = tile 0's VRAM); "
-        "default 1 when devmem_fd names a device, else 0"))] | UnsetType = UNSET
+        "preferred_loc: the VRAM region of the devmem_fd device (u16; k = tile k-1's VRAM, "
+        "a tile the device lacks is ENOENT); default 1 when devmem_fd names a device, "
+        "else 0"))] | UnsetType = UNSET
     val: Annotated[int, Meta(ge=0, le=0xFFFFFFFF, description=(
         "atomic: DRM_XE_ATOMIC_* (0 undefined, 1 device, 2 global, 3 cpu); pat: the PAT "
         "index; purgeable_state: 0 WILLNEED, 1 DONTNEED"))] = 0
@@ -574,7 +582,7 @@ class GpuAccessEvent(Event, tag="gpu_access"):
               ("ENOENT", "no VM has this name, or the VM was killed"),
               ("EINVAL", "the VM is not in fault mode; addr or size not 4 KiB aligned or "
                          "size 0; no VMA at a page; more than the model serves in one event "
-                         "(64 GiB, 4 GiB for a read)"),
+                         "(64 GiB, 4 GiB for a read); tile is not a tile of the device"),
               ("EPERM", "write or atomic to a read-only VMA"),
               ("ETIME", "an atomic that keeps faulting because the range cannot move to "
                         "VRAM (the GPU job would time out)"),
@@ -587,6 +595,10 @@ class GpuAccessEvent(Event, tag="gpu_access"):
     size: Annotated[U64, Meta(description="length in bytes (4 KiB aligned, non-zero)")]
     op: Annotated[GpuOp, Meta(description="read, write (stores value) or atomic (adds 1)")]
     value: Value = 0
+    tile: Annotated[int, Meta(ge=0, le=255, description=(
+        "the tile whose GT runs the access (its PTEs, and the tile a fault is serviced "
+        "for: validity, migration target and rebind, xe_pagefault.c gt_to_tile()); "
+        "default 0; a tile the device lacks is EINVAL"))] = 0
 
 
 class PrefetchEvent(Event, tag="prefetch"):
@@ -613,7 +625,8 @@ class PrefetchEvent(Event, tag="prefetch"):
     region: Annotated[PrefetchRegion, Meta(description=(
         "where the pages should end up: vram, system, pref_loc (each CPU-mirror VMA's "
         "madvised preferred location, DRM_XE_CONSULT_MEM_ADVISE_PREF_LOC) or a region "
-        "instance number (0 system, 1 the first VRAM tile)"))]
+        "instance number (0 system, k tile k-1's VRAM; vram is 1); the ranges are bound "
+        "on every tile"))]
 
 
 class RangesEvent(Event, tag="ranges"):
@@ -705,14 +718,19 @@ class AdvanceEvent(Event, tag="advance"):
 
 
 class EvictEvent(Event, tag="evict"):
-    """Move every page out of a device's VRAM to system memory."""
+    """Move every page out of a device's VRAM (every tile's, or one tile's) to system
+    memory."""
 
     kernel: ClassVar[str] = (
         "TTM eviction of the VRAM BOs backing SVM memory: drivers/gpu/drm/xe/xe_svm.c: "
-        "xe_svm_bo_evict() -> drivers/gpu/drm/drm_pagemap.c: drm_pagemap_evict_to_ram().")
-    errors = (_EINVAL_FIELDS, ("ENOENT", "no device has this name"))
+        "xe_svm_bo_evict() -> drivers/gpu/drm/drm_pagemap.c: drm_pagemap_evict_to_ram(); "
+        "each tile's VRAM region has its own TTM manager (xe_ttm_vram_mgr.c).")
+    errors = (_EINVAL_FIELDS, ("ENOENT", "no device has this name"),
+              ("EINVAL", "tile is not a tile of the device"))
     result = R.EvictResult
     device: DeviceName
+    tile: Annotated[int, Meta(ge=0, le=255, description=(
+        "evict only this tile's VRAM (default: every tile's)"))] | UnsetType = UNSET
 
 
 class InvalidateEvent(Event, tag="invalidate"):

@@ -1,24 +1,31 @@
-"""A simulated Xe device with one VRAM tile.
+"""A simulated Xe device with one or more tiles, each with its own VRAM.
 
 Kernel: struct xe_device / struct xe_tile (the fields the model needs:
-IS_DGFX, info.has_device_atomics_on_smem, the PAT table, tile VRAM).
+IS_DGFX, info.has_device_atomics_on_smem, the PAT table, info.tile_count and each
+tile's VRAM region).
 """
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pysvm.clock import Clock
+from pysvm.errors import XeError
 from pysvm.xe.attr import CohMode
 from pysvm.xe.vram import Vram
 
 if TYPE_CHECKING:
     from pysvm.xe.pagemap import DevicePagemap
 
-__all__ = ["Device", "DEFAULT_PAT_COH", "ATOMIC_SVM_TIMESLICE_MS", "L2_FLUSH_PAT_INDEX"]
+__all__ = ["Device", "DEFAULT_PAT_COH", "ATOMIC_SVM_TIMESLICE_MS", "L2_FLUSH_PAT_INDEX",
+           "MAX_TILES_PER_DEVICE"]
 
 MIB = 1 << 20
+
+#: Kernel: xe_device_types.h XE_MAX_TILES_PER_DEVICE (XE_GT1 + 1): at most two tiles.
+MAX_TILES_PER_DEVICE = 2
 
 #: Kernel: xe_device.c xe_device_create() sets xe->atomic_svm_timeslice_ms to 5; the
 #: debugfs file atomic_svm_timeslice_ms (xe_debugfs.c) changes it at run time.
@@ -45,12 +52,16 @@ DEFAULT_PAT_COH: tuple[int, ...] = tuple(
 
 @dataclass(eq=False)
 class Device:
-    """One GPU. Kernel: struct xe_device with a single struct xe_tile.
+    """One GPU. Kernel: struct xe_device with ``tiles`` struct xe_tile (info.tile_count,
+    at most :data:`MAX_TILES_PER_DEVICE`; every tile is iterated by for_each_tile()).
 
-    ``vram`` is the tile's VRAM (None for an integrated device), made with the device.
-    ``pagemap`` is the handle on the tile's drm_pagemap, set by the composition root
-    when it probes the device in the pagemap subsystem (:func:`pysvm.xe.pagemap.
-    attach_device`); it stays None for an integrated device. ``fd`` is the number the
+    ``vram_bytes`` is the size of each tile's VRAM region. ``vrams`` holds one
+    :class:`~pysvm.xe.vram.Vram` per tile (tile ``k`` is VRAM region instance ``k + 1``,
+    xe_tile_to_vr()), empty for an integrated device; ``vram`` is tile 0's (None for an
+    integrated device). ``pagemaps`` holds the handle on each tile's drm_pagemap, set by
+    the composition root when it probes the device in the pagemap subsystem
+    (:func:`pysvm.xe.pagemap.attach_device`); ``pagemap`` is tile 0's, None for an
+    integrated device. ``fd`` is the number the
     model gives this device's open file (used as a madvise ``devmem_fd``).
     ``atomic_svm_timeslice_ms`` is the minimum time pages migrated for a GPU atomic stay
     in VRAM before a CPU fault may take them back (kernel: xe->atomic_svm_timeslice_ms).
@@ -66,19 +77,47 @@ class Device:
     discrete: bool
     smem_atomics: bool
     fd: int
-    tile_id: int = 0
+    tiles: int = 1
     pat_coh: tuple[int, ...] = DEFAULT_PAT_COH
     vram: Vram | None = field(init=False, default=None)
+    vrams: list[Vram] = field(init=False, default_factory=list)
     pagemap: DevicePagemap | None = None
+    pagemaps: list[DevicePagemap] = field(default_factory=list)
     unbound: bool = False
     atomic_svm_timeslice_ms: int = ATOMIC_SVM_TIMESLICE_MS
     l2_flush_optimized: bool = False
     clock: Clock = field(default_factory=Clock)
 
     def __post_init__(self) -> None:
-        # Kernel: xe_vram_probe() sizes the tile's VRAM region at probe.
+        if not 1 <= self.tiles <= MAX_TILES_PER_DEVICE:
+            raise XeError(errno.EINVAL, f"device {self.name}: {self.tiles} tiles (an xe device "
+                          f"has 1 to {MAX_TILES_PER_DEVICE}, XE_MAX_TILES_PER_DEVICE)")
+        # Kernel: xe_vram_probe() sizes each tile's VRAM region at probe (for_each_tile).
         if self.discrete and self.vram is None:
-            self.vram = Vram(self, self.vram_bytes)
+            self.vrams = [Vram(self, self.vram_bytes, tile=t,
+                               name=self.name if self.tiles == 1 else f"{self.name}.tile{t}")
+                          for t in range(self.tiles)]
+            self.vram = self.vrams[0]
+
+    @property
+    def tile_mask(self) -> int:
+        """Every tile's bit. Kernel: xe_vma_create() sets vma->tile_mask with
+        for_each_tile(); the PREFETCH of vm_bind_ioctl_ops_create() builds the same mask."""
+        return (1 << self.tiles) - 1
+
+    def tile_pagemap(self, tile: int) -> DevicePagemap | None:
+        """The handle on tile ``tile``'s VRAM pagemap (None when it has none): ``pagemap``
+        for tile 0, ``pagemaps[tile]`` otherwise. Kernel: 6.18 tile_local_pagemap(),
+        newest xe_tile_local_pagemap()."""
+        if tile == 0:
+            return self.pagemap
+        return self.pagemaps[tile] if tile < len(self.pagemaps) else None
+
+    def check_tile(self, tile: int, what: str) -> None:
+        """EINVAL naming ``tile`` when this device has no such tile."""
+        if not 0 <= tile < self.tiles:
+            raise XeError(errno.EINVAL, f"{what}: device {self.name} has no tile {tile} "
+                          f"(it has {self.tiles}: 0..{self.tiles - 1})")
 
     @property
     def n_pat_entries(self) -> int:

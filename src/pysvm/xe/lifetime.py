@@ -14,6 +14,7 @@ from pysvm.drm.pagemap import PagemapState
 from pysvm.errors import XeError
 from pysvm.xe.migrate import evict_device
 from pysvm.xe.pagemap import PagemapSystem, svm_put_pagemaps
+from pysvm.xe.vram import Vram
 
 if TYPE_CHECKING:
     from pysvm.xe.device import Device
@@ -37,11 +38,10 @@ def _expected_holders(s: PagemapSystem, devices: Mapping[str, Device],
     counts = {name: 0 for name in s.providers}
     by_dp: dict[int, str] = {}
     for name, dev in devices.items():
-        dp = dev.pagemap
-        if dp is not None:
+        for dp in dev.pagemaps:      # one handle per tile
             by_dp[id(dp)] = name
-            if dev.vram is not None and name in counts:
-                counts[name] += len(dev.vram.allocations)
+        if dev.pagemaps and name in counts:
+            counts[name] += sum(len(v.allocations) for v in dev.vrams)
     for vm in vms.values():
         svm = vm.svm
         for dp in (svm.pagemaps if svm is not None else []):
@@ -57,8 +57,8 @@ def _expected_holders(s: PagemapSystem, devices: Mapping[str, Device],
                 counts[by_dp[id(pm)]] += 1
         if svm is not None:
             for r in svm.gpusvm.ranges():
-                d = r.dpagemap
-                rdev = devices.get(d.name) if d is not None else None
+                d = r.dpagemap      # the tile VRAM (pysvm.xe.vram.Vram) holding the pages
+                rdev = d.device if isinstance(d, Vram) else None
                 if rdev is not None and rdev.pagemap is not None \
                         and rdev.pagemap.provider.users_hold:
                     counts[rdev.name] += 1
@@ -127,12 +127,14 @@ def check_pagemap_invariants(s: PagemapSystem, devices: Mapping[str, Device] | N
     expected = (_expected_holders(s, devices, vms or {}) if devices is not None else None)
     for name, prov in s.providers.items():
         dev = devices.get(name) if devices is not None else None
-        dp = dev.pagemap if dev is not None else None
-        handle_refs = dp.refs if dp is not None else []
-        assert all(q is handle_refs[0] for q in handle_refs), (
-            f"device {name}: handle references spread over several pagemaps")
+        dps = dev.pagemaps if dev is not None else []
+        handle_refs = [q for dp in dps for q in dp.refs]
+        for dp in dps:
+            assert all(q is dp.refs[0] for q in dp.refs), (
+                f"device {name} tile {dp.tile}: handle references spread over several "
+                "pagemaps")
         own = sum(1 for q in prov.own_refs if q is not None)
-        if dp is not None:
+        if dps:
             assert refsum[name] == len(handle_refs) + own, (
                 f"device {name}: pagemap refcounts sum to {refsum[name]}, but "
                 f"{len(handle_refs)} handle reference(s) + {own} own")

@@ -34,27 +34,28 @@ if TYPE_CHECKING:
 __all__ = ["populate_mm", "migrate_to_devmem", "evict_device"]
 
 
-def _check_populate_allowed(device: Device) -> None:
-    pm = device.pagemap
+def _check_populate_allowed(device: Device, tile: int = 0) -> None:
+    pm = device.tile_pagemap(tile)
     if device.unbound:
         raise XeError(errno.ENODEV, f"{device.name}: device is unbound")
     if pm is not None and not pm.populate_allowed():   # may itself raise XeError(ENODEV)
         raise XeError(errno.ENODEV, f"{device.name}: pagemap cannot populate (device gone)")
 
 
-def evict_device(device: Device) -> int:
-    """Evict every allocation in ``device``'s VRAM (the ``evict`` trace event).
+def evict_device(device: Device, tile: int | None = None) -> int:
+    """Evict every allocation in ``device``'s VRAM (the ``evict`` trace event): every
+    tile's, tile by tile, or only tile ``tile``'s.
 
     Kernel: TTM eviction of all VRAM BOs (xe_bo_evict_all for suspend, or
-    memory pressure), each SVM BO through xe_svm_bo_evict(). Returns pages moved.
+    memory pressure), each SVM BO through xe_svm_bo_evict(); each tile's VRAM region
+    has its own TTM manager (xe_ttm_vram_mgr per struct xe_vram_region), so one tile's
+    eviction leaves the other's memory alone. Returns pages moved.
     """
-    vram = device.vram
-    if vram is None:
-        return 0
     n = 0
-    for alloc in list(vram.allocations.values()):
-        n += evict_to_ram(alloc)
-        vram.stats["evictions_requested"] += 1
+    for vram in device.vrams if tile is None else device.vrams[tile:tile + 1]:
+        for alloc in list(vram.allocations.values()):
+            n += evict_to_ram(alloc)
+            vram.stats["evictions_requested"] += 1
     return n
 
 
@@ -109,25 +110,30 @@ def migrate_to_devmem(alloc: VramAllocation, mm: Mm, start: int, end: int,
 
 
 def populate_mm(device: Device, mm: Mm, start: int, end: int, timeslice_ms: int = 0, *,
-                newest: bool = False) -> None:
-    """Allocate VRAM on ``device`` for ``[start, end)`` and migrate into it.
+                newest: bool = False, tile: int = 0) -> None:
+    """Allocate VRAM on ``device``'s tile ``tile`` for ``[start, end)`` and migrate into it.
 
-    Kernel: drm_pagemap_populate_mm() -> xe_drm_pagemap_populate_mm():
+    Kernel: drm_pagemap_populate_mm() -> xe_drm_pagemap_populate_mm() on the tile's
+    pagemap (6.18: the tile's vr->dpagemap; newest: the xe_pagemap of the tile's
+    xe_vram_region, allocating with XE_BO_FLAG_VRAM(vr)):
     unplugged provider -> ENODEV; dead mm -> EFAULT; VRAM allocation failure
-    (after eviction under pressure) -> ENOMEM; then migrate_to_devmem's errors
-    (``newest`` selects which kernel's page collection rules apply).
+    (after eviction under pressure, in that tile's VRAM only) -> ENOMEM; then
+    migrate_to_devmem's errors (``newest`` selects which kernel's page collection rules
+    apply).
     """
-    _check_populate_allowed(device)
+    _check_populate_allowed(device, tile)
     if not mm.alive:
         raise XeError(errno.EFAULT, "populate: address space is gone")
-    vram = device.vram
-    if vram is None:
-        raise XeError(errno.ENODEV, f"{device.name} has no VRAM")
+    if tile >= len(device.vrams):
+        raise XeError(errno.ENODEV, f"{device.name} has no VRAM"
+                      + (f" on tile {tile}" if device.vrams else ""))
+    vram = device.vrams[tile]
     if start % PAGE_SIZE or end % PAGE_SIZE or end <= start:
         raise XeError(errno.EINVAL, f"populate: bad span [{start:#x}, {end:#x})")
     alloc = vram.alloc(mm, start, end - start)
-    if device.pagemap is not None:     # drm_pagemap_zdd_alloc(): the zdd holds the pagemap
-        alloc.zdd = Zdd(device.pagemap, (end - start) // PAGE_SIZE)
+    pm = device.tile_pagemap(tile)
+    if pm is not None:     # drm_pagemap_zdd_alloc(): the zdd holds the tile's pagemap
+        alloc.zdd = Zdd(pm, (end - start) // PAGE_SIZE)
     migrate_to_devmem(alloc, mm, start, end, timeslice_ms, newest=newest)
 
 

@@ -47,12 +47,14 @@ from pysvm.errors import XeError
 from pysvm.mm.mmap import PAGE_SIZE
 from pysvm.xe.attr import AtomicAccess
 from pysvm.xe.migrate import populate_mm
-from pysvm.xe.vram import devm_owner, page_device
+from pysvm.xe.vram import VramAllocation, devm_owner
 
 if TYPE_CHECKING:
+    from pysvm.mm.mmap import Page
     from pysvm.xe.device import Device
     from pysvm.xe.svm import Svm
     from pysvm.xe.vma import Vma
+    from pysvm.xe.vram import Vram
 
 __all__ = ["handle_vma", "resolve_target", "need_vram_for_atomic", "handle_pagefault",
            "FaultStats", "FaultError",
@@ -135,22 +137,28 @@ def need_vram_for_atomic(device: Device, vma: Vma, atomic: bool) -> int:
     return 1
 
 
-def _resolve_target(svm: Svm, vma: Vma) -> Device | None:
-    """The device whose VRAM the VMA prefers, or None (system).
+def _resolve_target(svm: Svm, vma: Vma, tile: int = 0) -> Vram | None:
+    """The VRAM (one tile's region) the VMA prefers for an access from ``tile``, or None
+    (system).
 
-    Kernel: xe_vma_resolve_pagemap() (6.18: -1 -> system, 0 -> local VRAM on
-    discrete, anything else -> system; newest: another device by fd).
+    Kernel: xe_vma_resolve_pagemap(vma, tile) (6.18: -1 -> system, 0 -> the faulting
+    tile's local VRAM on discrete (tile_local_pagemap()), anything else -> system; newest:
+    the madvised pagemap first, i.e. another device's or another tile's region named by
+    fd and region_instance, else the same -1/0 rules with xe_tile_local_pagemap()).
     """
-    fd = vma.attr.preferred_loc.devmem_fd
+    loc = vma.attr.preferred_loc
+    fd = loc.devmem_fd
     if fd == -1:
         return None
     dev = svm.device
     if fd == 0:
-        return dev if dev.discrete else None
+        return dev.vrams[tile] if dev.discrete else None
     if svm.vm.profile.multi_device:
         other = svm.host.device_by_fd(fd)
         if other is not None and other.discrete:
-            return other
+            pm = loc.pagemap
+            t = pm.tile if pm is not None else 0
+            return other.vrams[t] if t < len(other.vrams) else None
     return None
 
 
@@ -158,19 +166,22 @@ def _resolve_target(svm: Svm, vma: Vma) -> Device | None:
 resolve_target = _resolve_target
 
 
-def _has_pagemap(r: SvmRange, target: Device | None) -> bool:
-    """The range's pages are device pages of ``target``'s VRAM.
+def _has_pagemap(r: SvmRange, target: Vram | None) -> bool:
+    """The range's pages are device pages of ``target`` (one tile's VRAM).
 
-    Kernel: xe_svm_range_has_pagemap() (newest: range->pages.dpagemap == dpagemap).
+    Kernel: xe_svm_range_has_pagemap() (newest: range->pages.dpagemap == dpagemap; every
+    tile has its own pagemap, so another tile's VRAM of the same device is not it).
     """
     return r.in_vram() and r.dpagemap is target
 
 
-def range_valid(svm: Svm, r: SvmRange, devmem_only: bool, target: Device | None) -> bool:
-    """Kernel: xe_svm_range_is_valid(): bound on this tile and not invalidated, and when
-    ``devmem_only`` in device memory (6.18: any VRAM, xe_svm_range_in_vram(); newest: the
-    target pagemap, xe_svm_range_has_pagemap())."""
-    if not r.is_valid(svm.tile, False):
+def range_valid(svm: Svm, r: SvmRange, devmem_only: bool, target: Vram | None,
+                tile: int = 0) -> bool:
+    """Kernel: xe_svm_range_is_valid(range, tile, ...): bound on the faulting ``tile`` and
+    not invalidated there, and when ``devmem_only`` in device memory (6.18: any VRAM,
+    any tile's, xe_svm_range_in_vram(); newest: the target pagemap,
+    xe_svm_range_has_pagemap())."""
+    if not r.is_valid(tile, False):
         return False
     if not devmem_only:
         return True
@@ -179,11 +190,13 @@ def range_valid(svm: Svm, r: SvmRange, devmem_only: bool, target: Device | None)
     return r.in_vram()
 
 
-def needs_migrate(svm: Svm, r: SvmRange, target: Device | None) -> bool:
+def needs_migrate(svm: Svm, r: SvmRange, target: Vram | None) -> bool:
     """Kernel: xe_svm_range_needs_migrate_to_vram() (4K migration supported).
 
-    6.18: not if the range is in VRAM already (xe_svm_range_in_vram); newest: not if its
-    pages are in the target pagemap already (xe_svm_range_has_pagemap).
+    6.18: not if the range is in VRAM already (xe_svm_range_in_vram: any tile's VRAM, so
+    a range in tile 1's VRAM stays there when tile 0 faults and is mapped in place);
+    newest: not if its pages are in the target pagemap already (xe_svm_range_has_pagemap:
+    pages in another tile's VRAM are moved to the faulting tile's).
     """
     if not r.migrate_devmem or target is None:
         return False
@@ -192,33 +205,37 @@ def needs_migrate(svm: Svm, r: SvmRange, target: Device | None) -> bool:
     return not r.in_vram()
 
 
-def alloc_vram(svm: Svm, r: SvmRange, target: Device, ctx: GpuSvmCtx) -> None:
-    """Kernel: xe_svm_alloc_vram().
+def alloc_vram(svm: Svm, r: SvmRange, target: Vram, ctx: GpuSvmCtx) -> None:
+    """Kernel: xe_svm_alloc_vram() into ``target`` (one tile's VRAM).
 
-    6.18: drm_pagemap_populate_mm() on the local VRAM, nothing else. Newest: first a scan
-    (drm_gpusvm_scan_mm) - every page already in the target pagemap -> 0 without
-    allocating; then populate, and on EBUSY exactly one retry after evicting the range to
-    system memory.
+    6.18: drm_pagemap_populate_mm() on the faulting tile's VRAM (tile_local_pagemap()),
+    nothing else. Newest: first a scan (drm_gpusvm_scan_mm) - every page already in the
+    target pagemap -> 0 without allocating; then populate, and on EBUSY exactly one retry
+    after evicting the range to system memory.
     """
     newest = svm.vm.profile.range_removed_check
     if newest and _all_pages_in(svm, r, target):
         return
+    dev, tile = target.device, target.tile
     try:
-        populate_mm(target, svm.mm, r.start, r.end, ctx.timeslice_ms, newest=newest)
+        populate_mm(dev, svm.mm, r.start, r.end, ctx.timeslice_ms, newest=newest, tile=tile)
     except XeError as e:
         if e.errno != errno.EBUSY or not newest:
             raise
         svm.gpusvm.range_evict(r)
-        populate_mm(target, svm.mm, r.start, r.end, ctx.timeslice_ms, newest=newest)
+        populate_mm(dev, svm.mm, r.start, r.end, ctx.timeslice_ms, newest=newest, tile=tile)
 
 
-def _all_pages_in(svm: Svm, r: SvmRange, target: Device) -> bool:
+def _page_vram(page: Page | None) -> Vram | None:
+    """The VRAM (tile region) holding ``page``; None for a system page or no page."""
+    alloc = page.alloc if page is not None else None
+    return alloc.vram if isinstance(alloc, VramAllocation) else None
+
+
+def _all_pages_in(svm: Svm, r: SvmRange, target: Vram) -> bool:
     """Kernel: drm_gpusvm_scan_mm() == DRM_GPUSVM_SCAN_EQUAL (every page in the pagemap)."""
-    for a in range(r.start, r.end, PAGE_SIZE):
-        p = svm.mm.page_at(a)
-        if page_device(p) is not target:
-            return False
-    return True
+    page_at = svm.mm.page_at
+    return all(_page_vram(page_at(a)) is target for a in range(r.start, r.end, PAGE_SIZE))
 
 
 def _guard(svm: Svm, st: FaultStats) -> None:
@@ -227,7 +244,7 @@ def _guard(svm: Svm, st: FaultStats) -> None:
         raise FaultLivelockError(st.addr, st.inner_iterations + st.outer_iterations, st)
 
 
-def _inner(svm: Svm, vma: Vma, addr: int, need_vram: bool, st: FaultStats) -> int:
+def _inner(svm: Svm, vma: Vma, addr: int, need_vram: bool, st: FaultStats, tile: int) -> int:
     """One call of the inner handler; returns 0 or an errno (EAGAIN: re-look-up).
 
     Kernel: __xe_svm_handle_pagefault(). Profile differences (6.18 torvalds 0131514f,
@@ -267,7 +284,9 @@ def _inner(svm: Svm, vma: Vma, addr: int, need_vram: bool, st: FaultStats) -> in
             else:
                 st.reasons.append(f"gc:{errno.errorcode.get(err, err)}")
             return err
-        target = dev if ctx.devmem_only else _resolve_target(svm, vma)
+        # 6.18 xe_svm_alloc_vram(tile) / newest xe_tile_local_pagemap(tile) for a
+        # devmem-only fault: the faulting tile's VRAM
+        target = dev.vrams[tile] if ctx.devmem_only else _resolve_target(svm, vma, tile)
         if newest:
             # xe_svm_private_page_owner(vm, !dpagemap)
             svm.gpusvm.owner = svm_owner(svm) if target is not None else None
@@ -286,7 +305,7 @@ def _inner(svm: Svm, vma: Vma, addr: int, need_vram: bool, st: FaultStats) -> in
         if ctx.devmem_only and not r.migrate_devmem:
             st.reasons.append("not-migratable")
             return errno.EACCES
-        if range_valid(svm, r, ctx.devmem_only, target):
+        if range_valid(svm, r, ctx.devmem_only, target, tile):
             return 0
         migrate_try_count -= 1
         if migrate_try_count >= 0 and target is not None and needs_migrate(svm, r, target):
@@ -328,7 +347,7 @@ def _inner(svm: Svm, vma: Vma, addr: int, need_vram: bool, st: FaultStats) -> in
         if inj["fault.before_bind"]:
             svm.fire("fault.before_bind")
         try:
-            svm.range_rebind(r)
+            svm.range_rebind(r, 1 << tile)     # xe_vm_range_rebind(..., BIT(tile->id))
         except XeError as e:
             if e.errno == errno.EAGAIN:
                 st.bind_eagain += 1
@@ -340,12 +359,18 @@ def _inner(svm: Svm, vma: Vma, addr: int, need_vram: bool, st: FaultStats) -> in
 
 
 def svm_owner(svm: Svm) -> object:
-    """Kernel: xe_svm_private_page_owner() / xe_svm_devm_owner() of the VM's device."""
+    """The VM's device-private page owner. Kernel: newer driver
+    xe_svm_private_page_owner(): ``vm->svm.peer.owner`` (the group the VM joined in
+    xe_svm_init()); 6.18 xe_svm_devm_owner() of the VM's device."""
+    peer = svm.peer
+    if peer is not None and peer.owner is not None:
+        return peer.owner
     return devm_owner(svm.device)
 
 
-def handle_pagefault(svm: Svm, vma: Vma, addr: int, atomic: bool) -> FaultStats:
-    """Service one GPU page fault on a CPU-address-mirror VMA.
+def handle_pagefault(svm: Svm, vma: Vma, addr: int, atomic: bool,
+                     tile: int = 0) -> FaultStats:
+    """Service one GPU page fault on a CPU-address-mirror VMA, raised by ``tile``'s GT.
 
     Kernel: xe_svm_handle_pagefault(): need_vram_for_atomic, the inner
     handler, and on EAGAIN a fresh VMA lookup by address (none -> EINVAL) and
@@ -366,7 +391,7 @@ def handle_pagefault(svm: Svm, vma: Vma, addr: int, atomic: bool) -> FaultStats:
             if svm.max_fault_iterations is not None:
                 _guard(svm, st)
             need = need_vram_for_atomic(svm.device, vma, atomic)
-            err = _inner(svm, vma, addr, bool(need), st)
+            err = _inner(svm, vma, addr, bool(need), st, tile)
             if err == errno.EAGAIN:
                 st.reasons.append("outer-eagain")
                 found = svm.vm.find_vma_by_addr(addr)
@@ -394,7 +419,7 @@ def handle_pagefault(svm: Svm, vma: Vma, addr: int, atomic: bool) -> FaultStats:
         svm.fault_log.append(st)
 
 
-def handle_vma(svm: Svm, vma: Vma, addr: int, atomic: bool) -> None:
+def handle_vma(svm: Svm, vma: Vma, addr: int, atomic: bool, tile: int = 0) -> None:
     """Service one GPU page fault on a BO, userptr or NULL VMA: check the atomic, bind.
 
     Kernel: xe_pagefault_handle_vma() (xe_pagefault.c): ``needs_vram =
@@ -434,8 +459,10 @@ def handle_vma(svm: Svm, vma: Vma, addr: int, atomic: bool) -> None:
     except XeError:
         stats["faults_failed"] += 1
         raise
-    vma.tile_present |= 1 << svm.tile
-    vma.tile_invalidated &= ~(1 << svm.tile)
+    # xe_pagefault_handle_vma() -> xe_vma_rebind(vm, vma, BIT(tile->id)): the faulting
+    # tile only
+    vma.tile_present |= 1 << tile
+    vma.tile_invalidated &= ~(1 << tile)
 
 
 def remember_fault_vma(svm: Svm, vma: Vma) -> None:

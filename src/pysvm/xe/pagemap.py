@@ -33,6 +33,7 @@ from pysvm.errors import XeError
 
 if TYPE_CHECKING:
     from pysvm.xe.device import Device
+    from pysvm.xe.vram import Vram
 
 __all__ = ["DevicePagemap", "PagemapSystem", "Provider", "attach_device", "range_pagemap_get",
            "range_pagemap_put", "svm_get_pagemaps", "svm_put_pagemaps"]
@@ -63,10 +64,14 @@ class Provider:
         self.on_region_release: list[Callable[[Pagemap], None]] = []
         self.own_refs: list[Pagemap | None] = [None] * len(self.caches)
         self.leftover_listed = 0
-        #: The device's own place in the owner list (its SVM VMs' peer kind), stable across
-        #: pagemap reclaim so page ownership does not change identity.
+        #: 6.18 (``own_ref``): the device's own place in the owner list, stable across
+        #: pagemap reclaim, standing for xe_svm_devm_owner(xe) (the device is the page owner
+        #: of all its VRAM). The newer driver has no device-level peer: each fault-mode VM
+        #: (xe_svm_init()) and each pagemap (xe_pagemap_create()) joins the owner list
+        #: itself, in creation order, so this one never joins there.
         self.peer = Peer(name, "vm", f"{name}.device")
-        system.owners.acquire(self.peer, system.has_interconnect)
+        if own_ref:
+            system.owners.acquire(self.peer, system.has_interconnect)
         self.own_ref = own_ref
         self.device.on_release.append(self._device_released)
         if own_ref:
@@ -379,8 +384,13 @@ class DevicePagemap:
 
     @property
     def owner(self) -> Owner | None:
-        """The device's interconnect owner (stable across pagemap reclaim)."""
-        return self.provider.peer.owner
+        """The page owner of this tile's device memory: 6.18 the device's (stable across
+        pagemap reclaim); newer driver the pagemap's own (xe_pagemap_create():
+        ``pagemap->owner = xpagemap->peer.owner``), None while no pagemap exists."""
+        if self.provider.own_ref:
+            return self.provider.peer.owner
+        p = self.current
+        return p.owner if p is not None else None
 
     def get(self) -> DevicePagemap:
         """Kernel: drm_pagemap_get() (or xe_pagemap_find_or_create() for the first user)."""
@@ -413,8 +423,13 @@ def attach_device(system: PagemapSystem, device: Device, *, own_ref: bool) -> Pr
     (newest), xe_devm_add() (6.18). Called by the composition root for every device.
     """
     discrete = device.discrete and device.vram_bytes > 0
-    prov = system.add_device(device.name, discrete=discrete, own_ref=own_ref)
-    device.pagemap = DevicePagemap(prov) if discrete else None
+    prov = system.add_device(device.name, tiles=device.tiles, discrete=discrete,
+                             own_ref=own_ref)
+    # one handle per tile's VRAM pagemap (6.18 xe_devm_add() per tile; newest the tile's
+    # dpagemap_cache, xe_pagemap_cache_create()); they share the device's owner-list peer:
+    # xe_svm.c xe_has_interconnect() answers true for two peers on the same device
+    device.pagemaps = [DevicePagemap(prov, t) for t in range(device.tiles)] if discrete else []
+    device.pagemap = device.pagemaps[0] if discrete else None
     return prov
 
 
@@ -437,8 +452,10 @@ def svm_get_pagemaps(holds: list[DevicePagemap], device: Device) -> None:
         return
     if holds:
         raise XeError(errno.EEXIST, f"a VM of {device.name} already holds its pagemaps")
-    dp.get()
-    holds.append(dp)
+    # for_each_tile() with a VRAM region: one reference per tile (vm->svm.pagemaps[id])
+    for tdp in device.pagemaps:
+        tdp.get()
+        holds.append(tdp)
 
 
 def svm_put_pagemaps(holds: list[DevicePagemap]) -> None:
@@ -451,27 +468,28 @@ def svm_put_pagemaps(holds: list[DevicePagemap]) -> None:
         holds.pop(0).put()
 
 
-def _range_dp(device: Device) -> DevicePagemap | None:
-    dp = device.pagemap
+def _range_dp(vram: Vram) -> DevicePagemap | None:
+    dp = vram.device.tile_pagemap(vram.tile)
     if dp is not None and dp.provider.users_hold:
         return dp
     return None
 
 
-def range_pagemap_get(device: Device | None) -> None:
-    """A range's pages were found in ``device``'s VRAM: take a pagemap reference.
+def range_pagemap_get(vram: Vram | None) -> None:
+    """A range's pages were found in ``vram`` (one tile's VRAM): take a reference on that
+    tile's pagemap.
 
     Kernel: drm_gpusvm_get_pages() (newest: drm_pagemap_get() on the pages' pagemap, then
     drm_pagemap_put() of the previous range->pages.dpagemap). NULL-safe; a no-op in the 6.18
     profile, where the range pointer was not reference counted.
     """
-    dp = _range_dp(device) if device is not None else None
+    dp = _range_dp(vram) if vram is not None else None
     if dp is not None:
         dp.get()
 
 
-def range_pagemap_put(device: Device | None) -> None:
+def range_pagemap_put(vram: Vram | None) -> None:
     """Drop :func:`range_pagemap_get`'s reference. Kernel: __drm_gpusvm_unmap_pages()."""
-    dp = _range_dp(device) if device is not None else None
+    dp = _range_dp(vram) if vram is not None else None
     if dp is not None:
         dp.put()

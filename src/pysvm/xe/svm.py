@@ -27,15 +27,15 @@ from typing import TYPE_CHECKING
 
 from pysvm.drm.gpusvm import DevmemPagemap, GpuSvm, GpuSvmCtx, SvmRange
 from pysvm.drm.gpusvm_notifier import SvmNotifier
+from pysvm.drm.pagemap_util import Peer
 from pysvm.errors import XeError
 from pysvm.mm.mmap import PAGE_SIZE, DevmemOwner, Mm
 from pysvm.mm.mmu_notifier import NotifierRange, NotifyEvent
-from pysvm.xe.device import Device
 from pysvm.xe.garbage_collector import garbage_collector
 from pysvm.xe.host import INJECTION_POINTS
 from pysvm.xe.pagefault import alloc_vram, needs_migrate, resolve_target, svm_owner
 from pysvm.xe.pagemap import range_pagemap_get, range_pagemap_put, svm_put_pagemaps
-from pysvm.xe.vram import VramAllocation, devm_owner, evict_range
+from pysvm.xe.vram import Vram, VramAllocation, devm_owner, evict_range
 
 if TYPE_CHECKING:
     from pysvm.xe.host import XeHost
@@ -60,11 +60,13 @@ class Svm:
         self.host: XeHost = vm.host
         self.mm = mm
         self.device = vm.device
-        self.tile = vm.device.tile_id
         self.gpusvm = GpuSvm(self.mm, 0, vm.size, NOTIFIER_SIZE, self,
                              owner=devm_owner(vm.device))
         #: The device pagemaps this VM holds (newest profile). Kernel: vm->svm.pagemaps[].
         self.pagemaps: list[DevicePagemap] = []
+        #: Newer driver: the VM's place in the owner list (vm->svm.peer), joined by the
+        #: composition root at creation (xe_svm_init()) and left at close; None in 6.18.
+        self.peer: Peer | None = None
         self.gc_list: list[SvmRange] = []
         self._gc_work_queued = False
         #: (point, result, fault address) of every injected event that fired.
@@ -116,21 +118,22 @@ class Svm:
 
     # ------------------------------------------ drm_gpusvm ops (GpuSvmOps)
     def page_pagemap(self, alloc: DevmemOwner) -> DevmemPagemap:
-        """The device whose VRAM holds a device page (zdd->devmem_allocation->dpagemap)."""
+        """The tile VRAM holding a device page (zdd->devmem_allocation->dpagemap: each
+        tile's VRAM region has its own pagemap)."""
         assert isinstance(alloc, VramAllocation), alloc
-        return alloc.device
+        return alloc.vram
 
     def pagemap_get(self, dpagemap: DevmemPagemap | None) -> None:
         """Newest: the range's pages hold their pagemap (drm_gpusvm_get_pages)."""
-        range_pagemap_get(self._device_of(dpagemap))
+        range_pagemap_get(self._vram_of(dpagemap))
 
     def pagemap_put(self, dpagemap: DevmemPagemap | None) -> None:
         """Drop :meth:`pagemap_get`'s reference (__drm_gpusvm_unmap_pages)."""
-        range_pagemap_put(self._device_of(dpagemap))
+        range_pagemap_put(self._vram_of(dpagemap))
 
     @staticmethod
-    def _device_of(dpagemap: DevmemPagemap | None) -> Device | None:
-        assert dpagemap is None or isinstance(dpagemap, Device), dpagemap
+    def _vram_of(dpagemap: DevmemPagemap | None) -> Vram | None:
+        assert dpagemap is None or isinstance(dpagemap, Vram), dpagemap
         return dpagemap
 
     def devmem_evict(self, mm: Mm, start: int, end: int) -> int:
@@ -200,18 +203,18 @@ class Svm:
         self.gpusvm.range_remove(r)
         self.host.stats["ranges_removed"] += 1
 
-    def range_rebind(self, r: SvmRange) -> None:
-        """Bind the range's pages on this tile.
+    def range_rebind(self, r: SvmRange, tile_mask: int) -> None:
+        """Bind the range's pages on the tiles of ``tile_mask``.
 
-        Kernel: xe_vm_range_rebind(); its pre-commit check
+        Kernel: xe_vm_range_rebind(vm, vma, range, tile_mask) (a fault passes
+        BIT(tile->id); PREFETCH every tile); its pre-commit check
         (xe_pt_svm_pre_commit) answers EAGAIN when the pages were invalidated
         after get_pages.
         """
         if r.removed or not r.pages_valid or r.notifier.read_retry(r.notifier_seq):
             raise XeError(errno.EAGAIN, "range pages were invalidated before bind")
-        bit = 1 << self.tile
-        r.tile_present |= bit
-        r.tile_invalidated &= ~bit
+        r.tile_present |= tile_mask
+        r.tile_invalidated &= ~tile_mask
 
     # ------------------------------------------------- Vm <-> Svm hooks
     def has_ranges(self, start: int, end: int) -> bool:
@@ -221,13 +224,14 @@ class Svm:
     def invalidate_range(self, start: int, end: int) -> list[tuple[int, int]]:
         """Zap GPU mappings of SVM ranges in ``[start, end)``; (addr, size) of each.
 
-        Kernel: xe_svm_ranges_zap_ptes_in_range() (madvise invalidation).
+        Kernel: xe_svm_ranges_zap_ptes_in_range() (madvise invalidation): for_each_tile()
+        whose PTEs of the range are live, zapped and marked in tile_invalidated.
         """
         out: list[tuple[int, int]] = []
-        bit = 1 << self.tile
         for r in self.gpusvm.ranges(start, end):
-            if r.tile_present & ~r.tile_invalidated & bit:
-                r.tile_invalidated |= bit
+            live = r.tile_present & ~r.tile_invalidated
+            if live:
+                r.tile_invalidated |= live
                 out.append((r.start, r.size))
         return out
 
@@ -258,6 +262,9 @@ class Svm:
         self.gpusvm.fini()
         self.gc_list.clear()
         svm_put_pagemaps(self.pagemaps)
+        peer = self.peer
+        if peer is not None and peer.list is not None and peer.joined:
+            peer.list.release(peer)      # drm_pagemap_release_owner(&vm->svm.peer)
 
     # -------------------------------------------------------- prefetch
     def _find_vma_start(self, a: int, stop: int) -> int | None:
@@ -270,18 +277,18 @@ class Svm:
                 return max(cv.start, a)
         return None
 
-    def _prefetch_range_valid(self, r: SvmRange, target: Device | None) -> bool:
-        """Whether PREFETCH leaves ``r`` alone: bound on the tile and not invalidated, and
-        already where the prefetch asks.
+    def _prefetch_range_valid(self, r: SvmRange, target: Vram | None) -> bool:
+        """Whether PREFETCH leaves ``r`` alone: bound on every tile and not invalidated,
+        and already where the prefetch asks.
 
         Kernel: xe_svm.c xe_svm_range_validate() as xe_vm.c vm_bind_ioctl_ops_create()
-        calls it (the VM's tile mask; one tile here). v6.18 compares
+        calls it (tile_mask: every tile of the device, for_each_tile()). v6.18 compares
         range->base.pages.flags.has_devmem_pages with ``!!tile`` (a VRAM region, or a
         pref_loc that resolved to a pagemap); mainline compares range->pages.dpagemap
         with the asked pagemap (NULL: system memory).
         """
-        bit = 1 << self.tile
-        if not r.tile_present & ~r.tile_invalidated & bit:
+        mask = self.device.tile_mask
+        if r.tile_present & ~r.tile_invalidated & mask != mask:
             return False
         if self.vm.profile.range_removed_check:     # mainline pagemap comparison
             return r.dpagemap is target
@@ -317,21 +324,26 @@ class Svm:
 
         Otherwise every range is bound (ops_execute).
 
-        ``region`` is ``"system"``, ``"vram"`` (this device's VRAM), a
-        prefetch_mem_region_instance number (0 system, 1 the first VRAM tile; an
+        ``region`` is ``"system"``, ``"vram"`` (this device's tile-0 VRAM, region 1), a
+        prefetch_mem_region_instance number (0 system, ``k`` tile ``k - 1``'s VRAM:
+        prefetch_ranges() takes &xe->tiles[region_to_mem_type[region] - XE_PL_VRAM0]; an
         instance that is not a bit of mem_region_mask is EINVAL) or ``"pref_loc"``
         (DRM_XE_CONSULT_MEM_ADVISE_PREF_LOC: each CPU-mirror VMA goes where its
-        madvised preferred location resolves, xe_vma_resolve_pagemap(): -1 system, 0
-        local VRAM on a discrete device, an fd: 6.18 system, 7.0 that device's VRAM).
+        madvised preferred location resolves, xe_vma_resolve_pagemap() with the root
+        tile: -1 system, 0 tile 0's VRAM on a discrete device, an fd: 6.18 system, 7.0
+        the VRAM region that fd and region_instance named). The ranges are bound on
+        every tile (the PREFETCH op's tile_mask).
         ``"pref_loc"`` over a BO VMA is refused with EINVAL: the kernel indexes
         region_to_mem_type[] with -1 there (reads past the table).
         """
         discrete = self.device.discrete
+        vram_tile = 0
         if isinstance(region, int):
-            tiles = 1 if discrete else 0
+            tiles = self.device.tiles if discrete else 0
             if region > tiles:
                 raise XeError(errno.EINVAL, f"prefetch: region instance {region} is not in "
                               f"{self.device.name}'s mem_region_mask (VRAM tiles: {tiles})")
+            vram_tile = max(region - 1, 0)
             region = "vram" if region else "system"
         if region not in ("vram", "system", "pref_loc"):
             raise XeError(errno.EINVAL, f"prefetch region {region!r}: choose vram, system, "
@@ -352,7 +364,7 @@ class Svm:
         self.garbage_collector()
         self.gpusvm.owner = svm_owner(self)
         # vm_bind_ioctl_ops_create(): the ranges of each CPU-mirror VMA
-        work: list[tuple[SvmRange, GpuSvmCtx, Device | None]] = []
+        work: list[tuple[SvmRange, GpuSvmCtx, Vram | None]] = []
         bos = []
         for v in vm.vmas_in(start, end):
             if v.is_userptr():
@@ -366,11 +378,11 @@ class Svm:
                 continue
             if not v.is_cpu_addr_mirror():
                 continue
-            target: Device | None
+            target: Vram | None
             if region == "pref_loc":
-                target = resolve_target(self, v)
+                target = resolve_target(self, v, 0)    # xe_device_get_root_tile()
             else:
-                target = self.device if region == "vram" else None
+                target = self.device.vrams[vram_tile] if region == "vram" else None
             ctx = GpuSvmCtx(read_only=v.read_only(), devmem_possible=discrete,
                             check_pages_threshold=0)
             a = max(start, v.start)
@@ -422,18 +434,18 @@ class Svm:
                               f"{region} (placements {list(bo.placements)})")
         for bo in bos:
             bo.resident = region
-        bit = 1 << self.tile
+        mask = self.device.tile_mask    # the op's tile_mask: every tile (xe_vma_create())
         for v in vm.vmas_in(start, end):
             if v.bo is not None or v.is_userptr():
-                v.tile_present |= bit
-                v.tile_invalidated &= ~bit
+                v.tile_present |= mask
+                v.tile_invalidated &= ~mask
         for r, ctx, _ in work:
             # a later range's migration may have invalidated an earlier range's pages
             # (eviction under VRAM pressure): the bind sees the notifier sequence move
             # and the pages are fetched again, as the exec retry of ops_execute does
             for _ in range(3):
                 try:
-                    self.range_rebind(r)
+                    self.range_rebind(r, mask)
                     break
                 except XeError as e:
                     if e.errno != errno.EAGAIN:
@@ -461,7 +473,6 @@ class Svm:
           holds no valid mapping.
         """
         prev_end = -1
-        bit = 1 << self.tile
         for r in self.gpusvm.ranges():
             assert r.start >= prev_end, f"overlapping ranges at {r.start:#x}"
             prev_end = r.end
@@ -472,7 +483,7 @@ class Svm:
                     f"range {r} not inside a CPU-mirror VMA ({vma})"
                 assert vma.start <= r.start and r.end <= vma.end, \
                     f"range {r} crosses VMA {vma}"
-            if r.tile_present & ~r.tile_invalidated & bit:
+            if r.tile_present & ~r.tile_invalidated:
                 assert r.pages is not None, f"bound range {r} has no pages"
                 for i, a in enumerate(range(r.start, r.end, PAGE_SIZE)):
                     cur = self.mm.page_at(a)

@@ -539,7 +539,9 @@ class Vm:
                     v = Vma(self, d["addr"], d["range"], bo, d["offset"], vflags,
                             VmaMemAttr.default(pat_index), userptr=userptr)
                     if immediate and not is_mirror and not is_null:
-                        v.tile_present = 1 << dev.tile_id
+                        # xe_vma_create() sets vma->tile_mask to every tile (for_each_tile);
+                        # the bind's page-table update runs for each tile of that mask
+                        v.tile_present = dev.tile_mask
                     parsed.append((None, [v]))
                     created.append(v)
                 else:

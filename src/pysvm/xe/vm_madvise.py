@@ -128,7 +128,8 @@ def check_args(vm: Vm, a: MadviseArgs) -> None:
 
 
 def _resolve_pagemap(vm: Vm, a: MadviseArgs) -> tuple[Device | None, DevicePagemap | None]:
-    """Newest: the device and pagemap named by (devmem_fd > 0, region_instance).
+    """Newest: the device and pagemap named by (devmem_fd > 0, region_instance), the
+    pagemap referenced (the caller puts it when the ioctl ends).
 
     Kernel: xe_devmem_fd_to_dpagemap() / the owner check in xe_vm_madvise_ioctl().
     """
@@ -140,16 +141,31 @@ def _resolve_pagemap(vm: Vm, a: MadviseArgs) -> tuple[Device | None, DevicePagem
     # still be present (drm_dev_enter: ENODEV), then the region (xe_devmem_open: ENOENT).
     if dev.unbound:
         raise XeError(errno.ENODEV, f"madvise: device {dev.name} is unbound")
-    if a.region_instance == 0 or a.region_instance - 1 != dev.tile_id:
+    # xe_svm.c xe_devmem_open(): tile_id = region_instance - 1 must be < info.tile_count
+    # (ENOENT; region_instance 0 wraps to a huge tile_id) and the tile a VRAM region of
+    # mem_region_mask (ENOENT)
+    if a.region_instance == 0 or a.region_instance - 1 >= dev.tiles:
         raise XeError(errno.ENOENT, f"madvise: device {dev.name} has no VRAM region_instance "
-                      f"{a.region_instance} (VRAM tiles are 1-based)")
+                      f"{a.region_instance} (VRAM tiles are 1-based"
+                      + (f"; it has {dev.tiles} tiles)" if dev.tiles > 1 else ")"))
     if not dev.discrete or dev.vram_bytes == 0:
         raise XeError(errno.ENOENT, f"madvise: device {dev.name} has no VRAM")
-    pm = dev.pagemap
+    pm = dev.tile_pagemap(a.region_instance - 1)
     if pm is not None and not pm.populate_allowed():
         raise XeError(errno.ENODEV, f"madvise: device {dev.name}'s pagemap is going away")
     own = vm.device
-    mine = own.pagemap.owner if own.pagemap is not None else None
+    # xe_devmem_open() -> xe_pagemap_find_or_create(): the target pagemap is found or made
+    # (a new one joins the owner list in xe_pagemap_create()) and referenced; the caller
+    # holds that reference to the end of the ioctl (xe_madvise_details_fini())
+    if pm is not None:
+        pm.get()
+    # xe_madvise_details_init(): the pagemap's owner against the VM's (vm->svm.peer.owner,
+    # the group the VM joined in xe_svm_init(), in creation order)
+    peer = vm.svm.peer if vm.svm is not None else None
+    if peer is not None:
+        mine = peer.owner
+    else:
+        mine = own.pagemap.owner if own.pagemap is not None else None
     theirs = pm.owner if pm is not None else None
     same = (mine is theirs) if (mine is not None and theirs is not None) else host.linked(
         own.name, dev.name)
@@ -161,9 +177,8 @@ def _resolve_pagemap(vm: Vm, a: MadviseArgs) -> tuple[Device | None, DevicePagem
     if not same:
         # The kernel decides this only after xe_devmem_open() found or created the
         # target pagemap, and then drops that reference: a refused call can leave an
-        # idle pagemap in the target's cache. Do the same get/put pair.
+        # idle pagemap in the target's cache.
         if pm is not None:
-            pm.get()
             pm.put()
         why = (f"VM {vm.name} is not in fault mode, so it joined no owner group"
                if not vm.fault_mode else "no interconnect")
@@ -365,6 +380,15 @@ def madvise(vm: Vm, a: MadviseArgs) -> list[list[int]]:
     pm: DevicePagemap | None = None
     if a.type == MemRangeAttr.PREFERRED_LOC and a.devmem_fd > 0 and vm.profile.multi_device:
         _, pm = _resolve_pagemap(vm, a)
+    try:
+        return _apply(vm, a, pm)
+    finally:
+        if pm is not None:
+            pm.put()        # xe_madvise_details_fini(): drm_pagemap_put()
+
+
+def _apply(vm: Vm, a: MadviseArgs, pm: DevicePagemap | None) -> list[list[int]]:
+    """The rest of xe_vm_madvise_ioctl() after the pagemap resolution."""
     vm.alloc_madvise_vma(a.start, a.range)
     end = a.start + a.range
     vmas = vm.vmas_in(a.start, end)

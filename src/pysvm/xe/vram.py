@@ -43,13 +43,13 @@ __all__ = ["Vram", "VramAllocation", "devm_owner", "evict_range", "evict_to_ram"
 _ids = itertools.count(1)
 
 
-def devm_owner(device: Device) -> object:
-    """The device-private page owner of ``device``'s VRAM.
+def devm_owner(device: Device, tile: int = 0) -> object:
+    """The device-private page owner of ``device``'s VRAM (tile ``tile``'s).
 
-    Kernel: xe_svm_devm_owner() (6.18: the xe device itself; newest: the
-    pagemap owner group, so peers in one group share pages directly).
+    Kernel: xe_svm_devm_owner() (6.18: the xe device itself; newest: the owner of the
+    tile's pagemap, xe_pagemap_create(), so peers in one group share pages directly).
     """
-    pm = device.pagemap
+    pm = device.pagemap if tile == 0 else device.tile_pagemap(tile)
     owner = pm.owner if pm is not None else None
     return owner if owner is not None else device
 
@@ -280,7 +280,7 @@ class VramAllocation:
 
     @property
     def owner(self) -> object:
-        return devm_owner(self.vram.device)
+        return devm_owner(self.vram.device, self.vram.tile)
 
     @property
     def detached(self) -> bool:
@@ -380,13 +380,19 @@ class VramAllocation:
 class Vram:
     """One VRAM tile's memory.
 
-    Kernel: struct xe_vram_region + the TTM VRAM manager's capacity.
+    Kernel: struct xe_vram_region + the TTM VRAM manager's capacity. ``tile`` is the
+    tile it belongs to (region instance ``tile + 1``, xe_tile_to_vr()); ``name`` is how
+    range locations name it (the device's name; ``<device>.tile<k>`` on a device with
+    more than one tile).
     """
 
-    def __init__(self, device: Device, capacity: int, stats: Counter[str] | None = None) -> None:
+    def __init__(self, device: Device, capacity: int, stats: Counter[str] | None = None,
+                 tile: int = 0, name: str | None = None) -> None:
         if capacity < 0:
             raise XeError(errno.EINVAL, f"VRAM capacity {capacity} is negative")
         self.device = device
+        self.tile = tile
+        self.name = name if name is not None else device.name
         self.capacity = capacity
         self.used = 0
         self.allocations: OrderedDict[int, VramAllocation] = OrderedDict()
