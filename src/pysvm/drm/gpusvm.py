@@ -118,6 +118,10 @@ class SvmRange:
         self.has_dma_mapping = False
         self.pages: list[Page] | None = None     # the "DMA mapping": pages the GPU uses
         self.dpagemap: DevmemPagemap | None = None   # whose device memory holds the pages
+        #: Every page of ``pages`` has the same ``alloc`` (all system pages, or all of one
+        #: allocation): what get_pages saw, so an access need not look again (the model's
+        #: note, no kernel field).
+        self.pages_uniform = False
         self.notifier_seq = 0
         # xe_svm_range
         self.tile_present = 0
@@ -343,6 +347,7 @@ class GpuSvm:
                 allocs = list(map(_page_alloc, pages))
                 alloc = allocs[0] if allocs else None
                 uniform = allocs.count(alloc) == len(allocs)
+            pages_uniform = uniform
             # All system pages or all of one allocation pass the per-page checks below
             # (unless system pages must be device pages): skip them.
             uniform = uniform and (alloc is not None or not ctx.devmem_only)
@@ -361,6 +366,7 @@ class GpuSvm:
                         raise XeError(errno.EFAULT, "system page in a range that must be in "
                                       "device memory")
             rng.pages = pages
+            rng.pages_uniform = pages_uniform
             rng.has_dma_mapping = True
             rng.has_devmem_pages = alloc is not None
             old = rng.dpagemap
@@ -378,6 +384,7 @@ class GpuSvm:
     def range_unmap_pages(self, rng: SvmRange) -> None:
         """Forget the range's DMA mapping. Kernel: drm_gpusvm_range_unmap_pages()."""
         rng.pages = None
+        rng.pages_uniform = False
         rng.has_dma_mapping = False
         rng.has_devmem_pages = False
         old, rng.dpagemap = rng.dpagemap, None

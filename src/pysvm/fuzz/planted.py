@@ -59,6 +59,7 @@ def _patches(which: str) -> list[tuple[Any, str, Any]]:
             orig_get(self, rng, ctx)
             if rng.pages is not None and len(rng.pages) > 1:
                 rng.pages[-1] = Page(rng.pages[-1].value)
+                rng.pages_uniform = False       # as get_pages would have seen them
         return [(GpuSvm, "range_get_pages", get_pages)]
     if which == "fast-path-keeps-old-seqno":
         orig_pages = GpuSvm.range_get_pages

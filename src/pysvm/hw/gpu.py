@@ -266,11 +266,13 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0,
             i = (a - r.start) >> PAGE_SHIFT
             j = i + max((span_end - a) >> PAGE_SHIFT, 1)
             pages = r.pages
-            if atomic:
+            if atomic and not r.pages_uniform:
                 # stop the span before the first page whose PTE refuses the atomic: it
                 # faults on the next round (the page at ``i`` was checked above). The
                 # answer depends only on the page's allocation, so ask once per distinct
-                # allocation and walk the pages only when one of them refuses.
+                # allocation and walk the pages only when one of them refuses. (A range
+                # whose pages are all of one allocation, or all system pages, answers as
+                # the page at ``i`` did: no look needed.)
                 refused = {al for al in {p.alloc for p in pages[i + 1:j]}
                            if not _alloc_atomic(svm, vma, al)}
                 if refused:

@@ -470,7 +470,9 @@ class Svm:
         * a range valid on a tile maps exactly the pages the CPU page table
           holds now (no GPU mapping of unmapped or moved memory);
         * a range that is not unmapped/queued lies inside CPU-mapped memory or
-          holds no valid mapping.
+          holds no valid mapping;
+        * a range that says its pages are uniform (``pages_uniform``) has them all of one
+          allocation, or all system pages.
         """
         prev_end = -1
         for r in self.gpusvm.ranges():
@@ -490,5 +492,8 @@ class Svm:
                     assert cur is r.pages[i], (
                         f"stale GPU mapping at {a:#x} in {r}: GPU page {r.pages[i]!r}, "
                         f"CPU page {cur!r}")
+            if r.pages_uniform:
+                assert r.pages is not None and len({p.alloc for p in r.pages}) <= 1, \
+                    f"range {r} says its pages are of one allocation, they are not"
         for r in self.gc_list:
             assert r.unmapped and not r.removed, r
