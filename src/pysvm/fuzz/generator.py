@@ -41,6 +41,18 @@ class Ctx:
     vms: list[str]
     value: int = 1
     unbound: bool = False
+    #: gpu0's tiles (1 or 2; gpu1 always has one): vm0's accesses, prefetches and gpu0's
+    #: evictions name a tile when there are two.
+    tiles: int = 1
+
+
+def _evict(rng: Chooser, ctx: Ctx) -> dict[str, Any]:
+    """An eviction of a device's VRAM: every tile's, or with two tiles sometimes one."""
+    dev = rng.choice(("gpu0", "gpu1") if ctx.two else ("gpu0",))
+    ev: dict[str, Any] = {"ev": "evict", "device": dev}
+    if dev == "gpu0" and ctx.tiles > 1 and rng.randint(0, 1):
+        ev["tile"] = rng.randint(0, ctx.tiles - 1)
+    return ev
 
 
 def _span(rng: Chooser) -> tuple[int, int]:
@@ -82,7 +94,7 @@ def _async_event(rng: Chooser, ctx: Ctx) -> dict[str, Any]:
     if k == 5:
         return {"ev": "cpu_write", "addr": addr, "size": size, "value": _value(ctx)}
     if k <= 7:
-        return {"ev": "evict", "device": rng.choice(("gpu0", "gpu1") if ctx.two else ("gpu0",))}
+        return _evict(rng, ctx)
     return {"ev": "invalidate", "addr": addr, "size": size,
             "event": rng.choice(("clear", "protection_vma", "migrate"))}
 
@@ -97,6 +109,8 @@ def step(rng: Chooser, ctx: Ctx) -> dict[str, Any]:
         ev: dict[str, Any] = {"ev": "gpu_access", "vm": vm, "addr": addr, "size": size, "op": op}
         if op == "write":
             ev["value"] = _value(ctx)
+        if vm == "vm0" and ctx.tiles > 1:
+            ev["tile"] = rng.randint(0, ctx.tiles - 1)
         return ev
     if r < 36:
         return {"ev": "cpu_write", "addr": addr, "size": size, "value": _value(ctx)}
@@ -121,10 +135,13 @@ def step(rng: Chooser, ctx: Ctx) -> dict[str, Any]:
         return {"ev": "madvise", "vm": vm, "addr": addr, "range": size, "type": "pat",
                 "val": rng.choice((0, 1, 2))}
     if r < 67:
+        regions: list[Any] = ["vram", "system"]
+        if vm == "vm0" and ctx.tiles > 1:
+            regions.append(2)           # prefetch_mem_region_instance 2: tile 1's VRAM
         return {"ev": "prefetch", "vm": vm, "addr": addr, "range": size,
-                "region": rng.choice(("vram", "system"))}
+                "region": rng.choice(regions)}
     if r < 71:
-        return {"ev": "evict", "device": rng.choice(("gpu0", "gpu1") if ctx.two else ("gpu0",))}
+        return _evict(rng, ctx)
     if r < 82:
         return {"ev": "inject", "at": rng.choice(INJECTION_POINTS),
                 "event": _async_event(rng, ctx)}

@@ -447,16 +447,15 @@ class SvmChecker:
         for proc, shadow in self.shadows.items():
             self._check_address_space(proc, shadow)
         for dev in w.devices.values():
-            vram = dev.vram
-            if vram is None:
-                continue
-            used = sum(al.size for al in vram.allocations.values())
-            if used != vram.used or vram.used > vram.capacity:
-                raise Fail("vram", f"{dev.name}: used {vram.used:#x}, allocations {used:#x}, "
-                            f"capacity {vram.capacity:#x}")
-            for kept in vram.allocations.values():
-                if not kept.pages:
-                    raise Fail("vram", f"{dev.name}: allocation {kept!r} without pages kept")
+            for vram in dev.vrams:                  # each tile's VRAM region
+                used = sum(al.size for al in vram.allocations.values())
+                if used != vram.used or vram.used > vram.capacity:
+                    raise Fail("vram", f"{vram.name}: used {vram.used:#x}, allocations "
+                                f"{used:#x}, capacity {vram.capacity:#x}")
+                for kept in vram.allocations.values():
+                    if not kept.pages:
+                        raise Fail("vram", f"{vram.name}: allocation {kept!r} without pages "
+                                   "kept")
 
     def _check_address_space(self, proc: str, shadow: dict[int, int]) -> None:
         """One process's pages against its shadow; its device pages are live ones."""
@@ -503,7 +502,8 @@ class SvmChecker:
         if mmu and not any(vm.killed for vm in w.vms.values()):
             raise Fail("teardown", f"{mmu} MMU notifier(s) still registered (all processes)")
         for dev in w.devices.values():
-            vram = dev.vram
-            if vram is not None and vram.used:
-                raise Fail("teardown", f"{dev.name}: {vram.used:#x} bytes of VRAM still in use")
+            for vram in dev.vrams:
+                if vram.used:
+                    raise Fail("teardown", f"{vram.name}: {vram.used:#x} bytes of VRAM still "
+                               "in use")
 

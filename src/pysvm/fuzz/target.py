@@ -98,9 +98,12 @@ class SvmTarget:
     def make_case(self, rng: Chooser) -> Case:
         profile = self.profile or rng.choice(("6.18", "newest"))
         two = rng.randint(0, 2) == 0
-        ev: list[dict[str, Any]] = [{"ev": "config", "profile": profile},
-                                    {"ev": "device", "name": "gpu0",
-                                     "vram_mib": rng.choice((1, 2, 4, 64))}]
+        tiles = 2 if rng.randint(0, 3) == 0 else 1
+        gpu0: dict[str, Any] = {"ev": "device", "name": "gpu0",
+                                "vram_mib": rng.choice((1, 2, 4, 64))}
+        if tiles > 1:
+            gpu0["tiles"] = tiles
+        ev: list[dict[str, Any]] = [{"ev": "config", "profile": profile}, gpu0]
         vms = ["vm0"]
         if two:
             ev.append({"ev": "device", "name": "gpu1", "vram_mib": rng.choice((1, 2, 4))})
@@ -119,7 +122,7 @@ class SvmTarget:
                     "flags": flags, "pat_index": 0},
                    {"ev": "fault_guard", "vm": vm, "max_iterations": self.guard}]
         ev.append({"ev": "mmap", "addr": HEAP, "size": HEAP_SIZE})
-        ctx = Ctx(profile, two, vms)
+        ctx = Ctx(profile, two, vms, tiles=tiles)
         for _ in range(rng.randint(4, self.max_steps)):
             ev1 = step(rng, ctx)
             if ev1["ev"] in self.exclude or (
