@@ -62,13 +62,11 @@ def test_partial_munmap(profile: str, middle: bool, remap: bool, cpu_fault: bool
     st = s.svm.fault_log[-out["faults"]]               # the first fault of this access
     newest = profile == "newest"
     if atomic and not cpu_fault and not newest:
-        # 6.18 as read in the source: a fresh range whose pages all sit in VRAM cannot be
-        # migrated (migrate_vma_setup collects no device page: EFAULT) and a devmem-only
-        # fault has no other way forward; three tries, then the fault fails.
-        assert out["result"] == "EFAULT", out
-        assert st.migration_failures == 3 and st.gc_eagain == 1
-        assert s.cpu_read(a0, K) == [first]            # nothing lost; CPU brings it back
-        return
+        # 6.18: a fresh range whose pages all sit in VRAM cannot be migrated
+        # (migrate_vma_setup() collects no device page: -EFAULT), but a devmem-only fault
+        # with tries left goes on to get_pages (xe_svm.c __xe_svm_handle_pagefault()),
+        # which takes the device's own VRAM pages as they are: the fault succeeds.
+        assert st.migration_failures >= 1 and "migrate:EFAULT" in st.reasons
     assert out["result"] == "ok", out
     assert st.gc_eagain == 1 and st.outer_iterations == 2 and "outer-eagain" in st.reasons
     assert out["retries"] >= 1
@@ -88,9 +86,6 @@ def test_partial_munmap(profile: str, middle: bool, remap: bool, cpu_fault: bool
         assert [(v["addr"], v["range"]) for v in vmas] == [(BUF, SZ_2M)]   # reset in place
     for a, n in survivors[1:]:
         out = s.gpu("atomic" if atomic else "write", a, n, value=9)
-        if atomic and not cpu_fault and not newest:
-            assert out["result"] == "EFAULT"
-            continue
         assert out["result"] == "ok", out
     if remap:
         out = s.gpu("write", hole, HALF, value=11)
@@ -315,12 +310,10 @@ def test_vram_smaller_than_the_range(profile: str) -> None:
     st = s.last_fault()
     assert st.migration_failures == 1 and "migrate:ENOMEM" in st.reasons
     out = s.gpu("atomic", BUF)
-    if profile == "6.18":
-        assert out["result"] == "ENOMEM"                 # devmem-only: three tries, then fail
-    else:
-        # newest: the failed migration goes on to get_pages, which accepts the valid
-        # system pages; the handler succeeds, the atomic faults again, forever.
-        assert out["result"] == "ETIME" and "faulted 3 times" in out["message"]
+    # Both releases: the failed devmem-only migration goes on to get_pages (xe_svm.c
+    # __xe_svm_handle_pagefault(), `goto get_pages` in v6.18 too), which accepts the valid
+    # system pages; the handler succeeds, the atomic faults again, forever.
+    assert out["result"] == "ETIME" and "faulted 3 times" in out["message"]
     assert s.cpu_read(BUF) == [5]
 
 

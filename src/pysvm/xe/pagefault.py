@@ -251,9 +251,10 @@ def _inner(svm: Svm, vma: Vma, addr: int, need_vram: bool, st: FaultStats, tile:
     newest kernel-patches/bpf 508444b9): newest resolves the target pagemap before the
     range lookup and uses it as the page owner filter (system target: no owner, so
     get_pages brings device pages back to system memory), checks the "removed" flag under
-    the range lock, compares validity and migration need against the target pagemap, and
-    on a failed migration of a devmem-only fault with tries left goes straight to
-    get_pages (which fixes mixed placements up) instead of retrying.
+    the range lock, and compares validity and migration need against the target
+    pagemap. Both go straight to get_pages (which fixes mixed placements up) after a
+    failed migration of a devmem-only fault with tries left (v6.18 has that `goto
+    get_pages` too).
     """
     dev = svm.device
     discrete = dev.discrete
@@ -321,9 +322,9 @@ def _inner(svm: Svm, vma: Vma, addr: int, need_vram: bool, st: FaultStats, tile:
                 st.reasons.append(f"migrate:{errno.errorcode.get(err, err)}")
                 if not (migrate_try_count or not ctx.devmem_only):
                     return err
-                if not (newest and ctx.devmem_only):
+                if not ctx.devmem_only:
                     continue
-                # newest, devmem_only, tries left: get_pages fixes mixed placements up
+                # devmem_only, tries left: get_pages fixes mixed placements up
             else:
                 if inj["fault.after_migrate"]:
                     svm.fire("fault.after_migrate")
