@@ -88,6 +88,28 @@ def test_clean_campaign_writes_empty_findings_and_shard_rows(tmp_path: Path,
     assert not (tmp_path / "f").exists()
 
 
+def test_a_seed_past_two_to_the_63_fits_the_tables(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # A text seed hashes to any 64-bit value ('session22' to 17995806749198228670): the
+    # seed columns are unsigned, so the tables of such a campaign are written (a signed
+    # column lost a 15-minute campaign's tables at the end).
+    d = tmp_path / "data"
+    args = [a if a != "0" else "session22" for a in COMMON]
+    assert main(["fuzz", *args, "--seconds", "60", "--max-cases", "2", "--shards", "2",
+                 "--data", str(d), "--out", str(tmp_path / "f")]) == 0
+    findings, shard_rows = _tables(d)
+    assert findings == [] and [r["seed"] for r in shard_rows] == [17995806749198228670] * 2
+    assert "seed 17995806749198228670 (from 'session22')" in capsys.readouterr().out
+    rows = Findings()
+    task = ShardTask("svm", seed=(1 << 64) - 1, shard=0, shards=1, seconds=1)
+    rows.add(task, {"cases": 1, "steps": 2, "seconds": 0.1, "found": [
+        {"case": 0, "failure": "x", "kind": "attrs", "shrunk_case": {"events": []},
+         "shrunk_failure": Failure(0, "attrs", "x"), "shrunk_steps": 0}]})
+    from pysvm.fuzz.campaign import FINDING_COLUMNS, write_table
+    write_table(rows.finding_rows(), FINDING_COLUMNS, tmp_path / "f.parquet")
+    assert pq.read_table(tmp_path / "f.parquet").to_pylist()[0]["seed"] == (1 << 64) - 1
+
+
 def test_same_shrunk_case_is_one_finding() -> None:
     task = ShardTask("svm", seed=3, shard=1, shards=2, seconds=1)
     case = {"events": [{"ev": "gc", "vm": "vm0"}]}

@@ -35,6 +35,7 @@ def cfg(**kw: object) -> dict[str, object]:
     (cfg(seeds=[]), "give at least one seed"),
     (cfg(seeds=[1, 1]), "1 is listed twice"),
     (cfg(seeds=[1, -2]), "-2 is not a non-negative integer"),
+    (cfg(seeds=[1 << 63]), f"{1 << 63} is past {(1 << 63) - 1}"),   # the int64 column
     (cfg(seeds="10"), "seeds must be a count or a list"),
     (cfg(grid={"preferred_loc": ["nowhere"]}), "unknown --preferred-loc 'nowhere'"),
     (cfg(fixed={"devices": 1}, grid={"preferred_loc": ["device", "peer"]}),

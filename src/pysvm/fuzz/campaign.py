@@ -158,14 +158,14 @@ class Findings:
 
 #: Column types of ``findings.parquet`` (one row per distinct shrunk case).
 FINDING_COLUMNS: dict[str, str] = {
-    "vector_key": "string", "target": "string", "kind": "string", "seed": "int64",
+    "vector_key": "string", "target": "string", "kind": "string", "seed": "uint64",
     "case": "int64", "shard": "int64", "failure": "string", "shrunk_failure": "string",
     "shrunk_steps": "int64", "shrunk": "string", "occurrences": "int64", "plant": "string",
     "path": "string",
 }
 #: Column types of ``shards.parquet`` (one row per shard that finished).
 SHARD_COLUMNS: dict[str, str] = {
-    "target": "string", "seed": "int64", "shard": "int64", "shards": "int64",
+    "target": "string", "seed": "uint64", "shard": "int64", "shards": "int64",
     "cases": "int64", "steps": "int64", "seconds": "float64", "failures": "int64",
     "worker": "string", "plant": "string", "params": "string",
 }

@@ -131,6 +131,10 @@ def _check_option_name(src: str, table: str, name: str) -> None:
         raise SweepConfigError(f"{src}: [{table}] {msg}")
 
 
+#: The largest seed a sweep accepts: the results table's ``seed`` column is int64.
+MAX_SEED = (1 << 63) - 1
+
+
 def _seeds(src: str, value: object) -> list[int]:
     if isinstance(value, bool) or not isinstance(value, int | list):
         raise SweepConfigError(f"{src}: seeds must be a count or a list of integers, "
@@ -146,6 +150,9 @@ def _seeds(src: str, value: object) -> list[int]:
     for s in value:
         if isinstance(s, bool) or not isinstance(s, int) or s < 0:
             raise SweepConfigError(f"{src}: seeds: {s!r} is not a non-negative integer")
+        if s > MAX_SEED:
+            raise SweepConfigError(f"{src}: seeds: {s} is past {MAX_SEED} (the results "
+                                   "table keeps seeds as 64-bit signed integers)")
         if s in seeds:
             raise SweepConfigError(f"{src}: seeds: {s} is listed twice")
         seeds.append(s)
