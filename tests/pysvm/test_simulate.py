@@ -246,6 +246,7 @@ def test_migration_policy_reaches_every_preferred_loc_madvise(policy: str, value
     SimConfig(), SimConfig(seed=9, steps=40, profile="newest", devices=2, vram_mib=8,
                            heap_mib=16, preferred_loc="peer", migration_policy="system-only",
                            atomics="cpu", unbind=True),
+    SimConfig(steps=40, tiles=2),
 ])
 def test_command_line_reproduces_the_config(cfg: SimConfig) -> None:
     import argparse
@@ -276,6 +277,7 @@ def test_missing_engine_feature_is_noted_not_hidden() -> None:
     ({"unbind": True, "devices": 1}, "--unbind needs"),
     ({"preferred_loc": "peer", "devices": 1}, "peer needs"),
     ({"profile": "5.0"}, "profile"), ({"heap_mib": 1}, "--size"),
+    ({"tiles": 0}, "--tiles"), ({"tiles": 3}, "--tiles"),
 ])
 def test_bad_config_is_refused(kw: dict[str, Any], msg: str) -> None:
     with pytest.raises(ValueError, match=msg):
@@ -324,7 +326,8 @@ def replay_lines(trace: Path) -> list[dict[str, Any]]:
     SimConfig(steps=300, seed=4),
     SimConfig(steps=300, seed=5, profile="newest", preferred_loc="peer", unbind=True,
               timeline=True),
-], ids=["6.18", "newest-peer-unbind-timeline"])
+    SimConfig(steps=300, seed=6, tiles=2),
+], ids=["6.18", "newest-peer-unbind-timeline", "two-tiles"])
 def test_replay_of_the_recording_reproduces_every_output(tmp_path: Path, cfg: SimConfig) -> None:
     trace = tmp_path / "run.jsonl"
     eng = RecordingEngine()
@@ -375,3 +378,31 @@ def test_human_summary_names_every_counter(tmp_path: Path) -> None:
         assert needle in out, needle
     faults = int(out.split("GPU faults")[1].split()[0])
     assert faults == replay_lines(trace)[-1]["summary"]["faults"]
+
+
+@pytest.mark.parametrize("profile", ["6.18", "newest"])
+def test_two_tiles_run_kernels_on_both_and_keep_the_data(profile: str) -> None:
+    # --tiles 2: each device is made with two tiles (xe->info.tile_count), each GPU kernel
+    # names the tile whose GT runs it, and faults fill that tile's VRAM.
+    rec = io.StringIO()
+    eng = RecordingEngine()
+    res = simulate(SimConfig(steps=400, seed=8, profile=profile, tiles=2), record=rec,
+                   engine=eng)
+    assert res.ok, res.mismatches[:3]
+    events = [json.loads(line) for line in rec.getvalue().splitlines()]
+    assert [ev.get("tiles") for ev in events if ev["ev"] == "device"] == [2, 2]
+    kernels = [ev for ev in events if ev["ev"] == "gpu_access"]
+    assert {ev["tile"] for ev in kernels} == {0, 1}
+    # ranges live in both tiles' VRAM at the end (range locations name the tile)
+    assert {"gpu0.tile0", "gpu0.tile1"} <= {r["location"] for r in res.ranges}
+    assert len(eng.engine.world.devices["gpu0"].vrams) == 2
+    assert "2 discrete devices x 2 tiles x 16 MiB VRAM" in format_summary(res)
+    one = [json.loads(line) for line in _record(SimConfig(steps=400, seed=8,
+                                                           profile=profile)).splitlines()]
+    assert not any("tile" in ev or "tiles" in ev for ev in one)    # one tile: as before
+
+
+def _record(cfg: SimConfig) -> str:
+    rec = io.StringIO()
+    simulate(cfg, record=rec)
+    return rec.getvalue()

@@ -92,6 +92,9 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"madvise atomic value the application uses (default {d.atomics})")
     g.add_argument("--unbind", action="store_true",
                    help="unbind the second device half-way through (needs --devices 2)")
+    g.add_argument("--tiles", type=int, choices=[1, 2], default=d.tiles,
+                   help="tiles per device, each with its own VRAM of --vram-mib; with 2, "
+                   f"each GPU kernel runs on one of them (default {d.tiles})")
 
 
 def config_from_args(args: argparse.Namespace, timeline: bool = False) -> Any:
@@ -102,7 +105,7 @@ def config_from_args(args: argparse.Namespace, timeline: bool = False) -> Any:
                     heap_mib=args.heap_mib,
                     preferred_loc=args.preferred_loc, migration_policy=args.migration_policy,
                     atomics=args.atomics,
-                    unbind=args.unbind, timeline=timeline)
+                    unbind=args.unbind, tiles=args.tiles, timeline=timeline)
     try:
         cfg.validate()
     except ValueError as e:
@@ -165,7 +168,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 #: Options of the default workload that --workload does not use -> their flag.
 _DEFAULT_ONLY = {"steps": "--steps", "devices": "--devices", "preferred_loc": "--preferred-loc",
                  "migration_policy": "--migration-policy", "atomics": "--atomics",
-                 "unbind": "--unbind"}
+                 "unbind": "--unbind", "tiles": "--tiles"}
 
 
 def workload_config_from_args(args: argparse.Namespace) -> WorkloadConfig:

@@ -116,6 +116,9 @@ class SimConfig:
     migration_policy: str = "all"
     atomics: str = "mixed"
     unbind: bool = False
+    #: Tiles per device (xe->info.tile_count, 1 or 2): with two, each GPU kernel runs on
+    #: one of the device's tiles, drawn at random, and faults migrate to that tile's VRAM.
+    tiles: int = 1
     #: Collect per-event counters for a timeline plot (costs a summary per event).
     timeline: bool = False
 
@@ -125,6 +128,9 @@ class SimConfig:
             raise ValueError(f"--steps must be in [1, {MAX_STEPS}], got {self.steps}")
         if self.devices not in (1, 2):
             raise ValueError(f"--devices must be 1 or 2, got {self.devices}")
+        if self.tiles not in (1, 2):
+            raise ValueError(f"--tiles must be 1 or 2 (XE_MAX_TILES_PER_DEVICE), "
+                             f"got {self.tiles}")
         if not 1 <= self.vram_mib <= 1 << 20:
             raise ValueError(f"--vram-mib must be in [1, 1048576], got {self.vram_mib}")
         if not 4 <= self.heap_mib <= 16 * 1024:
@@ -152,7 +158,7 @@ class SimConfig:
         flags = {"steps": "--steps", "seed": "--seed", "profile": "--profile",
                  "devices": "--devices", "vram_mib": "--vram-mib", "heap_mib": "--size",
                  "preferred_loc": "--preferred-loc", "migration_policy": "--migration-policy",
-                 "atomics": "--atomics"}
+                 "atomics": "--atomics", "tiles": "--tiles"}
         parts = ["pysvm simulate"]
         for key, flag in flags.items():
             val = getattr(self, key)
@@ -418,6 +424,8 @@ class Simulation:
         for name in self.devices:
             ev = {"ev": "device", "name": name, "vram_mib": cfg.vram_mib, "discrete": True,
                   "smem_atomics": False}
+            if cfg.tiles > 1:
+                ev["tiles"] = cfg.tiles
             self._expect_ok(ev, (yield ev))
         if len(self.devices) == 2 and self._can("link", "device interconnect"):
             ev = {"ev": "link", "a": self.devices[0], "b": self.devices[1]}
@@ -489,6 +497,8 @@ class Simulation:
                               "op": op}
         if op == "write":
             ev["value"] = self._next_value()
+        if self.cfg.tiles > 1:          # the GT of one of the device's tiles runs it
+            ev["tile"] = self.rng.randrange(self.cfg.tiles)
         out = yield ev
         self.stats["gpu_kernels"] += 1
         if out.get("result") == "ok":
@@ -755,6 +765,8 @@ def format_summary(res: SimResult) -> str:
     s, e, c = res.sim, res.engine_summary, res.config
     g = e.get
     devs = f"{c.devices} discrete device{'s' if c.devices > 1 else ''}"
+    if c.tiles > 1:
+        devs += f" x {c.tiles} tiles"
     lines = [
         f"pysvm simulate: seed {c.seed}, profile {c.profile}, {devs} x {c.vram_mib} MiB VRAM, "
         f"heap {c.heap_mib} MiB, {c.steps} steps",

@@ -65,6 +65,7 @@ OPTIONS: dict[str, Option] = {
     "migration_policy": Option("migration_policy", str, "--migration-policy"),
     "atomics": Option("atomics", str, "--atomics"),
     "unbind": Option("unbind", bool, "--unbind"),
+    "tiles": Option("tiles", int, "--tiles"),
 }
 
 _FIELDS = {f.name for f in fields(SimConfig)}
