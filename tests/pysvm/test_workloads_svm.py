@@ -133,6 +133,32 @@ def test_ping_pong_profiles_differ() -> None:
     assert new.counters["bytes_to_vram"] > old.counters["bytes_to_vram"]
 
 
+def test_ping_pong_between_tiles_moves_only_in_the_newer_driver() -> None:
+    old, lines = run("ping-pong-tiles", size_mib=16, passes=2)
+    new, _ = run("ping-pong-tiles", size_mib=16, passes=2, profile="newest")
+    assert old.ok and new.ok
+    assert old.tiles == new.tiles == 2 and old.as_json()["config"]["tiles"] == 2
+    assert json.loads(lines[1])["tiles"] == 2          # one device with two tiles
+    assert {json.loads(ln).get("tile") for ln in lines
+            if json.loads(ln)["ev"] == "gpu_access"} == {0, 1}
+    for res in (old, new):
+        c = phase(res, "round 1: tile0")
+        assert c["faults"] == 8 and c["bytes_to_vram"] == 16 * MiB
+        # tile 1's PTEs are its own: it faults on every chunk (rebind BIT(tile->id))
+        assert phase(res, "round 1: tile1")["faults"] == 8
+    # 6.18 xe_svm_range_in_vram(): tile 0's VRAM will do, tile 1 maps it in place; later
+    # rounds find both tiles bound and fault no more.
+    assert phase(old, "round 1: tile1").get("bytes_to_vram", 0) == 0
+    assert phase(old, "round 2: tile0").get("faults", 0) == 0
+    assert phase(old, "round 2: tile1").get("faults", 0) == 0
+    # newest xe_svm_range_has_pagemap(): only the faulting tile's pagemap will do, so every
+    # round moves the buffer out of one tile's VRAM and into the other's.
+    for name in ("round 1: tile1", "round 2: tile0", "round 2: tile1"):
+        c = phase(new, name)
+        assert c["faults"] == 8 and c["bytes_to_vram"] == c["bytes_to_system"] == 16 * MiB
+    assert "1 discrete device x 2 tiles x 16 MiB VRAM" in format_workload_summary(old)
+
+
 def test_free_without_munmap_storms_where_munmap_does_not() -> None:
     keep, _ = run("free-no-munmap", size_mib=16, passes=3)
     unmap, _ = run("free-munmap", size_mib=16, passes=3)

@@ -17,7 +17,7 @@ from pysvm.sim.workloads.format import format_workload_summary
 from pysvm.sim.workloads.free_no_munmap import FreeMunmap, FreeNoMunmap
 from pysvm.sim.workloads.gather import Gather
 from pysvm.sim.workloads.oversubscribe import RATIOS, Oversubscribe
-from pysvm.sim.workloads.pingpong import PingPong
+from pysvm.sim.workloads.pingpong import PingPong, PingPongTiles
 from pysvm.sim.workloads.prodcons import ProducerConsumer
 from pysvm.sim.workloads.stencil import Stencil
 from pysvm.sim.workloads.stream import Stream
@@ -32,6 +32,7 @@ WORKLOADS: dict[str, Callable[[], Workload]] = {
     "gather": Gather,
     **{f"oversubscribe-{r}x": partial(Oversubscribe, r) for r in RATIOS},
     "ping-pong": PingPong,
+    "ping-pong-tiles": PingPongTiles,
     "producer-consumer": ProducerConsumer,
     "free-no-munmap": FreeNoMunmap,
     "free-munmap": FreeMunmap,

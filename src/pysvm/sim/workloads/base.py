@@ -201,6 +201,8 @@ class WorkloadResult:
     stats: dict[str, int]
     mismatches: list[str]
     unexpected: list[str]
+    #: Tiles per device (``vram_mib`` is each tile's).
+    tiles: int = 1
 
     @property
     def ok(self) -> bool:
@@ -221,7 +223,8 @@ class WorkloadResult:
             "schema_version": SCHEMA_VERSION,
             "workload": self.config.workload,
             "config": {**asdict(self.config), "vram_mib": self.vram_mib,
-                       "passes": self.passes, "devices": self.devices},
+                       "passes": self.passes, "devices": self.devices,
+                       "tiles": self.tiles},
             "working_set_bytes": self.working_set,
             "counters": {**self.counters, "thrash_ratio": self.thrash_ratio},
             "phases": [p.as_json() for p in self.phases],
@@ -304,12 +307,16 @@ class Driver:
     # -- the application's calls -----------------------------------------------------
 
     def setup(self, devices: list[str], vram_mib: int, vms: list[tuple[str, str]],
-              link: bool = False) -> None:
-        """Profile, devices, fault-mode VMs each bound as a CPU-address mirror."""
+              link: bool = False, tiles: int = 1) -> None:
+        """Profile, devices (each with ``tiles`` tiles of ``vram_mib`` VRAM), fault-mode
+        VMs each bound as a CPU-address mirror."""
         self.run_event({"ev": "config", "profile": self.cfg.profile})
         for d in devices:
-            self.run_event({"ev": "device", "name": d, "vram_mib": vram_mib, "discrete": True,
-                       "smem_atomics": False})
+            ev: dict[str, Any] = {"ev": "device", "name": d, "vram_mib": vram_mib,
+                                  "discrete": True, "smem_atomics": False}
+            if tiles > 1:
+                ev["tiles"] = tiles
+            self.run_event(ev)
         if link and len(devices) == 2:
             self.run_event({"ev": "link", "a": devices[0], "b": devices[1]})
         for vm, dev in vms:
@@ -348,12 +355,15 @@ class Driver:
     def cpu_read(self, addr: int, size: int) -> None:
         self.run_event({"ev": "cpu_read", "addr": addr, "size": size})
 
-    def gpu(self, vm: str, op: str, addr: int, size: int) -> None:
-        """One GPU kernel touching ``[addr, addr+size)``: read, write or atomic."""
+    def gpu(self, vm: str, op: str, addr: int, size: int, tile: int | None = None) -> None:
+        """One GPU kernel touching ``[addr, addr+size)``: read, write or atomic (on the
+        GT of ``tile``, when given)."""
         ev: dict[str, Any] = {"ev": "gpu_access", "vm": vm, "addr": addr, "size": size,
                               "op": op}
         if op == "write":
             ev["value"] = self.next_value()
+        if tile is not None:
+            ev["tile"] = tile
         out = self.run_event(ev, expect_ok=op != "atomic")
         self.stats[f"gpu_{op}s"] += 1
         result = str(out.get("result"))
@@ -378,7 +388,7 @@ class Driver:
         self.run_event({"ev": "gc", "vm": vm})
 
     def finish(self, working_set: int, vram_mib: int, devices: int, passes: int,
-               wall: float) -> WorkloadResult:
+               wall: float, tiles: int = 1) -> WorkloadResult:
         summary = dict(self.engine.summary())
         sim = {"events": self.n_events, "wall_s": round(wall, 3),
                "events_per_s": round(self.n_events / wall) if wall > 0 else 0,
@@ -389,7 +399,8 @@ class Driver:
         return WorkloadResult(config=self.cfg, vram_mib=vram_mib, devices=devices,
                               working_set=working_set, passes=passes, engine_summary=summary,
                               phases=self.phases, sim=sim, stats=stats,
-                              mismatches=self.mismatches, unexpected=self.unexpected)
+                              mismatches=self.mismatches, unexpected=self.unexpected,
+                              tiles=tiles)
 
 
 def timed() -> Callable[[], float]:
@@ -410,6 +421,8 @@ class Workload:
     title: str = ""
     #: Devices (each with its own fault-mode VM ``vm<k>`` on ``gpu<k>``).
     devices: int = 1
+    #: Tiles per device (each with ``--vram-mib`` of VRAM).
+    tiles: int = 1
     #: Default of ``--passes`` and what a pass is.
     default_passes: int = 1
     passes_meaning: str = "passes"
@@ -450,7 +463,8 @@ class Workload:
         self.vms = [f"vm{k}" for k in range(self.devices)]
         self.buffers: list[Buffer] = []
         with drv.phase("setup"):
-            drv.setup(devices, vram, list(zip(self.vms, devices, strict=True)))
+            drv.setup(devices, vram, list(zip(self.vms, devices, strict=True)),
+                      tiles=self.tiles)
         working_set = self.body(drv, passes)
         with drv.phase("teardown"):
             # munmap() sends MMU_NOTIFY_UNMAP (xe_svm_invalidate() queues the ranges);
@@ -459,4 +473,4 @@ class Workload:
                 drv.munmap(buf.addr, buf.size)
             for vm in self.vms:
                 drv.gc(vm)
-        return drv.finish(working_set, vram, self.devices, passes, clock())
+        return drv.finish(working_set, vram, self.devices, passes, clock(), tiles=self.tiles)

@@ -21,6 +21,8 @@ def format_workload_summary(res: WorkloadResult) -> str:
     """Counters, thrash ratio, per-phase lines and the data check, one item per line."""
     cfg, c, s = res.config, res.counters, res.sim
     devs = f"{res.devices} discrete device{'s' if res.devices > 1 else ''}"
+    if res.tiles > 1:
+        devs += f" x {res.tiles} tiles"
     lines = [
         f"pysvm simulate --workload {cfg.workload}: seed {cfg.seed}, profile {cfg.profile}, "
         f"{devs} x {res.vram_mib} MiB VRAM, working set {fmt_bytes(res.working_set)}, "

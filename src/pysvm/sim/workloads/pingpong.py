@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pysvm.sim.workloads.base import CHUNK, Driver, Workload
 
-__all__ = ["PingPong"]
+__all__ = ["PingPong", "PingPongTiles"]
 
 
 class PingPong(Workload):
@@ -45,6 +45,50 @@ class PingPong(Workload):
                 with drv.phase(f"round {r + 1}: gpu{k}"):
                     for i in range(n):
                         drv.gpu(vm, "write", buf.chunk(i), CHUNK)
+        with drv.phase("cpu-readback"):
+            for i in range(n):
+                drv.cpu_read(buf.chunk(i), CHUNK)
+        return buf.size
+
+
+class PingPongTiles(Workload):
+    """``passes`` rounds on one device with two tiles: tile 0 rewrites the buffer, then
+    tile 1 does, through one VM.
+
+    Kernel paths: the fault arrives for the GT of the tile that ran the kernel
+    (xe_pagefault.c, gt_to_tile()) and the handler serves it for that tile
+    (xe_svm_handle_pagefault(vm, vma, gt, ...)): the range is valid per tile
+    (xe_svm_range_is_valid(range, tile, ...)) and a fault rebinds BIT(tile->id) only.
+    Both tiles' pages have one owner, so what differs is whether a range already in the
+    other tile's VRAM must move: v6.18 xe_svm_range_needs_migrate_to_vram() asks only
+    whether it is in VRAM at all (xe_svm_range_in_vram()), so tile 1 maps tile 0's VRAM
+    in place; the newer driver asks whether it is in the faulting tile's pagemap
+    (xe_svm_range_has_pagemap() against xe_tile_local_pagemap(tile)), so tile 1 moves
+    it (drm_gpusvm_range_evict() then drm_pagemap_populate_mm() on its own VRAM).
+
+    Real application: a kernel split across the two tiles of one card (a multi-tile
+    data-centre GPU) taking turns on one shared-memory buffer.
+    """
+
+    name = "ping-pong-tiles"
+    title = "the two tiles of one GPU alternately rewrite one buffer"
+    tiles = 2
+    default_passes = 3
+    passes_meaning = "rounds"
+
+    def body(self, drv: Driver, passes: int) -> int:
+        n = drv.cfg.size // CHUNK
+        buf = drv.carve(n)
+        self.buffers = [buf]
+        with drv.phase("cpu-init"):
+            drv.mmap(buf.addr, buf.size)
+            for i in range(n):
+                drv.cpu_write(buf.chunk(i), CHUNK)
+        for r in range(passes):
+            for tile in range(self.tiles):
+                with drv.phase(f"round {r + 1}: tile{tile}"):
+                    for i in range(n):
+                        drv.gpu(self.vms[0], "write", buf.chunk(i), CHUNK, tile=tile)
         with drv.phase("cpu-readback"):
             for i in range(n):
                 drv.cpu_read(buf.chunk(i), CHUNK)
