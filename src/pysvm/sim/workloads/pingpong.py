@@ -32,6 +32,10 @@ class PingPong(Workload):
     default_passes = 3
     passes_meaning = "rounds"
 
+    def turns(self) -> list[tuple[str, str, int | None]]:
+        """Who rewrites the buffer in a round, in order: (phase label, VM, tile)."""
+        return [(f"gpu{k}", vm, None) for k, vm in enumerate(self.vms)]
+
     def body(self, drv: Driver, passes: int) -> int:
         n = drv.cfg.size // CHUNK
         buf = drv.carve(n)
@@ -41,17 +45,17 @@ class PingPong(Workload):
             for i in range(n):
                 drv.cpu_write(buf.chunk(i), CHUNK)
         for r in range(passes):
-            for k, vm in enumerate(self.vms):
-                with drv.phase(f"round {r + 1}: gpu{k}"):
+            for label, vm, tile in self.turns():
+                with drv.phase(f"round {r + 1}: {label}"):
                     for i in range(n):
-                        drv.gpu(vm, "write", buf.chunk(i), CHUNK)
+                        drv.gpu(vm, "write", buf.chunk(i), CHUNK, tile=tile)
         with drv.phase("cpu-readback"):
             for i in range(n):
                 drv.cpu_read(buf.chunk(i), CHUNK)
         return buf.size
 
 
-class PingPongTiles(Workload):
+class PingPongTiles(PingPong):
     """``passes`` rounds on one device with two tiles: tile 0 rewrites the buffer, then
     tile 1 does, through one VM.
 
@@ -72,24 +76,8 @@ class PingPongTiles(Workload):
 
     name = "ping-pong-tiles"
     title = "the two tiles of one GPU alternately rewrite one buffer"
+    devices = 1
     tiles = 2
-    default_passes = 3
-    passes_meaning = "rounds"
 
-    def body(self, drv: Driver, passes: int) -> int:
-        n = drv.cfg.size // CHUNK
-        buf = drv.carve(n)
-        self.buffers = [buf]
-        with drv.phase("cpu-init"):
-            drv.mmap(buf.addr, buf.size)
-            for i in range(n):
-                drv.cpu_write(buf.chunk(i), CHUNK)
-        for r in range(passes):
-            for tile in range(self.tiles):
-                with drv.phase(f"round {r + 1}: tile{tile}"):
-                    for i in range(n):
-                        drv.gpu(self.vms[0], "write", buf.chunk(i), CHUNK, tile=tile)
-        with drv.phase("cpu-readback"):
-            for i in range(n):
-                drv.cpu_read(buf.chunk(i), CHUNK)
-        return buf.size
+    def turns(self) -> list[tuple[str, str, int | None]]:
+        return [(f"tile{t}", self.vms[0], t) for t in range(self.tiles)]
