@@ -189,6 +189,22 @@ def test_trace_timeline_has_vram_and_pagemap_use(tmp_path: Path) -> None:
     assert colour_pixels(out, PAGEMAP_COLOUR) > 200
 
 
+def test_trace_timeline_counts_every_tiles_vram(tmp_path: Path) -> None:
+    # A two-tile device's VRAM in use is both tiles' regions: with pages only in tile 1
+    # the timeline must not read 0 (it read tile 0's region only).
+    trace = write_trace(tmp_path / "t.jsonl", [
+        {"ev": "device", "name": "gpu0", "vram_mib": 8, "tiles": 2},
+        {"ev": "vm_create", "vm": "vm0", "device": "gpu0", "fault_mode": True},
+        {"ev": "bind", "vm": "vm0", "op": "map", "addr": 0, "range": 1 << 47,
+         "flags": ["cpu_addr_mirror"]},
+        {"ev": "mmap", "addr": 1 << 30, "size": 2 << 20},
+        {"ev": "gpu_access", "vm": "vm0", "addr": 1 << 30, "size": 2 << 20, "op": "write",
+         "value": 1, "tile": 1},
+    ])
+    snap = snapshot_from_trace(trace, timeline=True)
+    assert snap.usage[-1][1] == {"gpu0": 2 << 20}
+
+
 def test_no_vma_is_refused(tmp_path: Path) -> None:
     snap = Snapshot(vm="vm0", vmas=[], ranges=[], devices=[])
     with pytest.raises(ValueError, match="no VMA"):

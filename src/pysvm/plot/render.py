@@ -183,8 +183,9 @@ def snapshot_from_trace(path: str | Path, vm: str | None = None,
                     setattr(pt, key, now - last[key])
                     last[key] = now
                 points.append(pt)
-                vram = {d.name: d.vram.used for d in world.devices.values()
-                        if d.vram is not None}
+                # a device's VRAM in use: every tile's region
+                vram = {d.name: sum(v.used for v in d.vrams) for d in world.devices.values()
+                        if d.vrams}
                 use = (vram, len(world.pagemaps_system.alive()))
                 if use != prev_use:          # keep the changes only (a step plot)
                     usage.append((i, use[0], use[1]))
