@@ -78,7 +78,8 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--devices", type=int, choices=[1, 2], default=d.devices,
                    help=f"number of discrete devices (default {d.devices})")
     g.add_argument("--vram-mib", type=int, default=None,
-                   help=f"VRAM per device in MiB; small means eviction (default {d.vram_mib}; "
+                   help=f"VRAM per device (per tile with --tiles 2) in MiB; small means eviction "
+                   f"(default {d.vram_mib}; "
                    "with --workload, the workload's own)")
     g.add_argument("--preferred-loc", choices=PREFERRED_LOCS, default=d.preferred_loc,
                    help="what madvise preferred_loc asks for: the faulting device's VRAM, "
