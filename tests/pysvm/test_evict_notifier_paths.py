@@ -21,6 +21,11 @@ K4 = PAGE_SIZE
 
 # === DevicePages runs =========================================================================
 
+def _run_addrs(runs: list[tuple[int, int]]) -> list[int]:
+    """The addresses of the slots in ``runs`` of a DevicePages at ``A``."""
+    return [A + k * K4 for i, j in runs for k in range(i, j)]
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_runs_and_live_in_runs_match_items_and_live(seed: int) -> None:
     rnd = random.Random(seed)
@@ -32,7 +37,7 @@ def test_runs_and_live_in_runs_match_items_and_live(seed: int) -> None:
     runs = dp.runs()
     assert runs is not None
     addrs = [a for a, _ in dp.items()]
-    assert dp.run_addrs(runs) == addrs
+    assert _run_addrs(runs) == addrs
     # runs are maximal: neither touching nor empty
     assert all(i < j for i, j in runs)
     assert all(j0 < i1 for (_, j0), (i1, _) in zip(runs, runs[1:], strict=False))
@@ -45,7 +50,7 @@ def test_runs_and_live_in_runs_match_items_and_live(seed: int) -> None:
     for a, p in dp.items():
         other[a] = p
     for part in (runs[:1], runs):       # first one run, then all
-        other.discard(other.live(dp.run_addrs(part)))
+        other.discard(other.live(_run_addrs(part)))
         dp.clear_runs(part)
         assert dp.items() == other.items() and len(dp) == len(other)
     assert not dp and len(dp) == 0

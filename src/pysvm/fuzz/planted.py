@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pysvm.drm.gpusvm import GpuSvm, GpuSvmCtx, SvmRange
-from pysvm.mm.mmap import Mm, Page
+from pysvm.mm.mmap import PAGE_SHIFT, Mm, Page
 from pysvm.xe import garbage_collector
 from pysvm.xe import vram as _vram
 
@@ -44,10 +44,13 @@ def _patches(which: str) -> list[tuple[Any, str, Any]]:
     if which == "eviction-loses-a-value":
         orig_move: Callable[..., int] = _vram._move_to_system
 
-        def move(mm: Mm, alloc: Any, addrs: list[int], *rest: Any) -> int:
-            n = orig_move(mm, alloc, addrs, *rest)
-            if addrs:
-                page = mm.page_at(min(addrs))
+        def move(mm: Mm, alloc: Any, addrs: list[int] | None = None, *,
+                 runs: list[tuple[int, int]] | None = None) -> int:
+            first = (min(addrs) if addrs else
+                     alloc.pages.start + (runs[0][0] << PAGE_SHIFT) if runs else None)
+            n = orig_move(mm, alloc, addrs, runs=runs)
+            if first is not None:
+                page = mm.page_at(first)
                 if page is not None:
                     page.value = 0
             return n

@@ -169,17 +169,9 @@ class DevicePages:
             out.append((i, n))
         return out
 
-    def run_addrs(self, runs: list[tuple[int, int]]) -> list[int]:
-        """The addresses of the slots in ``runs`` (from :meth:`runs`)."""
-        start = self.start
-        out: list[int] = []
-        for i, j in runs:
-            out.extend(range(start + (i << PAGE_SHIFT), start + (j << PAGE_SHIFT), PAGE_SIZE))
-        return out
-
     def live_in_runs(self, runs: list[tuple[int, int]]) -> list[tuple[int, Page]]:
         """``(addr, page)`` for each slot of ``runs`` that still holds a page, in address
-        order: the same as :meth:`live` over :meth:`run_addrs`, without a per-address
+        order: the same as :meth:`live` over the runs' addresses, without a per-address
         lookup when a run is still whole."""
         slots, start = self._slots, self.start
         out: list[tuple[int, Page]] = []
@@ -205,35 +197,39 @@ class DevicePages:
     def discard(self, freed: list[tuple[int, Page]]) -> None:
         """Drop each ``(addr, page)`` whose slot holds that page; a page found elsewhere
         is searched for, as ``page_freed`` does."""
-        slots, start, n = self._slots, self.start, len(self._slots)
-        if freed and not self._away:   # the common case: a run of pages, each at its own slot
-            i = (freed[0][0] - start) >> PAGE_SHIFT
-            j = i + len(freed)
-            if (i >= 0 and j <= n and freed[-1][0] == freed[0][0] + ((j - i - 1) << PAGE_SHIFT)
-                    and not freed[0][0] & (PAGE_SIZE - 1)
-                    and all(map(operator.is_, slots[i:j], [p for _, p in freed]))):
-                slots[i:j] = [None] * (j - i)
-                self._n -= j - i
+        if freed:                       # the common case: a run of pages at their slots
+            a0 = freed[0][0]
+            if (freed[-1][0] == a0 + ((len(freed) - 1) << PAGE_SHIFT)
+                    and self._clear_in_place(a0, [p for _, p in freed])):
                 return
+        self._discard_each(freed)
+
+    def discard_run(self, addr: int, pages: list[Page]) -> None:
+        """:meth:`discard` of ``pages`` mapped at ``addr``, ``addr + 4 KiB``, ...: when
+        each is at its own slot, one slice compare and one slice store."""
+        if not self._clear_in_place(addr, pages):
+            self._discard_each(list(zip(range(addr, addr + (len(pages) << PAGE_SHIFT),
+                                              PAGE_SIZE), pages, strict=True)))
+
+    def _clear_in_place(self, addr: int, pages: list[Page]) -> bool:
+        """Empty the slots of ``pages`` mapped at ``addr``, ``addr + 4 KiB``, ... when each
+        is at its own slot (True); otherwise change nothing (False)."""
+        slots = self._slots
+        i = (addr - self.start) >> PAGE_SHIFT
+        j = i + len(pages)
+        if (self._away or i < 0 or j > len(slots) or addr & (PAGE_SIZE - 1)
+                or not all(map(operator.is_, slots[i:j], pages))):
+            return False
+        slots[i:j] = [None] * (j - i)
+        self._n -= j - i
+        return True
+
+    def _discard_each(self, freed: list[tuple[int, Page]]) -> None:
         for a, page in freed:
             if self.get(a) is not page:
                 a = next((b for b, p in self.items() if p is page), -1)
             if a >= 0:
                 del self[a]
-
-    def discard_run(self, addr: int, pages: list[Page]) -> None:
-        """:meth:`discard` of ``pages`` mapped at ``addr``, ``addr + 4 KiB``, ...: when
-        each is at its own slot, one slice compare and one slice store."""
-        slots = self._slots
-        i = (addr - self.start) >> PAGE_SHIFT
-        j = i + len(pages)
-        if (not self._away and i >= 0 and j <= len(slots) and not addr & (PAGE_SIZE - 1)
-                and all(map(operator.is_, slots[i:j], pages))):
-            slots[i:j] = [None] * (j - i)
-            self._n -= j - i
-            return
-        self.discard(list(zip(range(addr, addr + (len(pages) << PAGE_SHIFT), PAGE_SIZE),
-                              pages, strict=True)))
 
     def set_span(self, addr: int, pages: list[Page]) -> None:
         """Install ``pages`` at ``addr``, ``addr + 4 KiB``, ... (a migration's result)."""
@@ -460,27 +456,26 @@ def _contiguous(addrs: list[int]) -> list[tuple[int, int]]:
     return spans
 
 
-def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int],
+def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int] | None = None, *,
                     runs: list[tuple[int, int]] | None = None) -> int:
-    """Copy the given device pages of ``alloc`` to new system pages.
-
-    ``runs``, when given, are ``alloc.pages.runs()`` and ``addrs`` their addresses
-    (every live page of an allocation without pages outside its span, as an eviction
-    of the whole allocation asks): the runs are the notifier spans as they are.
+    """Copy device pages of ``alloc`` to new system pages: those at ``addrs``, or every
+    page of ``runs`` (``alloc.pages.runs()``: an allocation without pages outside its
+    span, as an eviction of the whole allocation asks; the runs are the notifier spans
+    as they are).
     """
     pages = alloc.pages
     if runs is not None:
         start = pages.start
         spans = [(start + (i << PAGE_SHIFT), start + (j << PAGE_SHIFT)) for i, j in runs]
     else:
-        addrs = [a for a, _ in pages.live(addrs)]
+        addrs = [a for a, _ in pages.live(addrs or [])]
         spans = _contiguous(addrs)
     if not spans:
         return 0
     # One notifier call per contiguous run, before the page table changes.
     for s, e in spans:
         mm.invalidate(s, e, NotifyEvent.MIGRATE, alloc.owner)
-    live = pages.live_in_runs(runs) if runs is not None else pages.live(addrs)
+    live = pages.live_in_runs(runs) if runs is not None else pages.live(addrs or [])
     # The pages still there after the notifiers ran go: a system copy replaces each one
     # the page table still maps, then the device pages are freed in address order.
     mm.migrate_pages_to_system(live)
@@ -538,7 +533,7 @@ def evict_to_ram(alloc: VramAllocation) -> int:
     if runs is None:            # a page lives outside the span: the general walk
         n = _move_to_system(alloc.mm, alloc, list(pages))
     else:                       # the slots give the runs directly
-        n = _move_to_system(alloc.mm, alloc, pages.run_addrs(runs), runs)
+        n = _move_to_system(alloc.mm, alloc, runs=runs)
     if pages:      # pragma: no cover - defensive: the model always detaches
         raise XeError(errno.EBUSY, f"evict: {alloc!r} still has pages")
     return n
