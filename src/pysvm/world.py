@@ -52,8 +52,8 @@ from pysvm.xe.bo import PURGE_DONTNEED, PURGE_PURGED, Bo
 from pysvm.xe.device import (
     ATOMIC_SVM_TIMESLICE_MS,
     DEFAULT_PAT_COH,
-    MAX_TILES_PER_DEVICE,
     Device,
+    check_tile_count,
 )
 from pysvm.xe.host import INJECTION_POINTS
 from pysvm.xe.lifetime import check_pagemap_invariants, teardown
@@ -345,9 +345,7 @@ class World:
         if not discrete and not smem_atomics:
             raise XeError(errno.EINVAL, "device: an integrated device always has device "
                           "atomics on system memory (smem_atomics cannot be false)")
-        if not 1 <= ev.tiles <= MAX_TILES_PER_DEVICE:
-            raise XeError(errno.EINVAL, f"device: tiles {ev.tiles} (an xe device has 1 to "
-                          f"{MAX_TILES_PER_DEVICE} tiles, XE_MAX_TILES_PER_DEVICE)")
+        check_tile_count(name, ev.tiles)       # before an fd is taken
         if self.pagemaps_system.exited:
             raise XeError(errno.ENODEV, "the drm_pagemap module has exited")
         pat_coh = DEFAULT_PAT_COH if isinstance(ev.pat_coh, UnsetType) else tuple(ev.pat_coh)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pysvm.xe.pagemap import DevicePagemap
 
 __all__ = ["Device", "DEFAULT_PAT_COH", "ATOMIC_SVM_TIMESLICE_MS", "L2_FLUSH_PAT_INDEX",
-           "MAX_TILES_PER_DEVICE"]
+           "MAX_TILES_PER_DEVICE", "check_tile_count"]
 
 MIB = 1 << 20
 
@@ -48,6 +48,14 @@ DEFAULT_PAT_COH: tuple[int, ...] = tuple(
     int(CohMode.INVALID) if 16 <= i <= 19 else
     int(CohMode.AT_LEAST_1WAY) if i in _XE2_COHERENT else int(CohMode.NONE)
     for i in range(32))
+
+
+def check_tile_count(name: str, tiles: int) -> None:
+    """EINVAL unless an xe device can have ``tiles`` tiles (1 to
+    :data:`MAX_TILES_PER_DEVICE`)."""
+    if not 1 <= tiles <= MAX_TILES_PER_DEVICE:
+        raise XeError(errno.EINVAL, f"device {name}: tiles {tiles} (an xe device has 1 to "
+                      f"{MAX_TILES_PER_DEVICE}, XE_MAX_TILES_PER_DEVICE)")
 
 
 @dataclass(eq=False)
@@ -89,9 +97,7 @@ class Device:
     clock: Clock = field(default_factory=Clock)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.tiles <= MAX_TILES_PER_DEVICE:
-            raise XeError(errno.EINVAL, f"device {self.name}: {self.tiles} tiles (an xe device "
-                          f"has 1 to {MAX_TILES_PER_DEVICE}, XE_MAX_TILES_PER_DEVICE)")
+        check_tile_count(self.name, self.tiles)
         # Kernel: xe_vram_probe() sizes each tile's VRAM region at probe (for_each_tile).
         if self.discrete and self.vram is None:
             self.vrams = [Vram(self, self.vram_bytes, tile=t,
