@@ -151,11 +151,15 @@ def test_the_planted_eviction_bug_still_fires_on_eviction() -> None:
 
 # === Mm.invalidate ============================================================================
 
-@pytest.mark.parametrize("scan", [0, 10**9])      # always bisect / always scan
+@pytest.fixture(params=[0, 10**9], ids=["bisect", "scan"])
+def notifier_walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mm.invalidate() always bisecting the notifier starts, or always scanning them."""
+    monkeypatch.setattr(mmap_mod, "_NOTIFIER_SCAN", request.param)
+
+
 @pytest.mark.parametrize("seed", range(10))
-def test_invalidate_calls_every_intersecting_notifier_in_start_order(
-        seed: int, scan: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mmap_mod, "_NOTIFIER_SCAN", scan)
+@pytest.mark.usefixtures("notifier_walk")
+def test_invalidate_calls_every_intersecting_notifier_in_start_order(seed: int) -> None:
     rnd = random.Random(seed)
     mm = Mm()
     calls: list[tuple[int, int, int]] = []
@@ -190,10 +194,8 @@ def test_invalidate_calls_every_intersecting_notifier_in_start_order(
         assert mm.notifier_count() == len(live)
 
 
-@pytest.mark.parametrize("scan", [0, 10**9])
-def test_a_notifier_removed_by_an_earlier_callback_is_not_called(
-        scan: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mmap_mod, "_NOTIFIER_SCAN", scan)
+@pytest.mark.usefixtures("notifier_walk")
+def test_a_notifier_removed_by_an_earlier_callback_is_not_called() -> None:
     mm = Mm()
     seen: list[str] = []
     second: list[IntervalNotifier] = []
@@ -210,12 +212,10 @@ def test_a_notifier_removed_by_an_earlier_callback_is_not_called(
     assert seen == ["first", "first", "late"]
 
 
-@pytest.mark.parametrize("scan", [0, 10**9])
-def test_invalidate_meets_a_lower_start_first_whatever_the_registration_order(
-        scan: int, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("notifier_walk")
+def test_invalidate_meets_a_lower_start_first_whatever_the_registration_order() -> None:
     # mm/mmu_notifier.c mn_itree_invalidate() walks the interval tree in order: a notifier
     # registered later but starting lower is called first.
-    monkeypatch.setattr(mmap_mod, "_NOTIFIER_SCAN", scan)
     mm = Mm()
     seen: list[str] = []
     mm.interval_notifier_insert(8 * K4, 16 * K4, lambda *_: seen.append("high, first in"))
