@@ -54,7 +54,7 @@ CHUNK_SIZES: tuple[int, ...] = (SZ_2M, SZ_64K, SZ_4K)
 _page_alloc = operator.attrgetter("alloc")     # a page's device allocation (None: system)
 
 
-@dataclass
+@dataclass(slots=True)
 class GpuSvmCtx:
     """Per-operation options. Kernel: struct drm_gpusvm_ctx."""
 
@@ -104,6 +104,10 @@ class SvmRange:
     Kernel: struct drm_gpusvm_range (+ struct drm_gpusvm_pages flags) extended
     by struct xe_svm_range.
     """
+
+    __slots__ = ("notifier", "start", "end", "migrate_devmem", "unmapped", "partial_unmap",
+                 "has_devmem_pages", "has_dma_mapping", "pages", "dpagemap", "pages_uniform",
+                 "notifier_seq", "tile_present", "tile_invalidated", "removed", "gc_queued")
 
     def __init__(self, notifier: SvmNotifier, start: int, end: int,
                  migrate_devmem: bool) -> None:
@@ -180,7 +184,7 @@ def range_chunk_size(fault_addr: int, chunk_sizes: tuple[int, ...], cpu_start: i
     while i < len(chunk_sizes):
         c = chunk_sizes[i]
         start = fault_addr - fault_addr % c
-        end = -(-(fault_addr + 1) // c) * c
+        end = start + c         # align_up(fault_addr + 1, c): the chunk holding fault_addr
         if (start >= cpu_start and end <= cpu_end and start >= notifier.start
                 and end <= notifier.end and start >= gpuva_start and end <= gpuva_end):
             if end - start != SZ_4K:
@@ -275,7 +279,7 @@ class GpuSvm:
             raise XeError(errno.EINVAL, f"fault address {fault_addr:#x} outside the GPU SVM span")
         if not self.mm.alive:
             raise XeError(errno.EFAULT, "address space is gone")
-        notifier = self.notifier_find(fault_addr, fault_addr + 1)
+        notifier = self._notifiers.first(fault_addr, fault_addr + 1)    # notifier_find()
         created = notifier is None
         if notifier is None:
             ns = self.notifier_size
@@ -328,20 +332,24 @@ class GpuSvm:
         XeError(EOPNOTSUPP) pages mixed between system and device memory or
         between two device allocations (``allow_mixed`` false).
         """
+        # read_begin() / read_retry() on the notifier's MMU interval notifier, read in
+        # place (a notifier that never registered has none: sequence 0, no retry)
+        mmu = rng.notifier.mmu
+        mm = self.mm
         for _ in range(64):
-            seq = rng.notifier.read_begin()
-            if rng.pages_valid:
+            seq = mmu.invalidate_seq if mmu is not None else 0
+            if rng.has_devmem_pages or rng.has_dma_mapping:     # pages_valid
                 # The kernel's fast path still records the fresh sequence number
                 # (goto set_seqno), so a later bind's read_retry compares against it.
                 rng.notifier_seq = seq
                 return
-            if not self.mm.alive:
+            if not mm.alive:
                 raise XeError(errno.EFAULT, "address space is gone")
-            pages, alloc, uniform = self.mm.hmm_range_fault(
+            pages, alloc, uniform = mm.hmm_range_fault(
                 rng.start, rng.end, write=not ctx.read_only, owner=self.owner)
             if rng.unmapped:
                 raise XeError(errno.EFAULT, f"range [{rng.start:#x}, {rng.end:#x}) was unmapped")
-            if rng.notifier.read_retry(seq):
+            if mmu is not None and mmu.invalidate_seq != seq:
                 continue
             if not uniform:             # the walk did not tell: look at each page
                 allocs = list(map(_page_alloc, pages))
@@ -370,11 +378,13 @@ class GpuSvm:
             rng.has_dma_mapping = True
             rng.has_devmem_pages = alloc is not None
             old = rng.dpagemap
-            rng.dpagemap = self.ops.page_pagemap(alloc) if alloc is not None else None
             # newest: the pages hold their pagemap (drm_pagemap_get/put are NULL-safe,
             # so a range without device pages makes no call)
-            if rng.dpagemap is not None:
-                self.ops.pagemap_get(rng.dpagemap)
+            if alloc is not None:
+                dpagemap = rng.dpagemap = self.ops.page_pagemap(alloc)
+                self.ops.pagemap_get(dpagemap)
+            else:
+                rng.dpagemap = None
             if old is not None:
                 self.ops.pagemap_put(old)
             rng.notifier_seq = seq

@@ -42,6 +42,7 @@ from __future__ import annotations
 import bisect
 import errno
 import itertools
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, cast
@@ -125,16 +126,27 @@ class FaultedPages(NamedTuple):
 
 _UNSEEN = object()      # hmm_range_fault() has not met a page yet
 
+_page_alloc = operator.attrgetter("alloc")     # a page's device allocation (None: system)
 
-def _blocks(lo: int, hi: int) -> Iterator[tuple[int, int, int, int]]:
-    """Split the page numbers ``[lo, hi)`` by block: ``(block, i, j, pfn of slot i)``."""
+
+def _blocks(lo: int, hi: int) -> tuple[tuple[int, int, int, int], ...]:
+    """Split the page numbers ``[lo, hi)`` by block: ``(block, i, j, pfn of slot i)``.
+
+    A span inside one block (every SVM range is: ranges are chunk aligned and no chunk
+    is larger than a block) is answered without a loop."""
+    b = lo >> _BSHIFT
+    if hi > lo and (hi - 1) >> _BSHIFT == b:
+        i = lo & _BMASK
+        return ((b, i, i + hi - lo, lo),)
+    out: list[tuple[int, int, int, int]] = []
     pfn = lo
     while pfn < hi:
         b = pfn >> _BSHIFT
         i = pfn & _BMASK
         j = min(_BLOCK, i + hi - pfn)
-        yield b, i, j, pfn
+        out.append((b, i, j, pfn))
         pfn += j - i
+    return tuple(out)
 
 
 class DevmemOwner(Protocol):
@@ -798,10 +810,13 @@ class Mm:
     def _block_slots(self, start: int, end: int) -> Iterator[tuple[list[Page | None], int, int,
                                                                    int]]:
         """The page-table blocks over ``[start, end)`` (created when missing) as
-        ``(block, i, j, pfn of slot i)``: the span's pages are ``block[i:j]``."""
-        self._materialize(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
+        ``(block, i, j, pfn of slot i)``: the span's pages are ``block[i:j]``. Each block is
+        created as the walk reaches it (a caller that stops early creates no more)."""
+        lo, hi = start >> PAGE_SHIFT, end >> PAGE_SHIFT
+        if self._fill:
+            self._materialize(lo, hi)
         pt = self._pt
-        for b, i, j, pfn in _blocks(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+        for b, i, j, pfn in _blocks(lo, hi):
             blk = pt.get(b)
             if blk is None:
                 blk = pt[b] = [None] * _BLOCK
@@ -962,8 +977,9 @@ class Mm:
             if blk is None:             # filled or never touched: all collectable
                 n += j - i
                 continue
-            sl = blk[i:j]
-            n += sl.count(None) + [p.alloc for p in sl if p is not None].count(None)
+            # the populated pages' allocations (a Page is always true), None: system
+            allocs = list(map(_page_alloc, filter(None, blk[i:j])))
+            n += (j - i) - len(allocs) + allocs.count(None)
         return n
 
     def check_pages(self, start: int, end: int) -> bool:
@@ -1018,6 +1034,21 @@ class Mm:
             if write and vma.read_only:
                 raise XeError(errno.EPERM, f"hmm_range_fault: {a:#x} is read-only")
             a = vma.end
+        lo = start >> PAGE_SHIFT
+        b = lo >> _BSHIFT
+        if ((end - 1) >> (PAGE_SHIFT + _BSHIFT)) == b and b not in self._fill:
+            # The common case: a span inside one block none of whose pages is a fill
+            # value, and every page present and of one allocation that needs no move.
+            blk = self._pt.get(b)
+            if blk is not None:
+                i = lo & _BMASK
+                sl = blk[i:i + ((end - start) >> PAGE_SHIFT)]
+                if None not in sl:
+                    allocs = {p.alloc for p in sl}      # type: ignore[union-attr]
+                    if len(allocs) == 1:
+                        only = allocs.pop()
+                        if only is None or only.owner is owner:
+                            return FaultedPages(sl, only, True)  # type: ignore[arg-type]
         pages: list[Page] = []
         owners: dict[int, object] = {}      # per allocation, looked up once per call
         started: int | None = None          # the clock when the first foreign page is met

@@ -48,7 +48,7 @@ class NotifierRange(NamedTuple):
 Callback = Callable[["IntervalNotifier", NotifierRange, int], None]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class IntervalNotifier:
     """An MMU interval notifier over ``[start, end)``.
 

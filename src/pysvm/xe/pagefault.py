@@ -82,7 +82,7 @@ class FaultLivelockError(FaultError):
                          f"retrying); reasons: {stats.reasons[-8:]}", stats)
 
 
-@dataclass
+@dataclass(slots=True)
 class FaultStats:
     """What one GPU fault cost. Kernel: the XE_GT_STATS_ID_SVM_* counters, per fault."""
 

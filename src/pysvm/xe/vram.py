@@ -257,6 +257,9 @@ class VramAllocation:
     Kernel: struct drm_pagemap_devmem (xe_bo->devmem_allocation) + its zdd.
     """
 
+    __slots__ = ("id", "vram", "mm", "start", "size", "pages", "timeslice_ms", "released",
+                 "zdd")
+
     def __init__(self, vram: Vram, mm: Mm, start: int, size: int) -> None:
         self.id = next(_ids)
         self.vram = vram
@@ -276,7 +279,14 @@ class VramAllocation:
 
     @property
     def owner(self) -> object:
-        return devm_owner(self.vram.device, self.vram.tile)
+        """:func:`devm_owner` of the tile's VRAM (asked on every notifier call and page
+        walk, so written out here)."""
+        vram = self.vram
+        device = vram.device
+        tile = vram.tile
+        pm = device.pagemap if tile == 0 else device.tile_pagemap(tile)
+        owner = pm.owner if pm is not None else None
+        return owner if owner is not None else device
 
     @property
     def detached(self) -> bool:
@@ -419,16 +429,16 @@ class Vram:
         if size > self.capacity:
             raise XeError(errno.ENOMEM, f"{self.device_name}: {size:#x} bytes exceed the "
                           f"VRAM capacity {self.capacity:#x}")
-        # Snapshot the LRU only when something must go (evicting edits it).
-        victims = list(self.allocations.values()) if self.free_bytes < size else []
-        for victim in victims:
-            if self.free_bytes >= size:
-                break
-            if victim in keep:
-                continue
-            evict_to_ram(victim)
-            self.stats["evictions_pressure"] += 1
-        if self.free_bytes < size:
+        if self.capacity - self.used < size:
+            # Snapshot the LRU only when something must go (evicting edits it).
+            for victim in list(self.allocations.values()):
+                if self.capacity - self.used >= size:
+                    break
+                if victim in keep:
+                    continue
+                evict_to_ram(victim)
+                self.stats["evictions_pressure"] += 1
+        if self.capacity - self.used < size:
             raise XeError(errno.ENOMEM, f"{self.device_name}: out of VRAM ({self.free_bytes:#x} "
                           f"free, {size:#x} needed)")
         a = VramAllocation(self, mm, start, size)
