@@ -185,7 +185,7 @@ def range_valid(svm: Svm, r: SvmRange, devmem_only: bool, target: Vram | None,
         return False
     if not devmem_only:
         return True
-    if svm.vm.profile.range_removed_check:
+    if svm.host.profile.range_removed_check:
         return _has_pagemap(r, target)
     return r.in_vram()
 
@@ -200,7 +200,7 @@ def needs_migrate(svm: Svm, r: SvmRange, target: Vram | None) -> bool:
     """
     if not r.migrate_devmem or target is None:
         return False
-    if svm.vm.profile.range_removed_check:
+    if svm.host.profile.range_removed_check:
         return not _has_pagemap(r, target)
     return not r.in_vram()
 
@@ -213,7 +213,7 @@ def alloc_vram(svm: Svm, r: SvmRange, target: Vram, ctx: GpuSvmCtx) -> None:
     target pagemap -> 0 without allocating; then populate, and on EBUSY exactly one retry
     after evicting the range to system memory.
     """
-    newest = svm.vm.profile.range_removed_check
+    newest = svm.host.profile.range_removed_check
     if newest and _all_pages_in(svm, r, target):
         return
     dev, tile = target.device, target.tile
@@ -258,7 +258,7 @@ def _inner(svm: Svm, vma: Vma, addr: int, need_vram: bool, st: FaultStats, tile:
     """
     dev = svm.device
     discrete = dev.discrete
-    newest = svm.vm.profile.range_removed_check
+    newest = svm.host.profile.range_removed_check
     ctx = GpuSvmCtx(read_only=vma.read_only(), devmem_possible=discrete,
                     check_pages_threshold=SZ_64K if discrete else 0,
                     devmem_only=need_vram and discrete,
@@ -478,7 +478,7 @@ def remember_fault_vma(svm: Svm, vma: Vma) -> None:
     VMA that is no longer in the tree, so nothing here reads freed memory.
     """
     vm = svm.vm
-    if not vm.profile.last_fault_vma_cache:
+    if not vm.host.profile.last_fault_vma_cache:
         return
     vm.last_fault_vma = vma
     if not vm.killed and vm.find_vma_by_addr(vma.start) is not vma:
