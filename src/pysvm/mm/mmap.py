@@ -47,9 +47,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, cast
 
-from sortedcontainers import SortedDict
-
 from pysvm.errors import XeError
+from pysvm.mm.interval_tree import IntervalTree
 from pysvm.mm.mmu_notifier import Callback, IntervalNotifier, NotifierRange, NotifyEvent
 
 __all__ = ["PAGE_SHIFT", "PAGE_SIZE", "MAX_ACCESS_BYTES", "MAX_READ_BYTES", "CpuVma", "Mm",
@@ -256,8 +255,11 @@ class Mm:
     """
 
     def __init__(self) -> None:
-        self._vmas: SortedDict = SortedDict()     # start -> CpuVma
-        self._last_vma: CpuVma | None = None      # find_vma's cache (checked on use)
+        #: The CPU VMAs in the compiled interval tree, keyed in page numbers: every VMA is
+        #: page aligned, and the tree's span stops one byte short of 2**64, so the top page
+        #: of the address space fits in page units only. Kernel: mm->mm_mt (the maple tree).
+        self._vmas: IntervalTree[CpuVma] = IntervalTree()
+        self._last_vma: CpuVma | None = None      # find_vma's cache (dropped with its VMA)
         self._pt: dict[int, list[Page | None]] = {}   # pfn >> 9 -> 512 page slots
         #: Whole blocks of system pages the CPU filled with one value and nobody has looked
         #: at one by one yet: block -> value. Each stands for 512 distinct system pages
@@ -276,40 +278,40 @@ class Mm:
 
     # ---------------------------------------------------------------- VMAs
     def vmas(self) -> Iterator[CpuVma]:
-        """Every CPU VMA in address order."""
-        return iter(list(self._vmas.values()))
+        """Every CPU VMA in address order (a snapshot)."""
+        return self._vmas.values()
 
     def find_vma(self, addr: int) -> CpuVma | None:
         """The CPU VMA containing ``addr`` or None.
 
-        Kernel: vma_lookup(). The last VMA found is tried first (what mm/vmacache.c did
-        before the maple tree); it is the answer only while it is still in the tree.
+        Kernel: vma_lookup() (mm/mmap.c: mtree_load() on the maple tree). The last VMA
+        found is tried first (what mm/vmacache.c did before the maple tree); it is the
+        answer only while it is still in the tree (:meth:`_vma_remove` drops it).
         """
         last = self._last_vma
-        if (last is not None and last.start <= addr < last.end
-                and self._vmas.get(last.start) is last):
+        if last is not None and last.start <= addr < last.end:
             return last
-        i = self._vmas.bisect_right(addr) - 1
-        if i < 0:
+        if addr < 0:
             return None
-        vma: CpuVma = self._vmas.peekitem(i)[1]
-        if vma.start <= addr < vma.end:
+        pfn = addr >> PAGE_SHIFT
+        vma = self._vmas.first(pfn, pfn + 1)
+        if vma is not None:
             self._last_vma = vma
-            return vma
-        return None
+        return vma
 
     def _overlapping(self, start: int, end: int) -> list[CpuVma]:
-        out: list[CpuVma] = []
-        i = max(self._vmas.bisect_right(start) - 1, 0)
-        keys = self._vmas.keys()
-        while i < len(keys):
-            vma: CpuVma = self._vmas[keys[i]]
-            if vma.start >= end:
-                break
-            if vma.end > start:
-                out.append(vma)
-            i += 1
-        return out
+        """The VMAs overlapping ``[start, end)`` in address order (a snapshot)."""
+        return self._vmas.overlapping(max(start, 0) >> PAGE_SHIFT, -(-end // PAGE_SIZE))
+
+    def _vma_insert(self, vma: CpuVma) -> None:
+        """Put ``vma`` in the tree (its span is free: the callers unmapped it first)."""
+        self._vmas.insert(vma.start >> PAGE_SHIFT, vma.end >> PAGE_SHIFT, vma)
+
+    def _vma_remove(self, vma: CpuVma) -> None:
+        """Take ``vma`` out of the tree, and out of find_vma's cache."""
+        self._vmas.pop(vma.start >> PAGE_SHIFT)
+        if self._last_vma is vma:
+            self._last_vma = None
 
     def mmap(self, addr: int, size: int, *, read_only: bool = False,
              anonymous: bool = True) -> CpuVma:
@@ -325,7 +327,7 @@ class Mm:
         _check_span(addr, size, "mmap")
         self.munmap(addr, size)
         vma = CpuVma(addr, addr + size, read_only, anonymous)
-        self._vmas[addr] = vma
+        self._vma_insert(vma)
         return vma
 
     def munmap(self, addr: int, size: int) -> int:
@@ -343,11 +345,11 @@ class Mm:
             s, e = max(vma.start, addr), min(vma.end, end)
             self.invalidate(s, e, NotifyEvent.UNMAP)
             self._drop_pages(s >> PAGE_SHIFT, e >> PAGE_SHIFT)
-            del self._vmas[vma.start]
+            self._vma_remove(vma)
             if vma.start < s:
-                self._vmas[vma.start] = CpuVma(vma.start, s, vma.read_only, vma.anonymous)
+                self._vma_insert(CpuVma(vma.start, s, vma.read_only, vma.anonymous))
             if e < vma.end:
-                self._vmas[e] = CpuVma(e, vma.end, vma.read_only, vma.anonymous)
+                self._vma_insert(CpuVma(e, vma.end, vma.read_only, vma.anonymous))
             done += e - s
         return done
 
@@ -450,8 +452,8 @@ class Mm:
         end, grow = addr + old_len, new_len - old_len
         if vma.end == end and end + grow <= TASK_SIZE and not self._overlapping(end, end + grow):
             # expand_vma_in_place() -> vma_merge_extend()
-            del self._vmas[vma.start]
-            self._vmas[vma.start] = CpuVma(vma.start, end + grow, vma.read_only, vma.anonymous)
+            self._vma_remove(vma)
+            self._vma_insert(CpuVma(vma.start, end + grow, vma.read_only, vma.anonymous))
             return addr
         if not flags & MREMAP_MAYMOVE:
             raise XeError(errno.ENOMEM, f"mremap: [{addr:#x}, +{new_len:#x}) cannot grow in "
@@ -514,8 +516,7 @@ class Mm:
         """Kernel: mm/mremap.c move_vma() -> copy_vma_and_data() (copy_vma(),
         move_page_tables()), then unmap_source_vma() or dontunmap_complete()."""
         self.invalidate(addr, addr + old_len, NotifyEvent.UNMAP)
-        self._vmas[new_addr] = CpuVma(new_addr, new_addr + new_len, vma.read_only,
-                                      vma.anonymous)
+        self._vma_insert(CpuVma(new_addr, new_addr + new_len, vma.read_only, vma.anonymous))
         self._move_pages(addr, new_addr, old_len)
         if not dontunmap:
             self.munmap(addr, old_len)
@@ -584,12 +585,12 @@ class Mm:
             if vma.read_only == read_only:
                 continue
             s, e = max(vma.start, addr), min(vma.end, end)
-            del self._vmas[vma.start]
+            self._vma_remove(vma)
             if vma.start < s:
-                self._vmas[vma.start] = CpuVma(vma.start, s, vma.read_only, vma.anonymous)
-            self._vmas[s] = CpuVma(s, e, read_only, vma.anonymous)
+                self._vma_insert(CpuVma(vma.start, s, vma.read_only, vma.anonymous))
+            self._vma_insert(CpuVma(s, e, read_only, vma.anonymous))
             if e < vma.end:
-                self._vmas[e] = CpuVma(e, vma.end, vma.read_only, vma.anonymous)
+                self._vma_insert(CpuVma(e, vma.end, vma.read_only, vma.anonymous))
             self.invalidate(s, e, NotifyEvent.PROTECTION_VMA)
 
     def _drop_pages(self, lo: int, hi: int) -> None:
@@ -664,12 +665,11 @@ class Mm:
         self.alive = False
         self.invalidate(0, U64_MAX + 1, NotifyEvent.RELEASE)
         done = 0
-        for vma in list(self._vmas.values()):
+        for vma in self._vmas.values():
             self.invalidate(vma.start, vma.end, NotifyEvent.UNMAP)
             self._drop_pages(vma.start >> PAGE_SHIFT, vma.end >> PAGE_SHIFT)
-            del self._vmas[vma.start]
+            self._vma_remove(vma)
             done += vma.end - vma.start
-        self._last_vma = None
         return done
 
     # ------------------------------------------------------------ notifiers

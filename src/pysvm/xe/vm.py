@@ -14,11 +14,10 @@ Kernel: drivers/gpu/drm/xe/xe_vm.c.
 from __future__ import annotations
 
 import errno
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-from sortedcontainers import SortedDict
 
 from gpuvm_core import GpuVm, GpuvmError, Ops
 from pysvm.errors import XeError
@@ -46,6 +45,8 @@ _Parsed = list[tuple[Vma | None, list[Vma]]]
 
 
 _NO_FLAGS = BindFlag(0)
+
+_addr = operator.attrgetter("addr")     # a GpuVa's start, read in C
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,9 @@ class Vm:
         self.fault_mode = fault_mode
         self.size = 1 << va_bits
         self.gpuvm = GpuVm(0, self.size)
-        self._vmas: SortedDict = SortedDict()   # addr -> Vma, mirrors the gpuvm tree
+        #: addr -> Vma for every VA in ``gpuvm``; every ordered walk goes through the tree
+        #: (drm_gpuvm's rbtree and list), this only turns a GpuVa back into its Vma.
+        self._vmas: dict[int, Vma] = {}
         self.svm: Svm | None = None
         self.killed = False
         self.last_fault_vma: Vma | None = None
@@ -109,7 +112,7 @@ class Vm:
 
     def __iter__(self) -> Iterator[Vma]:
         """The VMAs in address order (a snapshot). Kernel: drm_gpuvm_for_each_va()."""
-        return iter(list(self._vmas.values()))
+        return iter(list(map(self._vmas.__getitem__, map(_addr, self.gpuvm))))
 
     def __len__(self) -> int:
         return len(self._vmas)
@@ -117,19 +120,24 @@ class Vm:
     def vmas_in(self, start: int, end: int) -> list[Vma]:
         """VMAs intersecting [start, end) in address order.
 
-        Kernel: drm_gpuvm_for_each_va_range().
+        Kernel: drm_gpuvm_for_each_va_range(). Precisely: every VMA with ``addr < end``
+        and ``end > start``, so for ``end <= start`` the VMA holding ``start`` when it
+        also starts below ``end`` (at most one), else none.
         """
-        out: list[Vma] = []
-        keys = self._vmas.keys()
-        i = max(self._vmas.bisect_right(start) - 1, 0)
-        while i < len(keys):
-            vma: Vma = self._vmas[keys[i]]
-            if vma.addr >= end:
-                break
-            if vma.end > start:
-                out.append(vma)
-            i += 1
-        return out
+        if end <= start:
+            if not 0 <= start < self.size:
+                return []
+            va = self.gpuvm.find_first(start, 1)
+            return [self._vmas[va.addr]] if va is not None and va.addr < end else []
+        lo, hi = max(start, 0), min(end, self.size)
+        if hi <= lo:
+            return []
+        va = self.gpuvm.find_first(lo, hi - lo)
+        if va is None:
+            return []
+        if va.end >= hi:        # the common case: one VMA covers the rest of the span
+            return [self._vmas[va.addr]]
+        return list(map(self._vmas.__getitem__, map(_addr, self.gpuvm.va_range(lo, hi - lo))))
 
     def find_vma_by_addr(self, addr: int) -> Vma | None:
         """The VMA overlapping the 4 KiB window [addr, addr + 4 KiB), or None.
@@ -185,13 +193,16 @@ class Vm:
         Kernel: xe_vm_close_and_put() (xe_vm.c): xe_vm_close() (the VM counts as
         closed from here: binds, madvise and faults refuse it), xe_svm_close() (SVM
         ranges unbound and removed, the VM's pagemap references dropped), then every
-        VMA destroyed (preferred_loc references dropped; a WILLNEED VMA puts its BO's
+        VMA taken out of the VA tree (drm_gpuvm_for_each_va_safe() -> xe_vm_remove_vma())
+        and destroyed (preferred_loc references dropped; a WILLNEED VMA puts its BO's
         willneed hold). Device pages stay with their zdd until the CPU touches them.
         """
         self.kill()
         if self.svm is not None and not self.svm.closed:
             self.svm.close()
-        for v in list(self._vmas.values()):
+        for va in list(self.gpuvm):
+            v = self._vmas[va.addr]
+            self.gpuvm.remove(va)                     # xe_vm_remove_vma()
             if v.bo is not None:
                 v.bo.vma_count -= 1
                 if not v.purgeable:
