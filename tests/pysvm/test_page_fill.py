@@ -14,7 +14,7 @@ import random
 import pytest
 from mm_helpers import FakeOwner
 
-from pysvm.mm.mmap import MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE, Mm
+from pysvm.mm.mmap import MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE, Mm, Page
 
 P = PAGE_SIZE
 BLOCK = 512 * P            # 2 MiB: one page-table block
@@ -152,3 +152,45 @@ def test_fresh_block_read_populates_zero_pages() -> None:
     assert mm.check_pages(A, A + BLOCK + P)
     page = mm.page_at(A + 5 * P)
     assert page is not None and page.value == 0
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_migrate_pages_to_system_follows_the_per_page_rule(seed: int) -> None:
+    """Mm.migrate_pages_to_system() replaces each given device page that is still mapped
+    at its address by a new system page holding its value, and leaves every other slot
+    alone, whatever the list looks like: a run in address order (the one-slice path), a
+    run spanning two blocks, pages moved meanwhile, a shuffled or repeated list."""
+    rng = random.Random(seed)
+    mm = Mm()
+    mm.mmap(A, 4 * BLOCK)
+    dev = FakeOwner()
+    lo = rng.randrange(N - 600)
+    n = rng.randrange(1, 600)
+    addr = A + lo * P
+    mm.cpu_write(addr, n * P, 7)
+    mm.cpu_write(addr + rng.randrange(n) * P, P, 9)
+    pages = mm.migrate_vma_pages(addr, addr + n * P, dev)
+    moves = list(zip(range(addr, addr + n * P, P), pages, strict=True))
+    shape = rng.choice(["run", "run", "stale", "shuffled", "repeated", "gap"])
+    if shape == "stale":        # one page was replaced since: it must stay as it is now
+        k = rng.randrange(n)
+        mm.set_page(moves[k][0], Page(pages[k].value, dev))
+    elif shape == "shuffled":
+        rng.shuffle(moves)
+    elif shape == "repeated":
+        k = rng.randrange(n)
+        moves.insert(k, moves[k])
+        moves.pop()
+    elif shape == "gap" and n > 2:
+        del moves[rng.randrange(1, n - 1)]
+    before = {a: mm.page_at(a) for a in range(addr, addr + n * P, P)}
+    want = {a: (p.value, None) if any(m[0] == a and m[1] is p for m in moves) else p
+            for a, p in before.items()}
+    mm.migrate_pages_to_system(moves)
+    for a, w in want.items():
+        got = mm.page_at(a)
+        assert got is not None
+        if isinstance(w, tuple):
+            assert got is not before[a] and (got.value, got.alloc) == w, hex(a)
+        else:
+            assert got is w, hex(a)

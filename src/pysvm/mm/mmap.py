@@ -831,6 +831,20 @@ class Mm:
         The caller invalidated the span first (MMU_NOTIFY_MIGRATE).
         """
         pt = self._pt
+        if moves:
+            # The common case: a run of consecutive pages inside one block, each still
+            # mapped where it was: one slice compare and one slice store.
+            lo = moves[0][0] >> PAGE_SHIFT
+            hi = lo + len(moves)
+            blk = pt.get(lo >> _BSHIFT)
+            if (blk is not None and (hi - 1) >> _BSHIFT == lo >> _BSHIFT
+                    and moves[-1][0] >> PAGE_SHIFT == hi - 1):
+                i = lo & _BMASK
+                j = i + len(moves)
+                old_pages = [p for _, p in moves]
+                if all(map(operator.is_, blk[i:j], old_pages)):
+                    blk[i:j] = _pages_of([p.value for p in old_pages], None)
+                    return
         for addr, old in moves:
             pfn = addr >> PAGE_SHIFT
             blk = pt.get(pfn >> _BSHIFT)

@@ -71,15 +71,21 @@ class Vma:
     ``tile_invalidated`` the fields of the same names.
     """
 
-    __slots__ = ("vm", "addr", "range", "bo", "offset", "flags", "attr", "userptr",
-                 "skip_invalidation", "tile_present", "tile_invalidated", "purgeable",
-                 "notifier")
+    __slots__ = ("vm", "addr", "range", "start", "end", "bo", "offset", "flags", "attr",
+                 "userptr", "skip_invalidation", "tile_present", "tile_invalidated",
+                 "purgeable", "notifier")
 
     def __init__(self, vm: Vm, addr: int, range: int, bo: Bo | None, offset: int,  # noqa: A002
                  flags: VmaFlag, attr: VmaMemAttr, *, userptr: bool = False) -> None:
         self.vm = vm
+        # A VMA's span is fixed at creation (a split or merge makes new VMAs, as
+        # drm_gpuvm's remap does), so its ends are stored, not computed on each read.
         self.addr = addr
         self.range = range
+        #: Kernel: xe_vma_start().
+        self.start = addr
+        #: Kernel: xe_vma_end() (exclusive).
+        self.end = addr + range
         self.bo = bo
         self.offset = offset
         self.flags = flags
@@ -94,16 +100,6 @@ class Vma:
         #: a userptr VMA's MMU interval notifier over its CPU range while it is in the
         #: VM's tree (xe_userptr.c xe_userptr_setup() / xe_userptr_remove()); None else.
         self.notifier: IntervalNotifier | None = None
-
-    @property
-    def start(self) -> int:
-        """Kernel: xe_vma_start()."""
-        return self.addr
-
-    @property
-    def end(self) -> int:
-        """Kernel: xe_vma_end() (exclusive)."""
-        return self.addr + self.range
 
     def is_cpu_addr_mirror(self) -> bool:
         """Kernel: xe_vma_is_cpu_addr_mirror()."""
