@@ -72,22 +72,24 @@ class Provider:
         self.peer = Peer(name, "vm", f"{name}.device")
         if own_ref:
             system.owners.acquire(self.peer, system.has_interconnect)
-        self.own_ref = own_ref
+        #: True in the newest profile: SVM VMs and range pages hold pagemap references
+        #: (xe_svm_get_pagemaps, drm_gpusvm_get_pages); False in the 6.18 profile, where the
+        #: provider itself holds its pagemap from probe to unbind (``own_ref``). Fixed at
+        #: probe; a plain attribute because every fault's range pages and page owner read it.
+        self.users_hold = not own_ref
         self.device.on_release.append(self._device_released)
         if own_ref:
             for t in range(len(self.caches)):
                 self.own_refs[t] = self.find_or_create(t)
 
     @property
-    def unbound(self) -> bool:
-        return self.device.unplugged
+    def own_ref(self) -> bool:
+        """The 6.18 profile's provider-owned pagemap (xe_devm_add() .. xe_devm_release())."""
+        return not self.users_hold
 
     @property
-    def users_hold(self) -> bool:
-        """True in the newest profile: SVM VMs and range pages hold pagemap references
-        (xe_svm_get_pagemaps, drm_gpusvm_get_pages); False in the 6.18 profile, where the
-        provider itself holds its pagemap from probe to unbind."""
-        return not self.own_ref
+    def unbound(self) -> bool:
+        return self.device.unplugged
 
     def _device_released(self) -> None:
         """The drm device's final put. Kernel: the xe_device_destroy() drmm action destroys
@@ -387,7 +389,7 @@ class DevicePagemap:
         """The page owner of this tile's device memory: 6.18 the device's (stable across
         pagemap reclaim); newer driver the pagemap's own (xe_pagemap_create():
         ``pagemap->owner = xpagemap->peer.owner``), None while no pagemap exists."""
-        if self.provider.own_ref:
+        if not self.provider.users_hold:      # 6.18: own_ref
             return self.provider.peer.owner
         p = self.current
         return p.owner if p is not None else None

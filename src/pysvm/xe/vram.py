@@ -186,13 +186,15 @@ class DevicePages:
                                cast("list[Page]", sl), strict=True))
         return out
 
-    def clear_runs(self, runs: list[tuple[int, int]]) -> None:
+    def clear_runs(self, runs: list[tuple[int, int]]) -> bool:
         """Empty every slot of ``runs``: :meth:`discard` of :meth:`live_in_runs` when
-        nothing moved the pages since (each is at its own slot)."""
+        nothing moved the pages since (each is at its own slot). Returns whether any page
+        is left (the truth of ``self`` afterwards)."""
         slots = self._slots
         for i, j in runs:
             self._n -= (j - i) - slots[i:j].count(None)
             slots[i:j] = [None] * (j - i)
+        return self._n > 0 or bool(self._away)
 
     def discard(self, freed: list[tuple[int, Page]]) -> None:
         """Drop each ``(addr, page)`` whose slot holds that page; a page found elsewhere
@@ -233,12 +235,13 @@ class DevicePages:
 
     def set_span(self, addr: int, pages: list[Page]) -> None:
         """Install ``pages`` at ``addr``, ``addr + 4 KiB``, ... (a migration's result)."""
-        i = self._index(addr)
+        slots = self._slots
+        i = (addr - self.start) >> PAGE_SHIFT
         j = i + len(pages)
-        if i < 0 or j > len(self._slots):
+        if not 0 <= i < len(slots) or j > len(slots) or addr & (PAGE_SIZE - 1):
             raise KeyError(f"{addr:#x}+{len(pages)} pages is outside the allocation")
-        self._n += self._slots[i:j].count(None)
-        self._slots[i:j] = pages
+        self._n += slots[i:j].count(None)
+        slots[i:j] = pages
 
     def move(self, moved: list[tuple[int, int, Page]]) -> None:
         """Each ``(old, new, page)`` whose page is at ``old`` is now at ``new``: every old
@@ -313,7 +316,7 @@ class VramAllocation:
         zdd->devmem_allocation->timeslice_expiration)) and the CPU or mm/hmm.c
         hmm_range_fault() repeats the fault until it no longer does."""
         zdd = self.zdd
-        clock = self.device.clock
+        clock = self.vram.device.clock
         if zdd is None or not clock.before(zdd.timeslice_expiration):
             return 0
         waited = clock.wait_until(zdd.timeslice_expiration)
@@ -356,9 +359,7 @@ class VramAllocation:
     def runs_freed(self, runs: list[tuple[int, int]]) -> None:
         """:meth:`pages_freed` of every page left in ``runs`` (``pages.runs()``), each
         still at its own slot."""
-        pages = self.pages
-        pages.clear_runs(runs)
-        if not pages:
+        if not self.pages.clear_runs(runs):
             self.release()
 
     def pages_moved(self, moved: list[tuple[int, int, Page]]) -> None:
@@ -378,9 +379,12 @@ class VramAllocation:
         if self.released:
             return
         self.released = True
-        self.vram.free(self)
-        if self.zdd is not None and not self.zdd.detached:
-            self.zdd.page_free(self.zdd.pages)     # the zdd's last put drops the pagemap
+        vram = self.vram        # the bytes go back to the VRAM (out of its LRU)
+        if vram.allocations.pop(self.id, None) is not None:
+            vram.used -= self.size
+        zdd = self.zdd
+        if zdd is not None and not zdd.detached:
+            zdd.page_free(zdd.pages)     # the zdd's last put drops the pagemap
 
 
 class Vram:
@@ -445,10 +449,6 @@ class Vram:
         self.allocations[a.id] = a
         self.used += size
         return a
-
-    def free(self, alloc: VramAllocation) -> None:
-        if self.allocations.pop(alloc.id, None) is not None:
-            self.used -= alloc.size
 
     def resident_pages(self) -> int:
         return sum(len(a.pages) for a in self.allocations.values())
@@ -534,17 +534,22 @@ def evict_to_ram(alloc: VramAllocation) -> int:
 
     Raises XeError(EFAULT) when the owning address space is gone.
     """
-    pages = alloc.pages
-    if alloc.released or not pages:
+    if alloc.released:
         return 0
-    if not alloc.mm.alive:
+    pages = alloc.pages
+    runs = pages.runs()         # [] exactly when no page is left
+    if runs == []:
+        return 0
+    mm = alloc.mm
+    if not mm.alive:
         raise XeError(errno.EFAULT, "evict: address space is gone")
-    runs = pages.runs()
     if runs is None:            # a page lives outside the span: the general walk
-        n = _move_to_system(alloc.mm, alloc, list(pages))
+        n = _move_to_system(mm, alloc, list(pages))
     else:                       # the slots give the runs directly
-        n = _move_to_system(alloc.mm, alloc, runs=runs)
-    if pages:      # pragma: no cover - defensive: the model always detaches
+        n = _move_to_system(mm, alloc, runs=runs)
+    # The allocation is released exactly when its last page went (pages_freed(),
+    # runs_freed()), so an unreleased one still has pages.
+    if not alloc.released:      # pragma: no cover - defensive: the model always detaches
         raise XeError(errno.EBUSY, f"evict: {alloc!r} still has pages")
     return n
 
