@@ -51,9 +51,24 @@ def test_runs_and_live_in_runs_match_items_and_live(seed: int) -> None:
         other[a] = p
     for part in (runs[:1], runs):       # first one run, then all
         other.discard(other.live(_run_addrs(part)))
-        dp.clear_runs(part)
+        assert dp.clear_runs(part) is bool(other)    # its answer: any page left
         assert dp.items() == other.items() and len(dp) == len(other)
     assert not dp and len(dp) == 0
+
+
+def test_set_span_installs_inside_the_allocation_only() -> None:
+    dp = DevicePages(A, 4 * K4)
+    pages = [Page(k) for k in range(2)]
+    for addr, n in [(A - K4, 1), (A + 4 * K4, 0), (A + 4 * K4, 1), (A + 3 * K4, 2),
+                    (A + 1, 1)]:                  # before, at/after the end, unaligned
+        with pytest.raises(KeyError):
+            dp.set_span(addr, pages[:n])
+        assert not dp and dp.items() == []       # changes nothing
+    dp.set_span(A + 2 * K4, pages)
+    dp.set_span(A + 3 * K4, pages[1:])           # over a live page: counted once
+    assert dp.items() == [(A + 2 * K4, pages[0]), (A + 3 * K4, pages[1])] and len(dp) == 2
+    dp.set_span(A + 4 * K4 - K4, [])             # an empty span inside: nothing to do
+    assert len(dp) == 2
 
 
 def test_runs_is_none_when_a_page_lives_outside_the_span() -> None:

@@ -356,12 +356,6 @@ class VramAllocation:
         if not self.pages:
             self.release()
 
-    def runs_freed(self, runs: list[tuple[int, int]]) -> None:
-        """:meth:`pages_freed` of every page left in ``runs`` (``pages.runs()``), each
-        still at its own slot."""
-        if not self.pages.clear_runs(runs):
-            self.release()
-
     def pages_moved(self, moved: list[tuple[int, int, Page]]) -> None:
         """mremap() moved some of our pages to new CPU addresses (old, new, page).
 
@@ -491,7 +485,10 @@ def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int] | None = Non
     mm.migrate_pages_to_system(live)
     moved = len(live)
     if runs is not None:
-        alloc.runs_freed(runs)      # migrate_pages_to_system() leaves the slots alone
+        # pages_freed() of every page left in the runs, each still at its own slot
+        # (migrate_pages_to_system() leaves the slots alone)
+        if not pages.clear_runs(runs):
+            alloc.release()
     else:
         alloc.pages_freed(live)
     st = alloc.vram.stats
@@ -547,8 +544,8 @@ def evict_to_ram(alloc: VramAllocation) -> int:
         n = _move_to_system(mm, alloc, list(pages))
     else:                       # the slots give the runs directly
         n = _move_to_system(mm, alloc, runs=runs)
-    # The allocation is released exactly when its last page went (pages_freed(),
-    # runs_freed()), so an unreleased one still has pages.
+    # _move_to_system() releases the allocation exactly when its last page went, so an
+    # unreleased one still has pages.
     if not alloc.released:      # pragma: no cover - defensive: the model always detaches
         raise XeError(errno.EBUSY, f"evict: {alloc!r} still has pages")
     return n
