@@ -369,6 +369,11 @@ class DevicePagemap:
         self.provider = provider
         self.tile = tile
         self.refs: list[Pagemap] = []
+        #: 6.18 (``own_ref``): the provider's device-level peer, whose owner is the page owner
+        #: of this memory whatever pagemap is current (xe_svm_devm_owner(xe)); None in the
+        #: newer driver, where the current pagemap's own peer decides. Fixed at probe, like
+        #: the provider's peer and profile; the owner itself is always read from the peer.
+        self.device_peer: Peer | None = None if provider.users_hold else provider.peer
 
     @property
     def name(self) -> str:
@@ -389,8 +394,9 @@ class DevicePagemap:
         """The page owner of this tile's device memory: 6.18 the device's (stable across
         pagemap reclaim); newer driver the pagemap's own (xe_pagemap_create():
         ``pagemap->owner = xpagemap->peer.owner``), None while no pagemap exists."""
-        if not self.provider.users_hold:      # 6.18: own_ref
-            return self.provider.peer.owner
+        peer = self.device_peer
+        if peer is not None:
+            return peer.owner
         p = self.current
         return p.owner if p is not None else None
 

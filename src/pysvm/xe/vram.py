@@ -50,7 +50,10 @@ def devm_owner(device: Device, tile: int = 0) -> object:
     tile's pagemap, xe_pagemap_create(), so peers in one group share pages directly).
     """
     pm = device.pagemap if tile == 0 else device.tile_pagemap(tile)
-    owner = pm.owner if pm is not None else None
+    if pm is None:
+        return device
+    peer = pm.device_peer       # 6.18: DevicePagemap.owner without the property call
+    owner = peer.owner if peer is not None else pm.owner
     return owner if owner is not None else device
 
 
@@ -283,12 +286,15 @@ class VramAllocation:
     @property
     def owner(self) -> object:
         """:func:`devm_owner` of the tile's VRAM (asked on every notifier call and page
-        walk, so written out here)."""
+        walk, so written out here). Read anew each time: a link event regroups owners."""
         vram = self.vram
         device = vram.device
         tile = vram.tile
         pm = device.pagemap if tile == 0 else device.tile_pagemap(tile)
-        owner = pm.owner if pm is not None else None
+        if pm is None:
+            return device
+        peer = pm.device_peer
+        owner = peer.owner if peer is not None else pm.owner
         return owner if owner is not None else device
 
     @property
