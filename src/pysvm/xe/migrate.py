@@ -115,7 +115,7 @@ def populate_mm(device: Device, mm: Mm, start: int, end: int, timeslice_ms: int 
     """
     # The tile's pagemap handle is fixed once the device is probed (attach_device()), so
     # the one looked up here is also the one the zdd below holds.
-    pm = device.tile_pagemap(tile)
+    pm = device.pagemap if tile == 0 else device.tile_pagemap(tile)
     if device.unbound:
         raise XeError(errno.ENODEV, f"{device.name}: device is unbound")
     if pm is not None and not pm.populate_allowed():   # may itself raise XeError(ENODEV)

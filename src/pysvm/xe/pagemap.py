@@ -477,7 +477,8 @@ def svm_put_pagemaps(holds: list[DevicePagemap]) -> None:
 
 
 def _range_dp(vram: Vram) -> DevicePagemap | None:
-    dp = vram.device.tile_pagemap(vram.tile)
+    device, tile = vram.device, vram.tile    # Device.tile_pagemap(), tile 0 written out
+    dp = device.pagemap if tile == 0 else device.tile_pagemap(tile)
     if dp is not None and dp.provider.users_hold:
         return dp
     return None
