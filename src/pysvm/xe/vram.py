@@ -172,6 +172,28 @@ class DevicePages:
             out.append((i, n))
         return out
 
+    def runs_among(self, addrs: list[int]) -> list[tuple[int, int]] | None:
+        """The slots among the distinct ``addrs`` that hold a live page, as runs ``[i, j)``
+        of slot indices in address order (what :meth:`runs` is for the whole span); None
+        when a page lives outside the span: then only :meth:`live` knows them."""
+        if self._away:
+            return None
+        slots, start, n = self._slots, self.start, len(self._slots)
+        idx = [i for a in sorted(addrs)
+               if 0 <= (i := (a - start) >> PAGE_SHIFT) < n and not a & (PAGE_SIZE - 1)
+               and slots[i] is not None]
+        if not idx or idx[-1] - idx[0] == len(idx) - 1:     # none, or one run
+            return [(idx[0], idx[-1] + 1)] if idx else []
+        out: list[tuple[int, int]] = []
+        i0 = prev = idx[0]
+        for i in idx[1:]:
+            if i != prev + 1:
+                out.append((i0, prev + 1))
+                i0 = i
+            prev = i
+        out.append((i0, prev + 1))
+        return out
+
     def live_in_runs(self, runs: list[tuple[int, int]]) -> list[tuple[int, Page]]:
         """``(addr, page)`` for each slot of ``runs`` that still holds a page, in address
         order: the same as :meth:`live` over the runs' addresses, without a per-address
@@ -468,24 +490,30 @@ def _contiguous(addrs: list[int]) -> list[tuple[int, int]]:
 
 def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int] | None = None, *,
                     runs: list[tuple[int, int]] | None = None) -> int:
-    """Copy device pages of ``alloc`` to new system pages: those at ``addrs``, or every
-    page of ``runs`` (``alloc.pages.runs()``: an allocation without pages outside its
-    span, as an eviction of the whole allocation asks; the runs are the notifier spans
-    as they are).
+    """Copy device pages of ``alloc`` to new system pages: those at the distinct ``addrs``,
+    or every page of ``runs`` (``alloc.pages.runs()``: an allocation without pages
+    outside its span, as an eviction of the whole allocation asks; the runs are the
+    notifier spans as they are).
     """
     pages = alloc.pages
-    if runs is not None:
-        start = pages.start
-        spans = [(start + (i << PAGE_SHIFT), start + (j << PAGE_SHIFT)) for i, j in runs]
-    else:
-        addrs = [a for a, _ in pages.live(addrs or [])]
-        spans = _contiguous(addrs)
-    if not spans:
-        return 0
+    if runs is None:            # while every page is at its own slot, as runs too
+        runs = pages.runs_among(addrs or [])
     # One notifier call per contiguous run, before the page table changes.
-    for s, e in spans:
-        mm.invalidate(s, e, NotifyEvent.MIGRATE, alloc.owner)
-    live = pages.live_in_runs(runs) if runs is not None else pages.live(addrs or [])
+    if runs is not None:
+        if not runs:
+            return 0
+        start = pages.start
+        for i, j in runs:
+            mm.invalidate(start + (i << PAGE_SHIFT), start + (j << PAGE_SHIFT),
+                          NotifyEvent.MIGRATE, alloc.owner)
+        live = pages.live_in_runs(runs)
+    else:                       # a page lives outside the span: address by address
+        addrs = [a for a, _ in pages.live(addrs or [])]
+        if not addrs:
+            return 0
+        for s, e in _contiguous(addrs):
+            mm.invalidate(s, e, NotifyEvent.MIGRATE, alloc.owner)
+        live = pages.live(addrs)
     # The pages still there after the notifiers ran go: a system copy replaces each one
     # the page table still maps, then the device pages are freed in address order.
     mm.migrate_pages_to_system(live)
