@@ -351,13 +351,15 @@ class PagemapSystem:
 
 
 class DevicePagemap:
-    """What ``Device.pagemap`` holds: a stable handle on the device's tile-0 pagemap.
+    """What ``Device.pagemaps[tile]`` holds (``Device.pagemap``: tile 0's): a stable handle
+    on that tile's pagemap, made once when the device is probed (:func:`attach_device`).
 
     ``get()`` takes a reference on the tile's pagemap (``find_or_create`` when nobody holds
     one, a plain ``drm_pagemap_get`` on the held one otherwise, so copying a reference works
     after unbind as in the kernel); ``put()`` drops one. All outstanding references are on one
     pagemap at a time (it cannot be reclaimed while referenced). The holders:
-    ``pysvm.xe.migrate._pagemap_get``/``_pagemap_put`` (one per device allocation, the zdd),
+    the zdd of each device allocation (:class:`pysvm.drm.pagemap.Zdd`, made by
+    :func:`pysvm.xe.migrate.populate_mm`, put when the allocation's last page goes),
     the VMA attributes of ``pysvm.xe.attr``/``pysvm.xe.vm_madvise`` (preferred_loc.dpagemap),
     :func:`svm_get_pagemaps` (SVM VMs) and :func:`range_pagemap_get` (range pages).
 
