@@ -42,6 +42,16 @@ def test_runs_and_live_in_runs_match_items_and_live(seed: int) -> None:
     assert all(i < j for i, j in runs)
     assert all(j0 < i1 for (_, j0), (i1, _) in zip(runs, runs[1:], strict=False))
     assert dp.live_in_runs(runs) == dp.live(addrs)
+    # runs_among(): the same runs over any distinct addresses, in or out of the span,
+    # aligned or not, in any order
+    cand = [A + k * K4 for k in range(-2, n + 2)] + [A + 1, A + 5 * K4 + 8]
+    for _ in range(5):
+        sub = rnd.sample(cand, rnd.randrange(len(cand) + 1))
+        among = dp.runs_among(sub)
+        assert among is not None and _run_addrs(among) == [a for a, _ in dp.live(sub)]
+        assert all(i < j for i, j in among)
+        assert all(j0 < i1 for (_, j0), (i1, _) in zip(among, among[1:], strict=False))
+    assert dp.runs_among(addrs) == runs and dp.runs_among([]) == []
     # holes punched after the runs were taken are skipped, as live() skips them
     for a in addrs[::3]:
         del dp[a]
@@ -51,16 +61,31 @@ def test_runs_and_live_in_runs_match_items_and_live(seed: int) -> None:
         other[a] = p
     for part in (runs[:1], runs):       # first one run, then all
         other.discard(other.live(_run_addrs(part)))
-        dp.clear_runs(part)
+        assert dp.clear_runs(part) is bool(other)    # its answer: any page left
         assert dp.items() == other.items() and len(dp) == len(other)
     assert not dp and len(dp) == 0
+
+
+def test_set_span_installs_inside_the_allocation_only() -> None:
+    dp = DevicePages(A, 4 * K4)
+    pages = [Page(k) for k in range(2)]
+    for addr, n in [(A - K4, 1), (A + 4 * K4, 0), (A + 4 * K4, 1), (A + 3 * K4, 2),
+                    (A + 1, 1)]:                  # before, at/after the end, unaligned
+        with pytest.raises(KeyError):
+            dp.set_span(addr, pages[:n])
+        assert not dp and dp.items() == []       # changes nothing
+    dp.set_span(A + 2 * K4, pages)
+    dp.set_span(A + 3 * K4, pages[1:])           # over a live page: counted once
+    assert dp.items() == [(A + 2 * K4, pages[0]), (A + 3 * K4, pages[1])] and len(dp) == 2
+    dp.set_span(A + 4 * K4 - K4, [])             # an empty span inside: nothing to do
+    assert len(dp) == 2
 
 
 def test_runs_is_none_when_a_page_lives_outside_the_span() -> None:
     dp = DevicePages(A, 4 * K4)
     dp[A] = Page(1)
     dp.move([(A, A + 64 * K4, dp.get(A))])      # as mremap() carries it
-    assert dp.runs() is None
+    assert dp.runs() is None and dp.runs_among([A, A + 64 * K4]) is None
     assert DevicePages(A, 4 * K4).runs() == []
 
 
@@ -96,8 +121,9 @@ def test_evicting_a_whole_allocation_takes_the_runs_of_the_general_path(
     results = []
     for general in (False, True):
         with monkeypatch.context() as m:
-            if general:
+            if general:         # the address-by-address walk of a moved-away page
                 m.setattr(DevicePages, "runs", lambda self: None)
+                m.setattr(DevicePages, "runs_among", lambda self, addrs: None)
             mm, alloc, calls = _setup(holes)
             moved = evict_to_ram(alloc)
             pages = mm.pages(A, A + 16 * K4)
@@ -122,6 +148,44 @@ def test_evicting_a_whole_allocation_takes_the_runs_of_the_general_path(
         expect.append((A + k * K4, A + j * K4))
         k = j
     assert calls == expect
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_moving_some_addresses_by_runs_matches_the_address_walk(
+        seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # _move_to_system(addrs) (a CPU fault's window, evict_range()) goes by the runs of the
+    # addresses' live slots while every page is at its own slot: the same notifier calls,
+    # pages, counters and release as the address-by-address walk, also when a notifier
+    # callback frees pages of the allocation meanwhile.
+    rnd = random.Random(seed)
+    holes = rnd.sample(range(16), rnd.randrange(4))
+    addrs = rnd.sample([A + k * K4 for k in range(-1, 18)], rnd.randrange(1, 19))
+    steal = rnd.choice([[], [rnd.randrange(16)]])
+    results = []
+    for general in (False, True):
+        with monkeypatch.context() as m:
+            if general:
+                m.setattr(DevicePages, "runs_among", lambda self, addrs: None)
+            mm, alloc, calls = _setup(holes)
+            stolen: list[int] = []
+
+            def free_one(n: IntervalNotifier, r: NotifierRange, seq: int,
+                         mm: Mm = mm, alloc: VramAllocation = alloc,
+                         stolen: list[int] = stolen) -> None:
+                if steal and not stolen:
+                    stolen.append(A + steal[0] * K4)
+                    vram_mod._move_to_system(mm, alloc, list(stolen))
+            mm.interval_notifier_insert(A, A + 16 * K4, free_one)
+            moved = vram_mod._move_to_system(mm, alloc, list(addrs))
+            pages = mm.pages(A, A + 16 * K4)
+            results.append((moved, calls, [p.value if p else None for p in pages],
+                            [p.alloc is alloc if p else None for p in pages],
+                            [(a, p.value) for a, p in alloc.pages.items()],
+                            alloc.released, alloc.vram.used,
+                            dict(alloc.vram.stats)))
+    assert results[0] == results[1]
+    assert [p for p, mine in zip(results[0][2], results[0][3], strict=True) if not mine] \
+        == [100 + k for k in range(16) if not results[0][3][k]]     # no value lost
 
 
 def test_a_notifier_that_frees_pages_is_honoured_by_the_fast_path() -> None:

@@ -112,3 +112,45 @@ def test_link_validation() -> None:
         s.link("gpu0", "gpu0")
     assert e.value.errno == errno.EINVAL
     assert s.links == set()
+
+
+@pytest.mark.parametrize("profile", ["6.18", "newest"])
+def test_allocation_owner_is_read_anew_after_a_link_regroups_owners(profile: str) -> None:
+    # The page owner of an allocation's pages (xe_svm_devm_owner()) is looked up each time,
+    # never kept: a link event regroups the owners while pages sit in VRAM.
+    from pysvm.trace.engine import Engine
+    from pysvm.xe.vram import devm_owner
+
+    eng = Engine()
+    base, size = 0x100000, 0x40000
+    for ev in [{"ev": "config", "profile": profile},
+               {"ev": "device", "name": "gpu0", "vram_mib": 16, "discrete": True},
+               {"ev": "device", "name": "gpu1", "vram_mib": 16, "discrete": True},
+               {"ev": "vm_create", "vm": "vm0", "device": "gpu0", "fault_mode": True},
+               {"ev": "bind", "vm": "vm0", "op": "map", "addr": 0, "range": 1 << 40,
+                "flags": ["cpu_addr_mirror"], "pat_index": 0},
+               {"ev": "mmap", "addr": base, "size": size},
+               {"ev": "gpu_access", "vm": "vm0", "addr": base, "size": size, "op": "write",
+                "value": 3}]:
+        assert eng.execute(ev)["result"] == "ok", ev
+    dev = eng.world.devices["gpu0"]
+    assert dev.vram is not None and dev.pagemap is not None
+    allocs = list(dev.vram.allocations.values())
+    before = devm_owner(dev)
+    assert allocs and before is dev.pagemap.owner and before is not dev
+    assert all(a.owner is before for a in allocs)
+    assert eng.execute({"ev": "link", "a": "gpu0", "b": "gpu1"})["result"] == "ok"
+    after = devm_owner(dev)
+    assert after is dev.pagemap.owner and after is not dev
+    assert all(a.owner is after for a in allocs)
+    # The peer that decides (6.18 the device's, newest the held pagemap's) leaves its
+    # group and joins again: the allocations' owner follows at once.
+    s = eng.world.pagemaps_system
+    current = dev.pagemap.current
+    assert current is not None
+    peer = s.provider("gpu0").peer if profile == "6.18" else current.peer
+    s.owners.release(peer)
+    assert devm_owner(dev) is dev and all(a.owner is dev for a in allocs)
+    s.owners.acquire(peer, s.has_interconnect)
+    assert peer.owner is not None and devm_owner(dev) is peer.owner
+    assert all(a.owner is peer.owner for a in allocs)

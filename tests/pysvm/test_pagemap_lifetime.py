@@ -212,6 +212,35 @@ def test_own_ref_profile_drops_provider_ref_at_unbind() -> None:
     assert prov.device.freed and s.alive() == []
 
 
+@pytest.mark.parametrize("own_ref", [True, False])
+def test_provider_holds_or_users_hold_per_profile(own_ref: bool) -> None:
+    # own_ref (6.18: the provider holds its pagemap) and users_hold (newest: VMs and range
+    # pages hold it) are one fact fixed at probe; the device hold takes the module only
+    # when users hold the pagemap.
+    s = PagemapSystem()
+    prov = s.add_device("gpu0", own_ref=own_ref)
+    assert prov.own_ref is own_ref and prov.users_hold is not own_ref
+    p = prov.find_or_create()
+    assert p.dev_hold is not None and p.dev_hold.module_ref is not own_ref
+
+
+@pytest.mark.parametrize(("state", "ref"), [(PagemapState.DESTROYING, 1),
+                                            (PagemapState.FREED, 1),
+                                            (PagemapState.ACTIVE, 0)])
+def test_get_and_put_of_a_dead_pagemap_raise_and_change_nothing(state: PagemapState,
+                                                                 ref: int) -> None:
+    # get()/put() skip the liveness check only for an ACTIVE pagemap with references; a
+    # destroyed one (forced here with a count that alone would pass) or one whose last
+    # reference was put still refuses both.
+    s = PagemapSystem()
+    p = s.add_device("gpu0").find_or_create()
+    p.state, p.ref = state, ref
+    for op in (p.get, p.put):
+        with pytest.raises(PagemapUseAfterFree):
+            op()
+        assert p.ref == ref and _state(p) is state
+
+
 def test_integrated_device_has_no_pagemap() -> None:
     s = PagemapSystem()
     prov = s.add_device("igpu", discrete=False)

@@ -288,7 +288,8 @@ class Pagemap:
 
     def get(self) -> Pagemap:
         """Take a reference. Kernel: drm_pagemap_get() (kref_get on a zero count is a bug)."""
-        self._check_alive("get")
+        if self.ref <= 0 or self.state is not PagemapState.ACTIVE:  # else alive: no check call
+            self._check_alive("get")
         self.ref += 1
         return self
 
@@ -303,7 +304,8 @@ class Pagemap:
 
     def put(self) -> None:
         """Drop a reference; release at zero. Kernel: drm_pagemap_put() / drm_pagemap_release()."""
-        self._check_alive("put")
+        if self.ref <= 0 or self.state is not PagemapState.ACTIVE:  # else alive: no check call
+            self._check_alive("put")
         if self.ref == 1 and self.system.exited:
             raise PagemapUseAfterFree(f"last put of {self!r} after the drm_pagemap module exited")
         self.ref -= 1

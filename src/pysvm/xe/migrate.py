@@ -34,14 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["populate_mm", "migrate_to_devmem", "evict_device"]
 
 
-def _check_populate_allowed(device: Device, tile: int = 0) -> None:
-    pm = device.tile_pagemap(tile)
-    if device.unbound:
-        raise XeError(errno.ENODEV, f"{device.name}: device is unbound")
-    if pm is not None and not pm.populate_allowed():   # may itself raise XeError(ENODEV)
-        raise XeError(errno.ENODEV, f"{device.name}: pagemap cannot populate (device gone)")
-
-
 def evict_device(device: Device, tile: int | None = None) -> int:
     """Evict every allocation in ``device``'s VRAM (the ``evict`` trace event): every
     tile's, tile by tile, or only tile ``tile``'s.
@@ -102,7 +94,7 @@ def migrate_to_devmem(alloc: VramAllocation, mm: Mm, start: int, end: int,
         raise
     alloc.timeslice_ms = timeslice_ms
     if alloc.zdd is not None:   # drm_pagemap_migrate_to_devmem(): upon success, now + slice
-        clock = alloc.device.clock
+        clock = alloc.vram.device.clock
         alloc.zdd.timeslice_expiration = clock.note_deadline(clock.now_ms + timeslice_ms)
     st = alloc.vram.stats
     st["migrations_to_vram"] += 1
@@ -121,7 +113,13 @@ def populate_mm(device: Device, mm: Mm, start: int, end: int, timeslice_ms: int 
     migrate_to_devmem's errors (``newest`` selects which kernel's page collection rules
     apply).
     """
-    _check_populate_allowed(device, tile)
+    # The tile's pagemap handle is fixed once the device is probed (attach_device()), so
+    # the one looked up here is also the one the zdd below holds.
+    pm = device.pagemap if tile == 0 else device.tile_pagemap(tile)
+    if device.unbound:
+        raise XeError(errno.ENODEV, f"{device.name}: device is unbound")
+    if pm is not None and not pm.populate_allowed():   # may itself raise XeError(ENODEV)
+        raise XeError(errno.ENODEV, f"{device.name}: pagemap cannot populate (device gone)")
     if not mm.alive:
         raise XeError(errno.EFAULT, "populate: address space is gone")
     if tile >= len(device.vrams):
@@ -131,7 +129,6 @@ def populate_mm(device: Device, mm: Mm, start: int, end: int, timeslice_ms: int 
     if start % PAGE_SIZE or end % PAGE_SIZE or end <= start:
         raise XeError(errno.EINVAL, f"populate: bad span [{start:#x}, {end:#x})")
     alloc = vram.alloc(mm, start, end - start)
-    pm = device.tile_pagemap(tile)
     if pm is not None:     # drm_pagemap_zdd_alloc(): the zdd holds the tile's pagemap
         alloc.zdd = Zdd(pm, (end - start) // PAGE_SIZE)
     migrate_to_devmem(alloc, mm, start, end, timeslice_ms, newest=newest)

@@ -72,22 +72,24 @@ class Provider:
         self.peer = Peer(name, "vm", f"{name}.device")
         if own_ref:
             system.owners.acquire(self.peer, system.has_interconnect)
-        self.own_ref = own_ref
+        #: True in the newest profile: SVM VMs and range pages hold pagemap references
+        #: (xe_svm_get_pagemaps, drm_gpusvm_get_pages); False in the 6.18 profile, where the
+        #: provider itself holds its pagemap from probe to unbind (``own_ref``). Fixed at
+        #: probe; a plain attribute because every fault's range pages and page owner read it.
+        self.users_hold = not own_ref
         self.device.on_release.append(self._device_released)
         if own_ref:
             for t in range(len(self.caches)):
                 self.own_refs[t] = self.find_or_create(t)
 
     @property
-    def unbound(self) -> bool:
-        return self.device.unplugged
+    def own_ref(self) -> bool:
+        """The 6.18 profile's provider-owned pagemap (xe_devm_add() .. xe_devm_release())."""
+        return not self.users_hold
 
     @property
-    def users_hold(self) -> bool:
-        """True in the newest profile: SVM VMs and range pages hold pagemap references
-        (xe_svm_get_pagemaps, drm_gpusvm_get_pages); False in the 6.18 profile, where the
-        provider itself holds its pagemap from probe to unbind."""
-        return not self.own_ref
+    def unbound(self) -> bool:
+        return self.device.unplugged
 
     def _device_released(self) -> None:
         """The drm device's final put. Kernel: the xe_device_destroy() drmm action destroys
@@ -349,13 +351,15 @@ class PagemapSystem:
 
 
 class DevicePagemap:
-    """What ``Device.pagemap`` holds: a stable handle on the device's tile-0 pagemap.
+    """What ``Device.pagemaps[tile]`` holds (``Device.pagemap``: tile 0's): a stable handle
+    on that tile's pagemap, made once when the device is probed (:func:`attach_device`).
 
     ``get()`` takes a reference on the tile's pagemap (``find_or_create`` when nobody holds
     one, a plain ``drm_pagemap_get`` on the held one otherwise, so copying a reference works
     after unbind as in the kernel); ``put()`` drops one. All outstanding references are on one
     pagemap at a time (it cannot be reclaimed while referenced). The holders:
-    ``pysvm.xe.migrate._pagemap_get``/``_pagemap_put`` (one per device allocation, the zdd),
+    the zdd of each device allocation (:class:`pysvm.drm.pagemap.Zdd`, made by
+    :func:`pysvm.xe.migrate.populate_mm`, put when the allocation's last page goes),
     the VMA attributes of ``pysvm.xe.attr``/``pysvm.xe.vm_madvise`` (preferred_loc.dpagemap),
     :func:`svm_get_pagemaps` (SVM VMs) and :func:`range_pagemap_get` (range pages).
 
@@ -367,6 +371,11 @@ class DevicePagemap:
         self.provider = provider
         self.tile = tile
         self.refs: list[Pagemap] = []
+        #: 6.18 (``own_ref``): the provider's device-level peer, whose owner is the page owner
+        #: of this memory whatever pagemap is current (xe_svm_devm_owner(xe)); None in the
+        #: newer driver, where the current pagemap's own peer decides. Fixed at probe, like
+        #: the provider's peer and profile; the owner itself is always read from the peer.
+        self.device_peer: Peer | None = None if provider.users_hold else provider.peer
 
     @property
     def name(self) -> str:
@@ -387,8 +396,9 @@ class DevicePagemap:
         """The page owner of this tile's device memory: 6.18 the device's (stable across
         pagemap reclaim); newer driver the pagemap's own (xe_pagemap_create():
         ``pagemap->owner = xpagemap->peer.owner``), None while no pagemap exists."""
-        if self.provider.own_ref:
-            return self.provider.peer.owner
+        peer = self.device_peer
+        if peer is not None:
+            return peer.owner
         p = self.current
         return p.owner if p is not None else None
 
@@ -469,7 +479,8 @@ def svm_put_pagemaps(holds: list[DevicePagemap]) -> None:
 
 
 def _range_dp(vram: Vram) -> DevicePagemap | None:
-    dp = vram.device.tile_pagemap(vram.tile)
+    device, tile = vram.device, vram.tile    # Device.tile_pagemap(), tile 0 written out
+    dp = device.pagemap if tile == 0 else device.tile_pagemap(tile)
     if dp is not None and dp.provider.users_hold:
         return dp
     return None

@@ -50,7 +50,10 @@ def devm_owner(device: Device, tile: int = 0) -> object:
     tile's pagemap, xe_pagemap_create(), so peers in one group share pages directly).
     """
     pm = device.pagemap if tile == 0 else device.tile_pagemap(tile)
-    owner = pm.owner if pm is not None else None
+    if pm is None:
+        return device
+    peer = pm.device_peer       # 6.18: DevicePagemap.owner without the property call
+    owner = peer.owner if peer is not None else pm.owner
     return owner if owner is not None else device
 
 
@@ -169,6 +172,28 @@ class DevicePages:
             out.append((i, n))
         return out
 
+    def runs_among(self, addrs: list[int]) -> list[tuple[int, int]] | None:
+        """The slots among the distinct ``addrs`` that hold a live page, as runs ``[i, j)``
+        of slot indices in address order (what :meth:`runs` is for the whole span); None
+        when a page lives outside the span: then only :meth:`live` knows them."""
+        if self._away:
+            return None
+        slots, start, n = self._slots, self.start, len(self._slots)
+        idx = [i for a in sorted(addrs)
+               if 0 <= (i := (a - start) >> PAGE_SHIFT) < n and not a & (PAGE_SIZE - 1)
+               and slots[i] is not None]
+        if not idx or idx[-1] - idx[0] == len(idx) - 1:     # none, or one run
+            return [(idx[0], idx[-1] + 1)] if idx else []
+        out: list[tuple[int, int]] = []
+        i0 = prev = idx[0]
+        for i in idx[1:]:
+            if i != prev + 1:
+                out.append((i0, prev + 1))
+                i0 = i
+            prev = i
+        out.append((i0, prev + 1))
+        return out
+
     def live_in_runs(self, runs: list[tuple[int, int]]) -> list[tuple[int, Page]]:
         """``(addr, page)`` for each slot of ``runs`` that still holds a page, in address
         order: the same as :meth:`live` over the runs' addresses, without a per-address
@@ -186,13 +211,15 @@ class DevicePages:
                                cast("list[Page]", sl), strict=True))
         return out
 
-    def clear_runs(self, runs: list[tuple[int, int]]) -> None:
+    def clear_runs(self, runs: list[tuple[int, int]]) -> bool:
         """Empty every slot of ``runs``: :meth:`discard` of :meth:`live_in_runs` when
-        nothing moved the pages since (each is at its own slot)."""
+        nothing moved the pages since (each is at its own slot). Returns whether any page
+        is left (the truth of ``self`` afterwards)."""
         slots = self._slots
         for i, j in runs:
             self._n -= (j - i) - slots[i:j].count(None)
             slots[i:j] = [None] * (j - i)
+        return self._n > 0 or bool(self._away)
 
     def discard(self, freed: list[tuple[int, Page]]) -> None:
         """Drop each ``(addr, page)`` whose slot holds that page; a page found elsewhere
@@ -233,12 +260,13 @@ class DevicePages:
 
     def set_span(self, addr: int, pages: list[Page]) -> None:
         """Install ``pages`` at ``addr``, ``addr + 4 KiB``, ... (a migration's result)."""
-        i = self._index(addr)
+        slots = self._slots
+        i = (addr - self.start) >> PAGE_SHIFT
         j = i + len(pages)
-        if i < 0 or j > len(self._slots):
+        if not 0 <= i < len(slots) or j > len(slots) or addr & (PAGE_SIZE - 1):
             raise KeyError(f"{addr:#x}+{len(pages)} pages is outside the allocation")
-        self._n += self._slots[i:j].count(None)
-        self._slots[i:j] = pages
+        self._n += slots[i:j].count(None)
+        slots[i:j] = pages
 
     def move(self, moved: list[tuple[int, int, Page]]) -> None:
         """Each ``(old, new, page)`` whose page is at ``old`` is now at ``new``: every old
@@ -280,12 +308,15 @@ class VramAllocation:
     @property
     def owner(self) -> object:
         """:func:`devm_owner` of the tile's VRAM (asked on every notifier call and page
-        walk, so written out here)."""
+        walk, so written out here). Read anew each time: a link event regroups owners."""
         vram = self.vram
         device = vram.device
         tile = vram.tile
         pm = device.pagemap if tile == 0 else device.tile_pagemap(tile)
-        owner = pm.owner if pm is not None else None
+        if pm is None:
+            return device
+        peer = pm.device_peer
+        owner = peer.owner if peer is not None else pm.owner
         return owner if owner is not None else device
 
     @property
@@ -313,7 +344,7 @@ class VramAllocation:
         zdd->devmem_allocation->timeslice_expiration)) and the CPU or mm/hmm.c
         hmm_range_fault() repeats the fault until it no longer does."""
         zdd = self.zdd
-        clock = self.device.clock
+        clock = self.vram.device.clock
         if zdd is None or not clock.before(zdd.timeslice_expiration):
             return 0
         waited = clock.wait_until(zdd.timeslice_expiration)
@@ -353,14 +384,6 @@ class VramAllocation:
         if not self.pages:
             self.release()
 
-    def runs_freed(self, runs: list[tuple[int, int]]) -> None:
-        """:meth:`pages_freed` of every page left in ``runs`` (``pages.runs()``), each
-        still at its own slot."""
-        pages = self.pages
-        pages.clear_runs(runs)
-        if not pages:
-            self.release()
-
     def pages_moved(self, moved: list[tuple[int, int, Page]]) -> None:
         """mremap() moved some of our pages to new CPU addresses (old, new, page).
 
@@ -378,9 +401,12 @@ class VramAllocation:
         if self.released:
             return
         self.released = True
-        self.vram.free(self)
-        if self.zdd is not None and not self.zdd.detached:
-            self.zdd.page_free(self.zdd.pages)     # the zdd's last put drops the pagemap
+        vram = self.vram        # the bytes go back to the VRAM (out of its LRU)
+        if vram.allocations.pop(self.id, None) is not None:
+            vram.used -= self.size
+        zdd = self.zdd
+        if zdd is not None and not zdd.detached:
+            zdd.page_free(zdd.pages)     # the zdd's last put drops the pagemap
 
 
 class Vram:
@@ -446,10 +472,6 @@ class Vram:
         self.used += size
         return a
 
-    def free(self, alloc: VramAllocation) -> None:
-        if self.allocations.pop(alloc.id, None) is not None:
-            self.used -= alloc.size
-
     def resident_pages(self) -> int:
         return sum(len(a.pages) for a in self.allocations.values())
 
@@ -468,30 +490,39 @@ def _contiguous(addrs: list[int]) -> list[tuple[int, int]]:
 
 def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int] | None = None, *,
                     runs: list[tuple[int, int]] | None = None) -> int:
-    """Copy device pages of ``alloc`` to new system pages: those at ``addrs``, or every
-    page of ``runs`` (``alloc.pages.runs()``: an allocation without pages outside its
-    span, as an eviction of the whole allocation asks; the runs are the notifier spans
-    as they are).
+    """Copy device pages of ``alloc`` to new system pages: those at the distinct ``addrs``,
+    or every page of ``runs`` (``alloc.pages.runs()``: an allocation without pages
+    outside its span, as an eviction of the whole allocation asks; the runs are the
+    notifier spans as they are).
     """
     pages = alloc.pages
-    if runs is not None:
-        start = pages.start
-        spans = [(start + (i << PAGE_SHIFT), start + (j << PAGE_SHIFT)) for i, j in runs]
-    else:
-        addrs = [a for a, _ in pages.live(addrs or [])]
-        spans = _contiguous(addrs)
-    if not spans:
-        return 0
+    if runs is None:            # while every page is at its own slot, as runs too
+        runs = pages.runs_among(addrs or [])
     # One notifier call per contiguous run, before the page table changes.
-    for s, e in spans:
-        mm.invalidate(s, e, NotifyEvent.MIGRATE, alloc.owner)
-    live = pages.live_in_runs(runs) if runs is not None else pages.live(addrs or [])
+    if runs is not None:
+        if not runs:
+            return 0
+        start = pages.start
+        for i, j in runs:
+            mm.invalidate(start + (i << PAGE_SHIFT), start + (j << PAGE_SHIFT),
+                          NotifyEvent.MIGRATE, alloc.owner)
+        live = pages.live_in_runs(runs)
+    else:                       # a page lives outside the span: address by address
+        addrs = [a for a, _ in pages.live(addrs or [])]
+        if not addrs:
+            return 0
+        for s, e in _contiguous(addrs):
+            mm.invalidate(s, e, NotifyEvent.MIGRATE, alloc.owner)
+        live = pages.live(addrs)
     # The pages still there after the notifiers ran go: a system copy replaces each one
     # the page table still maps, then the device pages are freed in address order.
     mm.migrate_pages_to_system(live)
     moved = len(live)
     if runs is not None:
-        alloc.runs_freed(runs)      # migrate_pages_to_system() leaves the slots alone
+        # pages_freed() of every page left in the runs, each still at its own slot
+        # (migrate_pages_to_system() leaves the slots alone)
+        if not pages.clear_runs(runs):
+            alloc.release()
     else:
         alloc.pages_freed(live)
     st = alloc.vram.stats
@@ -534,17 +565,22 @@ def evict_to_ram(alloc: VramAllocation) -> int:
 
     Raises XeError(EFAULT) when the owning address space is gone.
     """
-    pages = alloc.pages
-    if alloc.released or not pages:
+    if alloc.released:
         return 0
-    if not alloc.mm.alive:
+    pages = alloc.pages
+    runs = pages.runs()         # [] exactly when no page is left
+    if runs == []:
+        return 0
+    mm = alloc.mm
+    if not mm.alive:
         raise XeError(errno.EFAULT, "evict: address space is gone")
-    runs = pages.runs()
     if runs is None:            # a page lives outside the span: the general walk
-        n = _move_to_system(alloc.mm, alloc, list(pages))
+        n = _move_to_system(mm, alloc, list(pages))
     else:                       # the slots give the runs directly
-        n = _move_to_system(alloc.mm, alloc, runs=runs)
-    if pages:      # pragma: no cover - defensive: the model always detaches
+        n = _move_to_system(mm, alloc, runs=runs)
+    # _move_to_system() releases the allocation exactly when its last page went, so an
+    # unreleased one still has pages.
+    if not alloc.released:      # pragma: no cover - defensive: the model always detaches
         raise XeError(errno.EBUSY, f"evict: {alloc!r} still has pages")
     return n
 
