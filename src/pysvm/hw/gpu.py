@@ -221,7 +221,8 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0,
             span_ok = True
             while True:
                 r = svm.gpusvm.range_find(a)
-                ok = r is not None and r.is_valid(tile, False)
+                valid = r is not None and r.is_valid(tile, False)
+                ok = valid
                 if ok and atomic and r is not None and r.pages is not None:
                     # A mapped page still faults for an atomic when its PTE lacks the
                     # atomic-enable bit (xe_pt.c); the handler decides what happens.
@@ -240,8 +241,7 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0,
                                        f"{spins} times but the mapping is still invalid")
                 spins += 1
                 faults += 1
-                pf_type = (FAULT_ATOMIC_ACCESS if r is not None and r.is_valid(tile, False)
-                           else FAULT_NOT_PRESENT)
+                pf_type = FAULT_ATOMIC_ACCESS if valid else FAULT_NOT_PRESENT
                 if vm.killed:
                     vma = _fault_lookup(svm, a)
                 st = handle_pagefault(svm, vma, a, atomic, tile)

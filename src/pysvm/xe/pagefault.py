@@ -391,7 +391,9 @@ def handle_pagefault(svm: Svm, vma: Vma, addr: int, atomic: bool,
             st.outer_iterations += 1
             if svm.max_fault_iterations is not None:
                 _guard(svm, st)
-            need = need_vram_for_atomic(svm.device, vma, atomic)
+            # (only an atomic can need VRAM: xe_vma_need_vram_for_atomic() answers 0 for
+            # anything else before it looks at the VMA)
+            need = need_vram_for_atomic(svm.device, vma, atomic) if atomic else 0
             err = _inner(svm, vma, addr, bool(need), st, tile)
             if err == errno.EAGAIN:
                 st.reasons.append("outer-eagain")

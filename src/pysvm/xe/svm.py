@@ -124,17 +124,15 @@ class Svm:
         return alloc.vram
 
     def pagemap_get(self, dpagemap: DevmemPagemap | None) -> None:
-        """Newest: the range's pages hold their pagemap (drm_gpusvm_get_pages)."""
-        range_pagemap_get(self._vram_of(dpagemap))
+        """Newest: the range's pages hold their pagemap (drm_gpusvm_get_pages). The
+        dpagemap this driver hands drm_gpusvm is always a tile's :class:`Vram`."""
+        assert dpagemap is None or isinstance(dpagemap, Vram), dpagemap
+        range_pagemap_get(dpagemap)
 
     def pagemap_put(self, dpagemap: DevmemPagemap | None) -> None:
         """Drop :meth:`pagemap_get`'s reference (__drm_gpusvm_unmap_pages)."""
-        range_pagemap_put(self._vram_of(dpagemap))
-
-    @staticmethod
-    def _vram_of(dpagemap: DevmemPagemap | None) -> Vram | None:
         assert dpagemap is None or isinstance(dpagemap, Vram), dpagemap
-        return dpagemap
+        range_pagemap_put(dpagemap)
 
     def devmem_evict(self, mm: Mm, start: int, end: int) -> int:
         """Kernel: drm_gpusvm_range_evict() (device pages back to system memory)."""
