@@ -125,8 +125,6 @@ class FaultedPages(NamedTuple):
 
 _UNSEEN = object()      # hmm_range_fault() has not met a page yet
 
-_page_alloc = operator.attrgetter("alloc")     # a page's device allocation (None: system)
-
 
 def _blocks(lo: int, hi: int) -> tuple[tuple[int, int, int, int], ...]:
     """Split the page numbers ``[lo, hi)`` by block: ``(block, i, j, pfn of slot i)``.
@@ -929,6 +927,12 @@ class Mm:
 
     def _cpu_read_slots(self, addr: int, end: int, out: list[int]) -> None:
         for blk, i, j, pfn in self._block_slots(addr, end):
+            sl = blk[i:j]
+            if None not in sl:          # all populated: all system pages read in one pass
+                vals = [p.value for p in sl if p.alloc is None]     # type: ignore[union-attr]
+                if len(vals) == j - i:
+                    out.extend(vals)
+                    continue
             for k in range(i, j):
                 p = blk[k]
                 if p is None:
@@ -991,9 +995,8 @@ class Mm:
             if blk is None:             # filled or never touched: all collectable
                 n += j - i
                 continue
-            # the populated pages' allocations (a Page is always true), None: system
-            allocs = list(map(_page_alloc, filter(None, blk[i:j])))
-            n += (j - i) - len(allocs) + allocs.count(None)
+            sl = blk[i:j]
+            n += sl.count(None) + [p.alloc for p in sl if p is not None].count(None)
         return n
 
     def check_pages(self, start: int, end: int) -> bool:
