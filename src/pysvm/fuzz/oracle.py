@@ -476,7 +476,7 @@ class SvmChecker:
             if a not in shadow:
                 raise Fail("data", f"populated page {a:#x} outside every CPU mapping{where}")
             al = page.alloc
-            if isinstance(al, VramAllocation) and (al.released or al.pages.get(a) is not page
+            if isinstance(al, VramAllocation) and (al.released or al.pages.get(a) != page
                                                    or al.mm is not mm):
                 raise Fail("vram", f"device page {a:#x} of a released or foreign "
                             f"allocation {al!r}{where}")

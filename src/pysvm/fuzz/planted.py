@@ -61,7 +61,7 @@ def _patches(which: str) -> list[tuple[Any, str, Any]]:
         def get_pages(self: GpuSvm, rng: SvmRange, ctx: GpuSvmCtx) -> None:
             orig_get(self, rng, ctx)
             if rng.pages is not None and len(rng.pages) > 1:
-                rng.pages[-1] = Page(rng.pages[-1].value)
+                rng.pages.replace(len(rng.pages) - 1, Page(rng.pages[-1].value))
                 rng.pages_uniform = False       # as get_pages would have seen them
         return [(GpuSvm, "range_get_pages", get_pages)]
     if which == "fast-path-keeps-old-seqno":

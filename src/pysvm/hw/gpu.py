@@ -17,7 +17,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from pysvm.errors import XeError
-from pysvm.mm.mmap import PAGE_SHIFT, PAGE_SIZE, Page, check_access_size
+from pysvm.mm.mmap import PAGE_SHIFT, PAGE_SIZE, check_access_size
 from pysvm.xe.pagefault import (
     FaultError,
     handle_pagefault,
@@ -74,16 +74,12 @@ def _needs_fault(svm: Svm, vma: Vma, atomic: bool, bit: int) -> bool:
     return not pte_atomic(svm.device, vma, in_vram)
 
 
-def _page_atomic(svm: Svm, vma: Vma, page: Page) -> bool:
-    """Whether the PTE of one CPU-mirror page allows GPU atomics: it is "VRAM" only when
-    the page is in this device's VRAM (xe_res_is_vram(): XE_INTERCONNECT_VRAM; another
-    device's VRAM is reached over P2P and counts as system). Kernel: xe_pt.c
-    xe_pt_stage_bind_entry() (default_vram_pte / default_system_pte)."""
-    return _alloc_atomic(svm, vma, page.alloc)
-
-
 def _alloc_atomic(svm: Svm, vma: Vma, alloc: object) -> bool:
-    """:func:`_page_atomic` for every page whose ``alloc`` is ``alloc``."""
+    """Whether the PTE of a CPU-mirror page whose ``alloc`` is ``alloc`` allows GPU
+    atomics: it is "VRAM" only when the page is in this device's VRAM (xe_res_is_vram():
+    XE_INTERCONNECT_VRAM; another device's VRAM is reached over P2P and counts as
+    system). Kernel: xe_pt.c xe_pt_stage_bind_entry() (default_vram_pte /
+    default_system_pte)."""
     dev = alloc.device if isinstance(alloc, VramAllocation) else None
     return pte_atomic(svm.device, vma, dev is svm.device)
 
@@ -226,7 +222,8 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0,
                 if ok and atomic and r is not None and r.pages is not None:
                     # A mapped page still faults for an atomic when its PTE lacks the
                     # atomic-enable bit (xe_pt.c); the handler decides what happens.
-                    ok = _page_atomic(svm, vma, r.pages[(a - r.start) >> PAGE_SHIFT])
+                    ok = _alloc_atomic(svm, vma,
+                                       r.pages.runs[(a - r.start) >> PAGE_SHIFT].alloc)
                 if ok:
                     break
                 if spins >= GPU_REFAULTS:
@@ -273,21 +270,20 @@ def gpu_access(svm: Svm, addr: int, size: int, op: str, value: int = 0,
                 # allocation and walk the pages only when one of them refuses. (A range
                 # whose pages are all of one allocation, or all system pages, answers as
                 # the page at ``i`` did: no look needed.)
-                refused = {al for al in {p.alloc for p in pages[i + 1:j]}
+                refused = {al for al in pages.allocs(i + 1, j)
                            if not _alloc_atomic(svm, vma, al)}
                 if refused:
+                    runs = pages.runs
                     for k in range(i + 1, j):
-                        if pages[k].alloc in refused:
+                        if runs[k].alloc in refused:
                             j = k
                             break
             if op == "read":
-                data.extend([p.value for p in pages[i:j]])
+                data.extend(pages.read(i, j))
             elif op == "write":
-                for p in pages[i:j]:
-                    p.value = value
+                pages.write(i, j, value)
             else:
-                for p in pages[i:j]:
-                    p.value += 1
+                pages.increment(i, j)
             a += (j - i) << PAGE_SHIFT
     except XeError as e:
         if isinstance(e, FaultError):

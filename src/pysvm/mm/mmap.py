@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import bisect
 import errno
-import itertools
 import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,8 +51,9 @@ from pysvm.mm.interval_tree import IntervalTree
 from pysvm.mm.mmu_notifier import Callback, IntervalNotifier, NotifierRange, NotifyEvent
 
 __all__ = ["PAGE_SHIFT", "PAGE_SIZE", "MAX_ACCESS_BYTES", "MAX_READ_BYTES", "CpuVma", "Mm",
-           "Page", "DevmemOwner", "FaultedPages", "check_access_size", "MREMAP_MAYMOVE",
-           "MREMAP_FIXED", "MREMAP_DONTUNMAP", "TASK_SIZE", "HMM_RANGE_DEFAULT_TIMEOUT_MS"]
+           "Page", "PageRun", "PageSnap", "DevmemOwner", "FaultedPages", "check_access_size",
+           "MREMAP_MAYMOVE", "MREMAP_FIXED", "MREMAP_DONTUNMAP", "TASK_SIZE",
+           "HMM_RANGE_DEFAULT_TIMEOUT_MS"]
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -113,15 +113,46 @@ _BMASK = _BLOCK - 1
 _NOTIFIER_SCAN = 16
 
 
-class FaultedPages(NamedTuple):
-    """What :meth:`Mm.hmm_range_fault` found: the pages, one per 4 KiB, and what the walk
-    learnt about them on the way. ``uniform`` True: every page's ``alloc`` is ``alloc``
-    (None: all system pages); False: not known (the caller looks at each page)."""
+class PageRun:
+    """Consecutive physical pages made together (one populate, one migration, one
+    eviction copy): ``values[k]`` is the contents of its page ``k``; ``alloc`` names the
+    VRAM allocation holding them (None: system pages).
 
-    pages: list[Page]
+    A physical page is ``(run, k)``. Every operation that makes new physical pages makes
+    a new run, so a GPU mapping that still holds an older run's entries is *stale* (its
+    writes go to pages the CPU no longer maps), as it would be through an old struct page.
+
+    Kernel: a batch of struct pages (system) or device-private ZONE_DEVICE pages sharing
+    one drm_pagemap_zdd (the migrate_vma_pages() of one drm_pagemap_migrate_to_devmem()).
+    Identity is the object's (no ``__eq__``): the page table compares runs with ``is``.
+    """
+
+    __slots__ = ("values", "alloc")
+
+    def __init__(self, values: list[int], alloc: DevmemOwner | None = None) -> None:
+        self.values = values
+        self.alloc = alloc
+
+    def __repr__(self) -> str:
+        where = "sys" if self.alloc is None else f"dev:{self.alloc!r}"
+        return f"PageRun({len(self.values)} pages, {where})"
+
+
+class FaultedPages(NamedTuple):
+    """What :meth:`Mm.hmm_range_fault` found: the pages, one per 4 KiB, as the page
+    table's entries (``runs[k]``, ``idx[k]``: page ``idx[k]`` of run ``runs[k]``), and
+    what the walk learnt about them on the way. ``uniform`` True: every page's ``alloc``
+    is ``alloc`` (None: all system pages); False: not known (the caller looks at each)."""
+
+    runs: list[PageRun]
+    idx: list[int]
     alloc: DevmemOwner | None
     uniform: bool
 
+    @property
+    def pages(self) -> list[Page]:
+        """The pages as :class:`Page` views (one object per page: for tests and checks)."""
+        return [Page.of(r, x) for r, x in zip(self.runs, self.idx, strict=True)]
 
 _UNSEEN = object()      # hmm_range_fault() has not met a page yet
 
@@ -182,45 +213,142 @@ class DevmemOwner(Protocol):
 
 
 class Page:
-    """A physical page holding one int; ``alloc`` is set for device pages.
+    """One physical page holding one int, seen as page ``idx`` of a :class:`PageRun`;
+    ``alloc`` is set for device pages. A view: two views of the same page are ``==``
+    (and hash alike), and ``value`` reads and writes the page itself.
+
+    ``Page(value, alloc)`` makes a new physical page (a run of one).
 
     Kernel: struct page (system) / a device-private ZONE_DEVICE page whose
     zone_device_data points at the drm_pagemap_zdd of its allocation.
     """
 
-    __slots__ = ("value", "alloc")
+    __slots__ = ("run", "idx")
 
     def __init__(self, value: int = 0, alloc: DevmemOwner | None = None) -> None:
-        self.value = value
-        self.alloc = alloc
+        self.run = PageRun([value], alloc)
+        self.idx = 0
+
+    @classmethod
+    def of(cls, run: PageRun, idx: int) -> Page:
+        """The view of page ``idx`` of ``run``."""
+        p = cls.__new__(cls)
+        p.run = run
+        p.idx = idx
+        return p
+
+    @property
+    def value(self) -> int:
+        return self.run.values[self.idx]
+
+    @value.setter
+    def value(self, v: int) -> None:
+        self.run.values[self.idx] = v
+
+    @property
+    def alloc(self) -> DevmemOwner | None:
+        return self.run.alloc
 
     @property
     def is_device(self) -> bool:
-        return self.alloc is not None
+        return self.run.alloc is not None
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Page) and other.run is self.run
+                and other.idx == self.idx)
+
+    def __hash__(self) -> int:
+        return hash((id(self.run), self.idx))
 
     def __repr__(self) -> str:
         where = "sys" if self.alloc is None else f"dev:{self.alloc!r}"
         return f"Page({self.value}, {where})"
 
 
-def _pages_of(values: list[int], alloc: DevmemOwner | None) -> list[Page]:
-    """One new :class:`Page` per value, all of ``alloc`` (the bulk constructor: the
-    slots are filled without a Python ``__init__`` call per page, about half the cost,
-    and the objects come from ``map``, without a comprehension's loop)."""
-    out = list(map(Page.__new__, itertools.repeat(Page, len(values))))
-    for p, v in zip(out, values):       # noqa: B905 - same length by construction
-        p.value = v
-        p.alloc = alloc
-    return out
+def _one_run(rs: list[PageRun | None], xs: list[int]) -> int:
+    """When the entries ``rs``/``xs`` are consecutive pages of one run, the index of the
+    first; else -1. (C-level list operations only.)"""
+    n = len(rs)
+    r = rs[0]
+    if r is None or rs.count(r) != n:
+        return -1
+    x0 = xs[0]
+    if xs[-1] - x0 != n - 1 or (n > 2 and xs != list(range(x0, x0 + n))):
+        return -1
+    return x0
 
 
-def _same_pages(n: int, value: int, alloc: DevmemOwner | None) -> list[Page]:
-    """``n`` new pages, each holding ``value``, all of ``alloc``."""
-    out = list(map(Page.__new__, itertools.repeat(Page, n)))
-    for p in out:
-        p.value = value
-        p.alloc = alloc
-    return out
+class PageSnap:
+    """The pages a device captured over a span (what drm_gpusvm_get_pages() DMA-maps):
+    the page-table entries as they were, ``runs[k]``/``idx[k]`` for page ``k``. When one
+    run covers the span with consecutive pages (the common case) ``run``/``x0`` say so,
+    and an access is one slice of ``run.values``.
+
+    Accesses through the snapshot reach the captured pages, whatever the page table maps
+    now: through a stale snapshot a write goes to pages the CPU no longer sees (lost), as
+    a device writing through a stale DMA mapping would. :meth:`Mm.same_slots` tells
+    whether it is still current.
+    """
+
+    __slots__ = ("runs", "idx", "run", "x0")
+
+    def __init__(self, runs: list[PageRun], idx: list[int]) -> None:
+        self.runs = runs
+        self.idx = idx
+        x0 = _one_run(runs, idx) if runs else -1      # type: ignore[arg-type]
+        self.run: PageRun | None = runs[0] if x0 >= 0 else None
+        self.x0 = x0
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __getitem__(self, k: int) -> Page:
+        """Page ``k`` as a view."""
+        return Page.of(self.runs[k], self.idx[k])
+
+    def __iter__(self) -> Iterator[Page]:
+        return iter([Page.of(r, x) for r, x in zip(self.runs, self.idx, strict=True)])
+
+    def replace(self, k: int, page: Page) -> None:
+        """Make entry ``k`` point at ``page`` (a model of a driver bug: see
+        :mod:`pysvm.fuzz.planted`)."""
+        self.runs[k] = page.run
+        self.idx[k] = page.idx
+        self.run = None
+        self.x0 = -1
+
+    def allocs(self, i: int = 0, j: int | None = None) -> set[DevmemOwner | None]:
+        """The distinct ``alloc`` of pages ``[i, j)``."""
+        if self.run is not None:
+            return {self.run.alloc}
+        return {r.alloc for r in set(self.runs[i:j])}
+
+    def read(self, i: int, j: int) -> list[int]:
+        """The values of pages ``[i, j)``."""
+        run = self.run
+        if run is not None:
+            return run.values[self.x0 + i:self.x0 + j]
+        return [r.values[x] for r, x in zip(self.runs[i:j], self.idx[i:j], strict=True)]
+
+    def write(self, i: int, j: int, value: int) -> None:
+        """Store ``value`` in pages ``[i, j)``."""
+        run = self.run
+        if run is not None:
+            run.values[self.x0 + i:self.x0 + j] = [value] * (j - i)
+            return
+        for r, x in zip(self.runs[i:j], self.idx[i:j], strict=True):
+            r.values[x] = value
+
+    def increment(self, i: int, j: int) -> None:
+        """Add one to pages ``[i, j)`` (atomic increments)."""
+        run = self.run
+        if run is not None:
+            a, b = self.x0 + i, self.x0 + j
+            v = run.values
+            v[a:b] = [x + 1 for x in v[a:b]]
+            return
+        for r, x in zip(self.runs[i:j], self.idx[i:j], strict=True):
+            r.values[x] += 1
 
 
 @dataclass
@@ -258,12 +386,10 @@ class Mm:
         #: of the address space fits in page units only. Kernel: mm->mm_mt (the maple tree).
         self._vmas: IntervalTree[CpuVma] = IntervalTree()
         self._last_vma: CpuVma | None = None      # find_vma's cache (dropped with its VMA)
-        self._pt: dict[int, list[Page | None]] = {}   # pfn >> 9 -> 512 page slots
-        #: Whole blocks of system pages the CPU filled with one value and nobody has looked
-        #: at one by one yet: block -> value. Each stands for 512 distinct system pages
-        #: holding that value; they become Page objects (:meth:`_materialize`) the first
-        #: time anything needs a page itself. A block is in ``_pt`` or here, never both.
-        self._fill: dict[int, int] = {}
+        #: The page table: pfn >> 9 -> (runs, idx), two lists of 512 slots (2 MiB): slot k
+        #: maps page ``idx[k]`` of run ``runs[k]`` (None: not populated; ``idx[k]`` is then
+        #: meaningless). Kernel: the PTEs of one page-table page.
+        self._pt: dict[int, tuple[list[PageRun | None], list[int]]] = {}
         #: The interval notifiers sorted by start, ties in registration order (the
         #: order :meth:`invalidate` calls them in), their starts, and an upper bound of
         #: their lengths: notifiers may overlap, so a lookup bisects the starts from
@@ -526,23 +652,31 @@ class Mm:
         page (a device-private one included) is untouched; each device page's owner is told
         the new address in one call per owner."""
         pt = self._pt
-        pages = self.pages(src, src + length)
+        rs, xs = self.slots(src, src + length)
         for b, i, j, _ in _blocks(src >> PAGE_SHIFT, (src + length) >> PAGE_SHIFT):
             blk = pt.get(b)
             if blk is not None:
-                blk[i:j] = [None] * (j - i)
-                if blk.count(None) == _BLOCK:
+                blk[0][i:j] = [None] * (j - i)
+                if blk[0].count(None) == _BLOCK:
                     del pt[b]
+        if rs.count(None) == len(rs):
+            return
+        k0 = 0
+        for blk, i, j, _ in self._block_slots(dst, dst + length):
+            n = j - i
+            blk[0][i:j] = rs[k0:k0 + n]
+            blk[1][i:j] = xs[k0:k0 + n]
+            k0 += n
         moved: dict[int, tuple[DevmemOwner, list[tuple[int, int, Page]]]] = {}
-        for k, page in enumerate(pages):
-            if page is None:
+        for run in dict.fromkeys(rs):           # owners in the order their pages come
+            if run is None or run.alloc is None:
                 continue
-            new = dst + (k << PAGE_SHIFT)
-            self.set_page(new, page)
-            if page.alloc is not None:
-                moved.setdefault(id(page.alloc), (page.alloc, []))[1].append(
-                    (src + (k << PAGE_SHIFT), new, page))
+            owner = run.alloc
+            lst = moved.setdefault(id(owner), (owner, []))[1]
+            lst.extend([(src + (k << PAGE_SHIFT), dst + (k << PAGE_SHIFT), Page.of(run, xs[k]))
+                        for k, r in enumerate(rs) if r is run])
         for owner, moves in moved.values():
+            moves.sort(key=operator.itemgetter(0))
             owner.pages_moved(moves)
 
     # ----------------------------------------------------------- mprotect
@@ -593,15 +727,9 @@ class Mm:
 
     def _drop_pages(self, lo: int, hi: int) -> None:
         """Free the pages ``[lo, hi)`` (page numbers) in address order; a device page's
-        owner hears page_freed."""
+        owner hears run_freed."""
         pt = self._pt
         blo, bhi = lo >> _BSHIFT, ((hi - 1) >> _BSHIFT) + 1
-        # Filled blocks hold system pages only: freeing them tells nobody.
-        for b in self._fill_blocks(blo, bhi):
-            if lo <= b << _BSHIFT and (b + 1) << _BSHIFT <= hi:
-                del self._fill[b]
-            else:
-                self._materialize(b << _BSHIFT, (b + 1) << _BSHIFT)
         # Walk whichever is smaller: the span's blocks or the populated blocks (a 2^63-byte
         # mapping has 2^42 blocks but only those ever touched).
         keys = (range(blo, bhi) if bhi - blo <= len(pt)
@@ -612,38 +740,34 @@ class Mm:
                 continue
             i = max(lo - (b << _BSHIFT), 0)
             j = min(hi - (b << _BSHIFT), _BLOCK)
-            old = blk[i:j]
-            blk[i:j] = [None] * (j - i)
-            allocs = [p.alloc if p is not None else None for p in old]
-            first = allocs[0]
-            if allocs.count(first) == j - i:        # one kind of page over the slice
-                if first is not None:            # every slot holds a page of first
-                    first.run_freed(((b << _BSHIFT) + i) << PAGE_SHIFT,
-                                    cast("list[Page]", old))
-                if blk.count(None) == _BLOCK:
-                    del pt[b]
-                continue
+            rs = blk[0][i:j]
+            xs = blk[1][i:j]
+            blk[0][i:j] = [None] * (j - i)
+            if blk[0].count(None) == _BLOCK:
+                del pt[b]
+            distinct = set(rs)
+            if all(r is None or r.alloc is None for r in distinct):
+                continue                     # system pages only: freeing them tells nobody
             # Consecutive device pages of one allocation are handed over in one call.
             owner: DevmemOwner | None = None
             run: list[Page] = []
             run_at = 0
-            for k, page in enumerate(old):
-                alloc = page.alloc if page is not None else None
+            base = ((b << _BSHIFT) + i) << PAGE_SHIFT
+            for k, r in enumerate(rs):
+                alloc = r.alloc if r is not None else None
                 if alloc is not owner and run:
                     assert owner is not None
                     owner.run_freed(run_at, run)
                     run = []
                 owner = alloc
                 if alloc is not None:
-                    assert page is not None
+                    assert r is not None
                     if not run:
-                        run_at = ((b << _BSHIFT) + i + k) << PAGE_SHIFT
-                    run.append(page)
+                        run_at = base + (k << PAGE_SHIFT)
+                    run.append(Page.of(r, xs[k]))
             if run:
                 assert owner is not None
                 owner.run_freed(run_at, run)
-            if blk.count(None) == _BLOCK:
-                del pt[b]
 
     def exit_mmap(self) -> int:
         """The last user of the address space is gone: tear every mapping down; returns
@@ -730,145 +854,170 @@ class Mm:
             n.callback(n, nrange, n.invalidate_seq)
 
     # ----------------------------------------------------------- page table
-    def _fill_blocks(self, blo: int, bhi: int) -> list[int]:
-        """The filled blocks among ``[blo, bhi)`` (walking the smaller of the two)."""
-        fill = self._fill
-        if not fill:
-            return []
-        if bhi - blo <= len(fill):
-            return [b for b in range(blo, bhi) if b in fill]
-        return sorted(b for b in fill if blo <= b < bhi)
-
-    def _materialize(self, lo: int, hi: int) -> None:
-        """Turn the filled blocks over page numbers ``[lo, hi)`` into Page objects."""
-        if not self._fill or hi <= lo:
-            return
-        for b in self._fill_blocks(lo >> _BSHIFT, ((hi - 1) >> _BSHIFT) + 1):
-            self._pt[b] = cast("list[Page | None]",
-                               _same_pages(_BLOCK, self._fill.pop(b), None))
-
     def page_at(self, addr: int) -> Page | None:
-        """The page currently mapped at ``addr`` (None: not populated)."""
+        """The page currently mapped at ``addr`` (None: not populated), as a view."""
         pfn = addr >> PAGE_SHIFT
-        if self._fill:
-            self._materialize(pfn, pfn + 1)
         blk = self._pt.get(pfn >> _BSHIFT)
-        return blk[pfn & _BMASK] if blk is not None else None
+        if blk is None:
+            return None
+        r = blk[0][pfn & _BMASK]
+        return Page.of(r, blk[1][pfn & _BMASK]) if r is not None else None
 
     def set_page(self, addr: int, page: Page) -> None:
         """Install ``page`` at ``addr`` (used by migration)."""
         pfn = addr >> PAGE_SHIFT
-        self._materialize(pfn, pfn + 1)
         blk = self._pt.get(pfn >> _BSHIFT)
         if blk is None:
-            blk = self._pt[pfn >> _BSHIFT] = [None] * _BLOCK
-        blk[pfn & _BMASK] = page
+            blk = self._pt[pfn >> _BSHIFT] = ([None] * _BLOCK, [0] * _BLOCK)
+        blk[0][pfn & _BMASK] = page.run
+        blk[1][pfn & _BMASK] = page.idx
 
-    def pages(self, start: int, end: int) -> list[Page | None]:
-        """The pages mapped over ``[start, end)``, one per 4 KiB (None: not populated)."""
-        self._materialize(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
+    def slots(self, start: int, end: int) -> tuple[list[PageRun | None], list[int]]:
+        """The page-table entries over ``[start, end)``, one per 4 KiB, as two new lists
+        (runs, None: not populated; and page indices, 0 where not populated)."""
         pt = self._pt
-        out: list[Page | None] = []
+        rs: list[PageRun | None] = []
+        xs: list[int] = []
         for b, i, j, _ in _blocks(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
             blk = pt.get(b)
-            out.extend(blk[i:j] if blk is not None else [None] * (j - i))
-        return out
+            if blk is None:
+                rs.extend([None] * (j - i))
+                xs.extend([0] * (j - i))
+            else:
+                rs.extend(blk[0][i:j])
+                xs.extend(blk[1][i:j])
+        return rs, xs
 
-    def migrate_vma_pages(self, start: int, end: int, alloc: DevmemOwner) -> list[Page]:
+    def same_slots(self, start: int, runs: list[PageRun], idx: list[int]) -> bool:
+        """Whether the page table maps exactly ``runs``/``idx`` from ``start`` on (the
+        pages a device captured are still the ones mapped): C-level list compares."""
+        rs, xs = self.slots(start, start + (len(runs) << PAGE_SHIFT))
+        return rs == runs and xs == idx
+
+    def pages(self, start: int, end: int) -> list[Page | None]:
+        """The pages mapped over ``[start, end)``, one per 4 KiB (None: not populated),
+        as views."""
+        rs, xs = self.slots(start, end)
+        return [Page.of(r, x) if r is not None else None for r, x in zip(rs, xs, strict=True)]
+
+    def migrate_vma_run(self, start: int, end: int, alloc: DevmemOwner) -> PageRun:
         """Replace every page of ``[start, end)`` by a new device page of ``alloc`` holding
-        the same value (an unpopulated page migrates as a zero page); return the new pages.
+        the same value (an unpopulated page migrates as a zero page): one new run, page
+        ``k`` at ``start + k * 4 KiB``; return it.
 
         Kernel: migrate_vma_pages() + migrate_vma_finalize() (mm/migrate_device.c), after
         the driver copied the data. The caller invalidated the span first
         (migrate_vma_setup() does, with MMU_NOTIFY_MIGRATE).
         """
+        values: list[int] = []
+        spans = _blocks(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
         pt = self._pt
-        fill = self._fill
-        out: list[Page] = []
-        for b, i, j, _ in _blocks(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
-            if b in fill:
-                if j - i == _BLOCK:     # the whole filled block: no system page object needed
-                    new = _same_pages(_BLOCK, fill.pop(b), alloc)
-                    pt[b] = cast("list[Page | None]", new)
-                    out.extend(new)
-                    continue
-                self._materialize(b << _BSHIFT, (b + 1) << _BSHIFT)
+        for b, i, j, _ in spans:
             blk = pt.get(b)
             if blk is None:
-                blk = pt[b] = [None] * _BLOCK
-            sl = blk[i:j]
-            if sl.count(None) == j - i:             # never touched: zero pages
-                new = _same_pages(j - i, 0, alloc)
+                values.extend([0] * (j - i))
+                continue
+            rs, xs = blk[0][i:j], blk[1][i:j]
+            if rs.count(None) == j - i:             # never touched: zero pages
+                values.extend([0] * (j - i))
+                continue
+            x0 = _one_run(rs, xs)
+            if x0 >= 0:
+                values.extend(cast("PageRun", rs[0]).values[x0:x0 + j - i])
             else:
-                new = _pages_of([old.value if old is not None else 0 for old in sl], alloc)
-            blk[i:j] = new
-            out.extend(new)
-        return out
+                values.extend([r.values[x] if r is not None else 0
+                               for r, x in zip(rs, xs, strict=True)])
+        run = PageRun(values, alloc)
+        k = 0
+        for blk, i, j, _ in self._block_slots(start, end):
+            blk[0][i:j] = [run] * (j - i)
+            blk[1][i:j] = range(k, k + j - i)
+            k += j - i
+        return run
 
-    def _block_slots(self, start: int, end: int) -> Iterator[tuple[list[Page | None], int, int,
-                                                                   int]]:
+    def migrate_vma_pages(self, start: int, end: int, alloc: DevmemOwner) -> list[Page]:
+        """:meth:`migrate_vma_run`, the new pages as views."""
+        run = self.migrate_vma_run(start, end, alloc)
+        return [Page.of(run, k) for k in range(len(run.values))]
+
+    def _block_slots(self, start: int, end: int) -> Iterator[
+            tuple[tuple[list[PageRun | None], list[int]], int, int, int]]:
         """The page-table blocks over ``[start, end)`` (created when missing) as
-        ``(block, i, j, pfn of slot i)``: the span's pages are ``block[i:j]``. Each block is
-        created as the walk reaches it (a caller that stops early creates no more)."""
+        ``(block, i, j, pfn of slot i)``: the span's entries are ``block[0][i:j]`` and
+        ``block[1][i:j]``. Each block is created as the walk reaches it (a caller that stops
+        early creates no more)."""
         lo, hi = start >> PAGE_SHIFT, end >> PAGE_SHIFT
-        if self._fill:
-            self._materialize(lo, hi)
         pt = self._pt
         for b, i, j, pfn in _blocks(lo, hi):
             blk = pt.get(b)
             if blk is None:
-                blk = pt[b] = [None] * _BLOCK
+                blk = pt[b] = ([None] * _BLOCK, [0] * _BLOCK)
             yield blk, i, j, pfn
 
     def migrate_pages_to_system(self, moves: list[tuple[int, Page]]) -> None:
         """For each ``(addr, device page)`` still mapped at ``addr``, install a new system
-        page with its value.
+        page with its value (the new pages are one new run).
 
         Kernel: migrate_vma_pages() + migrate_vma_finalize() for device-private source
         pages (drm_pagemap_migrate_to_ram(), drm_pagemap_evict_to_ram()) after the copy.
         The caller invalidated the span first (MMU_NOTIFY_MIGRATE).
         """
+        if not moves:
+            return
         pt = self._pt
-        if moves:
-            # The common case: a run of consecutive pages inside one block, each still
-            # mapped where it was: one slice compare and one slice store.
-            lo = moves[0][0] >> PAGE_SHIFT
-            hi = lo + len(moves)
-            blk = pt.get(lo >> _BSHIFT)
-            if (blk is not None and (hi - 1) >> _BSHIFT == lo >> _BSHIFT
-                    and moves[-1][0] >> PAGE_SHIFT == hi - 1):
-                i = lo & _BMASK
-                j = i + len(moves)
-                old_pages = [p for _, p in moves]
-                if all(map(operator.is_, blk[i:j], old_pages)):
-                    blk[i:j] = _pages_of([p.value for p in old_pages], None)
-                    return
+        # The common case: a run of consecutive pages inside one block, each still mapped
+        # where it was: one slice compare and one slice store per list.
+        lo = moves[0][0] >> PAGE_SHIFT
+        hi = lo + len(moves)
+        blk = pt.get(lo >> _BSHIFT)
+        if (blk is not None and (hi - 1) >> _BSHIFT == lo >> _BSHIFT
+                and moves[-1][0] >> PAGE_SHIFT == hi - 1):
+            i = lo & _BMASK
+            j = i + len(moves)
+            runs = [p.run for _, p in moves]
+            idx = [p.idx for _, p in moves]
+            if blk[0][i:j] == runs and blk[1][i:j] == idx:
+                x0 = _one_run(runs, idx)            # type: ignore[arg-type]
+                vals = (runs[0].values[x0:x0 + j - i] if x0 >= 0
+                        else [r.values[x] for r, x in zip(runs, idx, strict=True)])
+                new = PageRun(vals)
+                blk[0][i:j] = [new] * (j - i)
+                blk[1][i:j] = range(j - i)
+                return
+        still: list[tuple[int, Page]] = []
         for addr, old in moves:
             pfn = addr >> PAGE_SHIFT
-            blk = pt.get(pfn >> _BSHIFT)
-            if blk is not None and blk[pfn & _BMASK] is old:
-                blk[pfn & _BMASK] = Page(old.value)
+            b = pt.get(pfn >> _BSHIFT)
+            if b is not None and b[0][pfn & _BMASK] is old.run and b[1][pfn & _BMASK] == old.idx:
+                still.append((addr, old))
+        if still:
+            new = PageRun([p.value for _, p in still])
+            for k, (addr, _) in enumerate(still):
+                pfn = addr >> PAGE_SHIFT
+                b = pt[pfn >> _BSHIFT]
+                b[0][pfn & _BMASK] = new
+                b[1][pfn & _BMASK] = k
 
     def populated_pages(self) -> Iterator[tuple[int, Page]]:
         """Every populated page as ``(address, page)``, in no particular order."""
-        for b in list(self._fill):
-            self._materialize(b << _BSHIFT, (b + 1) << _BSHIFT)
-        return iter([(((b << _BSHIFT) + i) << PAGE_SHIFT, p) for b, blk in self._pt.items()
-                     for i, p in enumerate(blk) if p is not None])
+        return iter([(((b << _BSHIFT) + i) << PAGE_SHIFT, Page.of(r, xs[i]))
+                     for b, (rs, xs) in self._pt.items()
+                     for i, r in enumerate(rs) if r is not None])
 
     def populated(self, addr: int) -> bool:
         return self.page_at(addr) is not None
 
     def _populate(self, addr: int) -> Page:
         pfn = addr >> PAGE_SHIFT
-        self._materialize(pfn, pfn + 1)
         blk = self._pt.get(pfn >> _BSHIFT)
         if blk is None:
-            blk = self._pt[pfn >> _BSHIFT] = [None] * _BLOCK
-        page = blk[pfn & _BMASK]
-        if page is None:
-            page = blk[pfn & _BMASK] = Page(0)
-        return page
+            blk = self._pt[pfn >> _BSHIFT] = ([None] * _BLOCK, [0] * _BLOCK)
+        k = pfn & _BMASK
+        r = blk[0][k]
+        if r is None:
+            r = blk[0][k] = PageRun([0])
+            blk[1][k] = 0
+        return Page.of(r, blk[1][k])
 
     def _require_mapped(self, addr: int, size: int, write: bool, what: str) -> None:
         a, end = addr, addr + size
@@ -913,35 +1062,37 @@ class Mm:
         check_access_size(size, "cpu_read", reads=True)
         self._require_mapped(addr, size, False, "cpu_read")
         out: list[int] = []
-        pt, fill = self._pt, self._fill
-        for b, i, j, pfn in _blocks(addr >> PAGE_SHIFT, (addr + size) >> PAGE_SHIFT):
-            if b in fill:                   # system pages, one value: read without objects
-                out.extend([fill[b]] * (j - i))
+        for blk, i, j, pfn in self._block_slots(addr, addr + size):
+            n = j - i
+            rs = blk[0][i:j]
+            if rs.count(None) == n:         # fresh memory populates as zero pages
+                blk[0][i:j] = [PageRun([0] * n)] * n
+                blk[1][i:j] = range(n)
+                out.extend([0] * n)
                 continue
-            if j - i == _BLOCK and b not in pt:     # a fresh block populates as zero pages
-                fill[b] = 0
-                out.extend([0] * _BLOCK)
-                continue
-            self._cpu_read_slots(pfn << PAGE_SHIFT, (pfn + j - i) << PAGE_SHIFT, out)
-        return out
-
-    def _cpu_read_slots(self, addr: int, end: int, out: list[int]) -> None:
-        for blk, i, j, pfn in self._block_slots(addr, end):
-            sl = blk[i:j]
-            if None not in sl:          # all populated: all system pages read in one pass
-                vals = [p.value for p in sl if p.alloc is None]     # type: ignore[union-attr]
-                if len(vals) == j - i:
-                    out.extend(vals)
+            xs = blk[1][i:j]
+            if None not in rs:
+                x0 = _one_run(rs, xs)
+                r0 = rs[0]
+                assert r0 is not None
+                if x0 >= 0 and r0.alloc is None:     # one run of system pages: a slice
+                    out.extend(r0.values[x0:x0 + n])
                     continue
+                if all(r.alloc is None for r in set(rs)):     # type: ignore[union-attr]
+                    out.extend([r.values[x] for r, x in zip(rs, xs, strict=True)])  # type: ignore[union-attr]
+                    continue
+            runs, idx = blk
             for k in range(i, j):
-                p = blk[k]
-                if p is None:
-                    blk[k] = Page(0)
+                r = runs[k]
+                if r is None:
+                    runs[k] = PageRun([0])
+                    idx[k] = 0
                     out.append(0)
-                elif p.alloc is None:
-                    out.append(p.value)
+                elif r.alloc is None:
+                    out.append(r.values[idx[k]])
                 else:
                     out.append(self._cpu_fault((pfn + k - i) << PAGE_SHIFT).value)
+        return out
 
     def cpu_write(self, addr: int, size: int, value: int) -> None:
         """Store ``value`` in every page of ``[addr, addr+size)``.
@@ -952,36 +1103,29 @@ class Mm:
         _check_span(addr, size, "cpu_write")
         check_access_size(size, "cpu_write", reads=False)
         self._require_mapped(addr, size, True, "cpu_write")
-        pt, fill = self._pt, self._fill
-        # In address order: a whole block of fresh or already filled memory takes the value
-        # as a fill (the same 512 system pages, each holding it, without an object per
-        # page yet); everything else goes page by page.
-        run = -1                                    # first pfn of the pending page-by-page run
-        for b, i, j, pfn in _blocks(addr >> PAGE_SHIFT, (addr + size) >> PAGE_SHIFT):
-            if j - i == _BLOCK and (b in fill or b not in pt):
-                if run >= 0:
-                    self._cpu_write_slots(run << PAGE_SHIFT, pfn << PAGE_SHIFT, value)
-                    run = -1
-                if b in fill or b not in pt:        # (the run's CPU faults left it so)
-                    fill[b] = value
-                    continue
-            if run < 0:
-                run = pfn
-        if run >= 0:
-            self._cpu_write_slots(run << PAGE_SHIFT, addr + size, value)
-
-    def _cpu_write_slots(self, addr: int, end: int, value: int) -> None:
-        for blk, i, j, pfn in self._block_slots(addr, end):
-            sl = blk[i:j]
-            if sl.count(None) == j - i:                 # fresh memory
-                blk[i:j] = _same_pages(j - i, value, None)
+        for blk, i, j, pfn in self._block_slots(addr, addr + size):
+            n = j - i
+            rs = blk[0][i:j]
+            if rs.count(None) == n:                 # fresh memory: one new run
+                blk[0][i:j] = [PageRun([value] * n)] * n
+                blk[1][i:j] = range(n)
                 continue
+            if None not in rs:
+                xs = blk[1][i:j]
+                x0 = _one_run(rs, xs)
+                r0 = rs[0]
+                assert r0 is not None
+                if x0 >= 0 and r0.alloc is None:     # one run of system pages: in place
+                    r0.values[x0:x0 + n] = [value] * n
+                    continue
+            runs, idx = blk
             for k in range(i, j):
-                p = blk[k]
-                if p is None:
-                    blk[k] = Page(value)
-                elif p.alloc is None:
-                    p.value = value
+                r = runs[k]
+                if r is None:
+                    runs[k] = PageRun([value])
+                    idx[k] = 0
+                elif r.alloc is None:
+                    r.values[idx[k]] = value
                 else:
                     self._cpu_fault((pfn + k - i) << PAGE_SHIFT).value = value
 
@@ -992,11 +1136,13 @@ class Mm:
         n = 0
         for b, i, j, _ in _blocks(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
             blk = pt.get(b)
-            if blk is None:             # filled or never touched: all collectable
+            if blk is None:             # never touched: all collectable
                 n += j - i
                 continue
-            sl = blk[i:j]
-            n += sl.count(None) + [p.alloc for p in sl if p is not None].count(None)
+            rs = blk[0][i:j]
+            for r in set(rs):
+                if r is None or r.alloc is None:
+                    n += rs.count(r)
         return n
 
     def check_pages(self, start: int, end: int) -> bool:
@@ -1005,12 +1151,9 @@ class Mm:
         Kernel: drm_gpusvm_check_pages() (hmm_range_fault without fault flags).
         """
         pt = self._pt
-        fill = self._fill
         for b, i, j, _ in _blocks(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
-            if b in fill:
-                continue
             blk = pt.get(b)
-            if blk is None or None in blk[i:j]:
+            if blk is None or None in blk[0][i:j]:
                 return False
         return True
 
@@ -1053,44 +1196,50 @@ class Mm:
             a = vma.end
         lo = start >> PAGE_SHIFT
         b = lo >> _BSHIFT
-        if ((end - 1) >> (PAGE_SHIFT + _BSHIFT)) == b and b not in self._fill:
-            # The common case: a span inside one block none of whose pages is a fill
-            # value, and every page present and of one allocation that needs no move.
+        if ((end - 1) >> (PAGE_SHIFT + _BSHIFT)) == b:
+            # The common case: a span inside one block, every page present and of one
+            # allocation that needs no move.
             blk = self._pt.get(b)
             if blk is not None:
                 i = lo & _BMASK
-                sl = blk[i:i + ((end - start) >> PAGE_SHIFT)]
-                if None not in sl:
-                    allocs = {p.alloc for p in sl}      # type: ignore[union-attr]
+                j = i + ((end - start) >> PAGE_SHIFT)
+                rs = blk[0][i:j]
+                if None not in rs:
+                    allocs = {r.alloc for r in set(rs)}      # type: ignore[union-attr]
                     if len(allocs) == 1:
                         only = allocs.pop()
                         if only is None or only.owner is owner:
-                            return FaultedPages(sl, only, True)  # type: ignore[arg-type]
-        pages: list[Page] = []
+                            return FaultedPages(rs, blk[1][i:j], only,  # type: ignore[arg-type]
+                                                True)
+        runs: list[PageRun] = []
+        idxs: list[int] = []
         owners: dict[int, object] = {}      # per allocation, looked up once per call
         started: int | None = None          # the clock when the first foreign page is met
         seen: object = _UNSEEN              # the one allocation of every page so far
         uniform = True
         for blk, i, j, pfn in self._block_slots(start, end):
-            sl = blk[i:j]
-            if None not in sl:
-                allocs = {p.alloc for p in sl}      # type: ignore[union-attr]
+            rs = blk[0][i:j]
+            if None not in rs:
+                allocs = {r.alloc for r in set(rs)}      # type: ignore[union-attr]
                 if len(allocs) == 1:
                     only = allocs.pop()
                     if only is None or only.owner is owner:
-                        pages.extend(sl)            # type: ignore[arg-type]
+                        runs.extend(rs)             # type: ignore[arg-type]
+                        idxs.extend(blk[1][i:j])
                         if seen is _UNSEEN:
                             seen = only
                         elif seen is not only:
                             uniform = False
                         continue
             uniform = False                 # page by page from here: not tracked
+            brs, bxs = blk
             for k in range(i, j):
-                page = blk[k]
-                if page is None:
-                    page = blk[k] = Page(0)
-                elif page.alloc is not None:
-                    alloc = page.alloc
+                r = brs[k]
+                if r is None:
+                    r = brs[k] = PageRun([0])
+                    bxs[k] = 0
+                elif r.alloc is not None:
+                    alloc = r.alloc
                     key = id(alloc)
                     if key not in owners:
                         owners[key] = alloc.owner
@@ -1105,8 +1254,13 @@ class Mm:
                                           f"{alloc.clock_ms() - started} ms for atomic "
                                           f"timeslices, past HMM_RANGE_DEFAULT_TIMEOUT "
                                           f"({HMM_RANGE_DEFAULT_TIMEOUT_MS} ms)")
-                        page = self._populate(a)
-                pages.append(page)
+                        p = self._populate(a)
+                        r = p.run
+                        runs.append(r)
+                        idxs.append(p.idx)
+                        continue
+                runs.append(r)
+                idxs.append(bxs[k])
         if seen is _UNSEEN:
-            return FaultedPages(pages, None, False)
-        return FaultedPages(pages, cast("DevmemOwner | None", seen), uniform)
+            return FaultedPages(runs, idxs, None, False)
+        return FaultedPages(runs, idxs, cast("DevmemOwner | None", seen), uniform)

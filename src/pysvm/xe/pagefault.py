@@ -44,13 +44,11 @@ from typing import TYPE_CHECKING
 
 from pysvm.drm.gpusvm import SZ_64K, GpuSvmCtx, SvmRange
 from pysvm.errors import XeError
-from pysvm.mm.mmap import PAGE_SIZE
 from pysvm.xe.attr import AtomicAccess
 from pysvm.xe.migrate import populate_mm
 from pysvm.xe.vram import VramAllocation, devm_owner
 
 if TYPE_CHECKING:
-    from pysvm.mm.mmap import Page
     from pysvm.xe.device import Device
     from pysvm.xe.svm import Svm
     from pysvm.xe.vma import Vma
@@ -226,16 +224,12 @@ def alloc_vram(svm: Svm, r: SvmRange, target: Vram, ctx: GpuSvmCtx) -> None:
         populate_mm(dev, svm.mm, r.start, r.end, ctx.timeslice_ms, newest=newest, tile=tile)
 
 
-def _page_vram(page: Page | None) -> Vram | None:
-    """The VRAM (tile region) holding ``page``; None for a system page or no page."""
-    alloc = page.alloc if page is not None else None
-    return alloc.vram if isinstance(alloc, VramAllocation) else None
-
-
 def _all_pages_in(svm: Svm, r: SvmRange, target: Vram) -> bool:
     """Kernel: drm_gpusvm_scan_mm() == DRM_GPUSVM_SCAN_EQUAL (every page in the pagemap)."""
-    page_at = svm.mm.page_at
-    return all(_page_vram(page_at(a)) is target for a in range(r.start, r.end, PAGE_SIZE))
+    runs, _ = svm.mm.slots(r.start, r.end)
+    return None not in runs and all(
+        isinstance(al := run.alloc, VramAllocation) and al.vram is target
+        for run in set(runs) if run is not None)
 
 
 def _guard(svm: Svm, st: FaultStats) -> None:

@@ -485,13 +485,14 @@ class Svm:
                     f"range {r} crosses VMA {vma}"
             if r.tile_present & ~r.tile_invalidated:
                 assert r.pages is not None, f"bound range {r} has no pages"
-                for i, a in enumerate(range(r.start, r.end, PAGE_SIZE)):
-                    cur = self.mm.page_at(a)
-                    assert cur is r.pages[i], (
-                        f"stale GPU mapping at {a:#x} in {r}: GPU page {r.pages[i]!r}, "
-                        f"CPU page {cur!r}")
+                if not self.mm.same_slots(r.start, r.pages.runs, r.pages.idx):
+                    for i, a in enumerate(range(r.start, r.end, PAGE_SIZE)):
+                        cur = self.mm.page_at(a)
+                        assert cur == r.pages[i], (
+                            f"stale GPU mapping at {a:#x} in {r}: GPU page {r.pages[i]!r}, "
+                            f"CPU page {cur!r}")
             if r.pages_uniform:
-                assert r.pages is not None and len({p.alloc for p in r.pages}) <= 1, \
+                assert r.pages is not None and len(r.pages.allocs()) <= 1, \
                     f"range {r} says its pages are of one allocation, they are not"
         for r in self.gc_list:
             assert r.unmapped and not r.removed, r

@@ -245,7 +245,7 @@ class DevicePages:
         i = (addr - self.start) >> PAGE_SHIFT
         j = i + len(pages)
         if (self._away or i < 0 or j > len(slots) or addr & (PAGE_SIZE - 1)
-                or not all(map(operator.is_, slots[i:j], pages))):
+                or slots[i:j] != pages):
             return False
         slots[i:j] = [None] * (j - i)
         self._n -= j - i
@@ -253,8 +253,8 @@ class DevicePages:
 
     def _discard_each(self, freed: list[tuple[int, Page]]) -> None:
         for a, page in freed:
-            if self.get(a) is not page:
-                a = next((b for b, p in self.items() if p is page), -1)
+            if self.get(a) != page:
+                a = next((b for b, p in self.items() if p == page), -1)
             if a >= 0:
                 del self[a]
 
@@ -271,9 +271,9 @@ class DevicePages:
     def move(self, moved: list[tuple[int, int, Page]]) -> None:
         """Each ``(old, new, page)`` whose page is at ``old`` is now at ``new``: every old
         entry goes first, so a page may land where another one left."""
-        landed = [(new, page) for old, new, page in moved if self.get(old) is page]
+        landed = [(new, page) for old, new, page in moved if self.get(old) == page]
         for old, _, page in moved:
-            if self.get(old) is page:
+            if self.get(old) == page:
                 del self[old]
         for new, page in landed:
             self[new] = page
@@ -359,11 +359,11 @@ class VramAllocation:
 
         ``addr``, when the caller knows where the page was mapped, saves the search.
         """
-        if addr is not None and self.pages.get(addr) is page:
+        if addr is not None and self.pages.get(addr) == page:
             del self.pages[addr]
         else:
             for a, p in self.pages.items():
-                if p is page:
+                if p == page:
                     del self.pages[a]
                     break
         if not self.pages:
