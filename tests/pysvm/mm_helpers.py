@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pysvm.mm.mmap import Mm, Page
+from pysvm.mm.mmap import Mm, Page, PageRun
 
 
 class FakeOwner:
@@ -33,8 +33,9 @@ class FakeOwner:
     def pages_freed(self, freed: list[tuple[int, Page]]) -> None:
         self.freed += freed
 
-    def run_freed(self, addr: int, pages: list[Page]) -> None:
-        self.freed += zip(range(addr, addr + len(pages) * 4096, 4096), pages, strict=True)
+    def run_freed(self, addr: int, runs: list[PageRun], idx: list[int]) -> None:
+        self.freed += [(addr + k * 4096, Page.of(r, x))
+                       for k, (r, x) in enumerate(zip(runs, idx, strict=True))]
 
     def pages_moved(self, moved: list[tuple[int, int, Page]]) -> None:
         self.moved += moved

@@ -203,9 +203,10 @@ class DevmemOwner(Protocol):
     def pages_freed(self, freed: list[tuple[int, Page]]) -> None:
         """``page_freed`` for each ``(addr, page)`` in order, in one call."""
 
-    def run_freed(self, addr: int, pages: list[Page]) -> None:
-        """``pages_freed`` of ``pages`` mapped at ``addr``, ``addr + 4 KiB``, ... (a run
-        of consecutive addresses, given without a tuple per page)."""
+    def run_freed(self, addr: int, runs: list[PageRun], idx: list[int]) -> None:
+        """``pages_freed`` of the pages ``(runs[k], idx[k])`` mapped at ``addr``,
+        ``addr + 4 KiB``, ... (a run of consecutive addresses, given as the page table
+        holds them: no object per page)."""
 
     def pages_moved(self, moved: list[tuple[int, int, Page]]) -> None:
         """Each ``(old_addr, new_addr, page)``: the page is now mapped at ``new_addr``
@@ -748,26 +749,24 @@ class Mm:
             distinct = set(rs)
             if all(r is None or r.alloc is None for r in distinct):
                 continue                     # system pages only: freeing them tells nobody
+            base = ((b << _BSHIFT) + i) << PAGE_SHIFT
+            r0 = rs[0]
+            if len(distinct) == 1 and r0 is not None and r0.alloc is not None:
+                r0.alloc.run_freed(base, rs, xs)        # type: ignore[arg-type]
+                continue
             # Consecutive device pages of one allocation are handed over in one call.
             owner: DevmemOwner | None = None
-            run: list[Page] = []
-            run_at = 0
-            base = ((b << _BSHIFT) + i) << PAGE_SHIFT
+            k0 = 0
             for k, r in enumerate(rs):
                 alloc = r.alloc if r is not None else None
-                if alloc is not owner and run:
-                    assert owner is not None
-                    owner.run_freed(run_at, run)
-                    run = []
-                owner = alloc
-                if alloc is not None:
-                    assert r is not None
-                    if not run:
-                        run_at = base + (k << PAGE_SHIFT)
-                    run.append(Page.of(r, xs[k]))
-            if run:
-                assert owner is not None
-                owner.run_freed(run_at, run)
+                if alloc is not owner:
+                    if owner is not None:
+                        owner.run_freed(base + (k0 << PAGE_SHIFT), rs[k0:k],  # type: ignore[arg-type]
+                                        xs[k0:k])
+                    owner = alloc
+                    k0 = k
+            if owner is not None:
+                owner.run_freed(base + (k0 << PAGE_SHIFT), rs[k0:], xs[k0:])  # type: ignore[arg-type]
 
     def exit_mmap(self) -> int:
         """The last user of the address space is gone: tear every mapping down; returns
@@ -955,45 +954,50 @@ class Mm:
             yield blk, i, j, pfn
 
     def migrate_pages_to_system(self, moves: list[tuple[int, Page]]) -> None:
-        """For each ``(addr, device page)`` still mapped at ``addr``, install a new system
-        page with its value (the new pages are one new run).
+        """:meth:`migrate_entries_to_system` of ``(addr, device page)`` pairs."""
+        self.migrate_entries_to_system([a for a, _ in moves], [p.run for _, p in moves],
+                                       [p.idx for _, p in moves])
+
+    def migrate_entries_to_system(self, addrs: list[int], runs: list[PageRun],
+                                  idx: list[int]) -> None:
+        """For each device page ``(runs[k], idx[k])`` still mapped at ``addrs[k]``, install
+        a new system page with its value (the new pages are one new run).
 
         Kernel: migrate_vma_pages() + migrate_vma_finalize() for device-private source
         pages (drm_pagemap_migrate_to_ram(), drm_pagemap_evict_to_ram()) after the copy.
         The caller invalidated the span first (MMU_NOTIFY_MIGRATE).
         """
-        if not moves:
+        if not addrs:
             return
         pt = self._pt
         # The common case: a run of consecutive pages inside one block, each still mapped
         # where it was: one slice compare and one slice store per list.
-        lo = moves[0][0] >> PAGE_SHIFT
-        hi = lo + len(moves)
+        n = len(addrs)
+        lo = addrs[0] >> PAGE_SHIFT
+        hi = lo + n
         blk = pt.get(lo >> _BSHIFT)
         if (blk is not None and (hi - 1) >> _BSHIFT == lo >> _BSHIFT
-                and moves[-1][0] >> PAGE_SHIFT == hi - 1):
+                and addrs[-1] >> PAGE_SHIFT == hi - 1):
             i = lo & _BMASK
-            j = i + len(moves)
-            runs = [p.run for _, p in moves]
-            idx = [p.idx for _, p in moves]
+            j = i + n
             if blk[0][i:j] == runs and blk[1][i:j] == idx:
                 x0 = _one_run(runs, idx)            # type: ignore[arg-type]
-                vals = (runs[0].values[x0:x0 + j - i] if x0 >= 0
+                vals = (runs[0].values[x0:x0 + n] if x0 >= 0
                         else [r.values[x] for r, x in zip(runs, idx, strict=True)])
                 new = PageRun(vals)
-                blk[0][i:j] = [new] * (j - i)
-                blk[1][i:j] = range(j - i)
+                blk[0][i:j] = [new] * n
+                blk[1][i:j] = range(n)
                 return
-        still: list[tuple[int, Page]] = []
-        for addr, old in moves:
-            pfn = addr >> PAGE_SHIFT
+        still: list[tuple[int, int]] = []
+        for a, r, x in zip(addrs, runs, idx, strict=True):
+            pfn = a >> PAGE_SHIFT
             b = pt.get(pfn >> _BSHIFT)
-            if b is not None and b[0][pfn & _BMASK] is old.run and b[1][pfn & _BMASK] == old.idx:
-                still.append((addr, old))
+            if b is not None and b[0][pfn & _BMASK] is r and b[1][pfn & _BMASK] == x:
+                still.append((a, r.values[x]))
         if still:
-            new = PageRun([p.value for _, p in still])
-            for k, (addr, _) in enumerate(still):
-                pfn = addr >> PAGE_SHIFT
+            new = PageRun([v for _, v in still])
+            for k, (a, _) in enumerate(still):
+                pfn = a >> PAGE_SHIFT
                 b = pt[pfn >> _BSHIFT]
                 b[0][pfn & _BMASK] = new
                 b[1][pfn & _BMASK] = k

@@ -88,7 +88,7 @@ def migrate_to_devmem(alloc: VramAllocation, mm: Mm, start: int, end: int,
                           f"[{start:#x}, {end:#x}) can be collected (the others are device "
                           "pages)")
         mm.invalidate(start, end, NotifyEvent.MIGRATE, alloc.owner)
-        alloc.pages.set_span(start, mm.migrate_vma_pages(start, end, alloc))
+        alloc.pages.set_run(start, mm.migrate_vma_run(start, end, alloc))
     except XeError:
         alloc.release()
         raise

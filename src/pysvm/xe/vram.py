@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, cast
 
 from pysvm.drm.pagemap import Zdd
 from pysvm.errors import XeError
-from pysvm.mm.mmap import HMM_RANGE_DEFAULT_TIMEOUT_MS, PAGE_SHIFT, PAGE_SIZE, Mm, Page
+from pysvm.mm.mmap import HMM_RANGE_DEFAULT_TIMEOUT_MS, PAGE_SHIFT, PAGE_SIZE, Mm, Page, PageRun
 from pysvm.mm.mmu_notifier import NotifyEvent
 
 if TYPE_CHECKING:
@@ -66,31 +66,41 @@ def page_device(page: Page | None) -> Device | None:
 class DevicePages:
     """The live device pages of one allocation: address -> page.
 
-    The pages sit where the allocation was made as one slot per 4 KiB of its span (a
-    list) and a count, not a dict entry per page. A page that mremap() carried out of the
-    span (:meth:`move`) is kept in a dict beside the slots: the kernel's device page does
-    not know its CPU address at all, so wherever it is mapped it stays the allocation's.
+    The pages sit where the allocation was made as one slot per 4 KiB of its span, kept
+    as the page table keeps them: two lists, the run of each slot's page (None: no live
+    page there) and its index in the run, and a count. A migration fills the span with
+    one run (:meth:`set_run`), so freeing or evicting a whole range is a slice compare
+    and a slice store. A page that mremap() carried out of the span (:meth:`move`) is kept
+    in a dict beside the slots: the kernel's device page does not know its CPU address
+    at all, so wherever it is mapped it stays the allocation's.
 
     Offers the mapping operations the model uses (``get``, ``in``, ``len``, truth,
-    iteration over addresses in order, ``items``, item set and delete).
+    iteration over addresses in order, ``items``, item set and delete), pages given and
+    returned as :class:`pysvm.mm.mmap.Page` views.
     """
 
-    __slots__ = ("start", "_slots", "_n", "_away")
+    __slots__ = ("start", "_runs", "_idx", "_n", "_away")
 
     def __init__(self, start: int, size: int) -> None:
         self.start = start
-        self._slots: list[Page | None] = [None] * max(size >> PAGE_SHIFT, 1)
+        n = max(size >> PAGE_SHIFT, 1)
+        self._runs: list[PageRun | None] = [None] * n
+        self._idx: list[int] = [0] * n
         self._n = 0
         #: Pages mapped outside the span (moved there by mremap()), by address.
         self._away: dict[int, Page] = {}
 
     def _index(self, addr: int) -> int:
         i = (addr - self.start) >> PAGE_SHIFT
-        return i if 0 <= i < len(self._slots) and not addr & (PAGE_SIZE - 1) else -1
+        return i if 0 <= i < len(self._runs) and not addr & (PAGE_SIZE - 1) else -1
+
+    def _page(self, i: int) -> Page | None:
+        r = self._runs[i]
+        return Page.of(r, self._idx[i]) if r is not None else None
 
     def get(self, addr: int) -> Page | None:
         i = self._index(addr)
-        return self._slots[i] if i >= 0 else self._away.get(addr)
+        return self._page(i) if i >= 0 else self._away.get(addr)
 
     def __contains__(self, addr: object) -> bool:
         return isinstance(addr, int) and self.get(addr) is not None
@@ -105,9 +115,9 @@ class DevicePages:
         return iter([a for a, _ in self.items()])
 
     def items(self) -> list[tuple[int, Page]]:
-        start = self.start
-        out = [(start + (i << PAGE_SHIFT), p) for i, p in enumerate(self._slots)
-               if p is not None]
+        start, idx = self.start, self._idx
+        out = [(start + (i << PAGE_SHIFT), Page.of(r, idx[i]))
+               for i, r in enumerate(self._runs) if r is not None]
         if self._away:
             out = sorted([*out, *self._away.items()], key=operator.itemgetter(0))
         return out
@@ -119,30 +129,30 @@ class DevicePages:
                 raise KeyError(f"{addr:#x} is not page aligned")
             self._away[addr] = page
             return
-        if self._slots[i] is None:
+        if self._runs[i] is None:
             self._n += 1
-        self._slots[i] = page
+        self._runs[i] = page.run
+        self._idx[i] = page.idx
 
     def __delitem__(self, addr: int) -> None:
         i = self._index(addr)
         if i < 0:
             del self._away[addr]
             return
-        if self._slots[i] is None:
+        if self._runs[i] is None:
             raise KeyError(addr)
-        self._slots[i] = None
+        self._runs[i] = None
         self._n -= 1
 
     def live(self, addrs: list[int]) -> list[tuple[int, Page]]:
         """``(addr, page)`` for each of ``addrs`` that holds a live page, in address order."""
-        slots, start, n, away = self._slots, self.start, len(self._slots), self._away
+        runs, start, n, away = self._runs, self.start, len(self._runs), self._away
         out: list[tuple[int, Page]] = []
         for a in sorted(addrs):
             i = (a - start) >> PAGE_SHIFT
             if 0 <= i < n and not a & (PAGE_SIZE - 1):
-                p = slots[i]
-                if p is not None:
-                    out.append((a, p))
+                if runs[i] is not None:
+                    out.append((a, Page.of(cast("PageRun", runs[i]), self._idx[i])))
             elif a in away:
                 out.append((a, away[a]))
         return out
@@ -153,7 +163,7 @@ class DevicePages:
         their order."""
         if self._away:
             return None
-        slots = self._slots
+        slots = self._runs
         n = len(slots)
         if self._n == n:
             return [(0, n)]
@@ -178,7 +188,7 @@ class DevicePages:
         when a page lives outside the span: then only :meth:`live` knows them."""
         if self._away:
             return None
-        slots, start, n = self._slots, self.start, len(self._slots)
+        slots, start, n = self._runs, self.start, len(self._runs)
         idx = [i for a in sorted(addrs)
                if 0 <= (i := (a - start) >> PAGE_SHIFT) < n and not a & (PAGE_SIZE - 1)
                and slots[i] is not None]
@@ -194,28 +204,41 @@ class DevicePages:
         out.append((i0, prev + 1))
         return out
 
-    def live_in_runs(self, runs: list[tuple[int, int]]) -> list[tuple[int, Page]]:
-        """``(addr, page)`` for each slot of ``runs`` that still holds a page, in address
-        order: the same as :meth:`live` over the runs' addresses, without a per-address
-        lookup when a run is still whole."""
-        slots, start = self._slots, self.start
-        out: list[tuple[int, Page]] = []
+    def entries_in_runs(self, runs: list[tuple[int, int]]
+                        ) -> tuple[list[int], list[PageRun], list[int]]:
+        """The slots of ``runs`` that still hold a page, in address order, as three lists:
+        addresses, page runs, page indices (what :meth:`live` answers over the runs'
+        addresses, without a per-address lookup or a view per page when a run is whole)."""
+        slots, idx, start = self._runs, self._idx, self.start
+        addrs: list[int] = []
+        rs: list[PageRun] = []
+        xs: list[int] = []
         for i, j in runs:
             sl = slots[i:j]
             a = start + (i << PAGE_SHIFT)
             if None in sl:
-                out.extend([(a + ((k - i) << PAGE_SHIFT), p)
-                            for k, p in enumerate(sl, i) if p is not None])
+                for k, r in enumerate(sl, i):
+                    if r is not None:
+                        addrs.append(a + ((k - i) << PAGE_SHIFT))
+                        rs.append(r)
+                        xs.append(idx[k])
             else:
-                out.extend(zip(range(a, start + (j << PAGE_SHIFT), PAGE_SIZE),
-                               cast("list[Page]", sl), strict=True))
-        return out
+                addrs.extend(range(a, start + (j << PAGE_SHIFT), PAGE_SIZE))
+                rs.extend(cast("list[PageRun]", sl))
+                xs.extend(idx[i:j])
+        return addrs, rs, xs
+
+    def live_in_runs(self, runs: list[tuple[int, int]]) -> list[tuple[int, Page]]:
+        """``(addr, page)`` for each slot of ``runs`` that still holds a page, in address
+        order: :meth:`entries_in_runs` with a view per page."""
+        addrs, rs, xs = self.entries_in_runs(runs)
+        return [(a, Page.of(r, x)) for a, r, x in zip(addrs, rs, xs, strict=True)]
 
     def clear_runs(self, runs: list[tuple[int, int]]) -> bool:
         """Empty every slot of ``runs``: :meth:`discard` of :meth:`live_in_runs` when
         nothing moved the pages since (each is at its own slot). Returns whether any page
         is left (the truth of ``self`` afterwards)."""
-        slots = self._slots
+        slots = self._runs
         for i, j in runs:
             self._n -= (j - i) - slots[i:j].count(None)
             slots[i:j] = [None] * (j - i)
@@ -227,25 +250,31 @@ class DevicePages:
         if freed:                       # the common case: a run of pages at their slots
             a0 = freed[0][0]
             if (freed[-1][0] == a0 + ((len(freed) - 1) << PAGE_SHIFT)
-                    and self._clear_in_place(a0, [p for _, p in freed])):
+                    and self._clear_in_place(a0, [p.run for _, p in freed],
+                                             [p.idx for _, p in freed])):
                 return
         self._discard_each(freed)
 
     def discard_run(self, addr: int, pages: list[Page]) -> None:
         """:meth:`discard` of ``pages`` mapped at ``addr``, ``addr + 4 KiB``, ...: when
         each is at its own slot, one slice compare and one slice store."""
-        if not self._clear_in_place(addr, pages):
-            self._discard_each(list(zip(range(addr, addr + (len(pages) << PAGE_SHIFT),
-                                              PAGE_SIZE), pages, strict=True)))
+        self.discard_entries(addr, [p.run for p in pages], [p.idx for p in pages])
 
-    def _clear_in_place(self, addr: int, pages: list[Page]) -> bool:
-        """Empty the slots of ``pages`` mapped at ``addr``, ``addr + 4 KiB``, ... when each
+    def discard_entries(self, addr: int, runs: list[PageRun], idx: list[int]) -> None:
+        """:meth:`discard_run` of the pages ``(runs[k], idx[k])`` mapped at ``addr``,
+        ``addr + 4 KiB``, ... (given as the page table holds them)."""
+        if not self._clear_in_place(addr, runs, idx):
+            self._discard_each([(addr + (k << PAGE_SHIFT), Page.of(r, x))
+                                for k, (r, x) in enumerate(zip(runs, idx, strict=True))])
+
+    def _clear_in_place(self, addr: int, runs: list[PageRun], idx: list[int]) -> bool:
+        """Empty the slots of the pages mapped at ``addr``, ``addr + 4 KiB``, ... when each
         is at its own slot (True); otherwise change nothing (False)."""
-        slots = self._slots
+        slots = self._runs
         i = (addr - self.start) >> PAGE_SHIFT
-        j = i + len(pages)
+        j = i + len(runs)
         if (self._away or i < 0 or j > len(slots) or addr & (PAGE_SIZE - 1)
-                or slots[i:j] != pages):
+                or slots[i:j] != runs or self._idx[i:j] != idx):
             return False
         slots[i:j] = [None] * (j - i)
         self._n -= j - i
@@ -260,13 +289,23 @@ class DevicePages:
 
     def set_span(self, addr: int, pages: list[Page]) -> None:
         """Install ``pages`` at ``addr``, ``addr + 4 KiB``, ... (a migration's result)."""
-        slots = self._slots
+        self._set(addr, [p.run for p in pages], [p.idx for p in pages])
+
+    def set_run(self, addr: int, run: PageRun) -> None:
+        """Install every page of ``run`` at ``addr``, ``addr + 4 KiB``, ... (the run one
+        migration made)."""
+        n = len(run.values)
+        self._set(addr, [run] * n, list(range(n)))
+
+    def _set(self, addr: int, runs: list[PageRun], idx: list[int]) -> None:
+        slots = self._runs
         i = (addr - self.start) >> PAGE_SHIFT
-        j = i + len(pages)
+        j = i + len(runs)
         if not 0 <= i < len(slots) or j > len(slots) or addr & (PAGE_SIZE - 1):
-            raise KeyError(f"{addr:#x}+{len(pages)} pages is outside the allocation")
+            raise KeyError(f"{addr:#x}+{len(runs)} pages is outside the allocation")
         self._n += slots[i:j].count(None)
-        slots[i:j] = pages
+        slots[i:j] = runs
+        self._idx[i:j] = idx
 
     def move(self, moved: list[tuple[int, int, Page]]) -> None:
         """Each ``(old, new, page)`` whose page is at ``old`` is now at ``new``: every old
@@ -377,10 +416,10 @@ class VramAllocation:
         if not self.pages:
             self.release()
 
-    def run_freed(self, addr: int, pages: list[Page]) -> None:
-        """:meth:`pages_freed` of a run of pages mapped at consecutive addresses from
-        ``addr``."""
-        self.pages.discard_run(addr, pages)
+    def run_freed(self, addr: int, runs: list[PageRun], idx: list[int]) -> None:
+        """:meth:`pages_freed` of the pages ``(runs[k], idx[k])`` mapped at consecutive
+        addresses from ``addr``."""
+        self.pages.discard_entries(addr, runs, idx)
         if not self.pages:
             self.release()
 
@@ -506,7 +545,11 @@ def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int] | None = Non
         for i, j in runs:
             mm.invalidate(start + (i << PAGE_SHIFT), start + (j << PAGE_SHIFT),
                           NotifyEvent.MIGRATE, alloc.owner)
-        live = pages.live_in_runs(runs)
+        at, rs, xs = pages.entries_in_runs(runs)
+        # The pages still there after the notifiers ran go: a system copy replaces each
+        # one the page table still maps, then the device pages are freed in address order.
+        mm.migrate_entries_to_system(at, rs, xs)
+        moved = len(at)
     else:                       # a page lives outside the span: address by address
         addrs = [a for a, _ in pages.live(addrs or [])]
         if not addrs:
@@ -514,10 +557,8 @@ def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int] | None = Non
         for s, e in _contiguous(addrs):
             mm.invalidate(s, e, NotifyEvent.MIGRATE, alloc.owner)
         live = pages.live(addrs)
-    # The pages still there after the notifiers ran go: a system copy replaces each one
-    # the page table still maps, then the device pages are freed in address order.
-    mm.migrate_pages_to_system(live)
-    moved = len(live)
+        mm.migrate_pages_to_system(live)
+        moved = len(live)
     if runs is not None:
         # pages_freed() of every page left in the runs, each still at its own slot
         # (migrate_pages_to_system() leaves the slots alone)
@@ -550,8 +591,8 @@ def migrate_to_ram(mm: Mm, addr: int, alloc: VramAllocation) -> None:
     size = max(alloc.size, PAGE_SIZE)
     start = max(addr - addr % size, vma.start)
     end = min(addr - addr % size + size, vma.end)
-    addrs = [a for a, p in zip(range(start, end, PAGE_SIZE), mm.pages(start, end),
-                               strict=False) if p is not None and p.alloc is alloc]
+    addrs = [a for a, r in zip(range(start, end, PAGE_SIZE), mm.slots(start, end)[0],
+                               strict=False) if r is not None and r.alloc is alloc]
     if not addrs:               # the page moved meanwhile: still make progress
         addrs = [addr - addr % PAGE_SIZE]
     _move_to_system(mm, alloc, addrs)
@@ -599,8 +640,8 @@ def evict_range(mm: Mm, start: int, end: int) -> int:
     ignore): allocations after the one whose migration ended past it stay in VRAM.
     """
     by_alloc: dict[int, tuple[VramAllocation, list[int]]] = {}
-    for a, p in zip(range(start, end, PAGE_SIZE), mm.pages(start, end), strict=False):
-        al = p.alloc if p is not None else None
+    for a, r in zip(range(start, end, PAGE_SIZE), mm.slots(start, end)[0], strict=False):
+        al = r.alloc if r is not None else None
         if isinstance(al, VramAllocation):
             by_alloc.setdefault(al.id, (al, []))[1].append(a)
     moved = 0
