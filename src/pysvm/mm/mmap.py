@@ -51,8 +51,8 @@ from pysvm.mm.interval_tree import IntervalTree
 from pysvm.mm.mmu_notifier import Callback, IntervalNotifier, NotifierRange, NotifyEvent
 
 __all__ = ["PAGE_SHIFT", "PAGE_SIZE", "MAX_ACCESS_BYTES", "MAX_READ_BYTES", "CpuVma", "Mm",
-           "Page", "PageRun", "PageSnap", "DevmemOwner", "FaultedPages", "check_access_size",
-           "MREMAP_MAYMOVE", "MREMAP_FIXED", "MREMAP_DONTUNMAP", "TASK_SIZE",
+           "Page", "PageRun", "PageSnap", "idx_range", "DevmemOwner", "FaultedPages",
+           "check_access_size", "MREMAP_MAYMOVE", "MREMAP_FIXED", "MREMAP_DONTUNMAP", "TASK_SIZE",
            "HMM_RANGE_DEFAULT_TIMEOUT_MS"]
 
 PAGE_SHIFT = 12
@@ -266,6 +266,16 @@ class Page:
         return f"Page({self.value}, {where})"
 
 
+#: 0, 1, 2, ...: page indices are sliced from here, so every slot holding index k shares
+#: one int object (ints past 256 are not cached by CPython) and a compare is a slice.
+_IDX = list(range(4 * _BLOCK))
+
+
+def idx_range(i: int, j: int) -> list[int]:
+    """``list(range(i, j))``, its ints shared with every other such list."""
+    return _IDX[i:j] if j <= len(_IDX) else list(range(i, j))
+
+
 def _one_run(rs: list[PageRun | None], xs: list[int]) -> int:
     """When the entries ``rs``/``xs`` are consecutive pages of one run, the index of the
     first; else -1. (C-level list operations only.)"""
@@ -274,7 +284,7 @@ def _one_run(rs: list[PageRun | None], xs: list[int]) -> int:
     if r is None or rs.count(r) != n:
         return -1
     x0 = xs[0]
-    if xs[-1] - x0 != n - 1 or (n > 2 and xs != list(range(x0, x0 + n))):
+    if xs[-1] - x0 != n - 1 or (n > 2 and xs != idx_range(x0, x0 + n)):
         return -1
     return x0
 
@@ -930,7 +940,7 @@ class Mm:
         k = 0
         for blk, i, j, _ in self._block_slots(start, end):
             blk[0][i:j] = [run] * (j - i)
-            blk[1][i:j] = range(k, k + j - i)
+            blk[1][i:j] = idx_range(k, k + j - i)
             k += j - i
         return run
 
@@ -986,7 +996,7 @@ class Mm:
                         else [r.values[x] for r, x in zip(runs, idx, strict=True)])
                 new = PageRun(vals)
                 blk[0][i:j] = [new] * n
-                blk[1][i:j] = range(n)
+                blk[1][i:j] = idx_range(0, n)
                 return
         still: list[tuple[int, int]] = []
         for a, r, x in zip(addrs, runs, idx, strict=True):
@@ -1071,7 +1081,7 @@ class Mm:
             rs = blk[0][i:j]
             if rs.count(None) == n:         # fresh memory populates as zero pages
                 blk[0][i:j] = [PageRun([0] * n)] * n
-                blk[1][i:j] = range(n)
+                blk[1][i:j] = idx_range(0, n)
                 out.extend([0] * n)
                 continue
             xs = blk[1][i:j]
@@ -1086,7 +1096,8 @@ class Mm:
                     out.extend([r.values[x] for r, x in zip(rs, xs, strict=True)])  # type: ignore[union-attr]
                     continue
             runs, idx = blk
-            for k in range(i, j):
+            k = i
+            while k < j:
                 r = runs[k]
                 if r is None:
                     runs[k] = PageRun([0])
@@ -1096,6 +1107,16 @@ class Mm:
                     out.append(r.values[idx[k]])
                 else:
                     out.append(self._cpu_fault((pfn + k - i) << PAGE_SHIFT).value)
+                    # The fault brought a window back: the rest of the block may be one
+                    # run of system pages now, read as a slice.
+                    rest = runs[k + 1:j]
+                    if rest:
+                        x0 = _one_run(rest, idx[k + 1:j])
+                        r0 = rest[0]
+                        if x0 >= 0 and r0 is not None and r0.alloc is None:
+                            out.extend(r0.values[x0:x0 + j - k - 1])
+                            break
+                k += 1
         return out
 
     def cpu_write(self, addr: int, size: int, value: int) -> None:
@@ -1112,7 +1133,7 @@ class Mm:
             rs = blk[0][i:j]
             if rs.count(None) == n:                 # fresh memory: one new run
                 blk[0][i:j] = [PageRun([value] * n)] * n
-                blk[1][i:j] = range(n)
+                blk[1][i:j] = idx_range(0, n)
                 continue
             if None not in rs:
                 xs = blk[1][i:j]

@@ -31,7 +31,15 @@ from typing import TYPE_CHECKING, cast
 
 from pysvm.drm.pagemap import Zdd
 from pysvm.errors import XeError
-from pysvm.mm.mmap import HMM_RANGE_DEFAULT_TIMEOUT_MS, PAGE_SHIFT, PAGE_SIZE, Mm, Page, PageRun
+from pysvm.mm.mmap import (
+    HMM_RANGE_DEFAULT_TIMEOUT_MS,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    Mm,
+    Page,
+    PageRun,
+    idx_range,
+)
 from pysvm.mm.mmu_notifier import NotifyEvent
 
 if TYPE_CHECKING:
@@ -182,6 +190,33 @@ class DevicePages:
             out.append((i, n))
         return out
 
+    def moved_away(self) -> bool:
+        """Whether a page lives outside the span (mremap() moved it there)."""
+        return bool(self._away)
+
+    def runs_in(self, start: int, end: int) -> list[tuple[int, int]]:
+        """:meth:`runs_among` the addresses of ``[start, end)`` (no page away): the slots
+        of the span holding a live page, as runs ``[i, j)`` of slot indices."""
+        i = max((start - self.start) >> PAGE_SHIFT, 0)
+        j = min((end - self.start) >> PAGE_SHIFT, len(self._runs))
+        if i >= j:
+            return []
+        sl = self._runs[i:j]
+        if None not in sl:
+            return [(i, j)]
+        out: list[tuple[int, int]] = []
+        k0 = -1
+        for k, r in enumerate(sl, i):
+            if r is None:
+                if k0 >= 0:
+                    out.append((k0, k))
+                    k0 = -1
+            elif k0 < 0:
+                k0 = k
+        if k0 >= 0:
+            out.append((k0, j))
+        return out
+
     def runs_among(self, addrs: list[int]) -> list[tuple[int, int]] | None:
         """The slots among the distinct ``addrs`` that hold a live page, as runs ``[i, j)``
         of slot indices in address order (what :meth:`runs` is for the whole span); None
@@ -295,7 +330,7 @@ class DevicePages:
         """Install every page of ``run`` at ``addr``, ``addr + 4 KiB``, ... (the run one
         migration made)."""
         n = len(run.values)
-        self._set(addr, [run] * n, list(range(n)))
+        self._set(addr, [run] * n, idx_range(0, n))
 
     def _set(self, addr: int, runs: list[PageRun], idx: list[int]) -> None:
         slots = self._runs
@@ -591,8 +626,16 @@ def migrate_to_ram(mm: Mm, addr: int, alloc: VramAllocation) -> None:
     size = max(alloc.size, PAGE_SIZE)
     start = max(addr - addr % size, vma.start)
     end = min(addr - addr % size + size, vma.end)
-    addrs = [a for a, r in zip(range(start, end, PAGE_SIZE), mm.slots(start, end)[0],
-                               strict=False) if r is not None and r.alloc is alloc]
+    rs = mm.slots(start, end)[0]
+    r0 = rs[0] if rs else None
+    if (r0 is not None and r0.alloc is alloc and rs.count(r0) == len(rs)
+            and not alloc.pages.moved_away()):
+        # The common case: the window is all this allocation's pages, each at its slot
+        # or gone from it: the slots tell the runs without a look per address.
+        _move_to_system(mm, alloc, runs=alloc.pages.runs_in(start, end))
+        return
+    addrs = [a for a, r in zip(range(start, end, PAGE_SIZE), rs, strict=False)
+             if r is not None and r.alloc is alloc]
     if not addrs:               # the page moved meanwhile: still make progress
         addrs = [addr - addr % PAGE_SIZE]
     _move_to_system(mm, alloc, addrs)
