@@ -1,6 +1,6 @@
-"""The page table's filled blocks (pysvm.mm.mmap.Mm): a CPU write over whole 2 MiB blocks
-keeps one value per block instead of 512 Page objects; everything a caller can observe
-must be what the page-by-page table gave.
+"""The page table's slice paths (pysvm.mm.mmap.Mm): a CPU write over whole 2 MiB blocks
+makes one run of pages holding the value, reads and migrations of one run are slices;
+everything a caller can observe must be what a page-by-page table would give.
 
 Checked against a plain reference (address -> value, populated or not) over random
 sequences of CPU writes and reads, migrations to a device and back, munmap/mmap, mremap

@@ -8,23 +8,25 @@ migrate_vma_pages() of mm/migrate_device.c.
 Model
 -----
 * Memory is counted in 4 KiB pages; a page's contents are one ``int``.
-* Each populated page is a :class:`Page` object (a "physical page"). A device
-  page is a :class:`Page` whose ``alloc`` names the VRAM allocation holding it
-  (the kernel's device-private page with its zone-device data). Migration
-  replaces the Page object in the page table by a new one with the same value,
-  so a GPU mapping that still points at the old object is *stale* and a check
-  can tell (:meth:`Mm.page_at` is the truth).
+* Physical pages are made in runs: a :class:`PageRun` is the pages one operation
+  made together (one populate of a span, one migration, one copy back to system
+  memory), with their values in one list and one ``alloc`` (the VRAM allocation
+  holding them, the kernel's device-private pages with their zone-device data;
+  None for system pages). A physical page is ``(run, index)``. The page table
+  keeps, per 2 MiB block, two lists of 512 slots: the run of each slot's page and
+  its index in the run. Migration installs a *new* run, so a GPU mapping that still
+  holds the old entries is *stale* and a check can tell (:meth:`Mm.same_slots`;
+  :meth:`Mm.page_at` is the truth). :class:`Page` is a view of one page (equal
+  views: the same page).
 * A page that was never touched is not populated; it reads as 0 and
   populating it (CPU touch, GPU fault, migration) creates a zero page.
-* A whole 2 MiB block of system pages that the CPU filled with one value is kept
-  as that value until something needs its pages one by one (``page_at``,
-  ``pages``, ``hmm_range_fault``, a partial write, ...): then its 512 Page
-  objects are made, each holding the value. Reads, munmap, check_pages and a
-  migration of the whole block to a device work from the value directly.
+* Whole spans are handled as slices: a write of fresh memory is one new run
+  holding the value, a read of one run's consecutive pages is one slice of its
+  values, a migration of a range is one new run and two slice stores.
 * ``mmap`` over existing mappings behaves as ``MAP_FIXED``: the old mappings
   are unmapped first (firing the notifiers), as Linux does.
 * ``mremap`` moves page-table entries, so a page (a device page included)
-  keeps its object and its owner hears the new address
+  keeps its identity (its run and index) and its owner hears the new address
   (:meth:`DevmemOwner.pages_moved`); ``mprotect`` toggles ``read_only``.
 * MMU interval notifiers are called synchronously with an
   :class:`NotifierRange` whose ``event`` is a :class:`NotifyEvent`; each call
@@ -516,7 +518,7 @@ class Mm:
         A move (move_vma()) sends MMU_NOTIFY_UNMAP over the old span (move_page_tables()
         calls mmu_notifier_invalidate_range_start() before it moves any entry), copies the
         VMA with its protection (copy_vma()) and moves every page-table entry: system pages
-        and device pages alike keep their Page object, so a device-private page stays in
+        and device pages alike keep their (run, index) entry, so a device-private page stays in
         VRAM and its owner hears :meth:`DevmemOwner.pages_moved` (move_ptes() moves the
         device-private swap entry as it is). Then the old span is unmapped
         (unmap_source_vma(): a second UNMAP over now empty page tables) unless

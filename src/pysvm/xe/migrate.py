@@ -7,8 +7,8 @@ migrate_to_ram callback) and xe_drm_pagemap_populate_mm() in xe_svm.c.
 Every move fires the MMU notifiers with ``MMU_NOTIFY_MIGRATE`` over the pages
 moved (migrate_vma_setup / migrate_device_range do), so GPU mappings of the
 old pages are zapped before the page table changes. A move copies each page's
-value into a new :class:`pysvm.mm.mmap.Page` and installs it, then frees the old
-page; values are never lost or duplicated.
+value into a new page (one new :class:`pysvm.mm.mmap.PageRun` per move) and installs
+it, then frees the old page; values are never lost or duplicated.
 
 Pagemap references: one clear place. An allocation's zdd
 (:class:`pysvm.drm.pagemap.Zdd`, made by :func:`populate_mm`) takes a reference on its

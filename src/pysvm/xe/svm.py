@@ -11,8 +11,9 @@ ops table (:class:`pysvm.drm.gpusvm.GpuSvmOps`: invalidate, the pagemap of devic
 pages, eviction).
 
 GPU mappings of SVM ranges are modelled by ``range.tile_present`` /
-``range.tile_invalidated`` and the page objects ``range.pages`` captured by
-get_pages: the GPU reads and writes through those objects. The invariant that
+``range.tile_invalidated`` and the page-table entries ``range.pages`` captured by
+get_pages (a :class:`pysvm.mm.mmap.PageSnap`): the GPU reads and writes the pages
+those entries name. The invariant that
 :meth:`Svm.check_invariants` verifies after every step in tests and the fuzzer
 is that every *valid* GPU mapping points at exactly the pages the CPU page
 table holds now (so no GPU mapping of unmapped or moved memory survives).

@@ -9,8 +9,8 @@ Model
 -----
 A :class:`Vram` has a byte capacity and an LRU-ordered set of
 :class:`VramAllocation`. An allocation is created for one SVM range at a time
-(size = range size) and owns the device pages migrated into it (each a
-:class:`pysvm.mm.mmap.Page` whose ``alloc`` is the allocation, holding its value).
+(size = range size) and owns the device pages migrated into it (the one
+:class:`pysvm.mm.mmap.PageRun` its migration made, whose ``alloc`` is the allocation).
 When its last page goes away (migrated back, munmapped) the allocation is
 released: its bytes return to the VRAM and its pagemap reference is dropped
 (the zdd's last put). Allocating more than is free first evicts the least
