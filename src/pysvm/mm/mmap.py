@@ -1231,13 +1231,18 @@ class Mm:
                 i = lo & _BMASK
                 j = i + ((end - start) >> PAGE_SHIFT)
                 rs = blk[0][i:j]
-                if None not in rs:
+                r0 = rs[0]
+                if r0 is not None and rs.count(r0) == j - i:     # one run (a migration's)
+                    allocs = {r0.alloc}
+                elif None not in rs:
                     allocs = {r.alloc for r in set(rs)}      # type: ignore[union-attr]
-                    if len(allocs) == 1:
-                        only = allocs.pop()
-                        if only is None or only.owner is owner:
-                            return FaultedPages(rs, blk[1][i:j], only,  # type: ignore[arg-type]
-                                                True)
+                else:
+                    allocs = set()
+                if len(allocs) == 1:
+                    only = allocs.pop()
+                    if only is None or only.owner is owner:
+                        return FaultedPages(rs, blk[1][i:j], only,  # type: ignore[arg-type]
+                                            True)
         runs: list[PageRun] = []
         idxs: list[int] = []
         owners: dict[int, object] = {}      # per allocation, looked up once per call
