@@ -529,15 +529,23 @@ class Vram:
         if size > self.capacity:
             raise XeError(errno.ENOMEM, f"{self.device_name}: {size:#x} bytes exceed the "
                           f"VRAM capacity {self.capacity:#x}")
-        if self.capacity - self.used < size:
-            # Snapshot the LRU only when something must go (evicting edits it).
-            for victim in list(self.allocations.values()):
-                if self.capacity - self.used >= size:
-                    break
-                if victim in keep:
-                    continue
-                evict_to_ram(victim)
-                self.stats["evictions_pressure"] += 1
+        # Evict from the least recently used end until the request fits, one victim at a
+        # time: each is the first allocation in LRU order not kept and not tried yet.
+        # (Copying the whole LRU for each allocation under pressure made a long run
+        # quadratic in the number of allocations.) The same victims, in the same order, as
+        # walking a snapshot taken here: nothing reorders the LRU while it runs, evicting
+        # one allocation releases no other (only its own last page frees it) and makes
+        # none.
+        tried: set[int] = set()
+        allocations = self.allocations
+        while self.capacity - self.used < size:
+            victim = next((v for v in allocations.values()
+                           if v.id not in tried and v not in keep), None)
+            if victim is None:
+                break
+            tried.add(victim.id)
+            evict_to_ram(victim)
+            self.stats["evictions_pressure"] += 1
         if self.capacity - self.used < size:
             raise XeError(errno.ENOMEM, f"{self.device_name}: out of VRAM ({self.free_bytes:#x} "
                           f"free, {size:#x} needed)")
