@@ -1014,6 +1014,10 @@ class Mm:
                 b[0][pfn & _BMASK] = new
                 b[1][pfn & _BMASK] = k
 
+    def populated_count(self) -> int:
+        """How many pages are populated (C-level counts, no object per page)."""
+        return sum(_BLOCK - rs.count(None) for rs, _ in self._pt.values())
+
     def populated_pages(self) -> Iterator[tuple[int, Page]]:
         """Every populated page as ``(address, page)``, in no particular order."""
         return iter([(((b << _BSHIFT) + i) << PAGE_SHIFT, Page.of(r, xs[i]))

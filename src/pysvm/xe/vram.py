@@ -110,6 +110,17 @@ class DevicePages:
         i = self._index(addr)
         return self._page(i) if i >= 0 else self._away.get(addr)
 
+    def holds(self, addr: int, runs: list[PageRun | None], idx: list[int]) -> bool:
+        """Whether the pages ``(runs[k], idx[k])`` mapped at ``addr + k * 4 KiB`` are all
+        live pages of this allocation at those addresses (slice compares when the span is
+        inside the allocation's own; page by page for pages mremap() moved away)."""
+        i = self._index(addr)
+        j = i + len(runs)
+        if i >= 0 and j <= len(self._runs):
+            return self._runs[i:j] == runs and self._idx[i:j] == idx
+        return all(r is not None and self.get(addr + (k << PAGE_SHIFT)) == Page.of(r, x)
+                   for k, (r, x) in enumerate(zip(runs, idx, strict=True)))
+
     def __contains__(self, addr: object) -> bool:
         return isinstance(addr, int) and self.get(addr) is not None
 
