@@ -121,7 +121,7 @@ def test_hmm_range_fault_said_uniform_for_system_and_device_pages() -> None:
     assert seen == {True, False}
 
 
-def test_whole_block_write_makes_no_page_objects_until_one_is_needed() -> None:
+def test_whole_block_write_is_one_run_of_real_pages() -> None:
     mm = Mm()
     mm.mmap(A, 2 * BLOCK)
     mm.cpu_write(A, 2 * BLOCK, 7)
@@ -130,9 +130,9 @@ def test_whole_block_write_makes_no_page_objects_until_one_is_needed() -> None:
     assert mm.collectable(A, A + 2 * BLOCK) == 1024
     first = mm.page_at(A + P)
     assert first is not None and first.value == 7 and first.alloc is None
-    first.value = 9                     # the page is a real page from now on
+    first.value = 9                     # a write through the view changes that page only
     assert mm.cpu_read(A, 3 * P) == [7, 9, 7]
-    # migrating the untouched block builds device pages straight from its value
+    # migrating the other block makes its device pages from the values in one run
     dev = FakeOwner()
     new = mm.migrate_vma_pages(A + BLOCK, A + 2 * BLOCK, dev)
     assert len(new) == 512 and {p.value for p in new} == {7}
