@@ -182,23 +182,30 @@ class DevicePages:
         their order."""
         if self._away:
             return None
-        slots = self._runs
-        n = len(slots)
+        n = len(self._runs)
         if self._n == n:
             return [(0, n)]
-        out: list[tuple[int, int]] = []
         if not self._n:
-            return out
-        i = -1
-        for k, p in enumerate(slots):
-            if p is None:
-                if i >= 0:
-                    out.append((i, k))
-                    i = -1
-            elif i < 0:
-                i = k
-        if i >= 0:
-            out.append((i, n))
+            return []
+        return self._live_runs(0, n)
+
+    def _live_runs(self, i: int, j: int) -> list[tuple[int, int]]:
+        """The slots of ``[i, j)`` holding a live page, as runs ``[a, b)`` of slot
+        indices in order."""
+        sl = self._runs[i:j]
+        if None not in sl:
+            return [(i, j)] if i < j else []
+        out: list[tuple[int, int]] = []
+        k0 = -1
+        for k, r in enumerate(sl, i):
+            if r is None:
+                if k0 >= 0:
+                    out.append((k0, k))
+                    k0 = -1
+            elif k0 < 0:
+                k0 = k
+        if k0 >= 0:
+            out.append((k0, j))
         return out
 
     def moved_away(self) -> bool:
@@ -212,21 +219,7 @@ class DevicePages:
         j = min((end - self.start) >> PAGE_SHIFT, len(self._runs))
         if i >= j:
             return []
-        sl = self._runs[i:j]
-        if None not in sl:
-            return [(i, j)]
-        out: list[tuple[int, int]] = []
-        k0 = -1
-        for k, r in enumerate(sl, i):
-            if r is None:
-                if k0 >= 0:
-                    out.append((k0, k))
-                    k0 = -1
-            elif k0 < 0:
-                k0 = k
-        if k0 >= 0:
-            out.append((k0, j))
-        return out
+        return self._live_runs(i, j)
 
     def runs_among(self, addrs: list[int]) -> list[tuple[int, int]] | None:
         """The slots among the distinct ``addrs`` that hold a live page, as runs ``[i, j)``
