@@ -27,7 +27,7 @@ def _run_addrs(runs: list[tuple[int, int]]) -> list[int]:
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_runs_and_live_in_runs_match_items_and_live(seed: int) -> None:
+def test_runs_and_entries_in_runs_match_items_and_live(seed: int) -> None:
     rnd = random.Random(seed)
     n = rnd.choice([1, 2, 7, 16, 64])
     dp = DevicePages(A, n * K4)
@@ -41,7 +41,7 @@ def test_runs_and_live_in_runs_match_items_and_live(seed: int) -> None:
     # runs are maximal: neither touching nor empty
     assert all(i < j for i, j in runs)
     assert all(j0 < i1 for (_, j0), (i1, _) in zip(runs, runs[1:], strict=False))
-    assert dp.live_in_runs(runs) == dp.live(addrs)
+    assert _entries_as_pages(dp, runs) == dp.live(addrs)
     # runs_among(): the same runs over any distinct addresses, in or out of the span,
     # aligned or not, in any order
     cand = [A + k * K4 for k in range(-2, n + 2)] + [A + 1, A + 5 * K4 + 8]
@@ -55,7 +55,7 @@ def test_runs_and_live_in_runs_match_items_and_live(seed: int) -> None:
     # holes punched after the runs were taken are skipped, as live() skips them
     for a in addrs[::3]:
         del dp[a]
-    assert dp.live_in_runs(runs) == dp.live(addrs)
+    assert _entries_as_pages(dp, runs) == dp.live(addrs)
     other = DevicePages(A, n * K4)
     for a, p in dp.items():
         other[a] = p
@@ -66,18 +66,27 @@ def test_runs_and_live_in_runs_match_items_and_live(seed: int) -> None:
     assert not dp and len(dp) == 0
 
 
-def test_set_span_installs_inside_the_allocation_only() -> None:
+def _entries_as_pages(dp: DevicePages, runs: list[tuple[int, int]]) -> list[tuple[int, Page]]:
+    at, rs, xs = dp.entries_in_runs(runs)
+    return [(a, Page.of(r, x)) for a, r, x in zip(at, rs, xs, strict=True)]
+
+
+def _set_pages(dp: DevicePages, addr: int, pages: list[Page]) -> None:
+    dp.set_entries(addr, [p.run for p in pages], [p.idx for p in pages])
+
+
+def test_set_entries_installs_inside_the_allocation_only() -> None:
     dp = DevicePages(A, 4 * K4)
     pages = [Page(k) for k in range(2)]
     for addr, n in [(A - K4, 1), (A + 4 * K4, 0), (A + 4 * K4, 1), (A + 3 * K4, 2),
                     (A + 1, 1)]:                  # before, at/after the end, unaligned
         with pytest.raises(KeyError):
-            dp.set_span(addr, pages[:n])
+            _set_pages(dp, addr, pages[:n])
         assert not dp and dp.items() == []       # changes nothing
-    dp.set_span(A + 2 * K4, pages)
-    dp.set_span(A + 3 * K4, pages[1:])           # over a live page: counted once
+    _set_pages(dp, A + 2 * K4, pages)
+    _set_pages(dp, A + 3 * K4, pages[1:])           # over a live page: counted once
     assert dp.items() == [(A + 2 * K4, pages[0]), (A + 3 * K4, pages[1])] and len(dp) == 2
-    dp.set_span(A + 4 * K4 - K4, [])             # an empty span inside: nothing to do
+    _set_pages(dp, A + 4 * K4 - K4, [])             # an empty span inside: nothing to do
     assert len(dp) == 2
 
 
@@ -103,7 +112,7 @@ def _setup(holes: list[int], npages: int = 16) -> tuple[Mm, VramAllocation,
     for k in range(npages):
         mm.cpu_write(A + k * K4, K4, 100 + k)
     alloc = vram.alloc(mm, A, npages * K4)
-    alloc.pages.set_span(A, mm.migrate_vma_pages(A, A + npages * K4, alloc))
+    alloc.pages.set_run(A, mm.migrate_vma_run(A, A + npages * K4, alloc))
     for k in holes:
         vram_mod._move_to_system(mm, alloc, [A + k * K4])
     calls: list[tuple[int, int]] = []

@@ -321,7 +321,7 @@ def test_device_pages_bookkeeping_follows_moves_out_of_and_back_into_the_span() 
     from pysvm.xe.vram import DevicePages
     dp = DevicePages(A, 4 * P)
     pages = [Page(k) for k in range(4)]
-    dp.set_span(A, pages)
+    dp.set_entries(A, [p.run for p in pages], [p.idx for p in pages])
     dp.move([(A, B, pages[0]), (A + P, B + P, pages[1]), (A + 2 * P, A + 9 * P, Page(9))])
     assert len(dp) == 4 and dp.get(A) is None and dp.get(B) is pages[0]
     assert dp.get(A + 2 * P) == pages[2]           # not the page named: it stays
@@ -338,8 +338,8 @@ def test_device_pages_bookkeeping_follows_moves_out_of_and_back_into_the_span() 
         del dp[B]
 
 
-def test_device_pages_discard_run_matches_discard_of_the_same_pairs() -> None:
-    # DevicePages.discard_run(addr, pages) is discard() of (addr + k * 4 KiB, pages[k]):
+def test_device_pages_discard_entries_matches_discard_of_the_same_pairs() -> None:
+    # DevicePages.discard_entries(addr, runs, idx) is discard() of (addr + k * 4 KiB, page k):
     # its one-slice path (each page at its own slot) and its fallback (a page moved
     # away, a page that is not the one at the slot, a run past the span) agree with it.
     from pysvm.xe.vram import DevicePages
@@ -347,7 +347,7 @@ def test_device_pages_discard_run_matches_discard_of_the_same_pairs() -> None:
     def fresh() -> tuple[DevicePages, list[Page]]:
         dp = DevicePages(A, 8 * P)
         pages = [Page(k) for k in range(8)]
-        dp.set_span(A, pages)
+        dp.set_entries(A, [p.run for p in pages], [p.idx for p in pages])
         return dp, pages
 
     def cases(pages: list[Page]) -> list[tuple[int, list[Page]]]:
@@ -360,12 +360,12 @@ def test_device_pages_discard_run_matches_discard_of_the_same_pairs() -> None:
         ref, rpages = fresh()
         addr, run = cases(pages)[k]
         raddr, rrun = cases(rpages)[k]
-        dp.discard_run(addr, run)
+        dp.discard_entries(addr, [p.run for p in run], [p.idx for p in run])
         ref.discard(list(zip(range(raddr, raddr + len(rrun) * P, P), rrun, strict=True)))
         assert [(a, p.value) for a, p in dp.items()] == \
             [(a, p.value) for a, p in ref.items()], k
         assert len(dp) == len(ref)
     dp, pages = fresh()
     dp.move([(A, B, pages[0])])                   # away: the slice path is not taken
-    dp.discard_run(B, pages[:1])
+    dp.discard_entries(B, [pages[0].run], [pages[0].idx])
     assert B not in dp and len(dp) == 7

@@ -20,7 +20,7 @@ K4 = PAGE_SIZE
 
 def _populate(vram: Vram, mm: Mm, addr: int, npages: int) -> VramAllocation:
     alloc = vram.alloc(mm, addr, npages * K4)
-    alloc.pages.set_span(addr, mm.migrate_vma_pages(addr, addr + npages * K4, alloc))
+    alloc.pages.set_run(addr, mm.migrate_vma_run(addr, addr + npages * K4, alloc))
     return alloc
 
 

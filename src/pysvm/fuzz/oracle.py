@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuvm_core.fuzz import Failure
+from pysvm.mm.mmap import entry_values
 from pysvm.trace.engine import Engine
 from pysvm.world import MAIN_PROCESS, World
 from pysvm.xe.host import INJECTION_POINTS
@@ -475,7 +476,7 @@ class SvmChecker:
             populated += len(rs) - rs.count(None)
             addrs = range(v.start, v.end, PAGE)
             want = list(map(shadow.get, addrs))
-            got = [r.values[x] if r is not None else 0 for r, x in zip(rs, xs, strict=True)]
+            got = entry_values(rs, xs)
             if got != want:
                 k = next(k for k, (g, w) in enumerate(zip(got, want, strict=True)) if g != w)
                 if want[k] is None:

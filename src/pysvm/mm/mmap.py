@@ -53,9 +53,9 @@ from pysvm.mm.interval_tree import IntervalTree
 from pysvm.mm.mmu_notifier import Callback, IntervalNotifier, NotifierRange, NotifyEvent
 
 __all__ = ["PAGE_SHIFT", "PAGE_SIZE", "MAX_ACCESS_BYTES", "MAX_READ_BYTES", "CpuVma", "Mm",
-           "Page", "PageRun", "PageSnap", "idx_range", "DevmemOwner", "FaultedPages",
-           "check_access_size", "MREMAP_MAYMOVE", "MREMAP_FIXED", "MREMAP_DONTUNMAP", "TASK_SIZE",
-           "HMM_RANGE_DEFAULT_TIMEOUT_MS"]
+           "Page", "PageRun", "PageSnap", "idx_range", "entry_values", "DevmemOwner",
+           "FaultedPages", "check_access_size", "MREMAP_MAYMOVE", "MREMAP_FIXED",
+           "MREMAP_DONTUNMAP", "TASK_SIZE", "HMM_RANGE_DEFAULT_TIMEOUT_MS"]
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -291,6 +291,18 @@ def _one_run(rs: list[PageRun | None], xs: list[int]) -> int:
     return x0
 
 
+def entry_values(rs: list[PageRun | None], xs: list[int]) -> list[int]:
+    """The values of the pages ``(rs[k], xs[k])`` (0 where ``rs[k]`` is None: not
+    populated): one slice when they are consecutive pages of one run."""
+    n = len(rs)
+    if not n or rs.count(None) == n:
+        return [0] * n
+    x0 = _one_run(rs, xs)
+    if x0 >= 0:
+        return cast("PageRun", rs[0]).values[x0:x0 + n]
+    return [r.values[x] if r is not None else 0 for r, x in zip(rs, xs, strict=True)]
+
+
 class PageSnap:
     """The pages a device captured over a span (what drm_gpusvm_get_pages() DMA-maps):
     the page-table entries as they were, ``runs[k]``/``idx[k]`` for page ``k``. When one
@@ -341,7 +353,7 @@ class PageSnap:
         run = self.run
         if run is not None:
             return run.values[self.x0 + i:self.x0 + j]
-        return [r.values[x] for r, x in zip(self.runs[i:j], self.idx[i:j], strict=True)]
+        return entry_values(self.runs[i:j], self.idx[i:j])      # type: ignore[arg-type]
 
     def write(self, i: int, j: int, value: int) -> None:
         """Store ``value`` in pages ``[i, j)``."""
@@ -920,25 +932,7 @@ class Mm:
         the driver copied the data. The caller invalidated the span first
         (migrate_vma_setup() does, with MMU_NOTIFY_MIGRATE).
         """
-        values: list[int] = []
-        spans = _blocks(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
-        pt = self._pt
-        for b, i, j, _ in spans:
-            blk = pt.get(b)
-            if blk is None:
-                values.extend([0] * (j - i))
-                continue
-            rs, xs = blk[0][i:j], blk[1][i:j]
-            if rs.count(None) == j - i:             # never touched: zero pages
-                values.extend([0] * (j - i))
-                continue
-            x0 = _one_run(rs, xs)
-            if x0 >= 0:
-                values.extend(cast("PageRun", rs[0]).values[x0:x0 + j - i])
-            else:
-                values.extend([r.values[x] if r is not None else 0
-                               for r, x in zip(rs, xs, strict=True)])
-        run = PageRun(values, alloc)
+        run = PageRun(entry_values(*self.slots(start, end)), alloc)
         k = 0
         for blk, i, j, _ in self._block_slots(start, end):
             blk[0][i:j] = [run] * (j - i)
@@ -993,10 +987,7 @@ class Mm:
             i = lo & _BMASK
             j = i + n
             if blk[0][i:j] == runs and blk[1][i:j] == idx:
-                x0 = _one_run(runs, idx)            # type: ignore[arg-type]
-                vals = (runs[0].values[x0:x0 + n] if x0 >= 0
-                        else [r.values[x] for r, x in zip(runs, idx, strict=True)])
-                new = PageRun(vals)
+                new = PageRun(entry_values(runs, idx))      # type: ignore[arg-type]
                 blk[0][i:j] = [new] * n
                 blk[1][i:j] = idx_range(0, n)
                 return
@@ -1090,17 +1081,9 @@ class Mm:
                 blk[1][i:j] = idx_range(0, n)
                 out.extend([0] * n)
                 continue
-            xs = blk[1][i:j]
-            if None not in rs:
-                x0 = _one_run(rs, xs)
-                r0 = rs[0]
-                assert r0 is not None
-                if x0 >= 0 and r0.alloc is None:     # one run of system pages: a slice
-                    out.extend(r0.values[x0:x0 + n])
-                    continue
-                if all(r.alloc is None for r in set(rs)):     # type: ignore[union-attr]
-                    out.extend([r.values[x] for r, x in zip(rs, xs, strict=True)])  # type: ignore[union-attr]
-                    continue
+            if None not in rs and all(r.alloc is None for r in set(rs)):  # type: ignore[union-attr]
+                out.extend(entry_values(rs, blk[1][i:j]))   # system pages: no fault
+                continue
             runs, idx = blk
             k = i
             while k < j:

@@ -267,15 +267,10 @@ class DevicePages:
                 xs.extend(idx[i:j])
         return addrs, rs, xs
 
-    def live_in_runs(self, runs: list[tuple[int, int]]) -> list[tuple[int, Page]]:
-        """``(addr, page)`` for each slot of ``runs`` that still holds a page, in address
-        order: :meth:`entries_in_runs` with a view per page."""
-        addrs, rs, xs = self.entries_in_runs(runs)
-        return [(a, Page.of(r, x)) for a, r, x in zip(addrs, rs, xs, strict=True)]
-
     def clear_runs(self, runs: list[tuple[int, int]]) -> bool:
-        """Empty every slot of ``runs``: :meth:`discard` of :meth:`live_in_runs` when
-        nothing moved the pages since (each is at its own slot). Returns whether any page
+        """Empty every slot of ``runs``: :meth:`discard` of the pages
+        :meth:`entries_in_runs` names when nothing moved them since (each is at its own
+        slot). Returns whether any page
         is left (the truth of ``self`` afterwards)."""
         slots = self._runs
         for i, j in runs:
@@ -294,14 +289,10 @@ class DevicePages:
                 return
         self._discard_each(freed)
 
-    def discard_run(self, addr: int, pages: list[Page]) -> None:
-        """:meth:`discard` of ``pages`` mapped at ``addr``, ``addr + 4 KiB``, ...: when
-        each is at its own slot, one slice compare and one slice store."""
-        self.discard_entries(addr, [p.run for p in pages], [p.idx for p in pages])
-
     def discard_entries(self, addr: int, runs: list[PageRun], idx: list[int]) -> None:
-        """:meth:`discard_run` of the pages ``(runs[k], idx[k])`` mapped at ``addr``,
-        ``addr + 4 KiB``, ... (given as the page table holds them)."""
+        """:meth:`discard` of the pages ``(runs[k], idx[k])`` mapped at ``addr``,
+        ``addr + 4 KiB``, ... (given as the page table holds them): when each is at its
+        own slot, one slice compare and one slice store."""
         if not self._clear_in_place(addr, runs, idx):
             self._discard_each([(addr + (k << PAGE_SHIFT), Page.of(r, x))
                                 for k, (r, x) in enumerate(zip(runs, idx, strict=True))])
@@ -326,17 +317,15 @@ class DevicePages:
             if a >= 0:
                 del self[a]
 
-    def set_span(self, addr: int, pages: list[Page]) -> None:
-        """Install ``pages`` at ``addr``, ``addr + 4 KiB``, ... (a migration's result)."""
-        self._set(addr, [p.run for p in pages], [p.idx for p in pages])
-
     def set_run(self, addr: int, run: PageRun) -> None:
         """Install every page of ``run`` at ``addr``, ``addr + 4 KiB``, ... (the run one
         migration made)."""
         n = len(run.values)
-        self._set(addr, [run] * n, idx_range(0, n))
+        self.set_entries(addr, [run] * n, idx_range(0, n))
 
-    def _set(self, addr: int, runs: list[PageRun], idx: list[int]) -> None:
+    def set_entries(self, addr: int, runs: list[PageRun], idx: list[int]) -> None:
+        """Install the pages ``(runs[k], idx[k])`` at ``addr``, ``addr + 4 KiB``, ...
+        (KeyError, changing nothing, when that leaves the allocation's span)."""
         slots = self._runs
         i = (addr - self.start) >> PAGE_SHIFT
         j = i + len(runs)
@@ -592,11 +581,15 @@ def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int] | None = Non
         for i, j in runs:
             mm.invalidate(start + (i << PAGE_SHIFT), start + (j << PAGE_SHIFT),
                           NotifyEvent.MIGRATE, alloc.owner)
-        at, rs, xs = pages.entries_in_runs(runs)
         # The pages still there after the notifiers ran go: a system copy replaces each
         # one the page table still maps, then the device pages are freed in address order.
+        at, rs, xs = pages.entries_in_runs(runs)
         mm.migrate_entries_to_system(at, rs, xs)
         moved = len(at)
+        # pages_freed() of every page left in the runs, each still at its own slot (the
+        # copy leaves the allocation's slots alone)
+        if not pages.clear_runs(runs):
+            alloc.release()
     else:                       # a page lives outside the span: address by address
         addrs = [a for a, _ in pages.live(addrs or [])]
         if not addrs:
@@ -606,12 +599,6 @@ def _move_to_system(mm: Mm, alloc: VramAllocation, addrs: list[int] | None = Non
         live = pages.live(addrs)
         mm.migrate_pages_to_system(live)
         moved = len(live)
-    if runs is not None:
-        # pages_freed() of every page left in the runs, each still at its own slot
-        # (migrate_pages_to_system() leaves the slots alone)
-        if not pages.clear_runs(runs):
-            alloc.release()
-    else:
         alloc.pages_freed(live)
     st = alloc.vram.stats
     st["migrations_to_system"] += 1
