@@ -14,6 +14,12 @@ Tests marked ``debug_build`` plant bugs in the compiled core
 (``GPUVM_DEBUG=1 pip install -e .``). With a release core they are
 deselected - counted as such in pytest's summary, and named in a closing line
 - never skipped silently; .ci/run runs them in its sanitizer venv.
+
+Tests marked ``pure_model`` patch the model from Python (a planted bug, a
+``monkeypatch`` of a model function) and so need its pure-Python modules: in an
+install whose fault path is compiled (:mod:`pysvm.compiled`) they are deselected the
+same way, named in a closing line; .ci/run runs the whole suite on the editable
+(pure) install first, then on the compiled wheel.
 """
 
 from __future__ import annotations
@@ -41,19 +47,30 @@ def _core_is_debug_build() -> bool:
     return bool(getattr(_core, "DEBUG_BUILD", False))
 
 
+def _model_is_compiled() -> bool:
+    from pysvm.compiled import is_compiled
+
+    return is_compiled()
+
+
 _DESELECTED: list[str] = []
+_DESELECTED_PURE: list[str] = []
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _core_is_debug_build():
-        return
-    keep, drop = [], []
+    debug = _core_is_debug_build()
+    compiled = _model_is_compiled()
+    keep = []
     for item in items:
-        (drop if item.get_closest_marker("debug_build") else keep).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
+        if not debug and item.get_closest_marker("debug_build"):
+            _DESELECTED.append(item.nodeid)
+        elif compiled and item.get_closest_marker("pure_model"):
+            _DESELECTED_PURE.append(item.nodeid)
+        else:
+            keep.append(item)
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
         items[:] = keep
-        _DESELECTED.extend(item.nodeid for item in drop)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -62,3 +79,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f"{len(_DESELECTED)} planted-bug test(s) deselected: they need the debug build of "
             "the core (GPUVM_DEBUG=1 pip install -e .; .ci/run runs them): "
             + ", ".join(_DESELECTED))
+    if _DESELECTED_PURE:
+        terminalreporter.write_line(
+            f"{len(_DESELECTED_PURE)} test(s) that patch the model deselected: this install's "
+            "fault path is compiled (pysvm --version; the editable install runs them): "
+            + ", ".join(_DESELECTED_PURE))

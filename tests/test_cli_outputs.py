@@ -135,6 +135,7 @@ def test_bench_json_out_interrupted(here: Path, monkeypatch: pytest.MonkeyPatch,
         in capsys.readouterr().err
 
 
+@pytest.mark.pure_model   # plants a bug
 def test_fuzz_failing_case_interrupted_mid_write(here: Path, monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     # The 3rd event line of the shrunk trace is where Ctrl-C lands.

@@ -59,6 +59,7 @@ def _check_campaign(d: Path, out: Path, shards: int, max_cases: int) -> list[dic
     return findings
 
 
+@pytest.mark.pure_model   # plants a bug
 def test_campaign_on_a_process_pool_finds_the_planted_bug(tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]
                                                           ) -> None:
@@ -132,6 +133,7 @@ def test_same_shrunk_case_is_one_finding() -> None:
     assert vector_key("svm", case) != vector_key("gpuvm", case)
 
 
+@pytest.mark.pure_model   # plants a bug
 def test_shard_task_runs_its_slice_and_restores_the_model() -> None:
     res = run_shard_task(ShardTask("svm", seed=0, shard=1, shards=3, seconds=60, max_cases=9,
                                    max_steps=20, plant=PLANT, profile="6.18"))
@@ -158,6 +160,7 @@ def test_gpuvm_target_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[str
     (["--plant", PLANT], "--plant needs a campaign"),
     (["--plant", PLANT, "--target", "gpuvm", "--data", "x"], "use --target svm or all"),
 ])
+@pytest.mark.pure_model   # plants a bug
 def test_campaign_options_refused(argv: list[str], msg: str,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["fuzz", *argv]) == 2
@@ -165,6 +168,7 @@ def test_campaign_options_refused(argv: list[str], msg: str,
     assert err.startswith("pysvm fuzz: error: ") and msg in err
 
 
+@pytest.mark.pure_model   # plants a bug
 def test_campaign_on_a_local_ray_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     ray = pytest.importorskip("ray", reason="Ray is in the test extra")

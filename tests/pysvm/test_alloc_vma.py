@@ -107,6 +107,7 @@ def test_killed_vm_refused() -> None:
     assert ei.value.errno == errno.ENOENT and snapshot(vm) == before
 
 
+@pytest.mark.pure_model   # a duck-typed fake
 @pytest.mark.parametrize("profile, ok", [("6.18", False), ("newest", True)])
 def test_svm_unmap_allowed_only_newest(profile: str, ok: bool) -> None:
     vm = split3(profile)
@@ -123,6 +124,7 @@ def test_svm_unmap_allowed_only_newest(profile: str, ok: bool) -> None:
         assert ei.value.errno == errno.EBUSY and snapshot(vm) == before
 
 
+@pytest.mark.pure_model   # a duck-typed fake
 def test_remap_with_live_ranges_is_ebusy_in_both_profiles() -> None:
     for profile in ("6.18", "newest"):
         vm = split3(profile)
@@ -219,6 +221,7 @@ def test_6_18_mirror_bind_does_not_merge() -> None:
     assert layout(vm) == [(0, 64 * K), (64 * K, 64 * K)]
 
 
+@pytest.mark.pure_model   # a duck-typed fake
 @pytest.mark.parametrize("profile, ok", [("6.18", False), ("newest", True)])
 def test_mirror_bind_over_vma_with_svm_ranges(profile: str, ok: bool) -> None:
     vm = make_vm(profile)

@@ -15,6 +15,9 @@ from pysvm.mm.mmu_notifier import IntervalNotifier, NotifierRange, NotifyEvent
 from pysvm.xe import vram as vram_mod
 from pysvm.xe.vram import DevicePages, Vram, VramAllocation, evict_to_ram
 
+# Fakes (xe_helpers.FakeSvm, FakePagemap) and patched model functions: pure model only.
+pytestmark = pytest.mark.pure_model
+
 A = 0x10_0000_0000
 K4 = PAGE_SIZE
 

@@ -32,6 +32,10 @@ from pysvm.xe.vm import Vm
 from pysvm.xe.vm_madvise import MadviseArgs, madvise
 from pysvm.xe.vma import CREATE_MASK, VmaFlag
 
+# Most tests here drive the model through duck-typed fakes (xe_helpers.FakeSvm,
+# SimpleNamespace devices), which a compiled fault path refuses: pure model only.
+pytestmark = pytest.mark.pure_model
+
 P, A, PAT, PURGE = (MemRangeAttr.PREFERRED_LOC, MemRangeAttr.ATOMIC, MemRangeAttr.PAT,
                     MemRangeAttr.PURGEABLE_STATE)
 

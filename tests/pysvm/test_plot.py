@@ -253,10 +253,10 @@ def test_trace_that_tears_down_is_drawn_before_the_teardown(tmp_path: Path) -> N
 
 
 def cli_env() -> dict[str, str]:
-    """The environment for `python -m pysvm`, finding src/ even from another directory."""
-    src = str(Path(__file__).resolve().parents[2] / "src")
+    """The environment for `python -m pysvm`: the interpreter's own install (editable or
+    a wheel), never the checkout's src/ (which has no compiled core of its own)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.pop("PYTHONPATH", None)
     return env
 
 

@@ -49,6 +49,7 @@ def _first_failure(target: SvmTarget, seed: str, limit: int) -> tuple[Any, Any]:
     ("fast-path-keeps-old-seqno", "livelock"),
     ("eviction-loses-a-value", "data"),
 ])
+@pytest.mark.pure_model   # plants a bug
 def test_planted_bug_is_found_and_replayable(bug: str, kind: str, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     # The bugs are pysvm.fuzz.planted's: the same ones a campaign plants in its workers.
@@ -72,6 +73,7 @@ def test_planted_bug_is_found_and_replayable(bug: str, kind: str, tmp_path: Path
     assert check_events(load_trace(path)) is None
 
 
+@pytest.mark.pure_model   # plants a bug
 def test_runner_reports_seed_and_writes_the_case(tmp_path: Path) -> None:
     with planted("gc-skips-set_default_attr"):
         summary = run(SvmTargetFactory(max_steps=40, profile="6.18"),

@@ -243,6 +243,7 @@ def test_618_has_no_widening() -> None:
 # ------------------------------------------------------------------- errors, kill
 
 
+@pytest.mark.pure_model   # patches a Vm method
 @pytest.mark.parametrize("profile", ["6.18", "newest"])
 def test_failed_split_kills_the_vm(profile: str, monkeypatch: pytest.MonkeyPatch) -> None:
     s = _bound(profile, size=2 * SZ_2M, autoreset=True)

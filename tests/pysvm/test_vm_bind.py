@@ -231,6 +231,7 @@ def test_identical_remap_replaces_vma() -> None:
     assert v.attr.pat_index == 1
 
 
+@pytest.mark.pure_model   # a duck-typed fake
 def test_ebusy_when_svm_ranges_live() -> None:
     vm = make_vm()
     vm.bind_map(0, 256 * K, flags=MIRROR)

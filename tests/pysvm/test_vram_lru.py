@@ -14,6 +14,9 @@ from pysvm.errors import XeError
 from pysvm.mm.mmap import PAGE_SIZE, Mm
 from pysvm.xe.vram import Vram, VramAllocation
 
+# A SimpleNamespace stands in for the device, which a compiled Vram refuses.
+pytestmark = pytest.mark.pure_model
+
 A = 0x10_0000_0000
 K4 = PAGE_SIZE
 

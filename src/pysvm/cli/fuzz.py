@@ -20,7 +20,7 @@ from gpuvm_core.fuzz import (
 from gpuvm_core.fuzz import run as fuzz_run
 from pysvm.cli.common import CliError
 from pysvm.fuzz.generator import RANDOM_EVENTS
-from pysvm.fuzz.planted import PLANTED
+from pysvm.fuzz.planted import PLANTED, PlantUnsupported, check_plantable
 from pysvm.fuzz.target import SvmTargetFactory, check_events, load_trace
 from pysvm.outputs import OutputLog, is_stdio
 
@@ -125,6 +125,11 @@ def run(args: argparse.Namespace) -> int:
                        "cannot hold them")
     if args.plant and args.target == "gpuvm":
         raise CliError("--plant plants a bug in the SVM model; use --target svm or all")
+    if args.plant:
+        try:
+            check_plantable()
+        except PlantUnsupported as e:
+            raise CliError(f"--plant: {e}") from None
     if args.executor is not None or args.data is not None or args.shards is not None:
         return _campaign(args)
     if args.plant:

@@ -97,7 +97,12 @@ def version_text() -> str:
         kind = ("debug build (GPUVM_DEBUG=1: planted faults, sanitizers)"
                 if getattr(_core, "DEBUG_BUILD", False) else "release build")
         core = f"gpuvm_core: compiled core, {kind}"
-    return f"{DISTRIBUTION} {version}\n{core}"
+    from pysvm.compiled import COMPILED_MODULES, compiled_modules
+
+    n = len(compiled_modules())
+    model = (f"pysvm: fault path compiled (mypyc, {n} of {len(COMPILED_MODULES)} modules)"
+             if n else "pysvm: pure Python (editable install or PYSVM_MYPYC=OFF)")
+    return f"{DISTRIBUTION} {version}\n{core}\n{model}"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -60,7 +60,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from pysvm.drm.pagemap_util import OwnerList, Peer
 from pysvm.errors import PagemapUseAfterFree, XeError
@@ -250,7 +250,7 @@ class Pagemap:
     ``owner`` is the pagemap's interconnect owner (its device-private page owner).
     """
 
-    _next_id = 0
+    _next_id: ClassVar[int] = 0
 
     def __init__(self, provider: PagemapProvider, tile: int = 0) -> None:
         Pagemap._next_id += 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from pysvm.errors import PagemapUseAfterFree, XeError
 
@@ -33,7 +33,7 @@ class Owner:
     Kernel: struct drm_pagemap_owner (a kref).
     """
 
-    _next_id = 0
+    _next_id: ClassVar[int] = 0
 
     def __init__(self) -> None:
         Owner._next_id += 1

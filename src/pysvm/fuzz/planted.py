@@ -18,7 +18,10 @@ function that models the kernel, named after the kernel function it breaks:
 :func:`planted` applies one for the duration of a ``with`` block and restores
 the model afterwards. It patches module attributes of this process, so a
 campaign applies it in each worker (``pysvm fuzz --plant BUG``): that is how a
-campaign on a process pool or a Ray cluster is tested end to end.
+campaign on a process pool or a Ray cluster is tested end to end. A compiled install
+(:mod:`pysvm.compiled`) cannot be patched this way - its modules call each other
+directly - so there :func:`planted` refuses (:class:`PlantUnsupported`) instead of
+running a campaign whose bug was never in the code.
 """
 
 from __future__ import annotations
@@ -27,12 +30,28 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from pysvm.compiled import compiled_modules
 from pysvm.drm.gpusvm import GpuSvm, GpuSvmCtx, SvmRange
 from pysvm.mm.mmap import PAGE_SHIFT, Mm, Page
 from pysvm.xe import garbage_collector
 from pysvm.xe import vram as _vram
 
-__all__ = ["PLANTED", "planted"]
+__all__ = ["PLANTED", "PlantUnsupported", "planted", "check_plantable"]
+
+
+class PlantUnsupported(RuntimeError):
+    """The model's fault path is compiled here, so a planted bug would not take effect."""
+
+
+def check_plantable() -> None:
+    """Raise :class:`PlantUnsupported` naming the compiled modules, if any."""
+    names = compiled_modules()
+    if names:
+        raise PlantUnsupported(
+            f"planted bugs patch the pure-Python model, but this install runs "
+            f"{len(names)} of its modules compiled (mypyc: {', '.join(names[:3])}, ...), "
+            "where a patch does not reach the callers; use an editable install "
+            "(pip install -e .) or a wheel built with -C cmake.define.PYSVM_MYPYC=OFF")
 
 
 def _patches(which: str) -> list[tuple[Any, str, Any]]:
@@ -87,6 +106,7 @@ def planted(which: str | None) -> Iterator[None]:
         yield
         return
     patches = _patches(which)
+    check_plantable()
     saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
     try:
         for obj, name, new in patches:

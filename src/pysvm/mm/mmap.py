@@ -228,17 +228,18 @@ class Page:
 
     __slots__ = ("run", "idx")
 
-    def __init__(self, value: int = 0, alloc: DevmemOwner | None = None) -> None:
-        self.run = PageRun([value], alloc)
-        self.idx = 0
+    def __init__(self, value: int = 0, alloc: DevmemOwner | None = None, *,
+                 run: PageRun | None = None, idx: int = 0) -> None:
+        if run is None:
+            run = PageRun([value], alloc)
+            idx = 0
+        self.run = run
+        self.idx = idx
 
-    @classmethod
-    def of(cls, run: PageRun, idx: int) -> Page:
+    @staticmethod
+    def of(run: PageRun, idx: int) -> Page:
         """The view of page ``idx`` of ``run``."""
-        p = cls.__new__(cls)
-        p.run = run
-        p.idx = idx
-        return p
+        return Page(run=run, idx=idx)
 
     @property
     def value(self) -> int:

@@ -98,8 +98,12 @@ class Device:
 
     def __post_init__(self) -> None:
         check_tile_count(self.name, self.tiles)
+        # (set here, not only as field defaults: a compiled dataclass leaves init=False
+        # fields unset until __post_init__ assigns them)
+        self.vram = None
+        self.vrams = []
         # Kernel: xe_vram_probe() sizes each tile's VRAM region at probe (for_each_tile).
-        if self.discrete and self.vram is None:
+        if self.discrete:
             self.vrams = [Vram(self, self.vram_bytes, tile=t,
                                name=self.name if self.tiles == 1 else f"{self.name}.tile{t}")
                           for t in range(self.tiles)]

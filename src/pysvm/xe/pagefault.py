@@ -39,13 +39,13 @@ CPU munmap, eviction or invalidation would land at that moment.
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pysvm.drm.gpusvm import SZ_64K, GpuSvmCtx, SvmRange
 from pysvm.errors import XeError
 from pysvm.xe.attr import AtomicAccess
 from pysvm.xe.migrate import populate_mm
+from pysvm.xe.pagefault_types import FaultError, FaultLivelockError, FaultStats
 from pysvm.xe.vram import VramAllocation, devm_owner
 
 if TYPE_CHECKING:
@@ -61,48 +61,6 @@ __all__ = ["handle_vma", "resolve_target", "need_vram_for_atomic", "handle_pagef
 
 _ATOMIC_DEVICE = int(AtomicAccess.DEVICE)
 _ATOMIC_CPU = int(AtomicAccess.CPU)
-
-
-class FaultError(XeError):
-    """A GPU fault the handler could not service: the errno, a message and its FaultStats."""
-
-    def __init__(self, err: int, message: str, stats: FaultStats) -> None:
-        super().__init__(err, message)
-        self.stats = stats
-
-
-class FaultLivelockError(FaultError):
-    """The caller-set livelock guard stopped a fault loop that did not converge."""
-
-    def __init__(self, addr: int, iterations: int, stats: FaultStats) -> None:
-        super().__init__(errno.ELOOP, f"livelock guard: GPU fault at {addr:#x} still not "
-                         f"serviced after {iterations} loop iterations (the kernel would keep "
-                         f"retrying); reasons: {stats.reasons[-8:]}", stats)
-
-
-@dataclass(slots=True)
-class FaultStats:
-    """What one GPU fault cost. Kernel: the XE_GT_STATS_ID_SVM_* counters, per fault."""
-
-    addr: int
-    atomic: bool
-    outer_iterations: int = 0
-    inner_iterations: int = 0
-    migrations: int = 0
-    migration_failures: int = 0
-    get_pages_failures: int = 0
-    bind_eagain: int = 0
-    gc_eagain: int = 0
-    timeslice_ms: int = 0
-    result: int = 0
-    reasons: list[str] = field(default_factory=list)
-
-    @property
-    def retries(self) -> int:
-        """Loop iterations beyond the first (outer and inner)."""
-        outer = self.outer_iterations - 1
-        inner = self.inner_iterations - self.outer_iterations
-        return (outer if outer > 0 else 0) + (inner if inner > 0 else 0)
 
 
 def need_vram_for_atomic(device: Device, vma: Vma, atomic: bool) -> int:

@@ -36,7 +36,7 @@ class VmaFlag(IntFlag):
     DUMPABLE = _USERBITS << 8
     SYSTEM_ALLOCATOR = _USERBITS << 9   # the CPU-address-mirror kind
     MADV_AUTORESET = _USERBITS << 10    # newest only
-    CPU_ADDR_MIRROR = SYSTEM_ALLOCATOR
+    CPU_ADDR_MIRROR = _USERBITS << 9    # the same value: an alias of SYSTEM_ALLOCATOR
 
 
 #: Kernel: XE_VMA_CREATE_MASK -- flags carried to VMAs that replace a VMA.
