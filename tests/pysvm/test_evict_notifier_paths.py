@@ -15,9 +15,6 @@ from pysvm.mm.mmu_notifier import IntervalNotifier, NotifierRange, NotifyEvent
 from pysvm.xe import vram as vram_mod
 from pysvm.xe.vram import DevicePages, Vram, VramAllocation, evict_to_ram
 
-# Fakes (xe_helpers.FakeSvm, FakePagemap) and patched model functions: pure model only.
-pytestmark = pytest.mark.pure_model
-
 A = 0x10_0000_0000
 K4 = PAGE_SIZE
 
@@ -127,6 +124,7 @@ def _setup(holes: list[int], npages: int = 16) -> tuple[Mm, VramAllocation,
     return mm, alloc, calls
 
 
+@pytest.mark.pure_model   # fakes or a patched model function
 @pytest.mark.parametrize("holes", [[], [0], [15], [3, 4, 9], [0, 2, 4, 6, 8, 10, 12, 14]])
 def test_evicting_a_whole_allocation_takes_the_runs_of_the_general_path(
         holes: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,6 +160,7 @@ def test_evicting_a_whole_allocation_takes_the_runs_of_the_general_path(
     assert calls == expect
 
 
+@pytest.mark.pure_model   # fakes or a patched model function
 @pytest.mark.parametrize("seed", range(12))
 def test_moving_some_addresses_by_runs_matches_the_address_walk(
         seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -200,6 +199,7 @@ def test_moving_some_addresses_by_runs_matches_the_address_walk(
         == [100 + k for k in range(16) if not results[0][3][k]]     # no value lost
 
 
+@pytest.mark.pure_model   # fakes or a patched model function
 def test_a_notifier_that_frees_pages_is_honoured_by_the_fast_path() -> None:
     # The pages freed by a notifier callback (as a CPU fault inside would) are not moved
     # again: the live pages are read after the notifiers ran.
@@ -216,6 +216,7 @@ def test_a_notifier_that_frees_pages_is_honoured_by_the_fast_path() -> None:
     assert alloc.released
 
 
+@pytest.mark.pure_model   # fakes or a patched model function
 def test_the_planted_eviction_bug_still_fires_on_eviction() -> None:
     from pysvm.fuzz.planted import planted
     mm, alloc, _ = _setup([5])

@@ -32,10 +32,6 @@ from pysvm.xe.vm import Vm
 from pysvm.xe.vm_madvise import MadviseArgs, madvise
 from pysvm.xe.vma import CREATE_MASK, VmaFlag
 
-# Most tests here drive the model through duck-typed fakes (xe_helpers.FakeSvm,
-# SimpleNamespace devices), which a compiled fault path refuses: pure model only.
-pytestmark = pytest.mark.pure_model
-
 P, A, PAT, PURGE = (MemRangeAttr.PREFERRED_LOC, MemRangeAttr.ATOMIC, MemRangeAttr.PAT,
                     MemRangeAttr.PURGEABLE_STATE)
 
@@ -138,6 +134,7 @@ def chain_args(chain: str, k: int, *, later: bool) -> MadviseArgs:
     return MadviseArgs(**fields)
 
 
+@pytest.mark.pure_model   # a duck-typed fake (xe_helpers)
 @pytest.mark.parametrize("chain, k, msg", chain_cases())
 def test_rule_alone(chain: str, k: int, msg: str) -> None:
     """Breaking one rule: EINVAL with that rule's message, nothing changed, no GC flush."""
@@ -171,6 +168,7 @@ def test_valid_args_with_every_optional_field_zero_pass() -> None:
 
 # -- refusals after the argument checks ----------------------------------------
 
+@pytest.mark.pure_model   # a duck-typed fake (xe_helpers)
 def test_killed_vm_enoent_after_flush() -> None:
     vm = mirror_vm()
     vm.svm = FakeSvm()
@@ -224,6 +222,7 @@ def test_6_18_positive_fd_is_stored_unresolved() -> None:
     assert v is not None and v.attr.preferred_loc.devmem_fd == 1234
 
 
+@pytest.mark.pure_model   # a duck-typed fake (xe_helpers)
 def test_newest_purgeable_changes_no_svm_state() -> None:
     # 7.0 madvise_purgeable(): non-BO VMAs are skipped and nothing is invalidated
     vm = mirror_vm("newest")
@@ -333,6 +332,7 @@ def shaped_vm(profile: str = "6.18") -> tuple[Vm, FakePagemap | None]:
     return vm, pm
 
 
+@pytest.mark.pure_model   # a duck-typed fake (xe_helpers)
 @pytest.mark.parametrize("profile", ["6.18", "newest"])
 @pytest.mark.parametrize("shape, req, pieces, inside", SHAPES, ids=[s[0] for s in SHAPES])
 def test_split_shape(profile: str, shape: str, req: tuple[int, int],
@@ -445,6 +445,7 @@ def test_userptr_vma_split_is_efault_and_unwound() -> None:
     assert [(v.addr, v.attr.pat_index) for v in vm] == [(0, 2)]
 
 
+@pytest.mark.pure_model   # a duck-typed fake (xe_helpers)
 def test_split_unmaps_straddling_svm_ranges() -> None:
     vm = mirror_vm()
     vm.svm = FakeSvm([(0, 64 * K), (64 * K, 128 * K), (512 * K, 576 * K)])
@@ -462,6 +463,7 @@ def test_split_unmaps_straddling_svm_ranges() -> None:
     (P, {"devmem_fd": -1, "migration_policy": 1}, {"devmem_fd": -1, "migration_policy": 0}),
     (P, {"devmem_fd": -1}, {"devmem_fd": 0}),
 ])
+@pytest.mark.pure_model   # a duck-typed fake (xe_helpers)
 def test_skip_invalidation_on_mirror(t: int, first: dict[str, Any],
                                      other: dict[str, Any]) -> None:
     vm = mirror_vm()
@@ -536,6 +538,7 @@ def test_bo_atomic_differs_from_vma_forces_invalidation() -> None:
     assert bo.atomic_access == 2
 
 
+@pytest.mark.pure_model   # a duck-typed fake (xe_helpers)
 def test_flush_called_first_and_counters() -> None:
     vm = mirror_vm()
     vm.svm = FakeSvm()
@@ -545,6 +548,7 @@ def test_flush_called_first_and_counters() -> None:
     assert (s["madvise_calls"], s["madvise_splits"], s["madvise_invalidations"]) == (1, 1, 1)
 
 
+@pytest.mark.pure_model   # a duck-typed fake (xe_helpers)
 def test_newest_preferred_loc_pagemap_references() -> None:
     vm = mirror_vm("newest")
     w = vm.host
