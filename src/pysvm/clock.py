@@ -12,13 +12,14 @@ gives the same output.
 from __future__ import annotations
 
 import errno
+from typing import Final
 
 from pysvm.errors import XeError
 
 __all__ = ["Clock", "MAX_ADVANCE_MS"]
 
 #: The most one ``advance`` may move the clock (about 68 years in ms; keeps it in u64).
-MAX_ADVANCE_MS = 1 << 41
+MAX_ADVANCE_MS: Final = 1 << 41
 
 
 class Clock:

@@ -29,6 +29,7 @@ __all__ = ["COMPILED_MODULES", "compiled_modules", "is_compiled"]
 COMPILED_MODULES = (
     "pysvm.clock",
     "pysvm.mm.interval_tree",
+    "pysvm.mm.mmu_notifier",
     "pysvm.mm.mmap",
     "pysvm.drm.gpusvm_notifier",
     "pysvm.drm.gpusvm",
@@ -44,6 +45,7 @@ COMPILED_MODULES = (
     "pysvm.xe.migrate",
     "pysvm.xe.garbage_collector",
     "pysvm.xe.svm",
+    "pysvm.xe.pagefault_types",
     "pysvm.xe.pagefault",
     "pysvm.hw.gpu",
 )

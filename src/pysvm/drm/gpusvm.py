@@ -32,7 +32,7 @@ import errno
 import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from pysvm.drm.gpusvm_notifier import SvmNotifier
 from pysvm.errors import XeError
@@ -45,9 +45,9 @@ __all__ = [
     "range_chunk_size",
 ]
 
-SZ_4K = 4 << 10
-SZ_64K = 64 << 10
-SZ_2M = 2 << 20
+SZ_4K: Final = 4 << 10
+SZ_64K: Final = 64 << 10
+SZ_2M: Final = 2 << 20
 #: Kernel: the chunk list Xe hands drm_gpusvm_init(), largest first.
 CHUNK_SIZES: tuple[int, ...] = (SZ_2M, SZ_64K, SZ_4K)
 

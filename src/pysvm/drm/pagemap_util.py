@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from pysvm.errors import PagemapUseAfterFree, XeError
 
@@ -21,9 +21,9 @@ __all__ = ["SHRINK_EMPTY", "SHRINK_STOP", "Owner", "OwnerList", "PagemapCache",
            "PagemapShrinker", "Peer"]
 
 #: Kernel: SHRINK_EMPTY (~0UL - 1), what count_objects() returns when there is nothing to free.
-SHRINK_EMPTY = (1 << 64) - 2
+SHRINK_EMPTY: Final = (1 << 64) - 2
 #: Kernel: SHRINK_STOP (~0UL), what scan_objects() returns when it freed nothing.
-SHRINK_STOP = (1 << 64) - 1
+SHRINK_STOP: Final = (1 << 64) - 1
 
 
 

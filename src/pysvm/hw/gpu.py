@@ -14,7 +14,7 @@ missing or refuse the atomic; a userptr VMA's pages are the process's pages.
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from pysvm.errors import XeError
 from pysvm.mm.mmap import PAGE_SHIFT, PAGE_SIZE, check_access_size
@@ -49,7 +49,7 @@ __all__ = ["GPU_REFAULTS", "gpu_access"]
 #: still lacks VRAM and faults again, each time with a fresh try budget. When the
 #: migration can never succeed (VRAM smaller than the range) that is an endless
 #: GPU-level loop, reported here as ETIME (the job timing out) after this many rounds.
-GPU_REFAULTS = 3
+GPU_REFAULTS: Final = 3
 
 
 #: struct xe_vm_fault access_type of each ``gpu_access`` op (FAULT_ACCESS_TYPE_*).

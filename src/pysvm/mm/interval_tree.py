@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from gpuvm_core import GpuVa, GpuVm
 
@@ -25,7 +25,7 @@ __all__ = ["IntervalTree"]
 
 T = TypeVar("T")
 
-_SPAN = (1 << 64) - 1
+_SPAN: Final = (1 << 64) - 1
 
 _addr = operator.attrgetter("addr")     # a tree node's start, read in C
 

@@ -46,7 +46,7 @@ import errno
 import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol, cast
+from typing import Final, NamedTuple, Protocol, cast
 
 from pysvm.errors import XeError
 from pysvm.mm.interval_tree import IntervalTree
@@ -57,24 +57,24 @@ __all__ = ["PAGE_SHIFT", "PAGE_SIZE", "MAX_ACCESS_BYTES", "MAX_READ_BYTES", "Cpu
            "FaultedPages", "check_access_size", "MREMAP_MAYMOVE", "MREMAP_FIXED",
            "MREMAP_DONTUNMAP", "TASK_SIZE", "HMM_RANGE_DEFAULT_TIMEOUT_MS"]
 
-PAGE_SHIFT = 12
-PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_SHIFT: Final = 12
+PAGE_SIZE: Final = 1 << PAGE_SHIFT
 
 #: The most bytes one CPU or GPU access event may touch: 64 GiB. The kernel has no such
 #: limit (a load or a store is the process's own business), but the model keeps state for
 #: every page an access touches, so one event is bounded in time and memory here; a larger
 #: span is refused with EINVAL before anything changes (split it into several events).
 #: Mapping and unmapping are lazy and have no such limit.
-MAX_ACCESS_BYTES = 64 << 30
+MAX_ACCESS_BYTES: Final = 64 << 30
 
 #: The most bytes one *reading* event (``cpu_read``, ``gpu_access`` op read) may cover:
 #: 4 GiB, i.e. at most 1 Mi values in the result's ``data`` (one per 4 KiB page).
-MAX_READ_BYTES = 4 << 30
+MAX_READ_BYTES: Final = 4 << 30
 
 #: How long a device's page collection keeps repeating hmm_range_fault() while it answers
 #: -EBUSY, in ms. Kernel: include/linux/hmm.h HMM_RANGE_DEFAULT_TIMEOUT, the bound of
 #: drm_gpusvm.c drm_gpusvm_get_pages()'s retry loop (``time_after(jiffies, timeout)``).
-HMM_RANGE_DEFAULT_TIMEOUT_MS = 1000
+HMM_RANGE_DEFAULT_TIMEOUT_MS: Final = 1000
 
 
 def check_access_size(size: int, what: str, *, reads: bool) -> None:
@@ -86,28 +86,28 @@ def check_access_size(size: int, what: str, *, reads: bool) -> None:
         raise XeError(errno.EINVAL, f"{what}: {size:#x} bytes in one event; the model serves at "
                       f"most {limit >> 30} GiB per {'read' if reads else 'access'} "
                       "(split it into several events)")
-U64_MAX = (1 << 64) - 1
+U64_MAX: Final = (1 << 64) - 1
 
 #: mremap() flags (include/uapi/linux/mman.h).
-MREMAP_MAYMOVE = 1
-MREMAP_FIXED = 2
-MREMAP_DONTUNMAP = 4
+MREMAP_MAYMOVE: Final = 1
+MREMAP_FIXED: Final = 2
+MREMAP_DONTUNMAP: Final = 4
 
 #: The top of the user address space on x86-64 with 4-level page tables (TASK_SIZE_MAX in
 #: arch/x86/include/asm/page_64_types.h): mremap() refuses a new length or a new address
 #: that reaches past it.
-TASK_SIZE = (1 << 47) - (1 << 12)
+TASK_SIZE: Final = (1 << 47) - (1 << 12)
 
 #: Where the model starts looking for a free gap when mremap() must choose the address
 #: itself: the default vm.mmap_min_addr (mm/Kconfig DEFAULT_MMAP_MIN_ADDR, 64 KiB on x86).
-_MMAP_MIN_ADDR = 0x10000
+_MMAP_MIN_ADDR: Final = 0x10000
 
 # The page table is a dict of blocks of 512 page slots (2 MiB of address space, one
 # page-table page's worth), so walking a span is list slicing, not one dict entry and
 # one int key per 4 KiB page.
-_BSHIFT = 9
-_BLOCK = 1 << _BSHIFT
-_BMASK = _BLOCK - 1
+_BSHIFT: Final = 9
+_BLOCK: Final = 1 << _BSHIFT
+_BMASK: Final = _BLOCK - 1
 
 
 #: Up to this many interval notifiers, :meth:`Mm.invalidate` scans them all (cheaper

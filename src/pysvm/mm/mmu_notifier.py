@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = ["Callback", "IntervalNotifier", "NotifierRange", "NotifyEvent"]
 
@@ -42,7 +42,7 @@ class NotifierRange(NamedTuple):
     start: int
     end: int
     event: NotifyEvent
-    owner: object = None
+    owner: Any = None       # (Any, not object: mypyc resolves a NamedTuple's annotations by name)
 
 
 Callback = Callable[["IntervalNotifier", NotifierRange, int], None]

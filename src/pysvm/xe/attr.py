@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from pysvm.xe.pagemap import DevicePagemap
@@ -35,11 +35,11 @@ __all__ = [
 ]
 
 #: XE_PAGE_SIZE / SZ_4K: the alignment unit of bind and madvise.
-PAGE_SIZE = 4096
+PAGE_SIZE: Final = 4096
 
 #: ``drm_xe_vm_bind_op.prefetch_mem_region_instance`` value meaning "prefetch to
 #: the madvised preferred location". Kernel: DRM_XE_CONSULT_MEM_ADVISE_PREF_LOC (-1).
-CONSULT_MEM_ADVISE_PREF_LOC = -1
+CONSULT_MEM_ADVISE_PREF_LOC: Final = -1
 
 
 class XeIoctl(IntEnum):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from pysvm.clock import Clock
 from pysvm.errors import XeError
@@ -22,20 +22,20 @@ if TYPE_CHECKING:
 __all__ = ["Device", "DEFAULT_PAT_COH", "ATOMIC_SVM_TIMESLICE_MS", "L2_FLUSH_PAT_INDEX",
            "MAX_TILES_PER_DEVICE", "check_tile_count"]
 
-MIB = 1 << 20
+MIB: Final = 1 << 20
 
 #: Kernel: xe_device_types.h XE_MAX_TILES_PER_DEVICE (XE_GT1 + 1): at most two tiles.
-MAX_TILES_PER_DEVICE = 2
+MAX_TILES_PER_DEVICE: Final = 2
 
 #: Kernel: xe_device.c xe_device_create() sets xe->atomic_svm_timeslice_ms to 5; the
 #: debugfs file atomic_svm_timeslice_ms (xe_debugfs.c) changes it at run time.
-ATOMIC_SVM_TIMESLICE_MS = 5
+ATOMIC_SVM_TIMESLICE_MS: Final = 5
 
 #: The PAT index a device with the optimised L2 flush accepts for CPU-cached memory
 #: besides 2-way coherent ones. Kernel (7.0): ``pat_index != 19 && coh_mode !=
 #: XE_COH_2WAY`` in xe_vm.c vm_bind_ioctl_check_args(), xe_vm_bind_ioctl_validate_bo()
 #: and xe_vm_madvise.c xe_vm_madvise_ioctl().
-L2_FLUSH_PAT_INDEX = 19
+L2_FLUSH_PAT_INDEX: Final = 19
 
 #: Coherency mode per PAT index of the modelled platform: the Xe2 table (32 entries).
 #: Entries 16-19 are reserved and left all-zero (coherency 0: INVALID); entries whose

@@ -39,13 +39,14 @@ CPU munmap, eviction or invalidation would land at that moment.
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from pysvm.drm.gpusvm import SZ_64K, GpuSvmCtx, SvmRange
 from pysvm.errors import XeError
 from pysvm.xe.attr import AtomicAccess
 from pysvm.xe.migrate import populate_mm
-from pysvm.xe.pagefault_types import FaultError, FaultLivelockError, FaultStats
+from pysvm.xe.pagefault_errors import FaultError, FaultLivelockError
+from pysvm.xe.pagefault_types import FaultStats
 from pysvm.xe.vram import VramAllocation, devm_owner
 
 if TYPE_CHECKING:
@@ -59,8 +60,8 @@ __all__ = ["handle_vma", "resolve_target", "need_vram_for_atomic", "handle_pagef
            "FaultLivelockError", "alloc_vram", "needs_migrate",
            "range_valid", "remember_fault_vma", "svm_owner"]
 
-_ATOMIC_DEVICE = int(AtomicAccess.DEVICE)
-_ATOMIC_CPU = int(AtomicAccess.CPU)
+_ATOMIC_DEVICE: Final = int(AtomicAccess.DEVICE)
+_ATOMIC_CPU: Final = int(AtomicAccess.CPU)
 
 
 def need_vram_for_atomic(device: Device, vma: Vma, atomic: bool) -> int:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import errno
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from pysvm.drm.gpusvm import DevmemPagemap, GpuSvm, GpuSvmCtx, SvmRange
 from pysvm.drm.gpusvm_notifier import SvmNotifier
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["Svm", "INJECTION_POINTS", "NOTIFIER_SIZE"]
 
 #: Kernel: xe_modparam.svm_notifier_size (MiB) default 512.
-NOTIFIER_SIZE = 512 << 20
+NOTIFIER_SIZE: Final = 512 << 20
 
 
 class Svm:

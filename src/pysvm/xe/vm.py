@@ -17,7 +17,7 @@ import errno
 import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from gpuvm_core import GpuVm, GpuvmError, Ops
 from pysvm.errors import XeError
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["Vm", "BindOpArgs", "DEFAULT_VA_BITS"]
 
 #: Xe VM size is 1 << xe->info.va_bits; 48 on the modelled platform.
-DEFAULT_VA_BITS = 48
+DEFAULT_VA_BITS: Final = 48
 
 
 # One parsed op: (old VMA removed or None, new VMAs inserted).

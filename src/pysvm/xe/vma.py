@@ -6,7 +6,7 @@ Kernel: struct xe_vma (drivers/gpu/drm/xe/xe_vm_types.h).
 from __future__ import annotations
 
 from enum import IntFlag
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from pysvm.xe.attr import VmaMemAttr
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = ["VmaFlag", "Vma", "CREATE_MASK", "FLAG_NAMES"]
 
-_USERBITS = 1 << 2  # DRM_GPUVA_USERBITS
+_USERBITS: Final = 1 << 2  # DRM_GPUVA_USERBITS
 
 
 class VmaFlag(IntFlag):
@@ -46,10 +46,10 @@ CREATE_MASK = (VmaFlag.READ_ONLY | VmaFlag.DUMPABLE | VmaFlag.SYSTEM_ALLOCATOR
 #: Trace names of the flags a query reports, in output order.
 # Plain-int masks for the predicates on the fault path: ``int.__and__`` on the IntFlag
 # value skips enum's __and__ (which builds a new flag object per test).
-_SYSTEM_ALLOCATOR = int(VmaFlag.SYSTEM_ALLOCATOR)
-_SPARSE = int(VmaFlag.SPARSE)
-_READ_ONLY = int(VmaFlag.READ_ONLY)
-_MADV_AUTORESET = int(VmaFlag.MADV_AUTORESET)
+_SYSTEM_ALLOCATOR: Final = int(VmaFlag.SYSTEM_ALLOCATOR)
+_SPARSE: Final = int(VmaFlag.SPARSE)
+_READ_ONLY: Final = int(VmaFlag.READ_ONLY)
+_MADV_AUTORESET: Final = int(VmaFlag.MADV_AUTORESET)
 _and = int.__and__
 
 FLAG_NAMES: tuple[tuple[VmaFlag, str], ...] = (
