@@ -31,7 +31,10 @@ def compiled_modules(src: Path) -> tuple[str, ...]:
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
                 isinstance(t, ast.Name) and t.id == "COMPILED_MODULES" for t in node.targets):
-            names = ast.literal_eval(node.value)
+            try:
+                names = ast.literal_eval(node.value)
+            except ValueError:
+                break
             if not isinstance(names, tuple) or not all(isinstance(n, str) for n in names):
                 break
             return names
