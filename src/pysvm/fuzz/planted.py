@@ -47,9 +47,10 @@ def check_plantable() -> None:
     """Raise :class:`PlantUnsupported` naming the compiled modules, if any."""
     names = compiled_modules()
     if names:
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
         raise PlantUnsupported(
             f"planted bugs patch the pure-Python model, but this install runs "
-            f"{len(names)} of its modules compiled (mypyc: {', '.join(names[:3])}, ...), "
+            f"{len(names)} of its modules compiled (mypyc: {shown}), "
             "where a patch does not reach the callers; use an editable install "
             "(pip install -e .) or a wheel built with -C cmake.define.PYSVM_MYPYC=OFF")
 
