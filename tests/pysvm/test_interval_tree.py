@@ -48,6 +48,35 @@ def test_interval_tree_matches_brute_force(seed: int) -> None:
     assert tree.first(5 * K, 4 * K) is None
 
 
+@pytest.mark.parametrize("seed", [4, 5])
+def test_lookups_near_the_last_hit_match_brute_force(seed: int) -> None:
+    """Queries that stay near one interval (the tree answers them from its last hit),
+    with that interval removed and re-inserted with another end in between."""
+    rnd = random.Random(seed)
+    tree: IntervalTree[tuple[int, int]] = IntervalTree()
+    ivs: dict[int, tuple[int, int]] = {}
+    for k in range(0, 64, 2):
+        ivs[k * 64 * K] = (k * 64 * K, (k + 1) * 64 * K)
+        tree.insert(k * 64 * K, (k + 1) * 64 * K, ivs[k * 64 * K])
+    for _ in range(4000):
+        base = rnd.choice(sorted(ivs)) if ivs else 0
+        s = base + rnd.randrange(-2, 80) * K
+        e = s + rnd.choice((1, K, 8 * K, 64 * K))
+        if s < 0:
+            continue
+        want = [ivs[x] for x in _brute(ivs, s, e)]
+        assert tree.first(s, e) == (want[0] if want else None)
+        assert tree.overlapping(s, e) == want
+        if rnd.random() < 0.1 and ivs:
+            victim = rnd.choice(sorted(ivs))
+            assert tree.pop(victim) == ivs.pop(victim)
+            if rnd.random() < 0.7:              # back, shorter or longer
+                nxt = min((x for x in ivs if x > victim), default=1 << 40)
+                end = min(victim + rnd.choice((4, 32, 64, 100)) * K, nxt)
+                ivs[victim] = (victim, end)
+                tree.insert(victim, end, ivs[victim])
+
+
 def test_range_find_hint_never_returns_a_removed_range() -> None:
     s = Sim()
     s.mmap(BUF, SZ_2M)

@@ -202,7 +202,8 @@ def test_cli_reports_what_an_interruption_kept(tmp_path: Path, capsys: Any,
 
 def test_ctrl_c_on_a_pool_stops_cleanly_without_tracebacks(tmp_path: Path) -> None:
     cfg = tmp_path / "s.toml"
-    cfg.write_text("seeds = 40\n[fixed]\nsteps = 1000\n[grid]\nsize = [16, 32]\n")
+    # 1,000 runs: more than the compiled model finishes in the 6 s below (80 did)
+    cfg.write_text("seeds = 500\n[fixed]\nsteps = 1000\n[grid]\nsize = [16, 32]\n")
     out = tmp_path / "res.parquet"
     exe = Path(sys.executable).with_name("pysvm")
     proc = subprocess.Popen([str(exe), "sweep", str(cfg), "-o", str(out), "--jobs", "2"],
@@ -217,7 +218,7 @@ def test_ctrl_c_on_a_pool_stops_cleanly_without_tracebacks(tmp_path: Path) -> No
     assert leftovers(tmp_path) == []
     if out.exists():
         assert f"kept {out}" in err
-        assert 0 < pq.read_table(out).num_rows < 80
+        assert 0 < pq.read_table(out).num_rows < 1000
     else:
         assert "no output file was written" in err
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import errno
 import operator
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Final, Protocol
 
 from pysvm.drm.gpusvm_notifier import SvmNotifier
@@ -54,16 +53,32 @@ CHUNK_SIZES: tuple[int, ...] = (SZ_2M, SZ_64K, SZ_4K)
 _run_alloc = operator.attrgetter("alloc")     # a run's device allocation (None: system)
 
 
-@dataclass(slots=True)
 class GpuSvmCtx:
-    """Per-operation options. Kernel: struct drm_gpusvm_ctx."""
+    """Per-operation options. Kernel: struct drm_gpusvm_ctx.
 
-    read_only: bool = False
-    devmem_possible: bool = False
-    devmem_only: bool = False
-    check_pages_threshold: int = 0
-    timeslice_ms: int = 0
-    allow_mixed: bool = False
+    A plain class with its own ``__init__`` rather than a dataclass: one is made per GPU
+    fault, and in a compiled install a dataclass's generated ``__init__`` would be the
+    one interpreted function on that path.
+    """
+
+    __slots__ = ("read_only", "devmem_possible", "devmem_only", "check_pages_threshold",
+                 "timeslice_ms", "allow_mixed")
+
+    def __init__(self, read_only: bool = False, devmem_possible: bool = False,
+                 devmem_only: bool = False, check_pages_threshold: int = 0,
+                 timeslice_ms: int = 0, allow_mixed: bool = False) -> None:
+        self.read_only = read_only
+        self.devmem_possible = devmem_possible
+        self.devmem_only = devmem_only
+        self.check_pages_threshold = check_pages_threshold
+        self.timeslice_ms = timeslice_ms
+        self.allow_mixed = allow_mixed
+
+    def __repr__(self) -> str:
+        return (f"GpuSvmCtx(read_only={self.read_only}, devmem_possible={self.devmem_possible}, "
+                f"devmem_only={self.devmem_only}, "
+                f"check_pages_threshold={self.check_pages_threshold}, "
+                f"timeslice_ms={self.timeslice_ms}, allow_mixed={self.allow_mixed})")
 
 
 class DevmemPagemap(Protocol):
@@ -345,8 +360,9 @@ class GpuSvm:
                 return
             if not mm.alive:
                 raise XeError(errno.EFAULT, "address space is gone")
-            runs, idx, alloc, uniform = mm.hmm_range_fault(
-                rng.start, rng.end, write=not ctx.read_only, owner=self.owner)
+            got = mm.hmm_range_fault(rng.start, rng.end, write=not ctx.read_only,
+                                     owner=self.owner)
+            runs, idx, alloc, uniform = got.runs, got.idx, got.alloc, got.uniform
             if rng.unmapped:
                 raise XeError(errno.EFAULT, f"range [{rng.start:#x}, {rng.end:#x}) was unmapped")
             if mmu is not None and mmu.invalidate_seq != seq:

@@ -33,13 +33,19 @@ _addr = operator.attrgetter("addr")     # a tree node's start, read in C
 class IntervalTree(Generic[T]):
     """``[start, end) -> item`` for non-overlapping intervals."""
 
-    __slots__ = ("_vm", "_items", "_nodes", "_find_first")
+    __slots__ = ("_vm", "_items", "_nodes", "_find_first", "_hit_start", "_hit_end", "_hit")
 
     def __init__(self) -> None:
         self._vm = GpuVm(0, _SPAN)
         self._items: dict[int, T] = {}          # start -> item
         self._nodes: dict[int, GpuVa] = {}      # start -> its node in the tree
         self._find_first = self._vm.find_first  # the hot lookup, bound once
+        # The interval the last lookup found (empty: none): consecutive lookups mostly
+        # land in the same notifier, range or VMA, and an address inside it needs no
+        # search (the intervals do not overlap, so it is the lowest one overlapping).
+        self._hit_start = 0
+        self._hit_end = 0
+        self._hit: T | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -58,6 +64,9 @@ class IntervalTree(Generic[T]):
         """Remove and return the item starting at ``start`` (None: there is none)."""
         if start not in self._items:
             return None
+        if start == self._hit_start:
+            self._hit_start = self._hit_end = 0
+            self._hit = None
         self._vm.remove(self._nodes.pop(start))
         return self._items.pop(start)
 
@@ -67,8 +76,17 @@ class IntervalTree(Generic[T]):
             end = _SPAN
         if end <= start:
             return None
+        if self._hit_start <= start < self._hit_end:
+            return self._hit
         va = self._find_first(start, end - start)
-        return None if va is None else self._items[va.addr]
+        if va is None:
+            return None
+        s = va.addr
+        item = self._items[s]
+        self._hit_start = s
+        self._hit_end = va.end
+        self._hit = item
+        return item
 
     def overlapping(self, start: int, end: int) -> list[T]:
         """Every item overlapping ``[start, end)`` in address order (a snapshot)."""
@@ -76,6 +94,8 @@ class IntervalTree(Generic[T]):
             end = _SPAN
         if end <= start:
             return []
+        if self._hit_start <= start and end <= self._hit_end:
+            return [self._hit]  # type: ignore[list-item]
         va = self._find_first(start, end - start)
         if va is None:
             return []

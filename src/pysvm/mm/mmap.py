@@ -46,7 +46,7 @@ import errno
 import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final, NamedTuple, Protocol, cast
+from typing import Final, Protocol, cast
 
 from pysvm.errors import XeError
 from pysvm.mm.interval_tree import IntervalTree
@@ -140,16 +140,23 @@ class PageRun:
         return f"PageRun({len(self.values)} pages, {where})"
 
 
-class FaultedPages(NamedTuple):
+class FaultedPages:
     """What :meth:`Mm.hmm_range_fault` found: the pages, one per 4 KiB, as the page
     table's entries (``runs[k]``, ``idx[k]``: page ``idx[k]`` of run ``runs[k]``), and
     what the walk learnt about them on the way. ``uniform`` True: every page's ``alloc``
-    is ``alloc`` (None: all system pages); False: not known (the caller looks at each)."""
+    is ``alloc`` (None: all system pages); False: not known (the caller looks at each).
 
-    runs: list[PageRun]
-    idx: list[int]
-    alloc: DevmemOwner | None
-    uniform: bool
+    A plain class with its own ``__init__`` (one is made per device page collection; in
+    a compiled install a named tuple's constructor is an interpreted function)."""
+
+    __slots__ = ("runs", "idx", "alloc", "uniform")
+
+    def __init__(self, runs: list[PageRun], idx: list[int], alloc: DevmemOwner | None,
+                 uniform: bool) -> None:
+        self.runs = runs
+        self.idx = idx
+        self.alloc = alloc
+        self.uniform = uniform
 
     @property
     def pages(self) -> list[Page]:

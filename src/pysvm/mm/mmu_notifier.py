@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, NamedTuple
 
 __all__ = ["Callback", "IntervalNotifier", "NotifierRange", "NotifyEvent"]
 
@@ -32,17 +31,34 @@ class NotifyEvent(IntEnum):
     EXCLUSIVE = 7
 
 
-class NotifierRange(NamedTuple):
-    """One invalidation: ``[start, end)`` and its reason (immutable).
+class NotifierRange:
+    """One invalidation: ``[start, end)`` and its reason (read-only by convention).
 
-    Kernel: struct mmu_notifier_range. A named tuple: one is made per invalidation,
-    and a tuple is several times cheaper to build than a frozen dataclass.
+    Kernel: struct mmu_notifier_range. A plain class with its own ``__init__``: one is
+    made per invalidation, and in a compiled install this builds in C where a named
+    tuple's constructor is an interpreted function. Equal when all four fields are.
     """
 
-    start: int
-    end: int
-    event: NotifyEvent
-    owner: Any = None       # (Any, not object: mypyc resolves a NamedTuple's annotations by name)
+    __slots__ = ("start", "end", "event", "owner")
+
+    def __init__(self, start: int, end: int, event: NotifyEvent, owner: object = None) -> None:
+        self.start = start
+        self.end = end
+        self.event = event
+        self.owner = owner
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NotifierRange):
+            return NotImplemented
+        return (self.start == other.start and self.end == other.end
+                and self.event == other.event and self.owner == other.owner)
+
+    def __hash__(self) -> int:
+        return hash((self.start, self.end, self.event))
+
+    def __repr__(self) -> str:
+        return (f"NotifierRange(start={self.start:#x}, end={self.end:#x}, "
+                f"event={self.event!r}, owner={self.owner!r})")
 
 
 Callback = Callable[["IntervalNotifier", NotifierRange, int], None]

@@ -288,7 +288,7 @@ def _inner(svm: Svm, vma: Vma, addr: int, need_vram: bool, st: FaultStats, tile:
             err = e.errno or errno.EFAULT
             if err == errno.EOPNOTSUPP:
                 svm.gpusvm.range_evict(r)
-        if err in (errno.EOPNOTSUPP, errno.EFAULT, errno.EPERM):
+        if err and err in (errno.EOPNOTSUPP, errno.EFAULT, errno.EPERM):
             st.get_pages_failures += 1
             st.reasons.append(f"get-pages:{errno.errorcode.get(err, err)}")
             ctx.timeslice_ms <<= 1
