@@ -337,7 +337,7 @@ def test_schema_prints_the_shipped_json_schema(capsys: pytest.CaptureFixture[str
     assert printed == json.loads(shipped.read_text())
     assert call(["schema", "--events"]) == 0
     names = capsys.readouterr().out.split()
-    assert len(names) == 37 and names[0] == "config" and "gpu_access" in names
+    assert len(names) == 38 and names[0] == "config" and "gpu_access" in names
 
 
 def test_version_names_the_distribution_and_the_core_build(

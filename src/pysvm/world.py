@@ -616,6 +616,22 @@ class World:
     def _ev_cpu_read(self, ev: S.CpuReadEvent) -> Result:
         return {"data": self.process_by_name(ev.process).mm.cpu_read(ev.addr, ev.size)}
 
+    def smaps(self, *, addr: int, size: int, process: str = MAIN_PROCESS,
+              **unknown: object) -> Result:
+        """What /proc/PID/smaps says of ``process``'s memory in a range, in kB: ``rss``,
+        ``anonymous``, ``private_clean``, ``private_dirty``, and the model's ``device`` and
+        ``zero`` (fs/proc/task_mmu.c smaps_account())."""
+        return self.apply("smaps", {"addr": addr, "size": size, "process": process,
+                                    **unknown})
+
+    def _ev_smaps(self, ev: S.SmapsEvent) -> Result:
+        addr, size = ev.addr, ev.size
+        mm = self.process_by_name(ev.process).mm
+        if addr % PAGE_SIZE or size % PAGE_SIZE or size == 0 or addr + size > 1 << 64:
+            raise XeError(errno.EINVAL, f"smaps [{addr:#x}, +{size:#x}) must be 4 KiB "
+                          "aligned and non-empty")
+        return dict(mm.smaps(addr, addr + size))
+
     def advance(self, *, ms: int, **unknown: object) -> Result:
         """Let ``ms`` milliseconds of virtual time pass; the result's ``now_ms`` is the
         clock after it. Kernel: jiffies, as drm_pagemap.c reads them for the atomic
@@ -1068,6 +1084,7 @@ _HANDLERS: dict[type[Event], _Handler] = {
     S.MmapEvent: World._ev_mmap, S.MunmapEvent: World._ev_munmap,
     S.MremapEvent: World._ev_mremap, S.MprotectEvent: World._ev_mprotect,
     S.CpuWriteEvent: World._ev_cpu_write, S.CpuReadEvent: World._ev_cpu_read,
+    S.SmapsEvent: World._ev_smaps,
     S.GpuAccessEvent: World._ev_gpu_access, S.PrefetchEvent: World._ev_prefetch,
     S.RangesEvent: World._ev_ranges, S.GcEvent: World._ev_gc, S.EvictEvent: World._ev_evict,
     S.InvalidateEvent: World._ev_invalidate, S.FaultGuardEvent: World._ev_fault_guard,

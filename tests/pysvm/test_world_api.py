@@ -43,7 +43,7 @@ def _call(w: World, ev: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def test_every_event_is_a_keyword_only_method() -> None:
-    assert len(pysvm.EVENTS) == 37
+    assert len(pysvm.EVENTS) == 38
     for name in pysvm.EVENTS:
         sig = inspect.signature(getattr(World, name))
         params = [p for p in sig.parameters.values() if p.name != "self"]
@@ -134,7 +134,7 @@ print("ok", len(pysvm.EVENTS))
     r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True,
                        check=False)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["ok", "37"]
+    assert r.stdout.split() == ["ok", "38"]
 
 
 def test_a_misspelt_keyword_is_einval_naming_it_as_in_a_trace() -> None:

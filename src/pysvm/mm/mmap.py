@@ -20,6 +20,25 @@ Model
   views: the same page).
 * A page that was never touched is not populated; it reads as 0 and
   populating it (CPU touch, GPU fault, migration) creates a zero page.
+* Each page has a dirty state (``PageRun.state``, one byte per page; counted by
+  :meth:`Mm.smaps`): ``PAGE_DIRTY`` when the kernel would count it dirty (the PTE's
+  dirty bit or the folio's PG_dirty, as fs/proc/task_mmu.c smaps does),
+  ``PAGE_ZERO`` for a page a read fault populated (the kernel maps the shared zero
+  page there: mm/memory.c do_anonymous_page() without FAULT_FLAG_WRITE), else
+  ``PAGE_CLEAN``. A CPU store dirties the page. A device's page collection
+  (:meth:`Mm.hmm_range_fault`) with ``write`` faults a missing or zero page as a
+  write (mm/hmm.c hmm_pte_need_fault() -> hmm_vma_fault() with FAULT_FLAG_WRITE):
+  the page becomes dirty even when the GPU only reads, because drm_gpusvm.c
+  drm_gpusvm_get_pages() asks for write access on every VMA that is not read-only
+  (Xe passes ``ctx.read_only = xe_vma_read_only(vma)``, never the access type); a
+  present, writable page stays as it is. Device writes never dirty a page: the
+  GPU writes through its own mappings, not the CPU page table. Migration carries the
+  state: mm/migrate_device.c migrate_vma_collect_pmd() moves a dirty PTE's bit to
+  the folio and folio_migrate_flags() copies PG_dirty to the device page (a zero page
+  migrates as a new, clean device page); back in system memory mm/migrate.c
+  remove_migration_pte() installs a clean PTE, so the new page is dirty only if the
+  device page carried PG_dirty from a dirty system page: a page the GPU wrote in
+  VRAM comes back clean.
 * Whole spans are handled as slices: a write of fresh memory is one new run
   holding the value, a read of one run's consecutive pages is one slice of its
   values, a migration of a range is one new run and two slice stores.
@@ -34,7 +53,10 @@ Model
 
 Differences from the kernel: no locking, no huge pages, no file mappings
 (``anonymous=False`` exists only so the "not anonymous" refusals can be
-exercised), no zero-page sharing, no fork/COW. Each process has its own
+exercised), no zero-page sharing (a zero page is a page of its own in state
+``PAGE_ZERO``, and a write fault on it keeps the page where the kernel's copy on
+write installs a new one), no fork/COW, no swap and no MADV_FREE (nothing in the
+model reads the dirty state; it is kept so that it can be inspected). Each process has its own
 :class:`Mm` (the composition root keeps one per process); nothing is shared
 between two of them but the devices' memory their pages may live in.
 """
@@ -52,7 +74,8 @@ from pysvm.errors import XeError
 from pysvm.mm.interval_tree import IntervalTree
 from pysvm.mm.mmu_notifier import Callback, IntervalNotifier, NotifierRange, NotifyEvent
 
-__all__ = ["PAGE_SHIFT", "PAGE_SIZE", "MAX_ACCESS_BYTES", "MAX_READ_BYTES", "CpuVma", "Mm",
+__all__ = ["PAGE_SHIFT", "PAGE_SIZE", "PAGE_CLEAN", "PAGE_DIRTY", "PAGE_ZERO", "entry_pages",
+           "MAX_ACCESS_BYTES", "MAX_READ_BYTES", "CpuVma", "Mm",
            "Page", "PageRun", "PageSnap", "idx_range", "entry_values", "DevmemOwner",
            "FaultedPages", "check_access_size", "MREMAP_MAYMOVE", "MREMAP_FIXED",
            "MREMAP_DONTUNMAP", "TASK_SIZE", "HMM_RANGE_DEFAULT_TIMEOUT_MS"]
@@ -110,6 +133,19 @@ _BLOCK: Final = 1 << _BSHIFT
 _BMASK: Final = _BLOCK - 1
 
 
+#: A page's dirty state (``PageRun.state``): clean, dirty, or the zero page a read fault
+#: maps (clean and read-only: a write fault replaces it). Kernel: pte_dirty() ||
+#: folio_test_dirty(), as fs/proc/task_mmu.c smaps_account() counts Private_Dirty;
+#: is_zero_pfn() for the zero page.
+PAGE_CLEAN: Final = 0
+PAGE_DIRTY: Final = 1
+PAGE_ZERO: Final = 2
+_DIRTY1: Final = b"\x01"
+_ZERO1: Final = b"\x02"
+#: Migration to a device: a zero page becomes a new clean device page (migrate_vma_collect_pmd()
+#: collects the zero pfn as an empty source), a dirty one carries PG_dirty.
+_TO_DEVICE: Final = bytes([0, 1, 0]) + bytes(range(3, 256))
+
 #: Up to this many interval notifiers, :meth:`Mm.invalidate` scans them all (cheaper
 #: than two bisections and a sort); past it, it bisects the starts.
 _NOTIFIER_SCAN = 16
@@ -124,16 +160,22 @@ class PageRun:
     a new run, so a GPU mapping that still holds an older run's entries is *stale* (its
     writes go to pages the CPU no longer maps), as it would be through an old struct page.
 
+    ``state[k]`` is page ``k``'s dirty state (``PAGE_CLEAN``, ``PAGE_DIRTY``,
+    ``PAGE_ZERO``; see the module's notes).
+
     Kernel: a batch of struct pages (system) or device-private ZONE_DEVICE pages sharing
     one drm_pagemap_zdd (the migrate_vma_pages() of one drm_pagemap_migrate_to_devmem()).
     Identity is the object's (no ``__eq__``): the page table compares runs with ``is``.
     """
 
-    __slots__ = ("values", "alloc")
+    __slots__ = ("values", "alloc", "state")
 
-    def __init__(self, values: list[int], alloc: DevmemOwner | None = None) -> None:
+    def __init__(self, values: list[int], alloc: DevmemOwner | None = None,
+                 state: bytearray | None = None) -> None:
         self.values = values
         self.alloc = alloc
+        #: Per page: PAGE_CLEAN, PAGE_DIRTY or PAGE_ZERO (default: all clean).
+        self.state = state if state is not None else bytearray(len(values))
 
     def __repr__(self) -> str:
         where = "sys" if self.alloc is None else f"dev:{self.alloc!r}"
@@ -297,6 +339,37 @@ def _one_run(rs: list[PageRun | None], xs: list[int]) -> int:
     if xs[-1] - x0 != n - 1 or (n > 2 and xs != idx_range(x0, x0 + n)):
         return -1
     return x0
+
+
+def entry_pages(rs: list[PageRun | None], xs: list[int]) -> tuple[list[int], bytearray]:
+    """The values and the dirty states of the pages ``(rs[k], xs[k])`` (0 and
+    ``PAGE_CLEAN`` where ``rs[k]`` is None: not populated), as :func:`entry_values`."""
+    n = len(rs)
+    if not n or rs.count(None) == n:
+        return [0] * n, bytearray(n)
+    x0 = _one_run(rs, xs)
+    if x0 >= 0:
+        r = cast("PageRun", rs[0])
+        return r.values[x0:x0 + n], r.state[x0:x0 + n]
+    return ([r.values[x] if r is not None else 0 for r, x in zip(rs, xs, strict=True)],
+            bytearray([r.state[x] if r is not None else 0 for r, x in zip(rs, xs, strict=True)]))
+
+
+def _write_fault_zero(rs: list[PageRun], xs: list[int]) -> None:
+    """A write fault on each zero page among ``(rs[k], xs[k])``: it becomes dirty.
+    Kernel: mm/memory.c do_wp_page() -> wp_page_copy() (the model keeps the page)."""
+    if not rs:
+        return
+    r0 = rs[0]
+    if rs.count(r0) == len(rs):         # one run (a populate's or a migration's)
+        if PAGE_ZERO not in r0.state:
+            return
+    elif not any(PAGE_ZERO in r.state for r in set(rs)):
+        return
+    for r, x in zip(rs, xs, strict=True):
+        st = r.state
+        if st[x] == PAGE_ZERO:
+            st[x] = PAGE_DIRTY
 
 
 def entry_values(rs: list[PageRun | None], xs: list[int]) -> list[int]:
@@ -940,7 +1013,8 @@ class Mm:
         the driver copied the data. The caller invalidated the span first
         (migrate_vma_setup() does, with MMU_NOTIFY_MIGRATE).
         """
-        run = PageRun(entry_values(*self.slots(start, end)), alloc)
+        values, states = entry_pages(*self.slots(start, end))
+        run = PageRun(values, alloc, states.translate(_TO_DEVICE))
         k = 0
         for blk, i, j, _ in self._block_slots(start, end):
             blk[0][i:j] = [run] * (j - i)
@@ -995,19 +1069,20 @@ class Mm:
             i = lo & _BMASK
             j = i + n
             if blk[0][i:j] == runs and blk[1][i:j] == idx:
-                new = PageRun(entry_values(runs, idx))      # type: ignore[arg-type]
+                values, states = entry_pages(runs, idx)     # type: ignore[arg-type]
+                new = PageRun(values, None, states)
                 blk[0][i:j] = [new] * n
                 blk[1][i:j] = idx_range(0, n)
                 return
-        still: list[tuple[int, int]] = []
+        still: list[tuple[int, int, int]] = []
         for a, r, x in zip(addrs, runs, idx, strict=True):
             pfn = a >> PAGE_SHIFT
             b = pt.get(pfn >> _BSHIFT)
             if b is not None and b[0][pfn & _BMASK] is r and b[1][pfn & _BMASK] == x:
-                still.append((a, r.values[x]))
+                still.append((a, r.values[x], r.state[x]))
         if still:
-            new = PageRun([v for _, v in still])
-            for k, (a, _) in enumerate(still):
+            new = PageRun([v for _, v, _ in still], None, bytearray([d for _, _, d in still]))
+            for k, (a, _, _) in enumerate(still):
                 pfn = a >> PAGE_SHIFT
                 b = pt[pfn >> _BSHIFT]
                 b[0][pfn & _BMASK] = new
@@ -1033,8 +1108,8 @@ class Mm:
             blk = self._pt[pfn >> _BSHIFT] = ([None] * _BLOCK, [0] * _BLOCK)
         k = pfn & _BMASK
         r = blk[0][k]
-        if r is None:
-            r = blk[0][k] = PageRun([0])
+        if r is None:                   # a read fault: the zero page
+            r = blk[0][k] = PageRun([0], None, bytearray(_ZERO1))
             blk[1][k] = 0
         return Page.of(r, blk[1][k])
 
@@ -1085,7 +1160,7 @@ class Mm:
             n = j - i
             rs = blk[0][i:j]
             if rs.count(None) == n:         # fresh memory populates as zero pages
-                blk[0][i:j] = [PageRun([0] * n)] * n
+                blk[0][i:j] = [PageRun([0] * n, None, bytearray(_ZERO1 * n))] * n
                 blk[1][i:j] = idx_range(0, n)
                 out.extend([0] * n)
                 continue
@@ -1097,7 +1172,7 @@ class Mm:
             while k < j:
                 r = runs[k]
                 if r is None:
-                    runs[k] = PageRun([0])
+                    runs[k] = PageRun([0], None, bytearray(_ZERO1))
                     idx[k] = 0
                     out.append(0)
                 elif r.alloc is None:
@@ -1129,7 +1204,7 @@ class Mm:
             n = j - i
             rs = blk[0][i:j]
             if rs.count(None) == n:                 # fresh memory: one new run
-                blk[0][i:j] = [PageRun([value] * n)] * n
+                blk[0][i:j] = [PageRun([value] * n, None, bytearray(_DIRTY1 * n))] * n
                 blk[1][i:j] = idx_range(0, n)
                 continue
             if None not in rs:
@@ -1139,17 +1214,77 @@ class Mm:
                 assert r0 is not None
                 if x0 >= 0 and r0.alloc is None:     # one run of system pages: in place
                     r0.values[x0:x0 + n] = [value] * n
+                    r0.state[x0:x0 + n] = _DIRTY1 * n
                     continue
             runs, idx = blk
             for k in range(i, j):
                 r = runs[k]
                 if r is None:
-                    runs[k] = PageRun([value])
+                    runs[k] = PageRun([value], None, bytearray(_DIRTY1))
                     idx[k] = 0
                 elif r.alloc is None:
                     r.values[idx[k]] = value
+                    r.state[idx[k]] = PAGE_DIRTY
                 else:
-                    self._cpu_fault((pfn + k - i) << PAGE_SHIFT).value = value
+                    page = self._cpu_fault((pfn + k - i) << PAGE_SHIFT)
+                    page.run.values[page.idx] = value
+                    page.run.state[page.idx] = PAGE_DIRTY
+
+    def smaps(self, start: int, end: int) -> dict[str, int]:
+        """What /proc/PID/smaps would add up over the CPU VMAs' parts inside ``[start,
+        end)``, in kB: ``rss``, ``anonymous``, ``private_clean``, ``private_dirty``; and
+        two counts smaps has no field for: ``device`` (the part of ``rss`` in device
+        memory) and ``zero`` (zero pages, which smaps does not count at all).
+
+        Kernel: fs/proc/task_mmu.c smaps_pte_entry() -> smaps_account() ->
+        smaps_page_accumulate(). A present page counts in Rss and, mapped once,
+        in Private_Dirty when pte_dirty() or folio_test_dirty(), else in Private_Clean;
+        the zero page is skipped (vm_normal_page() returns NULL for it); a device-private
+        entry counts as present (Rss, Private_*) with the folio's PG_dirty alone deciding
+        dirty; an empty entry counts nothing. Every page here is anonymous and mapped
+        once (no fork), so Shared_* and Pss add nothing smaps does not say already.
+        """
+        rss = dev = zero = dirty = anon = 0
+        pt = self._pt
+        for vma in self._overlapping(start, end):
+            lo = max(start, vma.start) >> PAGE_SHIFT
+            hi = min(end, vma.end) >> PAGE_SHIFT
+            vrss = 0
+            for b, i, j, _ in _blocks(lo, hi):
+                blk = pt.get(b)
+                if blk is None:
+                    continue
+                rs, xs = blk[0][i:j], blk[1][i:j]
+                x0 = _one_run(rs, xs)
+                if x0 >= 0:
+                    r0 = cast("PageRun", rs[0])
+                    seg = r0.state[x0:x0 + j - i]
+                    z = seg.count(PAGE_ZERO)
+                    n = j - i - z
+                    zero += z
+                    vrss += n
+                    dirty += seg.count(PAGE_DIRTY)
+                    if r0.alloc is not None:
+                        dev += n
+                    continue
+                for r, x in zip(rs, xs, strict=True):
+                    if r is None:
+                        continue
+                    st = r.state[x]
+                    if st == PAGE_ZERO:
+                        zero += 1
+                        continue
+                    vrss += 1
+                    if st == PAGE_DIRTY:
+                        dirty += 1
+                    if r.alloc is not None:
+                        dev += 1
+            rss += vrss
+            if vma.anonymous:
+                anon += vrss
+        kb = PAGE_SIZE >> 10
+        return {"rss": rss * kb, "anonymous": anon * kb, "private_clean": (rss - dirty) * kb,
+                "private_dirty": dirty * kb, "device": dev * kb, "zero": zero * kb}
 
     def collectable(self, start: int, end: int) -> int:
         """How many pages of ``[start, end)`` are system pages or not populated (what
@@ -1236,8 +1371,10 @@ class Mm:
                 if len(allocs) == 1:
                     only = allocs.pop()
                     if only is None or only.owner is owner:
-                        return FaultedPages(rs, blk[1][i:j], only,  # type: ignore[arg-type]
-                                            True)
+                        xs = blk[1][i:j]
+                        if write and only is None:
+                            _write_fault_zero(rs, xs)           # type: ignore[arg-type]
+                        return FaultedPages(rs, xs, only, True)  # type: ignore[arg-type]
         runs: list[PageRun] = []
         idxs: list[int] = []
         owners: dict[int, object] = {}      # per allocation, looked up once per call
@@ -1262,8 +1399,8 @@ class Mm:
             brs, bxs = blk
             for k in range(i, j):
                 r = brs[k]
-                if r is None:
-                    r = brs[k] = PageRun([0])
+                if r is None:           # do_anonymous_page(): dirty on a write fault
+                    r = brs[k] = PageRun([0], None, bytearray(_DIRTY1 if write else _ZERO1))
                     bxs[k] = 0
                 elif r.alloc is not None:
                     alloc = r.alloc
@@ -1288,6 +1425,8 @@ class Mm:
                         continue
                 runs.append(r)
                 idxs.append(bxs[k])
+        if write:
+            _write_fault_zero(runs, idxs)
         if seen is _UNSEEN:
             return FaultedPages(runs, idxs, None, False)
         return FaultedPages(runs, idxs, cast("DevmemOwner | None", seen), uniform)

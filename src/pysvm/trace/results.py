@@ -16,7 +16,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 __all__ = [
     "Result", "NoResult", "ConfigResult", "DeviceResult", "MadviseResult", "VmaAttrs",
-    "VmaInfo", "QueryResult", "CpuReadResult", "Injected", "GpuAccessResult",
+    "VmaInfo", "QueryResult", "CpuReadResult", "SmapsResult", "Injected", "GpuAccessResult",
     "PrefetchResult", "RangeInfo", "RangesResult", "GcResult", "EvictResult",
     "FaultGuardResult", "LinkResult", "UnbindDeviceResult", "RmmodResult",
     "RunWorkersResult", "PagemapInfo", "PagemapsResult", "TeardownResult", "MremapResult",
@@ -120,6 +120,25 @@ class CpuReadResult(Result):
     """The value of every page read."""
 
     data: Annotated[list[int], Meta(description="one value per 4 KiB page, in order")]
+
+
+class SmapsResult(Result):
+    """What /proc/PID/smaps would add up over the range, in kB (4 per page)."""
+
+    rss: Annotated[int, Meta(ge=0, description=(
+        "Rss: pages present, in system memory or in device memory (a device-private entry "
+        "counts as present); zero pages are not counted"))]
+    anonymous: Annotated[int, Meta(ge=0, description=(
+        "Anonymous: the part of rss in anonymous mappings"))]
+    private_clean: Annotated[int, Meta(ge=0, description=(
+        "Private_Clean: rss that is not dirty"))]
+    private_dirty: Annotated[int, Meta(ge=0, description=(
+        "Private_Dirty: rss whose PTE is dirty or whose folio has PG_dirty"))]
+    device: Annotated[int, Meta(ge=0, description=(
+        "the part of rss in device memory (a model addition: smaps has no such field)"))]
+    zero: Annotated[int, Meta(ge=0, description=(
+        "pages mapping the zero page, which a read fault maps and smaps skips (a model "
+        "addition)"))]
 
 
 class Injected(msgspec.Struct, kw_only=True):

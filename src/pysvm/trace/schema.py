@@ -570,6 +570,27 @@ class CpuReadEvent(Event, tag="cpu_read"):
     process: ProcessName = MAIN_PROCESS
 
 
+class SmapsEvent(Event, tag="smaps"):
+    """What /proc/PID/smaps says of a range of process memory: resident, clean and dirty."""
+
+    kernel: ClassVar[str] = (
+        "A read of /proc/PID/smaps: fs/proc/task_mmu.c show_smap() -> smaps_pte_entry() -> "
+        "smaps_account(), summed over the parts of the CPU VMAs inside the range (the file "
+        "reports whole VMAs, one block each). "
+        "A page is dirty when its PTE or its folio is: a CPU store dirties it, and so does a "
+        "GPU fault on a writable VMA that populates it, even a read (drm_gpusvm_get_pages() "
+        "asks hmm_range_fault() for write access unless the VMA is read-only); GPU writes "
+        "do not, and a page migrated back from VRAM is dirty only if it was dirty before it "
+        "left (mm/migrate.c remove_migration_pte()).")
+    errors = (_EINVAL_FIELDS,
+              ("ESRCH", "process names no live process (never started, or exited)"),
+              ("EINVAL", "addr or size not 4 KiB aligned, size 0, or the end beyond 2^64"))
+    result = R.SmapsResult
+    addr: Annotated[U64, Meta(description="CPU virtual address, bytes (4 KiB aligned)")]
+    size: Annotated[U64, Meta(description="length in bytes (4 KiB aligned, non-zero)")]
+    process: ProcessName = MAIN_PROCESS
+
+
 class GpuAccessEvent(Event, tag="gpu_access"):
     """The GPU reads, writes or atomically increments every page of a range of a VM."""
 
@@ -985,7 +1006,7 @@ class ProcessExitEvent(Event, tag="process_exit"):
 AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode into
     ConfigEvent, DeviceEvent, VmCreateEvent, BoCreateEvent, BindEvent, MadviseEvent,
     QueryEvent, VmKillEvent, MmapEvent, MunmapEvent, MremapEvent, MprotectEvent,
-    CpuWriteEvent, CpuReadEvent,
+    CpuWriteEvent, CpuReadEvent, SmapsEvent,
     GpuAccessEvent, PrefetchEvent, RangesEvent, GcEvent, EvictEvent, InvalidateEvent,
     FaultGuardEvent, InjectEvent, LinkEvent, UnbindDeviceEvent, RmmodEvent,
     RunWorkersEvent, PagemapsEvent, TeardownEvent, BoPurgeEvent, VmDestroyEvent,
