@@ -51,6 +51,31 @@ def test_userptr_pin_of_unmapped_memory_is_efault() -> None:
     assert w.query(vm="vm0")["vmas"] == before
 
 
+def test_userptr_pin_asks_write_access_unless_the_vma_is_read_only() -> None:
+    # xe_userptr.c xe_vma_userptr_pin_pages(): ctx.read_only = xe_vma_read_only(vma), so
+    # drm_gpusvm_get_pages() asks hmm_range_fault() for HMM_PFN_REQ_WRITE on a writable
+    # VMA: over read-only memory that is EPERM (mm/hmm.c hmm_vma_fault()) and the bind
+    # changes nothing; a read-only VMA pins it. The pin's write fault populates and
+    # dirties the pages (do_anonymous_page()); a read-only pin maps the zero page.
+    w = _world()
+    cpu = 0x7000_0000
+    w.mmap(addr=cpu, size=64 * 1024, read_only=True)
+    before = w.query(vm="vm0")["vmas"]
+    assert _errno(w.bind, vm="vm0", op="map_userptr", addr=BUF, range=64 * 1024,
+                  offset=cpu, pat_index=1) == errno.EPERM
+    assert w.query(vm="vm0")["vmas"] == before
+    assert w.smaps(addr=cpu, size=64 * 1024)["zero"] == 0
+    w.bind(vm="vm0", op="map_userptr", addr=BUF, range=64 * 1024, offset=cpu, pat_index=1,
+           flags=["read_only"])
+    assert w.smaps(addr=cpu, size=64 * 1024)["zero"] == 64
+    cpu2 = 0x7100_0000
+    w.mmap(addr=cpu2, size=64 * 1024)
+    w.bind(vm="vm0", op="map_userptr", addr=BUF + M, range=64 * 1024, offset=cpu2,
+           pat_index=1)
+    s = w.smaps(addr=cpu2, size=64 * 1024)
+    assert s["private_dirty"] == 64 and s["zero"] == 0
+
+
 def test_userptr_repin_of_unmapped_memory_is_efault() -> None:
     # The bind pinned mapped memory; munmap fires the userptr's notifier
     # (xe_userptr.c vma_userptr_invalidate(): fault mode -> xe_vm_invalidate_vma()), the next

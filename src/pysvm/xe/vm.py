@@ -542,11 +542,14 @@ class Vm:
                         # xe_vm.c new_vma(): a new userptr VMA is pinned at once
                         # (xe_vma_userptr_pin_pages(); v6.18 xe_userptr.c:
                         # drm_gpusvm_get_pages() -> hmm_range_fault(), no page owner, so
-                        # device pages come back to RAM); its error (EFAULT: no CPU VMA
-                        # there) destroys the VMA and vm_bind_ioctl_ops_unwind() undoes
+                        # device pages come back to RAM; write access unless the GPU VMA
+                        # is read-only, ctx.read_only = xe_vma_read_only()); its error
+                        # (EFAULT: no CPU VMA there; EPERM: a writable VMA over read-only
+                        # memory) destroys the VMA and vm_bind_ioctl_ops_unwind() undoes
                         # the ops before it: nothing changes
                         self.mm.hmm_range_fault(d["offset"], d["offset"] + d["range"],
-                                                write=False, owner=None)
+                                                write=not (vflags & VmaFlag.READ_ONLY),
+                                                owner=None)
                     v = Vma(self, d["addr"], d["range"], bo, d["offset"], vflags,
                             VmaMemAttr.default(pat_index), userptr=userptr)
                     if immediate and not is_mirror and not is_null:
