@@ -625,12 +625,17 @@ class World:
                                     **unknown})
 
     def _ev_smaps(self, ev: S.SmapsEvent) -> Result:
-        addr, size = ev.addr, ev.size
-        mm = self.process_by_name(ev.process).mm
+        mm, start, end = self._cpu_span(ev.process, ev.addr, ev.size, "smaps")
+        return dict(mm.smaps(start, end))
+
+    def _cpu_span(self, process: str, addr: int, size: int, what: str) -> tuple[Mm, int, int]:
+        """The process's address space and ``[addr, addr + size)``: ESRCH for no such
+        process, EINVAL unless 4 KiB aligned, non-empty and below 2^64."""
+        mm = self.process_by_name(process).mm
         if addr % PAGE_SIZE or size % PAGE_SIZE or size == 0 or addr + size > 1 << 64:
-            raise XeError(errno.EINVAL, f"smaps [{addr:#x}, +{size:#x}) must be 4 KiB "
+            raise XeError(errno.EINVAL, f"{what} [{addr:#x}, +{size:#x}) must be 4 KiB "
                           "aligned and non-empty")
-        return dict(mm.smaps(addr, addr + size))
+        return mm, addr, addr + size
 
     def advance(self, *, ms: int, **unknown: object) -> Result:
         """Let ``ms`` milliseconds of virtual time pass; the result's ``now_ms`` is the
@@ -654,12 +659,8 @@ class World:
                                          "process": process, **unknown})
 
     def _ev_invalidate(self, ev: S.InvalidateEvent) -> Result:
-        addr, size = ev.addr, ev.size
-        mm = self.process_by_name(ev.process).mm
-        if addr % PAGE_SIZE or size % PAGE_SIZE or size == 0 or addr + size > 1 << 64:
-            raise XeError(errno.EINVAL, f"invalidate [{addr:#x}, +{size:#x}) must be 4 KiB "
-                          "aligned and non-empty")
-        mm.invalidate(addr, addr + size, NOTIFY_EVENTS[ev.event])
+        mm, start, end = self._cpu_span(ev.process, ev.addr, ev.size, "invalidate")
+        mm.invalidate(start, end, NOTIFY_EVENTS[ev.event])
         return {}
     # -- the GPU side ---------------------------------------------------------------------
 
