@@ -188,3 +188,59 @@ def test_random_cpu_and_device_accesses_against_a_page_reference(seed: int) -> N
                        "private_clean": states.count(PAGE_CLEAN) * KB,
                        "private_dirty": states.count(PAGE_DIRTY) * KB, "device": 0,
                        "zero": states.count(PAGE_ZERO) * KB}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_migrations_carry_the_state(seed: int) -> None:
+    """Four 2 MiB regions on a discrete device (each one SVM range, the allocation a CPU
+    fault brings back whole): GPU accesses migrate a region to VRAM, CPU accesses and
+    evictions bring it back, and a per-page reference of the migration rules must match
+    smaps after every step (a zero page leaves as a clean device page, a dirty one stays
+    dirty, nothing the GPU does dirties a page)."""
+    rng = random.Random(seed)
+    w = _world()
+    regions = [A + k * MIB2 for k in range(4)]
+    for base in regions:
+        w.mmap(addr=base, size=MIB2)
+    n = MIB2 // P
+    ref = {base: [None] * n for base in regions}    # per page: state, None not populated
+    in_vram = dict.fromkeys(regions, False)
+    for _ in range(40):
+        base = rng.choice(regions)
+        lo = rng.randrange(n)
+        hi = min(n, lo + rng.choice((1, 3, 64)))
+        pages = ref[base]
+        op = rng.choice(["cpu_read", "cpu_write", "gpu_read", "gpu_write", "evict", "remap"])
+        if op in ("cpu_read", "cpu_write"):
+            in_vram[base] = False                   # the whole allocation comes back
+            if op == "cpu_read":
+                w.cpu_read(addr=base + lo * P, size=(hi - lo) * P)
+                for k in range(lo, hi):
+                    if pages[k] is None:
+                        pages[k] = PAGE_ZERO
+            else:
+                w.cpu_write(addr=base + lo * P, size=(hi - lo) * P, value=rng.randrange(9))
+                pages[lo:hi] = [PAGE_DIRTY] * (hi - lo)
+        elif op in ("gpu_read", "gpu_write"):
+            w.gpu_access(vm="vd", addr=base + lo * P, size=(hi - lo) * P, op=op[4:],
+                         value=5)
+            if not in_vram[base]:                   # the range migrates, every page of it
+                pages[:] = [PAGE_DIRTY if s == PAGE_DIRTY else PAGE_CLEAN for s in pages]
+                in_vram[base] = True
+        elif op == "evict":
+            w.evict(device="dgpu")
+            in_vram = dict.fromkeys(regions, False)
+        else:
+            w.munmap(addr=base, size=MIB2)
+            w.mmap(addr=base, size=MIB2)
+            pages[:] = [None] * n
+            in_vram[base] = False
+        for b in regions:
+            st = [s for s in ref[b] if s is not None]
+            rss = (len(st) - st.count(PAGE_ZERO)) * KB
+            got = w.smaps(addr=b, size=MIB2)
+            assert got == {"rss": rss, "anonymous": rss,
+                           "private_clean": st.count(PAGE_CLEAN) * KB,
+                           "private_dirty": st.count(PAGE_DIRTY) * KB,
+                           "device": rss if in_vram[b] else 0,
+                           "zero": st.count(PAGE_ZERO) * KB}, (seed, op, b)
