@@ -578,10 +578,10 @@ class SmapsEvent(Event, tag="smaps"):
         "smaps_account(), summed over the parts of the CPU VMAs inside the range (the file "
         "reports whole VMAs, one block each). "
         "A page is dirty when its PTE or its folio is: a CPU store dirties it, and so does a "
-        "GPU fault on a writable VMA that populates it, even a read (drm_gpusvm_get_pages() "
-        "asks hmm_range_fault() for write access unless the VMA is read-only); GPU writes "
-        "do not, and a page migrated back from VRAM is dirty only if it was dirty before it "
-        "left (mm/migrate.c remove_migration_pte()).")
+        "GPU fault served from system memory on a writable VMA that populates it, even a "
+        "read (drm_gpusvm_get_pages() asks hmm_range_fault() for write access unless the "
+        "VMA is read-only); GPU writes do not, and a page migrated back from VRAM is dirty "
+        "only if it was dirty before it left (mm/migrate.c remove_migration_pte()).")
     errors = (_EINVAL_FIELDS,
               ("ESRCH", "process names no live process (never started, or exited)"),
               ("EINVAL", "addr or size not 4 KiB aligned, size 0, or the end beyond 2^64"))
