@@ -1108,8 +1108,8 @@ class Mm:
             blk = self._pt[pfn >> _BSHIFT] = ([None] * _BLOCK, [0] * _BLOCK)
         k = pfn & _BMASK
         r = blk[0][k]
-        if r is None:                   # a read fault: the zero page
-            r = blk[0][k] = PageRun([0], None, bytearray(_ZERO1))
+        if r is None:                   # as a read fault would: the zero page (a store
+            r = blk[0][k] = PageRun([0], None, bytearray(_ZERO1))   # dirties it next)
             blk[1][k] = 0
         return Page.of(r, blk[1][k])
 

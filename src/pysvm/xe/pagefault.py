@@ -403,9 +403,7 @@ def handle_vma(svm: Svm, vma: Vma, addr: int, atomic: bool, tile: int = 0) -> No
             raise XeError(errno.EACCES, f"GPU atomic at {addr:#x} on a userptr VMA needs VRAM "
                           "(a userptr's pages cannot migrate)")
         if vma.is_userptr():
-            # xe_vma_userptr_pin_pages(): write access unless the VMA is read-only
-            svm.mm.hmm_range_fault(vma.offset, vma.offset + vma.range,
-                                   write=not vma.read_only(), owner=None)
+            vma.userptr_pin_pages(svm.mm)
         if need and bo is not None:
             # xe_pagefault_begin() (v6.18: xe_gt_pagefault.c xe_pf_begin()) with
             # need_vram_move: xe_bo_migrate(bo, tile VRAM placement) (xe_bo.c): 0 when the

@@ -367,9 +367,7 @@ class Svm:
         bos = []
         for v in vm.vmas_in(start, end):
             if v.is_userptr():
-                # xe_vma_userptr_pin_pages(): write access unless the VMA is read-only
-                self.mm.hmm_range_fault(v.offset, v.offset + v.range,
-                                        write=not v.read_only(), owner=None)
+                v.userptr_pin_pages(self.mm)
                 continue
             if v.bo is not None:
                 if region == "pref_loc":

@@ -538,20 +538,14 @@ class Vm:
             for op in ops:
                 d = op.as_dict()
                 if d["op"] == "map":
+                    v = Vma(self, d["addr"], d["range"], bo, d["offset"], vflags,
+                            VmaMemAttr.default(pat_index), userptr=userptr)
                     if userptr:
-                        # xe_vm.c new_vma(): a new userptr VMA is pinned at once
-                        # (xe_vma_userptr_pin_pages(); v6.18 xe_userptr.c:
-                        # drm_gpusvm_get_pages() -> hmm_range_fault(), no page owner, so
-                        # device pages come back to RAM; write access unless the GPU VMA
-                        # is read-only, ctx.read_only = xe_vma_read_only()); its error
+                        # xe_vm.c new_vma(): a new userptr VMA is pinned at once; its error
                         # (EFAULT: no CPU VMA there; EPERM: a writable VMA over read-only
                         # memory) destroys the VMA and vm_bind_ioctl_ops_unwind() undoes
                         # the ops before it: nothing changes
-                        self.mm.hmm_range_fault(d["offset"], d["offset"] + d["range"],
-                                                write=not (vflags & VmaFlag.READ_ONLY),
-                                                owner=None)
-                    v = Vma(self, d["addr"], d["range"], bo, d["offset"], vflags,
-                            VmaMemAttr.default(pat_index), userptr=userptr)
+                        v.userptr_pin_pages(self.mm)
                     if immediate and not is_mirror and not is_null:
                         # xe_vma_create() sets vma->tile_mask to every tile (for_each_tile);
                         # the bind's page-table update runs for each tile of that mask

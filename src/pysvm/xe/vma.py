@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Final
 from pysvm.xe.attr import VmaMemAttr
 
 if TYPE_CHECKING:
+    from pysvm.mm.mmap import Mm
     from pysvm.mm.mmu_notifier import IntervalNotifier
     from pysvm.xe.bo import Bo
     from pysvm.xe.vm import Vm
@@ -112,6 +113,18 @@ class Vma:
     def is_userptr(self) -> bool:
         """Kernel: xe_vma_is_userptr()."""
         return self.userptr
+
+    def userptr_pin_pages(self, mm: Mm) -> None:
+        """Fault in the CPU pages this userptr VMA maps (``offset`` is their address).
+
+        Kernel: xe_userptr.c xe_vma_userptr_pin_pages(): drm_gpusvm_get_pages() with
+        ``ctx.read_only = xe_vma_read_only(vma)`` and no device page owner, so it asks
+        for write access unless the VMA is read-only (the pages it populates are dirty)
+        and device pages come back to system memory first. Raises XeError: EFAULT where
+        no CPU VMA is, EPERM for a writable VMA over read-only memory.
+        """
+        mm.hmm_range_fault(self.offset, self.offset + self.range,
+                           write=not self.read_only(), owner=None)
 
     def read_only(self) -> bool:
         """Kernel: xe_vma_read_only()."""
